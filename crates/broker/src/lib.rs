@@ -1,1 +1,32 @@
-//! placeholder
+//! The sans-io MQTT broker core.
+//!
+//! [`Broker`] owns every session, the subscription tree, retained messages,
+//! wills and the QoS state machines. It never touches a socket, a file or the
+//! clock: the network layer feeds it decoded packets with the current
+//! [`Time`], and drains [`Output`]s (packets to send, connections to close,
+//! persistence operations to make durable). This is what lets the tests drive
+//! keep-alive, will delay, session expiry and message expiry with a virtual
+//! clock.
+//!
+//! What it is not: a codec (that is `mqtt-proto`), a store (that is `kv`,
+//! which makes [`PersistOp`]s durable), or a server (that is `broker-net`).
+
+mod auth;
+mod broker;
+mod config;
+mod delivery;
+mod outbound;
+mod persist;
+mod retained;
+mod session;
+mod stats;
+mod time;
+mod trie;
+
+pub use auth::{hash_password, AccessControl, AclError, Action as AclAction, AuthFailure};
+pub use broker::{Broker, ConnId, ConnectInfo, Output};
+pub use config::BrokerConfig;
+pub use outbound::OutboundAliases;
+pub use persist::{DeliveryState, PersistOp, RestoredMessage, RestoredSession, RestoredState, StoredMessage, StoredSubscription};
+pub use stats::Stats;
+pub use time::Time;

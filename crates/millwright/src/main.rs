@@ -1,1 +1,148 @@
-fn main() {}
+//! The `millwright` binary: command line, settings and wiring. It holds no
+//! logic of its own; every capability lives in a crate under `crates/`.
+
+mod settings;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::settings::Settings;
+
+#[derive(Parser)]
+#[command(name = "millwright", version, about = "A self-hosted IoT platform in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the platform.
+    Serve(ServeArgs),
+    /// Add or update a user in a password file (mosquitto_passwd format).
+    Passwd {
+        /// The password file (created if missing).
+        file: PathBuf,
+        /// The username.
+        user: String,
+        /// The password (read from MILLWRIGHT_PASSWORD when absent).
+        #[arg(long, env = "MILLWRIGHT_PASSWORD", hide_env_values = true)]
+        password: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Where all state is kept.
+    #[arg(long, default_value = "./millwright-data")]
+    data_dir: PathBuf,
+    /// A TOML settings file; every key can be overridden by an environment
+    /// variable MILLWRIGHT_SECTION__KEY.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Passwd { file, user, password } => passwd(&file, &user, &password),
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = Settings::load(args.config.as_deref(), std::env::vars())?;
+    init_logging(&settings.log.level);
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
+
+    let mut access = broker::AccessControl::new(settings.mqtt.allow_anonymous);
+    if let Some(p) = &settings.mqtt.password_file {
+        let text = std::fs::read_to_string(p).with_context(|| format!("mqtt.password_file: cannot read {}", p.display()))?;
+        access = access.with_password_file(&text).with_context(|| format!("mqtt.password_file {}", p.display()))?;
+    }
+    if let Some(p) = &settings.mqtt.acl_file {
+        let text = std::fs::read_to_string(p).with_context(|| format!("mqtt.acl_file: cannot read {}", p.display()))?;
+        access = access.with_acl_file(&text).with_context(|| format!("mqtt.acl_file {}", p.display()))?;
+    }
+    if !settings.mqtt.allow_anonymous && settings.mqtt.password_file.is_none() {
+        tracing::warn!("mqtt.allow_anonymous is false and no mqtt.password_file is set: no client can connect");
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let store_path = args.data_dir.join("broker.redb");
+        let store = kv::RedbSessionStore::open(&store_path)
+            .with_context(|| format!("cannot open {}", store_path.display()))?;
+        let server = broker_net::Server::bind(
+            settings.net_config(),
+            settings.broker_config(),
+            access,
+            Arc::new(store),
+        )
+        .await?;
+        let addr = server.local_addr()?;
+        match server.ws_addr() {
+            Some(ws) => tracing::info!(%addr, websocket = %ws, data_dir = %args.data_dir.display(), "MQTT broker listening"),
+            None => tracing::info!(%addr, data_dir = %args.data_dir.display(), "MQTT broker listening"),
+        }
+        server.run(shutdown_signal()).await;
+        Ok::<(), anyhow::Error>(())
+    })
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn passwd(file: &std::path::Path, user: &str, password: &str) -> anyhow::Result<()> {
+    if user.is_empty() || user.contains(':') {
+        anyhow::bail!("username must be non-empty and contain no ':'");
+    }
+    let existing = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
+    };
+    let salt: [u8; 12] = rand::random();
+    let line = format!("{user}:{}", broker::hash_password(password, salt));
+    let mut out: Vec<String> = existing
+        .lines()
+        .filter(|l| l.split_once(':').map(|(u, _)| u) != Some(user))
+        .map(str::to_string)
+        .collect();
+    out.push(line);
+    std::fs::write(file, out.join("\n") + "\n").with_context(|| format!("cannot write {}", file.display()))?;
+    Ok(())
+}

@@ -1,3 +1,5 @@
+//! Error types: why bytes could not become a packet, or a packet bytes.
+
 use crate::ReasonCode;
 
 /// Why bytes could not be decoded into a packet. Every variant is fatal for
@@ -42,4 +44,6 @@ pub enum EncodeError {
     FieldTooLong,
     #[error("{0} cannot be sent with this protocol version")]
     NotInProtocol(&'static str),
+    #[error("invalid field value: {0}")]
+    InvalidValue(&'static str),
 }

@@ -8,12 +8,24 @@
 //! not an error. Every malformed input is a [`DecodeError`] that maps to the
 //! MQTT 5 reason code a server sends before closing the connection.
 
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
 mod decode;
 mod encode;
 mod error;
 mod packet;
+mod properties;
 mod reason;
 pub mod topic;
+mod wire;
 
 pub use bytestring::ByteString;
 pub use decode::{decode, peek_header, FixedHeader};

@@ -75,7 +75,9 @@ mod tests {
 
     #[test]
     fn filter_validation() {
-        for ok in ["a", "a/b", "+", "#", "a/+/c", "a/#", "+/+", "/", "$SYS/#", "a//b"] {
+        for ok in [
+            "a", "a/b", "+", "#", "a/+/c", "a/#", "+/+", "/", "$SYS/#", "a//b",
+        ] {
             assert!(valid_topic_filter(ok), "{ok}");
         }
         for bad in ["", "a+", "a/#/b", "#/a", "a/b#", "++", "a\0b"] {

@@ -1,0 +1,101 @@
+//! Turning broker outputs into queued packets, closes and persistence
+//! batches. Runs with the core lock held; never blocks.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use broker::{Broker, ConnId, Output, Time};
+use mqtt_proto::{Packet, QoS};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio_util::sync::CancellationToken;
+
+use crate::persist::PersistQueue;
+use crate::server::NetMetrics;
+
+/// What a connection's writer task receives.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// Send once the persistence sequence `wait` is durable (0 = now).
+    Packet(Packet, u64),
+    /// Flush what came before, then close.
+    Close,
+}
+
+pub(crate) struct ConnHandle {
+    pub tx: mpsc::Sender<Outgoing>,
+    /// Cancelled to stop the reader (and, when forced, the writer).
+    pub stop: CancellationToken,
+    pub force: CancellationToken,
+}
+
+/// The state behind the lock.
+pub(crate) struct Core {
+    pub broker: Broker,
+    pub conns: HashMap<ConnId, ConnHandle>,
+    pub persist: PersistQueue,
+}
+
+impl Core {
+    /// Dispatches every pending broker output.
+    pub fn dispatch(&mut self, metrics: &Arc<NetMetrics>, now: Time) {
+        let mut outputs: Vec<Output> = Vec::new();
+        loop {
+            outputs.extend(self.broker.drain_outputs());
+            if outputs.is_empty() {
+                return;
+            }
+            let mut ops = Vec::new();
+            let round_seq = self.persist.submitted + 1;
+            let mut lost: Vec<ConnId> = Vec::new();
+            for out in outputs.drain(..) {
+                match out {
+                    Output::Persist(op) => ops.push(op),
+                    Output::Send { conn, packet, durable } => {
+                        let wait = match (durable, ops.is_empty()) {
+                            (false, _) => 0,
+                            (true, false) => round_seq,
+                            (true, true) => self.persist.submitted,
+                        };
+                        let Some(h) = self.conns.get(&conn) else { continue };
+                        match h.tx.try_send(Outgoing::Packet(packet, wait)) {
+                            Ok(()) => {}
+                            Err(TrySendError::Full(Outgoing::Packet(Packet::Publish(p), _)))
+                                if p.qos == QoS::AtMostOnce =>
+                            {
+                                metrics.qos0_dropped.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(TrySendError::Full(_)) => {
+                                // A client that does not read while its
+                                // window is full: drop it rather than grow.
+                                metrics.slow_consumers_dropped.fetch_add(1, Ordering::Relaxed);
+                                tracing::info!(?conn, "outbound queue full; disconnecting slow client");
+                                lost.push(conn);
+                            }
+                            Err(TrySendError::Closed(_)) => lost.push(conn),
+                        }
+                    }
+                    Output::Close { conn } => {
+                        if let Some(h) = self.conns.remove(&conn) {
+                            h.stop.cancel();
+                            if h.tx.try_send(Outgoing::Close).is_err() {
+                                h.force.cancel();
+                            }
+                        }
+                    }
+                }
+            }
+            if !ops.is_empty() {
+                self.persist.submit(ops);
+            }
+            for conn in lost {
+                if let Some(h) = self.conns.remove(&conn) {
+                    h.stop.cancel();
+                    h.force.cancel();
+                }
+                self.broker.connection_lost(conn, now);
+            }
+        }
+    }
+}

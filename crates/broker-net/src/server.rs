@@ -1,0 +1,277 @@
+//! Listeners, the shared core, timers and shutdown.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use broker::{AccessControl, Broker, BrokerConfig, ConnId};
+use kv::SessionStore;
+use mqtt_proto::ReasonCode;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::dispatch::Core;
+use crate::persist::{Durable, PersistQueue};
+use crate::{connection, sys, ws, Clock};
+
+/// Network-level settings.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// Address to bind, e.g. `0.0.0.0` or `127.0.0.1`.
+    pub bind: String,
+    /// MQTT over TCP port (0 = any free port).
+    pub port: u16,
+    /// MQTT over WebSocket port (path `/mqtt`); `None` = no WebSocket.
+    pub ws_port: Option<u16>,
+    /// Most simultaneous connections; more are closed at once.
+    pub max_connections: usize,
+    /// Packets queued toward one connection before QoS 0 messages are
+    /// dropped (and, for other packets, the client is disconnected).
+    pub outbound_queue: usize,
+    /// Seconds a new connection has to send CONNECT.
+    pub connect_timeout_secs: u64,
+    /// Seconds between `$SYS` updates (0 = none).
+    pub sys_interval_secs: u64,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        NetConfig {
+            bind: "0.0.0.0".into(),
+            port: 1883,
+            ws_port: Some(8083),
+            max_connections: 100_000,
+            outbound_queue: 1024,
+            connect_timeout_secs: 10,
+            sys_interval_secs: 10,
+        }
+    }
+}
+
+/// Server failures.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("cannot open the broker store: {0}")]
+    Store(#[from] kv::KvError),
+    #[error("cannot start the persistence thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Counters kept by the network layer.
+#[derive(Debug, Default)]
+pub struct NetMetrics {
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub connections_accepted: AtomicU64,
+    pub connections_refused: AtomicU64,
+    pub qos0_dropped: AtomicU64,
+    pub slow_consumers_dropped: AtomicU64,
+}
+
+pub(crate) struct Shared {
+    core: Mutex<Core>,
+    pub config: NetConfig,
+    pub broker_config: BrokerConfig,
+    pub metrics: Arc<NetMetrics>,
+    pub clock: Clock,
+    pub durable: watch::Receiver<Durable>,
+    next_conn: AtomicU64,
+    pub tracker: TaskTracker,
+    pub shutdown: CancellationToken,
+    pub permits: Arc<Semaphore>,
+}
+
+impl Shared {
+    /// Locks the core. A poisoned lock means a bug panicked while holding
+    /// it; the state is still the best we have, so keep serving.
+    pub fn lock(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn next_conn_id(&self) -> ConnId {
+        ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// A bound, not yet running, server.
+pub struct Server {
+    shared: Arc<Shared>,
+    tcp: TcpListener,
+    ws: Option<TcpListener>,
+}
+
+/// Lets a caller read metrics while the server runs.
+#[derive(Clone)]
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+}
+
+impl ServerHandle {
+    pub fn metrics(&self) -> &NetMetrics {
+        &self.shared.metrics
+    }
+
+    /// Connected clients now.
+    pub fn connected(&self) -> usize {
+        self.shared.lock().broker.connected_count()
+    }
+}
+
+async fn bind(addr: &str) -> Result<TcpListener, NetError> {
+    TcpListener::bind(addr).await.map_err(|source| NetError::Bind {
+        addr: addr.to_string(),
+        source,
+    })
+}
+
+impl Server {
+    /// Restores the stored state and binds the listeners.
+    pub async fn bind(
+        config: NetConfig,
+        broker_config: BrokerConfig,
+        access: AccessControl,
+        store: Arc<dyn SessionStore>,
+    ) -> Result<Server, NetError> {
+        let tcp = bind(&format!("{}:{}", config.bind, config.port)).await?;
+        let ws = match config.ws_port {
+            Some(p) => Some(bind(&format!("{}:{}", config.bind, p)).await?),
+            None => None,
+        };
+        let clock = Clock::new();
+        let now = clock.now();
+        let restored = store.load()?;
+        let sessions = restored.sessions.len();
+        let retained = restored.retained.len();
+        let queued: usize = restored.sessions.iter().map(|s| s.messages.len()).sum();
+        let mut broker = Broker::new(broker_config.clone(), access, now);
+        broker.restore(restored, now);
+        tracing::info!(sessions, retained, queued, "restored broker state");
+        let (durable_tx, durable_rx) = watch::channel(Durable::default());
+        let persist = PersistQueue::start(store, durable_tx).map_err(NetError::Thread)?;
+        let shared = Arc::new(Shared {
+            core: Mutex::new(Core {
+                broker,
+                conns: HashMap::new(),
+                persist,
+            }),
+            permits: Arc::new(Semaphore::new(config.max_connections)),
+            config,
+            broker_config,
+            metrics: Arc::new(NetMetrics::default()),
+            clock,
+            durable: durable_rx,
+            next_conn: AtomicU64::new(1),
+            tracker: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+        });
+        Ok(Server { shared, tcp, ws })
+    }
+
+    /// The MQTT/TCP address actually bound.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+
+    /// The MQTT/WebSocket address actually bound.
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.ws.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Serves until `shutdown` completes, then stops gracefully: stop
+    /// accepting, send every v5 client DISCONNECT 0x8B, flush, make every
+    /// pending state change durable.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let shared = self.shared.clone();
+        let tcp_task = tokio::spawn(accept_loop(shared.clone(), self.tcp, false));
+        let ws_task = self.ws.map(|l| tokio::spawn(accept_loop(shared.clone(), l, true)));
+        let timer_task = tokio::spawn(timers(shared.clone()));
+
+        shutdown.await;
+        tracing::info!("shutting down");
+        shared.shutdown.cancel();
+        tcp_task.abort();
+        if let Some(t) = ws_task {
+            t.abort();
+        }
+        timer_task.abort();
+        {
+            let mut core = shared.lock();
+            let now = shared.clock.now();
+            core.broker.shutdown(ReasonCode::SERVER_SHUTTING_DOWN, now);
+            core.dispatch(&shared.metrics, now);
+        }
+        shared.tracker.close();
+        if tokio::time::timeout(Duration::from_secs(5), shared.tracker.wait()).await.is_err() {
+            tracing::warn!("some connections did not close within 5 s");
+        }
+        let thread = shared.lock().persist.close();
+        if let Some(t) = thread {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        tracing::info!("broker stopped; state saved");
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, websocket: bool) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Usually EMFILE: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
+            shared.metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, "max_connections reached; connection refused");
+            drop(stream);
+            continue;
+        };
+        shared.metrics.connections_accepted.fetch_add(1, Ordering::Relaxed);
+        let _ = stream.set_nodelay(true);
+        let s = shared.clone();
+        shared.tracker.spawn(async move {
+            if websocket {
+                ws::serve(s, stream, peer).await;
+            } else {
+                connection::serve(s, stream, peer).await;
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn timers(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let sys_every = shared.config.sys_interval_secs * 1000;
+    let mut next_sys = 0u64;
+    loop {
+        tick.tick().await;
+        let now = shared.clock.now();
+        let mut core = shared.lock();
+        if core.broker.poll_timeout().is_some_and(|t| t <= now) {
+            core.broker.tick(now);
+        }
+        if sys_every > 0 && now.0 >= next_sys {
+            next_sys = now.0 + sys_every;
+            sys::publish(&mut core.broker, &shared.metrics, now);
+        }
+        core.dispatch(&shared.metrics, now);
+    }
+}

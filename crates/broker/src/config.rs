@@ -1,0 +1,59 @@
+//! The broker core's settings. The binary fills these from its settings
+//! tree; defaults here are the documented defaults.
+
+/// Limits and feature switches of the broker core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerConfig {
+    /// Highest keep-alive a client may use, seconds; a larger (or zero)
+    /// request is replaced and announced as Server Keep Alive (v5).
+    pub max_keepalive: u16,
+    /// How many unacknowledged QoS 1/2 PUBLISHes we accept from one client.
+    pub receive_maximum: u16,
+    /// How many topic aliases a client may use toward us.
+    pub topic_alias_maximum: u16,
+    /// Largest packet we accept, bytes.
+    pub max_packet_size: u32,
+    /// Most QoS 1/2 messages in flight toward one client at a time.
+    pub max_inflight: u16,
+    /// Most messages queued for one session beyond those in flight.
+    pub max_queued_messages: usize,
+    /// Most payload bytes queued for one session.
+    pub max_queued_bytes: usize,
+    /// Whether retained messages are supported.
+    pub retain_available: bool,
+    /// Most retained messages kept; new topics beyond are refused.
+    pub max_retained_messages: usize,
+    /// Most retained payload bytes kept.
+    pub max_retained_bytes: usize,
+    /// Highest session expiry interval granted, seconds. v3.1.1 persistent
+    /// sessions (clean session 0) get this value.
+    pub session_expiry_max: u32,
+    /// Most levels in a topic name or filter.
+    pub max_topic_levels: usize,
+    /// Most subscriptions one session may hold.
+    pub max_subscriptions_per_client: usize,
+    /// Most topic aliases the broker assigns toward a client (capped by the
+    /// client's own Topic Alias Maximum).
+    pub outbound_topic_alias_maximum: u16,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            max_keepalive: 600,
+            receive_maximum: 1024,
+            topic_alias_maximum: 64,
+            max_packet_size: 1024 * 1024,
+            max_inflight: 64,
+            max_queued_messages: 10_000,
+            max_queued_bytes: 64 * 1024 * 1024,
+            retain_available: true,
+            max_retained_messages: 1_000_000,
+            max_retained_bytes: 512 * 1024 * 1024,
+            session_expiry_max: 7 * 24 * 3600,
+            max_topic_levels: 32,
+            max_subscriptions_per_client: 1_000,
+            outbound_topic_alias_maximum: 64,
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! Counters kept by the broker core, published under `$SYS/broker/...` and
+//! as metrics.
+
+/// Monotonic counters since start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub connects: u64,
+    pub auth_failures: u64,
+    pub takeovers: u64,
+    pub protocol_errors: u64,
+    pub keepalive_timeouts: u64,
+    pub messages_received: u64,
+    pub messages_sent: u64,
+    pub messages_dropped: u64,
+    pub messages_expired: u64,
+    pub publish_bytes_received: u64,
+    pub publish_denied: u64,
+    pub subscribe_denied: u64,
+    pub wills_published: u64,
+    pub sessions_expired: u64,
+}

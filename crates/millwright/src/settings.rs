@@ -1,0 +1,272 @@
+//! The settings tree: defaults in code < TOML file < environment
+//! (`MILLWRIGHT_SECTION__KEY=value`). Unknown keys and bad values stop
+//! start-up with a message that names the key.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub mqtt: MqttSettings,
+    pub http: HttpSettings,
+    pub log: LogSettings,
+}
+
+/// `[mqtt]`: the broker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttSettings {
+    pub bind: String,
+    pub port: u16,
+    /// MQTT over WebSocket port (path `/mqtt`); 0 disables it.
+    pub ws_port: u16,
+    pub allow_anonymous: bool,
+    pub password_file: Option<PathBuf>,
+    pub acl_file: Option<PathBuf>,
+    pub max_connections: usize,
+    pub max_keepalive: u16,
+    pub receive_maximum: u16,
+    pub topic_alias_maximum: u16,
+    pub max_packet_size: u32,
+    pub max_inflight: u16,
+    pub max_queued_messages: usize,
+    pub max_queued_bytes: usize,
+    pub retain_available: bool,
+    pub max_retained_messages: usize,
+    pub max_retained_bytes: usize,
+    pub session_expiry_max: u32,
+    pub max_topic_levels: usize,
+    pub max_subscriptions_per_client: usize,
+    pub outbound_queue: usize,
+    pub connect_timeout: u64,
+    pub sys_interval: u64,
+}
+
+impl Default for MqttSettings {
+    fn default() -> Self {
+        let b = broker::BrokerConfig::default();
+        let n = broker_net::NetConfig::default();
+        MqttSettings {
+            bind: n.bind,
+            port: n.port,
+            ws_port: n.ws_port.unwrap_or(0),
+            allow_anonymous: false,
+            password_file: None,
+            acl_file: None,
+            max_connections: n.max_connections,
+            max_keepalive: b.max_keepalive,
+            receive_maximum: b.receive_maximum,
+            topic_alias_maximum: b.topic_alias_maximum,
+            max_packet_size: b.max_packet_size,
+            max_inflight: b.max_inflight,
+            max_queued_messages: b.max_queued_messages,
+            max_queued_bytes: b.max_queued_bytes,
+            retain_available: b.retain_available,
+            max_retained_messages: b.max_retained_messages,
+            max_retained_bytes: b.max_retained_bytes,
+            session_expiry_max: b.session_expiry_max,
+            max_topic_levels: b.max_topic_levels,
+            max_subscriptions_per_client: b.max_subscriptions_per_client,
+            outbound_queue: n.outbound_queue,
+            connect_timeout: n.connect_timeout_secs,
+            sys_interval: n.sys_interval_secs,
+        }
+    }
+}
+
+/// `[http]`: the API and dashboard listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    pub enabled: bool,
+    pub bind: String,
+    pub port: u16,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            enabled: false,
+            bind: "0.0.0.0".into(),
+            port: 8080,
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// A `tracing` filter such as `info` or `broker=debug,info`; `RUST_LOG`
+    /// wins when set.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings { level: "info".into() }
+    }
+}
+
+const ENV_PREFIX: &str = "MILLWRIGHT_";
+
+impl Settings {
+    /// Loads settings from an optional file and the given environment.
+    pub fn load(file: Option<&Path>, env: impl Iterator<Item = (String, String)>) -> anyhow::Result<Settings> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+                text.parse::<toml::Table>()
+                    .with_context(|| format!("config file {} is not valid TOML", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        for (key, value) in env {
+            let Some(rest) = key.strip_prefix(ENV_PREFIX) else { continue };
+            let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+            if path.len() != 2 || path.iter().any(String::is_empty) {
+                bail!("environment variable {key}: expected {ENV_PREFIX}SECTION__KEY");
+            }
+            let section = table
+                .entry(path[0].clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let toml::Value::Table(section) = section else {
+                bail!("environment variable {key}: {} is not a section", path[0]);
+            };
+            section.insert(path[1].clone(), env_value(&value));
+        }
+        let settings: Settings = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let path = e.path().to_string();
+            anyhow::anyhow!("invalid setting `{path}`: {}", e.into_inner().message())
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let m = &self.mqtt;
+        if m.receive_maximum == 0 {
+            bail!("invalid setting `mqtt.receive_maximum`: must be at least 1");
+        }
+        if m.max_inflight == 0 {
+            bail!("invalid setting `mqtt.max_inflight`: must be at least 1");
+        }
+        if m.max_packet_size < 64 {
+            bail!("invalid setting `mqtt.max_packet_size`: must be at least 64 bytes");
+        }
+        if m.max_packet_size > 268_435_455 {
+            bail!("invalid setting `mqtt.max_packet_size`: MQTT allows at most 268435455 bytes");
+        }
+        if m.max_connections == 0 {
+            bail!("invalid setting `mqtt.max_connections`: must be at least 1");
+        }
+        if m.outbound_queue == 0 {
+            bail!("invalid setting `mqtt.outbound_queue`: must be at least 1");
+        }
+        if m.max_topic_levels == 0 {
+            bail!("invalid setting `mqtt.max_topic_levels`: must be at least 1");
+        }
+        if self.http.enabled {
+            bail!("invalid setting `http.enabled`: the HTTP API is not part of this build yet; set it to false");
+        }
+        Ok(())
+    }
+
+    pub fn broker_config(&self) -> broker::BrokerConfig {
+        let m = &self.mqtt;
+        broker::BrokerConfig {
+            max_keepalive: m.max_keepalive,
+            receive_maximum: m.receive_maximum,
+            topic_alias_maximum: m.topic_alias_maximum,
+            max_packet_size: m.max_packet_size,
+            max_inflight: m.max_inflight,
+            max_queued_messages: m.max_queued_messages,
+            max_queued_bytes: m.max_queued_bytes,
+            retain_available: m.retain_available,
+            max_retained_messages: m.max_retained_messages,
+            max_retained_bytes: m.max_retained_bytes,
+            session_expiry_max: m.session_expiry_max,
+            max_topic_levels: m.max_topic_levels,
+            max_subscriptions_per_client: m.max_subscriptions_per_client,
+            outbound_topic_alias_maximum: m.topic_alias_maximum,
+        }
+    }
+
+    pub fn net_config(&self) -> broker_net::NetConfig {
+        let m = &self.mqtt;
+        broker_net::NetConfig {
+            bind: m.bind.clone(),
+            port: m.port,
+            ws_port: (m.ws_port != 0).then_some(m.ws_port),
+            max_connections: m.max_connections,
+            outbound_queue: m.outbound_queue,
+            connect_timeout_secs: m.connect_timeout,
+            sys_interval_secs: m.sys_interval,
+        }
+    }
+}
+
+/// An environment value as TOML: integers, floats and booleans keep their
+/// type, anything else is a string.
+fn env_value(v: &str) -> toml::Value {
+    if let Ok(i) = v.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    if let Ok(b) = v.parse::<bool>() {
+        return toml::Value::Boolean(b);
+    }
+    if let Ok(f) = v.parse::<f64>() {
+        if v.contains('.') {
+            return toml::Value::Float(f);
+        }
+    }
+    toml::Value::String(v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    #[test]
+    fn defaults() {
+        let s = Settings::load(None, env(&[])).unwrap();
+        assert_eq!(s.mqtt.port, 1883);
+        assert_eq!(s.mqtt.ws_port, 8083);
+        assert!(!s.mqtt.allow_anonymous);
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.toml");
+        std::fs::write(&p, "[mqtt]\nport = 1999\nallow_anonymous = true\n").unwrap();
+        let s = Settings::load(Some(&p), env(&[("MILLWRIGHT_MQTT__PORT", "1884"), ("OTHER", "x")])).unwrap();
+        assert_eq!(s.mqtt.port, 1884);
+        assert!(s.mqtt.allow_anonymous);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Settings::load(None, env(&[("MILLWRIGHT_MQTT__PORTT", "1")])).unwrap_err();
+        assert!(err.to_string().contains("mqtt") && err.to_string().contains("portt"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let err = Settings::load(None, env(&[("MILLWRIGHT_MQTT__PORT", "70000")])).unwrap_err();
+        assert!(err.to_string().contains("mqtt.port"), "{err}");
+        let err = Settings::load(None, env(&[("MILLWRIGHT_MQTT__RECEIVE_MAXIMUM", "0")])).unwrap_err();
+        assert!(err.to_string().contains("mqtt.receive_maximum"), "{err}");
+    }
+}

@@ -1,0 +1,121 @@
+//! Immutable chunk files: columnar, compressed, with a checksummed index of
+//! per-series summaries. See `FORMAT.md` for the byte layout.
+//!
+//! A chunk holds either raw points or one rollup level's buckets, for one
+//! namespace and one time partition.
+
+mod build;
+mod read;
+
+pub(crate) use build::ChunkBuilder;
+pub use read::{decode_chunk, DecodedChunk, DecodedSeries, RollupBucket};
+pub(crate) use read::{Chunk, ChunkSeries};
+
+use std::sync::Arc;
+
+use crate::column::Column;
+use crate::model::{Value, ValueType};
+use crate::summary::Summary;
+use crate::wire::{put_f64, put_str, put_svar, put_u8, Reader};
+use crate::Error;
+
+/// First eight bytes of every chunk file.
+pub(crate) const CHUNK_MAGIC: &[u8; 8] = b"MWTSCHNK";
+/// Last eight bytes of every chunk file.
+pub(crate) const CHUNK_END_MAGIC: &[u8; 8] = b"MWTSEND\0";
+/// The chunk format version this build writes and the newest it reads.
+pub(crate) const CHUNK_VERSION: u32 = 1;
+pub(crate) const HEADER_LEN: usize = 16;
+pub(crate) const FOOTER_LEN: usize = 24;
+
+/// What a chunk holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum ChunkKind {
+    Raw,
+    /// Rollup buckets of this width in milliseconds.
+    Rollup(i64),
+}
+
+impl ChunkKind {
+    pub(crate) fn level_ms(self) -> i64 {
+        match self {
+            ChunkKind::Raw => 0,
+            ChunkKind::Rollup(ms) => ms,
+        }
+    }
+}
+
+/// Identity of a chunk file: what, whose and when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ChunkMeta {
+    pub(crate) kind: ChunkKind,
+    pub(crate) namespace: Arc<str>,
+    pub(crate) partition_start: i64,
+    pub(crate) partition_ms: i64,
+    /// Monotonic file number; on equal timestamps a higher id wins.
+    pub(crate) file_id: u64,
+}
+
+impl ChunkMeta {
+    /// The grouping compaction works on.
+    pub(crate) fn group(&self) -> (ChunkKind, Arc<str>, i64) {
+        (self.kind, self.namespace.clone(), self.partition_start)
+    }
+}
+
+/// Where a block lives inside the file: payload offset and length; the
+/// payload's CRC32 follows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BlockRef {
+    pub(crate) offset: u64,
+    pub(crate) len: u64,
+}
+
+/// The decoded contents of one rollup series in a chunk.
+pub(crate) struct RollupColumns {
+    pub(crate) buckets: Vec<i64>,
+    pub(crate) sums: Vec<Summary>,
+}
+
+pub(crate) fn encode_value(out: &mut Vec<u8>, v: &Value) {
+    put_u8(out, v.value_type().code());
+    match v {
+        Value::F64(x) => put_f64(out, *x),
+        Value::I64(x) => put_svar(out, *x),
+        Value::Bool(b) => put_u8(out, u8::from(*b)),
+        Value::Str(s) => put_str(out, s),
+    }
+}
+
+pub(crate) fn decode_value(r: &mut Reader<'_>) -> Result<Value, Error> {
+    let t = r.u8()?;
+    Ok(match ValueType::from_code(t) {
+        Some(ValueType::F64) => Value::F64(r.f64()?),
+        Some(ValueType::I64) => Value::I64(r.svar()?),
+        Some(ValueType::Bool) => Value::Bool(r.u8()? != 0),
+        Some(ValueType::Str) => Value::Str(Arc::from(r.str()?)),
+        None => return Err(r.err(format!("unknown value type {t}"))),
+    })
+}
+
+/// Summary of a sorted, de-duplicated raw series, plus its last value.
+pub(crate) fn summarize(ts: &[i64], col: &Column) -> Option<(Summary, Value)> {
+    let n = ts.len();
+    if n == 0 || col.len() != n {
+        return None;
+    }
+    let last = col.get(n - 1);
+    let s = match col.num(0) {
+        Some(v0) => {
+            let mut s = Summary::one(ts[0], v0);
+            for i in 1..n {
+                if let Some(v) = col.num(i) {
+                    s.add(ts[i], v);
+                }
+            }
+            s
+        }
+        None => Summary::count_only(n as u64, ts[0], ts[n - 1]),
+    };
+    Some((s, last))
+}

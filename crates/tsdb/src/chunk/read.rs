@@ -1,0 +1,417 @@
+//! Reading chunk files: index parsing, block checks, column decoding.
+//! Everything here treats the bytes as hostile and never panics.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{
+    decode_value, BlockRef, ChunkKind, ChunkMeta, RollupColumns, CHUNK_END_MAGIC, CHUNK_MAGIC,
+    CHUNK_VERSION, FOOTER_LEN, HEADER_LEN,
+};
+use crate::catalog::SeriesId;
+use crate::column::{decode_f64s, decode_i64s, Column, MAX_COLUMN_LEN};
+use crate::model::{Point, SeriesKey, Value, ValueType, MAX_LABELS};
+use crate::summary::Summary;
+use crate::wire::Reader;
+use crate::Error;
+
+/// One series' entry in a chunk index.
+#[derive(Clone, Debug)]
+pub(crate) struct ChunkSeries {
+    pub(crate) key: SeriesKey,
+    pub(crate) vtype: ValueType,
+    pub(crate) count: u64,
+    pub(crate) min_ts: i64,
+    pub(crate) max_ts: i64,
+    /// Raw chunks: summary of all points. Rollups: merge of all buckets.
+    pub(crate) summary: Summary,
+    /// Raw chunks: the value at `max_ts`.
+    pub(crate) last: Value,
+    ts_block: BlockRef,
+    val_block: BlockRef,
+}
+
+/// An open chunk file: its parsed index in memory, its blocks read on demand.
+pub(crate) struct Chunk {
+    pub(crate) path: PathBuf,
+    file: File,
+    pub(crate) meta: ChunkMeta,
+    pub(crate) series: Vec<ChunkSeries>,
+    by_sid: HashMap<SeriesId, usize>,
+    pub(crate) file_bytes: u64,
+    pub(crate) min_ts: i64,
+    pub(crate) max_ts: i64,
+}
+
+impl Chunk {
+    /// Opens a chunk, checks its header, footer and index, and binds each
+    /// series to a catalog id through `resolve` (series it rejects are skipped).
+    pub(crate) fn open(
+        path: &Path,
+        resolve: &mut dyn FnMut(&SeriesKey, ValueType) -> Option<SeriesId>,
+    ) -> Result<Chunk, Error> {
+        let ctx = || format!("reading chunk {}", path.display());
+        let file = File::open(path).map_err(|e| Error::io(ctx(), e))?;
+        let file_bytes = file.metadata().map_err(|e| Error::io(ctx(), e))?.len();
+        if file_bytes < (HEADER_LEN + FOOTER_LEN) as u64 {
+            return Err(Error::corrupt("chunk file", "shorter than header and footer"));
+        }
+        let mut header = [0u8; HEADER_LEN];
+        file.read_exact_at(&mut header, 0)
+            .map_err(|e| Error::io(ctx(), e))?;
+        check_header(&header)?;
+        let mut footer = [0u8; FOOTER_LEN];
+        file.read_exact_at(&mut footer, file_bytes - FOOTER_LEN as u64)
+            .map_err(|e| Error::io(ctx(), e))?;
+        let index_ref = parse_footer(&footer, file_bytes)?;
+        let mut payload = vec![0u8; index_ref.len as usize + 4];
+        file.read_exact_at(&mut payload, index_ref.offset)
+            .map_err(|e| Error::io(ctx(), e))?;
+        let index = checked_payload(&payload, "chunk index")?;
+        let (meta, series) = parse_index(index, header[12], index_ref.offset)?;
+        let mut by_sid = HashMap::with_capacity(series.len());
+        let mut kept = Vec::with_capacity(series.len());
+        let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
+        for s in series {
+            if let Some(sid) = resolve(&s.key, s.vtype) {
+                by_sid.insert(sid, kept.len());
+                min_ts = min_ts.min(s.min_ts);
+                max_ts = max_ts.max(s.max_ts);
+                kept.push(s);
+            }
+        }
+        Ok(Chunk {
+            path: path.to_path_buf(),
+            file,
+            meta,
+            series: kept,
+            by_sid,
+            file_bytes,
+            min_ts,
+            max_ts,
+        })
+    }
+
+    pub(crate) fn find(&self, sid: SeriesId) -> Option<&ChunkSeries> {
+        self.by_sid.get(&sid).map(|&i| &self.series[i])
+    }
+
+    pub(crate) fn sids(&self) -> impl Iterator<Item = (SeriesId, &ChunkSeries)> {
+        self.by_sid.iter().map(|(sid, &i)| (*sid, &self.series[i]))
+    }
+
+    fn read_block(&self, b: BlockRef) -> Result<Vec<u8>, Error> {
+        let len = usize::try_from(b.len)
+            .map_err(|_| Error::corrupt("chunk block", "length overflows"))?;
+        let mut buf = vec![0u8; len + 4];
+        self.file
+            .read_exact_at(&mut buf, b.offset)
+            .map_err(|e| Error::io(format!("reading chunk {}", self.path.display()), e))?;
+        checked_payload(&buf, "chunk block")?;
+        buf.truncate(len);
+        Ok(buf)
+    }
+
+    /// Decodes a raw series' timestamps and values.
+    pub(crate) fn read_raw(&self, s: &ChunkSeries) -> Result<(Vec<i64>, Column), Error> {
+        let ts = self.read_block(s.ts_block)?;
+        let vals = self.read_block(s.val_block)?;
+        decode_raw(&ts, &vals, s)
+    }
+
+    /// Decodes a rollup series' buckets.
+    pub(crate) fn read_rollup(&self, s: &ChunkSeries) -> Result<RollupColumns, Error> {
+        let ts = self.read_block(s.ts_block)?;
+        let vals = self.read_block(s.val_block)?;
+        decode_rollup(&ts, &vals, s)
+    }
+}
+
+fn check_header(h: &[u8]) -> Result<(), Error> {
+    let mut r = Reader::new(h, "chunk header");
+    if r.take(8)? != CHUNK_MAGIC {
+        return Err(Error::corrupt("chunk header", "bad magic"));
+    }
+    let version = r.u32()?;
+    if version == 0 || version > CHUNK_VERSION {
+        return Err(Error::UnsupportedVersion {
+            what: "chunk file".into(),
+            found: version,
+            supported: CHUNK_VERSION,
+        });
+    }
+    Ok(())
+}
+
+fn parse_footer(f: &[u8], file_len: u64) -> Result<BlockRef, Error> {
+    let mut r = Reader::new(f, "chunk footer");
+    let offset = r.u64()?;
+    let len = r.u64()?;
+    if r.take(8)? != CHUNK_END_MAGIC {
+        return Err(Error::corrupt("chunk footer", "bad end magic"));
+    }
+    let end = offset.checked_add(len).and_then(|e| e.checked_add(4));
+    if offset < HEADER_LEN as u64 || end != Some(file_len - FOOTER_LEN as u64) {
+        return Err(Error::corrupt("chunk footer", "index location out of range"));
+    }
+    Ok(BlockRef { offset, len })
+}
+
+/// Checks the CRC32 that trails `buf` and returns the payload before it.
+fn checked_payload<'a>(buf: &'a [u8], what: &'static str) -> Result<&'a [u8], Error> {
+    if buf.len() < 4 {
+        return Err(Error::corrupt(what, "too short for its checksum"));
+    }
+    let (payload, crc) = buf.split_at(buf.len() - 4);
+    let mut c = [0u8; 4];
+    c.copy_from_slice(crc);
+    if crc32fast::hash(payload) != u32::from_le_bytes(c) {
+        return Err(Error::corrupt(what, "checksum mismatch"));
+    }
+    Ok(payload)
+}
+
+fn parse_index(
+    index: &[u8],
+    kind_code: u8,
+    index_offset: u64,
+) -> Result<(ChunkMeta, Vec<ChunkSeries>), Error> {
+    let mut r = Reader::new(index, "chunk index");
+    let namespace: Arc<str> = Arc::from(r.str()?);
+    let level_ms = r.svar()?;
+    let kind = match (kind_code, level_ms) {
+        (0, 0) => ChunkKind::Raw,
+        (1, ms) if ms > 0 => ChunkKind::Rollup(ms),
+        _ => return Err(r.err("inconsistent chunk kind")),
+    };
+    let meta = ChunkMeta {
+        kind,
+        namespace: namespace.clone(),
+        partition_start: r.svar()?,
+        partition_ms: r.svar()?,
+        file_id: r.var()?,
+    };
+    // Every entry takes well over 16 bytes, which bounds the count.
+    let n = r.len(r.remaining() / 16)?;
+    let mut series = Vec::with_capacity(n);
+    for _ in 0..n {
+        let device: Arc<str> = Arc::from(r.str()?);
+        let metric: Arc<str> = Arc::from(r.str()?);
+        let nl = r.len(MAX_LABELS)?;
+        let mut labels = Vec::with_capacity(nl);
+        for _ in 0..nl {
+            labels.push((Arc::from(r.str()?), Arc::from(r.str()?)));
+        }
+        let key = SeriesKey::from_parts(namespace.clone(), device, metric, labels);
+        let t = r.u8()?;
+        let vtype = ValueType::from_code(t).ok_or_else(|| r.err("unknown value type"))?;
+        let count = r.var()?;
+        if count == 0 || count > MAX_COLUMN_LEN as u64 {
+            return Err(r.err(format!("series with {count} points")));
+        }
+        let min_ts = r.svar()?;
+        let max_ts = r.svar()?;
+        if min_ts > max_ts {
+            return Err(r.err("min_ts after max_ts"));
+        }
+        let summary = Summary::decode(&mut r)?;
+        let last = decode_value(&mut r)?;
+        let mut blocks = [BlockRef { offset: 0, len: 0 }; 2];
+        for b in &mut blocks {
+            let offset = r.var()?;
+            let len = r.var()?;
+            let end = offset.checked_add(len).and_then(|e| e.checked_add(4));
+            if offset < HEADER_LEN as u64 || end.is_none_or(|e| e > index_offset) {
+                return Err(r.err("block outside the data area"));
+            }
+            *b = BlockRef { offset, len };
+        }
+        series.push(ChunkSeries {
+            key,
+            vtype,
+            count,
+            min_ts,
+            max_ts,
+            summary,
+            last,
+            ts_block: blocks[0],
+            val_block: blocks[1],
+        });
+    }
+    if !r.is_empty() {
+        return Err(r.err("trailing bytes after index"));
+    }
+    Ok((meta, series))
+}
+
+fn decode_ts(bytes: &[u8], s: &ChunkSeries) -> Result<Vec<i64>, Error> {
+    let mut r = Reader::new(bytes, "timestamp column");
+    let ts = decode_i64s(s.count as usize, &mut r)?;
+    if !r.is_empty() {
+        return Err(r.err("trailing bytes"));
+    }
+    if ts.windows(2).any(|w| w[0] >= w[1])
+        || ts.first() != Some(&s.min_ts)
+        || ts.last() != Some(&s.max_ts)
+    {
+        return Err(Error::corrupt(
+            "timestamp column",
+            "not strictly ascending or disagrees with the index",
+        ));
+    }
+    Ok(ts)
+}
+
+fn decode_raw(ts: &[u8], vals: &[u8], s: &ChunkSeries) -> Result<(Vec<i64>, Column), Error> {
+    let ts = decode_ts(ts, s)?;
+    let mut r = Reader::new(vals, "value column");
+    let col = Column::decode(s.vtype, ts.len(), &mut r)?;
+    if !r.is_empty() {
+        return Err(r.err("trailing bytes"));
+    }
+    Ok((ts, col))
+}
+
+fn decode_rollup(ts: &[u8], vals: &[u8], s: &ChunkSeries) -> Result<RollupColumns, Error> {
+    let buckets = decode_ts(ts, s)?;
+    let n = buckets.len();
+    let mut r = Reader::new(vals, "rollup columns");
+    let counts = decode_i64s(n, &mut r)?;
+    let sum = decode_f64s(n, &mut r)?;
+    let min = decode_f64s(n, &mut r)?;
+    let max = decode_f64s(n, &mut r)?;
+    let first = decode_f64s(n, &mut r)?;
+    let last = decode_f64s(n, &mut r)?;
+    let first_off = decode_i64s(n, &mut r)?;
+    let last_off = decode_i64s(n, &mut r)?;
+    if !r.is_empty() {
+        return Err(r.err("trailing bytes"));
+    }
+    let mut sums = Vec::with_capacity(n);
+    for i in 0..n {
+        if counts[i] <= 0 {
+            return Err(Error::corrupt("rollup columns", "bucket with no points"));
+        }
+        sums.push(Summary {
+            count: counts[i] as u64,
+            sum: sum[i],
+            min: min[i],
+            max: max[i],
+            first_ts: buckets[i].wrapping_add(first_off[i]),
+            first: first[i],
+            last_ts: buckets[i].wrapping_add(last_off[i]),
+            last: last[i],
+        });
+    }
+    Ok(RollupColumns { buckets, sums })
+}
+
+/// One rollup bucket as returned by [`decode_chunk`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct RollupBucket {
+    /// Bucket start in milliseconds.
+    pub start: i64,
+    /// Points in the bucket.
+    pub count: u64,
+    /// Sum of values.
+    pub sum: f64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+    /// Value of the earliest point.
+    pub first: f64,
+    /// Value of the latest point.
+    pub last: f64,
+}
+
+/// The contents of one series in a decoded chunk.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DecodedSeries {
+    /// Raw points, ascending by timestamp.
+    Raw(SeriesKey, Vec<Point>),
+    /// Rollup buckets, ascending by start.
+    Rollup(SeriesKey, Vec<RollupBucket>),
+}
+
+/// A fully decoded chunk file, for tools, tests and fuzzing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecodedChunk {
+    /// The namespace every series belongs to.
+    pub namespace: String,
+    /// Rollup bucket width, or `None` for raw data.
+    pub rollup_bucket_ms: Option<i64>,
+    /// Start of the time partition in milliseconds.
+    pub partition_start: i64,
+    /// Every series with its data.
+    pub series: Vec<DecodedSeries>,
+}
+
+/// Decodes and checks a whole chunk file held in memory. Returns an error
+/// for anything malformed and never panics, whatever the input.
+pub fn decode_chunk(bytes: &[u8]) -> Result<DecodedChunk, Error> {
+    if bytes.len() < HEADER_LEN + FOOTER_LEN {
+        return Err(Error::corrupt("chunk file", "shorter than header and footer"));
+    }
+    check_header(&bytes[..HEADER_LEN])?;
+    let index_ref = parse_footer(&bytes[bytes.len() - FOOTER_LEN..], bytes.len() as u64)?;
+    let block = |b: BlockRef| -> Result<&[u8], Error> {
+        let start = b.offset as usize;
+        let end = start + b.len as usize + 4;
+        let buf = bytes
+            .get(start..end)
+            .ok_or_else(|| Error::corrupt("chunk block", "out of range"))?;
+        checked_payload(buf, "chunk block")
+    };
+    let index = block(index_ref)?;
+    let (meta, series) = parse_index(index, bytes[12], index_ref.offset)?;
+    let mut out = Vec::with_capacity(series.len());
+    for s in &series {
+        let ts = block(s.ts_block)?;
+        let vals = block(s.val_block)?;
+        out.push(match meta.kind {
+            ChunkKind::Raw => {
+                let (ts, col) = decode_raw(ts, vals, s)?;
+                let points = ts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &t)| Point {
+                        ts: t,
+                        value: col.get(i),
+                    })
+                    .collect();
+                DecodedSeries::Raw(s.key.clone(), points)
+            }
+            ChunkKind::Rollup(_) => {
+                let rc = decode_rollup(ts, vals, s)?;
+                let buckets = rc
+                    .buckets
+                    .iter()
+                    .zip(&rc.sums)
+                    .map(|(&start, x)| RollupBucket {
+                        start,
+                        count: x.count,
+                        sum: x.sum,
+                        min: x.min,
+                        max: x.max,
+                        first: x.first,
+                        last: x.last,
+                    })
+                    .collect();
+                DecodedSeries::Rollup(s.key.clone(), buckets)
+            }
+        });
+    }
+    Ok(DecodedChunk {
+        namespace: meta.namespace.to_string(),
+        rollup_bucket_ms: match meta.kind {
+            ChunkKind::Raw => None,
+            ChunkKind::Rollup(ms) => Some(ms),
+        },
+        partition_start: meta.partition_start,
+        series: out,
+    })
+}

@@ -1,0 +1,280 @@
+"""Broker fixtures for the end-to-end suite.
+
+E2E_BROKER selects the implementation under test:
+  mosquitto  (default) - reference broker, used to validate the suite itself
+  millwright           - $MILLWRIGHT_BIN (default <repo>/target/debug/millwright)
+E2E_RUN_ALL=1 also runs millwright_only tests against mosquitto (expected to fail).
+
+Every broker instance gets its own free port(s) and its own temp data dir.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BROKER_KIND = os.environ.get("E2E_BROKER", "mosquitto").strip().lower() or "mosquitto"
+if BROKER_KIND not in ("mosquitto", "millwright"):
+    raise pytest.UsageError(f"E2E_BROKER must be 'mosquitto' or 'millwright', not {BROKER_KIND!r}")
+
+READY_TIMEOUT = 10.0
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free TCP ports on 127.0.0.1 (bind to port 0, read it back, release)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _millwright_bin() -> Path:
+    p = Path(os.environ.get("MILLWRIGHT_BIN", REPO_ROOT / "target" / "debug" / "millwright"))
+    if not p.is_absolute():
+        p = REPO_ROOT / p
+    return p
+
+
+class BrokerProcess:
+    """One broker process with a fixed port set and data dir that survive restarts."""
+
+    def __init__(self, kind: str, root: Path):
+        self.kind = kind
+        self.host = "127.0.0.1"
+        self.root = Path(root)
+        self.port, ws = free_ports(2)
+        self.ws_port: int | None = ws
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.root / "broker.log"
+        if kind == "mosquitto":
+            if not shutil.which("mosquitto"):
+                pytest.fail("E2E_BROKER=mosquitto but no `mosquitto` binary on PATH")
+            self.data_dir = self.root
+            self.config_path = self.root / "mosquitto.conf"
+            self._write_mosquitto_conf()
+            self.cmd = ["mosquitto", "-c", str(self.config_path)]
+            self.env = dict(os.environ)
+        else:
+            binary = _millwright_bin()
+            if not binary.exists():
+                pytest.fail(f"E2E_BROKER=millwright but {binary} does not exist "
+                            "(build it, or point MILLWRIGHT_BIN at the binary)")
+            self.data_dir = self.root / "data"
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.config_path = self.data_dir / "millwright.toml"
+            self._write_millwright_toml()
+            self.cmd = [str(binary), "serve", "--data-dir", str(self.data_dir),
+                        "--config", str(self.config_path)]
+            self.env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"))
+
+    # ---------------------------------------------------------------- config
+    def _write_mosquitto_conf(self) -> None:
+        lines = [
+            "per_listener_settings false",
+            "allow_anonymous true",
+            "persistence true",
+            f"persistence_location {self.data_dir}/",
+            # mosquitto only writes its DB on clean shutdown or autosave, which
+            # is why the kill -9 durability tests are millwright_only.
+            "autosave_interval 1",
+            # publish $SYS often so the `#`-does-not-match-$SYS test sees traffic
+            "sys_interval 1",
+            "log_dest stderr",
+            "log_type all",
+            "log_timestamp_format %H:%M:%S",
+            f"listener {self.port} {self.host}",
+            f"listener {self.ws_port} {self.host}",
+            "protocol websockets",
+        ]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            # mosquitto started as root drops privileges to user `mosquitto`,
+            # which could not write our temp dir.
+            lines.insert(0, "user root")
+        self.config_path.write_text("\n".join(lines) + "\n")
+
+    def _write_millwright_toml(self) -> None:
+        ws = f"ws_port = {self.ws_port}\n" if self.ws_port else ""
+        self.config_path.write_text(
+            "[mqtt]\n"
+            f'bind = "{self.host}"\n'
+            f"port = {self.port}\n"
+            f"{ws}"
+            "allow_anonymous = true\n"
+            "[http]\n"
+            "enabled = false\n"
+        )
+
+    # --------------------------------------------------------------- process
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> None:
+        assert not self.running, "broker already running"
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n===== start {time.strftime('%H:%M:%S')}: {' '.join(self.cmd)}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, cwd=self.root, env=self.env)
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        for port in [p for p in (self.port, self.ws_port) if p]:
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"{self.kind} exited with {self.proc.returncode} during "
+                                       f"startup; log tail:\n{self.log_tail()}")
+                try:
+                    with socket.create_connection((self.host, port), timeout=0.5):
+                        break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        self.kill9()
+                        raise RuntimeError(f"{self.kind} did not accept connections on port "
+                                           f"{port} within {READY_TIMEOUT}s; log tail:\n"
+                                           f"{self.log_tail()}")
+                    time.sleep(0.02)  # polling interval, not synchronisation
+
+    def kill9(self) -> None:
+        """SIGKILL: no chance to flush anything."""
+        if self.running:
+            self.proc.send_signal(signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait(timeout=10)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM and wait for a clean exit (falls back to SIGKILL after `timeout`)."""
+        if self.proc is None:
+            return None
+        if self.running:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+                raise AssertionError(f"{self.kind} did not exit within {timeout}s of SIGTERM")
+        return self.proc.returncode
+
+    def restart(self) -> None:
+        """Start again on the same port(s) with the same data dir (stops it first if running)."""
+        if self.running:
+            self.stop()
+        self.start()
+
+    def close(self) -> None:
+        if self.running:
+            self.kill9()
+
+    def log_tail(self, lines: int = 80) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def __repr__(self) -> str:
+        return f"<{self.kind} {self.host}:{self.port} ws={self.ws_port} dir={self.data_dir}>"
+
+
+# -------------------------------------------------------------------- fixtures
+
+def _start(root: Path) -> BrokerProcess:
+    b = BrokerProcess(BROKER_KIND, root)
+    b.start()
+    return b
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """A fresh broker for this test only."""
+    b = _start(tmp_path)
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def shared_broker(tmp_path_factory):
+    """One broker per test module, for tests that use unique topics/client ids
+    and leave no state another test could observe."""
+    b = _start(tmp_path_factory.mktemp("shared-broker"))
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+@pytest.fixture
+def broker_kind() -> str:
+    return BROKER_KIND
+
+
+# ----------------------------------------------------------------------- hooks
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "millwright_only: needs behaviour mosquitto does not provide "
+                   "(e.g. durability after kill -9); skipped when E2E_BROKER=mosquitto")
+
+
+def pytest_report_header(config):
+    return f"e2e broker: {BROKER_KIND}"
+
+
+def pytest_collection_modifyitems(config, items):
+    if BROKER_KIND != "mosquitto" or os.environ.get("E2E_RUN_ALL") == "1":
+        return  # E2E_RUN_ALL=1: run millwright_only tests on mosquitto too, to see them fail
+    default = ("mosquitto persists only on clean shutdown/autosave, "
+               "not every acknowledged message")
+    for item in items:
+        marker = item.get_closest_marker("millwright_only")
+        if marker is not None:
+            reason = marker.kwargs.get("reason", default)
+            item.add_marker(pytest.mark.skip(reason=f"millwright_only: {reason}"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed:
+        return
+    for name, value in getattr(item, "funcargs", {}).items():
+        if isinstance(value, BrokerProcess):
+            report.sections.append((f"{name} log tail ({value.log_path})", value.log_tail()))
+
+
+@pytest.fixture
+def clients():
+    """Factory for helpers.MqttClient; every client made is closed at teardown.
+
+        c = clients(broker, "client-id", version=V5, clean=False)
+    """
+    from helpers import MqttClient
+
+    made = []
+
+    def make(broker, client_id=None, **kw):
+        c = MqttClient(broker, client_id, **kw)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
