@@ -33,6 +33,9 @@ pub enum BenchError {
     /// A worker task panicked or was cancelled.
     #[error("worker task failed: {0}")]
     Task(String),
+    /// A latency histogram could not be created or merged.
+    #[error("latency histogram: {0}")]
+    Histogram(String),
     /// The JSON report could not be rendered.
     #[error("cannot render the JSON report: {0}")]
     Json(#[from] serde_json::Error),

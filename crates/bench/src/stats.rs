@@ -8,6 +8,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
 
+use crate::BenchError;
+
 /// Highest latency the histograms hold, in microseconds (one minute).
 const MAX_LATENCY_US: u64 = 60_000_000;
 
@@ -48,17 +50,10 @@ impl Shared {
 
 /// A latency histogram in microseconds. Fewer significant digits when there
 /// are many subscribers, so that a thousand histograms stay small.
-pub(crate) fn latency_histogram(subscribers: usize) -> Histogram<u64> {
+pub(crate) fn latency_histogram(subscribers: usize) -> Result<Histogram<u64>, BenchError> {
     let sigfig = if subscribers <= 64 { 3 } else { 2 };
-    // The bounds are constants that hdrhistogram accepts.
     Histogram::new_with_bounds(1, MAX_LATENCY_US, sigfig)
-        .unwrap_or_else(|_| Histogram::new(sigfig).unwrap_or_else(|_| unreachable_histogram()))
-}
-
-#[cold]
-fn unreachable_histogram() -> Histogram<u64> {
-    // sigfig 2 and 3 are always valid; this keeps the code free of panics.
-    Histogram::new_with_max(MAX_LATENCY_US, 2).unwrap_or_default()
+        .map_err(|e| BenchError::Histogram(e.to_string()))
 }
 
 /// Latency percentiles in microseconds.
