@@ -58,7 +58,12 @@ def assert_retained(clients, broker, version, retained_topic):
     assert (m.payload, m.retain) == (b"keep-me", True)
 
 
-@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("version", [
+    V311,
+    pytest.param(V5, marks=pytest.mark.millwright_only(reason=(
+        "mosquitto 2.0.11 does not restore MQTT 5 sessions from its persistence "
+        "file (v3.1.1 sessions are restored)"))),
+])
 def test_session_queue_and_retained_survive_graceful_restart(broker, clients, version):
     cid, topic, retained_topic, sent = prepare_offline_session(clients, broker, version, 10)
     assert broker.stop() is not None

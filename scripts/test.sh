@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The whole test suite, runnable on a fresh machine: installs what the tests
+# need, then runs format check, clippy, the Rust tests and the end-to-end
+# suite with real clients (mosquitto_pub/sub, paho-mqtt) against Millwright.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+need_apt=()
+command -v mosquitto >/dev/null 2>&1 || need_apt+=(mosquitto)
+command -v mosquitto_pub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    step "installing ${need_apt[*]}"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+# The distribution's mosquitto service is not wanted: tests start their own.
+if command -v systemctl >/dev/null 2>&1; then systemctl stop mosquitto >/dev/null 2>&1 || true; fi
+
+if ! python3 -c 'import paho.mqtt, pytest' >/dev/null 2>&1; then
+    step "installing paho-mqtt and pytest"
+    python3 -m pip install -q --disable-pip-version-check 'paho-mqtt>=2,<3' 'pytest>=7' 2>&1 | grep -v "running pip as the 'root'" || true
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets -j2 -- -D warnings
+
+step "cargo test"
+cargo test --workspace -j2
+
+step "build the binary for the end-to-end suite"
+cargo build -p millwright -j2
+
+step "end-to-end suite against Millwright"
+E2E_BROKER=millwright MILLWRIGHT_BIN="$PWD/target/debug/millwright" python3 -m pytest tests/e2e -q
+
+step "end-to-end suite against Mosquitto (checks the suite itself against the reference broker)"
+E2E_BROKER=mosquitto python3 -m pytest tests/e2e -q
