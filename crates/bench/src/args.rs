@@ -241,13 +241,14 @@ impl Plan {
 /// Resolves `host:port` to the first address.
 pub(crate) async fn resolve(host: &str, port: u16) -> Result<SocketAddr, BenchError> {
     let target = format!("{host}:{port}");
-    let mut addrs = tokio::net::lookup_host(&target)
+    let first = tokio::net::lookup_host(target.as_str())
         .await
         .map_err(|e| BenchError::Resolve {
             target: target.clone(),
             reason: e.to_string(),
-        })?;
-    addrs.next().ok_or(BenchError::Resolve {
+        })?
+        .next();
+    first.ok_or(BenchError::Resolve {
         target,
         reason: "no address".to_string(),
     })

@@ -1,7 +1,7 @@
 //! Counters shared by the worker tasks, the once-a-second progress line,
 //! and latency histograms.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,19 +22,13 @@ pub(crate) struct Shared {
     pub received: AtomicU64,
     pub errors: AtomicU64,
     pub connections: AtomicU64,
-    /// Set once every publisher has stopped publishing.
-    pub publishing_done: AtomicBool,
-    /// Messages subscribers should receive in total, known once publishing
-    /// is done (`u64::MAX` before).
-    pub expected: AtomicU64,
+    /// Publishers that have stopped publishing (their `sent` is final).
+    pub publishers_stopped: AtomicU64,
 }
 
 impl Shared {
     pub(crate) fn new() -> Arc<Shared> {
-        Arc::new(Shared {
-            expected: AtomicU64::new(u64::MAX),
-            ..Shared::default()
-        })
+        Arc::new(Shared::default())
     }
 
     pub(crate) fn add(counter: &AtomicU64, n: u64) {

@@ -122,7 +122,7 @@ impl Catalog {
                 }
             }
         };
-        match &sel.devices {
+        match sel.devices_list() {
             None => devices.values().for_each(&mut take),
             Some(list) => {
                 for d in list {

@@ -64,8 +64,8 @@ impl ChunkBuilder {
         }
     }
 
-    pub(crate) fn meta(&self) -> &ChunkMeta {
-        &self.meta
+    pub(crate) fn set_file_id(&mut self, id: u64) {
+        self.meta.file_id = id;
     }
 
     pub(crate) fn is_empty(&self) -> bool {

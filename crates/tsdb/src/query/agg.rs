@@ -1,0 +1,247 @@
+//! Aggregate queries over time buckets, from chunk summaries, rollups or
+//! raw points, merged with the points still in memory.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+use crate::catalog::SeriesId;
+use crate::chunk::ChunkKind;
+use crate::chunkset::clip;
+use crate::column::Column;
+use crate::db::{read, Tsdb};
+use crate::error::Error;
+use crate::head::merge_newest_wins;
+use crate::model::{SeriesKey, ValueType};
+use crate::retention::Horizons;
+use crate::rollup::updated_buckets;
+use crate::summary::{Agg, Summary};
+
+use super::{Selector, Snapshot};
+
+/// How the selected series are grouped into result series.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GroupBy {
+    /// One result per series.
+    Series,
+    /// One result per device.
+    Device,
+    /// One result per value of this label (series without it form one group).
+    Label(String),
+    /// One result for everything selected.
+    All,
+}
+
+/// The group a result series stands for.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum GroupKey {
+    /// One series.
+    Series(SeriesKey),
+    /// One device.
+    Device(String),
+    /// One label value (`None`: series without the label).
+    Label(Option<String>),
+    /// Everything selected.
+    All,
+}
+
+/// One bucket's aggregate.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AggPoint {
+    /// Bucket start in milliseconds (a multiple of the bucket width).
+    pub ts: i64,
+    /// The aggregate.
+    pub value: f64,
+}
+
+/// One group's aggregates, ascending by bucket; empty buckets are omitted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AggSeries {
+    /// The group.
+    pub group: GroupKey,
+    /// Non-empty buckets.
+    pub points: Vec<AggPoint>,
+}
+
+impl Tsdb {
+    /// Aggregates the selected series over `[start, end)` in buckets of
+    /// `bucket_ms` aligned to the Unix epoch, grouped by `group`.
+    ///
+    /// Sources, per series: the coarsest rollup level whose bucket divides
+    /// `bucket_ms`, whose width also divides `start` and `end`, and whose
+    /// retention still covers `start`; otherwise raw data, where a chunk
+    /// lying inside one bucket and overlapping no other data is answered
+    /// from its index summary alone. Points still in memory are merged in
+    /// either case, the newest write winning on equal timestamps.
+    ///
+    /// Values are aggregated as `f64` (integers converted, booleans as 0/1).
+    /// String series only take part in `Count`. Within a group, series are
+    /// merged in series-key order, which decides `First`/`Last` ties.
+    pub fn query_agg(
+        &self,
+        sel: &Selector,
+        start: i64,
+        end: i64,
+        bucket_ms: i64,
+        agg: Agg,
+        group: GroupBy,
+    ) -> Result<Vec<AggSeries>, Error> {
+        if bucket_ms <= 0 {
+            return Err(Error::InvalidQuery(format!("bucket width {bucket_ms} ms must be > 0")));
+        }
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let horizons = read(&self.horizons).clone();
+        let raw_h = horizons.raw(&sel.namespace);
+        let level = self.rollup_level_for(&sel.namespace, start, end, bucket_ms);
+        let lo = match level {
+            Some(_) => start,
+            None => start.max(raw_h),
+        };
+        let snap = self.snapshot(sel, lo, end);
+        let mut groups: BTreeMap<GroupKey, BTreeMap<i64, Summary>> = BTreeMap::new();
+        for (sid, key, vtype) in &snap.series {
+            if !vtype.is_numeric() && agg != Agg::Count {
+                continue;
+            }
+            let buckets = match level {
+                Some(l) if vtype.is_numeric() => {
+                    self.rollup_series(&snap, *sid, &sel.namespace, l, start, end, bucket_ms, &horizons)?
+                }
+                _ => self.raw_series(&snap, *sid, *vtype, &sel.namespace, lo, end, bucket_ms)?,
+            };
+            if buckets.is_empty() {
+                continue;
+            }
+            let gk = match &group {
+                GroupBy::Series => GroupKey::Series((**key).clone()),
+                GroupBy::Device => GroupKey::Device(key.device().to_string()),
+                GroupBy::Label(l) => GroupKey::Label(key.label(l).map(str::to_string)),
+                GroupBy::All => GroupKey::All,
+            };
+            let g = groups.entry(gk).or_default();
+            for (b, s) in buckets {
+                g.entry(b).and_modify(|x| x.merge(&s)).or_insert(s);
+            }
+        }
+        Ok(groups
+            .into_iter()
+            .map(|(group, b)| AggSeries {
+                group,
+                points: b
+                    .into_iter()
+                    .map(|(ts, s)| AggPoint {
+                        ts,
+                        value: s.eval(agg),
+                    })
+                    .collect(),
+            })
+            .collect())
+    }
+
+    /// The rollup level (bucket width) `query_agg` would read for this
+    /// range and bucket, or `None` for raw data.
+    pub fn rollup_level_for(&self, namespace: &str, start: i64, end: i64, bucket_ms: i64) -> Option<i64> {
+        let _ = namespace;
+        let h = read(&self.horizons);
+        self.opts
+            .rollups
+            .iter()
+            .rev()
+            .find(|l| {
+                let w = l.bucket_ms;
+                bucket_ms % w == 0
+                    && start.rem_euclid(w) == 0
+                    && end.rem_euclid(w) == 0
+                    && start >= h.rollup(w)
+            })
+            .map(|l| l.bucket_ms)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn raw_series(
+        &self,
+        snap: &Snapshot,
+        sid: SeriesId,
+        vtype: ValueType,
+        ns: &str,
+        lo: i64,
+        hi: i64,
+        bucket_ms: i64,
+    ) -> Result<BTreeMap<i64, Summary>, Error> {
+        let bucket = |t: i64| t.div_euclid(bucket_ms) * bucket_ms;
+        let entries = snap.chunks.entries(ChunkKind::Raw, ns, sid, lo, hi);
+        let unflushed = snap.unflushed.get(&sid);
+        let mut out: BTreeMap<i64, Summary> = BTreeMap::new();
+        let mut runs: Vec<(Vec<i64>, Column)> = Vec::new();
+        for (i, (c, e)) in entries.iter().enumerate() {
+            let inside = e.min_ts >= lo && e.max_ts < hi && bucket(e.min_ts) == bucket(e.max_ts);
+            let overlapped = entries
+                .iter()
+                .enumerate()
+                .any(|(j, (_, o))| j != i && o.min_ts <= e.max_ts && o.max_ts >= e.min_ts)
+                || unflushed.is_some_and(|(ts, _)| {
+                    let k = ts.partition_point(|&t| t < e.min_ts);
+                    k < ts.len() && ts[k] <= e.max_ts
+                });
+            if inside && !overlapped {
+                self.stats.chunk_summaries_used.fetch_add(1, Ordering::Relaxed);
+                let b = bucket(e.min_ts);
+                out.entry(b).and_modify(|x| x.merge(&e.summary)).or_insert(e.summary);
+                continue;
+            }
+            self.stats.chunk_series_decoded.fetch_add(1, Ordering::Relaxed);
+            let (ts, col) = c.read_raw(e)?;
+            runs.push(clip(ts, col, lo, hi));
+        }
+        if let Some(u) = unflushed {
+            runs.push(u.clone());
+        }
+        let (ts, col) = merge_newest_wins(vtype, runs);
+        for (i, &t) in ts.iter().enumerate() {
+            if t < lo || t >= hi {
+                continue;
+            }
+            let s = match col.num(i) {
+                Some(v) => Summary::one(t, v),
+                None => Summary::count_only(1, t, t),
+            };
+            out.entry(bucket(t)).and_modify(|x| x.merge(&s)).or_insert(s);
+        }
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn rollup_series(
+        &self,
+        snap: &Snapshot,
+        sid: SeriesId,
+        ns: &str,
+        level_ms: i64,
+        start: i64,
+        end: i64,
+        bucket_ms: i64,
+        horizons: &Horizons,
+    ) -> Result<BTreeMap<i64, Summary>, Error> {
+        let mut buckets = snap
+            .chunks
+            .read_rollup(level_ms, ns, sid, start, end, &self.stats)?;
+        buckets.retain(|b, _| horizons.bucket_live(level_ms, *b));
+        if let Some((ts, col)) = snap.unflushed.get(&sid) {
+            let raw_h = horizons.raw(ns);
+            let (ts, col) = clip(ts.clone(), col.clone(), raw_h, i64::MAX);
+            let mut read_raw = |a: i64, b: i64| snap.chunks.read_raw(ns, sid, a, b, &self.stats);
+            for (b, s) in updated_buckets(level_ms, &ts, &col, &buckets, raw_h, &mut read_raw)? {
+                if horizons.bucket_live(level_ms, b) {
+                    buckets.insert(b, s);
+                }
+            }
+        }
+        let mut out: BTreeMap<i64, Summary> = BTreeMap::new();
+        for (b, s) in buckets {
+            let ob = b.div_euclid(bucket_ms) * bucket_ms;
+            out.entry(ob).and_modify(|x| x.merge(&s)).or_insert(s);
+        }
+        Ok(out)
+    }
+}
