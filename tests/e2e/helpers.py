@@ -268,9 +268,9 @@ def props(packet_type, **values) -> Properties:
 
 
 class MqttClient:
-    """One paho connection, driven by our own network thread.
+    """One paho connection with paho's network thread (loop_start).
 
-    paho's network thread runs with reconnect_on_failure=False: an automatic
+    The thread runs with reconnect_on_failure=False: an automatic
     reconnect would fight the broker in takeover tests and hide disconnects.
     One MqttClient == one network connection; create a new one to reconnect.
     """
@@ -433,7 +433,9 @@ class MqttClient:
         """Teardown: clean disconnect if still connected, then stop the thread."""
         try:
             if self.is_connected:
-                self.disconnect(timeout=2.0)
+                self.client.disconnect()
+                if not self._disconnected.wait(2.0):
+                    self.drop(timeout=2.0)  # so loop_stop cannot hang on unacked messages
         except Exception:
             pass
         finally:

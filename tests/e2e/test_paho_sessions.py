@@ -5,7 +5,7 @@ import time
 import pytest
 
 import rawmqtt
-from helpers import (ABSENCE_WAIT, V5, V311, VERSIONS, PacketTypes, props, unique)
+from helpers import ABSENCE_WAIT, V5, VERSIONS, PacketTypes, props, unique
 
 SESSION_TAKEN_OVER = 0x8E
 

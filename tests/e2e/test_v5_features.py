@@ -4,7 +4,7 @@ message flow control."""
 
 import pytest
 
-from helpers import (ABSENCE_WAIT, V5, V311, PacketTypes, SubscribeOptions, props, unique,
+from helpers import (V5, V311, PacketTypes, SubscribeOptions, props, unique,
                      wait_until)
 
 

@@ -1,7 +1,15 @@
-//! One client connection: a reader that decodes and feeds the broker, and a
-//! writer that encodes, applies outbound topic aliases and writes in
-//! batches.
+//! One client connection, served by one task: it decodes what arrives and
+//! feeds the broker, and writes what the broker queued for it (applying
+//! outbound topic aliases, holding durable acknowledgements until their
+//! batch is committed, coalescing packets into one write).
+//!
+//! An idle connection holds no buffers: the read buffer is allocated when
+//! the socket is readable and dropped once every byte in it is decoded; the
+//! write buffer lives only during a flush. This is what keeps the broker's
+//! memory per idle connection small.
 
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -10,35 +18,61 @@ use std::time::Duration;
 use broker::{ConnectInfo, OutboundAliases};
 use bytes::BytesMut;
 use mqtt_proto::{ConnAck, ConnAckProperties, DecodeError, Packet, Protocol, ReasonCode};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
+use tokio::net::TcpStream;
 
-use crate::dispatch::{ConnHandle, Outgoing};
+use crate::outq::{OutQueue, Outgoing};
 use crate::server::Shared;
 
-const READ_BUF: usize = 16 * 1024;
+const READ_BUF: usize = 8 * 1024;
+
+/// A byte stream the connection can wait on without holding a buffer.
+pub(crate) trait Transport: AsyncWrite + Unpin + Send + 'static {
+    /// Waits until data arrives, then reads it into `buf` (allocating only
+    /// then). `Ok(0)` is end of stream.
+    fn read_into<'a>(&'a mut self, buf: &'a mut BytesMut) -> impl Future<Output = io::Result<usize>> + Send + 'a;
+}
+
+impl Transport for TcpStream {
+    async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        loop {
+            self.readable().await?;
+            if buf.capacity() - buf.len() < READ_BUF / 4 {
+                buf.reserve(READ_BUF);
+            }
+            match self.try_read_buf(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Transport for DuplexStream {
+    async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        if buf.capacity() - buf.len() < READ_BUF / 4 {
+            buf.reserve(READ_BUF);
+        }
+        self.read_buf(buf).await
+    }
+}
 
 /// Serves one connection until it closes.
-pub(crate) async fn serve<S>(shared: Arc<Shared>, stream: S, peer: SocketAddr)
-where
-    S: AsyncRead + AsyncWrite + Send + 'static,
-{
-    let (mut rd, mut wr) = tokio::io::split(stream);
+pub(crate) async fn serve<T: Transport>(shared: Arc<Shared>, mut io: T, peer: SocketAddr) {
     let max_packet = shared.broker_config.max_packet_size as usize;
-    let mut buf = BytesMut::new();
+    let mut rbuf = BytesMut::new();
 
     // The first packet must be CONNECT, within the connect timeout.
     let connect_timeout = Duration::from_secs(shared.config.connect_timeout_secs);
     let first = tokio::time::timeout(connect_timeout, async {
         loop {
-            match mqtt_proto::decode(&mut buf, Protocol::V5, max_packet) {
+            match mqtt_proto::decode(&mut rbuf, Protocol::V5, max_packet) {
                 Ok(Some(p)) => return Ok(p),
                 Ok(None) => {}
                 Err(e) => return Err(Some(e)),
             }
-            buf.reserve(READ_BUF);
-            match rd.read_buf(&mut buf).await {
+            match io.read_into(&mut rbuf).await {
                 Ok(0) | Err(_) => return Err(None),
                 Ok(n) => {
                     shared.metrics.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
@@ -58,7 +92,7 @@ where
             });
             let mut out = BytesMut::new();
             if mqtt_proto::encode(&ack, Protocol::V311, &mut out).is_ok() {
-                let _ = wr.write_all(&out).await;
+                let _ = io.write_all(&out).await;
             }
             return;
         }
@@ -73,146 +107,144 @@ where
         Ok(Err(None)) | Err(_) => return,
     };
     let protocol = connect.protocol;
-    let alias_max = connect
-        .properties
-        .topic_alias_maximum
-        .unwrap_or(0)
-        .min(shared.broker_config.outbound_topic_alias_maximum);
+    let alias_max = if protocol.is_v5() {
+        connect
+            .properties
+            .topic_alias_maximum
+            .unwrap_or(0)
+            .min(shared.broker_config.outbound_topic_alias_maximum)
+    } else {
+        0
+    };
+    let mut aliases = OutboundAliases::new(alias_max);
 
     let conn = shared.next_conn_id();
-    let (tx, rx) = mpsc::channel(shared.config.outbound_queue + usize::from(shared.broker_config.max_inflight));
-    let stop = CancellationToken::new();
-    let force = CancellationToken::new();
-    let span = tracing::debug_span!("conn", id = conn.0, %peer, client_id = %connect.client_id);
-    let _enter = span.enter();
+    let outq = Arc::new(OutQueue::new(
+        shared.config.outbound_queue + usize::from(shared.broker_config.max_inflight),
+    ));
     {
         let mut core = shared.lock();
-        core.conns.insert(
-            conn,
-            ConnHandle {
-                tx,
-                stop: stop.clone(),
-                force: force.clone(),
-            },
-        );
+        core.conns.insert(conn, outq.clone());
         let now = shared.clock.now();
         let info = ConnectInfo { peer: peer.to_string() };
         core.broker.connect(conn, *connect, &info, now);
         core.dispatch(&shared.metrics, now);
     }
-    drop(_enter);
 
-    let writer_shared = shared.clone();
-    let writer = tokio::spawn(write_loop(
-        writer_shared,
-        wr,
-        rx,
-        force.clone(),
-        protocol,
-        OutboundAliases::new(if protocol.is_v5() { alias_max } else { 0 }),
-    ));
-
-    // Reader.
     let reason = loop {
-        // Decode every complete packet in the buffer, then handle the batch
-        // under one lock.
-        let mut batch = Vec::new();
-        let mut error = None;
-        loop {
-            match mqtt_proto::decode(&mut buf, protocol, max_packet) {
-                Ok(Some(p)) => batch.push(p),
-                Ok(None) => break,
-                Err(e) => {
-                    error = Some(e);
-                    break;
+        // Decode every complete packet buffered, then handle the batch under
+        // one lock.
+        if !rbuf.is_empty() {
+            let mut batch = Vec::new();
+            let mut error = None;
+            loop {
+                match mqtt_proto::decode(&mut rbuf, protocol, max_packet) {
+                    Ok(Some(p)) => batch.push(p),
+                    Ok(None) => break,
+                    Err(e) => {
+                        error = Some(e);
+                        break;
+                    }
                 }
             }
-        }
-        if !batch.is_empty() || error.is_some() {
-            let mut core = shared.lock();
-            let now = shared.clock.now();
-            for p in batch {
-                core.broker.handle(conn, p, now);
+            if !batch.is_empty() || error.is_some() {
+                let mut core = shared.lock();
+                let now = shared.clock.now();
+                for p in batch {
+                    core.broker.handle(conn, p, now);
+                }
+                if let Some(e) = &error {
+                    core.broker.protocol_violation(conn, e.reason_code(), &e.to_string(), now);
+                }
+                core.dispatch(&shared.metrics, now);
             }
-            if let Some(e) = &error {
-                core.broker
-                    .protocol_violation(conn, e.reason_code(), &e.to_string(), now);
+            if error.is_some() {
+                // Send the DISCONNECT queued for the violation, then stop.
+                let _ = flush(&shared, &mut io, &outq, &mut aliases, protocol).await;
+                break "bad packet";
             }
-            core.dispatch(&shared.metrics, now);
         }
-        if error.is_some() {
-            break "bad packet";
+        if rbuf.is_empty() && rbuf.capacity() > 0 {
+            rbuf = BytesMut::new();
         }
-        if buf.capacity() - buf.len() < READ_BUF / 2 {
-            buf.reserve(READ_BUF);
+        match flush(&shared, &mut io, &outq, &mut aliases, protocol).await {
+            Flushed::Open => {}
+            Flushed::Closed => break "closed by broker",
+            Flushed::Failed => break "write error",
         }
         tokio::select! {
-            _ = stop.cancelled() => break "closed by broker",
-            r = rd.read_buf(&mut buf) => match r {
+            biased;
+            _ = outq.notified() => {
+                if outq.aborted() {
+                    break "aborted by broker";
+                }
+            }
+            r = io.read_into(&mut rbuf) => match r {
                 Ok(0) => break "closed by client",
                 Ok(n) => { shared.metrics.bytes_in.fetch_add(n as u64, Ordering::Relaxed); }
                 Err(_) => break "read error",
             }
         }
     };
-    tracing::debug!(conn = conn.0, reason, "connection reader ended");
+    tracing::debug!(conn = conn.0, %peer, reason, "connection ended");
     {
         let mut core = shared.lock();
         let now = shared.clock.now();
         core.broker.connection_lost(conn, now);
-        if let Some(h) = core.conns.remove(&conn) {
-            let _ = h.tx.try_send(Outgoing::Close);
-        }
+        core.conns.remove(&conn);
         core.dispatch(&shared.metrics, now);
     }
-    let _ = writer.await;
+    let _ = io.shutdown().await;
 }
 
-async fn write_loop<W>(
-    shared: Arc<Shared>,
-    mut wr: W,
-    mut rx: mpsc::Receiver<Outgoing>,
-    force: CancellationToken,
-    protocol: Protocol,
-    mut aliases: OutboundAliases,
+enum Flushed {
+    Open,
+    Closed,
+    Failed,
+}
 
-) where
-    W: AsyncWrite + Unpin,
-{
-    let mut durable = shared.durable.clone();
-    let mut out = BytesMut::with_capacity(4096);
-    let mut items = Vec::with_capacity(64);
-    'outer: loop {
-        items.clear();
-        tokio::select! {
-            _ = force.cancelled() => break,
-            n = rx.recv_many(&mut items, 256) => if n == 0 { break },
+/// Writes everything queued for the connection.
+async fn flush<T: Transport>(
+    shared: &Shared,
+    io: &mut T,
+    outq: &OutQueue,
+    aliases: &mut OutboundAliases,
+    protocol: Protocol,
+) -> Flushed {
+    let mut items = Vec::new();
+    let mut out = BytesMut::new();
+    loop {
+        outq.drain_into(&mut items);
+        if items.is_empty() {
+            break;
         }
-        let mut close = false;
         for item in items.drain(..) {
             match item {
                 Outgoing::Close => {
-                    close = true;
-                    break;
+                    if !out.is_empty() && write(shared, io, outq, &out).await.is_err() {
+                        return Flushed::Failed;
+                    }
+                    return Flushed::Closed;
                 }
                 Outgoing::Packet(mut packet, wait) => {
-                    if wait > 0 && durable.borrow().seq < wait {
-                        // Flush what we have, then wait for durability.
-                        if !out.is_empty() {
-                            if write(&shared, &mut wr, &mut out).await.is_err() {
-                                break 'outer;
+                    if wait > 0 {
+                        let mut durable = shared.durable.clone();
+                        if durable.borrow().seq < wait {
+                            // Write what precedes it, then wait for the
+                            // batch holding its state to be committed.
+                            if !out.is_empty() {
+                                if write(shared, io, outq, &out).await.is_err() {
+                                    return Flushed::Failed;
+                                }
+                                out.clear();
+                            }
+                            if durable.wait_for(|d| d.seq >= wait).await.is_err() {
+                                return Flushed::Failed;
                             }
                         }
-                        let ok = tokio::select! {
-                            _ = force.cancelled() => break 'outer,
-                            r = durable.wait_for(|d| d.seq >= wait) => r.is_ok(),
-                        };
-                        if !ok {
-                            break 'outer;
+                        if durable.borrow().failed {
+                            packet = failed_ack(packet, protocol);
                         }
-                    }
-                    if wait > 0 && durable.borrow().failed {
-                        packet = failed_ack(packet, protocol);
                     }
                     if let Packet::Publish(p) = &mut packet {
                         aliases.apply(p);
@@ -223,29 +255,44 @@ async fn write_loop<W>(
                 }
             }
         }
-        if !out.is_empty() && write(&shared, &mut wr, &mut out).await.is_err() {
-            break;
-        }
-        if close {
-            break;
+        if out.len() > 64 * 1024 {
+            if write(shared, io, outq, &out).await.is_err() {
+                return Flushed::Failed;
+            }
+            out.clear();
         }
     }
-    let _ = wr.shutdown().await;
+    if !out.is_empty() && write(shared, io, outq, &out).await.is_err() {
+        return Flushed::Failed;
+    }
+    if outq.aborted() {
+        return Flushed::Failed;
+    }
+    Flushed::Open
 }
 
-async fn write<W: AsyncWrite + Unpin>(shared: &Shared, wr: &mut W, out: &mut BytesMut) -> std::io::Result<()> {
-    let r = wr.write_all(out).await;
-    shared.metrics.bytes_out.fetch_add(out.len() as u64, Ordering::Relaxed);
-    out.clear();
-    if out.capacity() > 1024 * 1024 {
-        // Do not keep a huge buffer around for an idle connection.
-        *out = BytesMut::with_capacity(4096);
+/// Writes `out` unless the broker aborts the connection meanwhile (a client
+/// that does not read must not pin its task forever).
+async fn write<T: Transport>(shared: &Shared, io: &mut T, outq: &OutQueue, out: &[u8]) -> io::Result<()> {
+    let aborted = async {
+        loop {
+            outq.notified().await;
+            if outq.aborted() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        r = io.write_all(out) => {
+            shared.metrics.bytes_out.fetch_add(out.len() as u64, Ordering::Relaxed);
+            r
+        }
+        _ = aborted => Err(io::Error::other("aborted")),
     }
-    r
 }
 
 /// When the store failed, an acknowledgement that depended on it becomes a
-/// failure (v5) — the client must not believe it was kept.
+/// failure (v5): the client must not believe it was kept.
 fn failed_ack(packet: Packet, protocol: Protocol) -> Packet {
     if !protocol.is_v5() {
         return packet;

@@ -7,33 +7,14 @@ use std::sync::Arc;
 
 use broker::{Broker, ConnId, Output, Time};
 use mqtt_proto::{Packet, QoS};
-use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
-use tokio_util::sync::CancellationToken;
-
+use crate::outq::{Full, OutQueue, Outgoing};
 use crate::persist::PersistQueue;
 use crate::server::NetMetrics;
-
-/// What a connection's writer task receives.
-#[derive(Debug)]
-pub(crate) enum Outgoing {
-    /// Send once the persistence sequence `wait` is durable (0 = now).
-    Packet(Packet, u64),
-    /// Flush what came before, then close.
-    Close,
-}
-
-pub(crate) struct ConnHandle {
-    pub tx: mpsc::Sender<Outgoing>,
-    /// Cancelled to stop the reader (and, when forced, the writer).
-    pub stop: CancellationToken,
-    pub force: CancellationToken,
-}
 
 /// The state behind the lock.
 pub(crate) struct Core {
     pub broker: Broker,
-    pub conns: HashMap<ConnId, ConnHandle>,
+    pub conns: HashMap<ConnId, Arc<OutQueue>>,
     pub persist: PersistQueue,
 }
 
@@ -59,29 +40,24 @@ impl Core {
                             (true, true) => self.persist.submitted,
                         };
                         let Some(h) = self.conns.get(&conn) else { continue };
-                        match h.tx.try_send(Outgoing::Packet(packet, wait)) {
+                        match h.push(Outgoing::Packet(packet, wait)) {
                             Ok(()) => {}
-                            Err(TrySendError::Full(Outgoing::Packet(Packet::Publish(p), _)))
-                                if p.qos == QoS::AtMostOnce =>
-                            {
+                            Err((Full::Full, Outgoing::Packet(Packet::Publish(p), _))) if p.qos == QoS::AtMostOnce => {
                                 metrics.qos0_dropped.fetch_add(1, Ordering::Relaxed);
                             }
-                            Err(TrySendError::Full(_)) => {
+                            Err((Full::Full, _)) => {
                                 // A client that does not read while its
                                 // window is full: drop it rather than grow.
                                 metrics.slow_consumers_dropped.fetch_add(1, Ordering::Relaxed);
                                 tracing::info!(?conn, "outbound queue full; disconnecting slow client");
                                 lost.push(conn);
                             }
-                            Err(TrySendError::Closed(_)) => lost.push(conn),
+                            Err((Full::Closed, _)) => lost.push(conn),
                         }
                     }
                     Output::Close { conn } => {
                         if let Some(h) = self.conns.remove(&conn) {
-                            h.stop.cancel();
-                            if h.tx.try_send(Outgoing::Close).is_err() {
-                                h.force.cancel();
-                            }
+                            h.close();
                         }
                     }
                 }
@@ -91,8 +67,7 @@ impl Core {
             }
             for conn in lost {
                 if let Some(h) = self.conns.remove(&conn) {
-                    h.stop.cancel();
-                    h.force.cancel();
+                    h.abort();
                 }
                 self.broker.connection_lost(conn, now);
             }

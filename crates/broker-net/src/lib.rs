@@ -13,6 +13,7 @@
 mod clock;
 mod connection;
 mod dispatch;
+mod outq;
 mod persist;
 mod server;
 mod sys;

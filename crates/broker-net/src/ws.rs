@@ -49,6 +49,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
     };
     let (mut ws_tx, mut ws_rx) = ws.split();
     let (broker_side, bridge_side) = tokio::io::duplex(PIPE);
+    // The broker side is served like a TCP stream.
     let (mut pipe_rd, mut pipe_wr) = tokio::io::split(bridge_side);
 
     // WebSocket -> pipe.

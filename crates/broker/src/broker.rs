@@ -298,6 +298,7 @@ impl Broker {
 
     /// Handles a CONNECT (the first packet of a connection).
     pub fn connect(&mut self, conn: ConnId, connect: Connect, info: &ConnectInfo, now: Time) {
+        let mut connect = connect;
         let v5 = connect.protocol.is_v5();
         if let Err(failure) = self.access.authenticate(connect.username.as_deref(), connect.password.as_deref()) {
             let code = match failure {
@@ -309,6 +310,7 @@ impl Broker {
             self.refuse(conn, code);
             return;
         }
+        own_connect_fields(&mut connect);
 
         let mut assigned = None;
         let client_id = if connect.client_id.is_empty() {
@@ -794,7 +796,7 @@ impl Broker {
         }
 
         let pp = p.properties;
-        let msg = Arc::new(StoredMessage {
+        let mut msg = Arc::new(StoredMessage {
             topic: p.topic,
             payload: p.payload,
             qos: p.qos,
@@ -812,6 +814,9 @@ impl Broker {
             ..Publish::default()
         };
 
+        if msg.retain {
+            msg = Arc::new(msg.compacted());
+        }
         if msg.retain && !self.set_retained(msg.clone()) {
             self.stats.messages_dropped += 1;
             self.ack_publish(conn, idx, &ack_info, ReasonCode::QUOTA_EXCEEDED, v5);
@@ -1036,6 +1041,35 @@ impl Broker {
                 }
             }
         }
+    }
+}
+
+/// Copies the CONNECT fields a session keeps into their own allocations so
+/// they do not pin the connection's read buffer.
+fn own_connect_fields(c: &mut Connect) {
+    c.client_id = ByteString::from(&*c.client_id);
+    c.username = c.username.as_deref().map(ByteString::from);
+    c.password = None;
+    if let Some(w) = &mut c.will {
+        let m = StoredMessage {
+            topic: w.topic.clone(),
+            payload: w.payload.clone(),
+            qos: w.qos,
+            retain: w.retain,
+            payload_format_indicator: None,
+            content_type: w.properties.content_type.clone(),
+            response_topic: w.properties.response_topic.clone(),
+            correlation_data: w.properties.correlation_data.clone(),
+            user_properties: std::mem::take(&mut w.properties.user_properties),
+            expires_at: None,
+        }
+        .compacted();
+        w.topic = m.topic;
+        w.payload = m.payload;
+        w.properties.content_type = m.content_type;
+        w.properties.response_topic = m.response_topic;
+        w.properties.correlation_data = m.correlation_data;
+        w.properties.user_properties = m.user_properties;
     }
 }
 

@@ -113,6 +113,11 @@ impl Broker {
             self.stats.messages_dropped += 1;
             return RouteOutcome::QueueFull;
         }
+        // Messages that will wait in a queue get their own allocation.
+        let waits = targets.iter().any(|t| {
+            t.qos > QoS::AtMostOnce && self.session(t.session).is_some_and(|s| !self.has_window(s))
+        });
+        let msg = if waits { Arc::new(msg.compacted()) } else { msg };
         let n = targets.len();
         for t in targets {
             self.deliver(t.session, msg.clone(), t.qos, t.retain, t.subscription_ids, now);

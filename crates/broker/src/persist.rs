@@ -31,6 +31,27 @@ pub struct StoredMessage {
     pub expires_at: Option<Time>,
 }
 
+impl StoredMessage {
+    /// A copy whose topic and payload own exactly their bytes. Decoded
+    /// packets are slices of a connection's read buffer; a message kept for
+    /// long (retained, queued) must not pin that whole buffer.
+    pub fn compacted(&self) -> StoredMessage {
+        StoredMessage {
+            topic: ByteString::from(&*self.topic),
+            payload: Bytes::copy_from_slice(&self.payload),
+            correlation_data: self.correlation_data.as_deref().map(Bytes::copy_from_slice),
+            response_topic: self.response_topic.as_deref().map(ByteString::from),
+            content_type: self.content_type.as_deref().map(ByteString::from),
+            user_properties: self
+                .user_properties
+                .iter()
+                .map(|(k, v)| (ByteString::from(&**k), ByteString::from(&**v)))
+                .collect(),
+            ..self.clone()
+        }
+    }
+}
+
 /// One subscription of a persistent session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredSubscription {

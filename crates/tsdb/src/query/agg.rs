@@ -228,10 +228,10 @@ impl Tsdb {
             .read_rollup(level_ms, ns, sid, start, end, &self.stats)?;
         buckets.retain(|b, _| horizons.bucket_live(level_ms, *b));
         if let Some((ts, col)) = snap.unflushed.get(&sid) {
+            // Like a flush, points past raw retention still feed rollups.
             let raw_h = horizons.raw(ns);
-            let (ts, col) = clip(ts.clone(), col.clone(), raw_h, i64::MAX);
             let mut read_raw = |a: i64, b: i64| snap.chunks.read_raw(ns, sid, a, b, &self.stats);
-            for (b, s) in updated_buckets(level_ms, &ts, &col, &buckets, raw_h, &mut read_raw)? {
+            for (b, s) in updated_buckets(level_ms, ts, col, &buckets, raw_h, &mut read_raw)? {
                 if horizons.bucket_live(level_ms, b) {
                     buckets.insert(b, s);
                 }
