@@ -94,6 +94,10 @@ pub struct BenchArgs {
     /// that a script can measure while several bench processes hold).
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
+    /// Worker threads of the subscribers' own runtime (publishers run on
+    /// the caller's runtime).
+    #[arg(long, default_value_t = 1)]
+    pub subscriber_threads: usize,
     /// Connection handshakes in progress at once.
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
@@ -137,6 +141,7 @@ pub(crate) struct Plan {
     pub hold: Duration,
     pub ready_file: Option<PathBuf>,
     pub concurrency: usize,
+    pub subscriber_threads: usize,
     pub keep_alive: u16,
     pub drain: Duration,
     pub topic_prefix: String,
@@ -221,6 +226,7 @@ impl Plan {
             hold,
             ready_file: args.ready_file.clone(),
             concurrency: args.concurrency,
+            subscriber_threads: args.subscriber_threads.clamp(1, 64),
             keep_alive: args.keep_alive,
             drain,
             topic_prefix: args.topic_prefix.clone(),

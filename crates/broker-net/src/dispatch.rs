@@ -40,19 +40,20 @@ impl Core {
                             (true, true) => self.persist.submitted,
                         };
                         let Some(h) = self.conns.get(&conn) else { continue };
+                        let qos0 = matches!(&packet, Packet::Publish(p) if p.qos == QoS::AtMostOnce);
                         match h.push(Outgoing::Packet(packet, wait)) {
                             Ok(()) => {}
-                            Err((Full::Full, Outgoing::Packet(Packet::Publish(p), _))) if p.qos == QoS::AtMostOnce => {
+                            Err(Full::Full) if qos0 => {
                                 metrics.qos0_dropped.fetch_add(1, Ordering::Relaxed);
                             }
-                            Err((Full::Full, _)) => {
+                            Err(Full::Full) => {
                                 // A client that does not read while its
                                 // window is full: drop it rather than grow.
                                 metrics.slow_consumers_dropped.fetch_add(1, Ordering::Relaxed);
                                 tracing::info!(?conn, "outbound queue full; disconnecting slow client");
                                 lost.push(conn);
                             }
-                            Err((Full::Closed, _)) => lost.push(conn),
+                            Err(Full::Closed) => lost.push(conn),
                         }
                     }
                     Output::Close { conn } => {

@@ -8,8 +8,10 @@ use std::sync::Mutex;
 use mqtt_proto::Packet;
 use tokio::sync::Notify;
 
-/// An item for a connection's writer.
+/// An item for a connection's writer. Not boxed: nearly every item is a
+/// packet, and a box would cost an allocation per delivered message.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Outgoing {
     /// Send once the persistence sequence `wait` is durable (0 = now).
     Packet(Packet, u64),
@@ -53,13 +55,13 @@ impl OutQueue {
     }
 
     /// Queues a packet unless the queue is full or closing.
-    pub fn push(&self, item: Outgoing) -> Result<(), (Full, Outgoing)> {
+    pub fn push(&self, item: Outgoing) -> Result<(), Full> {
         if self.closing.load(Ordering::Relaxed) || self.abort.load(Ordering::Relaxed) {
-            return Err((Full::Closed, item));
+            return Err(Full::Closed);
         }
         let mut q = self.lock();
         if q.len() >= self.cap {
-            return Err((Full::Full, item));
+            return Err(Full::Full);
         }
         q.push_back(item);
         drop(q);

@@ -39,8 +39,15 @@ pub enum AclError {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum PasswordHash {
-    Pbkdf2Sha512 { iterations: u32, salt: Vec<u8>, hash: Vec<u8> },
-    Sha512 { salt: Vec<u8>, hash: Vec<u8> },
+    Pbkdf2Sha512 {
+        iterations: u32,
+        salt: Vec<u8>,
+        hash: Vec<u8>,
+    },
+    Sha512 {
+        salt: Vec<u8>,
+        hash: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,8 +102,10 @@ impl AccessControl {
                 line: i + 1,
                 reason: reason.to_string(),
             };
-            let (user, hash) = line.split_once(':').ok_or_else(|| err("expected user:hash"))?;
-            map.insert(user.to_string(), parse_hash(hash).map_err(|r| err(r))?);
+            let (user, hash) = line
+                .split_once(':')
+                .ok_or_else(|| err("expected user:hash"))?;
+            map.insert(user.to_string(), parse_hash(hash).map_err(err)?);
         }
         self.passwords = Some(map);
         Ok(self)
@@ -115,7 +124,9 @@ impl AccessControl {
                 line: i + 1,
                 reason: reason.to_string(),
             };
-            let (keyword, rest) = line.split_once(char::is_whitespace).ok_or_else(|| err("expected a keyword and a value"))?;
+            let (keyword, rest) = line
+                .split_once(char::is_whitespace)
+                .ok_or_else(|| err("expected a keyword and a value"))?;
             let rest = rest.trim();
             match keyword {
                 "user" => current = Some(rest.to_string()),
@@ -139,7 +150,9 @@ impl AccessControl {
                         pattern: keyword == "pattern",
                     };
                     match (&current, rule.pattern) {
-                        (Some(user), false) => rules.per_user.entry(user.clone()).or_default().push(rule),
+                        (Some(user), false) => {
+                            rules.per_user.entry(user.clone()).or_default().push(rule)
+                        }
                         _ => rules.general.push(rule),
                     }
                 }
@@ -151,7 +164,11 @@ impl AccessControl {
     }
 
     /// Checks CONNECT credentials. `Ok(())` when the client may connect.
-    pub fn authenticate(&self, username: Option<&str>, password: Option<&[u8]>) -> Result<(), AuthFailure> {
+    pub fn authenticate(
+        &self,
+        username: Option<&str>,
+        password: Option<&[u8]>,
+    ) -> Result<(), AuthFailure> {
         match (username, &self.passwords) {
             (None, _) if self.allow_anonymous => Ok(()),
             (None, _) => Err(AuthFailure::NotAuthorized),
@@ -176,16 +193,27 @@ impl AccessControl {
     /// Whether a client may read or write `topic` (a name, or for
     /// subscriptions a filter, compared literally against rule filters that
     /// match it).
-    pub fn allowed(&self, username: Option<&str>, client_id: &str, topic: &str, action: Action) -> bool {
+    pub fn allowed(
+        &self,
+        username: Option<&str>,
+        client_id: &str,
+        topic: &str,
+        action: Action,
+    ) -> bool {
         let Some(acl) = &self.acl else { return true };
-        let user_rules = username.and_then(|u| acl.per_user.get(u)).map(Vec::as_slice).unwrap_or(&[]);
+        let user_rules = username
+            .and_then(|u| acl.per_user.get(u))
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
         let mut granted = false;
         for rule in acl.general.iter().chain(user_rules) {
             let filter = if rule.pattern {
                 if username.is_none() && rule.filter.contains("%u") {
                     continue;
                 }
-                rule.filter.replace("%c", client_id).replace("%u", username.unwrap_or(""))
+                rule.filter
+                    .replace("%c", client_id)
+                    .replace("%u", username.unwrap_or(""))
             } else {
                 rule.filter.clone()
             };
@@ -194,7 +222,9 @@ impl AccessControl {
             }
             match (rule.access, action) {
                 (Access::Deny, _) => return false,
-                (Access::ReadWrite, _) | (Access::Read, Action::Read) | (Access::Write, Action::Write) => granted = true,
+                (Access::ReadWrite, _)
+                | (Access::Read, Action::Read)
+                | (Access::Write, Action::Write) => granted = true,
                 _ => {}
             }
         }
@@ -246,7 +276,11 @@ fn parse_hash(text: &str) -> Result<PasswordHash, &'static str> {
 
 fn verify(hash: &PasswordHash, password: &[u8]) -> bool {
     let computed = match hash {
-        PasswordHash::Pbkdf2Sha512 { iterations, salt, hash } => {
+        PasswordHash::Pbkdf2Sha512 {
+            iterations,
+            salt,
+            hash,
+        } => {
             let mut out = vec![0u8; hash.len()];
             pbkdf2::pbkdf2_hmac::<Sha512>(password, salt, *iterations, &mut out);
             out
@@ -286,15 +320,29 @@ mod tests {
         let line = format!("alice:{}\n", hash_password("s3cret", [7; 12]));
         let ac = AccessControl::new(false).with_password_file(&line).unwrap();
         assert_eq!(ac.authenticate(Some("alice"), Some(b"s3cret")), Ok(()));
-        assert_eq!(ac.authenticate(Some("alice"), Some(b"nope")), Err(AuthFailure::BadCredentials));
-        assert_eq!(ac.authenticate(Some("bob"), Some(b"s3cret")), Err(AuthFailure::BadCredentials));
+        assert_eq!(
+            ac.authenticate(Some("alice"), Some(b"nope")),
+            Err(AuthFailure::BadCredentials)
+        );
+        assert_eq!(
+            ac.authenticate(Some("bob"), Some(b"s3cret")),
+            Err(AuthFailure::BadCredentials)
+        );
         assert_eq!(ac.authenticate(None, None), Err(AuthFailure::NotAuthorized));
     }
 
     #[test]
     fn bad_password_file_names_line() {
-        let err = AccessControl::new(false).with_password_file("# c\nalice\n").unwrap_err();
-        assert_eq!(err, AclError::Password { line: 2, reason: "expected user:hash".into() });
+        let err = AccessControl::new(false)
+            .with_password_file("# c\nalice\n")
+            .unwrap_err();
+        assert_eq!(
+            err,
+            AclError::Password {
+                line: 2,
+                reason: "expected user:hash".into()
+            }
+        );
     }
 
     #[test]
@@ -314,7 +362,9 @@ mod tests {
 
     #[test]
     fn bad_acl_names_line() {
-        let err = AccessControl::new(true).with_acl_file("topic read a\nfrobnicate x\n").unwrap_err();
+        let err = AccessControl::new(true)
+            .with_acl_file("topic read a\nfrobnicate x\n")
+            .unwrap_err();
         assert!(matches!(err, AclError::Acl { line: 2, .. }));
     }
 }

@@ -32,7 +32,12 @@ struct Target {
 impl Broker {
     /// Routes `msg` to every matching subscription. `publisher` is the client
     /// id of the sender, for No Local.
-    pub(crate) fn route(&mut self, msg: Arc<StoredMessage>, publisher: Option<&ByteString>, now: Time) -> RouteOutcome {
+    pub(crate) fn route(
+        &mut self,
+        msg: Arc<StoredMessage>,
+        publisher: Option<&ByteString>,
+        now: Time,
+    ) -> RouteOutcome {
         let mut targets: Vec<Target> = Vec::new();
         {
             let mut matched = Vec::new();
@@ -44,7 +49,10 @@ impl Broker {
             let mut shared: Vec<(&ByteString, &ByteString, Vec<usize>)> = Vec::new();
             for (i, e) in matched.iter().enumerate() {
                 if let Some(group) = &e.group {
-                    match shared.iter_mut().find(|(g, f, _)| *g == group && *f == &e.filter) {
+                    match shared
+                        .iter_mut()
+                        .find(|(g, f, _)| *g == group && *f == &e.filter)
+                    {
                         Some((_, _, members)) => members.push(i),
                         None => shared.push((group, &e.filter, vec![i])),
                     }
@@ -52,7 +60,10 @@ impl Broker {
                 }
                 if e.options.no_local {
                     if let Some(pubr) = publisher {
-                        if self.session(e.session).is_some_and(|s| &s.client_id == pubr) {
+                        if self
+                            .session(e.session)
+                            .is_some_and(|s| s.client_id == *pubr)
+                        {
                             continue;
                         }
                     }
@@ -85,7 +96,10 @@ impl Broker {
                 let n = members.len();
                 let pick = (0..n)
                     .map(|k| (start + k) % n)
-                    .find(|&k| self.session(matched[members[k]].session).is_some_and(|s| s.conn.is_some()))
+                    .find(|&k| {
+                        self.session(matched[members[k]].session)
+                            .is_some_and(|s| s.conn.is_some())
+                    })
                     .unwrap_or(start % n);
                 self.shared_next.insert(key, pick + 1);
                 let e = matched[members[pick]];
@@ -117,10 +131,21 @@ impl Broker {
         let waits = targets.iter().any(|t| {
             t.qos > QoS::AtMostOnce && self.session(t.session).is_some_and(|s| !self.has_window(s))
         });
-        let msg = if waits { Arc::new(msg.compacted()) } else { msg };
+        let msg = if waits {
+            Arc::new(msg.compacted())
+        } else {
+            msg
+        };
         let n = targets.len();
         for t in targets {
-            self.deliver(t.session, msg.clone(), t.qos, t.retain, t.subscription_ids, now);
+            self.deliver(
+                t.session,
+                msg.clone(),
+                t.qos,
+                t.retain,
+                t.subscription_ids,
+                now,
+            );
         }
         RouteOutcome::Delivered(n)
     }
@@ -146,7 +171,9 @@ impl Broker {
     ) {
         let max_queued = self.config.max_queued_messages;
         let max_bytes = self.config.max_queued_bytes;
-        let Some(s) = self.session_mut(idx) else { return };
+        let Some(s) = self.session_mut(idx) else {
+            return;
+        };
         if qos == QoS::AtMostOnce {
             let Some(conn) = s.conn else {
                 // QoS 0 is not queued for a disconnected session.
@@ -207,7 +234,9 @@ impl Broker {
                 return;
             }
             let max_packet = s.client_max_packet_size;
-            let Some(s) = self.session_mut(idx) else { return };
+            let Some(s) = self.session_mut(idx) else {
+                return;
+            };
             let Some(d) = s.queue.pop_front() else { return };
             s.queued_bytes = s.queued_bytes.saturating_sub(d.message.payload.len());
             let persistent = s.persistent();
@@ -215,17 +244,25 @@ impl Broker {
             if d.message.expires_at.is_some_and(|e| e <= now) {
                 self.stats.messages_expired += 1;
                 if persistent {
-                    self.persist(PersistOp::MessageRemove { client_id, seq: d.seq });
+                    self.persist(PersistOp::MessageRemove {
+                        client_id,
+                        seq: d.seq,
+                    });
                 }
                 continue;
             }
             let packet_id = s.alloc_packet_id();
             let p = build_publish(&d, packet_id, now);
-            if max_packet != u32::MAX && encoded_len(&Packet::Publish(p.clone()), s.protocol) > max_packet as usize {
+            if max_packet != u32::MAX
+                && encoded_len(&Packet::Publish(p.clone()), s.protocol) > max_packet as usize
+            {
                 // Too large for this client: discarded as if delivered.
                 self.stats.messages_dropped += 1;
                 if persistent {
-                    self.persist(PersistOp::MessageRemove { client_id, seq: d.seq });
+                    self.persist(PersistOp::MessageRemove {
+                        client_id,
+                        seq: d.seq,
+                    });
                 }
                 continue;
             }

@@ -14,7 +14,9 @@
 mod auth;
 mod broker;
 mod config;
+mod connect;
 mod delivery;
+mod handlers;
 mod outbound;
 mod persist;
 mod retained;
@@ -27,6 +29,9 @@ pub use auth::{hash_password, AccessControl, AclError, Action as AclAction, Auth
 pub use broker::{Broker, ConnId, ConnectInfo, Output};
 pub use config::BrokerConfig;
 pub use outbound::OutboundAliases;
-pub use persist::{DeliveryState, PersistOp, RestoredMessage, RestoredSession, RestoredState, StoredMessage, StoredSubscription};
+pub use persist::{
+    DeliveryState, PersistOp, RestoredMessage, RestoredSession, RestoredState, StoredMessage,
+    StoredSubscription,
+};
 pub use stats::Stats;
 pub use time::Time;

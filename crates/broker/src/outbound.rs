@@ -58,13 +58,19 @@ mod tests {
             ..Publish::default()
         };
         a.apply(&mut p);
-        assert_eq!((p.topic.as_ref(), p.properties.topic_alias), ("a/b", Some(1)));
+        assert_eq!(
+            (p.topic.as_ref(), p.properties.topic_alias),
+            ("a/b", Some(1))
+        );
         let mut p2 = Publish {
             topic: "a/b".into(),
             ..Publish::default()
         };
         a.apply(&mut p2);
-        assert_eq!((p2.topic.as_ref(), p2.properties.topic_alias), ("", Some(1)));
+        assert_eq!(
+            (p2.topic.as_ref(), p2.properties.topic_alias),
+            ("", Some(1))
+        );
         let mut p3 = Publish {
             topic: "c".into(),
             ..Publish::default()

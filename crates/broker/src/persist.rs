@@ -106,9 +106,15 @@ pub enum PersistOp {
     /// A queued message was completed, expired or dropped.
     MessageRemove { client_id: ByteString, seq: u64 },
     /// An incoming QoS 2 packet id awaiting PUBREL.
-    IncomingAdd { client_id: ByteString, packet_id: u16 },
+    IncomingAdd {
+        client_id: ByteString,
+        packet_id: u16,
+    },
     /// PUBREL received for an incoming QoS 2 packet id.
-    IncomingRemove { client_id: ByteString, packet_id: u16 },
+    IncomingRemove {
+        client_id: ByteString,
+        packet_id: u16,
+    },
     /// Set a retained message.
     RetainPut { message: Arc<StoredMessage> },
     /// Clear the retained message of a topic.

@@ -34,7 +34,9 @@ impl Retained {
     pub fn insert(&mut self, msg: Arc<StoredMessage>) -> bool {
         let old = self.by_topic.get(&msg.topic).map_or(0, |m| m.payload.len());
         let is_new = old == 0 && !self.by_topic.contains_key(&msg.topic);
-        if (is_new && self.by_topic.len() >= self.max_messages) || self.bytes - old + msg.payload.len() > self.max_bytes {
+        if (is_new && self.by_topic.len() >= self.max_messages)
+            || self.bytes - old + msg.payload.len() > self.max_bytes
+        {
             return false;
         }
         self.bytes = self.bytes - old + msg.payload.len();

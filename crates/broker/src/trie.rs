@@ -33,7 +33,10 @@ struct Node {
 
 impl Node {
     fn is_empty(&self) -> bool {
-        self.children.is_empty() && self.plus.is_none() && self.exact.is_empty() && self.multi.is_empty()
+        self.children.is_empty()
+            && self.plus.is_none()
+            && self.exact.is_empty()
+            && self.multi.is_empty()
     }
 }
 
@@ -70,7 +73,12 @@ impl SubTree {
 
     /// Removes a session's subscription to a filter. Returns true if found.
     pub fn remove(&mut self, session: SessionIdx, filter: &str, group: Option<&str>) -> bool {
-        let removed = remove_rec(&mut self.root, filter.split('/').collect::<Vec<_>>().as_slice(), session, group);
+        let removed = remove_rec(
+            &mut self.root,
+            filter.split('/').collect::<Vec<_>>().as_slice(),
+            session,
+            group,
+        );
         if removed {
             self.len -= 1;
         }
@@ -107,7 +115,13 @@ impl SubTree {
     }
 }
 
-fn match_rec<'a>(node: &'a Node, levels: &[&str], depth: usize, dollar: bool, out: &mut Vec<&'a SubEntry>) {
+fn match_rec<'a>(
+    node: &'a Node,
+    levels: &[&str],
+    depth: usize,
+    dollar: bool,
+    out: &mut Vec<&'a SubEntry>,
+) {
     let wildcards_allowed = !(depth == 0 && dollar);
     if wildcards_allowed {
         out.extend(node.multi.iter());
@@ -215,18 +229,25 @@ mod tests {
     }
 
     fn level() -> impl Strategy<Value = String> {
-        prop_oneof![Just("a".to_string()), Just("b".to_string()), Just("".to_string()), Just("$s".to_string())]
+        prop_oneof![
+            Just("a".to_string()),
+            Just("b".to_string()),
+            Just("".to_string()),
+            Just("$s".to_string())
+        ]
     }
 
     fn filter_strategy() -> impl Strategy<Value = String> {
-        (proptest::collection::vec(prop_oneof![level(), Just("+".to_string())], 1..4), any::<bool>()).prop_map(
-            |(mut levels, hash)| {
+        (
+            proptest::collection::vec(prop_oneof![level(), Just("+".to_string())], 1..4),
+            any::<bool>(),
+        )
+            .prop_map(|(mut levels, hash)| {
                 if hash {
                     levels.push("#".into());
                 }
                 levels.join("/")
-            },
-        )
+            })
     }
 
     proptest! {

@@ -4,8 +4,9 @@
 
 use bytes::Bytes;
 use mqtt_proto::{
-    Ack, ConnectProperties, Disconnect, LastWill, Packet, Protocol, Publish, PublishProperties, QoS, ReasonCode,
-    Subscribe, SubscribeProperties, Subscription, SubscriptionOptions, WillProperties,
+    Ack, ConnectProperties, Disconnect, LastWill, Packet, Protocol, Publish, PublishProperties,
+    QoS, ReasonCode, Subscribe, SubscribeProperties, Subscription, SubscriptionOptions,
+    WillProperties,
 };
 
 use broker::{AccessControl, Broker, BrokerConfig, ConnId, ConnectInfo, Output, PersistOp, Time};
@@ -71,7 +72,8 @@ impl Sim {
                 ..Default::default()
             },
         };
-        self.b.connect(ConnId(conn), c, &ConnectInfo::default(), self.now);
+        self.b
+            .connect(ConnId(conn), c, &ConnectInfo::default(), self.now);
         self.b.drain_outputs().collect()
     }
 
@@ -97,7 +99,14 @@ impl Sim {
         )
     }
 
-    fn publish(&mut self, conn: u64, topic: &str, qos: QoS, packet_id: u16, props: PublishProperties) -> Vec<Output> {
+    fn publish(
+        &mut self,
+        conn: u64,
+        topic: &str,
+        qos: QoS,
+        packet_id: u16,
+        props: PublishProperties,
+    ) -> Vec<Output> {
         self.handle(
             conn,
             Packet::Publish(Publish {
@@ -120,7 +129,9 @@ impl Sim {
 fn sent_to(out: &[Output], conn: u64) -> Vec<&Packet> {
     out.iter()
         .filter_map(|o| match o {
-            Output::Send { conn: c, packet, .. } if *c == ConnId(conn) => Some(packet),
+            Output::Send {
+                conn: c, packet, ..
+            } if *c == ConnId(conn) => Some(packet),
             _ => None,
         })
         .collect()
@@ -137,7 +148,8 @@ fn publishes_to(out: &[Output], conn: u64) -> Vec<&Publish> {
 }
 
 fn closed(out: &[Output], conn: u64) -> bool {
-    out.iter().any(|o| matches!(o, Output::Close { conn: c } if *c == ConnId(conn)))
+    out.iter()
+        .any(|o| matches!(o, Output::Close { conn: c } if *c == ConnId(conn)))
 }
 
 fn will(topic: &str, delay: Option<u32>) -> LastWill {
@@ -156,17 +168,33 @@ fn will(topic: &str, delay: Option<u32>) -> LastWill {
 #[test]
 fn keepalive_timeout_at_one_and_a_half_times() {
     let mut s = Sim::new();
-    s.connect(1, "a", ConnectOpts {
-        keep_alive: 10,
-        ..Default::default()
-    });
-    assert!(!closed(&s.advance(14_000), 1), "closed before 1.5 x keep alive");
+    s.connect(
+        1,
+        "a",
+        ConnectOpts {
+            keep_alive: 10,
+            ..Default::default()
+        },
+    );
+    assert!(
+        !closed(&s.advance(14_000), 1),
+        "closed before 1.5 x keep alive"
+    );
     // Any packet resets the timer.
     s.handle(1, Packet::PingReq);
     assert!(!closed(&s.advance(14_000), 1));
     let out = s.advance(1_001);
-    assert!(closed(&out, 1), "not closed after 1.5 x keep alive of silence");
-    assert!(matches!(sent_to(&out, 1)[..], [Packet::Disconnect(Disconnect { reason_code: ReasonCode::KEEP_ALIVE_TIMEOUT, .. })]));
+    assert!(
+        closed(&out, 1),
+        "not closed after 1.5 x keep alive of silence"
+    );
+    assert!(matches!(
+        sent_to(&out, 1)[..],
+        [Packet::Disconnect(Disconnect {
+            reason_code: ReasonCode::KEEP_ALIVE_TIMEOUT,
+            ..
+        })]
+    ));
 }
 
 #[test]
@@ -175,11 +203,17 @@ fn server_keep_alive_caps_client_request() {
         max_keepalive: 30,
         ..Default::default()
     });
-    let out = s.connect(1, "a", ConnectOpts {
-        keep_alive: 0,
-        ..Default::default()
-    });
-    let Packet::ConnAck(ack) = sent_to(&out, 1)[0] else { panic!("no CONNACK") };
+    let out = s.connect(
+        1,
+        "a",
+        ConnectOpts {
+            keep_alive: 0,
+            ..Default::default()
+        },
+    );
+    let Packet::ConnAck(ack) = sent_to(&out, 1)[0] else {
+        panic!("no CONNACK")
+    };
     assert_eq!(ack.properties.server_keep_alive, Some(30));
     assert!(closed(&s.advance(45_001), 1));
 }
@@ -189,10 +223,14 @@ fn will_is_published_when_connection_is_lost() {
     let mut s = Sim::new();
     s.connect(1, "watcher", ConnectOpts::default());
     s.subscribe(1, "wills/#", QoS::AtLeastOnce);
-    s.connect(2, "dev", ConnectOpts {
-        will: Some(will("wills/dev", None)),
-        ..Default::default()
-    });
+    s.connect(
+        2,
+        "dev",
+        ConnectOpts {
+            will: Some(will("wills/dev", None)),
+            ..Default::default()
+        },
+    );
     let out = s.lost(2);
     let p = publishes_to(&out, 1);
     assert_eq!(p.len(), 1);
@@ -204,19 +242,30 @@ fn will_is_not_published_on_normal_disconnect() {
     let mut s = Sim::new();
     s.connect(1, "watcher", ConnectOpts::default());
     s.subscribe(1, "wills/#", QoS::AtLeastOnce);
-    s.connect(2, "dev", ConnectOpts {
-        will: Some(will("wills/dev", None)),
-        ..Default::default()
-    });
+    s.connect(
+        2,
+        "dev",
+        ConnectOpts {
+            will: Some(will("wills/dev", None)),
+            ..Default::default()
+        },
+    );
     let out = s.handle(2, Packet::Disconnect(Disconnect::new(ReasonCode::SUCCESS)));
     assert!(publishes_to(&out, 1).is_empty());
     assert!(closed(&out, 2));
     // ... but is with reason 0x04.
-    s.connect(3, "dev2", ConnectOpts {
-        will: Some(will("wills/dev2", None)),
-        ..Default::default()
-    });
-    let out = s.handle(3, Packet::Disconnect(Disconnect::new(ReasonCode::DISCONNECT_WITH_WILL)));
+    s.connect(
+        3,
+        "dev2",
+        ConnectOpts {
+            will: Some(will("wills/dev2", None)),
+            ..Default::default()
+        },
+    );
+    let out = s.handle(
+        3,
+        Packet::Disconnect(Disconnect::new(ReasonCode::DISCONNECT_WITH_WILL)),
+    );
     assert_eq!(publishes_to(&out, 1).len(), 1);
 }
 
@@ -249,12 +298,16 @@ fn will_delay_is_cut_short_by_session_expiry() {
     let mut s = Sim::new();
     s.connect(1, "watcher", ConnectOpts::default());
     s.subscribe(1, "wills/#", QoS::AtLeastOnce);
-    s.connect(2, "dev", ConnectOpts {
-        clean: false,
-        expiry: 2,
-        will: Some(will("wills/dev", Some(60))),
-        ..Default::default()
-    });
+    s.connect(
+        2,
+        "dev",
+        ConnectOpts {
+            clean: false,
+            expiry: 2,
+            will: Some(will("wills/dev", Some(60))),
+            ..Default::default()
+        },
+    );
     s.lost(2);
     assert!(publishes_to(&s.advance(1_999), 1).is_empty());
     assert_eq!(publishes_to(&s.advance(1), 1).len(), 1);
@@ -273,13 +326,19 @@ fn session_expires_after_its_interval() {
     s.lost(1);
     s.advance(9_000);
     let out = s.connect(2, "dev", opts());
-    let Packet::ConnAck(ack) = sent_to(&out, 2)[0] else { panic!() };
+    let Packet::ConnAck(ack) = sent_to(&out, 2)[0] else {
+        panic!()
+    };
     assert!(ack.session_present, "session gone before its expiry");
     s.lost(2);
     let out = s.advance(10_000);
-    assert!(out.iter().any(|o| matches!(o, Output::Persist(PersistOp::SessionDelete { .. }))));
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Persist(PersistOp::SessionDelete { .. }))));
     let out = s.connect(3, "dev", opts());
-    let Packet::ConnAck(ack) = sent_to(&out, 3)[0] else { panic!() };
+    let Packet::ConnAck(ack) = sent_to(&out, 3)[0] else {
+        panic!()
+    };
     assert!(!ack.session_present, "session outlived its expiry");
 }
 
@@ -307,7 +366,16 @@ fn offline_persistent_session_gets_queued_messages_and_expired_ones_are_dropped(
         .expect("message not persisted for the offline session");
     let ack = out
         .iter()
-        .position(|o| matches!(o, Output::Send { packet: Packet::PubAck(_), durable: true, .. }))
+        .position(|o| {
+            matches!(
+                o,
+                Output::Send {
+                    packet: Packet::PubAck(_),
+                    durable: true,
+                    ..
+                }
+            )
+        })
         .expect("no durable PUBACK");
     assert!(add < ack);
     s.publish(2, "t", QoS::AtLeastOnce, 2, PublishProperties::default());
@@ -330,13 +398,22 @@ fn message_expiry_interval_counts_down() {
     s.subscribe(1, "t", QoS::AtLeastOnce);
     s.lost(1);
     s.connect(2, "pub", ConnectOpts::default());
-    s.publish(2, "t", QoS::AtLeastOnce, 1, PublishProperties {
-        message_expiry_interval: Some(60),
-        ..Default::default()
-    });
+    s.publish(
+        2,
+        "t",
+        QoS::AtLeastOnce,
+        1,
+        PublishProperties {
+            message_expiry_interval: Some(60),
+            ..Default::default()
+        },
+    );
     s.advance(20_000);
     let out = s.connect(3, "sub", opts());
-    assert_eq!(publishes_to(&out, 3)[0].properties.message_expiry_interval, Some(40));
+    assert_eq!(
+        publishes_to(&out, 3)[0].properties.message_expiry_interval,
+        Some(40)
+    );
 }
 
 #[test]
@@ -391,7 +468,13 @@ fn qos2_incoming_is_routed_once_and_receive_maximum_is_enforced() {
     s.publish(2, "t", QoS::ExactlyOnce, 8, PublishProperties::default());
     s.publish(2, "t", QoS::ExactlyOnce, 9, PublishProperties::default());
     let out = s.publish(2, "t", QoS::ExactlyOnce, 10, PublishProperties::default());
-    assert!(matches!(sent_to(&out, 2)[..], [Packet::Disconnect(Disconnect { reason_code: ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, .. })]));
+    assert!(matches!(
+        sent_to(&out, 2)[..],
+        [Packet::Disconnect(Disconnect {
+            reason_code: ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+            ..
+        })]
+    ));
     assert!(closed(&out, 2));
 }
 
@@ -400,7 +483,13 @@ fn takeover_disconnects_old_connection_with_0x8e() {
     let mut s = Sim::new();
     s.connect(1, "dev", ConnectOpts::default());
     let out = s.connect(2, "dev", ConnectOpts::default());
-    assert!(matches!(sent_to(&out, 1)[..], [Packet::Disconnect(Disconnect { reason_code: ReasonCode::SESSION_TAKEN_OVER, .. })]));
+    assert!(matches!(
+        sent_to(&out, 1)[..],
+        [Packet::Disconnect(Disconnect {
+            reason_code: ReasonCode::SESSION_TAKEN_OVER,
+            ..
+        })]
+    ));
     assert!(closed(&out, 1));
     assert_eq!(s.b.connected_count(), 1);
 }
@@ -411,21 +500,39 @@ fn full_persistent_queue_refuses_publish_with_quota_exceeded() {
         max_queued_messages: 2,
         ..Default::default()
     });
-    s.connect(1, "sub", ConnectOpts {
-        clean: false,
-        expiry: 3600,
-        ..Default::default()
-    });
+    s.connect(
+        1,
+        "sub",
+        ConnectOpts {
+            clean: false,
+            expiry: 3600,
+            ..Default::default()
+        },
+    );
     s.subscribe(1, "t", QoS::AtLeastOnce);
     s.lost(1);
     s.connect(2, "pub", ConnectOpts::default());
     for i in 1..=2 {
         let out = s.publish(2, "t", QoS::AtLeastOnce, i, PublishProperties::default());
-        assert!(matches!(sent_to(&out, 2)[..], [Packet::PubAck(Ack { reason_code: ReasonCode::SUCCESS, .. })]));
+        assert!(matches!(
+            sent_to(&out, 2)[..],
+            [Packet::PubAck(Ack {
+                reason_code: ReasonCode::SUCCESS,
+                ..
+            })]
+        ));
     }
     let out = s.publish(2, "t", QoS::AtLeastOnce, 3, PublishProperties::default());
-    assert!(matches!(sent_to(&out, 2)[..], [Packet::PubAck(Ack { reason_code: ReasonCode::QUOTA_EXCEEDED, .. })]));
-    assert!(!out.iter().any(|o| matches!(o, Output::Persist(PersistOp::MessageAdd { .. }))));
+    assert!(matches!(
+        sent_to(&out, 2)[..],
+        [Packet::PubAck(Ack {
+            reason_code: ReasonCode::QUOTA_EXCEEDED,
+            ..
+        })]
+    ));
+    assert!(!out
+        .iter()
+        .any(|o| matches!(o, Output::Persist(PersistOp::MessageAdd { .. }))));
 }
 
 #[test]
@@ -438,7 +545,10 @@ fn topic_alias_from_client() {
         topic_alias: Some(a),
         ..Default::default()
     };
-    assert_eq!(publishes_to(&s.publish(2, "a/b", QoS::AtMostOnce, 0, alias(3)), 1).len(), 1);
+    assert_eq!(
+        publishes_to(&s.publish(2, "a/b", QoS::AtMostOnce, 0, alias(3)), 1).len(),
+        1
+    );
     let out = s.publish(2, "", QoS::AtMostOnce, 0, alias(3));
     let p = publishes_to(&out, 1);
     assert_eq!(&*p[0].topic, "a/b");
@@ -457,7 +567,13 @@ fn shared_subscription_delivers_each_message_to_one_member() {
     s.connect(3, "pub", ConnectOpts::default());
     let (mut a, mut b) = (0, 0);
     for _ in 0..10 {
-        let out = s.publish(3, "jobs/x", QoS::AtMostOnce, 0, PublishProperties::default());
+        let out = s.publish(
+            3,
+            "jobs/x",
+            QoS::AtMostOnce,
+            0,
+            PublishProperties::default(),
+        );
         let (x, y) = (publishes_to(&out, 1).len(), publishes_to(&out, 2).len());
         assert_eq!(x + y, 1);
         a += x;
@@ -484,7 +600,9 @@ fn retained_message_set_replace_delete() {
         )
     };
     let out = retained(&mut s, b"one");
-    assert!(out.iter().any(|o| matches!(o, Output::Persist(PersistOp::RetainPut { .. }))));
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Persist(PersistOp::RetainPut { .. }))));
     retained(&mut s, b"two");
     s.connect(2, "sub", ConnectOpts::default());
     let out = s.subscribe(2, "#", QoS::AtLeastOnce);

@@ -21,7 +21,7 @@ const SCHEMA_VERSION: u64 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum KvError {
     #[error("store error: {0}")]
-    Redb(#[from] redb::Error),
+    Redb(Box<redb::Error>),
     #[error(transparent)]
     Corrupt(#[from] Corrupt),
     #[error("data directory has schema version {0}, newer than this binary's {SCHEMA_VERSION}")]
@@ -31,11 +31,12 @@ pub enum KvError {
 macro_rules! from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for KvError {
-            fn from(e: $t) -> Self { KvError::Redb(e.into()) }
+            fn from(e: $t) -> Self { KvError::Redb(Box::new(e.into())) }
         }
     )*};
 }
 from_redb!(
+    redb::Error,
     redb::DatabaseError,
     redb::TransactionError,
     redb::TableError,

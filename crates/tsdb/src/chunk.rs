@@ -108,9 +108,9 @@ pub(crate) fn summarize(ts: &[i64], col: &Column) -> Option<(Summary, Value)> {
     let s = match col.num(0) {
         Some(v0) => {
             let mut s = Summary::one(ts[0], v0);
-            for i in 1..n {
+            for (i, &t) in ts.iter().enumerate().skip(1) {
                 if let Some(v) = col.num(i) {
-                    s.add(ts[i], v);
+                    s.add(t, v);
                 }
             }
             s

@@ -294,7 +294,7 @@ fn encode_bools(v: &[bool], out: &mut Vec<u8>) {
             byte = 0;
         }
     }
-    if v.len() % 8 != 0 {
+    if !v.len().is_multiple_of(8) {
         out.push(byte);
     }
 }

@@ -1,1 +1,58 @@
-//! placeholder
+//! `tsdb`: Millwright's embedded time-series engine.
+//!
+//! What it is: a library that stores telemetry points durably in a data
+//! directory and answers queries over them. Writes go to a write-ahead log
+//! with group commit (one fdatasync shared by all concurrent writers), then
+//! to an in-memory head block; flushes turn the head into immutable,
+//! columnar chunk files compressed with pco, with per-series summaries in
+//! each chunk's index. Rollups (1 min and 1 h by default) keep
+//! min/max/sum/count/first/last per bucket, stay correct under late data,
+//! and outlive raw data; retention is per namespace. Late, out-of-order and
+//! duplicate points are accepted: the last write wins.
+//!
+//! It also holds pure ingest parsers (InfluxDB line protocol, device
+//! telemetry JSON) and a TSBS-like data generator for benchmarks.
+//!
+//! What it is not: it opens no sockets, knows nothing of HTTP or MQTT, never
+//! reads the clock (every operation that needs "now" takes it as an
+//! argument), starts no threads and installs no logging subscriber. It is
+//! not a general database: no deletes by predicate, no schema, no SQL.
+//!
+//! Data model: a series is (namespace, device id, metric name) plus sorted
+//! labels; a point is a millisecond timestamp and a value (`f64`, `i64`,
+//! `bool` or string); a series keeps the type of its first value.
+//! Byte layouts are described in `FORMAT.md` next to this crate.
+
+mod catalog;
+mod chunk;
+mod chunkset;
+mod column;
+mod commit;
+mod db;
+mod error;
+mod flush;
+pub mod gen;
+mod head;
+mod model;
+mod options;
+pub mod parse;
+mod query;
+mod recovery;
+mod retention;
+mod rollup;
+mod summary;
+mod wal;
+mod wire;
+
+pub use chunk::{decode_chunk, DecodedChunk, DecodedSeries, RollupBucket};
+pub use db::Tsdb;
+pub use error::Error;
+pub use model::{Point, SeriesKey, Value, ValueType, WritePoint, MAX_LABELS, MAX_NAME_LEN};
+pub use options::{Options, RollupLevel, DAY_MS};
+pub use parse::{parse_device_json, parse_line_protocol, LineProtocolOptions, Precision};
+pub use query::{
+    AggPoint, AggSeries, Filter, GroupBy, GroupKey, QueryStats, Selector, SeriesPoints, StorageStats,
+};
+pub use recovery::{RecoveryReport, TruncatedWal};
+pub use retention::MaintenanceStats;
+pub use summary::Agg;

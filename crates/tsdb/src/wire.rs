@@ -7,16 +7,10 @@ use crate::error::Error;
 pub(crate) fn put_u8(out: &mut Vec<u8>, v: u8) {
     out.push(v);
 }
-pub(crate) fn put_u16(out: &mut Vec<u8>, v: u16) {
-    out.extend_from_slice(&v.to_le_bytes());
-}
 pub(crate) fn put_u32(out: &mut Vec<u8>, v: u32) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 pub(crate) fn put_u64(out: &mut Vec<u8>, v: u64) {
-    out.extend_from_slice(&v.to_le_bytes());
-}
-pub(crate) fn put_i64(out: &mut Vec<u8>, v: i64) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 pub(crate) fn put_f64(out: &mut Vec<u8>, v: f64) {
@@ -60,10 +54,6 @@ impl<'a> Reader<'a> {
         Reader { buf, pos: 0, what }
     }
 
-    pub(crate) fn pos(&self) -> usize {
-        self.pos
-    }
-
     pub(crate) fn remaining(&self) -> usize {
         self.buf.len() - self.pos
     }
@@ -95,17 +85,11 @@ impl<'a> Reader<'a> {
     pub(crate) fn u8(&mut self) -> Result<u8, Error> {
         Ok(self.array::<1>()?[0])
     }
-    pub(crate) fn u16(&mut self) -> Result<u16, Error> {
-        Ok(u16::from_le_bytes(self.array()?))
-    }
     pub(crate) fn u32(&mut self) -> Result<u32, Error> {
         Ok(u32::from_le_bytes(self.array()?))
     }
     pub(crate) fn u64(&mut self) -> Result<u64, Error> {
         Ok(u64::from_le_bytes(self.array()?))
-    }
-    pub(crate) fn i64(&mut self) -> Result<i64, Error> {
-        Ok(i64::from_le_bytes(self.array()?))
     }
     pub(crate) fn f64(&mut self) -> Result<f64, Error> {
         Ok(f64::from_le_bytes(self.array()?))

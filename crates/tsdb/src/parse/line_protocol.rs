@@ -96,11 +96,20 @@ pub fn parse_line_protocol(
     Ok(out)
 }
 
+/// A parsed `measurement,tags` prefix: measurement, device, labels, and
+/// the keys made so far per field.
+struct SeriesPrefix {
+    measurement: Arc<str>,
+    device: Arc<str>,
+    labels: Vec<(Arc<str>, Arc<str>)>,
+    fields: HashMap<String, Arc<SeriesKey>>,
+}
+
 /// Shares one `Arc<SeriesKey>` per series across the lines of one payload.
 struct KeyCache<'a> {
     ns: Arc<str>,
     device_tag: &'a str,
-    by_series: HashMap<String, (Arc<str>, Arc<str>, Vec<(Arc<str>, Arc<str>)>, HashMap<String, Arc<SeriesKey>>)>,
+    by_series: HashMap<String, SeriesPrefix>,
 }
 
 impl<'a> KeyCache<'a> {
@@ -140,25 +149,25 @@ impl<'a> KeyCache<'a> {
             let device = device.unwrap_or_else(|| measurement.clone());
             self.by_series.insert(
                 series_part.to_string(),
-                (
-                    Arc::from(measurement.as_str()),
-                    Arc::from(device.as_str()),
+                SeriesPrefix {
+                    measurement: Arc::from(measurement.as_str()),
+                    device: Arc::from(device.as_str()),
                     labels,
-                    HashMap::new(),
-                ),
+                    fields: HashMap::new(),
+                },
             );
         }
-        let Some((m, d, labels, fields)) = self.by_series.get_mut(series_part) else {
+        let Some(p) = self.by_series.get_mut(series_part) else {
             return err("internal: series cache miss");
         };
-        if let Some(k) = fields.get(field) {
+        if let Some(k) = p.fields.get(field) {
             return Ok(k.clone());
         }
-        let metric: Arc<str> = Arc::from(format!("{m}.{field}"));
-        let key = SeriesKey::from_parts(self.ns.clone(), d.clone(), metric, labels.clone());
+        let metric: Arc<str> = Arc::from(format!("{}.{field}", p.measurement));
+        let key = SeriesKey::from_parts(self.ns.clone(), p.device.clone(), metric, p.labels.clone());
         key.validate().map_err(|e| LineErr(e.to_string()))?;
         let key = Arc::new(key);
-        fields.insert(field.to_string(), key.clone());
+        p.fields.insert(field.to_string(), key.clone());
         Ok(key)
     }
 }
@@ -396,7 +405,7 @@ mod tests {
             ("m f=1\n\nm f=abc", 3, "invalid field value"),
             ("m f=1 notatime", 1, "invalid timestamp"),
             ("m f=\"open", 1, "unterminated string"),
-            ("m f=1i2", 1, "invalid integer"),
+            ("m f=1.5i", 1, "invalid integer"),
             ("m f=18446744073709551615u", 1, "exceeds"),
             ("m,tag f=1", 1, "not key=value"),
             ("m f=1 1 extra", 1, "after the timestamp"),
@@ -416,8 +425,10 @@ mod tests {
                 other => panic!("{input:?}: expected an error, got {other:?}"),
             }
         }
-        let mut o = LineProtocolOptions::default();
-        o.precision = Precision::Seconds;
+        let o = LineProtocolOptions {
+            precision: Precision::Seconds,
+            ..LineProtocolOptions::default()
+        };
         assert!(parse_line_protocol("m f=1 9223372036854775807", &o, 0).is_err());
     }
 }

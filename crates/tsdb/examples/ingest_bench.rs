@@ -1,0 +1,201 @@
+//! Ingest benchmark on TSBS-like IoT data.
+//!
+//! Phase 1 writes pre-generated points through `Tsdb::write` from K threads
+//! (durable: every `write` returns after its group's fdatasync), then
+//! flushes and compacts and reports bytes per value on disk. Phase 2 does
+//! the same from line protocol text, parsing included.
+//!
+//! `cargo run --release -p tsdb --example ingest_bench -j2 -- [--values N]
+//! [--threads K] [--trucks T] [--batch B] [--dir PATH]`
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tsdb::gen::{Fleet, FleetConfig};
+use tsdb::{
+    parse_line_protocol, Agg, GroupBy, LineProtocolOptions, Options, Selector, Tsdb, WritePoint,
+};
+
+struct Args {
+    values: usize,
+    threads: usize,
+    trucks: usize,
+    batch: usize,
+    dir: Option<std::path::PathBuf>,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        values: 10_000_000,
+        threads: 8,
+        trucks: 200,
+        batch: 10_000,
+        dir: None,
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i + 1 < argv.len() {
+        let v = &argv[i + 1];
+        let num = || v.parse::<usize>().unwrap_or_else(|_| panic!("{} needs a number", argv[i]));
+        match argv[i].as_str() {
+            "--values" => a.values = num(),
+            "--threads" => a.threads = num(),
+            "--trucks" => a.trucks = num(),
+            "--batch" => a.batch = num(),
+            "--dir" => a.dir = Some(v.into()),
+            other => panic!("unknown flag {other}"),
+        }
+        i += 2;
+    }
+    a
+}
+
+/// Generates about `values` values, split per thread (by truck) into
+/// batches of about `batch` values, each as points and as line protocol.
+fn generate(a: &Args) -> (Vec<Vec<Vec<WritePoint>>>, Vec<Vec<String>>, usize) {
+    let mut fleet = Fleet::new(FleetConfig {
+        trucks: a.trucks,
+        ..FleetConfig::default()
+    });
+    let mut points: Vec<Vec<Vec<WritePoint>>> = vec![vec![Vec::new()]; a.threads];
+    let mut texts: Vec<Vec<String>> = vec![vec![String::new()]; a.threads];
+    let mut total = 0;
+    while total < a.values {
+        let entries = fleet.tick();
+        for e in entries {
+            let t = e.truck % a.threads;
+            let cur = points[t].last_mut().expect("one batch at least");
+            let before = cur.len();
+            fleet.to_points(std::slice::from_ref(&e), cur);
+            total += cur.len() - before;
+            let txt = texts[t].last_mut().expect("one batch at least");
+            fleet.to_line_protocol(std::slice::from_ref(&e), txt);
+            if cur.len() >= a.batch {
+                points[t].push(Vec::new());
+                texts[t].push(String::new());
+            }
+        }
+    }
+    (points, texts, total)
+}
+
+fn dir_size(p: &std::path::Path) -> u64 {
+    let mut n = 0;
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            let m = e.metadata().map(|m| m.len()).unwrap_or(0);
+            if e.path().is_dir() {
+                n += dir_size(&e.path());
+            } else {
+                n += m;
+            }
+        }
+    }
+    n
+}
+
+fn report_storage(label: &str, db: &Tsdb, values: usize, now: i64) {
+    let t = Instant::now();
+    db.flush(now).expect("flush");
+    let flush_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    db.compact().expect("compact");
+    let compact_s = t.elapsed().as_secs_f64();
+    let st = db.storage_stats();
+    println!(
+        "{label}: final flush {flush_s:.2} s, compaction {compact_s:.2} s; raw chunks {} files {} bytes = {:.3} bytes/value; rollups {} bytes ({:.3} bytes/value); WAL {} bytes; series {}",
+        st.raw_chunks,
+        st.raw_chunk_bytes,
+        st.raw_chunk_bytes as f64 / values as f64,
+        st.rollup_chunk_bytes,
+        st.rollup_chunk_bytes as f64 / values as f64,
+        st.wal_bytes,
+        st.series,
+    );
+}
+
+fn main() {
+    let a = args();
+    let base = match &a.dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("mw-ingest-bench-{}", std::process::id())),
+    };
+    let _ = std::fs::remove_dir_all(&base);
+    println!(
+        "generating ~{} values: {} trucks x 10 fields every 10 s, {} writer threads, batches of ~{} values",
+        a.values, a.trucks, a.threads, a.batch
+    );
+    let (points, texts, total) = generate(&a);
+    let lp_bytes: usize = texts.iter().flatten().map(String::len).sum();
+    let now = points
+        .iter()
+        .flatten()
+        .flatten()
+        .map(|p| p.ts)
+        .max()
+        .unwrap_or(0);
+
+    // Phase 1: points through write().
+    let db = Arc::new(Tsdb::open(&base.join("points"), Options::default()).expect("open"));
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for batches in &points {
+            let db = db.clone();
+            s.spawn(move || {
+                for b in batches {
+                    db.write(b).expect("write");
+                }
+            });
+        }
+    });
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "write(): {total} values in {secs:.2} s = {:.0} values/s durable (group commit, auto-flush included)",
+        total as f64 / secs
+    );
+    report_storage("write()", &db, total, now);
+    let sel = Selector::namespace("default").metric("readings.velocity");
+    let t = Instant::now();
+    let start = 1_700_000_000_000 - 1_700_000_000_000 % 3_600_000;
+    let r = db
+        .query_agg(&sel, start, now + 3_600_000 - now % 3_600_000, 3_600_000, Agg::Max, GroupBy::All)
+        .expect("query");
+    println!(
+        "query: max(velocity) per hour over {} trucks: {} buckets in {:.1} ms",
+        a.trucks,
+        r.first().map_or(0, |s| s.points.len()),
+        t.elapsed().as_secs_f64() * 1000.0
+    );
+    println!("disk total (points db): {} bytes", dir_size(&base.join("points")));
+    drop(db);
+
+    // Phase 2: line protocol text, parsed and written by each thread.
+    let db = Arc::new(Tsdb::open(&base.join("lp"), Options::default()).expect("open"));
+    let opts = LineProtocolOptions {
+        device_tag: "name".into(),
+        ..LineProtocolOptions::default()
+    };
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for batches in &texts {
+            let db = db.clone();
+            let opts = &opts;
+            s.spawn(move || {
+                for b in batches {
+                    let pts = parse_line_protocol(b, opts, 0).expect("parse");
+                    db.write(&pts).expect("write");
+                }
+            });
+        }
+    });
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "line protocol: {total} values ({lp_bytes} bytes of text) in {secs:.2} s = {:.0} values/s parsed and durable",
+        total as f64 / secs
+    );
+    report_storage("line protocol", &db, total, now);
+    drop(db);
+    if a.dir.is_none() {
+        let _ = std::fs::remove_dir_all(&base);
+    }
+}
