@@ -232,7 +232,7 @@ conns_large() {
     for ((i = 0; i < procs; i++)); do
         rm -f "$WORK/ready-$i"
         timeout 120 "${BENCH[@]}" --port "$PORT" --json --quiet --mode connections \
-            --connections "$per" --hold 6 --source-addrs "${srcs[$i]}" \
+            --connections "$per" --hold 10 --source-addrs "${srcs[$i]}" \
             --ready-file "$WORK/ready-$i" >"$RESULTS_DIR/$broker-conns-large-$i.json" \
             2>"$RESULTS_DIR/$broker-conns-large-$i.json.stderr" &
         pids+=($!)
@@ -414,7 +414,6 @@ print("Missing deliveries (sent x subscribers - received) per run, where any:")
 for name in sorted(os.listdir(results)):
     if not name.endswith(".json"):
         continue
-    d = load(name[:-5].split("-")[0] if False else None, None) if False else None
     try:
         with open(os.path.join(results, name)) as f:
             d = json.load(f)

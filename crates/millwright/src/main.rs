@@ -23,6 +23,8 @@ struct Cli {
 enum Command {
     /// Run the platform.
     Serve(ServeArgs),
+    /// Load-test an MQTT broker (this one or any other).
+    Bench(bench::BenchArgs),
     /// Add or update a user in a password file (mosquitto_passwd format).
     Passwd {
         /// The password file (created if missing).
@@ -50,6 +52,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Bench(args) => run_bench(args),
         Command::Passwd { file, user, password } => passwd(&file, &user, &password),
     }
 }
@@ -124,6 +127,17 @@ async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+fn run_bench(args: bench::BenchArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let json = args.json;
+    let report = runtime.block_on(bench::run(args))?;
+    bench::print_report(&report, json)?;
+    Ok(())
 }
 
 fn passwd(file: &std::path::Path, user: &str, password: &str) -> anyhow::Result<()> {
