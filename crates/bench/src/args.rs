@@ -165,10 +165,12 @@ impl Plan {
             return invalid("--payload must be at least 8 bytes (the send timestamp)");
         }
         let secs = |v: f64, name: &str| {
-            if v.is_finite() && v >= 0.0 && v < 1e6 {
+            if (0.0..1e6).contains(&v) {
                 Ok(Duration::from_secs_f64(v))
             } else {
-                Err(BenchError::InvalidArgs(format!("{name} must be a number of seconds")))
+                Err(BenchError::InvalidArgs(format!(
+                    "{name} must be a number of seconds"
+                )))
             }
         };
         let duration = secs(args.duration, "--duration")?;
@@ -208,7 +210,11 @@ impl Plan {
         }
         Ok(Plan {
             mode: args.mode,
-            publishers: if args.mode == Mode::Connections { 0 } else { args.publishers },
+            publishers: if args.mode == Mode::Connections {
+                0
+            } else {
+                args.publishers
+            },
             subscribers,
             qos,
             payload: args.payload,

@@ -131,8 +131,8 @@ pub(crate) async fn run_connections(
 /// The resident memory of a process in bytes (VmRSS in /proc/PID/status).
 pub fn broker_rss(pid: u32) -> Result<u64, BenchError> {
     let err = |reason: String| BenchError::BrokerMemory { pid, reason };
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .map_err(|e| err(e.to_string()))?;
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| err(e.to_string()))?;
     parse_vmrss(&status).ok_or_else(|| err("no VmRSS line".to_string()))
 }
 

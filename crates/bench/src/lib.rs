@@ -43,7 +43,11 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     let addr = resolve(&args.host, args.port).await?;
     let shared = Shared::new();
     let errors = ErrorLog::default();
-    let progress = Progress::start(shared.clone(), plan.progress, plan.mode == Mode::Connections);
+    let progress = Progress::start(
+        shared.clone(),
+        plan.progress,
+        plan.mode == Mode::Connections,
+    );
     let (load, connections) = match plan.mode {
         Mode::Connections => {
             let report =

@@ -80,7 +80,8 @@ pub(crate) async fn run_load(
     let sub_runtime = SubscriberRuntime::new(plan.subscriber_threads)?;
     let semaphore = Arc::new(Semaphore::new(plan.concurrency));
     let (start_tx, start_rx) = watch::channel::<Option<Timeline>>(None);
-    let (ready_tx, mut ready_rx) = mpsc::channel::<(usize, Result<(), BenchError>)>(plan.subscribers.max(1));
+    let (ready_tx, mut ready_rx) =
+        mpsc::channel::<(usize, Result<(), BenchError>)>(plan.subscribers.max(1));
     let mut sub_tasks = Vec::with_capacity(plan.subscribers);
     for i in 0..plan.subscribers {
         let options = client_options(plan, format!("{}-{run_id}-s{i}", plan.topic_prefix));
@@ -147,7 +148,11 @@ pub(crate) async fn run_load(
                     other => other,
                 });
             }
-            None => return Err(BenchError::Task("a subscriber task ended early".to_string())),
+            None => {
+                return Err(BenchError::Task(
+                    "a subscriber task ended early".to_string(),
+                ))
+            }
         }
     }
 
@@ -259,7 +264,13 @@ pub(crate) async fn run_load(
             "publishing ended before the warm-up did: no measured window".to_string(),
         );
     }
-    let per_sec = |n: u64| if window_s > 0.0 { n as f64 / window_s } else { 0.0 };
+    let per_sec = |n: u64| {
+        if window_s > 0.0 {
+            n as f64 / window_s
+        } else {
+            0.0
+        }
+    };
     let sent_window = published.iter().map(|p| p.sent_window).sum();
     let sent_total: u64 = published.iter().map(|p| p.sent_total).sum();
     let received_window = received.iter().map(|r| r.received_window).sum();
@@ -476,7 +487,9 @@ impl PublisherWorker {
         }
         let stopped_at = Instant::now().min(tl.end);
         Shared::add(&self.shared.sent, sent_total - reported_sent);
-        self.shared.publishers_stopped.fetch_add(1, Ordering::Release);
+        self.shared
+            .publishers_stopped
+            .fetch_add(1, Ordering::Release);
 
         // Drain: wait for the outstanding acknowledgements, then leave.
         if !failed {
@@ -491,7 +504,9 @@ impl PublisherWorker {
             .await;
             match drained {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => self.errors.record(&self.shared, format!("publisher drain: {e}")),
+                Ok(Err(e)) => self
+                    .errors
+                    .record(&self.shared, format!("publisher drain: {e}")),
                 // Acknowledgements that never came are errors; bytes the
                 // broker did not read in time (QoS 0 flat out) show up as
                 // missing deliveries instead.
@@ -502,7 +517,8 @@ impl PublisherWorker {
                 Err(_) => {}
             }
             Shared::add(&self.shared.acked, acked - reported_acked);
-            if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(5), conn.disconnect()).await
+            if let Ok(Err(e)) =
+                tokio::time::timeout(Duration::from_secs(5), conn.disconnect()).await
             {
                 tracing::debug!(error = %e, "publisher disconnect");
             }
@@ -531,7 +547,9 @@ impl PublisherWorker {
                             .record(&self.shared, format!("publish rejected: {reason_code}"));
                     }
                 }
-                Event::Disconnected { reason } => return Err(format!("publisher disconnected: {reason}")),
+                Event::Disconnected { reason } => {
+                    return Err(format!("publisher disconnected: {reason}"))
+                }
                 _ => {}
             }
         }
@@ -602,7 +620,9 @@ impl SubscriberWorker {
                         record_latency(&mut hist, now.saturating_duration_since(sent));
                     }
                     Some(_) => {}
-                    None => self.errors.record(&self.shared, "payload without a timestamp".to_string()),
+                    None => self
+                        .errors
+                        .record(&self.shared, "payload without a timestamp".to_string()),
                 }
             }
             if batch > 0 {
@@ -619,21 +639,6 @@ impl SubscriberWorker {
             received_total,
             hist,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn payload_carries_its_send_time() {
-        let base = Instant::now();
-        let at = base + Duration::from_micros(1234);
-        let p = payload(base, at, 64);
-        assert_eq!(p.len(), 64);
-        assert_eq!(sent_at(base, &p), Some(at));
-        assert_eq!(sent_at(base, &p[..7]), None);
     }
 }
 
@@ -664,5 +669,20 @@ impl Drop for SubscriberRuntime {
         if let Some(runtime) = self.0.take() {
             runtime.shutdown_background();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_carries_its_send_time() {
+        let base = Instant::now();
+        let at = base + Duration::from_micros(1234);
+        let p = payload(base, at, 64);
+        assert_eq!(p.len(), 64);
+        assert_eq!(sent_at(base, &p), Some(at));
+        assert_eq!(sent_at(base, &p[..7]), None);
     }
 }

@@ -101,7 +101,8 @@ impl Progress {
         }
         let task = tokio::spawn(async move {
             let start = Instant::now();
-            let mut tick = tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
+            let mut tick =
+                tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
             let mut last = Snapshot::take(&shared);
             let mut last_at = start;
             loop {

@@ -148,15 +148,22 @@ pub(crate) async fn serve<T: Transport>(shared: Arc<Shared>, mut io: T, peer: So
                 }
             }
             if !batch.is_empty() || error.is_some() {
-                let mut core = shared.lock();
-                let now = shared.clock.now();
-                for p in batch {
-                    core.broker.handle(conn, p, now);
+                {
+                    let mut core = shared.lock();
+                    let now = shared.clock.now();
+                    for p in batch {
+                        core.broker.handle(conn, p, now);
+                    }
+                    if let Some(e) = &error {
+                        core.broker.protocol_violation(conn, e.reason_code(), &e.to_string(), now);
+                    }
+                    core.dispatch(&shared.metrics, now);
                 }
-                if let Some(e) = &error {
-                    core.broker.protocol_violation(conn, e.reason_code(), &e.to_string(), now);
-                }
-                core.dispatch(&shared.metrics, now);
+                // Let the writers this batch fed run before reading more:
+                // otherwise a fast publisher fills its subscribers' queues
+                // for a whole scheduling budget and QoS 0 is dropped
+                // instead of delivered.
+                tokio::task::yield_now().await;
             }
             if error.is_some() {
                 // Send the DISCONNECT queued for the violation, then stop.

@@ -26,7 +26,7 @@ type Reply<T> = oneshot::Sender<Result<T, ClientError>>;
 
 enum Command {
     Publish {
-        publish: Publish,
+        publish: Box<Publish>,
         done: Reply<ReasonCode>,
     },
     Subscribe {
@@ -103,7 +103,14 @@ impl Client {
     /// and DUP are assigned by the client.
     pub async fn publish_packet(&self, publish: Publish) -> Result<ReasonCode, ClientError> {
         let (done, result) = oneshot::channel();
-        self.request(Command::Publish { publish, done }, result).await
+        self.request(
+            Command::Publish {
+                publish: Box::new(publish),
+                done,
+            },
+            result,
+        )
+        .await
     }
 
     /// Subscribes to filters, each with its maximum QoS, and returns the
@@ -131,10 +138,13 @@ impl Client {
         subscriptions: Vec<Subscription>,
     ) -> Result<SubAck, ClientError> {
         let (done, result) = oneshot::channel();
-        self.request(Command::Subscribe {
-            subscriptions,
-            done,
-        }, result)
+        self.request(
+            Command::Subscribe {
+                subscriptions,
+                done,
+            },
+            result,
+        )
         .await
     }
 
@@ -293,7 +303,7 @@ fn handle_command(conn: &mut Connection, waiters: &mut Waiters, command: Command
     match command {
         Command::Publish { publish, done } => {
             let qos = publish.qos;
-            match state.publish(publish) {
+            match state.publish(*publish) {
                 Ok(_) if qos == QoS::AtMostOnce => {
                     let _ = done.send(Ok(ReasonCode::SUCCESS));
                 }

@@ -95,7 +95,9 @@ impl Connection {
         let max_packet_size = state
             .options()
             .maximum_packet_size
-            .map_or(PROTOCOL_MAX_PACKET, |m| usize::try_from(m).unwrap_or(usize::MAX));
+            .map_or(PROTOCOL_MAX_PACKET, |m| {
+                usize::try_from(m).unwrap_or(usize::MAX)
+            });
         let mut conn = Connection {
             stream,
             state,

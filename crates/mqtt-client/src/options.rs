@@ -91,7 +91,11 @@ impl ConnectOptions {
     }
 
     /// Sets user name and password.
-    pub fn credentials(mut self, username: impl Into<ByteString>, password: impl Into<Bytes>) -> Self {
+    pub fn credentials(
+        mut self,
+        username: impl Into<ByteString>,
+        password: impl Into<Bytes>,
+    ) -> Self {
         self.username = Some(username.into());
         self.password = Some(password.into());
         self

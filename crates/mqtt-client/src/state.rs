@@ -37,8 +37,8 @@ pub enum DisconnectReason {
     /// The server refused CONNECT with this reason (v5 code; a v3.1.1
     /// return code is mapped to the v5 one).
     Refused(ReasonCode),
-    /// The server sent DISCONNECT (v5).
-    Server(Disconnect),
+    /// The server sent DISCONNECT (v5). Boxed: it is rare and large.
+    Server(Box<Disconnect>),
     /// No PINGRESP within the keep-alive interval.
     KeepAliveTimeout,
     /// No CONNACK within the connect timeout.
@@ -82,18 +82,26 @@ pub enum Event {
     Message(Publish),
     /// A QoS 1 publish was acknowledged; a reason of 0x80 or more means the
     /// server rejected it.
-    PubAck { packet_id: u16, reason_code: ReasonCode },
+    PubAck {
+        packet_id: u16,
+        reason_code: ReasonCode,
+    },
     /// A QoS 2 publish is complete (PUBCOMP), or ended early by a PUBREC
     /// with a failure reason (that reason is given). It is also reported with
     /// success when a reconnect finds the server's session gone after the
     /// server had already acknowledged receipt with PUBREC.
-    PubComp { packet_id: u16, reason_code: ReasonCode },
+    PubComp {
+        packet_id: u16,
+        reason_code: ReasonCode,
+    },
     SubAck(SubAck),
     UnsubAck(UnsubAck),
     /// The connection ended. Outstanding SUBSCRIBE and UNSUBSCRIBE requests
     /// are abandoned (they are not resent); in-flight publishes stay in the
     /// session and are resent by the next `connect`.
-    Disconnected { reason: DisconnectReason },
+    Disconnected {
+        reason: DisconnectReason,
+    },
 }
 
 /// What a packet id is being used for.
@@ -102,9 +110,14 @@ enum IdUse {
     /// A QoS 1/2 publish waiting for quota, not yet sent on this connection.
     Queued(Publish),
     /// Sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
-    Sent { seq: u64, publish: Publish },
+    Sent {
+        seq: u64,
+        publish: Publish,
+    },
     /// QoS 2 after PUBREC: PUBREL sent, waiting for PUBCOMP.
-    Released { seq: u64 },
+    Released {
+        seq: u64,
+    },
     Subscribe,
     Unsubscribe,
 }
@@ -313,7 +326,11 @@ impl ClientState {
         let packet_id = self.allocate_id()?;
         publish.packet_id = packet_id;
         if let Some(max) = self.server.maximum_packet_size {
-            check_size(&Packet::Publish(publish.clone()), self.options.protocol, max)?;
+            check_size(
+                &Packet::Publish(publish.clone()),
+                self.options.protocol,
+                max,
+            )?;
         }
         self.ids.insert(packet_id, IdUse::Queued(publish));
         self.queued.push_back(packet_id);
@@ -458,8 +475,9 @@ impl ClientState {
                 if self.ping_sent.is_some() {
                     self.outbound.clear();
                     if self.options.protocol.is_v5() {
-                        self.outbound
-                            .push_back(Packet::Disconnect(Disconnect::new(ReasonCode::KEEP_ALIVE_TIMEOUT)));
+                        self.outbound.push_back(Packet::Disconnect(Disconnect::new(
+                            ReasonCode::KEEP_ALIVE_TIMEOUT,
+                        )));
                     }
                     self.end_connection(DisconnectReason::KeepAliveTimeout);
                 } else {
@@ -514,7 +532,10 @@ impl ClientState {
                     self.ids.remove(&suback.packet_id);
                     self.events.push_back(Event::SubAck(suback));
                 } else {
-                    tracing::debug!(packet_id = suback.packet_id, "SUBACK for an unknown packet id");
+                    tracing::debug!(
+                        packet_id = suback.packet_id,
+                        "SUBACK for an unknown packet id"
+                    );
                 }
                 Ok(())
             }
@@ -536,7 +557,7 @@ impl ClientState {
             }
             Packet::Disconnect(disconnect) => {
                 self.outbound.clear();
-                self.end_connection(DisconnectReason::Server(disconnect));
+                self.end_connection(DisconnectReason::Server(Box::new(disconnect)));
                 Ok(())
             }
             Packet::ConnAck(_) => {
@@ -636,10 +657,8 @@ impl ClientState {
         if let Some(alias) = publish.properties.topic_alias {
             let max = self.options.topic_alias_maximum.unwrap_or(0);
             if alias == 0 || alias > max {
-                return Err(self.protocol_error(
-                    ReasonCode::TOPIC_ALIAS_INVALID,
-                    "topic alias out of range",
-                ));
+                return Err(self
+                    .protocol_error(ReasonCode::TOPIC_ALIAS_INVALID, "topic alias out of range"));
             }
             if publish.topic.is_empty() {
                 match self.topic_aliases.get(&alias) {
@@ -671,7 +690,9 @@ impl ClientState {
                 let id = publish.packet_id;
                 if self.incoming_qos2.insert(id) {
                     let limit = self.options.receive_maximum.unwrap_or(u16::MAX);
-                    if self.options.protocol.is_v5() && self.incoming_qos2.len() > usize::from(limit) {
+                    if self.options.protocol.is_v5()
+                        && self.incoming_qos2.len() > usize::from(limit)
+                    {
                         self.incoming_qos2.remove(&id);
                         return Err(self.protocol_error(
                             ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
@@ -757,7 +778,10 @@ impl ClientState {
             });
             self.release_queued();
         } else {
-            tracing::debug!(packet_id = ack.packet_id, "PUBCOMP for an unknown packet id");
+            tracing::debug!(
+                packet_id = ack.packet_id,
+                "PUBCOMP for an unknown packet id"
+            );
         }
     }
 

@@ -93,9 +93,12 @@ async fn connect_v311_and_v5() {
         return;
     };
     for protocol in [Protocol::V311, Protocol::V5] {
-        let client = within("connect", Client::connect(broker.addr, options("c1", protocol)))
-            .await
-            .unwrap();
+        let client = within(
+            "connect",
+            Client::connect(broker.addr, options("c1", protocol)),
+        )
+        .await
+        .unwrap();
         assert_eq!(client.connack().reason_code, ReasonCode::SUCCESS);
         assert!(!client.connack().session_present);
         within("disconnect", client.disconnect()).await.unwrap();
@@ -124,12 +127,18 @@ async fn qos_round_trips() {
         return;
     };
     for protocol in [Protocol::V311, Protocol::V5] {
-        let mut sub = within("connect", Client::connect(broker.addr, options("sub", protocol)))
-            .await
-            .unwrap();
-        let publisher = within("connect", Client::connect(broker.addr, options("pub", protocol)))
-            .await
-            .unwrap();
+        let mut sub = within(
+            "connect",
+            Client::connect(broker.addr, options("sub", protocol)),
+        )
+        .await
+        .unwrap();
+        let publisher = within(
+            "connect",
+            Client::connect(broker.addr, options("pub", protocol)),
+        )
+        .await
+        .unwrap();
         let suback = within("subscribe", sub.subscribe([("rt/#", QoS::ExactlyOnce)]))
             .await
             .unwrap();
@@ -149,7 +158,9 @@ async fn qos_round_trips() {
             assert_eq!(got.payload, payload);
             assert_eq!(got.qos, qos);
         }
-        let unsuback = within("unsubscribe", sub.unsubscribe(["rt/#"])).await.unwrap();
+        let unsuback = within("unsubscribe", sub.unsubscribe(["rt/#"]))
+            .await
+            .unwrap();
         assert_eq!(unsuback.packet_id, suback.packet_id + 1);
         within("disconnect", publisher.disconnect()).await.unwrap();
         within("disconnect", sub.disconnect()).await.unwrap();
@@ -168,7 +179,11 @@ async fn pipelined_publishes_are_all_acknowledged() {
     let total = 2_000;
     for i in 0..total {
         conn.publish(Publish {
-            qos: if i % 2 == 0 { QoS::AtLeastOnce } else { QoS::ExactlyOnce },
+            qos: if i % 2 == 0 {
+                QoS::AtLeastOnce
+            } else {
+                QoS::ExactlyOnce
+            },
             topic: "pipe/x".into(),
             payload: Bytes::from_static(b"0123456789"),
             ..Publish::default()
@@ -200,7 +215,9 @@ async fn server_keeps_a_persistent_session() {
     };
     for protocol in [Protocol::V311, Protocol::V5] {
         let id = format!("persist-{protocol:?}");
-        let opts = options(&id, protocol).clean_start(false).session_expiry(300);
+        let opts = options(&id, protocol)
+            .clean_start(false)
+            .session_expiry(300);
         let sub = within("connect", Client::connect(broker.addr, opts.clone()))
             .await
             .unwrap();
@@ -209,13 +226,19 @@ async fn server_keeps_a_persistent_session() {
             .unwrap();
         within("disconnect", sub.disconnect()).await.unwrap();
 
-        let publisher = within("connect", Client::connect(broker.addr, options("p", protocol)))
+        let publisher = within(
+            "connect",
+            Client::connect(broker.addr, options("p", protocol)),
+        )
+        .await
+        .unwrap();
+        for i in 0..3u8 {
+            within(
+                "publish",
+                publisher.publish("ps/t", vec![i], QoS::AtLeastOnce, false),
+            )
             .await
             .unwrap();
-        for i in 0..3u8 {
-            within("publish", publisher.publish("ps/t", vec![i], QoS::AtLeastOnce, false))
-                .await
-                .unwrap();
         }
         within("disconnect", publisher.disconnect()).await.unwrap();
 
@@ -236,9 +259,12 @@ async fn client_resends_unacknowledged_after_reconnect() {
     let Some(broker) = start_mosquitto("client_resends_unacknowledged_after_reconnect") else {
         return;
     };
-    let mut sub = within("connect", Client::connect(broker.addr, options("watch", Protocol::V5)))
-        .await
-        .unwrap();
+    let mut sub = within(
+        "connect",
+        Client::connect(broker.addr, options("watch", Protocol::V5)),
+    )
+    .await
+    .unwrap();
     within("subscribe", sub.subscribe([("resend/#", QoS::ExactlyOnce)]))
         .await
         .unwrap();
@@ -340,7 +366,10 @@ async fn refused_connect_is_an_error() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, ClientError::ConnectionRefused(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID)),
+        matches!(
+            err,
+            ClientError::ConnectionRefused(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID)
+        ),
         "{err:?}"
     );
 }

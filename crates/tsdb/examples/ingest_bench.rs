@@ -156,7 +156,7 @@ fn main() {
     report_storage("write()", &db, total, now);
     let sel = Selector::namespace("default").metric("readings.velocity");
     let t = Instant::now();
-    let start = 1_700_000_000_000 - 1_700_000_000_000 % 3_600_000;
+    let start = 1_451_606_400_000;
     let r = db
         .query_agg(&sel, start, now + 3_600_000 - now % 3_600_000, 3_600_000, Agg::Max, GroupBy::All)
         .expect("query");

@@ -26,6 +26,11 @@ pub(crate) const CHUNK_END_MAGIC: &[u8; 8] = b"MWTSEND\0";
 /// The chunk format version this build writes and the newest it reads.
 pub(crate) const CHUNK_VERSION: u32 = 1;
 pub(crate) const HEADER_LEN: usize = 16;
+/// The series' timestamp block holds exactly its timestamps.
+pub(crate) const TS_OWN: u8 = 0;
+/// The timestamp block holds its device's union of timestamps; the value
+/// block starts with the positions this series skips.
+pub(crate) const TS_UNION: u8 = 1;
 pub(crate) const FOOTER_LEN: usize = 24;
 
 /// What a chunk holds.

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use pco::standalone::{simple_compress, simple_decompress_into};
-use pco::ChunkConfig;
+use pco::{ChunkConfig, DeltaSpec};
 
 use crate::error::Error;
 use crate::model::{Value, ValueType};
@@ -22,6 +22,10 @@ pub(crate) const MAX_COLUMN_LEN: usize = 1 << 24;
 
 const ENC_PCO: u8 = 0;
 const ENC_PLAIN: u8 = 1;
+/// Floats that are all exact decimals: a digit count and a pco integer column.
+const ENC_DECIMAL: u8 = 2;
+/// Most decimal digits tried when looking for an integer form of floats.
+const MAX_DECIMALS: i32 = 9;
 
 /// A column of values of one type.
 #[derive(Clone, Debug, PartialEq)]
@@ -168,8 +172,13 @@ fn pco_err(e: pco::errors::PcoError) -> Error {
     Error::corrupt("pco column", e.to_string())
 }
 
+/// First-order deltas suit time series (timestamps, walks, slowly moving
+/// sensors), and fixing the choice skips pco's costly automatic search;
+/// pco still falls back to no delta when deltas are clearly worse.
 fn pco_config(level: usize) -> ChunkConfig {
-    ChunkConfig::default().with_compression_level(level)
+    ChunkConfig::default()
+        .with_compression_level(level)
+        .with_delta_spec(DeltaSpec::TryConsecutive(1))
 }
 
 pub(crate) fn encode_i64s(v: &[i64], level: usize, out: &mut Vec<u8>) -> Result<(), Error> {
@@ -243,10 +252,39 @@ pub(crate) fn encode_f64s(v: &[f64], level: usize, out: &mut Vec<u8>) -> Result<
         }
         return Ok(());
     }
+    if let Some((d, ints)) = as_decimals(v) {
+        out.push(ENC_DECIMAL);
+        out.push(d as u8);
+        return encode_i64s(&ints, level, out);
+    }
     out.push(ENC_PCO);
     let bytes = simple_compress(v, &pco_config(level)).map_err(pco_err)?;
     put_bytes(out, &bytes);
     Ok(())
+}
+
+/// If every value is exactly `i / 10^d` for integers `i` below 2^53 and one
+/// `d <= MAX_DECIMALS` (bit for bit, so `-0.0` and NaN never qualify),
+/// returns `d` and the integers. Sensor values parsed from decimal text
+/// qualify, and integers compress far better than their float bits.
+fn as_decimals(v: &[f64]) -> Option<(i32, Vec<i64>)> {
+    const LIMIT: f64 = (1u64 << 53) as f64;
+    let mut d = 0;
+    for &x in v {
+        loop {
+            let p = 10f64.powi(d);
+            let i = (x * p).round();
+            if i.abs() < LIMIT && (i / p).to_bits() == x.to_bits() {
+                break;
+            }
+            d += 1;
+            if d > MAX_DECIMALS {
+                return None;
+            }
+        }
+    }
+    let p = 10f64.powi(d);
+    Some((d, v.iter().map(|&x| (x * p).round() as i64).collect()))
 }
 
 pub(crate) fn decode_f64s(n: usize, r: &mut Reader<'_>) -> Result<Vec<f64>, Error> {
@@ -260,6 +298,14 @@ pub(crate) fn decode_f64s(n: usize, r: &mut Reader<'_>) -> Result<Vec<f64>, Erro
             Ok(out)
         }
         ENC_PCO => pco_decode(n, r.bytes()?),
+        ENC_DECIMAL => {
+            let d = i32::from(r.u8()?);
+            if d > MAX_DECIMALS {
+                return Err(r.err(format!("{d} decimals")));
+            }
+            let p = 10f64.powi(d);
+            Ok(decode_i64s(n, r)?.into_iter().map(|i| i as f64 / p).collect())
+        }
         t => Err(r.err(format!("unknown float encoding {t}"))),
     }
 }
@@ -358,6 +404,9 @@ mod tests {
     fn columns_roundtrip_short_and_long() {
         for n in [0usize, 1, 5, 31, 32, 100, 1000] {
             roundtrip(&Column::F64((0..n).map(|i| i as f64 * 0.1).collect()));
+            roundtrip(&Column::F64((0..n).map(|i| (i as f64 * 0.37).sin() * 1e3).collect()));
+            roundtrip(&Column::F64((0..n).map(|i| (i * 7 % 100) as f64 / 1e5 - 0.0).collect()));
+            roundtrip(&Column::F64((0..n).map(|i| if i % 5 == 0 { -0.0 } else { 2.5 }).collect()));
             roundtrip(&Column::I64((0..n).map(|i| i as i64 * 10_000 - 7).collect()));
             roundtrip(&Column::Bool((0..n).map(|i| i % 3 == 0).collect()));
             roundtrip(&Column::Str(

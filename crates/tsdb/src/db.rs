@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::catalog::{Catalog, IdMap, SeriesId};
+use crate::catalog::{Catalog, FastState, IdMap, SeriesId};
 use crate::chunk::{Chunk, ChunkKind};
 use crate::chunkset::ChunkSet;
 use crate::column::Column;
@@ -243,8 +243,7 @@ impl Tsdb {
             }
         }
         let cat = read(&self.catalog);
-        let mut by_ptr: HashMap<usize, usize, std::hash::BuildHasherDefault<crate::catalog::IdHasher>> =
-            HashMap::default();
+        let mut by_ptr: HashMap<usize, usize, FastState> = HashMap::default();
         let mut by_sid: IdMap<usize> = IdMap::default();
         let mut runs: Vec<SeriesRun> = Vec::new();
         for p in batch {

@@ -222,7 +222,7 @@ impl Tsdb {
                 let id = self.alloc_file_id();
                 b.set_file_id(id);
                 let points = b.points();
-                let bytes = b.finish();
+                let bytes = b.finish()?;
                 let path = dir.join(format!("{id:016x}.chunk"));
                 let tmp = path.with_extension("chunk.tmp");
                 let ctx = || format!("writing chunk {}", path.display());

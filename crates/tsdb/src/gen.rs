@@ -62,7 +62,7 @@ impl Default for FleetConfig {
             namespace: "default".into(),
             trucks: 100,
             first_truck: 0,
-            start_ms: 1_700_000_000_000,
+            start_ms: 1_451_606_400_000,
             interval_ms: 10_000,
             seed: 1,
             missing_field: 0.01,

@@ -108,26 +108,28 @@ impl Summary {
         }
     }
 
-    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+    /// Encodes with `first_ts` relative to `min_ts` and `last_ts` relative
+    /// to `max_ts` (the index's range), which makes both one byte for raw data.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>, min_ts: i64, max_ts: i64) {
         put_var(out, self.count);
         put_f64(out, self.sum);
         put_f64(out, self.min);
         put_f64(out, self.max);
-        put_svar(out, self.first_ts);
+        put_svar(out, self.first_ts.wrapping_sub(min_ts));
         put_f64(out, self.first);
-        put_svar(out, self.last_ts);
+        put_svar(out, max_ts.wrapping_sub(self.last_ts));
         put_f64(out, self.last);
     }
 
-    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Summary, Error> {
+    pub(crate) fn decode(r: &mut Reader<'_>, min_ts: i64, max_ts: i64) -> Result<Summary, Error> {
         Ok(Summary {
             count: r.var()?,
             sum: r.f64()?,
             min: r.f64()?,
             max: r.f64()?,
-            first_ts: r.svar()?,
+            first_ts: min_ts.wrapping_add(r.svar()?),
             first: r.f64()?,
-            last_ts: r.svar()?,
+            last_ts: max_ts.wrapping_sub(r.svar()?),
             last: r.f64()?,
         })
     }

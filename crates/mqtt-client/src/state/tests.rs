@@ -4,8 +4,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mqtt_proto::{
-    Ack, ConnAck, ConnAckProperties, Disconnect, Packet, Protocol, Publish, PublishProperties,
-    QoS, ReasonCode, SubAck, Subscription, SubscriptionOptions, UnsubAck,
+    Ack, ConnAck, ConnAckProperties, Disconnect, Packet, Protocol, Publish, PublishProperties, QoS,
+    ReasonCode, SubAck, Subscription, SubscriptionOptions, UnsubAck,
 };
 
 use super::{ClientState, DisconnectReason, Event, Phase};
@@ -57,7 +57,9 @@ fn connected(options: ConnectOptions, props: ConnAckProperties, clock: &Clock) -
     let mut state = ClientState::new(options);
     state.connect(clock.now()).unwrap();
     drain(&mut state, clock.now());
-    state.handle_packet(clock.now(), connack(false, props)).unwrap();
+    state
+        .handle_packet(clock.now(), connack(false, props))
+        .unwrap();
     events(&mut state);
     state
 }
@@ -95,7 +97,10 @@ fn connect_v311_carries_options_and_no_v5_properties() {
     assert_eq!(c.username.as_deref(), Some("user"));
     assert_eq!(c.password.as_deref(), Some(&b"secret"[..]));
     assert_eq!(c.properties, Default::default());
-    assert!(matches!(state.connect(clock.now()), Err(ClientError::AlreadyConnected)));
+    assert!(matches!(
+        state.connect(clock.now()),
+        Err(ClientError::AlreadyConnected)
+    ));
 }
 
 #[test]
@@ -121,11 +126,16 @@ fn connack_success_and_refusal() {
     let clock = Clock::new();
     let mut state = ClientState::new(ConnectOptions::new("a"));
     state.connect(clock.now()).unwrap();
-    state.handle_packet(clock.now(), connack(false, Default::default())).unwrap();
+    state
+        .handle_packet(clock.now(), connack(false, Default::default()))
+        .unwrap();
     assert_eq!(state.phase(), Phase::Connected);
     assert!(matches!(
         events(&mut state).as_slice(),
-        [Event::Connected { session_present: false, .. }]
+        [Event::Connected {
+            session_present: false,
+            ..
+        }]
     ));
 
     let mut state = ClientState::new(ConnectOptions::new("b"));
@@ -152,7 +162,9 @@ fn packet_before_connack_is_a_protocol_error() {
     let mut state = ClientState::new(ConnectOptions::new("a").protocol(Protocol::V5));
     state.connect(clock.now()).unwrap();
     drain(&mut state, clock.now());
-    let err = state.handle_packet(clock.now(), Packet::PingResp).unwrap_err();
+    let err = state
+        .handle_packet(clock.now(), Packet::PingResp)
+        .unwrap_err();
     assert!(matches!(err, ClientError::ProtocolViolation(_)));
     assert_eq!(state.phase(), Phase::Disconnected);
 }
@@ -167,7 +179,10 @@ fn qos0_publish_goes_out_at_once_and_needs_a_connection() {
     ));
     let mut state = connected(ConnectOptions::new("a"), Default::default(), &clock);
     assert_eq!(state.publish(message("t", QoS::AtMostOnce)).unwrap(), 0);
-    assert_eq!(publish_ids(&drain(&mut state, clock.now())), vec![(0, false)]);
+    assert_eq!(
+        publish_ids(&drain(&mut state, clock.now())),
+        vec![(0, false)]
+    );
     assert!(matches!(
         state.publish(message("a/+", QoS::AtMostOnce)),
         Err(ClientError::InvalidTopic)
@@ -181,16 +196,25 @@ fn qos1_publish_is_acked_and_respects_receive_maximum() {
         receive_maximum: Some(2),
         ..Default::default()
     };
-    let mut state = connected(ConnectOptions::new("a").protocol(Protocol::V5), props, &clock);
+    let mut state = connected(
+        ConnectOptions::new("a").protocol(Protocol::V5),
+        props,
+        &clock,
+    );
     let ids: Vec<u16> = (0..3)
         .map(|_| state.publish(message("t", QoS::AtLeastOnce)).unwrap())
         .collect();
     assert_eq!(ids, vec![1, 2, 3]);
-    assert_eq!(publish_ids(&drain(&mut state, clock.now())), vec![(1, false), (2, false)]);
+    assert_eq!(
+        publish_ids(&drain(&mut state, clock.now())),
+        vec![(1, false), (2, false)]
+    );
     assert_eq!(state.inflight(), 2);
     assert_eq!(state.queued(), 1);
 
-    state.handle_packet(clock.now(), Packet::PubAck(Ack::new(1))).unwrap();
+    state
+        .handle_packet(clock.now(), Packet::PubAck(Ack::new(1)))
+        .unwrap();
     assert_eq!(
         events(&mut state),
         vec![Event::PubAck {
@@ -198,8 +222,13 @@ fn qos1_publish_is_acked_and_respects_receive_maximum() {
             reason_code: ReasonCode::SUCCESS
         }]
     );
-    assert_eq!(publish_ids(&drain(&mut state, clock.now())), vec![(3, false)]);
-    state.handle_packet(clock.now(), Packet::PubAck(Ack::new(2))).unwrap();
+    assert_eq!(
+        publish_ids(&drain(&mut state, clock.now())),
+        vec![(3, false)]
+    );
+    state
+        .handle_packet(clock.now(), Packet::PubAck(Ack::new(2)))
+        .unwrap();
     state
         .handle_packet(
             clock.now(),
@@ -215,14 +244,20 @@ fn qos1_publish_is_acked_and_respects_receive_maximum() {
         }
     );
     // An unknown or repeated PUBACK is ignored.
-    state.handle_packet(clock.now(), Packet::PubAck(Ack::new(3))).unwrap();
+    state
+        .handle_packet(clock.now(), Packet::PubAck(Ack::new(3)))
+        .unwrap();
     assert!(events(&mut state).is_empty());
 }
 
 #[test]
 fn local_max_inflight_caps_the_window() {
     let clock = Clock::new();
-    let mut state = connected(ConnectOptions::new("a").max_inflight(1), Default::default(), &clock);
+    let mut state = connected(
+        ConnectOptions::new("a").max_inflight(1),
+        Default::default(),
+        &clock,
+    );
     state.publish(message("t", QoS::AtLeastOnce)).unwrap();
     state.publish(message("t", QoS::AtLeastOnce)).unwrap();
     assert_eq!(publish_ids(&drain(&mut state, clock.now())).len(), 1);
@@ -235,13 +270,25 @@ fn qos2_publish_full_flow() {
     let mut state = connected(ConnectOptions::new("a"), Default::default(), &clock);
     let id = state.publish(message("t", QoS::ExactlyOnce)).unwrap();
     drain(&mut state, clock.now());
-    state.handle_packet(clock.now(), Packet::PubRec(Ack::new(id))).unwrap();
-    assert_eq!(drain(&mut state, clock.now()), vec![Packet::PubRel(Ack::new(id))]);
+    state
+        .handle_packet(clock.now(), Packet::PubRec(Ack::new(id)))
+        .unwrap();
+    assert_eq!(
+        drain(&mut state, clock.now()),
+        vec![Packet::PubRel(Ack::new(id))]
+    );
     assert!(events(&mut state).is_empty());
     // A repeated PUBREC gets the PUBREL again.
-    state.handle_packet(clock.now(), Packet::PubRec(Ack::new(id))).unwrap();
-    assert_eq!(drain(&mut state, clock.now()), vec![Packet::PubRel(Ack::new(id))]);
-    state.handle_packet(clock.now(), Packet::PubComp(Ack::new(id))).unwrap();
+    state
+        .handle_packet(clock.now(), Packet::PubRec(Ack::new(id)))
+        .unwrap();
+    assert_eq!(
+        drain(&mut state, clock.now()),
+        vec![Packet::PubRel(Ack::new(id))]
+    );
+    state
+        .handle_packet(clock.now(), Packet::PubComp(Ack::new(id)))
+        .unwrap();
     assert_eq!(
         events(&mut state),
         vec![Event::PubComp {
@@ -255,11 +302,17 @@ fn qos2_publish_full_flow() {
 #[test]
 fn qos2_pubrec_failure_ends_the_flow() {
     let clock = Clock::new();
-    let mut state = connected(ConnectOptions::new("a").protocol(Protocol::V5), Default::default(), &clock);
+    let mut state = connected(
+        ConnectOptions::new("a").protocol(Protocol::V5),
+        Default::default(),
+        &clock,
+    );
     let id = state.publish(message("t", QoS::ExactlyOnce)).unwrap();
     drain(&mut state, clock.now());
     let rec = Ack::with_reason(id, ReasonCode::NOT_AUTHORIZED);
-    state.handle_packet(clock.now(), Packet::PubRec(rec)).unwrap();
+    state
+        .handle_packet(clock.now(), Packet::PubRec(rec))
+        .unwrap();
     assert!(drain(&mut state, clock.now()).is_empty());
     assert_eq!(
         events(&mut state),
@@ -278,32 +331,50 @@ fn incoming_qos1_and_qos2_are_acknowledged_and_delivered_once() {
 
     let mut p1 = message("t", QoS::AtLeastOnce);
     p1.packet_id = 7;
-    state.handle_packet(clock.now(), Packet::Publish(p1.clone())).unwrap();
-    assert_eq!(drain(&mut state, clock.now()), vec![Packet::PubAck(Ack::new(7))]);
+    state
+        .handle_packet(clock.now(), Packet::Publish(p1.clone()))
+        .unwrap();
+    assert_eq!(
+        drain(&mut state, clock.now()),
+        vec![Packet::PubAck(Ack::new(7))]
+    );
     assert_eq!(events(&mut state), vec![Event::Message(p1)]);
 
     let mut p2 = message("t", QoS::ExactlyOnce);
     p2.packet_id = 9;
-    state.handle_packet(clock.now(), Packet::Publish(p2.clone())).unwrap();
+    state
+        .handle_packet(clock.now(), Packet::Publish(p2.clone()))
+        .unwrap();
     let mut dup = p2.clone();
     dup.dup = true;
-    state.handle_packet(clock.now(), Packet::Publish(dup)).unwrap();
+    state
+        .handle_packet(clock.now(), Packet::Publish(dup))
+        .unwrap();
     assert_eq!(
         drain(&mut state, clock.now()),
         vec![Packet::PubRec(Ack::new(9)), Packet::PubRec(Ack::new(9))]
     );
     assert_eq!(events(&mut state), vec![Event::Message(p2.clone())]);
-    state.handle_packet(clock.now(), Packet::PubRel(Ack::new(9))).unwrap();
-    assert_eq!(drain(&mut state, clock.now()), vec![Packet::PubComp(Ack::new(9))]);
+    state
+        .handle_packet(clock.now(), Packet::PubRel(Ack::new(9)))
+        .unwrap();
+    assert_eq!(
+        drain(&mut state, clock.now()),
+        vec![Packet::PubComp(Ack::new(9))]
+    );
     // After release the same id is a new message.
-    state.handle_packet(clock.now(), Packet::Publish(p2.clone())).unwrap();
+    state
+        .handle_packet(clock.now(), Packet::Publish(p2.clone()))
+        .unwrap();
     assert_eq!(events(&mut state), vec![Event::Message(p2)]);
 }
 
 #[test]
 fn incoming_qos2_beyond_receive_maximum_is_a_protocol_error() {
     let clock = Clock::new();
-    let options = ConnectOptions::new("a").protocol(Protocol::V5).receive_maximum(1);
+    let options = ConnectOptions::new("a")
+        .protocol(Protocol::V5)
+        .receive_maximum(1);
     let mut state = connected(options, Default::default(), &clock);
     for id in [1, 2] {
         let mut p = message("t", QoS::ExactlyOnce);
@@ -314,7 +385,9 @@ fn incoming_qos2_beyond_receive_maximum_is_a_protocol_error() {
     let out = drain(&mut state, clock.now());
     assert_eq!(
         out.last(),
-        Some(&Packet::Disconnect(Disconnect::new(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED)))
+        Some(&Packet::Disconnect(Disconnect::new(
+            ReasonCode::RECEIVE_MAXIMUM_EXCEEDED
+        )))
     );
 }
 
@@ -331,8 +404,12 @@ fn incoming_topic_aliases_are_resolved() {
     };
     let mut second = first.clone();
     second.topic = "".into();
-    state.handle_packet(clock.now(), Packet::Publish(first)).unwrap();
-    state.handle_packet(clock.now(), Packet::Publish(second)).unwrap();
+    state
+        .handle_packet(clock.now(), Packet::Publish(first))
+        .unwrap();
+    state
+        .handle_packet(clock.now(), Packet::Publish(second))
+        .unwrap();
     let topics: Vec<String> = events(&mut state)
         .into_iter()
         .filter_map(|e| match e {
@@ -344,7 +421,9 @@ fn incoming_topic_aliases_are_resolved() {
 
     let mut unknown = message("", QoS::AtMostOnce);
     unknown.properties.topic_alias = Some(3);
-    assert!(state.handle_packet(clock.now(), Packet::Publish(unknown)).is_err());
+    assert!(state
+        .handle_packet(clock.now(), Packet::Publish(unknown))
+        .is_err());
 }
 
 #[test]
@@ -368,7 +447,9 @@ fn subscribe_and_unsubscribe_get_their_acks() {
         properties: Default::default(),
         reason_codes: vec![ReasonCode::GRANTED_QOS_1],
     };
-    state.handle_packet(clock.now(), Packet::SubAck(suback.clone())).unwrap();
+    state
+        .handle_packet(clock.now(), Packet::SubAck(suback.clone()))
+        .unwrap();
     assert_eq!(events(&mut state), vec![Event::SubAck(suback)]);
 
     let id = state.unsubscribe(vec!["a/+/c".into()]).unwrap();
@@ -377,20 +458,29 @@ fn subscribe_and_unsubscribe_get_their_acks() {
         properties: Default::default(),
         reason_codes: vec![],
     };
-    state.handle_packet(clock.now(), Packet::UnsubAck(unsuback.clone())).unwrap();
+    state
+        .handle_packet(clock.now(), Packet::UnsubAck(unsuback.clone()))
+        .unwrap();
     assert_eq!(events(&mut state), vec![Event::UnsubAck(unsuback)]);
 
     assert!(matches!(
         state.unsubscribe(vec!["a/#/b".into()]),
         Err(ClientError::InvalidFilter)
     ));
-    assert!(matches!(state.subscribe(vec![]), Err(ClientError::NoFilters)));
+    assert!(matches!(
+        state.subscribe(vec![]),
+        Err(ClientError::NoFilters)
+    ));
 }
 
 #[test]
 fn keep_alive_sends_pingreq_and_times_out_without_pingresp() {
     let mut clock = Clock::new();
-    let mut state = connected(ConnectOptions::new("a").keep_alive(10), Default::default(), &clock);
+    let mut state = connected(
+        ConnectOptions::new("a").keep_alive(10),
+        Default::default(),
+        &clock,
+    );
     let start = clock.now();
     assert_eq!(state.poll_timeout(), Some(start + Duration::from_secs(10)));
 
@@ -430,15 +520,28 @@ fn server_keep_alive_overrides_ours() {
         server_keep_alive: Some(5),
         ..Default::default()
     };
-    let state = connected(ConnectOptions::new("a").protocol(Protocol::V5).keep_alive(60), props, &clock);
+    let state = connected(
+        ConnectOptions::new("a")
+            .protocol(Protocol::V5)
+            .keep_alive(60),
+        props,
+        &clock,
+    );
     assert_eq!(state.keep_alive(), 5);
-    assert_eq!(state.poll_timeout(), Some(clock.now() + Duration::from_secs(5)));
+    assert_eq!(
+        state.poll_timeout(),
+        Some(clock.now() + Duration::from_secs(5))
+    );
 }
 
 #[test]
 fn keep_alive_zero_has_no_timer() {
     let clock = Clock::new();
-    let state = connected(ConnectOptions::new("a").keep_alive(0), Default::default(), &clock);
+    let state = connected(
+        ConnectOptions::new("a").keep_alive(0),
+        Default::default(),
+        &clock,
+    );
     assert_eq!(state.poll_timeout(), None);
 }
 
@@ -449,7 +552,10 @@ fn connect_timeout() {
     options.connect_timeout = Duration::from_secs(3);
     let mut state = ClientState::new(options);
     state.connect(clock.now()).unwrap();
-    assert_eq!(state.poll_timeout(), Some(clock.now() + Duration::from_secs(3)));
+    assert_eq!(
+        state.poll_timeout(),
+        Some(clock.now() + Duration::from_secs(3))
+    );
     state.handle_timeout(clock.advance(Duration::from_secs(3)));
     assert_eq!(
         events(&mut state),
@@ -468,7 +574,9 @@ fn reconnect_with_session_resends_in_order_with_dup() {
     let q2 = state.publish(message("t", QoS::ExactlyOnce)).unwrap();
     let q2b = state.publish(message("t", QoS::ExactlyOnce)).unwrap();
     drain(&mut state, clock.now());
-    state.handle_packet(clock.now(), Packet::PubRec(Ack::new(q2))).unwrap();
+    state
+        .handle_packet(clock.now(), Packet::PubRec(Ack::new(q2)))
+        .unwrap();
     drain(&mut state, clock.now());
 
     state.connection_lost();
@@ -484,7 +592,9 @@ fn reconnect_with_session_resends_in_order_with_dup() {
     state.connect(clock.now()).unwrap();
     let out = drain(&mut state, clock.now());
     assert!(matches!(out.as_slice(), [Packet::Connect(_)]));
-    state.handle_packet(clock.now(), connack(true, Default::default())).unwrap();
+    state
+        .handle_packet(clock.now(), connack(true, Default::default()))
+        .unwrap();
     let out = drain(&mut state, clock.now());
     assert_eq!(out[0], Packet::PubRel(Ack::new(q2)));
     assert_eq!(
@@ -494,28 +604,44 @@ fn reconnect_with_session_resends_in_order_with_dup() {
     assert_eq!(state.inflight(), 4);
     assert!(matches!(
         events(&mut state).as_slice(),
-        [Event::Connected { session_present: true, .. }]
+        [Event::Connected {
+            session_present: true,
+            ..
+        }]
     ));
 }
 
 #[test]
 fn reconnect_without_session_resends_as_new_and_completes_released() {
     let clock = Clock::new();
-    let mut state = connected(ConnectOptions::new("a").clean_start(false), Default::default(), &clock);
+    let mut state = connected(
+        ConnectOptions::new("a").clean_start(false),
+        Default::default(),
+        &clock,
+    );
     let q1 = state.publish(message("t", QoS::AtLeastOnce)).unwrap();
     let q2 = state.publish(message("t", QoS::ExactlyOnce)).unwrap();
     drain(&mut state, clock.now());
-    state.handle_packet(clock.now(), Packet::PubRec(Ack::new(q2))).unwrap();
+    state
+        .handle_packet(clock.now(), Packet::PubRec(Ack::new(q2)))
+        .unwrap();
     let mut incoming = message("t", QoS::ExactlyOnce);
     incoming.packet_id = 5;
-    state.handle_packet(clock.now(), Packet::Publish(incoming.clone())).unwrap();
+    state
+        .handle_packet(clock.now(), Packet::Publish(incoming.clone()))
+        .unwrap();
     state.connection_lost();
     events(&mut state);
 
     state.connect(clock.now()).unwrap();
     drain(&mut state, clock.now());
-    state.handle_packet(clock.now(), connack(false, Default::default())).unwrap();
-    assert_eq!(publish_ids(&drain(&mut state, clock.now())), vec![(q1, false)]);
+    state
+        .handle_packet(clock.now(), connack(false, Default::default()))
+        .unwrap();
+    assert_eq!(
+        publish_ids(&drain(&mut state, clock.now())),
+        vec![(q1, false)]
+    );
     let evs = events(&mut state);
     assert_eq!(
         evs[0],
@@ -527,14 +653,20 @@ fn reconnect_without_session_resends_as_new_and_completes_released() {
     assert_eq!(state.inflight(), 1);
     // The server forgot the incoming QoS 2 message, so a new one with the
     // same id is delivered.
-    state.handle_packet(clock.now(), Packet::Publish(incoming.clone())).unwrap();
+    state
+        .handle_packet(clock.now(), Packet::Publish(incoming.clone()))
+        .unwrap();
     assert_eq!(events(&mut state), vec![Event::Message(incoming)]);
 }
 
 #[test]
 fn reconnect_respects_a_smaller_receive_maximum() {
     let clock = Clock::new();
-    let mut state = connected(ConnectOptions::new("a").protocol(Protocol::V5), Default::default(), &clock);
+    let mut state = connected(
+        ConnectOptions::new("a").protocol(Protocol::V5),
+        Default::default(),
+        &clock,
+    );
     for _ in 0..5 {
         state.publish(message("t", QoS::AtLeastOnce)).unwrap();
     }
@@ -546,10 +678,20 @@ fn reconnect_respects_a_smaller_receive_maximum() {
         receive_maximum: Some(2),
         ..Default::default()
     };
-    state.handle_packet(clock.now(), connack(true, props)).unwrap();
-    assert_eq!(publish_ids(&drain(&mut state, clock.now())), vec![(1, true), (2, true)]);
-    state.handle_packet(clock.now(), Packet::PubAck(Ack::new(1))).unwrap();
-    assert_eq!(publish_ids(&drain(&mut state, clock.now())), vec![(3, true)]);
+    state
+        .handle_packet(clock.now(), connack(true, props))
+        .unwrap();
+    assert_eq!(
+        publish_ids(&drain(&mut state, clock.now())),
+        vec![(1, true), (2, true)]
+    );
+    state
+        .handle_packet(clock.now(), Packet::PubAck(Ack::new(1)))
+        .unwrap();
+    assert_eq!(
+        publish_ids(&drain(&mut state, clock.now())),
+        vec![(3, true)]
+    );
 }
 
 #[test]
@@ -563,23 +705,34 @@ fn subscriptions_in_flight_are_abandoned_on_disconnect() {
     let id = state.subscribe(vec![sub]).unwrap();
     state.connection_lost();
     state.connect(clock.now()).unwrap();
-    state.handle_packet(clock.now(), connack(false, Default::default())).unwrap();
+    state
+        .handle_packet(clock.now(), connack(false, Default::default()))
+        .unwrap();
     events(&mut state);
     let suback = SubAck {
         packet_id: id,
         properties: Default::default(),
         reason_codes: vec![ReasonCode::SUCCESS],
     };
-    state.handle_packet(clock.now(), Packet::SubAck(suback)).unwrap();
+    state
+        .handle_packet(clock.now(), Packet::SubAck(suback))
+        .unwrap();
     assert!(events(&mut state).is_empty());
 }
 
 #[test]
 fn packet_ids_skip_ids_in_use_and_wrap() {
     let clock = Clock::new();
-    let mut state = connected(ConnectOptions::new("a").max_inflight(1), Default::default(), &clock);
+    let mut state = connected(
+        ConnectOptions::new("a").max_inflight(1),
+        Default::default(),
+        &clock,
+    );
     state.next_packet_id = u16::MAX;
-    assert_eq!(state.publish(message("t", QoS::AtLeastOnce)).unwrap(), u16::MAX);
+    assert_eq!(
+        state.publish(message("t", QoS::AtLeastOnce)).unwrap(),
+        u16::MAX
+    );
     assert_eq!(state.publish(message("t", QoS::AtLeastOnce)).unwrap(), 1);
     state.next_packet_id = u16::MAX;
     assert_eq!(state.publish(message("t", QoS::AtLeastOnce)).unwrap(), 2);
@@ -588,7 +741,11 @@ fn packet_ids_skip_ids_in_use_and_wrap() {
 #[test]
 fn packet_ids_run_out() {
     let clock = Clock::new();
-    let mut state = connected(ConnectOptions::new("a").max_inflight(1), Default::default(), &clock);
+    let mut state = connected(
+        ConnectOptions::new("a").max_inflight(1),
+        Default::default(),
+        &clock,
+    );
     for _ in 0..u16::MAX {
         state.publish(message("t", QoS::AtLeastOnce)).unwrap();
     }
@@ -606,26 +763,39 @@ fn server_limits_are_enforced() {
         retain_available: Some(false),
         ..Default::default()
     };
-    let mut state = connected(ConnectOptions::new("a").protocol(Protocol::V5), props, &clock);
+    let mut state = connected(
+        ConnectOptions::new("a").protocol(Protocol::V5),
+        props,
+        &clock,
+    );
     assert!(matches!(
         state.publish(message("t", QoS::ExactlyOnce)),
         Err(ClientError::QosNotSupported(QoS::ExactlyOnce))
     ));
     let mut retained = message("t", QoS::AtMostOnce);
     retained.retain = true;
-    assert!(matches!(state.publish(retained), Err(ClientError::RetainNotSupported)));
+    assert!(matches!(
+        state.publish(retained),
+        Err(ClientError::RetainNotSupported)
+    ));
 }
 
 #[test]
 fn server_disconnect_and_local_disconnect() {
     let clock = Clock::new();
-    let mut state = connected(ConnectOptions::new("a").protocol(Protocol::V5), Default::default(), &clock);
+    let mut state = connected(
+        ConnectOptions::new("a").protocol(Protocol::V5),
+        Default::default(),
+        &clock,
+    );
     let d = Disconnect::new(ReasonCode::SESSION_TAKEN_OVER);
-    state.handle_packet(clock.now(), Packet::Disconnect(d.clone())).unwrap();
+    state
+        .handle_packet(clock.now(), Packet::Disconnect(d.clone()))
+        .unwrap();
     assert_eq!(
         events(&mut state),
         vec![Event::Disconnected {
-            reason: DisconnectReason::Server(d)
+            reason: DisconnectReason::Server(Box::new(d))
         }]
     );
 
@@ -634,7 +804,9 @@ fn server_disconnect_and_local_disconnect() {
     assert_eq!(state.phase(), Phase::Disconnected);
     assert_eq!(
         drain(&mut state, clock.now()),
-        vec![Packet::Disconnect(Disconnect::new(ReasonCode::NORMAL_DISCONNECTION))]
+        vec![Packet::Disconnect(Disconnect::new(
+            ReasonCode::NORMAL_DISCONNECTION
+        ))]
     );
     assert!(matches!(state.disconnect(), Err(ClientError::NotConnected)));
 }

@@ -1,13 +1,20 @@
 //! Building a chunk file in memory.
+//!
+//! Raw series are held until [`ChunkBuilder::finish`] so that the series of
+//! one device can share one timestamp column: the device's union of
+//! timestamps is stored once, and a series that lacks a few of them (a
+//! missing field) lists the skipped positions instead of carrying its own
+//! column.
 
-use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
 
 use super::{
     encode_value, summarize, BlockRef, ChunkKind, ChunkMeta, CHUNK_END_MAGIC, CHUNK_MAGIC,
-    CHUNK_VERSION, HEADER_LEN,
+    CHUNK_VERSION, HEADER_LEN, TS_OWN, TS_UNION,
 };
+use crate::catalog::FastState;
 use crate::column::{encode_f64s, encode_i64s, Column};
 use crate::model::{SeriesKey, Value, ValueType};
 use crate::summary::Summary;
@@ -17,6 +24,7 @@ use crate::Error;
 struct Entry {
     key: SeriesKey,
     vtype: ValueType,
+    ts_mode: u8,
     count: u64,
     min_ts: i64,
     max_ts: i64,
@@ -26,18 +34,29 @@ struct Entry {
     val_block: BlockRef,
 }
 
+struct PendingRaw {
+    key: SeriesKey,
+    ts: Vec<i64>,
+    col: Column,
+    summary: Summary,
+    last: Value,
+}
+
 /// Accumulates series for one chunk file and produces its bytes.
 pub(crate) struct ChunkBuilder {
     meta: ChunkMeta,
     level: usize,
     buf: Vec<u8>,
     entries: Vec<Entry>,
-    /// Timestamp columns already written, by hash, so that series of one
-    /// device sharing timestamps store them once.
-    ts_blocks: HashMap<u64, Vec<(Vec<i64>, BlockRef)>>,
-    scratch: Vec<u8>,
+    pending: Vec<PendingRaw>,
+    /// Timestamp columns already written, by hash, for exact sharing.
+    ts_blocks: HashMap<u64, Vec<(Vec<i64>, BlockRef)>, FastState>,
     points: u64,
 }
+
+/// A series lacking at most this share of its device's timestamps uses
+/// the device's column and a skip list.
+const MAX_SKIP_SHARE: usize = 16;
 
 impl ChunkBuilder {
     pub(crate) fn new(meta: ChunkMeta, compression_level: usize) -> ChunkBuilder {
@@ -58,8 +77,8 @@ impl ChunkBuilder {
             level: compression_level,
             buf,
             entries: Vec::new(),
-            ts_blocks: HashMap::new(),
-            scratch: Vec::new(),
+            pending: Vec::new(),
+            ts_blocks: HashMap::default(),
             points: 0,
         }
     }
@@ -69,7 +88,7 @@ impl ChunkBuilder {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.is_empty() && self.pending.is_empty()
     }
 
     /// Points (or buckets) added so far.
@@ -87,8 +106,9 @@ impl ChunkBuilder {
         r
     }
 
+    /// Writes a timestamp column (count, then the column), once per distinct content.
     fn ts_block(&mut self, ts: &[i64]) -> Result<BlockRef, Error> {
-        let mut h = DefaultHasher::new();
+        let mut h = FastState::default().build_hasher();
         ts.hash(&mut h);
         let hash = h.finish();
         if let Some(list) = self.ts_blocks.get(&hash) {
@@ -96,15 +116,11 @@ impl ChunkBuilder {
                 return Ok(*r);
             }
         }
-        let mut payload = std::mem::take(&mut self.scratch);
-        payload.clear();
+        let mut payload = Vec::with_capacity(ts.len() / 2 + 16);
+        put_var(&mut payload, ts.len() as u64);
         encode_i64s(ts, self.level, &mut payload)?;
         let r = self.block(&payload);
-        self.scratch = payload;
-        self.ts_blocks
-            .entry(hash)
-            .or_default()
-            .push((ts.to_vec(), r));
+        self.ts_blocks.entry(hash).or_default().push((ts.to_vec(), r));
         Ok(r)
     }
 
@@ -113,24 +129,73 @@ impl ChunkBuilder {
         let Some((summary, last)) = summarize(ts, col) else {
             return Ok(());
         };
-        let ts_block = self.ts_block(ts)?;
-        let mut payload = std::mem::take(&mut self.scratch);
-        payload.clear();
-        col.encode(self.level, &mut payload)?;
-        let val_block = self.block(&payload);
-        self.scratch = payload;
         self.points += ts.len() as u64;
-        self.entries.push(Entry {
+        self.pending.push(PendingRaw {
             key,
-            vtype: col.vtype(),
-            count: ts.len() as u64,
-            min_ts: ts[0],
-            max_ts: ts[ts.len() - 1],
+            ts: ts.to_vec(),
+            col: col.clone(),
             summary,
             last,
-            ts_block,
-            val_block,
         });
+        Ok(())
+    }
+
+    /// Encodes the held raw series, sharing timestamp columns per device.
+    fn encode_pending(&mut self) -> Result<(), Error> {
+        let pending = std::mem::take(&mut self.pending);
+        let mut by_device: BTreeMap<Arc<str>, Vec<usize>> = BTreeMap::new();
+        for (i, p) in pending.iter().enumerate() {
+            by_device.entry(p.key.device_arc().clone()).or_default().push(i);
+        }
+        for (_, idx) in by_device {
+            let mut union: Vec<i64> = idx.iter().flat_map(|&i| pending[i].ts.iter().copied()).collect();
+            union.sort_unstable();
+            union.dedup();
+            let mut union_block: Option<BlockRef> = None;
+            for &i in &idx {
+                let p = &pending[i];
+                let missing = union.len() - p.ts.len();
+                let mut val = Vec::with_capacity(p.ts.len() + 16);
+                let (ts_mode, ts_block) = if idx.len() > 1 && missing * MAX_SKIP_SHARE <= union.len() {
+                    let block = match union_block {
+                        Some(b) => b,
+                        None => {
+                            let b = self.ts_block(&union)?;
+                            union_block = Some(b);
+                            b
+                        }
+                    };
+                    // Skipped positions of the union, as gaps from the previous one.
+                    put_var(&mut val, missing as u64);
+                    let (mut j, mut prev) = (0usize, 0usize);
+                    for (pos, &t) in union.iter().enumerate() {
+                        if p.ts.get(j) == Some(&t) {
+                            j += 1;
+                        } else {
+                            put_var(&mut val, (pos - prev) as u64);
+                            prev = pos;
+                        }
+                    }
+                    (TS_UNION, block)
+                } else {
+                    (TS_OWN, self.ts_block(&p.ts)?)
+                };
+                p.col.encode(self.level, &mut val)?;
+                let val_block = self.block(&val);
+                self.entries.push(Entry {
+                    key: p.key.clone(),
+                    vtype: p.col.vtype(),
+                    ts_mode,
+                    count: p.ts.len() as u64,
+                    min_ts: p.ts[0],
+                    max_ts: p.ts[p.ts.len() - 1],
+                    summary: p.summary,
+                    last: p.last.clone(),
+                    ts_block,
+                    val_block,
+                });
+            }
+        }
         Ok(())
     }
 
@@ -146,8 +211,7 @@ impl ChunkBuilder {
             return Ok(());
         }
         let ts_block = self.ts_block(buckets)?;
-        let mut p = std::mem::take(&mut self.scratch);
-        p.clear();
+        let mut p = Vec::with_capacity(buckets.len() * 4);
         let counts: Vec<i64> = sums.iter().map(|s| s.count as i64).collect();
         encode_i64s(&counts, self.level, &mut p)?;
         for f in [
@@ -173,7 +237,6 @@ impl ChunkBuilder {
         encode_i64s(&first_off, self.level, &mut p)?;
         encode_i64s(&last_off, self.level, &mut p)?;
         let val_block = self.block(&p);
-        self.scratch = p;
         let mut total = sums[0];
         for s in &sums[1..] {
             total.merge(s);
@@ -182,6 +245,7 @@ impl ChunkBuilder {
         self.entries.push(Entry {
             key,
             vtype,
+            ts_mode: TS_OWN,
             count: buckets.len() as u64,
             min_ts: buckets[0],
             max_ts: buckets[buckets.len() - 1],
@@ -194,28 +258,59 @@ impl ChunkBuilder {
     }
 
     /// Appends the index and footer and returns the file's bytes.
-    pub(crate) fn finish(mut self) -> Vec<u8> {
-        let mut idx = Vec::with_capacity(64 * self.entries.len() + 64);
+    pub(crate) fn finish(mut self) -> Result<Vec<u8>, Error> {
+        self.encode_pending()?;
+        // String table: every device, metric and label string once.
+        let mut strings: HashMap<&str, u64, FastState> = HashMap::default();
+        let mut table: Vec<&str> = Vec::new();
+        for e in &self.entries {
+            let k = &e.key;
+            let labels = k.labels().iter().flat_map(|(a, b)| [a.as_ref(), b.as_ref()]);
+            for s in [k.device(), k.metric()].into_iter().chain(labels) {
+                strings.entry(s).or_insert_with(|| {
+                    table.push(s);
+                    table.len() as u64 - 1
+                });
+            }
+        }
+        let mut idx = Vec::with_capacity(80 * self.entries.len() + 64);
         put_str(&mut idx, &self.meta.namespace);
         put_svar(&mut idx, self.meta.kind.level_ms());
         put_svar(&mut idx, self.meta.partition_start);
         put_svar(&mut idx, self.meta.partition_ms);
         put_var(&mut idx, self.meta.file_id);
+        put_var(&mut idx, table.len() as u64);
+        for s in &table {
+            put_str(&mut idx, s);
+        }
         put_var(&mut idx, self.entries.len() as u64);
+        let sid = |s: &str| strings.get(s).copied().unwrap_or(0);
         for e in &self.entries {
-            put_str(&mut idx, e.key.device());
-            put_str(&mut idx, e.key.metric());
+            put_var(&mut idx, sid(e.key.device()));
+            put_var(&mut idx, sid(e.key.metric()));
             put_var(&mut idx, e.key.labels().len() as u64);
             for (k, v) in e.key.labels() {
-                put_str(&mut idx, k);
-                put_str(&mut idx, v);
+                put_var(&mut idx, sid(k));
+                put_var(&mut idx, sid(v));
             }
             put_u8(&mut idx, e.vtype.code());
+            put_u8(&mut idx, e.ts_mode);
             put_var(&mut idx, e.count);
             put_svar(&mut idx, e.min_ts);
-            put_svar(&mut idx, e.max_ts);
-            e.summary.encode(&mut idx);
-            encode_value(&mut idx, &e.last);
+            put_var(&mut idx, e.max_ts.wrapping_sub(e.min_ts) as u64);
+            e.summary.encode(&mut idx, e.min_ts, e.max_ts);
+            // The last value is implied by the summary for floats and booleans.
+            let implied = match (&e.last, e.vtype) {
+                (Value::F64(x), ValueType::F64) => x.to_bits() == e.summary.last.to_bits(),
+                (Value::Bool(b), ValueType::Bool) => (if *b { 1.0 } else { 0.0 }) == e.summary.last,
+                _ => false,
+            };
+            if implied {
+                put_u8(&mut idx, 0);
+            } else {
+                put_u8(&mut idx, 1);
+                encode_value(&mut idx, &e.last);
+            }
             for b in [e.ts_block, e.val_block] {
                 put_var(&mut idx, b.offset);
                 put_var(&mut idx, b.len);
@@ -225,6 +320,6 @@ impl ChunkBuilder {
         put_u64(&mut self.buf, index.offset);
         put_u64(&mut self.buf, index.len);
         self.buf.extend_from_slice(CHUNK_END_MAGIC);
-        self.buf
+        Ok(self.buf)
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::{
     decode_value, BlockRef, ChunkKind, ChunkMeta, RollupColumns, CHUNK_END_MAGIC, CHUNK_MAGIC,
-    CHUNK_VERSION, FOOTER_LEN, HEADER_LEN,
+    CHUNK_VERSION, FOOTER_LEN, HEADER_LEN, TS_OWN, TS_UNION,
 };
 use crate::catalog::SeriesId;
 use crate::column::{decode_f64s, decode_i64s, Column, MAX_COLUMN_LEN};
@@ -30,6 +30,7 @@ pub(crate) struct ChunkSeries {
     pub(crate) summary: Summary,
     /// Raw chunks: the value at `max_ts`.
     pub(crate) last: Value,
+    ts_mode: u8,
     ts_block: BlockRef,
     val_block: BlockRef,
 }
@@ -194,31 +195,56 @@ fn parse_index(
         partition_ms: r.svar()?,
         file_id: r.var()?,
     };
+    let nstr = r.len(r.remaining())?;
+    let mut table: Vec<Arc<str>> = Vec::with_capacity(nstr);
+    for _ in 0..nstr {
+        table.push(Arc::from(r.str()?));
+    }
+    let string = |r: &mut Reader<'_>| -> Result<Arc<str>, Error> {
+        let i = r.var()?;
+        table
+            .get(i as usize)
+            .cloned()
+            .ok_or_else(|| r.err("string index out of range"))
+    };
     // Every entry takes well over 16 bytes, which bounds the count.
     let n = r.len(r.remaining() / 16)?;
     let mut series = Vec::with_capacity(n);
     for _ in 0..n {
-        let device: Arc<str> = Arc::from(r.str()?);
-        let metric: Arc<str> = Arc::from(r.str()?);
+        let device = string(&mut r)?;
+        let metric = string(&mut r)?;
         let nl = r.len(MAX_LABELS)?;
         let mut labels = Vec::with_capacity(nl);
         for _ in 0..nl {
-            labels.push((Arc::from(r.str()?), Arc::from(r.str()?)));
+            labels.push((string(&mut r)?, string(&mut r)?));
         }
         let key = SeriesKey::from_parts(namespace.clone(), device, metric, labels);
         let t = r.u8()?;
         let vtype = ValueType::from_code(t).ok_or_else(|| r.err("unknown value type"))?;
+        let ts_mode = r.u8()?;
+        if ts_mode != TS_OWN && ts_mode != TS_UNION {
+            return Err(r.err(format!("unknown timestamp mode {ts_mode}")));
+        }
         let count = r.var()?;
         if count == 0 || count > MAX_COLUMN_LEN as u64 {
             return Err(r.err(format!("series with {count} points")));
         }
         let min_ts = r.svar()?;
-        let max_ts = r.svar()?;
-        if min_ts > max_ts {
-            return Err(r.err("min_ts after max_ts"));
-        }
-        let summary = Summary::decode(&mut r)?;
-        let last = decode_value(&mut r)?;
+        let span = r.var()?;
+        let max_ts = i64::try_from(span)
+            .ok()
+            .and_then(|s| min_ts.checked_add(s))
+            .ok_or_else(|| r.err("time span overflows"))?;
+        let summary = Summary::decode(&mut r, min_ts, max_ts)?;
+        let last = match r.u8()? {
+            0 => match vtype {
+                ValueType::F64 => Value::F64(summary.last),
+                ValueType::Bool => Value::Bool(summary.last != 0.0),
+                _ => return Err(r.err("implied last value for an integer or string series")),
+            },
+            1 => decode_value(&mut r)?,
+            t => return Err(r.err(format!("unknown last-value tag {t}"))),
+        };
         let mut blocks = [BlockRef { offset: 0, len: 0 }; 2];
         for b in &mut blocks {
             let offset = r.var()?;
@@ -237,6 +263,7 @@ fn parse_index(
             max_ts,
             summary,
             last,
+            ts_mode,
             ts_block: blocks[0],
             val_block: blocks[1],
         });
@@ -247,13 +274,36 @@ fn parse_index(
     Ok((meta, series))
 }
 
-fn decode_ts(bytes: &[u8], s: &ChunkSeries) -> Result<Vec<i64>, Error> {
-    let mut r = Reader::new(bytes, "timestamp column");
-    let ts = decode_i64s(s.count as usize, &mut r)?;
+/// Decodes a series' timestamps from its timestamp block and, for a
+/// shared block, the skip list at the start of its value block.
+fn decode_ts(ts_bytes: &[u8], vals: &mut Reader<'_>, s: &ChunkSeries) -> Result<Vec<i64>, Error> {
+    let mut r = Reader::new(ts_bytes, "timestamp column");
+    let n = r.len(MAX_COLUMN_LEN)?;
+    let all = decode_i64s(n, &mut r)?;
     if !r.is_empty() {
         return Err(r.err("trailing bytes"));
     }
-    if ts.windows(2).any(|w| w[0] >= w[1])
+    let ts = if s.ts_mode == TS_UNION {
+        let skips = vals.len(n)?;
+        let mut skip = vec![false; n];
+        let mut pos = 0usize;
+        for k in 0..skips {
+            let gap = vals.len(n)?;
+            pos = pos.saturating_add(gap);
+            if (k > 0 && gap == 0) || pos >= n {
+                return Err(vals.err("skip list out of order or out of range"));
+            }
+            skip[pos] = true;
+        }
+        all.into_iter()
+            .zip(skip)
+            .filter_map(|(t, skipped)| (!skipped).then_some(t))
+            .collect()
+    } else {
+        all
+    };
+    if ts.len() as u64 != s.count
+        || ts.windows(2).any(|w| w[0] >= w[1])
         || ts.first() != Some(&s.min_ts)
         || ts.last() != Some(&s.max_ts)
     {
@@ -266,8 +316,8 @@ fn decode_ts(bytes: &[u8], s: &ChunkSeries) -> Result<Vec<i64>, Error> {
 }
 
 fn decode_raw(ts: &[u8], vals: &[u8], s: &ChunkSeries) -> Result<(Vec<i64>, Column), Error> {
-    let ts = decode_ts(ts, s)?;
     let mut r = Reader::new(vals, "value column");
+    let ts = decode_ts(ts, &mut r, s)?;
     let col = Column::decode(s.vtype, ts.len(), &mut r)?;
     if !r.is_empty() {
         return Err(r.err("trailing bytes"));
@@ -276,9 +326,9 @@ fn decode_raw(ts: &[u8], vals: &[u8], s: &ChunkSeries) -> Result<(Vec<i64>, Colu
 }
 
 fn decode_rollup(ts: &[u8], vals: &[u8], s: &ChunkSeries) -> Result<RollupColumns, Error> {
-    let buckets = decode_ts(ts, s)?;
-    let n = buckets.len();
     let mut r = Reader::new(vals, "rollup columns");
+    let buckets = decode_ts(ts, &mut r, s)?;
+    let n = buckets.len();
     let counts = decode_i64s(n, &mut r)?;
     let sum = decode_f64s(n, &mut r)?;
     let min = decode_f64s(n, &mut r)?;

@@ -27,6 +27,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::catalog::FastState;
 use crate::error::Error;
 use crate::model::{SeriesKey, Value, WritePoint};
 
@@ -102,14 +103,14 @@ struct SeriesPrefix {
     measurement: Arc<str>,
     device: Arc<str>,
     labels: Vec<(Arc<str>, Arc<str>)>,
-    fields: HashMap<String, Arc<SeriesKey>>,
+    fields: HashMap<String, Arc<SeriesKey>, FastState>,
 }
 
 /// Shares one `Arc<SeriesKey>` per series across the lines of one payload.
 struct KeyCache<'a> {
     ns: Arc<str>,
     device_tag: &'a str,
-    by_series: HashMap<String, SeriesPrefix>,
+    by_series: HashMap<String, SeriesPrefix, FastState>,
 }
 
 impl<'a> KeyCache<'a> {
@@ -117,7 +118,7 @@ impl<'a> KeyCache<'a> {
         KeyCache {
             ns: Arc::from(opts.namespace.as_str()),
             device_tag: &opts.device_tag,
-            by_series: HashMap::new(),
+            by_series: HashMap::default(),
         }
     }
 
@@ -153,7 +154,7 @@ impl<'a> KeyCache<'a> {
                     measurement: Arc::from(measurement.as_str()),
                     device: Arc::from(device.as_str()),
                     labels,
-                    fields: HashMap::new(),
+                    fields: HashMap::default(),
                 },
             );
         }
