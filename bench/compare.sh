@@ -153,30 +153,38 @@ EOF
     log "started $1 (pid $BROKER_PID, port $PORT)"
 }
 
-# start_millwright: sets PORT and BROKER_PID, or fails
+# start_millwright: sets PORT and BROKER_PID, or fails. The WebSocket
+# listener is turned off (ws_port = 0) so that its default port cannot clash
+# with another instance on this machine; if this build does not know that
+# key, the plain configuration is used.
 start_millwright() {
-    local dir=$WORK/millwright
-    mkdir -p "$dir/data"
-    PORT=$(free_port)
-    cat >"$dir/m.toml" <<EOF
+    local dir=$WORK/millwright extra
+    for extra in 'ws_port = 0' ''; do
+        rm -rf "$dir"
+        mkdir -p "$dir/data"
+        PORT=$(free_port)
+        cat >"$dir/m.toml" <<EOF
 [mqtt]
 bind = "127.0.0.1"
 port = $PORT
 allow_anonymous = true
+$extra
 [http]
 enabled = false
 EOF
-    cp "$dir/m.toml" "$RESULTS_DIR/millwright.toml"
-    "$MILLWRIGHT_BIN" serve --data-dir "$dir/data" --config "$dir/m.toml" \
-        >"$dir/broker.log" 2>&1 &
-    BROKER_PID=$!
-    if ! wait_for_port "$PORT" 20; then
+        "$MILLWRIGHT_BIN" serve --data-dir "$dir/data" --config "$dir/m.toml" \
+            >"$dir/broker.log" 2>&1 &
+        BROKER_PID=$!
+        if wait_for_port "$PORT" 20; then
+            cp "$dir/m.toml" "$RESULTS_DIR/millwright.toml"
+            log "started millwright (pid $BROKER_PID, port $PORT)"
+            return 0
+        fi
         log "millwright did not start listening; the last lines of its log:"
         tail -20 "$dir/broker.log" >&2 || true
         stop_broker
-        return 1
-    fi
-    log "started millwright (pid $BROKER_PID, port $PORT)"
+    done
+    return 1
 }
 
 # jget FILE EXPR: a value from a JSON report (EXPR is a Python expression
@@ -212,7 +220,11 @@ bench() {
     shift 2
     local out=$RESULTS_DIR/$broker-$label.json
     local limit=$((WARMUP + DURATION + 90))
-    log "$broker: $label"
+    # Let the previous run's connections and queues go, and note how busy
+    # the (shared) machine is.
+    sleep 2
+    log "$broker: $label (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+    echo "$broker $label $(cat /proc/loadavg)" >>"$RESULTS_DIR/loadavg.txt"
     if ! timeout "$limit" "${BENCH[@]}" --port "$PORT" --json --quiet "$@" >"$out" 2>"$out.stderr"; then
         log "$broker: $label failed (see $out.stderr)"
         echo '{}' >"$out"

@@ -10,7 +10,9 @@ Every broker instance gets its own free port(s) and its own temp data dir.
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -28,18 +30,63 @@ if BROKER_KIND not in ("mosquitto", "millwright"):
 READY_TIMEOUT = 10.0
 
 
-def free_ports(n: int) -> list[int]:
-    """n distinct free TCP ports on 127.0.0.1 (bind to port 0, read it back, release)."""
-    socks = []
+def _ephemeral_range() -> tuple[int, int]:
     try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _bindable(port: int) -> bool:
+    """Whether `port` can be bound the way the brokers bind it: on 127.0.0.1 and
+    on the dual-stack wildcard (mosquitto's libwebsockets listener binds `*:port`,
+    so a connection lingering in TIME_WAIT on that port anywhere makes it fail).
+    No SO_REUSEADDR, so TIME_WAIT leftovers count as taken."""
+    attempts = [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET, "0.0.0.0"),
+                (socket.AF_INET6, "::")]
+    for family, addr in attempts:
+        try:
+            s = socket.socket(family, socket.SOCK_STREAM)
+        except OSError:
+            continue  # no IPv6 on this machine
+        try:
+            if family == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            s.bind((addr, port))
+        except OSError:
+            return False
+        finally:
             s.close()
+    return True
+
+
+_used_ports: set[int] = set()
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free TCP ports for listeners.
+
+    Picked at random below the kernel's ephemeral range, so the suite's own
+    client connections (and their TIME_WAIT leftovers) never occupy them, and
+    checked bindable both on 127.0.0.1 and on the wildcard address."""
+    lo, hi = _ephemeral_range()
+    if lo > 11000:
+        bottom, top = 10000, lo - 1
+    elif hi < 64535:
+        bottom, top = hi + 1, 65535
+    else:
+        bottom, top = 1024, 65535
+    ports: list[int] = []
+    for _ in range(10000):
+        p = random.randint(bottom, top)
+        if p in ports or p in _used_ports or not _bindable(p):
+            continue
+        ports.append(p)
+        if len(ports) == n:
+            _used_ports.update(ports)
+            return ports
+    raise RuntimeError(f"could not find {n} free ports")
 
 
 def _millwright_bin() -> Path:
@@ -49,13 +96,63 @@ def _millwright_bin() -> Path:
     return p
 
 
-class BrokerProcess:
-    """One broker process with a fixed port set and data dir that survive restarts."""
+# Millwright `[mqtt]` keys a test may set, and the mosquitto.conf option that
+# means the same (None: mosquitto has no equivalent, so a test using it must be
+# millwright_only). Listener-scoped mosquitto options are marked `listener:`.
+MOSQUITTO_EQUIVALENT: dict[str, str | None] = {
+    "allow_anonymous": "allow_anonymous",
+    "password_file": "password_file",
+    "acl_file": "acl_file",
+    "max_packet_size": "max_packet_size",
+    # mosquitto announces max_inflight_messages as its v5 Receive Maximum, but
+    # applies it to outgoing messages; it never enforces it on incoming QoS 2
+    "receive_maximum": "max_inflight_messages",
+    "max_inflight": "max_inflight_messages",
+    "max_queued_messages": "max_queued_messages",
+    "max_keepalive": "max_keepalive",
+    "sys_interval": "sys_interval",
+    "topic_alias_maximum": "listener:max_topic_alias",
+    "outbound_queue": None,
+    "max_queued_bytes": "max_queued_bytes",
+    "max_connections": "listener:max_connections",
+    "retain_available": "retain_available",
+    "session_expiry_max": None,
+    "max_topic_levels": None,
+    "max_subscriptions_per_client": None,
+    "max_retained_messages": None,
+    "max_retained_bytes": None,
+    "connect_timeout": None,
+}
 
-    def __init__(self, kind: str, root: Path):
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    return json.dumps(str(v))  # a JSON string is a valid TOML basic string
+
+
+def _conf_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+class BrokerProcess:
+    """One broker process with a fixed port set and data dir that survive restarts.
+
+    `settings` are Millwright `[mqtt]` keys (e.g. allow_anonymous=False,
+    max_packet_size=1024); for mosquitto they are translated through
+    MOSQUITTO_EQUIVALENT. `env` adds environment variables (millwright only).
+    """
+
+    def __init__(self, kind: str, root: Path, settings: dict | None = None,
+                 env: dict | None = None):
         self.kind = kind
         self.host = "127.0.0.1"
         self.root = Path(root)
+        self.settings = dict(settings or {})
         self.port, ws = free_ports(2)
         self.ws_port: int | None = ws
         self.proc: subprocess.Popen | None = None
@@ -67,7 +164,7 @@ class BrokerProcess:
             self.config_path = self.root / "mosquitto.conf"
             self._write_mosquitto_conf()
             self.cmd = ["mosquitto", "-c", str(self.config_path)]
-            self.env = dict(os.environ)
+            self.env = dict(os.environ, **(env or {}))
         else:
             binary = _millwright_bin()
             if not binary.exists():
@@ -79,27 +176,43 @@ class BrokerProcess:
             self._write_millwright_toml()
             self.cmd = [str(binary), "serve", "--data-dir", str(self.data_dir),
                         "--config", str(self.config_path)]
-            self.env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"))
+            self.env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"),
+                            **(env or {}))
 
     # ---------------------------------------------------------------- config
     def _write_mosquitto_conf(self) -> None:
+        general = {
+            "allow_anonymous": "true",
+            # publish $SYS often so the `#`-does-not-match-$SYS test sees traffic
+            "sys_interval": "1",
+        }
+        per_listener: dict[str, str] = {}
+        for key, value in self.settings.items():
+            if key not in MOSQUITTO_EQUIVALENT:
+                raise KeyError(f"unknown broker setting {key!r}")
+            option = MOSQUITTO_EQUIVALENT[key]
+            if option is None:
+                pytest.fail(f"mosquitto has no equivalent of Millwright's mqtt.{key}; "
+                            "mark the test millwright_only")
+            if option.startswith("listener:"):
+                per_listener[option.split(":", 1)[1]] = _conf_value(value)
+            else:
+                general[option] = _conf_value(value)
         lines = [
             "per_listener_settings false",
-            "allow_anonymous true",
             "persistence true",
             f"persistence_location {self.data_dir}/",
             # mosquitto only writes its DB on clean shutdown or autosave, which
             # is why the kill -9 durability tests are millwright_only.
             "autosave_interval 1",
-            # publish $SYS often so the `#`-does-not-match-$SYS test sees traffic
-            "sys_interval 1",
             "log_dest stderr",
             "log_type all",
             "log_timestamp_format %H:%M:%S",
-            f"listener {self.port} {self.host}",
-            f"listener {self.ws_port} {self.host}",
-            "protocol websockets",
         ]
+        lines += [f"{k} {v}" for k, v in general.items()]
+        listener_opts = [f"{k} {v}" for k, v in per_listener.items()]
+        lines += [f"listener {self.port} {self.host}", *listener_opts,
+                  f"listener {self.ws_port} {self.host}", "protocol websockets", *listener_opts]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             # mosquitto started as root drops privileges to user `mosquitto`,
             # which could not write our temp dir.
@@ -107,14 +220,18 @@ class BrokerProcess:
         self.config_path.write_text("\n".join(lines) + "\n")
 
     def _write_millwright_toml(self) -> None:
-        ws = f"ws_port = {self.ws_port}\n" if self.ws_port else ""
+        mqtt = {"bind": self.host, "port": self.port}
+        if self.ws_port:
+            mqtt["ws_port"] = self.ws_port
+        mqtt["allow_anonymous"] = True
+        for key in self.settings:
+            if key not in MOSQUITTO_EQUIVALENT:
+                raise KeyError(f"unknown broker setting {key!r} (add it to MOSQUITTO_EQUIVALENT)")
+        mqtt.update(self.settings)
         self.config_path.write_text(
             "[mqtt]\n"
-            f'bind = "{self.host}"\n'
-            f"port = {self.port}\n"
-            f"{ws}"
-            "allow_anonymous = true\n"
-            "[http]\n"
+            + "".join(f"{k} = {_toml_value(v)}\n" for k, v in mqtt.items())
+            + "[http]\n"
             "enabled = false\n"
         )
 
@@ -220,6 +337,52 @@ def shared_broker(tmp_path_factory):
         b.close()
 
 
+class BrokerFactory:
+    """Starts brokers with extra settings; all are killed at teardown.
+
+        b = broker_factory(allow_anonymous=False, password_file=path)
+    """
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.brokers: list[BrokerProcess] = []
+
+    def __call__(self, *, env: dict | None = None, start: bool = True,
+                 **settings) -> BrokerProcess:
+        root = self.root / f"broker{len(self.brokers)}"
+        root.mkdir(parents=True, exist_ok=True)
+        b = BrokerProcess(BROKER_KIND, root, settings=settings, env=env)
+        self.brokers.append(b)
+        if start:
+            b.start()
+        return b
+
+    def close(self) -> None:
+        for b in self.brokers:
+            b.close()
+
+
+@pytest.fixture
+def broker_factory(tmp_path):
+    """A factory for fresh brokers with extra settings (see BrokerProcess)."""
+    f = BrokerFactory(tmp_path)
+    try:
+        yield f
+    finally:
+        f.close()
+
+
+@pytest.fixture(scope="module")
+def module_broker_factory(tmp_path_factory):
+    """Like broker_factory, but the brokers live for the whole module (for
+    configured brokers shared by tests that leave no observable state)."""
+    f = BrokerFactory(tmp_path_factory.mktemp("configured-brokers"))
+    try:
+        yield f
+    finally:
+        f.close()
+
+
 @pytest.fixture
 def broker_kind() -> str:
     return BROKER_KIND
@@ -258,6 +421,9 @@ def pytest_runtest_makereport(item, call):
     for name, value in getattr(item, "funcargs", {}).items():
         if isinstance(value, BrokerProcess):
             report.sections.append((f"{name} log tail ({value.log_path})", value.log_tail()))
+        elif isinstance(value, BrokerFactory):
+            for i, b in enumerate(value.brokers):
+                report.sections.append((f"{name}[{i}] log tail ({b.log_path})", b.log_tail()))
 
 
 @pytest.fixture

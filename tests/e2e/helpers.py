@@ -277,7 +277,8 @@ class MqttClient:
 
     def __init__(self, broker, client_id: str | None = None, *, version: str = V5,
                  clean: bool = True, transport: str = "tcp", port: int | None = None,
-                 manual_ack: bool = False, collector: Collector | None = None):
+                 manual_ack: bool = False, collector: Collector | None = None,
+                 username: str | None = None, password: str | None = None):
         self.broker = broker
         self.version = version
         self.client_id = client_id if client_id is not None else unique("paho")
@@ -293,6 +294,8 @@ class MqttClient:
             self.client.ws_set_options(path="/mqtt")
         if manual_ack:
             self.client.manual_ack_set(True)
+        if username is not None:
+            self.client.username_pw_set(username, password)
         self.messages = collector if collector is not None else Collector()
         self._connected = threading.Event()
         self._disconnected = threading.Event()
@@ -387,6 +390,19 @@ class MqttClient:
                 v = int(getattr(rc, "value", rc))
                 assert v < 0x80, f"broker rejected publish to {topic!r}: {rc}"
         return info
+
+    def publish_rc(self, topic: str, payload: bytes | str = b"", qos: int = 1,
+                   retain: bool = False, properties: Properties | None = None,
+                   timeout: float = TIMEOUT) -> int:
+        """QoS 1/2 publish that returns the broker's reason code instead of
+        asserting success (v3.1.1 acknowledgements carry none: always 0)."""
+        assert qos in (1, 2), "only QoS 1/2 publishes are acknowledged"
+        info = self.client.publish(topic, payload, qos, retain, properties)
+        assert info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS, f"publish failed locally: {info.rc}"
+        assert self._event(info.mid).wait(timeout), (
+            f"publish to {topic!r} (qos {qos}) not acknowledged within {timeout}s")
+        rc = self._puback.get(info.mid)
+        return int(getattr(rc, "value", rc or 0))
 
     def ack(self, mid: int, qos: int = 1) -> None:
         self.client.ack(mid, qos)

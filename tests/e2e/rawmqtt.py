@@ -57,7 +57,19 @@ PROPERTY_TYPES = {
     0x29: _BYTE,    # Subscription Identifier Available
     0x2A: _BYTE,    # Shared Subscription Available
 }
+PROP_PAYLOAD_FORMAT = 0x01
+PROP_CONTENT_TYPE = 0x03
 PROP_SESSION_EXPIRY = 0x11
+PROP_ASSIGNED_CLIENT_ID = 0x12
+PROP_RECEIVE_MAXIMUM = 0x21
+PROP_TOPIC_ALIAS_MAXIMUM = 0x22
+PROP_TOPIC_ALIAS = 0x23
+PROP_MAXIMUM_QOS = 0x24
+PROP_RETAIN_AVAILABLE = 0x25
+PROP_MAXIMUM_PACKET_SIZE = 0x27
+PROP_WILDCARD_SUB_AVAILABLE = 0x28
+PROP_SUB_ID_AVAILABLE = 0x29
+PROP_SHARED_SUB_AVAILABLE = 0x2A
 PROP_SERVER_KEEP_ALIVE = 0x13
 PROP_WILL_DELAY = 0x18
 PROP_REASON_STRING = 0x1F
@@ -69,6 +81,16 @@ RC_KEEP_ALIVE_TIMEOUT = 0x8D
 RC_SESSION_TAKEN_OVER = 0x8E
 RC_TOPIC_FILTER_INVALID = 0x8F
 RC_TOPIC_NAME_INVALID = 0x90
+RC_BAD_USERNAME_OR_PASSWORD = 0x86
+RC_NOT_AUTHORIZED = 0x87
+RC_SERVER_SHUTTING_DOWN = 0x8B
+RC_RECEIVE_MAXIMUM_EXCEEDED = 0x93
+RC_PACKET_TOO_LARGE = 0x95
+
+# MQTT 3.1.1 CONNACK return codes
+V3_IDENTIFIER_REJECTED = 2
+V3_BAD_USERNAME_OR_PASSWORD = 4
+V3_NOT_AUTHORIZED = 5
 
 
 # --------------------------------------------------------------------------
@@ -183,6 +205,10 @@ def puback(packet_id: int) -> bytes:
     return packet(0x40, struct.pack("!H", packet_id))
 
 
+def pubrec(packet_id: int) -> bytes:
+    return packet(0x50, struct.pack("!H", packet_id))
+
+
 def pingreq() -> bytes:
     return b"\xc0\x00"
 
@@ -268,6 +294,51 @@ def decode_connack(p: Packet, version: int) -> Connack:
     if version == V5 and len(p.body) > 2:
         props, _ = parse_properties(p.body, 2)
     return Connack(bool(p.body[0] & 1), p.body[1], props)
+
+
+def ack_packet_id(p: Packet) -> int:
+    """Packet identifier of a PUBACK/PUBREC/PUBREL/PUBCOMP/SUBACK/UNSUBACK."""
+    return struct.unpack_from("!H", p.body, 0)[0]
+
+
+def ack_reason(p: Packet) -> int:
+    """Reason code of a v5 PUBACK/PUBREC/PUBREL/PUBCOMP (absent means 0x00)."""
+    assert p.type in (PUBACK, PUBREC, PUBREL, PUBCOMP), f"expected an ack, got {p!r}"
+    return p.body[2] if len(p.body) > 2 else 0
+
+
+def suback_codes(p: Packet, version: int) -> list[int]:
+    assert p.type == SUBACK, f"expected SUBACK, got {p!r}"
+    pos = 2
+    if version == V5:
+        _, pos = parse_properties(p.body, pos)
+    return list(p.body[pos:])
+
+
+@dataclass
+class Publish:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    packet_id: int | None
+    props: dict
+
+
+def decode_publish(p: Packet, version: int) -> Publish:
+    assert p.type == PUBLISH, f"expected PUBLISH, got {p!r}"
+    qos = (p.flags >> 1) & 3
+    n = struct.unpack_from("!H", p.body, 0)[0]
+    topic = p.body[2:2 + n].decode("utf-8")
+    pos = 2 + n
+    packet_id = None
+    if qos:
+        packet_id = struct.unpack_from("!H", p.body, pos)[0]
+        pos += 2
+    props: dict = {}
+    if version == V5:
+        props, pos = parse_properties(p.body, pos)
+    return Publish(topic, p.body[pos:], qos, bool(p.flags & 1), packet_id, props)
 
 
 def disconnect_reason(p: Packet) -> int:

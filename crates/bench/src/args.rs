@@ -59,8 +59,8 @@ pub struct BenchArgs {
     /// Seconds of load before measuring starts.
     #[arg(long, default_value_t = 2.0)]
     pub warmup: f64,
-    /// Stop after this many messages in total (0 = only the duration
-    /// bounds the run).
+    /// Stop after this many messages in total, rounded up to a multiple of
+    /// --publishers (0 = only the duration bounds the run).
     #[arg(long, default_value_t = 0)]
     pub count: u64,
     /// Unacknowledged QoS 1/2 publishes per publisher at most.

@@ -79,6 +79,9 @@ pub struct Broker {
     pub(crate) outputs: Vec<Output>,
     pub(crate) stats: Stats,
     pub(crate) next_assigned_id: u64,
+    /// Sequence numbers of queued messages: unique across all sessions and
+    /// restarts, so a stored (client id, seq) key is never reused.
+    pub(crate) next_seq: u64,
     started: Time,
 }
 
@@ -99,6 +102,7 @@ impl Broker {
             outputs: Vec::new(),
             stats: Stats::default(),
             next_assigned_id: now.0,
+            next_seq: 1,
             started: now,
         }
     }
@@ -128,7 +132,7 @@ impl Broker {
             s.expires_at = Some(expires_at);
             s.incoming_qos2 = rs.incoming_qos2.into_iter().collect();
             for m in rs.messages {
-                s.next_seq = s.next_seq.max(m.seq + 1);
+                self.next_seq = self.next_seq.max(m.seq + 1);
                 let d = Delivery {
                     seq: m.seq,
                     message: m.message,

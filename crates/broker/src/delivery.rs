@@ -198,7 +198,11 @@ impl Broker {
             self.stats.messages_dropped += 1;
             return;
         }
-        let seq = s.take_seq();
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let Some(s) = self.session_mut(idx) else {
+            return;
+        };
         let d = Delivery {
             seq,
             message,

@@ -41,7 +41,6 @@ pub(crate) struct Session {
     pub queue: VecDeque<Delivery>,
     pub queued_bytes: usize,
     pub inflight: VecDeque<Inflight>,
-    pub next_seq: u64,
     pub next_packet_id: u16,
     /// Incoming QoS 2 packet ids with PUBREC sent, awaiting PUBREL.
     pub incoming_qos2: HashSet<u16>,
@@ -73,7 +72,6 @@ impl Session {
             queue: VecDeque::new(),
             queued_bytes: 0,
             inflight: VecDeque::new(),
-            next_seq: 1,
             next_packet_id: 1,
             incoming_qos2: HashSet::new(),
             expires_at: None,
@@ -102,11 +100,6 @@ impl Session {
         }
     }
 
-    pub fn take_seq(&mut self) -> u64 {
-        let s = self.next_seq;
-        self.next_seq += 1;
-        s
-    }
 
     pub fn subscriptions_vec(&self) -> Vec<StoredSubscription> {
         let mut v: Vec<_> = self.subscriptions.values().cloned().collect();

@@ -1,5 +1,6 @@
 //! The store trait and its embedded `redb` implementation.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -145,6 +146,7 @@ impl SessionStore for RedbSessionStore {
         if ops.is_empty() {
             return Ok(());
         }
+        let coalesced = coalesce(ops);
         let txn = self.db.begin_write()?;
         {
             let mut sessions = txn.open_table(SESSIONS)?;
@@ -194,10 +196,15 @@ impl SessionStore for RedbSessionStore {
                         retain,
                         subscription_ids,
                     } => {
+                        let state = match coalesced.get(&(&**client_id, *seq)) {
+                            Some(Fate::Completed) => continue,
+                            Some(Fate::State(st)) => *st,
+                            None => broker::DeliveryState::Queued,
+                        };
                         let rec = QueuedRecord {
                             qos: *qos,
                             retain: *retain,
-                            state: broker::DeliveryState::Queued,
+                            state,
                             subscription_ids: subscription_ids.clone(),
                             message: message.clone(),
                         };
@@ -205,6 +212,9 @@ impl SessionStore for RedbSessionStore {
                     }
                     PersistOp::MessageState { client_id, seq, state } => {
                         let key = (&**client_id, *seq);
+                        if coalesced.contains_key(&key) {
+                            continue;
+                        }
                         let updated = match messages.get(key)? {
                             Some(v) => Some(codec::set_queued_state(v.value(), *state)?),
                             None => None,
@@ -214,6 +224,9 @@ impl SessionStore for RedbSessionStore {
                         }
                     }
                     PersistOp::MessageRemove { client_id, seq } => {
+                        if coalesced.contains_key(&(&**client_id, *seq)) {
+                            continue;
+                        }
                         messages.remove((&**client_id, *seq))?;
                     }
                     PersistOp::IncomingAdd { client_id, packet_id } => {
@@ -234,4 +247,39 @@ impl SessionStore for RedbSessionStore {
         txn.commit()?;
         Ok(())
     }
+}
+
+/// What becomes of a message added within a batch.
+enum Fate {
+    /// Added and removed in the same batch: nothing to write at all.
+    Completed,
+    /// Added; written once with its last state in the batch.
+    State(broker::DeliveryState),
+}
+
+/// Group commit's second win: a message queued, sent and acknowledged within
+/// one batch (the common case for an online persistent subscriber) never
+/// touches the file. Sequence numbers are unique across sessions and
+/// restarts, so a (client id, seq) key names one message only.
+fn coalesce(ops: &[PersistOp]) -> HashMap<(&str, u64), Fate> {
+    let mut fates: HashMap<(&str, u64), Fate> = HashMap::new();
+    for op in ops {
+        match op {
+            PersistOp::MessageAdd { client_id, seq, .. } => {
+                fates.insert((&**client_id, *seq), Fate::State(broker::DeliveryState::Queued));
+            }
+            PersistOp::MessageState { client_id, seq, state } => {
+                if let Some(f) = fates.get_mut(&(&**client_id, *seq)) {
+                    *f = Fate::State(*state);
+                }
+            }
+            PersistOp::MessageRemove { client_id, seq } => {
+                if let Some(f) = fates.get_mut(&(&**client_id, *seq)) {
+                    *f = Fate::Completed;
+                }
+            }
+            _ => {}
+        }
+    }
+    fates
 }

@@ -116,3 +116,48 @@ fn sessions_messages_and_retained_survive_reopen() {
     assert_eq!(state.retained.len(), 1);
     assert_eq!(&state.retained[0].payload[..], b"kept");
 }
+
+#[test]
+fn message_added_and_completed_in_one_batch_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbSessionStore::open(&dir.path().join("b.redb")).unwrap();
+    let add = |seq| PersistOp::MessageAdd {
+        client_id: "c".into(),
+        seq,
+        message: msg("t", b"p"),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        subscription_ids: vec![],
+    };
+    let state = |seq, st| PersistOp::MessageState {
+        client_id: "c".into(),
+        seq,
+        state: st,
+    };
+    let remove = |seq| PersistOp::MessageRemove {
+        client_id: "c".into(),
+        seq,
+    };
+    store
+        .apply(&[
+            PersistOp::SessionPut {
+                client_id: "c".into(),
+                protocol_level: 5,
+                expiry_interval: 60,
+                expires_at: None,
+                subscriptions: vec![],
+            },
+            add(1),
+            state(1, DeliveryState::Sent(1)),
+            remove(1),
+            add(2),
+            state(2, DeliveryState::Sent(2)),
+            add(3),
+        ])
+        .unwrap();
+    // A later batch completes message 2 (added in an earlier batch).
+    store.apply(&[state(3, DeliveryState::Sent(3)), remove(2)]).unwrap();
+    let s = &store.load().unwrap().sessions[0];
+    let got: Vec<_> = s.messages.iter().map(|m| (m.seq, m.state)).collect();
+    assert_eq!(got, vec![(3, DeliveryState::Sent(3))]);
+}

@@ -10,6 +10,7 @@ use mqtt_proto::{
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::{ClientError, ConnectOptions, Connection, DisconnectReason, Event, TcpTarget};
 
@@ -61,10 +62,18 @@ impl Client {
         target: impl Into<TcpTarget>,
         options: ConnectOptions,
     ) -> Result<Client, ClientError> {
-        let (conn, connack) = Connection::connect(target, options).await?;
+        let target = target.into();
+        let span = tracing::debug_span!(
+            "mqtt_client",
+            client_id = %options.client_id,
+            broker = %target.addr
+        );
+        let (conn, connack) = Connection::connect(target, options)
+            .instrument(span.clone())
+            .await?;
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (message_tx, messages) = mpsc::channel(MESSAGE_QUEUE);
-        let task = tokio::spawn(run(conn, command_rx, message_tx));
+        let task = tokio::spawn(run(conn, command_rx, message_tx).instrument(span));
         Ok(Client {
             commands,
             messages,

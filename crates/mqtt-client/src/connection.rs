@@ -168,6 +168,9 @@ impl Connection {
     /// Cancel-safe: every change happens after the only `.await`, so this
     /// can be raced in `select!` against the caller's own timers.
     ///
+    /// With reading paused and nothing to write, only a timer ends the
+    /// wait; race it against something else in that case.
+    ///
     /// When the connection has ended (DISCONNECT either way, keep-alive
     /// timeout, protocol error, EOF), the queued bytes are written on a best
     /// effort basis and [`ClientError::Disconnected`] is returned.

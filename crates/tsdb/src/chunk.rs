@@ -124,3 +124,58 @@ pub(crate) fn summarize(ts: &[i64], col: &Column) -> Option<(Summary, Value)> {
     };
     Some((s, last))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Point, SeriesKey};
+
+    #[test]
+    fn roundtrip_with_shared_timestamps_and_skips() {
+        let meta = ChunkMeta {
+            kind: ChunkKind::Raw,
+            namespace: Arc::from("ns"),
+            partition_start: 0,
+            partition_ms: 1 << 40,
+            file_id: 7,
+        };
+        let mut b = ChunkBuilder::new(meta, 8);
+        let full: Vec<i64> = (0..500).map(|i| 1_000 + i * 10_000).collect();
+        let gappy: Vec<i64> = full.iter().copied().filter(|t| (t / 10_000) % 50 != 3).collect();
+        let lonely: Vec<i64> = vec![5, 6, 7];
+        let key = |d: &str, m: &str| SeriesKey::new("ns", d, m).with_labels([("fleet", "East")]);
+        let f: Vec<f64> = (0..500).map(|i| (i % 13) as f64 * 0.25).collect();
+        b.add_raw(key("d1", "a"), &full, &Column::F64(f.clone())).unwrap();
+        b.add_raw(key("d1", "b"), &gappy, &Column::I64((0..gappy.len() as i64).collect()))
+            .unwrap();
+        b.add_raw(key("d1", "c"), &full, &Column::Bool((0..500).map(|i| i % 3 == 0).collect()))
+            .unwrap();
+        b.add_raw(key("d2", "a"), &lonely, &Column::Str(vec![Arc::from("x"), Arc::from("y"), Arc::from("x")]))
+            .unwrap();
+        let bytes = b.finish().unwrap();
+        let d = decode_chunk(&bytes).unwrap();
+        assert_eq!(d.namespace, "ns");
+        let pts = |k: &SeriesKey| -> Vec<Point> {
+            d.series
+                .iter()
+                .find_map(|s| match s {
+                    DecodedSeries::Raw(sk, p) if sk == k => Some(p.clone()),
+                    _ => None,
+                })
+                .unwrap()
+        };
+        let b_pts = pts(&key("d1", "b"));
+        assert_eq!(b_pts.iter().map(|p| p.ts).collect::<Vec<_>>(), gappy);
+        assert_eq!(b_pts[3].value, Value::I64(3));
+        let a_pts = pts(&key("d1", "a"));
+        assert_eq!(a_pts.iter().map(|p| p.ts).collect::<Vec<_>>(), full);
+        assert_eq!(a_pts[5].value, Value::F64(f[5]));
+        assert_eq!(pts(&key("d2", "a"))[1].value, Value::Str(Arc::from("y")));
+        // Every single-byte corruption is an error, never a panic.
+        for i in (0..bytes.len()).step_by(7) {
+            let mut c = bytes.clone();
+            c[i] ^= 0x5a;
+            let _ = decode_chunk(&c);
+        }
+    }
+}

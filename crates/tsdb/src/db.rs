@@ -229,31 +229,34 @@ impl Tsdb {
                 }
             }
         }
-        {
-            let cat = read(&self.catalog);
-            let missing = batch.iter().any(|p| cat.get(&p.series).is_none());
-            drop(cat);
-            if missing {
-                let mut cat = write(&self.catalog);
-                for p in batch {
-                    if cat.get(&p.series).is_none() {
-                        cat.get_or_insert(&p.series, p.value.value_type())?;
-                    }
-                }
-            }
-        }
-        let cat = read(&self.catalog);
+        // Each distinct key (by pointer) is looked up once per batch.
         let mut by_ptr: HashMap<usize, usize, FastState> = HashMap::default();
         let mut by_sid: IdMap<usize> = IdMap::default();
         let mut runs: Vec<SeriesRun> = Vec::new();
+        let mut registered = false;
+        let mut cat = read(&self.catalog);
         for p in batch {
             let ptr = Arc::as_ptr(&p.series) as usize;
             let ri = match by_ptr.get(&ptr) {
                 Some(&ri) => ri,
                 None => {
-                    let (sid, vtype) = cat.get(&p.series).ok_or_else(|| {
-                        Error::InvalidSeries(format!("series {} vanished", p.series))
-                    })?;
+                    let found = match cat.get(&p.series) {
+                        Some(f) => f,
+                        None => {
+                            // Register the batch's new series under the write lock.
+                            drop(cat);
+                            {
+                                let mut w = write(&self.catalog);
+                                w.get_or_insert(&p.series, p.value.value_type())?;
+                            }
+                            registered = true;
+                            cat = read(&self.catalog);
+                            cat.get(&p.series).ok_or_else(|| {
+                                Error::InvalidSeries(format!("series {} vanished", p.series))
+                            })?
+                        }
+                    };
+                    let (sid, vtype) = found;
                     let ri = *by_sid.entry(sid).or_insert_with(|| {
                         runs.push(SeriesRun {
                             sid,
@@ -276,6 +279,9 @@ impl Tsdb {
             }
             run.ts.push(p.ts);
             run.vals.push(&p.value);
+        }
+        if registered {
+            tracing::debug!(series = cat.len(), "registered new series");
         }
         Ok(runs)
     }

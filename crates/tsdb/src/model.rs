@@ -1,8 +1,11 @@
 //! The data model: series keys, values, points.
 
+use std::cmp::Ordering;
 use std::fmt;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
+use crate::catalog::FastState;
 use crate::error::Error;
 
 /// Longest namespace, device id, metric name, label key or label value, in bytes.
@@ -13,13 +16,55 @@ pub const MAX_LABELS: usize = 64;
 /// Identifies one series: namespace, device id, metric name and sorted labels.
 ///
 /// Labels are kept sorted by key with unique keys, so two keys built from the
-/// same labels in any order are equal.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// same labels in any order are equal. Keys order by namespace, device,
+/// metric, then labels.
+#[derive(Clone)]
 pub struct SeriesKey {
     namespace: Arc<str>,
     device: Arc<str>,
     metric: Arc<str>,
     labels: Arc<[(Arc<str>, Arc<str>)]>,
+    /// Hash of the fields above, computed once: keys are hashed on every write.
+    hash: u64,
+}
+
+impl SeriesKey {
+    fn parts(&self) -> (&str, &str, &str, &[(Arc<str>, Arc<str>)]) {
+        (&self.namespace, &self.device, &self.metric, &self.labels)
+    }
+
+    fn with_hash(mut self) -> SeriesKey {
+        let mut h = FastState::default().build_hasher();
+        self.parts().hash(&mut h);
+        self.hash = h.finish();
+        self
+    }
+}
+
+impl PartialEq for SeriesKey {
+    fn eq(&self, o: &SeriesKey) -> bool {
+        self.hash == o.hash && self.parts() == o.parts()
+    }
+}
+
+impl Eq for SeriesKey {}
+
+impl Hash for SeriesKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl PartialOrd for SeriesKey {
+    fn partial_cmp(&self, o: &SeriesKey) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl Ord for SeriesKey {
+    fn cmp(&self, o: &SeriesKey) -> Ordering {
+        self.parts().cmp(&o.parts())
+    }
 }
 
 impl SeriesKey {
@@ -30,7 +75,9 @@ impl SeriesKey {
             device: Arc::from(device),
             metric: Arc::from(metric),
             labels: Arc::from(Vec::new()),
+            hash: 0,
         }
+        .with_hash()
     }
 
     /// A key from shared strings, for callers that intern names.
@@ -45,7 +92,9 @@ impl SeriesKey {
             device,
             metric,
             labels: sort_labels(labels),
+            hash: 0,
         }
+        .with_hash()
     }
 
     /// The same key with these labels (sorted; on a repeated key the last wins).
@@ -58,7 +107,7 @@ impl SeriesKey {
             .map(|(k, v)| (Arc::from(k.as_ref()), Arc::from(v.as_ref())))
             .collect();
         self.labels = sort_labels(v);
-        self
+        self.with_hash()
     }
 
     /// The namespace (tenant).

@@ -98,12 +98,26 @@ pub fn parse_line_protocol(
 }
 
 /// A parsed `measurement,tags` prefix: measurement, device, labels, and
-/// the keys made so far per field.
+/// the keys made so far per field (few per prefix, so a list).
 struct SeriesPrefix {
     measurement: Arc<str>,
     device: Arc<str>,
     labels: Vec<(Arc<str>, Arc<str>)>,
-    fields: HashMap<String, Arc<SeriesKey>, FastState>,
+    fields: Vec<(Box<str>, Arc<SeriesKey>)>,
+}
+
+impl SeriesPrefix {
+    fn key(&mut self, ns: &Arc<str>, field: &str) -> Result<Arc<SeriesKey>, LineErr> {
+        if let Some((_, k)) = self.fields.iter().find(|(f, _)| f.as_ref() == field) {
+            return Ok(k.clone());
+        }
+        let metric: Arc<str> = Arc::from(format!("{}.{field}", self.measurement));
+        let key = SeriesKey::from_parts(ns.clone(), self.device.clone(), metric, self.labels.clone());
+        key.validate().map_err(|e| LineErr(e.to_string()))?;
+        let key = Arc::new(key);
+        self.fields.push((Box::from(field), key.clone()));
+        Ok(key)
+    }
 }
 
 /// Shares one `Arc<SeriesKey>` per series across the lines of one payload.
@@ -122,22 +136,22 @@ impl<'a> KeyCache<'a> {
         }
     }
 
-    fn key(&mut self, series_part: &str, field: &str) -> Result<Arc<SeriesKey>, LineErr> {
+    fn prefix(&mut self, series_part: &str) -> Result<&mut SeriesPrefix, LineErr> {
         if !self.by_series.contains_key(series_part) {
-            let parts = split_unescaped(series_part, b',', false);
-            let measurement = unescape(parts[0], b", ");
+            let mut parts = split_unescaped(series_part, b',', false);
+            let measurement = unescape(parts.next().unwrap_or(""), b", ");
             if measurement.is_empty() {
                 return err("missing measurement");
             }
             let mut device: Option<String> = None;
             let mut labels = Vec::new();
-            for t in &parts[1..] {
-                let kv = split_unescaped(t, b'=', false);
-                if kv.len() != 2 {
+            for t in parts {
+                let mut kv = split_unescaped(t, b'=', false);
+                let (Some(k), Some(v), None) = (kv.next(), kv.next(), kv.next()) else {
                     return err(format!("tag {t:?} is not key=value"));
-                }
-                let k = unescape(kv[0], b",= ");
-                let v = unescape(kv[1], b",= ");
+                };
+                let k = unescape(k, b",= ");
+                let v = unescape(v, b",= ");
                 if k.is_empty() || v.is_empty() {
                     return err(format!("tag {t:?} has an empty key or value"));
                 }
@@ -154,22 +168,13 @@ impl<'a> KeyCache<'a> {
                     measurement: Arc::from(measurement.as_str()),
                     device: Arc::from(device.as_str()),
                     labels,
-                    fields: HashMap::default(),
+                    fields: Vec::new(),
                 },
             );
         }
-        let Some(p) = self.by_series.get_mut(series_part) else {
-            return err("internal: series cache miss");
-        };
-        if let Some(k) = p.fields.get(field) {
-            return Ok(k.clone());
-        }
-        let metric: Arc<str> = Arc::from(format!("{}.{field}", p.measurement));
-        let key = SeriesKey::from_parts(self.ns.clone(), p.device.clone(), metric, p.labels.clone());
-        key.validate().map_err(|e| LineErr(e.to_string()))?;
-        let key = Arc::new(key);
-        p.fields.insert(field.to_string(), key.clone());
-        Ok(key)
+        self.by_series
+            .get_mut(series_part)
+            .ok_or_else(|| LineErr("internal: series cache miss".into()))
     }
 }
 
@@ -180,27 +185,34 @@ fn parse_line(
     cache: &mut KeyCache<'_>,
     out: &mut Vec<WritePoint>,
 ) -> Result<(), LineErr> {
-    let sections = split_unescaped(line, b' ', true);
-    let sections: Vec<&str> = sections.into_iter().filter(|s| !s.is_empty()).collect();
-    let (series_part, fields_part, ts_part) = match sections.as_slice() {
-        [s, f] => (*s, *f, None),
-        [s, f, t] => (*s, *f, Some(*t)),
-        [_] => return err("missing fields"),
-        _ => return err("unexpected text after the timestamp"),
+    let mut sections = split_unescaped(line, b' ', true).filter(|s| !s.is_empty());
+    let (series_part, fields_part, ts_part) = match (sections.next(), sections.next(), sections.next()) {
+        (Some(s), Some(f), t) => (s, f, t),
+        _ => return err("missing fields"),
     };
+    if sections.next().is_some() {
+        return err("unexpected text after the timestamp");
+    }
     let ts = match ts_part {
         None => default_ts_ms,
         Some(t) => to_ms(t, opts.precision)?,
     };
     let start = out.len();
+    let ns = cache.ns.clone();
+    let prefix = cache.prefix(series_part)?;
     for f in split_unescaped(fields_part, b',', true) {
         let eq = find_unescaped(f, b'=').ok_or_else(|| LineErr(format!("field {f:?} has no '='")))?;
-        let key = unescape(&f[..eq], b",= ");
-        if key.is_empty() {
-            return err(format!("field {f:?} has an empty name"));
-        }
+        let raw_key = &f[..eq];
         let value = parse_value(&f[eq + 1..])?;
-        let series = cache.key(series_part, &key)?;
+        let series = if raw_key.contains('\\') {
+            let key = unescape(raw_key, b",= ");
+            prefix.key(&ns, &key)?
+        } else {
+            if raw_key.is_empty() {
+                return err(format!("field {f:?} has an empty name"));
+            }
+            prefix.key(&ns, raw_key)?
+        };
         out.push(WritePoint { series, ts, value });
     }
     if out.len() == start {
@@ -266,26 +278,51 @@ fn parse_value(v: &str) -> Result<Value, LineErr> {
 
 /// Splits on `sep` where it is not escaped by a backslash and, if `quotes`,
 /// not inside a double-quoted string.
-fn split_unescaped(s: &str, sep: u8, quotes: bool) -> Vec<&str> {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let (mut start, mut i, mut in_q) = (0, 0, false);
-    while i < b.len() {
-        let c = b[i];
-        if c == b'\\' {
-            i += 2;
-            continue;
-        }
-        if quotes && c == b'"' {
-            in_q = !in_q;
-        } else if c == sep && !in_q {
-            out.push(&s[start..i]);
-            start = i + 1;
-        }
-        i += 1;
+fn split_unescaped(s: &str, sep: u8, quotes: bool) -> Split<'_> {
+    Split {
+        s,
+        pos: 0,
+        sep,
+        quotes,
+        done: false,
     }
-    out.push(&s[start.min(s.len())..]);
-    out
+}
+
+struct Split<'a> {
+    s: &'a str,
+    pos: usize,
+    sep: u8,
+    quotes: bool,
+    done: bool,
+}
+
+impl<'a> Iterator for Split<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        if self.done {
+            return None;
+        }
+        let b = self.s.as_bytes();
+        let start = self.pos;
+        let (mut i, mut in_q) = (start, false);
+        while i < b.len() {
+            let c = b[i];
+            if c == b'\\' {
+                i += 2;
+                continue;
+            }
+            if self.quotes && c == b'"' {
+                in_q = !in_q;
+            } else if c == self.sep && !in_q {
+                self.pos = i + 1;
+                return Some(&self.s[start..i]);
+            }
+            i += 1;
+        }
+        self.done = true;
+        Some(&self.s[start.min(self.s.len())..])
+    }
 }
 
 fn find_unescaped(s: &str, c: u8) -> Option<usize> {
