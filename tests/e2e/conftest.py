@@ -104,8 +104,9 @@ MOSQUITTO_EQUIVALENT: dict[str, str | None] = {
     "password_file": "password_file",
     "acl_file": "acl_file",
     "max_packet_size": "max_packet_size",
-    # mosquitto announces max_inflight_messages as its v5 Receive Maximum, but
-    # applies it to outgoing messages; it never enforces it on incoming QoS 2
+    # mosquitto announces max_inflight_messages as its v5 Receive Maximum (it
+    # also limits outgoing messages with it); an excess incoming QoS 2 gets
+    # PUBREC 0x97 from it rather than DISCONNECT 0x93
     "receive_maximum": "max_inflight_messages",
     "max_inflight": "max_inflight_messages",
     "max_queued_messages": "max_queued_messages",

@@ -308,3 +308,94 @@ def test_cli_subscriber_with_credentials_gets_only_permitted_messages(acl_broker
         admin = login(clients, acl_broker, "admin", version=V5)
         admin.publish(f"devices/dev1/{tag}", b"for-dev1", qos=1)
         sub.wait_for_payload("for-dev1")
+
+
+# ------------------------------------------------- deny rules vs wildcards
+
+DENY_ACL = """\
+user dev1
+topic read public/#
+topic deny public/secret/#
+user admin
+topic readwrite #
+"""
+
+
+@pytest.fixture(scope="module")
+def deny_broker(module_broker_factory, auth_files, tmp_path_factory):
+    pw, _ = auth_files
+    acl = tmp_path_factory.mktemp("deny-acl") / "acl"
+    acl.write_text(DENY_ACL)
+    return module_broker_factory(allow_anonymous=False, password_file=pw, acl_file=acl)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_deny_rule_holds_for_wildcard_subscriptions(deny_broker, clients, version):
+    """dev1 may read public/# except public/secret/#. A subscription to
+    `public/#` may be granted (it covers readable topics) or refused, but it
+    must never carry a message from a denied topic, live or retained."""
+    tag = unique("deny")
+    admin = login(clients, deny_broker, "admin", version=V5)
+    admin.publish(f"public/secret/{tag}/retained", b"retained-secret", qos=1, retain=True)
+    try:
+        dev1 = login(clients, deny_broker, "dev1", version=version)
+        codes = dev1.subscribe("public/#", 1, expect_granted=False)
+        granted = int(getattr(codes[0], "value", codes[0])) < 0x80
+        admin.publish(f"public/secret/{tag}", b"live-secret", qos=1)
+        admin.publish(f"public/news/{tag}", b"news", qos=1)
+        if granted:
+            dev1.messages.wait_for_payload(b"news")
+        dev1.messages.assert_stays(len(dev1.messages), wait=ABSENCE_WAIT)
+        leaked = [(m.topic, m.payload) for m in dev1.messages.snapshot()
+                  if m.topic.startswith("public/secret/") and tag in m.topic]
+        assert leaked == [], f"denied topics delivered through `public/#`: {leaked}"
+    finally:
+        admin.publish(f"public/secret/{tag}/retained", b"", qos=1, retain=True)
+
+
+# ------------------------------------- wildcards smuggled in through %c / %u
+
+CLIENT_PATTERN_ACL = """\
+pattern readwrite clients/%c/#
+user admin
+topic readwrite #
+"""
+
+
+@pytest.fixture(scope="module")
+def client_pattern_broker(module_broker_factory, auth_files, tmp_path_factory):
+    pw, _ = auth_files
+    acl = tmp_path_factory.mktemp("client-acl") / "acl"
+    acl.write_text(CLIENT_PATTERN_ACL)
+    return module_broker_factory(allow_anonymous=False, password_file=pw, acl_file=acl)
+
+
+@pytest.mark.parametrize("evil_id", ["+", "#"])
+def test_wildcard_client_id_does_not_widen_a_pattern_rule(client_pattern_broker, clients,
+                                                          evil_id):
+    """`pattern readwrite clients/%c/#` with client id "+" must not become
+    `clients/+/#` (mosquitto's CVE-2017-7650). The broker may refuse such a
+    client id, refuse its subscriptions/publishes, or grant and withhold; it
+    must not let it read or write another client's tree."""
+    b = client_pattern_broker
+    victim_id = unique("victim")
+    victim = clients(b, victim_id, version=V5, username="dev2", password=USERS["dev2"])
+    victim.connect()
+    victim.subscribe(f"clients/{victim_id}/#", 1)
+    evil = clients(b, evil_id, version=V5, username="dev1", password=USERS["dev1"])
+    conn = evil.connect(expect_success=False)
+    if conn.rc != 0:
+        return  # refusing the client identifier is a fine answer
+    sub_codes = evil.subscribe(f"clients/{victim_id}/#", 1, expect_granted=False)
+    pub_rc = evil.publish_rc(f"clients/{victim_id}/cmd", b"injected", qos=1)
+    victim.publish(f"clients/{victim_id}/secret", b"victim-data", qos=1)
+    victim.messages.wait_for_payload(b"victim-data")
+    # bounded wait for anything that should not arrive
+    evil.messages.assert_stays(len(evil.messages), wait=ABSENCE_WAIT)
+    problems = []
+    if b"injected" in victim.messages.payloads():
+        problems.append(f"its PUBLISH reached the victim (PUBACK {pub_rc:#x})")
+    if b"victim-data" in evil.messages.payloads():
+        problems.append(f"it received the victim's messages (SUBACK {sub_codes})")
+    assert not problems, (f"client id {evil_id!r} under `pattern readwrite clients/%c/#`: "
+                          + "; ".join(problems))

@@ -62,13 +62,15 @@ fn start_mosquitto(test: &str) -> Option<Mosquitto> {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Owned at once, so that it is killed and reaped on every path.
+    let broker = Mosquitto {
+        child,
+        port,
+        _dir: dir,
+    };
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some(Mosquitto {
-                child,
-                port,
-                _dir: dir,
-            });
+            return Some(broker);
         }
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -30,7 +30,10 @@ const READ_BUF: usize = 8 * 1024;
 pub(crate) trait Transport: AsyncWrite + Unpin + Send + 'static {
     /// Waits until data arrives, then reads it into `buf` (allocating only
     /// then). `Ok(0)` is end of stream.
-    fn read_into<'a>(&'a mut self, buf: &'a mut BytesMut) -> impl Future<Output = io::Result<usize>> + Send + 'a;
+    fn read_into<'a>(
+        &'a mut self,
+        buf: &'a mut BytesMut,
+    ) -> impl Future<Output = io::Result<usize>> + Send + 'a;
 }
 
 impl Transport for TcpStream {
@@ -75,7 +78,10 @@ pub(crate) async fn serve<T: Transport>(shared: Arc<Shared>, mut io: T, peer: So
             match io.read_into(&mut rbuf).await {
                 Ok(0) | Err(_) => return Err(None),
                 Ok(n) => {
-                    shared.metrics.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                    shared
+                        .metrics
+                        .bytes_in
+                        .fetch_add(n as u64, Ordering::Relaxed);
                 }
             }
         }
@@ -126,7 +132,9 @@ pub(crate) async fn serve<T: Transport>(shared: Arc<Shared>, mut io: T, peer: So
         let mut core = shared.lock();
         core.conns.insert(conn, outq.clone());
         let now = shared.clock.now();
-        let info = ConnectInfo { peer: peer.to_string() };
+        let info = ConnectInfo {
+            peer: peer.to_string(),
+        };
         core.broker.connect(conn, *connect, &info, now);
         core.dispatch(&shared.metrics, now);
     }
@@ -155,7 +163,8 @@ pub(crate) async fn serve<T: Transport>(shared: Arc<Shared>, mut io: T, peer: So
                         core.broker.handle(conn, p, now);
                     }
                     if let Some(e) = &error {
-                        core.broker.protocol_violation(conn, e.reason_code(), &e.to_string(), now);
+                        core.broker
+                            .protocol_violation(conn, e.reason_code(), &e.to_string(), now);
                     }
                     core.dispatch(&shared.metrics, now);
                 }
@@ -249,7 +258,7 @@ async fn flush<T: Transport>(
                                 return Flushed::Failed;
                             }
                         }
-                        if durable.borrow().failed {
+                        if durable.borrow().failed(wait) {
                             packet = failed_ack(packet, protocol);
                         }
                     }
@@ -280,7 +289,12 @@ async fn flush<T: Transport>(
 
 /// Writes `out` unless the broker aborts the connection meanwhile (a client
 /// that does not read must not pin its task forever).
-async fn write<T: Transport>(shared: &Shared, io: &mut T, outq: &OutQueue, out: &[u8]) -> io::Result<()> {
+async fn write<T: Transport>(
+    shared: &Shared,
+    io: &mut T,
+    outq: &OutQueue,
+    out: &[u8],
+) -> io::Result<()> {
     let aborted = async {
         loop {
             outq.notified().await;

@@ -5,11 +5,11 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use broker::{Broker, ConnId, Output, Time};
-use mqtt_proto::{Packet, QoS};
 use crate::outq::{Full, OutQueue, Outgoing};
 use crate::persist::PersistQueue;
 use crate::server::NetMetrics;
+use broker::{Broker, ConnId, Output, Time};
+use mqtt_proto::{Packet, QoS};
 
 /// The state behind the lock.
 pub(crate) struct Core {
@@ -33,14 +33,21 @@ impl Core {
             for out in outputs.drain(..) {
                 match out {
                     Output::Persist(op) => ops.push(op),
-                    Output::Send { conn, packet, durable } => {
+                    Output::Send {
+                        conn,
+                        packet,
+                        durable,
+                    } => {
                         let wait = match (durable, ops.is_empty()) {
                             (false, _) => 0,
                             (true, false) => round_seq,
                             (true, true) => self.persist.submitted,
                         };
-                        let Some(h) = self.conns.get(&conn) else { continue };
-                        let qos0 = matches!(&packet, Packet::Publish(p) if p.qos == QoS::AtMostOnce);
+                        let Some(h) = self.conns.get(&conn) else {
+                            continue;
+                        };
+                        let qos0 =
+                            matches!(&packet, Packet::Publish(p) if p.qos == QoS::AtMostOnce);
                         match h.push(Outgoing::Packet(packet, wait)) {
                             Ok(()) => {}
                             Err(Full::Full) if qos0 => {
@@ -49,8 +56,13 @@ impl Core {
                             Err(Full::Full) => {
                                 // A client that does not read while its
                                 // window is full: drop it rather than grow.
-                                metrics.slow_consumers_dropped.fetch_add(1, Ordering::Relaxed);
-                                tracing::info!(?conn, "outbound queue full; disconnecting slow client");
+                                metrics
+                                    .slow_consumers_dropped
+                                    .fetch_add(1, Ordering::Relaxed);
+                                tracing::info!(
+                                    ?conn,
+                                    "outbound queue full; disconnecting slow client"
+                                );
                                 lost.push(conn);
                             }
                             Err(Full::Closed) => lost.push(conn),

@@ -20,4 +20,5 @@ mod sys;
 mod ws;
 
 pub use clock::Clock;
-pub use server::{NetConfig, NetError, NetMetrics, Server, ServerHandle};
+pub use persist::TelemetrySink;
+pub use server::{NetConfig, NetError, NetMetrics, Server, ServerHandle, TelemetryIngest};

@@ -53,11 +53,22 @@ impl Default for NetConfig {
     }
 }
 
+/// Storage of `devices/{id}/telemetry` messages: the pure decoder the
+/// broker core uses to accept or refuse a payload, and the store the
+/// persistence thread writes the decoded batches to before acknowledging.
+pub struct TelemetryIngest {
+    pub decoder: Box<dyn broker::TelemetryDecoder>,
+    pub sink: Arc<dyn crate::TelemetrySink>,
+}
+
 /// Server failures.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("cannot open the broker store: {0}")]
     Store(#[from] kv::KvError),
     #[error("cannot start the persistence thread: {0}")]
@@ -125,10 +136,12 @@ impl ServerHandle {
 }
 
 async fn bind(addr: &str) -> Result<TcpListener, NetError> {
-    TcpListener::bind(addr).await.map_err(|source| NetError::Bind {
-        addr: addr.to_string(),
-        source,
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| NetError::Bind {
+            addr: addr.to_string(),
+            source,
+        })
 }
 
 impl Server {
@@ -138,6 +151,7 @@ impl Server {
         broker_config: BrokerConfig,
         access: AccessControl,
         store: Arc<dyn SessionStore>,
+        telemetry: Option<TelemetryIngest>,
     ) -> Result<Server, NetError> {
         let tcp = bind(&format!("{}:{}", config.bind, config.port)).await?;
         let ws = match config.ws_port {
@@ -154,7 +168,14 @@ impl Server {
         broker.restore(restored, now);
         tracing::info!(sessions, retained, queued, "restored broker state");
         let (durable_tx, durable_rx) = watch::channel(Durable::default());
-        let persist = PersistQueue::start(store, durable_tx).map_err(NetError::Thread)?;
+        let sink = match telemetry {
+            Some(t) => {
+                broker.set_telemetry_decoder(t.decoder);
+                Some(t.sink)
+            }
+            None => None,
+        };
+        let persist = PersistQueue::start(store, sink, durable_tx).map_err(NetError::Thread)?;
         let shared = Arc::new(Shared {
             core: Mutex::new(Core {
                 broker,
@@ -196,7 +217,9 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let shared = self.shared.clone();
         let tcp_task = tokio::spawn(accept_loop(shared.clone(), self.tcp, false));
-        let ws_task = self.ws.map(|l| tokio::spawn(accept_loop(shared.clone(), l, true)));
+        let ws_task = self
+            .ws
+            .map(|l| tokio::spawn(accept_loop(shared.clone(), l, true)));
         let timer_task = tokio::spawn(timers(shared.clone()));
 
         shutdown.await;
@@ -214,7 +237,10 @@ impl Server {
             core.dispatch(&shared.metrics, now);
         }
         shared.tracker.close();
-        if tokio::time::timeout(Duration::from_secs(5), shared.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), shared.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("some connections did not close within 5 s");
         }
         let thread = shared.lock().persist.close();
@@ -237,12 +263,18 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, websocket: bool
             }
         };
         let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
-            shared.metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
+            shared
+                .metrics
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%peer, "max_connections reached; connection refused");
             drop(stream);
             continue;
         };
-        shared.metrics.connections_accepted.fetch_add(1, Ordering::Relaxed);
+        shared
+            .metrics
+            .connections_accepted
+            .fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
         let s = shared.clone();
         shared.tracker.spawn(async move {

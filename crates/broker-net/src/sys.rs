@@ -13,28 +13,79 @@ pub(crate) fn publish(broker: &mut Broker, metrics: &NetMetrics, now: Time) {
     let s = broker.stats().clone();
     let uptime = (now - broker.started()) / 1000;
     let values: Vec<(&str, String)> = vec![
-        ("$SYS/broker/version", format!("millwright {}", env!("CARGO_PKG_VERSION"))),
+        (
+            "$SYS/broker/version",
+            format!("millwright {}", env!("CARGO_PKG_VERSION")),
+        ),
         ("$SYS/broker/uptime", format!("{uptime} seconds")),
-        ("$SYS/broker/clients/connected", broker.connected_count().to_string()),
-        ("$SYS/broker/clients/total", broker.session_count().to_string()),
-        ("$SYS/broker/messages/received", s.messages_received.to_string()),
+        (
+            "$SYS/broker/clients/connected",
+            broker.connected_count().to_string(),
+        ),
+        (
+            "$SYS/broker/clients/total",
+            broker.session_count().to_string(),
+        ),
+        (
+            "$SYS/broker/messages/received",
+            s.messages_received.to_string(),
+        ),
         ("$SYS/broker/messages/sent", s.messages_sent.to_string()),
-        ("$SYS/broker/messages/dropped", s.messages_dropped.to_string()),
-        ("$SYS/broker/messages/expired", s.messages_expired.to_string()),
-        ("$SYS/broker/publish/bytes/received", s.publish_bytes_received.to_string()),
-        ("$SYS/broker/bytes/received", metrics.bytes_in.load(Ordering::Relaxed).to_string()),
-        ("$SYS/broker/bytes/sent", metrics.bytes_out.load(Ordering::Relaxed).to_string()),
-        ("$SYS/broker/subscriptions/count", broker.subscription_count().to_string()),
-        ("$SYS/broker/retained messages/count", broker.retained_count().to_string()),
-        ("$SYS/broker/connections/refused", metrics.connections_refused.load(Ordering::Relaxed).to_string()),
-        ("$SYS/broker/messages/qos0_dropped", metrics.qos0_dropped.load(Ordering::Relaxed).to_string()),
+        (
+            "$SYS/broker/messages/dropped",
+            s.messages_dropped.to_string(),
+        ),
+        (
+            "$SYS/broker/messages/expired",
+            s.messages_expired.to_string(),
+        ),
+        (
+            "$SYS/broker/publish/bytes/received",
+            s.publish_bytes_received.to_string(),
+        ),
+        (
+            "$SYS/broker/bytes/received",
+            metrics.bytes_in.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "$SYS/broker/bytes/sent",
+            metrics.bytes_out.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "$SYS/broker/subscriptions/count",
+            broker.subscription_count().to_string(),
+        ),
+        (
+            "$SYS/broker/retained messages/count",
+            broker.retained_count().to_string(),
+        ),
+        (
+            "$SYS/broker/connections/refused",
+            metrics
+                .connections_refused
+                .load(Ordering::Relaxed)
+                .to_string(),
+        ),
+        (
+            "$SYS/broker/messages/qos0_dropped",
+            metrics.qos0_dropped.load(Ordering::Relaxed).to_string(),
+        ),
         (
             "$SYS/broker/clients/slow_dropped",
-            metrics.slow_consumers_dropped.load(Ordering::Relaxed).to_string(),
+            metrics
+                .slow_consumers_dropped
+                .load(Ordering::Relaxed)
+                .to_string(),
         ),
         ("$SYS/broker/auth/failures", s.auth_failures.to_string()),
-        ("$SYS/broker/acl/publish_denied", s.publish_denied.to_string()),
-        ("$SYS/broker/acl/subscribe_denied", s.subscribe_denied.to_string()),
+        (
+            "$SYS/broker/acl/publish_denied",
+            s.publish_denied.to_string(),
+        ),
+        (
+            "$SYS/broker/acl/subscribe_denied",
+            s.subscribe_denied.to_string(),
+        ),
     ];
     for (topic, value) in values {
         broker.publish_internal(

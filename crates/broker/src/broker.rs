@@ -82,6 +82,8 @@ pub struct Broker {
     /// Sequence numbers of queued messages: unique across all sessions and
     /// restarts, so a stored (client id, seq) key is never reused.
     pub(crate) next_seq: u64,
+    /// Decodes `devices/{id}/telemetry` payloads for storage, when set.
+    pub(crate) telemetry: Option<Box<dyn crate::TelemetryDecoder>>,
     started: Time,
 }
 
@@ -103,8 +105,15 @@ impl Broker {
             stats: Stats::default(),
             next_assigned_id: now.0,
             next_seq: 1,
+            telemetry: None,
             started: now,
         }
+    }
+
+    /// Stores every accepted `devices/{id}/telemetry` message through this
+    /// decoder (acknowledged once durable); bad payloads are refused.
+    pub fn set_telemetry_decoder(&mut self, decoder: Box<dyn crate::TelemetryDecoder>) {
+        self.telemetry = Some(decoder);
     }
 
     /// Replaces the access rules (on configuration reload).

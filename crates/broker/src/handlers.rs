@@ -435,6 +435,25 @@ impl Broker {
             ..Publish::default()
         };
 
+        let decoded = match (&self.telemetry, telemetry_device(&msg.topic)) {
+            (Some(decoder), Some(device)) => Some(decoder.decode(device, &msg.payload, now)),
+            _ => None,
+        };
+        if let Some(decoded) = decoded {
+            match decoded {
+                Ok(batch) => {
+                    self.stats.telemetry_messages += 1;
+                    self.stats.telemetry_points += batch.points as u64;
+                    self.persist(PersistOp::Telemetry(batch));
+                }
+                Err(why) => {
+                    self.stats.telemetry_rejected += 1;
+                    tracing::debug!(client_id = %client_id, topic = %msg.topic, why, "telemetry refused");
+                    self.ack_publish(conn, idx, &ack_info, ReasonCode::PAYLOAD_FORMAT_INVALID, v5);
+                    return;
+                }
+            }
+        }
         if msg.retain {
             msg = Arc::new(msg.compacted());
         }
@@ -708,6 +727,13 @@ impl Broker {
             }
         }
     }
+}
+
+/// The device id of a `devices/{id}/telemetry` topic.
+fn telemetry_device(topic: &str) -> Option<&str> {
+    let rest = topic.strip_prefix("devices/")?;
+    let (id, tail) = rest.split_once('/')?;
+    (!id.is_empty() && tail == "telemetry").then_some(id)
 }
 
 fn fail(v5: bool, code: ReasonCode) -> ReasonCode {

@@ -31,7 +31,7 @@ pub use config::BrokerConfig;
 pub use outbound::OutboundAliases;
 pub use persist::{
     DeliveryState, PersistOp, RestoredMessage, RestoredSession, RestoredState, StoredMessage,
-    StoredSubscription,
+    StoredSubscription, TelemetryBatch, TelemetryDecoder,
 };
 pub use stats::Stats;
 pub use time::Time;

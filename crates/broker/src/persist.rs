@@ -72,6 +72,35 @@ pub enum DeliveryState {
     Released(u16),
 }
 
+/// Device telemetry decoded by a [`TelemetryDecoder`], opaque to the broker.
+/// The persistence layer hands it to the telemetry store, which knows its
+/// concrete type.
+#[derive(Clone)]
+pub struct TelemetryBatch {
+    pub data: Arc<dyn std::any::Any + Send + Sync>,
+    /// Number of points, for metrics.
+    pub points: usize,
+}
+
+impl std::fmt::Debug for TelemetryBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TelemetryBatch({} points)", self.points)
+    }
+}
+
+impl PartialEq for TelemetryBatch {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.data, &other.data)
+    }
+}
+
+/// Turns the payload of a `devices/{id}/telemetry` PUBLISH into a batch for
+/// the telemetry store. Pure: no I/O. An `Err` refuses the message (PUBACK
+/// 0x99 in v5) with the reason given.
+pub trait TelemetryDecoder: Send + Sync {
+    fn decode(&self, device: &str, payload: &[u8], now: Time) -> Result<TelemetryBatch, String>;
+}
+
 /// A durable change.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PersistOp {
@@ -119,6 +148,9 @@ pub enum PersistOp {
     RetainPut { message: Arc<StoredMessage> },
     /// Clear the retained message of a topic.
     RetainDelete { topic: ByteString },
+    /// Store device telemetry (acknowledged only once durable, like the
+    /// rest).
+    Telemetry(TelemetryBatch),
 }
 
 /// A message queued for a session, as stored.

@@ -100,7 +100,6 @@ impl Session {
         }
     }
 
-
     pub fn subscriptions_vec(&self) -> Vec<StoredSubscription> {
         let mut v: Vec<_> = self.subscriptions.values().cloned().collect();
         v.sort_by(|a, b| a.filter.cmp(&b.filter));

@@ -18,4 +18,9 @@ pub struct Stats {
     pub subscribe_denied: u64,
     pub wills_published: u64,
     pub sessions_expired: u64,
+    /// Telemetry messages accepted for storage, and their points.
+    pub telemetry_messages: u64,
+    pub telemetry_points: u64,
+    /// Telemetry messages refused for a bad payload.
+    pub telemetry_rejected: u64,
 }

@@ -90,7 +90,10 @@ impl<'a> Reader<'a> {
     fn str(&mut self) -> Result<ByteString, Corrupt> {
         ByteString::try_from(self.bytes()?).map_err(|_| Corrupt("invalid UTF-8"))
     }
-    fn opt<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, Corrupt>) -> Result<Option<T>, Corrupt> {
+    fn opt<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, Corrupt>,
+    ) -> Result<Option<T>, Corrupt> {
         match self.u8()? {
             0 => Ok(None),
             1 => f(self).map(Some),
@@ -177,7 +180,10 @@ pub(crate) struct SessionMeta {
 }
 
 fn options_byte(o: &SubscriptionOptions) -> u8 {
-    (o.qos as u8) | (u8::from(o.no_local) << 2) | (u8::from(o.retain_as_published) << 3) | ((o.retain_handling as u8) << 4)
+    (o.qos as u8)
+        | (u8::from(o.no_local) << 2)
+        | (u8::from(o.retain_as_published) << 3)
+        | ((o.retain_handling as u8) << 4)
 }
 
 fn options_from(b: u8) -> Result<SubscriptionOptions, Corrupt> {

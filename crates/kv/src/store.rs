@@ -115,7 +115,9 @@ impl SessionStore for RedbSessionStore {
                         subscription_ids: q.subscription_ids,
                         state: q.state,
                     }),
-                    Err(e) => tracing::error!(client_id, seq, error = %e, "skipping unreadable queued message"),
+                    Err(e) => {
+                        tracing::error!(client_id, seq, error = %e, "skipping unreadable queued message")
+                    }
                 }
             }
             let mut incoming_qos2 = Vec::new();
@@ -136,7 +138,9 @@ impl SessionStore for RedbSessionStore {
             let (k, v) = item?;
             match codec::decode_retained(v.value()) {
                 Ok(m) => state.retained.push(Arc::new(m)),
-                Err(e) => tracing::error!(topic = k.value(), error = %e, "skipping unreadable retained message"),
+                Err(e) => {
+                    tracing::error!(topic = k.value(), error = %e, "skipping unreadable retained message")
+                }
             }
         }
         Ok(state)
@@ -208,9 +212,14 @@ impl SessionStore for RedbSessionStore {
                             subscription_ids: subscription_ids.clone(),
                             message: message.clone(),
                         };
-                        messages.insert((&**client_id, *seq), codec::encode_queued(&rec).as_slice())?;
+                        messages
+                            .insert((&**client_id, *seq), codec::encode_queued(&rec).as_slice())?;
                     }
-                    PersistOp::MessageState { client_id, seq, state } => {
+                    PersistOp::MessageState {
+                        client_id,
+                        seq,
+                        state,
+                    } => {
                         let key = (&**client_id, *seq);
                         if coalesced.contains_key(&key) {
                             continue;
@@ -229,18 +238,27 @@ impl SessionStore for RedbSessionStore {
                         }
                         messages.remove((&**client_id, *seq))?;
                     }
-                    PersistOp::IncomingAdd { client_id, packet_id } => {
+                    PersistOp::IncomingAdd {
+                        client_id,
+                        packet_id,
+                    } => {
                         incoming.insert((&**client_id, *packet_id), ())?;
                     }
-                    PersistOp::IncomingRemove { client_id, packet_id } => {
+                    PersistOp::IncomingRemove {
+                        client_id,
+                        packet_id,
+                    } => {
                         incoming.remove((&**client_id, *packet_id))?;
                     }
                     PersistOp::RetainPut { message } => {
-                        retained.insert(&*message.topic, codec::encode_retained(message).as_slice())?;
+                        retained
+                            .insert(&*message.topic, codec::encode_retained(message).as_slice())?;
                     }
                     PersistOp::RetainDelete { topic } => {
                         retained.remove(&**topic)?;
                     }
+                    // Telemetry goes to the telemetry store, not here.
+                    PersistOp::Telemetry(_) => {}
                 }
             }
         }
@@ -266,9 +284,16 @@ fn coalesce(ops: &[PersistOp]) -> HashMap<(&str, u64), Fate> {
     for op in ops {
         match op {
             PersistOp::MessageAdd { client_id, seq, .. } => {
-                fates.insert((&**client_id, *seq), Fate::State(broker::DeliveryState::Queued));
+                fates.insert(
+                    (&**client_id, *seq),
+                    Fate::State(broker::DeliveryState::Queued),
+                );
             }
-            PersistOp::MessageState { client_id, seq, state } => {
+            PersistOp::MessageState {
+                client_id,
+                seq,
+                state,
+            } => {
                 if let Some(f) = fates.get_mut(&(&**client_id, *seq)) {
                     *f = Fate::State(*state);
                 }

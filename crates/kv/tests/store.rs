@@ -80,7 +80,9 @@ fn sessions_messages_and_retained_survive_reopen() {
                 PersistOp::RetainPut {
                     message: msg("r/2", b"dropped"),
                 },
-                PersistOp::RetainDelete { topic: "r/2".into() },
+                PersistOp::RetainDelete {
+                    topic: "r/2".into(),
+                },
                 PersistOp::SessionPut {
                     client_id: "gone".into(),
                     protocol_level: 4,
@@ -96,7 +98,9 @@ fn sessions_messages_and_retained_survive_reopen() {
                     retain: false,
                     subscription_ids: vec![],
                 },
-                PersistOp::SessionDelete { client_id: "gone".into() },
+                PersistOp::SessionDelete {
+                    client_id: "gone".into(),
+                },
             ])
             .unwrap();
     }
@@ -156,7 +160,9 @@ fn message_added_and_completed_in_one_batch_leaves_nothing() {
         ])
         .unwrap();
     // A later batch completes message 2 (added in an earlier batch).
-    store.apply(&[state(3, DeliveryState::Sent(3)), remove(2)]).unwrap();
+    store
+        .apply(&[state(3, DeliveryState::Sent(3)), remove(2)])
+        .unwrap();
     let s = &store.load().unwrap().sessions[0];
     let got: Vec<_> = s.messages.iter().map(|m| (m.seq, m.state)).collect();
     assert_eq!(got, vec![(3, DeliveryState::Sent(3))]);

@@ -13,7 +13,11 @@ use tracing_subscriber::EnvFilter;
 use crate::settings::Settings;
 
 #[derive(Parser)]
-#[command(name = "millwright", version, about = "A self-hosted IoT platform in one binary")]
+#[command(
+    name = "millwright",
+    version,
+    about = "A self-hosted IoT platform in one binary"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -53,13 +57,20 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Bench(args) => run_bench(args),
-        Command::Passwd { file, user, password } => passwd(&file, &user, &password),
+        Command::Passwd {
+            file,
+            user,
+            password,
+        } => passwd(&file, &user, &password),
     }
 }
 
 fn init_logging(level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -70,15 +81,23 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let mut access = broker::AccessControl::new(settings.mqtt.allow_anonymous);
     if let Some(p) = &settings.mqtt.password_file {
-        let text = std::fs::read_to_string(p).with_context(|| format!("mqtt.password_file: cannot read {}", p.display()))?;
-        access = access.with_password_file(&text).with_context(|| format!("mqtt.password_file {}", p.display()))?;
+        let text = std::fs::read_to_string(p)
+            .with_context(|| format!("mqtt.password_file: cannot read {}", p.display()))?;
+        access = access
+            .with_password_file(&text)
+            .with_context(|| format!("mqtt.password_file {}", p.display()))?;
     }
     if let Some(p) = &settings.mqtt.acl_file {
-        let text = std::fs::read_to_string(p).with_context(|| format!("mqtt.acl_file: cannot read {}", p.display()))?;
-        access = access.with_acl_file(&text).with_context(|| format!("mqtt.acl_file {}", p.display()))?;
+        let text = std::fs::read_to_string(p)
+            .with_context(|| format!("mqtt.acl_file: cannot read {}", p.display()))?;
+        access = access
+            .with_acl_file(&text)
+            .with_context(|| format!("mqtt.acl_file {}", p.display()))?;
     }
     if !settings.mqtt.allow_anonymous && settings.mqtt.password_file.is_none() {
-        tracing::warn!("mqtt.allow_anonymous is false and no mqtt.password_file is set: no client can connect");
+        tracing::warn!(
+            "mqtt.allow_anonymous is false and no mqtt.password_file is set: no client can connect"
+        );
     }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -94,6 +113,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             settings.broker_config(),
             access,
             Arc::new(store),
+            None,
         )
         .await?;
         let addr = server.local_addr()?;
@@ -157,6 +177,7 @@ fn passwd(file: &std::path::Path, user: &str, password: &str) -> anyhow::Result<
         .map(str::to_string)
         .collect();
     out.push(line);
-    std::fs::write(file, out.join("\n") + "\n").with_context(|| format!("cannot write {}", file.display()))?;
+    std::fs::write(file, out.join("\n") + "\n")
+        .with_context(|| format!("cannot write {}", file.display()))?;
     Ok(())
 }

@@ -107,7 +107,9 @@ pub struct LogSettings {
 
 impl Default for LogSettings {
     fn default() -> Self {
-        LogSettings { level: "info".into() }
+        LogSettings {
+            level: "info".into(),
+        }
     }
 }
 
@@ -115,17 +117,23 @@ const ENV_PREFIX: &str = "MILLWRIGHT_";
 
 impl Settings {
     /// Loads settings from an optional file and the given environment.
-    pub fn load(file: Option<&Path>, env: impl Iterator<Item = (String, String)>) -> anyhow::Result<Settings> {
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> anyhow::Result<Settings> {
         let mut table = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
                 text.parse::<toml::Table>()
                     .with_context(|| format!("config file {} is not valid TOML", path.display()))?
             }
             None => toml::Table::new(),
         };
         for (key, value) in env {
-            let Some(rest) = key.strip_prefix(ENV_PREFIX) else { continue };
+            let Some(rest) = key.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
             let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
             if path.len() != 2 || path.iter().any(String::is_empty) {
                 bail!("environment variable {key}: expected {ENV_PREFIX}SECTION__KEY");
@@ -138,10 +146,11 @@ impl Settings {
             };
             section.insert(path[1].clone(), env_value(&value));
         }
-        let settings: Settings = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-            let path = e.path().to_string();
-            anyhow::anyhow!("invalid setting `{path}`: {}", e.into_inner().message())
-        })?;
+        let settings: Settings = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+                let path = e.path().to_string();
+                anyhow::anyhow!("invalid setting `{path}`: {}", e.into_inner().message())
+            })?;
         settings.validate()?;
         Ok(settings)
     }
@@ -251,7 +260,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("m.toml");
         std::fs::write(&p, "[mqtt]\nport = 1999\nallow_anonymous = true\n").unwrap();
-        let s = Settings::load(Some(&p), env(&[("MILLWRIGHT_MQTT__PORT", "1884"), ("OTHER", "x")])).unwrap();
+        let s = Settings::load(
+            Some(&p),
+            env(&[("MILLWRIGHT_MQTT__PORT", "1884"), ("OTHER", "x")]),
+        )
+        .unwrap();
         assert_eq!(s.mqtt.port, 1884);
         assert!(s.mqtt.allow_anonymous);
     }
@@ -259,14 +272,18 @@ mod tests {
     #[test]
     fn unknown_key_is_named() {
         let err = Settings::load(None, env(&[("MILLWRIGHT_MQTT__PORTT", "1")])).unwrap_err();
-        assert!(err.to_string().contains("mqtt") && err.to_string().contains("portt"), "{err}");
+        assert!(
+            err.to_string().contains("mqtt") && err.to_string().contains("portt"),
+            "{err}"
+        );
     }
 
     #[test]
     fn bad_value_is_named() {
         let err = Settings::load(None, env(&[("MILLWRIGHT_MQTT__PORT", "70000")])).unwrap_err();
         assert!(err.to_string().contains("mqtt.port"), "{err}");
-        let err = Settings::load(None, env(&[("MILLWRIGHT_MQTT__RECEIVE_MAXIMUM", "0")])).unwrap_err();
+        let err =
+            Settings::load(None, env(&[("MILLWRIGHT_MQTT__RECEIVE_MAXIMUM", "0")])).unwrap_err();
         assert!(err.to_string().contains("mqtt.receive_maximum"), "{err}");
     }
 }

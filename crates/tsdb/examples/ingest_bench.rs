@@ -6,7 +6,7 @@
 //! the same from line protocol text, parsing included.
 //!
 //! `cargo run --release -p tsdb --example ingest_bench -j2 -- [--values N]
-//! [--threads K] [--trucks T] [--batch B] [--dir PATH]`
+//! [--threads K] [--trucks T] [--batch B] [--level L] [--dir PATH]`
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,59 +21,72 @@ struct Args {
     threads: usize,
     trucks: usize,
     batch: usize,
+    level: usize,
     dir: Option<std::path::PathBuf>,
 }
 
-fn args() -> Args {
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn args() -> Result<Args, BoxError> {
     let mut a = Args {
         values: 10_000_000,
         threads: 8,
         trucks: 200,
         batch: 10_000,
+        level: Options::default().compression_level,
         dir: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i + 1 < argv.len() {
         let v = &argv[i + 1];
-        let num = || v.parse::<usize>().unwrap_or_else(|_| panic!("{} needs a number", argv[i]));
+        let num = || {
+            v.parse::<usize>()
+                .map_err(|_| format!("{} needs a number", argv[i]))
+        };
         match argv[i].as_str() {
-            "--values" => a.values = num(),
-            "--threads" => a.threads = num(),
-            "--trucks" => a.trucks = num(),
-            "--batch" => a.batch = num(),
+            "--values" => a.values = num()?,
+            "--threads" => a.threads = num()?,
+            "--trucks" => a.trucks = num()?,
+            "--batch" => a.batch = num()?,
+            "--level" => a.level = num()?,
             "--dir" => a.dir = Some(v.into()),
-            other => panic!("unknown flag {other}"),
+            other => return Err(format!("unknown flag {other}").into()),
         }
         i += 2;
     }
-    a
+    Ok(a)
 }
+
+/// Per writer thread, its batches.
+type PerThread<T> = Vec<Vec<T>>;
 
 /// Generates about `values` values, split per thread (by truck) into
 /// batches of about `batch` values, each as points and as line protocol.
-fn generate(a: &Args) -> (Vec<Vec<Vec<WritePoint>>>, Vec<Vec<String>>, usize) {
+fn generate(a: &Args) -> (PerThread<Vec<WritePoint>>, PerThread<String>, usize) {
     let mut fleet = Fleet::new(FleetConfig {
         trucks: a.trucks,
         ..FleetConfig::default()
     });
-    let mut points: Vec<Vec<Vec<WritePoint>>> = vec![vec![Vec::new()]; a.threads];
-    let mut texts: Vec<Vec<String>> = vec![vec![String::new()]; a.threads];
+    let threads = a.threads.max(1);
+    let mut points: Vec<Vec<Vec<WritePoint>>> = vec![Vec::new(); threads];
+    let mut texts: Vec<Vec<String>> = vec![Vec::new(); threads];
     let mut total = 0;
     while total < a.values {
         let entries = fleet.tick();
         for e in entries {
-            let t = e.truck % a.threads;
-            let cur = points[t].last_mut().expect("one batch at least");
-            let before = cur.len();
-            fleet.to_points(std::slice::from_ref(&e), cur);
-            total += cur.len() - before;
-            let txt = texts[t].last_mut().expect("one batch at least");
-            fleet.to_line_protocol(std::slice::from_ref(&e), txt);
-            if cur.len() >= a.batch {
+            let t = e.truck % threads;
+            if points[t].last().is_none_or(|b| b.len() >= a.batch) {
                 points[t].push(Vec::new());
                 texts[t].push(String::new());
             }
+            let (Some(cur), Some(txt)) = (points[t].last_mut(), texts[t].last_mut()) else {
+                continue;
+            };
+            let before = cur.len();
+            fleet.to_points(std::slice::from_ref(&e), cur);
+            total += cur.len() - before;
+            fleet.to_line_protocol(std::slice::from_ref(&e), txt);
         }
     }
     (points, texts, total)
@@ -94,12 +107,12 @@ fn dir_size(p: &std::path::Path) -> u64 {
     n
 }
 
-fn report_storage(label: &str, db: &Tsdb, values: usize, now: i64) {
+fn report_storage(label: &str, db: &Tsdb, values: usize, now: i64) -> Result<(), BoxError> {
     let t = Instant::now();
-    db.flush(now).expect("flush");
+    db.flush(now)?;
     let flush_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    db.compact().expect("compact");
+    db.compact()?;
     let compact_s = t.elapsed().as_secs_f64();
     let st = db.storage_stats();
     println!(
@@ -112,10 +125,18 @@ fn report_storage(label: &str, db: &Tsdb, values: usize, now: i64) {
         st.wal_bytes,
         st.series,
     );
+    Ok(())
 }
 
-fn main() {
-    let a = args();
+fn opts(a: &Args) -> Options {
+    Options {
+        compression_level: a.level,
+        ..Options::default()
+    }
+}
+
+fn main() -> Result<(), BoxError> {
+    let a = args()?;
     let base = match &a.dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("mw-ingest-bench-{}", std::process::id())),
@@ -136,66 +157,91 @@ fn main() {
         .unwrap_or(0);
 
     // Phase 1: points through write().
-    let db = Arc::new(Tsdb::open(&base.join("points"), Options::default()).expect("open"));
+    let db = Arc::new(Tsdb::open(&base.join("points"), opts(&a))?);
     let t = Instant::now();
-    std::thread::scope(|s| {
-        for batches in &points {
-            let db = db.clone();
-            s.spawn(move || {
-                for b in batches {
-                    db.write(b).expect("write");
-                }
-            });
+    std::thread::scope(|s| -> Result<(), BoxError> {
+        let handles: Vec<_> = points
+            .iter()
+            .map(|batches| {
+                let db = db.clone();
+                s.spawn(move || -> Result<(), tsdb::Error> {
+                    for b in batches {
+                        db.write(b)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().map_err(|_| "writer thread panicked")??;
         }
-    });
+        Ok(())
+    })?;
     let secs = t.elapsed().as_secs_f64();
     println!(
         "write(): {total} values in {secs:.2} s = {:.0} values/s durable (group commit, auto-flush included)",
         total as f64 / secs
     );
-    report_storage("write()", &db, total, now);
+    report_storage("write()", &db, total, now)?;
     let sel = Selector::namespace("default").metric("readings.velocity");
     let t = Instant::now();
     let start = 1_451_606_400_000;
-    let r = db
-        .query_agg(&sel, start, now + 3_600_000 - now % 3_600_000, 3_600_000, Agg::Max, GroupBy::All)
-        .expect("query");
+    let r = db.query_agg(
+        &sel,
+        start,
+        now + 3_600_000 - now % 3_600_000,
+        3_600_000,
+        Agg::Max,
+        GroupBy::All,
+    )?;
     println!(
         "query: max(velocity) per hour over {} trucks: {} buckets in {:.1} ms",
         a.trucks,
         r.first().map_or(0, |s| s.points.len()),
         t.elapsed().as_secs_f64() * 1000.0
     );
-    println!("disk total (points db): {} bytes", dir_size(&base.join("points")));
+    println!(
+        "disk total (points db): {} bytes",
+        dir_size(&base.join("points"))
+    );
     drop(db);
 
     // Phase 2: line protocol text, parsed and written by each thread.
-    let db = Arc::new(Tsdb::open(&base.join("lp"), Options::default()).expect("open"));
+    let db = Arc::new(Tsdb::open(&base.join("lp"), opts(&a))?);
     let opts = LineProtocolOptions {
         device_tag: "name".into(),
         ..LineProtocolOptions::default()
     };
     let t = Instant::now();
-    std::thread::scope(|s| {
-        for batches in &texts {
-            let db = db.clone();
-            let opts = &opts;
-            s.spawn(move || {
-                for b in batches {
-                    let pts = parse_line_protocol(b, opts, 0).expect("parse");
-                    db.write(&pts).expect("write");
-                }
-            });
+    std::thread::scope(|s| -> Result<(), BoxError> {
+        let handles: Vec<_> = texts
+            .iter()
+            .map(|batches| {
+                let db = db.clone();
+                let opts = &opts;
+                s.spawn(move || -> Result<(), tsdb::Error> {
+                    for b in batches {
+                        let pts = parse_line_protocol(b, opts, 0)?;
+                        db.write(&pts)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().map_err(|_| "writer thread panicked")??;
         }
-    });
+        Ok(())
+    })?;
     let secs = t.elapsed().as_secs_f64();
     println!(
         "line protocol: {total} values ({lp_bytes} bytes of text) in {secs:.2} s = {:.0} values/s parsed and durable",
         total as f64 / secs
     );
-    report_storage("line protocol", &db, total, now);
+    report_storage("line protocol", &db, total, now)?;
     drop(db);
     if a.dir.is_none() {
         let _ = std::fs::remove_dir_all(&base);
     }
+    Ok(())
 }

@@ -6,8 +6,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher, RandomState};
-use std::sync::OnceLock;
 use std::sync::Arc;
+use std::sync::OnceLock;
 
 use crate::error::Error;
 use crate::model::{SeriesKey, ValueType};
@@ -179,7 +179,11 @@ impl Catalog {
                 }
             }
         }
-        out.sort_by(|a, b| self.entries[*a as usize].key.cmp(&self.entries[*b as usize].key));
+        out.sort_by(|a, b| {
+            self.entries[*a as usize]
+                .key
+                .cmp(&self.entries[*b as usize].key)
+        });
         out.dedup();
         out
     }

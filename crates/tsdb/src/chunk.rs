@@ -141,17 +141,34 @@ mod tests {
         };
         let mut b = ChunkBuilder::new(meta, 8);
         let full: Vec<i64> = (0..500).map(|i| 1_000 + i * 10_000).collect();
-        let gappy: Vec<i64> = full.iter().copied().filter(|t| (t / 10_000) % 50 != 3).collect();
+        let gappy: Vec<i64> = full
+            .iter()
+            .copied()
+            .filter(|t| (t / 10_000) % 50 != 3)
+            .collect();
         let lonely: Vec<i64> = vec![5, 6, 7];
         let key = |d: &str, m: &str| SeriesKey::new("ns", d, m).with_labels([("fleet", "East")]);
         let f: Vec<f64> = (0..500).map(|i| (i % 13) as f64 * 0.25).collect();
-        b.add_raw(key("d1", "a"), &full, &Column::F64(f.clone())).unwrap();
-        b.add_raw(key("d1", "b"), &gappy, &Column::I64((0..gappy.len() as i64).collect()))
+        b.add_raw(key("d1", "a"), &full, &Column::F64(f.clone()))
             .unwrap();
-        b.add_raw(key("d1", "c"), &full, &Column::Bool((0..500).map(|i| i % 3 == 0).collect()))
-            .unwrap();
-        b.add_raw(key("d2", "a"), &lonely, &Column::Str(vec![Arc::from("x"), Arc::from("y"), Arc::from("x")]))
-            .unwrap();
+        b.add_raw(
+            key("d1", "b"),
+            &gappy,
+            &Column::I64((0..gappy.len() as i64).collect()),
+        )
+        .unwrap();
+        b.add_raw(
+            key("d1", "c"),
+            &full,
+            &Column::Bool((0..500).map(|i| i % 3 == 0).collect()),
+        )
+        .unwrap();
+        b.add_raw(
+            key("d2", "a"),
+            &lonely,
+            &Column::Str(vec![Arc::from("x"), Arc::from("y"), Arc::from("x")]),
+        )
+        .unwrap();
         let bytes = b.finish().unwrap();
         let d = decode_chunk(&bytes).unwrap();
         assert_eq!(d.namespace, "ns");

@@ -304,7 +304,10 @@ pub(crate) fn decode_f64s(n: usize, r: &mut Reader<'_>) -> Result<Vec<f64>, Erro
                 return Err(r.err(format!("{d} decimals")));
             }
             let p = 10f64.powi(d);
-            Ok(decode_i64s(n, r)?.into_iter().map(|i| i as f64 / p).collect())
+            Ok(decode_i64s(n, r)?
+                .into_iter()
+                .map(|i| i as f64 / p)
+                .collect())
         }
         t => Err(r.err(format!("unknown float encoding {t}"))),
     }
@@ -404,10 +407,20 @@ mod tests {
     fn columns_roundtrip_short_and_long() {
         for n in [0usize, 1, 5, 31, 32, 100, 1000] {
             roundtrip(&Column::F64((0..n).map(|i| i as f64 * 0.1).collect()));
-            roundtrip(&Column::F64((0..n).map(|i| (i as f64 * 0.37).sin() * 1e3).collect()));
-            roundtrip(&Column::F64((0..n).map(|i| (i * 7 % 100) as f64 / 1e5 - 0.0).collect()));
-            roundtrip(&Column::F64((0..n).map(|i| if i % 5 == 0 { -0.0 } else { 2.5 }).collect()));
-            roundtrip(&Column::I64((0..n).map(|i| i as i64 * 10_000 - 7).collect()));
+            roundtrip(&Column::F64(
+                (0..n).map(|i| (i as f64 * 0.37).sin() * 1e3).collect(),
+            ));
+            roundtrip(&Column::F64(
+                (0..n).map(|i| (i * 7 % 100) as f64 / 1e5 - 0.0).collect(),
+            ));
+            roundtrip(&Column::F64(
+                (0..n)
+                    .map(|i| if i % 5 == 0 { -0.0 } else { 2.5 })
+                    .collect(),
+            ));
+            roundtrip(&Column::I64(
+                (0..n).map(|i| i as i64 * 10_000 - 7).collect(),
+            ));
             roundtrip(&Column::Bool((0..n).map(|i| i % 3 == 0).collect()));
             roundtrip(&Column::Str(
                 (0..n).map(|i| Arc::from(format!("s{}", i % 7))).collect(),

@@ -186,7 +186,10 @@ mod tests {
         unique.dedup();
         assert_eq!(unique.len(), c.len(), "no item committed twice");
         assert!(c.len() >= 390, "only the failed group is missing");
-        assert!(commits.load(Ordering::SeqCst) < 400, "group commit should batch");
+        assert!(
+            commits.load(Ordering::SeqCst) < 400,
+            "group commit should batch"
+        );
         assert!(!lock(&committed).contains(&7013));
     }
 }

@@ -83,8 +83,7 @@ impl Tsdb {
         let wal_dir = dir.join("wal");
         let chunk_dir = dir.join("chunks");
         for d in [dir, &wal_dir, &chunk_dir] {
-            fs::create_dir_all(d)
-                .map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
+            fs::create_dir_all(d).map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
         }
         let mut report = RecoveryReport::default();
         let mut catalog = Catalog::default();
@@ -186,7 +185,7 @@ impl Tsdb {
         }
         res?;
         if self.head_points.load(Ordering::Relaxed) >= self.opts.head_max_points {
-            if let Err(e) = self.flush_inner(None) {
+            if let Err(e) = self.flush_inner(None, self.opts.head_max_points) {
                 // The batch is durable; the flush is retried by later writes.
                 tracing::error!(error = %e, "automatic flush failed");
             }
@@ -213,7 +212,7 @@ impl Tsdb {
         if total < limit {
             return Ok(());
         }
-        self.flush_inner(None)?;
+        self.flush_inner(None, limit)?;
         Ok(())
     }
 

@@ -35,11 +35,22 @@ impl Tsdb {
     /// frozen points stay in memory and in the WAL and the next flush
     /// retries them.
     pub fn flush(&self, now: i64) -> Result<MaintenanceStats, Error> {
-        self.flush_inner(Some(now))
+        self.flush_inner(Some(now), 0)
     }
 
-    pub(crate) fn flush_inner(&self, now: Option<i64>) -> Result<MaintenanceStats, Error> {
+    /// Flushes if at least `min_points` are unflushed once the maintenance
+    /// lock is held (writers racing to flush a full head flush it once).
+    pub(crate) fn flush_inner(
+        &self,
+        now: Option<i64>,
+        min_points: usize,
+    ) -> Result<MaintenanceStats, Error> {
         let _m = lock(&self.maintenance);
+        let unflushed =
+            self.head_points.load(Ordering::Relaxed) + self.frozen_points.load(Ordering::Relaxed);
+        if unflushed < min_points {
+            return Ok(MaintenanceStats::default());
+        }
         let horizons = match now {
             Some(now) => self.advance_horizons(now)?,
             None => read(&self.horizons).clone(),
@@ -92,7 +103,11 @@ impl Tsdb {
                 }
             }
         }
-        tracing::debug!(points = frozen_n, files = stats.files_written, "flushed head");
+        tracing::debug!(
+            points = frozen_n,
+            files = stats.files_written,
+            "flushed head"
+        );
         Ok(stats)
     }
 
@@ -352,7 +367,8 @@ impl Tsdb {
                 continue;
             }
             chunks.sort_by_key(|c| c.meta.file_id);
-            let built: Vec<ChunkBuilder> = self.merge_chunks(&chunks, &horizons)?.into_iter().collect();
+            let built: Vec<ChunkBuilder> =
+                self.merge_chunks(&chunks, &horizons)?.into_iter().collect();
             let removed: HashSet<u64> = chunks.iter().map(|c| c.meta.file_id).collect();
             self.replace_chunks(built, &removed, &chunks, &mut stats)?;
         }

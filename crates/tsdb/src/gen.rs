@@ -198,7 +198,12 @@ impl Fleet {
                 for (k, v) in labels {
                     let _ = write!(tags, ",{k}={v}");
                 }
-                let walk = |step, min, max, state| Walk { step, min, max, state };
+                let walk = |step, min, max, state| Walk {
+                    step,
+                    min,
+                    max,
+                    state,
+                };
                 let u = Step::Uniform;
                 let readings = [
                     (walk(u(-0.005, 0.005), -90.0, 90.0, rng.f64() * 90.0), 5),
@@ -217,7 +222,11 @@ impl Fleet {
                 let keys = READINGS_FIELDS
                     .iter()
                     .map(|f| format!("readings.{f}"))
-                    .chain(DIAGNOSTICS_FIELDS.iter().map(|f| format!("diagnostics.{f}")))
+                    .chain(
+                        DIAGNOSTICS_FIELDS
+                            .iter()
+                            .map(|f| format!("diagnostics.{f}")),
+                    )
                     .map(|m| {
                         Arc::new(SeriesKey::from_parts(
                             ns.clone(),
@@ -291,7 +300,9 @@ impl Fleet {
             d[0] = Some(truncate(t.fuel.state, 1));
             d[1] = Some(truncate(t.load, 0));
             d[2] = Some(truncate(t.status.state, 0));
-            for (measurement, mut values) in [(Measurement::Readings, r), (Measurement::Diagnostics, d)] {
+            for (measurement, mut values) in
+                [(Measurement::Readings, r), (Measurement::Diagnostics, d)]
+            {
                 for v in values.iter_mut() {
                     if v.is_some() && self.rng.f64() < self.cfg.missing_field {
                         *v = None;

@@ -76,7 +76,10 @@ impl Head {
 /// Merges runs given oldest first into one run sorted by timestamp with
 /// unique timestamps: on equal timestamps the newest run (and, within a run,
 /// the later entry) wins.
-pub(crate) fn merge_newest_wins(vtype: ValueType, runs: Vec<(Vec<i64>, Column)>) -> (Vec<i64>, Column) {
+pub(crate) fn merge_newest_wins(
+    vtype: ValueType,
+    runs: Vec<(Vec<i64>, Column)>,
+) -> (Vec<i64>, Column) {
     let mut runs: Vec<(Vec<i64>, Column)> = runs.into_iter().filter(|r| !r.0.is_empty()).collect();
     if runs.is_empty() {
         return (Vec::new(), Column::new(vtype));

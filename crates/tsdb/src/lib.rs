@@ -51,7 +51,8 @@ pub use model::{Point, SeriesKey, Value, ValueType, WritePoint, MAX_LABELS, MAX_
 pub use options::{Options, RollupLevel, DAY_MS};
 pub use parse::{parse_device_json, parse_line_protocol, LineProtocolOptions, Precision};
 pub use query::{
-    AggPoint, AggSeries, Filter, GroupBy, GroupKey, QueryStats, Selector, SeriesPoints, StorageStats,
+    AggPoint, AggSeries, Filter, GroupBy, GroupKey, QueryStats, Selector, SeriesPoints,
+    StorageStats,
 };
 pub use recovery::{RecoveryReport, TruncatedWal};
 pub use retention::MaintenanceStats;

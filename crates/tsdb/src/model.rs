@@ -28,15 +28,16 @@ pub struct SeriesKey {
     hash: u64,
 }
 
+/// The fields of a key that define it, for equality, order and hashing.
+type KeyParts<'a> = (&'a str, &'a str, &'a str, &'a [(Arc<str>, Arc<str>)]);
+
 impl SeriesKey {
-    fn parts(&self) -> (&str, &str, &str, &[(Arc<str>, Arc<str>)]) {
+    fn parts(&self) -> KeyParts<'_> {
         (&self.namespace, &self.device, &self.metric, &self.labels)
     }
 
     fn with_hash(mut self) -> SeriesKey {
-        let mut h = FastState::default().build_hasher();
-        self.parts().hash(&mut h);
-        self.hash = h.finish();
+        self.hash = FastState::default().hash_one(self.parts());
         self
     }
 }

@@ -101,7 +101,9 @@ impl Selector {
     }
 
     pub(crate) fn matches_labels(&self, k: &SeriesKey) -> bool {
-        self.labels.iter().all(|(lk, lv)| k.label(lk) == Some(lv.as_str()))
+        self.labels
+            .iter()
+            .all(|(lk, lv)| k.label(lk) == Some(lv.as_str()))
     }
 }
 
@@ -216,7 +218,9 @@ impl Tsdb {
         let snap = self.snapshot(sel, lo, end);
         let mut out = Vec::new();
         for (sid, key, vtype) in &snap.series {
-            let mut runs = snap.chunks.read_raw(&sel.namespace, *sid, lo, end, &self.stats)?;
+            let mut runs = snap
+                .chunks
+                .read_raw(&sel.namespace, *sid, lo, end, &self.stats)?;
             if let Some(u) = snap.unflushed.get(sid) {
                 runs.push(u.clone());
             }
@@ -244,7 +248,12 @@ impl Tsdb {
 
     /// The latest point (largest timestamp; newest write on a tie) of every
     /// matching series in a namespace, sorted by series. Served from memory.
-    pub fn latest(&self, namespace: &str, devices: &Filter, metrics: &Filter) -> Vec<(SeriesKey, Point)> {
+    pub fn latest(
+        &self,
+        namespace: &str,
+        devices: &Filter,
+        metrics: &Filter,
+    ) -> Vec<(SeriesKey, Point)> {
         let sel = Selector {
             namespace: namespace.to_string(),
             devices: devices.clone(),

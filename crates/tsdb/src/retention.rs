@@ -185,10 +185,9 @@ impl Tsdb {
                     let hz = h.raw(&c.meta.namespace);
                     (c.max_ts < hz, c.min_ts < hz)
                 }
-                ChunkKind::Rollup(ms) => (
-                    !h.bucket_live(ms, c.max_ts),
-                    !h.bucket_live(ms, c.min_ts),
-                ),
+                ChunkKind::Rollup(ms) => {
+                    (!h.bucket_live(ms, c.max_ts), !h.bucket_live(ms, c.min_ts))
+                }
             };
             if expired_all {
                 drop_whole.push(c.clone());

@@ -25,7 +25,11 @@ use crate::summary::Summary;
 pub(crate) type RawReader<'a> = dyn FnMut(i64, i64) -> Result<Vec<(Vec<i64>, Column)>, Error> + 'a;
 
 /// Summarizes new points (sorted, unique timestamps) per bucket.
-pub(crate) fn bucketize(bucket_ms: i64, ts: &[i64], col: &Column) -> BTreeMap<i64, (Summary, usize, usize)> {
+pub(crate) fn bucketize(
+    bucket_ms: i64,
+    ts: &[i64],
+    col: &Column,
+) -> BTreeMap<i64, (Summary, usize, usize)> {
     let mut out: BTreeMap<i64, (Summary, usize, usize)> = BTreeMap::new();
     for (i, &t) in ts.iter().enumerate() {
         let Some(v) = col.num(i) else { continue };
@@ -105,15 +109,29 @@ mod tests {
         let mut no_raw = |_: i64, _: i64| -> Result<Vec<(Vec<i64>, Column)>, Error> {
             panic!("should not read raw data")
         };
-        let out = updated_buckets(60, &[20], &Column::F64(vec![3.0]), &existing, i64::MIN, &mut no_raw)
-            .unwrap();
+        let out = updated_buckets(
+            60,
+            &[20],
+            &Column::F64(vec![3.0]),
+            &existing,
+            i64::MIN,
+            &mut no_raw,
+        )
+        .unwrap();
         assert_eq!(out[0].1.count, 3);
         // Duplicate of ts 10: recomputed, new value wins.
         let mut raw = |_: i64, _: i64| -> Result<Vec<(Vec<i64>, Column)>, Error> {
             Ok(vec![(vec![0, 10], Column::F64(vec![1.0, 2.0]))])
         };
-        let out = updated_buckets(60, &[10], &Column::F64(vec![5.0]), &existing, i64::MIN, &mut raw)
-            .unwrap();
+        let out = updated_buckets(
+            60,
+            &[10],
+            &Column::F64(vec![5.0]),
+            &existing,
+            i64::MIN,
+            &mut raw,
+        )
+        .unwrap();
         assert_eq!(out[0].1.count, 2);
         assert_eq!(out[0].1.sum, 6.0);
         assert_eq!(out[0].1.last, 5.0);

@@ -348,7 +348,13 @@ pub(crate) fn replay_segment(
                 match decode_record(payload) {
                     Ok(rec) => apply(rec)?,
                     Err(e) => {
-                        return cut(&path, pos, &bytes, format!("undecodable record: {e}"), report)
+                        return cut(
+                            &path,
+                            pos,
+                            &bytes,
+                            format!("undecodable record: {e}"),
+                            report,
+                        )
                     }
                 }
                 report.records_replayed += 1;

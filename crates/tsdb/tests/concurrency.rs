@@ -48,14 +48,27 @@ fn eight_writers_all_points_present() {
     let check = |db: &Tsdb| {
         let n = (batches * per_batch) as usize;
         let all = db
-            .query_raw(&Selector::namespace("default"), i64::MIN, i64::MAX, usize::MAX)
+            .query_raw(
+                &Selector::namespace("default"),
+                i64::MIN,
+                i64::MAX,
+                usize::MAX,
+            )
             .unwrap();
         assert_eq!(all.len(), threads + 1);
         for s in &all {
-            let expect = if s.series.device() == "shared" { n * threads } else { n };
+            let expect = if s.series.device() == "shared" {
+                n * threads
+            } else {
+                n
+            };
             assert_eq!(s.points.len(), expect, "{}", s.series);
         }
-        let latest = db.latest("default", &Filter::Only(vec!["shared".into()]), &Filter::All);
+        let latest = db.latest(
+            "default",
+            &Filter::Only(vec!["shared".into()]),
+            &Filter::All,
+        );
         assert_eq!(latest[0].1.ts, (n * threads - 1) as i64);
     };
     check(&db);

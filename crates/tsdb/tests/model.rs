@@ -67,8 +67,14 @@ fn options() -> Options {
         head_max_points: 40,
         partition_ms: 3_600_000,
         rollups: vec![
-            RollupLevel { bucket_ms: 60_000, retention_ms: 1 << 50 },
-            RollupLevel { bucket_ms: 600_000, retention_ms: 1 << 50 },
+            RollupLevel {
+                bucket_ms: 60_000,
+                retention_ms: 1 << 50,
+            },
+            RollupLevel {
+                bucket_ms: 600_000,
+                retention_ms: 1 << 50,
+            },
         ],
         default_retention_ms: 1 << 50,
         ..Options::default()
@@ -132,7 +138,14 @@ fn model_agg(
         let mut per: BTreeMap<i64, S> = BTreeMap::new();
         for ((_, ts), v) in m.range((i, start)..(i, end)) {
             let x = num(v).unwrap_or(0.0);
-            let s = S { count: 1, sum: x, min: x, max: x, first: (*ts, x), last: (*ts, x) };
+            let s = S {
+                count: 1,
+                sum: x,
+                min: x,
+                max: x,
+                first: (*ts, x),
+                last: (*ts, x),
+            };
             per.entry(ts.div_euclid(bucket) * bucket)
                 .and_modify(|a| a.merge(&s))
                 .or_insert(s);
@@ -178,7 +191,12 @@ fn check(db: &Tsdb, m: &Model) {
         }
         let got: Vec<(SeriesKey, Vec<(i64, Value)>)> = got
             .into_iter()
-            .map(|s| (s.series, s.points.into_iter().map(|p| (p.ts, p.value)).collect()))
+            .map(|s| {
+                (
+                    s.series,
+                    s.points.into_iter().map(|p| (p.ts, p.value)).collect(),
+                )
+            })
             .collect();
         assert_eq!(got, expect, "raw [{start}, {end}) limit {limit}");
     }
@@ -200,12 +218,27 @@ fn check(db: &Tsdb, m: &Model) {
         GroupBy::Label("kind".into()),
     ];
     for (start, end, bucket) in ranges {
-        for agg in [Agg::Avg, Agg::Min, Agg::Max, Agg::Sum, Agg::Count, Agg::First, Agg::Last] {
+        for agg in [
+            Agg::Avg,
+            Agg::Min,
+            Agg::Max,
+            Agg::Sum,
+            Agg::Count,
+            Agg::First,
+            Agg::Last,
+        ] {
             for g in &groups {
-                let got = db.query_agg(&all, start, end, bucket, agg, g.clone()).unwrap();
+                let got = db
+                    .query_agg(&all, start, end, bucket, agg, g.clone())
+                    .unwrap();
                 let got: Vec<(GroupKey, Vec<(i64, f64)>)> = got
                     .into_iter()
-                    .map(|s| (s.group, s.points.into_iter().map(|p| (p.ts, p.value)).collect()))
+                    .map(|s| {
+                        (
+                            s.group,
+                            s.points.into_iter().map(|p| (p.ts, p.value)).collect(),
+                        )
+                    })
                     .collect();
                 let expect = model_agg(m, start, end, bucket, agg, g);
                 assert_eq!(got, expect, "agg {agg:?} {g:?} [{start}, {end}) / {bucket}");

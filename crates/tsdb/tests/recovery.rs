@@ -29,7 +29,12 @@ fn largest_segment(dir: &Path) -> PathBuf {
 
 fn timestamps(db: &Tsdb) -> Vec<i64> {
     let r = db
-        .query_raw(&Selector::series("default", "d1", "temp"), i64::MIN, i64::MAX, usize::MAX)
+        .query_raw(
+            &Selector::series("default", "d1", "temp"),
+            i64::MIN,
+            i64::MAX,
+            usize::MAX,
+        )
         .unwrap();
     r.into_iter()
         .flat_map(|s| s.points.into_iter().map(|p| p.ts))
@@ -53,14 +58,22 @@ fn torn_tail_is_truncated_and_earlier_records_survive() {
     let seg = largest_segment(dir.path());
     let len = fs::metadata(&seg).unwrap().len();
     // Cut into the last record, as a crash during its write would.
-    OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 5).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
 
     let db = Tsdb::open(dir.path(), Options::default()).unwrap();
     let rep = db.recovery_report();
     assert!(rep.wal_truncated(), "{rep:?}");
     assert_eq!(rep.truncated.len(), 1);
     assert!(rep.truncated[0].reason.contains("torn"), "{rep:?}");
-    assert_eq!(timestamps(&db), (0..20).map(|t| t * 1000).collect::<Vec<_>>());
+    assert_eq!(
+        timestamps(&db),
+        (0..20).map(|t| t * 1000).collect::<Vec<_>>()
+    );
     assert!(fs::metadata(&seg).unwrap().len() < len - 5);
 
     // The database keeps working and the repair is stable across reopen.
@@ -98,7 +111,11 @@ fn garbage_length_and_short_header_are_survivable() {
     bytes.extend_from_slice(&[0xff, 0xff, 0xff, 0x7f, 1, 2, 3, 4, 5]);
     fs::write(&seg, &bytes).unwrap();
     // A segment torn inside its header, as after a crash while creating it.
-    fs::write(dir.path().join("wal").join("00000000000000000099.wal"), b"MWTS").unwrap();
+    fs::write(
+        dir.path().join("wal").join("00000000000000000099.wal"),
+        b"MWTS",
+    )
+    .unwrap();
 
     let db = Tsdb::open(dir.path(), Options::default()).unwrap();
     assert_eq!(db.recovery_report().truncated.len(), 2);
@@ -119,7 +136,11 @@ fn flushed_data_survives_without_wal_and_corrupt_chunks_are_set_aside() {
     }
     {
         let db = Tsdb::open(dir.path(), Options::default()).unwrap();
-        assert_eq!(db.recovery_report().points_replayed, 0, "flushed segments are gone");
+        assert_eq!(
+            db.recovery_report().points_replayed,
+            0,
+            "flushed segments are gone"
+        );
         assert_eq!(timestamps(&db).len(), 200);
     }
     // Flip a byte inside the first raw chunk's data.

@@ -20,7 +20,12 @@ fn pt(key: &Arc<SeriesKey>, ts: i64, v: f64) -> WritePoint {
 }
 
 /// (bucket, count, sum, min, max, first, last) computed directly.
-fn expected(points: &BTreeMap<i64, f64>, start: i64, end: i64, bucket: i64) -> Vec<(i64, [f64; 6])> {
+fn expected(
+    points: &BTreeMap<i64, f64>,
+    start: i64,
+    end: i64,
+    bucket: i64,
+) -> Vec<(i64, [f64; 6])> {
     let mut out: BTreeMap<i64, [f64; 6]> = BTreeMap::new();
     for (&t, &v) in points.range(start..end) {
         let b = t.div_euclid(bucket) * bucket;
@@ -40,7 +45,9 @@ fn expected(points: &BTreeMap<i64, f64>, start: i64, end: i64, bucket: i64) -> V
 fn agg(db: &Tsdb, start: i64, end: i64, bucket: i64) -> Vec<(i64, [f64; 6])> {
     let sel = Selector::series("default", "d", "m");
     let q = |a| {
-        let r = db.query_agg(&sel, start, end, bucket, a, GroupBy::Series).unwrap();
+        let r = db
+            .query_agg(&sel, start, end, bucket, a, GroupBy::Series)
+            .unwrap();
         r.into_iter().next().map(|s| s.points).unwrap_or_default()
     };
     let (c, s, mi, ma, f, l) = (
@@ -52,7 +59,19 @@ fn agg(db: &Tsdb, start: i64, end: i64, bucket: i64) -> Vec<(i64, [f64; 6])> {
         q(Agg::Last),
     );
     (0..c.len())
-        .map(|i| (c[i].ts, [c[i].value, s[i].value, mi[i].value, ma[i].value, f[i].value, l[i].value]))
+        .map(|i| {
+            (
+                c[i].ts,
+                [
+                    c[i].value,
+                    s[i].value,
+                    mi[i].value,
+                    ma[i].value,
+                    f[i].value,
+                    l[i].value,
+                ],
+            )
+        })
         .collect()
 }
 
@@ -81,16 +100,28 @@ fn rollups_with_late_and_duplicate_data() {
     }
     let (start, end) = (t0, t0 + 3 * HOUR);
     assert_eq!(db.rollup_level_for("default", start, end, HOUR), Some(HOUR));
-    assert_eq!(db.rollup_level_for("default", start, end, 5 * MIN), Some(MIN));
+    assert_eq!(
+        db.rollup_level_for("default", start, end, 5 * MIN),
+        Some(MIN)
+    );
     assert_eq!(db.rollup_level_for("default", start + 1, end, HOUR), None);
     for bucket in [MIN, 5 * MIN, HOUR] {
-        assert_eq!(agg(&db, start, end, bucket), expected(&model, start, end, bucket));
+        assert_eq!(
+            agg(&db, start, end, bucket),
+            expected(&model, start, end, bucket)
+        );
     }
     let before = db.query_stats();
-    assert_eq!(agg(&db, start, end, HOUR), expected(&model, start, end, HOUR));
+    assert_eq!(
+        agg(&db, start, end, HOUR),
+        expected(&model, start, end, HOUR)
+    );
     let after = db.query_stats();
     assert!(after.rollup_series_read > before.rollup_series_read);
-    assert_eq!(after.chunk_series_decoded, before.chunk_series_decoded, "rollups, not raw");
+    assert_eq!(
+        after.chunk_series_decoded, before.chunk_series_decoded,
+        "rollups, not raw"
+    );
 
     // Late data: new points, duplicates overriding old values, and points
     // earlier than everything, first still in memory, then flushed.
@@ -109,18 +140,30 @@ fn rollups_with_late_and_duplicate_data() {
     db.write(&late).unwrap();
     let (start, end) = (t0 - HOUR, t0 + 3 * HOUR);
     for bucket in [MIN, HOUR, 2 * HOUR] {
-        assert_eq!(agg(&db, start, end, bucket), expected(&model, start, end, bucket), "in memory");
+        assert_eq!(
+            agg(&db, start, end, bucket),
+            expected(&model, start, end, bucket),
+            "in memory"
+        );
     }
     db.flush(t0).unwrap();
     for bucket in [MIN, HOUR, 2 * HOUR] {
-        assert_eq!(agg(&db, start, end, bucket), expected(&model, start, end, bucket), "flushed");
+        assert_eq!(
+            agg(&db, start, end, bucket),
+            expected(&model, start, end, bucket),
+            "flushed"
+        );
     }
     db.compact().unwrap();
     db.close().unwrap();
     drop(db);
     let db = Tsdb::open(dir.path(), Options::default()).unwrap();
     for bucket in [MIN, HOUR] {
-        assert_eq!(agg(&db, start, end, bucket), expected(&model, start, end, bucket), "reopened");
+        assert_eq!(
+            agg(&db, start, end, bucket),
+            expected(&model, start, end, bucket),
+            "reopened"
+        );
     }
     // The raw path agrees too (unaligned start forces raw data).
     let s1 = start + 1;
@@ -145,7 +188,14 @@ fn whole_chunk_summaries_answer_coarse_queries() {
     }
     let before = db.query_stats();
     let r = db
-        .query_agg(&Selector::series("default", "d", "m"), 0, 3 * DAY_MS, DAY_MS, Agg::Avg, GroupBy::All)
+        .query_agg(
+            &Selector::series("default", "d", "m"),
+            0,
+            3 * DAY_MS,
+            DAY_MS,
+            Agg::Avg,
+            GroupBy::All,
+        )
         .unwrap();
     assert_eq!(r[0].points.len(), 3);
     assert!(r[0].points.iter().all(|p| p.value == 49.5));
@@ -187,29 +237,55 @@ fn retention_removes_exactly_what_it_should() {
 
     // Raw: ts < now - retention is gone, ts >= now - retention stays.
     let raw = |ns: &str| -> Vec<i64> {
-        db.query_raw(&Selector::series(ns, "d", "m"), i64::MIN, i64::MAX, usize::MAX)
-            .unwrap()
-            .into_iter()
-            .flat_map(|s| s.points.into_iter().map(|p| p.ts))
-            .collect()
+        db.query_raw(
+            &Selector::series(ns, "d", "m"),
+            i64::MIN,
+            i64::MAX,
+            usize::MAX,
+        )
+        .unwrap()
+        .into_iter()
+        .flat_map(|s| s.points.into_iter().map(|p| p.ts))
+        .collect()
     };
     let h_default = now - 2 * HOUR; // 4h10m
     let h_short = now - HOUR; // 5h10m
-    let expect = |h: i64| (0..24).map(|i| i * 15 * MIN).filter(|&t| t >= h).collect::<Vec<_>>();
+    let expect = |h: i64| {
+        (0..24)
+            .map(|i| i * 15 * MIN)
+            .filter(|&t| t >= h)
+            .collect::<Vec<_>>()
+    };
     assert_eq!(raw("default"), expect(h_default));
     assert_eq!(raw("short"), expect(h_short));
 
     // Rollups outlive raw data: hourly buckets with start + 1h > now - 4h stay.
     let roll_h = now - 4 * HOUR; // 2h10m: the 1h-2h bucket ends at 2h <= 2h10m
     let q = db
-        .query_agg(&Selector::series("default", "d", "m"), 3 * HOUR, 6 * HOUR, HOUR, Agg::Count, GroupBy::All)
+        .query_agg(
+            &Selector::series("default", "d", "m"),
+            3 * HOUR,
+            6 * HOUR,
+            HOUR,
+            Agg::Count,
+            GroupBy::All,
+        )
         .unwrap();
-    assert_eq!(db.rollup_level_for("default", 3 * HOUR, 6 * HOUR, HOUR), Some(HOUR));
-    assert_eq!(q[0].points.iter().map(|p| p.value).collect::<Vec<_>>(), vec![4.0, 4.0, 4.0]);
+    assert_eq!(
+        db.rollup_level_for("default", 3 * HOUR, 6 * HOUR, HOUR),
+        Some(HOUR)
+    );
+    assert_eq!(
+        q[0].points.iter().map(|p| p.value).collect::<Vec<_>>(),
+        vec![4.0, 4.0, 4.0]
+    );
     // 2h..3h: rollup bucket 2h-3h is live (ends after 2h10m), but the range
     // starts before the rollup horizon, so it is answered from raw data,
     // which only has points from 4h10m on.
-    assert_eq!(db.rollup_level_for("default", 2 * HOUR, 6 * HOUR, HOUR), None);
+    assert_eq!(
+        db.rollup_level_for("default", 2 * HOUR, 6 * HOUR, HOUR),
+        None
+    );
     assert!(roll_h > 2 * HOUR);
 
     // Files: partitions entirely past retention are deleted, the straddling
@@ -218,13 +294,25 @@ fn retention_removes_exactly_what_it_should() {
     drop(db);
     let db = Tsdb::open(dir.path(), opts).unwrap();
     let raw2: Vec<i64> = db
-        .query_raw(&Selector::series("default", "d", "m"), i64::MIN, i64::MAX, usize::MAX)
+        .query_raw(
+            &Selector::series("default", "d", "m"),
+            i64::MIN,
+            i64::MAX,
+            usize::MAX,
+        )
         .unwrap()
         .into_iter()
         .flat_map(|s| s.points.into_iter().map(|p| p.ts))
         .collect();
     assert_eq!(raw2, expect(h_default));
     let st = db.storage_stats();
-    assert_eq!(st.raw_chunks, 2 + 1, "default: 4h-5h (rewritten), 5h-6h; short: 5h-6h");
-    assert_eq!(st.raw_chunk_points, (expect(h_default).len() + expect(h_short).len()) as u64);
+    assert_eq!(
+        st.raw_chunks,
+        2 + 1,
+        "default: 4h-5h (rewritten), 5h-6h; short: 5h-6h"
+    );
+    assert_eq!(
+        st.raw_chunk_points,
+        (expect(h_default).len() + expect(h_short).len()) as u64
+    );
 }

@@ -7,7 +7,7 @@
 //! column.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use super::{
@@ -108,9 +108,7 @@ impl ChunkBuilder {
 
     /// Writes a timestamp column (count, then the column), once per distinct content.
     fn ts_block(&mut self, ts: &[i64]) -> Result<BlockRef, Error> {
-        let mut h = FastState::default().build_hasher();
-        ts.hash(&mut h);
-        let hash = h.finish();
+        let hash = FastState::default().hash_one(ts);
         if let Some(list) = self.ts_blocks.get(&hash) {
             if let Some((_, r)) = list.iter().find(|(v, _)| v.as_slice() == ts) {
                 return Ok(*r);
@@ -120,12 +118,20 @@ impl ChunkBuilder {
         put_var(&mut payload, ts.len() as u64);
         encode_i64s(ts, self.level, &mut payload)?;
         let r = self.block(&payload);
-        self.ts_blocks.entry(hash).or_default().push((ts.to_vec(), r));
+        self.ts_blocks
+            .entry(hash)
+            .or_default()
+            .push((ts.to_vec(), r));
         Ok(r)
     }
 
     /// Adds a raw series: timestamps strictly ascending, one value each.
-    pub(crate) fn add_raw(&mut self, key: SeriesKey, ts: &[i64], col: &Column) -> Result<(), Error> {
+    pub(crate) fn add_raw(
+        &mut self,
+        key: SeriesKey,
+        ts: &[i64],
+        col: &Column,
+    ) -> Result<(), Error> {
         let Some((summary, last)) = summarize(ts, col) else {
             return Ok(());
         };
@@ -145,10 +151,16 @@ impl ChunkBuilder {
         let pending = std::mem::take(&mut self.pending);
         let mut by_device: BTreeMap<Arc<str>, Vec<usize>> = BTreeMap::new();
         for (i, p) in pending.iter().enumerate() {
-            by_device.entry(p.key.device_arc().clone()).or_default().push(i);
+            by_device
+                .entry(p.key.device_arc().clone())
+                .or_default()
+                .push(i);
         }
         for (_, idx) in by_device {
-            let mut union: Vec<i64> = idx.iter().flat_map(|&i| pending[i].ts.iter().copied()).collect();
+            let mut union: Vec<i64> = idx
+                .iter()
+                .flat_map(|&i| pending[i].ts.iter().copied())
+                .collect();
             union.sort_unstable();
             union.dedup();
             let mut union_block: Option<BlockRef> = None;
@@ -156,30 +168,31 @@ impl ChunkBuilder {
                 let p = &pending[i];
                 let missing = union.len() - p.ts.len();
                 let mut val = Vec::with_capacity(p.ts.len() + 16);
-                let (ts_mode, ts_block) = if idx.len() > 1 && missing * MAX_SKIP_SHARE <= union.len() {
-                    let block = match union_block {
-                        Some(b) => b,
-                        None => {
-                            let b = self.ts_block(&union)?;
-                            union_block = Some(b);
-                            b
+                let (ts_mode, ts_block) =
+                    if idx.len() > 1 && missing * MAX_SKIP_SHARE <= union.len() {
+                        let block = match union_block {
+                            Some(b) => b,
+                            None => {
+                                let b = self.ts_block(&union)?;
+                                union_block = Some(b);
+                                b
+                            }
+                        };
+                        // Skipped positions of the union, as gaps from the previous one.
+                        put_var(&mut val, missing as u64);
+                        let (mut j, mut prev) = (0usize, 0usize);
+                        for (pos, &t) in union.iter().enumerate() {
+                            if p.ts.get(j) == Some(&t) {
+                                j += 1;
+                            } else {
+                                put_var(&mut val, (pos - prev) as u64);
+                                prev = pos;
+                            }
                         }
+                        (TS_UNION, block)
+                    } else {
+                        (TS_OWN, self.ts_block(&p.ts)?)
                     };
-                    // Skipped positions of the union, as gaps from the previous one.
-                    put_var(&mut val, missing as u64);
-                    let (mut j, mut prev) = (0usize, 0usize);
-                    for (pos, &t) in union.iter().enumerate() {
-                        if p.ts.get(j) == Some(&t) {
-                            j += 1;
-                        } else {
-                            put_var(&mut val, (pos - prev) as u64);
-                            prev = pos;
-                        }
-                    }
-                    (TS_UNION, block)
-                } else {
-                    (TS_OWN, self.ts_block(&p.ts)?)
-                };
                 p.col.encode(self.level, &mut val)?;
                 let val_block = self.block(&val);
                 self.entries.push(Entry {
@@ -265,7 +278,10 @@ impl ChunkBuilder {
         let mut table: Vec<&str> = Vec::new();
         for e in &self.entries {
             let k = &e.key;
-            let labels = k.labels().iter().flat_map(|(a, b)| [a.as_ref(), b.as_ref()]);
+            let labels = k
+                .labels()
+                .iter()
+                .flat_map(|(a, b)| [a.as_ref(), b.as_ref()]);
             for s in [k.device(), k.metric()].into_iter().chain(labels) {
                 strings.entry(s).or_insert_with(|| {
                     table.push(s);

@@ -58,7 +58,10 @@ impl Chunk {
         let file = File::open(path).map_err(|e| Error::io(ctx(), e))?;
         let file_bytes = file.metadata().map_err(|e| Error::io(ctx(), e))?.len();
         if file_bytes < (HEADER_LEN + FOOTER_LEN) as u64 {
-            return Err(Error::corrupt("chunk file", "shorter than header and footer"));
+            return Err(Error::corrupt(
+                "chunk file",
+                "shorter than header and footer",
+            ));
         }
         let mut header = [0u8; HEADER_LEN];
         file.read_exact_at(&mut header, 0)
@@ -156,7 +159,10 @@ fn parse_footer(f: &[u8], file_len: u64) -> Result<BlockRef, Error> {
     }
     let end = offset.checked_add(len).and_then(|e| e.checked_add(4));
     if offset < HEADER_LEN as u64 || end != Some(file_len - FOOTER_LEN as u64) {
-        return Err(Error::corrupt("chunk footer", "index location out of range"));
+        return Err(Error::corrupt(
+            "chunk footer",
+            "index location out of range",
+        ));
     }
     Ok(BlockRef { offset, len })
 }
@@ -404,7 +410,10 @@ pub struct DecodedChunk {
 /// for anything malformed and never panics, whatever the input.
 pub fn decode_chunk(bytes: &[u8]) -> Result<DecodedChunk, Error> {
     if bytes.len() < HEADER_LEN + FOOTER_LEN {
-        return Err(Error::corrupt("chunk file", "shorter than header and footer"));
+        return Err(Error::corrupt(
+            "chunk file",
+            "shorter than header and footer",
+        ));
     }
     check_header(&bytes[..HEADER_LEN])?;
     let index_ref = parse_footer(&bytes[bytes.len() - FOOTER_LEN..], bytes.len() as u64)?;

@@ -27,8 +27,8 @@ pub fn parse_device_json(
     device: &str,
     server_ts_ms: i64,
 ) -> Result<Vec<WritePoint>, Error> {
-    let doc: Json = serde_json::from_slice(payload)
-        .map_err(|e| Error::Json(format!("not valid JSON: {e}")))?;
+    let doc: Json =
+        serde_json::from_slice(payload).map_err(|e| Error::Json(format!("not valid JSON: {e}")))?;
     let mut p = Parser {
         ns: Arc::from(namespace),
         device: Arc::from(device),
@@ -46,7 +46,11 @@ pub fn parse_device_json(
             }
         }
         Json::Object(m) => p.object(m, "")?,
-        _ => return Err(Error::Json("expected an object or an array of objects".into())),
+        _ => {
+            return Err(Error::Json(
+                "expected an object or an array of objects".into(),
+            ))
+        }
     }
     Ok(p.out)
 }
@@ -72,7 +76,9 @@ impl Parser {
                 let ts = match m.get("ts") {
                     None | Some(Json::Null) => self.server_ts_ms,
                     Some(Json::Number(n)) => n.as_i64().ok_or_else(|| {
-                        Error::Json(format!("{path}{dot}ts: must be integer milliseconds, got {n}"))
+                        Error::Json(format!(
+                            "{path}{dot}ts: must be integer milliseconds, got {n}"
+                        ))
                     })?,
                     Some(other) => {
                         return Err(Error::Json(format!(
@@ -107,7 +113,9 @@ impl Parser {
                     )))
                 }
             };
-            let series = self.key(k).map_err(|e| Error::Json(format!("{path}{dot}{k}: {e}")))?;
+            let series = self
+                .key(k)
+                .map_err(|e| Error::Json(format!("{path}{dot}{k}: {e}")))?;
             self.out.push(WritePoint { series, ts, value });
         }
         Ok(())
@@ -117,7 +125,12 @@ impl Parser {
         if let Some((_, k)) = self.keys.iter().find(|(m, _)| m == metric) {
             return Ok(k.clone());
         }
-        let key = SeriesKey::from_parts(self.ns.clone(), self.device.clone(), Arc::from(metric), Vec::new());
+        let key = SeriesKey::from_parts(
+            self.ns.clone(),
+            self.device.clone(),
+            Arc::from(metric),
+            Vec::new(),
+        );
         key.validate()?;
         let key = Arc::new(key);
         self.keys.push((metric.to_string(), key.clone()));
@@ -135,16 +148,20 @@ mod tests {
 
     #[test]
     fn plain_object_uses_server_time() {
-        let pts = parse(r#"{"temp": 21.5, "rpm": 1200, "on": true, "mode": "eco", "gone": null}"#).unwrap();
+        let pts = parse(r#"{"temp": 21.5, "rpm": 1200, "on": true, "mode": "eco", "gone": null}"#)
+            .unwrap();
         assert_eq!(pts.len(), 4);
-        assert!(pts.iter().all(|p| p.ts == 1000 && p.series.device() == "dev1"));
+        assert!(pts
+            .iter()
+            .all(|p| p.ts == 1000 && p.series.device() == "dev1"));
         let rpm = pts.iter().find(|p| p.series.metric() == "rpm").unwrap();
         assert_eq!(rpm.value, Value::F64(1200.0));
     }
 
     #[test]
     fn ts_values_and_arrays() {
-        let pts = parse(r#"[{"ts": 5, "values": {"a": 1}}, {"values": {"a": 2}}, {"b": false}]"#).unwrap();
+        let pts = parse(r#"[{"ts": 5, "values": {"a": 1}}, {"values": {"a": 2}}, {"b": false}]"#)
+            .unwrap();
         assert_eq!(pts.len(), 3);
         assert_eq!((pts[0].ts, pts[1].ts, pts[2].ts), (5, 1000, 1000));
         assert!(Arc::ptr_eq(&pts[0].series, &pts[1].series));

@@ -87,12 +87,12 @@ pub fn parse_line_protocol(
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
-        parse_line(trimmed, opts, default_ts_ms, &mut cache, &mut out).map_err(|LineErr(reason)| {
-            Error::LineProtocol {
+        parse_line(trimmed, opts, default_ts_ms, &mut cache, &mut out).map_err(
+            |LineErr(reason)| Error::LineProtocol {
                 line: i + 1,
                 reason,
-            }
-        })?;
+            },
+        )?;
     }
     Ok(out)
 }
@@ -112,7 +112,8 @@ impl SeriesPrefix {
             return Ok(k.clone());
         }
         let metric: Arc<str> = Arc::from(format!("{}.{field}", self.measurement));
-        let key = SeriesKey::from_parts(ns.clone(), self.device.clone(), metric, self.labels.clone());
+        let key =
+            SeriesKey::from_parts(ns.clone(), self.device.clone(), metric, self.labels.clone());
         key.validate().map_err(|e| LineErr(e.to_string()))?;
         let key = Arc::new(key);
         self.fields.push((Box::from(field), key.clone()));
@@ -186,10 +187,11 @@ fn parse_line(
     out: &mut Vec<WritePoint>,
 ) -> Result<(), LineErr> {
     let mut sections = split_unescaped(line, b' ', true).filter(|s| !s.is_empty());
-    let (series_part, fields_part, ts_part) = match (sections.next(), sections.next(), sections.next()) {
-        (Some(s), Some(f), t) => (s, f, t),
-        _ => return err("missing fields"),
-    };
+    let (series_part, fields_part, ts_part) =
+        match (sections.next(), sections.next(), sections.next()) {
+            (Some(s), Some(f), t) => (s, f, t),
+            _ => return err("missing fields"),
+        };
     if sections.next().is_some() {
         return err("unexpected text after the timestamp");
     }
@@ -201,7 +203,8 @@ fn parse_line(
     let ns = cache.ns.clone();
     let prefix = cache.prefix(series_part)?;
     for f in split_unescaped(fields_part, b',', true) {
-        let eq = find_unescaped(f, b'=').ok_or_else(|| LineErr(format!("field {f:?} has no '='")))?;
+        let eq =
+            find_unescaped(f, b'=').ok_or_else(|| LineErr(format!("field {f:?} has no '='")))?;
         let raw_key = &f[..eq];
         let value = parse_value(&f[eq + 1..])?;
         let series = if raw_key.contains('\\') {
@@ -263,9 +266,11 @@ fn parse_value(v: &str) -> Result<Value, LineErr> {
         let u: u64 = n
             .parse()
             .map_err(|_| LineErr(format!("invalid unsigned integer {v:?}")))?;
-        return i64::try_from(u)
-            .map(Value::I64)
-            .map_err(|_| LineErr(format!("unsigned integer {v:?} exceeds the stored integer range")));
+        return i64::try_from(u).map(Value::I64).map_err(|_| {
+            LineErr(format!(
+                "unsigned integer {v:?} exceeds the stored integer range"
+            ))
+        });
     }
     let ok_chars = v
         .bytes()
@@ -376,7 +381,10 @@ mod tests {
         let pts = parse("weather,device=s1,site=north temp=21.5,ok=t,n=3i,u=7u,msg=\"hi\" 1700000000123456789\n").unwrap();
         assert_eq!(pts.len(), 5);
         let k = &pts[0].series;
-        assert_eq!((k.namespace(), k.device(), k.metric()), ("default", "s1", "weather.temp"));
+        assert_eq!(
+            (k.namespace(), k.device(), k.metric()),
+            ("default", "s1", "weather.temp")
+        );
         assert_eq!(k.label("site"), Some("north"));
         assert_eq!(k.label("device"), None);
         assert_eq!(pts[0].ts, 1_700_000_000_123);

@@ -86,7 +86,9 @@ impl Tsdb {
         group: GroupBy,
     ) -> Result<Vec<AggSeries>, Error> {
         if bucket_ms <= 0 {
-            return Err(Error::InvalidQuery(format!("bucket width {bucket_ms} ms must be > 0")));
+            return Err(Error::InvalidQuery(format!(
+                "bucket width {bucket_ms} ms must be > 0"
+            )));
         }
         if start >= end {
             return Ok(Vec::new());
@@ -105,9 +107,16 @@ impl Tsdb {
                 continue;
             }
             let buckets = match level {
-                Some(l) if vtype.is_numeric() => {
-                    self.rollup_series(&snap, *sid, &sel.namespace, l, start, end, bucket_ms, &horizons)?
-                }
+                Some(l) if vtype.is_numeric() => self.rollup_series(
+                    &snap,
+                    *sid,
+                    &sel.namespace,
+                    l,
+                    start,
+                    end,
+                    bucket_ms,
+                    &horizons,
+                )?,
                 _ => self.raw_series(&snap, *sid, *vtype, &sel.namespace, lo, end, bucket_ms)?,
             };
             if buckets.is_empty() {
@@ -141,7 +150,13 @@ impl Tsdb {
 
     /// The rollup level (bucket width) `query_agg` would read for this
     /// range and bucket, or `None` for raw data.
-    pub fn rollup_level_for(&self, namespace: &str, start: i64, end: i64, bucket_ms: i64) -> Option<i64> {
+    pub fn rollup_level_for(
+        &self,
+        namespace: &str,
+        start: i64,
+        end: i64,
+        bucket_ms: i64,
+    ) -> Option<i64> {
         let _ = namespace;
         let h = read(&self.horizons);
         self.opts
@@ -185,12 +200,18 @@ impl Tsdb {
                     k < ts.len() && ts[k] <= e.max_ts
                 });
             if inside && !overlapped {
-                self.stats.chunk_summaries_used.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .chunk_summaries_used
+                    .fetch_add(1, Ordering::Relaxed);
                 let b = bucket(e.min_ts);
-                out.entry(b).and_modify(|x| x.merge(&e.summary)).or_insert(e.summary);
+                out.entry(b)
+                    .and_modify(|x| x.merge(&e.summary))
+                    .or_insert(e.summary);
                 continue;
             }
-            self.stats.chunk_series_decoded.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .chunk_series_decoded
+                .fetch_add(1, Ordering::Relaxed);
             let (ts, col) = c.read_raw(e)?;
             runs.push(clip(ts, col, lo, hi));
         }
@@ -206,7 +227,9 @@ impl Tsdb {
                 Some(v) => Summary::one(t, v),
                 None => Summary::count_only(1, t, t),
             };
-            out.entry(bucket(t)).and_modify(|x| x.merge(&s)).or_insert(s);
+            out.entry(bucket(t))
+                .and_modify(|x| x.merge(&s))
+                .or_insert(s);
         }
         Ok(out)
     }
