@@ -419,12 +419,21 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     if not report.failed:
         return
-    for name, value in getattr(item, "funcargs", {}).items():
+    seen = set()
+
+    def attach(label, b):
+        if b.log_path not in seen:
+            seen.add(b.log_path)
+            report.sections.append((f"{label} log tail ({b.log_path})", b.log_tail()))
+
+    funcargs = getattr(item, "funcargs", {})
+    for name, value in funcargs.items():
         if isinstance(value, BrokerProcess):
-            report.sections.append((f"{name} log tail ({value.log_path})", value.log_tail()))
-        elif isinstance(value, BrokerFactory):
+            attach(name, value)
+    for name, value in funcargs.items():
+        if isinstance(value, BrokerFactory):
             for i, b in enumerate(value.brokers):
-                report.sections.append((f"{name}[{i}] log tail ({b.log_path})", b.log_tail()))
+                attach(f"{name}[{i}]", b)
 
 
 @pytest.fixture

@@ -115,6 +115,42 @@ def test_client_maximum_packet_size_is_honoured(shared_broker, clients, qos):
     assert sub.is_connected, "broker dropped the client instead of skipping the message"
 
 
+def test_client_maximum_packet_size_applies_to_retained_messages(broker, clients):
+    base = unique("mps/r")
+    pub = clients(broker, version=V5)
+    pub.connect()
+    pub.publish(f"{base}/big", b"B" * 1000, qos=1, retain=True)
+    pub.publish(f"{base}/small", b"small", qos=1, retain=True)
+    sub = clients(broker, version=V5)
+    sub.connect(properties=props(PacketTypes.CONNECT, MaximumPacketSize=256))
+    sub.subscribe(f"{base}/#", 1)
+    sub.messages.wait_for_payload(b"small")
+    assert [m.payload for m in sub.messages.assert_stays(1)] == [b"small"]
+
+
+def test_too_large_queued_message_does_not_block_a_session_queue(broker, clients):
+    """A persistent session reconnects with a small Maximum Packet Size while a
+    too-large QoS 1 message is at the head of its queue: that one is skipped,
+    the rest are delivered."""
+    topic, cid = unique("mps/q"), unique("mps-sess")
+    expiry = props(PacketTypes.CONNECT, SessionExpiryInterval=3600)
+    s = clients(broker, cid, version=V5)
+    s.connect(properties=expiry)
+    s.subscribe(topic, 1)
+    s.disconnect()
+    pub = clients(broker, version=V5)
+    pub.connect()
+    pub.publish(topic, b"B" * 1000, qos=1)
+    for i in range(3):
+        pub.publish(topic, f"after-{i}".encode(), qos=1)
+    s2 = clients(broker, cid, version=V5)
+    small = props(PacketTypes.CONNECT, SessionExpiryInterval=3600, MaximumPacketSize=256)
+    assert s2.connect(clean_start=False, properties=small).session_present
+    s2.messages.wait_for_payload(b"after-2")
+    assert [m.payload for m in s2.messages.assert_stays(3)] == [
+        b"after-0", b"after-1", b"after-2"]
+
+
 # ------------------------------------------------------ CONNACK and identity
 
 def _connack_props(broker) -> dict:
@@ -182,6 +218,27 @@ def test_empty_client_id_v311_with_clean_session_0_is_refused(shared_broker):
 
 # ----------------------------------------------- broker-assigned topic aliases
 
+def _resolve(msgs, alias_max):
+    """Resolve topic aliases the way a client must: per connection, starting empty."""
+    table: dict[int, str] = {}
+    out = []
+    for m in msgs:
+        alias = getattr(m.properties, "TopicAlias", None) if m.properties else None
+        if alias is None:
+            assert m.topic, f"message {m.payload!r} has neither topic nor alias"
+            out.append((m.topic, m.payload))
+            continue
+        assert alias_max, f"alias {alias} sent to a client that allows none ({m.payload!r})"
+        assert 1 <= alias <= alias_max, f"alias {alias} outside 1..{alias_max}"
+        if m.topic:
+            table[alias] = m.topic
+        else:
+            assert alias in table, (
+                f"{m.payload!r}: alias {alias} used on this connection before being set")
+        out.append((table[alias], m.payload))
+    return out
+
+
 @pytest.mark.parametrize("alias_max", [0, 2, 10])
 def test_broker_assigned_topic_aliases_resolve_to_the_right_topics(
         shared_broker, clients, broker_kind, alias_max):
@@ -201,29 +258,46 @@ def test_broker_assigned_topic_aliases_resolve_to_the_right_topics(
     for topic, payload in sent:
         pub.publish(topic, payload, qos=1)
     msgs = sub.messages.wait_for(20)
-
-    table: dict[int, str] = {}
-    resolved, aliased = [], 0
-    for m in msgs:
-        alias = getattr(m.properties, "TopicAlias", None) if m.properties else None
-        if alias is None:
-            assert m.topic, f"message {m.payload!r} has neither topic nor alias"
-            resolved.append((m.topic, m.payload))
-            continue
-        assert alias_max, f"alias {alias} sent to a client that allows none"
-        assert 1 <= alias <= alias_max, f"alias {alias} outside 1..{alias_max}"
-        if m.topic:
-            table[alias] = m.topic      # sets (or replaces) the mapping
-        else:
-            aliased += 1
-            assert alias in table, f"alias {alias} used before it was set"
-        resolved.append((table[alias], m.payload))
-    assert resolved == sent
+    assert _resolve(msgs, alias_max) == sent
+    aliased = sum(1 for m in msgs if not m.topic)
     if broker_kind == "millwright" and alias_max:
         # product behaviour (docs/configuration.md, topic_alias_maximum);
         # mosquitto 2.0.11 never assigns aliases, which the spec allows
         assert aliased > 0, "Millwright did not use topic aliases toward a client allowing them"
     sub.messages.assert_stays(20)
+
+
+@pytest.mark.parametrize("alias_max_after", [0, 5])
+def test_topic_aliases_do_not_survive_into_a_new_connection(shared_broker, clients,
+                                                            alias_max_after):
+    """Alias mappings belong to a network connection [MQTT-3.3.2-7]: after a
+    reconnect (same session) the broker must set each alias again before using
+    it, and must not use any if the new connection allows none."""
+    topic, cid = unique("alias-re/t"), unique("alias-re")
+    s = clients(shared_broker, cid, version=V5)
+    s.connect(properties=props(PacketTypes.CONNECT, SessionExpiryInterval=3600,
+                               TopicAliasMaximum=5))
+    s.subscribe(topic, 1)
+    pub = clients(shared_broker, version=V5)
+    pub.connect()
+    for i in range(3):
+        pub.publish(topic, f"first-{i}".encode(), qos=1)
+    first = s.messages.wait_for(3)
+    assert _resolve(first, 5) == [(topic, f"first-{i}".encode()) for i in range(3)]
+    s.disconnect()
+    for i in range(3):  # queued while offline
+        pub.publish(topic, f"queued-{i}".encode(), qos=1)
+    p = {"SessionExpiryInterval": 3600}
+    if alias_max_after:
+        p["TopicAliasMaximum"] = alias_max_after
+    s2 = clients(shared_broker, cid, version=V5)
+    assert s2.connect(clean_start=False,
+                      properties=props(PacketTypes.CONNECT, **p)).session_present
+    s2.messages.wait_for(3)
+    pub.publish(topic, b"live", qos=1)
+    msgs = s2.messages.wait_for(4)
+    assert _resolve(msgs, alias_max_after) == (
+        [(topic, f"queued-{i}".encode()) for i in range(3)] + [(topic, b"live")])
 
 
 # --------------------------------------------------- property pass-through

@@ -190,6 +190,12 @@ impl AccessControl {
         }
     }
 
+    /// Whether an ACL file is in force (then deliveries are checked per
+    /// message too, so `deny` rules hold under wildcard subscriptions).
+    pub fn has_acl(&self) -> bool {
+        self.acl.is_some()
+    }
+
     /// Whether a client may read or write `topic` (a name, or for
     /// subscriptions a filter, compared literally against rule filters that
     /// match it).
@@ -209,6 +215,15 @@ impl AccessControl {
         for rule in acl.general.iter().chain(user_rules) {
             let filter = if rule.pattern {
                 if username.is_none() && rule.filter.contains("%u") {
+                    continue;
+                }
+                // A client id or username with wildcards must not widen a
+                // pattern (`devices/%c/#` for client `+`): such a pattern
+                // grants nothing (a `deny` pattern still applies).
+                let wild = |s: &str| s.contains(['+', '#']);
+                let widens = (rule.filter.contains("%c") && wild(client_id))
+                    || (rule.filter.contains("%u") && username.is_some_and(wild));
+                if widens && rule.access != Access::Deny {
                     continue;
                 }
                 rule.filter
@@ -358,6 +373,9 @@ mod tests {
         // A wildcard subscription is allowed only when the rule covers it.
         assert!(ac.allowed(None, "d1", "devices/d1/#", Action::Read));
         assert!(!ac.allowed(None, "d1", "devices/+/telemetry", Action::Read));
+        // A wildcard client id does not turn the pattern into a wildcard.
+        assert!(!ac.allowed(None, "+", "devices/x/telemetry", Action::Write));
+        assert!(!ac.allowed(None, "#", "devices/x", Action::Read));
     }
 
     #[test]

@@ -47,7 +47,11 @@ impl Broker {
             }
             let mut by_session: HashMap<SessionIdx, usize> = HashMap::new();
             let mut shared: Vec<(&ByteString, &ByteString, Vec<usize>)> = Vec::new();
+            let check_acl = self.access.has_acl() && publisher.is_some();
             for (i, e) in matched.iter().enumerate() {
+                if check_acl && !self.may_read(e.session, &msg.topic) {
+                    continue;
+                }
                 if let Some(group) = &e.group {
                     match shared
                         .iter_mut()
@@ -148,6 +152,15 @@ impl Broker {
             );
         }
         RouteOutcome::Delivered(n)
+    }
+
+    /// The per-message read check (the subscribe-time check alone would let
+    /// a wildcard subscription see topics a `deny` rule covers).
+    pub(crate) fn may_read(&self, idx: SessionIdx, topic: &str) -> bool {
+        self.session(idx).is_some_and(|s| {
+            self.access
+                .allowed(s.username.as_deref(), &s.client_id, topic, crate::auth::Action::Read)
+        })
     }
 
     fn has_window(&self, s: &crate::session::Session) -> bool {

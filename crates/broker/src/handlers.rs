@@ -617,6 +617,12 @@ impl Broker {
                 };
             if send_retained {
                 for msg in self.retained.matching(filter) {
+                    if self.access.has_acl()
+                        && !msg.topic.starts_with('$')
+                        && !self.may_read(idx, &msg.topic)
+                    {
+                        continue;
+                    }
                     retained_to_send.push((
                         msg,
                         s.options.qos,
