@@ -353,6 +353,46 @@ def test_deny_rule_holds_for_wildcard_subscriptions(deny_broker, clients, versio
         admin.publish(f"public/secret/{tag}/retained", b"", qos=1, retain=True)
 
 
+def test_deny_rule_holds_for_wills_under_wildcard_subscriptions(deny_broker, clients):
+    """A will is a publication like any other: one sent to a topic dev1 is
+    denied must not reach dev1 through its `public/#` subscription."""
+    tag = unique("deny-will")
+    observer = login(clients, deny_broker, "admin", version=V5)
+    observer.subscribe(f"public/secret/{tag}/#", 1)
+    dev1 = login(clients, deny_broker, "dev1", version=V5)
+    dev1.subscribe("public/#", 1, expect_granted=False)
+    admin = clients(deny_broker, unique("admin"), version=V5, username="admin",
+                    password=USERS["admin"])
+    admin.will_set(f"public/secret/{tag}/will", b"will-secret", qos=1)
+    admin.connect()
+    admin.drop()  # network loss: the will is published
+    observer.messages.wait_for_payload(b"will-secret")
+    dev1.messages.assert_stays(len(dev1.messages), wait=ABSENCE_WAIT)
+    leaked = [(m.topic, m.payload) for m in dev1.messages.snapshot() if tag in m.topic]
+    assert leaked == [], f"will on a denied topic delivered through `public/#`: {leaked}"
+
+
+def test_deny_rule_holds_for_sys_topics(broker_factory, auth_files, tmp_path, clients):
+    """Broker-generated `$SYS` updates go through the same read check: with
+    `topic read $SYS/#` and `topic deny $SYS/broker/clients/#`, a `$SYS/#`
+    subscriber sees uptime updates but never a clients/... topic."""
+    pw, _ = auth_files
+    acl = tmp_path / "sys-acl"
+    acl.write_text("user dev1\ntopic read $SYS/#\ntopic deny $SYS/broker/clients/#\n")
+    b = broker_factory(allow_anonymous=False, password_file=pw, acl_file=acl, sys_interval=1)
+    dev1 = login(clients, b, "dev1", version=V5)
+    dev1.subscribe("$SYS/#", 0)
+    # the retained uptime at subscribe time, then two periodic updates (the
+    # second proves the whole batch after the first has arrived)
+    dev1.messages.wait_until(
+        lambda ms: len([m for m in ms if m.topic == "$SYS/broker/uptime"]) >= 3,
+        timeout=5.0, what="three $SYS/broker/uptime messages")
+    leaked = sorted({(m.topic, "retained" if m.retain else "live")
+                     for m in dev1.messages.snapshot()
+                     if m.topic.startswith("$SYS/broker/clients/")})
+    assert leaked == [], f"denied $SYS topics delivered: {leaked}"
+
+
 # ------------------------------------- wildcards smuggled in through %c / %u
 
 CLIENT_PATTERN_ACL = """\

@@ -439,6 +439,7 @@ impl Broker {
             (Some(decoder), Some(device)) => Some(decoder.decode(device, &msg.payload, now)),
             _ => None,
         };
+        let stored = matches!(decoded, Some(Ok(_)));
         if let Some(decoded) = decoded {
             match decoded {
                 Ok(batch) => {
@@ -475,7 +476,8 @@ impl Broker {
                 }
                 ReasonCode::QUOTA_EXCEEDED
             }
-            crate::delivery::RouteOutcome::Delivered(0) => ReasonCode::NO_MATCHING_SUBSCRIBERS,
+            crate::delivery::RouteOutcome::Delivered(0) if !stored => ReasonCode::NO_MATCHING_SUBSCRIBERS,
+            crate::delivery::RouteOutcome::Delivered(0) => ReasonCode::SUCCESS,
             crate::delivery::RouteOutcome::Delivered(_) => ReasonCode::SUCCESS,
         };
         self.ack_publish(conn, idx, &ack_info, code, v5);

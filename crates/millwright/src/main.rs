@@ -108,12 +108,32 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let store_path = args.data_dir.join("broker.redb");
         let store = kv::RedbSessionStore::open(&store_path)
             .with_context(|| format!("cannot open {}", store_path.display()))?;
+        let mut maintenance = None;
+        let ingest = if settings.telemetry.enabled {
+            let dir = args.data_dir.join("tsdb");
+            let db = tsdb::Tsdb::open(&dir, settings.telemetry.tsdb_options())
+                .with_context(|| format!("cannot open the telemetry store {}", dir.display()))?;
+            let db = Arc::new(db);
+            let report = db.recovery_report();
+            tracing::info!(dir = %dir.display(), ?report, "telemetry store open");
+            maintenance = Some(telemetry::spawn_maintenance(
+                db.clone(),
+                std::time::Duration::from_secs(settings.telemetry.flush_interval),
+                unix_ms,
+            )?);
+            Some(broker_net::TelemetryIngest {
+                decoder: Box::new(telemetry::JsonDecoder::new("default")),
+                sink: Arc::new(telemetry::TsdbSink::new(db)),
+            })
+        } else {
+            None
+        };
         let server = broker_net::Server::bind(
             settings.net_config(),
             settings.broker_config(),
             access,
             Arc::new(store),
-            None,
+            ingest,
         )
         .await?;
         let addr = server.local_addr()?;
@@ -122,8 +142,21 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             None => tracing::info!(%addr, data_dir = %args.data_dir.display(), "MQTT broker listening"),
         }
         server.run(shutdown_signal()).await;
+        if let Some((stop, handle)) = maintenance {
+            // A last flush so the next start has little WAL to replay.
+            drop(stop);
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
         Ok::<(), anyhow::Error>(())
     })
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Completes on SIGINT or SIGTERM.

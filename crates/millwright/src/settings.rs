@@ -12,7 +12,61 @@ use serde::Deserialize;
 pub struct Settings {
     pub mqtt: MqttSettings,
     pub http: HttpSettings,
+    pub telemetry: TelemetrySettings,
     pub log: LogSettings,
+}
+
+/// `[telemetry]`: the embedded time-series store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySettings {
+    /// Store `devices/{id}/telemetry` messages (PUBACK once durable).
+    pub enabled: bool,
+    /// Days raw points are kept.
+    pub retention_days: u32,
+    /// Days the 1-minute rollups are kept.
+    pub rollup_1m_retention_days: u32,
+    /// Days the 1-hour rollups are kept.
+    pub rollup_1h_retention_days: u32,
+    /// Points held in memory before they are flushed to compressed chunks.
+    pub head_max_points: usize,
+    /// Seconds between background flushes (which also bound WAL replay at
+    /// start) and retention runs.
+    pub flush_interval: u64,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        TelemetrySettings {
+            enabled: true,
+            retention_days: 30,
+            rollup_1m_retention_days: 365,
+            rollup_1h_retention_days: 5 * 365,
+            head_max_points: 4_000_000,
+            flush_interval: 60,
+        }
+    }
+}
+
+impl TelemetrySettings {
+    pub fn tsdb_options(&self) -> tsdb::Options {
+        let day = tsdb::DAY_MS;
+        tsdb::Options {
+            head_max_points: self.head_max_points,
+            default_retention_ms: i64::from(self.retention_days) * day,
+            rollups: vec![
+                tsdb::RollupLevel {
+                    bucket_ms: 60_000,
+                    retention_ms: i64::from(self.rollup_1m_retention_days) * day,
+                },
+                tsdb::RollupLevel {
+                    bucket_ms: 3_600_000,
+                    retention_ms: i64::from(self.rollup_1h_retention_days) * day,
+                },
+            ],
+            ..tsdb::Options::default()
+        }
+    }
 }
 
 /// `[mqtt]`: the broker.
@@ -177,6 +231,16 @@ impl Settings {
         }
         if m.max_topic_levels == 0 {
             bail!("invalid setting `mqtt.max_topic_levels`: must be at least 1");
+        }
+        let t = &self.telemetry;
+        if t.retention_days == 0 {
+            bail!("invalid setting `telemetry.retention_days`: must be at least 1");
+        }
+        if t.head_max_points < 1000 {
+            bail!("invalid setting `telemetry.head_max_points`: must be at least 1000");
+        }
+        if t.flush_interval == 0 {
+            bail!("invalid setting `telemetry.flush_interval`: must be at least 1 second");
         }
         if self.http.enabled {
             bail!("invalid setting `http.enabled`: the HTTP API is not part of this build yet; set it to false");
