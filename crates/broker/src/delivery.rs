@@ -158,8 +158,12 @@ impl Broker {
     /// a wildcard subscription see topics a `deny` rule covers).
     pub(crate) fn may_read(&self, idx: SessionIdx, topic: &str) -> bool {
         self.session(idx).is_some_and(|s| {
-            self.access
-                .allowed(s.username.as_deref(), &s.client_id, topic, crate::auth::Action::Read)
+            self.access.allowed(
+                s.username.as_deref(),
+                &s.client_id,
+                topic,
+                crate::auth::Action::Read,
+            )
         })
     }
 

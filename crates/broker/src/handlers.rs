@@ -476,7 +476,9 @@ impl Broker {
                 }
                 ReasonCode::QUOTA_EXCEEDED
             }
-            crate::delivery::RouteOutcome::Delivered(0) if !stored => ReasonCode::NO_MATCHING_SUBSCRIBERS,
+            crate::delivery::RouteOutcome::Delivered(0) if !stored => {
+                ReasonCode::NO_MATCHING_SUBSCRIBERS
+            }
             crate::delivery::RouteOutcome::Delivered(0) => ReasonCode::SUCCESS,
             crate::delivery::RouteOutcome::Delivered(_) => ReasonCode::SUCCESS,
         };

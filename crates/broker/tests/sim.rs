@@ -614,3 +614,85 @@ fn retained_message_set_replace_delete() {
     s.connect(3, "sub2", ConnectOpts::default());
     assert!(publishes_to(&s.subscribe(3, "#", QoS::AtLeastOnce), 3).is_empty());
 }
+
+struct CountingDecoder;
+
+impl broker::TelemetryDecoder for CountingDecoder {
+    fn decode(
+        &self,
+        device: &str,
+        payload: &[u8],
+        _now: Time,
+    ) -> Result<broker::TelemetryBatch, String> {
+        if payload == b"bad" {
+            return Err(format!("bad payload from {device}"));
+        }
+        Ok(broker::TelemetryBatch {
+            data: std::sync::Arc::new(device.to_string()),
+            points: payload.len(),
+        })
+    }
+}
+
+#[test]
+fn telemetry_is_persisted_before_its_puback_and_bad_payloads_are_refused() {
+    let mut s = Sim::new();
+    s.b.set_telemetry_decoder(Box::new(CountingDecoder));
+    s.connect(1, "d1", ConnectOpts::default());
+    let out = s.publish(
+        1,
+        "devices/d1/telemetry",
+        QoS::AtLeastOnce,
+        1,
+        PublishProperties::default(),
+    );
+    let stored = out
+        .iter()
+        .position(|o| matches!(o, Output::Persist(PersistOp::Telemetry(b)) if b.points == 1))
+        .expect("telemetry not persisted");
+    let ack = out
+        .iter()
+        .position(|o| {
+            matches!(
+                o,
+                Output::Send {
+                    packet: Packet::PubAck(Ack {
+                        reason_code: ReasonCode::SUCCESS,
+                        ..
+                    }),
+                    durable: true,
+                    ..
+                }
+            )
+        })
+        .expect("no durable success PUBACK");
+    assert!(stored < ack);
+    let out = s.handle(
+        1,
+        Packet::Publish(Publish {
+            qos: QoS::AtLeastOnce,
+            topic: "devices/d1/telemetry".into(),
+            packet_id: 2,
+            payload: Bytes::from_static(b"bad"),
+            ..Default::default()
+        }),
+    );
+    assert!(!out.iter().any(|o| matches!(o, Output::Persist(_))));
+    assert!(matches!(
+        sent_to(&out, 1)[..],
+        [Packet::PubAck(Ack {
+            reason_code: ReasonCode::PAYLOAD_FORMAT_INVALID,
+            ..
+        })]
+    ));
+    // Other topics under the device tree are plain pub/sub.
+    let out = s.publish(
+        1,
+        "devices/d1/status",
+        QoS::AtLeastOnce,
+        3,
+        PublishProperties::default(),
+    );
+    assert!(!out.iter().any(|o| matches!(o, Output::Persist(_))));
+    assert_eq!(s.b.stats().telemetry_rejected, 1);
+}

@@ -34,7 +34,8 @@ impl JsonDecoder {
 
 impl broker::TelemetryDecoder for JsonDecoder {
     fn decode(&self, device: &str, payload: &[u8], now: Time) -> Result<TelemetryBatch, String> {
-        let points = tsdb::parse_device_json(payload, &self.namespace, device, now.0 as i64).map_err(|e| e.to_string())?;
+        let points = tsdb::parse_device_json(payload, &self.namespace, device, now.0 as i64)
+            .map_err(|e| e.to_string())?;
         if points.is_empty() {
             return Err("no values in the payload".into());
         }
@@ -79,19 +80,24 @@ pub fn spawn_maintenance(
     clock: impl Fn() -> i64 + Send + 'static,
 ) -> std::io::Result<(mpsc::Sender<()>, JoinHandle<()>)> {
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
-    let handle = std::thread::Builder::new().name("tsdb-maintenance".into()).spawn(move || loop {
-        let stop = !matches!(stop_rx.recv_timeout(every), Err(mpsc::RecvTimeoutError::Timeout));
-        let now = clock();
-        if let Err(e) = tsdb.flush(now) {
-            tracing::error!(error = %e, "telemetry flush failed");
-        }
-        if stop {
-            return;
-        }
-        if let Err(e) = tsdb.enforce_retention(now) {
-            tracing::error!(error = %e, "telemetry retention failed");
-        }
-    })?;
+    let handle = std::thread::Builder::new()
+        .name("tsdb-maintenance".into())
+        .spawn(move || loop {
+            let stop = !matches!(
+                stop_rx.recv_timeout(every),
+                Err(mpsc::RecvTimeoutError::Timeout)
+            );
+            let now = clock();
+            if let Err(e) = tsdb.flush(now) {
+                tracing::error!(error = %e, "telemetry flush failed");
+            }
+            if stop {
+                return;
+            }
+            if let Err(e) = tsdb.enforce_retention(now) {
+                tracing::error!(error = %e, "telemetry retention failed");
+            }
+        })?;
     Ok((stop_tx, handle))
 }
 
@@ -106,7 +112,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tsdb = Arc::new(Tsdb::open(dir.path(), tsdb::Options::default()).unwrap());
         let dec = JsonDecoder::new("default");
-        let batch = dec.decode("d1", br#"{"temp": 21.5, "rpm": 1200}"#, Time(1_700_000_000_000)).unwrap();
+        let batch = dec
+            .decode(
+                "d1",
+                br#"{"temp": 21.5, "rpm": 1200}"#,
+                Time(1_700_000_000_000),
+            )
+            .unwrap();
         assert_eq!(batch.points, 2);
         TsdbSink::new(tsdb.clone()).write(&[batch]).unwrap();
         let latest = tsdb.list_series("default", Some("d1"));
