@@ -47,7 +47,7 @@ impl Broker {
             }
             let mut by_session: HashMap<SessionIdx, usize> = HashMap::new();
             let mut shared: Vec<(&ByteString, &ByteString, Vec<usize>)> = Vec::new();
-            let check_acl = self.access.has_acl() && publisher.is_some();
+            let check_acl = self.access.has_acl();
             for (i, e) in matched.iter().enumerate() {
                 if check_acl && !self.may_read(e.session, &msg.topic) {
                     continue;

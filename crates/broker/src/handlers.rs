@@ -621,10 +621,7 @@ impl Broker {
                 };
             if send_retained {
                 for msg in self.retained.matching(filter) {
-                    if self.access.has_acl()
-                        && !msg.topic.starts_with('$')
-                        && !self.may_read(idx, &msg.topic)
-                    {
+                    if self.access.has_acl() && !self.may_read(idx, &msg.topic) {
                         continue;
                     }
                     retained_to_send.push((
