@@ -18,7 +18,7 @@
 #                   binary has that subcommand, else the bench example
 #                   (target/release/examples/bench, built if missing)
 #   RESULTS_DIR     where JSON reports go (default bench/results/<timestamp>)
-#   DURATION WARMUP measured and warm-up seconds per load (default 8 and 2)
+#   DURATION WARMUP measured and warm-up seconds per load (default 6 and 2)
 #   PAIRS FAN       clients for pairs and fan-in/fan-out (default 10 and 1000)
 #   CONNS_SMALL CONNS_LARGE  idle connection counts (default 10000, 19000)
 #   PAYLOAD         payload bytes (default 64)
@@ -33,7 +33,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MILLWRIGHT_BIN=${MILLWRIGHT_BIN:-$ROOT/target/release/millwright}
 RESULTS_DIR=${RESULTS_DIR:-$ROOT/bench/results/$(date +%Y%m%d-%H%M%S)}
-DURATION=${DURATION:-8}
+DURATION=${DURATION:-6}
 WARMUP=${WARMUP:-2}
 PAIRS=${PAIRS:-10}
 FAN=${FAN:-1000}
@@ -127,10 +127,10 @@ stop_broker() {
 }
 
 # wait_broker_idle: until the broker uses under 10% of a core over half a
-# second (30 s at most), so that one run's leftovers do not slow the next.
+# second (20 s at most), so that one run's leftovers do not slow the next.
 wait_broker_idle() {
     local stat=/proc/$BROKER_PID/stat before after
-    local deadline=$((SECONDS + 30))
+    local deadline=$((SECONDS + 20))
     sleep 1
     while ((SECONDS < deadline)) && [[ -r "$stat" ]]; do
         before=$(awk '{print $14 + $15}' "$stat")
@@ -221,7 +221,7 @@ EOF
 
 # Commands per figure, for the table (the port is added at run time).
 declare -A CMD
-common="--duration $DURATION --warmup $WARMUP --payload $PAYLOAD --protocol $PROTOCOL"
+common="--duration $DURATION --warmup $WARMUP --drain 3 --payload $PAYLOAD --protocol $PROTOCOL"
 CMD[q0-pairs]="--mode pairs --publishers $PAIRS --qos 0 $common"
 CMD[q1-pairs]="--mode pairs --publishers $PAIRS --qos 1 $common"
 CMD[q0-fan-in]="--mode fan-in --publishers $FAN --subscribers 1 --qos 0 $common"
@@ -243,10 +243,12 @@ bench() {
     wait_broker_idle
     log "$broker: $label (load average $(cut -d' ' -f1-3 /proc/loadavg))"
     echo "$broker $label $(cat /proc/loadavg)" >>"$RESULTS_DIR/loadavg.txt"
+    local started=$SECONDS
     if ! timeout "$limit" "${BENCH[@]}" --port "$PORT" --json --quiet "$@" >"$out" 2>"$out.stderr"; then
         log "$broker: $label failed (see $out.stderr)"
         echo '{}' >"$out"
     fi
+    log "$broker: $label took $((SECONDS - started)) s"
 }
 
 # The large idle-connection figure: several bench processes (each under the
@@ -465,4 +467,4 @@ for name in sorted(os.listdir(results)):
     if missing or errors:
         print(f"- {name[:-5]}: missing {missing or 0} of {expected or 0}, errors {errors or 0}")
 EOF
-log "raw results in $RESULTS_DIR"
+log "raw results in $RESULTS_DIR (whole run: $SECONDS s)"

@@ -109,6 +109,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let store = kv::RedbSessionStore::open(&store_path)
             .with_context(|| format!("cannot open {}", store_path.display()))?;
         let mut maintenance = None;
+        let mut tsdb_handle = None;
         let ingest = if settings.telemetry.enabled {
             let dir = args.data_dir.join("tsdb");
             let db = tsdb::Tsdb::open(&dir, settings.telemetry.tsdb_options())
@@ -121,6 +122,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 std::time::Duration::from_secs(settings.telemetry.flush_interval),
                 unix_ms,
             )?);
+            tsdb_handle = Some(db.clone());
             Some(broker_net::TelemetryIngest {
                 decoder: Box::new(telemetry::JsonDecoder::new("default")),
                 sink: Arc::new(telemetry::TsdbSink::new(db)),
@@ -141,7 +143,41 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Some(ws) => tracing::info!(%addr, websocket = %ws, data_dir = %args.data_dir.display(), "MQTT broker listening"),
             None => tracing::info!(%addr, data_dir = %args.data_dir.display(), "MQTT broker listening"),
         }
-        server.run(shutdown_signal()).await;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let http = match (&tsdb_handle, settings.http.enabled) {
+            (Some(db), true) => {
+                let token = api_token(&settings.http, &args.data_dir)?;
+                let addr = format!("{}:{}", settings.http.bind, settings.http.port);
+                let listener = tokio::net::TcpListener::bind(&addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (http.port)"))?;
+                let state = api::ApiState {
+                    tsdb: db.clone(),
+                    namespace: "default".into(),
+                    token: Some(token),
+                    max_body_bytes: settings.http.max_body_bytes,
+                    clock: Arc::new(unix_ms),
+                };
+                let stopped = stop.clone();
+                Some(tokio::spawn(api::serve(listener, api::router(state), async move {
+                    stopped.cancelled().await
+                })))
+            }
+            _ => None,
+        };
+        let stopper = stop.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            stopper.cancel();
+        });
+        server.run(stop.cancelled()).await;
+        if let Some(h) = http {
+            match h.await {
+                Ok(Err(e)) => tracing::error!(error = %e, "HTTP API failed"),
+                Err(e) => tracing::error!(error = %e, "HTTP API task failed"),
+                Ok(Ok(())) => {}
+            }
+        }
         if let Some((stop, handle)) = maintenance {
             // A last flush so the next start has little WAL to replay.
             drop(stop);
@@ -149,6 +185,47 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         Ok::<(), anyhow::Error>(())
     })
+}
+
+/// The API token: from the settings, else the one kept in the data
+/// directory, else a new one (printed once).
+fn api_token(http: &settings::HttpSettings, data_dir: &std::path::Path) -> anyhow::Result<String> {
+    if let Some(t) = &http.token {
+        return Ok(t.clone());
+    }
+    let path = data_dir.join("api-token");
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let bytes: [u8; 24] = rand::random();
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    write_private(&path, &token).with_context(|| format!("cannot write {}", path.display()))?;
+    println!(
+        "Created the API token (shown once; kept in {}):\n  {token}",
+        path.display()
+    );
+    Ok(token)
+}
+
+#[cfg(unix)]
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    std::fs::write(path, text)
 }
 
 /// Wall-clock milliseconds since the Unix epoch.

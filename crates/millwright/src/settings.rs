@@ -131,21 +131,28 @@ impl Default for MqttSettings {
     }
 }
 
-/// `[http]`: the API and dashboard listener.
+/// `[http]`: the API listener.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSettings {
     pub enabled: bool,
     pub bind: String,
     pub port: u16,
+    /// The API token. When unset, one is generated at first start, printed
+    /// once and kept in `<data-dir>/api-token` (mode 0600).
+    pub token: Option<String>,
+    /// Largest request body, bytes (after decompression too).
+    pub max_body_bytes: usize,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
         HttpSettings {
-            enabled: false,
+            enabled: true,
             bind: "0.0.0.0".into(),
             port: 8080,
+            token: None,
+            max_body_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -242,8 +249,14 @@ impl Settings {
         if t.flush_interval == 0 {
             bail!("invalid setting `telemetry.flush_interval`: must be at least 1 second");
         }
-        if self.http.enabled {
-            bail!("invalid setting `http.enabled`: the HTTP API is not part of this build yet; set it to false");
+        if self.http.enabled && !self.telemetry.enabled {
+            bail!("invalid setting `http.enabled`: the HTTP API serves the telemetry store; enable `telemetry.enabled` or disable the API");
+        }
+        if self.http.token.as_deref().is_some_and(|t| t.len() < 16) {
+            bail!("invalid setting `http.token`: use at least 16 characters");
+        }
+        if self.http.max_body_bytes < 1024 {
+            bail!("invalid setting `http.max_body_bytes`: must be at least 1024");
         }
         Ok(())
     }

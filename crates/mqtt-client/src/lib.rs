@@ -25,13 +25,15 @@
 mod client;
 mod connection;
 mod error;
+mod event;
 mod options;
 mod state;
 
 pub use client::Client;
 pub use connection::{Connection, TcpTarget};
 pub use error::ClientError;
+pub use event::{DisconnectReason, Event, Phase};
 pub use options::ConnectOptions;
-pub use state::{ClientState, DisconnectReason, Event, Phase};
+pub use state::ClientState;
 
 pub use mqtt_proto::{ByteString, Protocol, Publish, QoS, ReasonCode};

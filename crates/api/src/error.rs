@@ -1,0 +1,252 @@
+//! The API's error type and its rendering as an RFC 9457 problem document.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// Everything a request can fail with. Each variant maps to one HTTP status
+/// and one stable `code` in the problem document, so clients can react to
+/// the code without parsing the text.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No or a wrong credential (401, `unauthorized`).
+    #[error("missing or invalid credentials")]
+    Unauthorized,
+    /// A query parameter, path parameter or header is missing or invalid
+    /// (400, `bad_parameter`); `field` names it.
+    #[error("parameter {field}: {reason}")]
+    BadParameter {
+        /// The parameter (or header) name.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A line protocol body was rejected (400, `bad_line`); nothing of the
+    /// request was written.
+    #[error("line {line}: {reason}")]
+    BadLine {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A JSON body was rejected (400, `bad_body`); nothing of the request was
+    /// written. `field` is the path of the offending element, if known.
+    #[error("invalid body: {reason}")]
+    BadBody {
+        /// Path of the offending element (e.g. `points[3].value`).
+        field: Option<String>,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A write conflicts with stored data, e.g. a value of another type than
+    /// the series was created with (400, `type_conflict`).
+    #[error("{0}")]
+    Conflict(String),
+    /// The answer would exceed a response limit (400, `result_too_large`).
+    #[error("{reason}")]
+    TooLarge {
+        /// The parameter to change, if one is to blame.
+        field: Option<String>,
+        /// What to do about it.
+        reason: String,
+    },
+    /// The request body exceeds the configured maximum (413, `body_too_large`).
+    #[error("request body exceeds {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// A `Content-Encoding` other than gzip or identity (415,
+    /// `unsupported_encoding`).
+    #[error("unsupported content encoding {0:?}")]
+    UnsupportedEncoding(String),
+    /// No such route (404, `not_found`).
+    #[error("no such resource")]
+    NotFound,
+    /// The route exists but not for this method (405, `method_not_allowed`).
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The store's disk is full (507, `storage_full`); nothing of the request
+    /// was written and it may be retried.
+    #[error("storage is full")]
+    StorageFull,
+    /// The store refuses writes (closed or its log is unusable until a
+    /// restart) (503, `unavailable`).
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else (500, `internal`). The detail sent to the client is
+    /// generic; the cause is logged.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<tsdb::Error> for ApiError {
+    fn from(e: tsdb::Error) -> ApiError {
+        use tsdb::Error as E;
+        match e {
+            E::LineProtocol { line, reason } => ApiError::BadLine { line, reason },
+            E::Json(reason) => ApiError::BadBody {
+                field: None,
+                reason,
+            },
+            E::InvalidSeries(reason) => ApiError::BadBody {
+                field: None,
+                reason,
+            },
+            e @ E::TypeConflict { .. } => ApiError::Conflict(e.to_string()),
+            E::InvalidQuery(reason) => ApiError::BadParameter {
+                field: "query".into(),
+                reason,
+            },
+            E::DiskFull { .. } => ApiError::StorageFull,
+            e @ (E::Closed | E::Poisoned(_)) => ApiError::Unavailable(e.to_string()),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl ApiError {
+    /// A 400 naming a parameter.
+    pub(crate) fn param(field: impl Into<String>, reason: impl Into<String>) -> ApiError {
+        ApiError::BadParameter {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// A 400 for a JSON body element.
+    pub(crate) fn body(field: impl Into<String>, reason: impl Into<String>) -> ApiError {
+        ApiError::BadBody {
+            field: Some(field.into()),
+            reason: reason.into(),
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::BadParameter { .. }
+            | ApiError::BadLine { .. }
+            | ApiError::BadBody { .. }
+            | ApiError::Conflict(_)
+            | ApiError::TooLarge { .. } => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::BadParameter { .. } => "bad_parameter",
+            ApiError::BadLine { .. } => "bad_line",
+            ApiError::BadBody { .. } => "bad_body",
+            ApiError::Conflict(_) => "type_conflict",
+            ApiError::TooLarge { .. } => "result_too_large",
+            ApiError::PayloadTooLarge { .. } => "body_too_large",
+            ApiError::UnsupportedEncoding(_) => "unsupported_encoding",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::StorageFull => "storage_full",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized => "Authentication required",
+            ApiError::BadParameter { .. } => "Invalid parameter",
+            ApiError::BadLine { .. } => "Invalid line protocol",
+            ApiError::BadBody { .. } => "Invalid request body",
+            ApiError::Conflict(_) => "Value type conflict",
+            ApiError::TooLarge { .. } => "Result too large",
+            ApiError::PayloadTooLarge { .. } => "Request body too large",
+            ApiError::UnsupportedEncoding(_) => "Unsupported content encoding",
+            ApiError::NotFound => "Not found",
+            ApiError::MethodNotAllowed => "Method not allowed",
+            ApiError::StorageFull => "Storage full",
+            ApiError::Unavailable(_) => "Storage unavailable",
+            ApiError::Internal(_) => "Internal error",
+        }
+    }
+
+    fn field(&self) -> Option<&str> {
+        match self {
+            ApiError::BadParameter { field, .. } => Some(field),
+            ApiError::BadBody { field, .. } | ApiError::TooLarge { field, .. } => field.as_deref(),
+            ApiError::UnsupportedEncoding(_) => Some("Content-Encoding"),
+            _ => None,
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            ApiError::BadParameter { reason, .. }
+            | ApiError::BadBody { reason, .. }
+            | ApiError::TooLarge { reason, .. } => reason.clone(),
+            ApiError::Internal(_) => "the server failed to handle the request; see its log".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// An RFC 9457 problem document with Millwright's extension members.
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    code: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line: Option<usize>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        } else {
+            tracing::debug!(error = %self, "request rejected");
+        }
+        let code = self.code();
+        let problem = Problem {
+            kind: format!("urn:millwright:problem:{code}"),
+            title: self.title(),
+            status: status.as_u16(),
+            detail: self.detail(),
+            code,
+            field: self.field(),
+            line: match &self {
+                ApiError::BadLine { line, .. } => Some(*line),
+                _ => None,
+            },
+        };
+        let body = serde_json::to_vec(&problem).unwrap_or_else(|_| b"{}".to_vec());
+        let mut resp = (status, body).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let ApiError::Unauthorized = self {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"millwright\""),
+            );
+        }
+        resp
+    }
+}

@@ -1,0 +1,120 @@
+//! Query-string parameters: decoded once, then read by name with errors
+//! that name the parameter.
+
+use crate::error::ApiError;
+
+/// The decoded parameters of one request, in order.
+pub(crate) struct Params {
+    pairs: Vec<(String, String)>,
+}
+
+impl Params {
+    /// Decodes a raw query string (`a=1&b=x%20y`).
+    pub(crate) fn parse(raw: Option<&str>) -> Params {
+        let pairs = raw
+            .map(|q| {
+                form_urlencoded::parse(q.as_bytes())
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Params { pairs }
+    }
+
+    /// Rejects any parameter not in `known` and not starting with one of
+    /// `prefixes`, and any known parameter given twice.
+    pub(crate) fn only(&self, known: &[&str], prefixes: &[&str]) -> Result<(), ApiError> {
+        for (i, (k, _)) in self.pairs.iter().enumerate() {
+            let is_known = known.contains(&k.as_str());
+            if !is_known && !prefixes.iter().any(|p| k.starts_with(p)) {
+                return Err(ApiError::param(
+                    k.as_str(),
+                    format!("unknown parameter; known: {}", known.join(", ")),
+                ));
+            }
+            if self.pairs[..i].iter().any(|(p, _)| p == k) {
+                return Err(ApiError::param(k.as_str(), "given more than once"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The first value of a parameter; an empty value counts as absent.
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A parameter that must be present.
+    pub(crate) fn required(&self, name: &str) -> Result<&str, ApiError> {
+        self.get(name)
+            .ok_or_else(|| ApiError::param(name, "required"))
+    }
+
+    /// Every `prefix<key>=<value>` pair as `(key, value)`.
+    pub(crate) fn with_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        self.pairs
+            .iter()
+            .filter_map(move |(k, v)| k.strip_prefix(prefix).map(|k| (k, v.as_str())))
+    }
+
+    /// The parameters re-encoded with `replace` values substituted (or
+    /// appended), for `next` links.
+    pub(crate) fn encode_with(&self, replace: &[(&str, String)]) -> String {
+        let mut ser = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &self.pairs {
+            match replace.iter().find(|(r, _)| r == k) {
+                Some(_) => {}
+                None => {
+                    ser.append_pair(k, v);
+                }
+            }
+        }
+        for (k, v) in replace {
+            ser.append_pair(k, v);
+        }
+        ser.finish()
+    }
+}
+
+/// Splits a comma list, trimming blanks and dropping empty items.
+pub(crate) fn list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_and_check() {
+        let p = Params::parse(Some("device=d1,d2&metric=te%20mp&label.fleet=North&x="));
+        assert_eq!(p.get("metric"), Some("te mp"));
+        assert_eq!(p.get("x"), None);
+        assert_eq!(list(p.get("device").unwrap_or("")), vec!["d1", "d2"]);
+        assert_eq!(
+            p.with_prefix("label.").collect::<Vec<_>>(),
+            vec![("fleet", "North")]
+        );
+        assert!(p.only(&["device", "metric", "x"], &["label."]).is_ok());
+        match p.only(&["device", "metric"], &["label."]) {
+            Err(ApiError::BadParameter { field, .. }) => assert_eq!(field, "x"),
+            other => panic!("{other:?}"),
+        }
+        let twice = Params::parse(Some("a=1&a=2"));
+        assert!(twice.only(&["a"], &[]).is_err());
+        assert_eq!(
+            p.encode_with(&[("metric", "m".into()), ("start", "5".into())]),
+            "device=d1%2Cd2&label.fleet=North&x=&metric=m&start=5"
+        );
+    }
+}

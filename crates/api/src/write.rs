@@ -1,0 +1,421 @@
+//! Ingest routes: InfluxDB line protocol (v1 and v2 endpoints), device
+//! telemetry JSON, and the platform's batch JSON. Every route answers 204
+//! only after `Tsdb::write` returned, i.e. after the batch is in the
+//! fsynced write-ahead log; a request is written whole or not at all.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Map, Value as Json};
+use tsdb::{LineProtocolOptions, Precision, SeriesKey, Value, WritePoint};
+
+use crate::body;
+use crate::error::ApiError;
+use crate::params::Params;
+use crate::time::parse_instant;
+use crate::{blocking, ApiState};
+
+/// The line protocol tag that names the device (else the measurement does).
+pub(crate) const DEVICE_TAG: &str = "device";
+
+/// Timestamp units accepted by the write endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LpPrecision {
+    Ns,
+    Us,
+    Ms,
+    S,
+    M,
+    H,
+}
+
+impl LpPrecision {
+    /// `/api/v2/write`: `ns`, `us`, `ms`, `s`.
+    fn v2(p: &Params) -> Result<LpPrecision, ApiError> {
+        Ok(match p.get("precision") {
+            None | Some("ns") => LpPrecision::Ns,
+            Some("us") => LpPrecision::Us,
+            Some("ms") => LpPrecision::Ms,
+            Some("s") => LpPrecision::S,
+            Some(other) => {
+                return Err(ApiError::param(
+                    "precision",
+                    format!("{other:?} is not one of ns, us, ms, s"),
+                ))
+            }
+        })
+    }
+
+    /// `/write`: `n`, `u`, `ms`, `s`, `m`, `h` (and `ns`, `us`).
+    fn v1(p: &Params) -> Result<LpPrecision, ApiError> {
+        Ok(match p.get("precision") {
+            None | Some("n" | "ns") => LpPrecision::Ns,
+            Some("u" | "us" | "µ") => LpPrecision::Us,
+            Some("ms") => LpPrecision::Ms,
+            Some("s") => LpPrecision::S,
+            Some("m") => LpPrecision::M,
+            Some("h") => LpPrecision::H,
+            Some(other) => {
+                return Err(ApiError::param(
+                    "precision",
+                    format!("{other:?} is not one of n, u, ms, s, m, h"),
+                ))
+            }
+        })
+    }
+
+    /// The parser's precision and the factor to apply afterwards (minutes
+    /// and hours are parsed as milliseconds, then scaled).
+    fn parser(self) -> (Precision, i64) {
+        match self {
+            LpPrecision::Ns => (Precision::Nanoseconds, 1),
+            LpPrecision::Us => (Precision::Microseconds, 1),
+            LpPrecision::Ms => (Precision::Milliseconds, 1),
+            LpPrecision::S => (Precision::Seconds, 1),
+            LpPrecision::M => (Precision::Milliseconds, 60_000),
+            LpPrecision::H => (Precision::Milliseconds, 3_600_000),
+        }
+    }
+}
+
+/// `POST /api/v2/write?org=&bucket=&precision=`.
+pub(crate) async fn write_v2(
+    State(st): State<Arc<ApiState>>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let precision = LpPrecision::v2(&Params::parse(q.as_deref()))?;
+    write_lp(st, headers, body, precision).await
+}
+
+/// `POST /write?db=&precision=`.
+pub(crate) async fn write_v1(
+    State(st): State<Arc<ApiState>>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let precision = LpPrecision::v1(&Params::parse(q.as_deref()))?;
+    write_lp(st, headers, body, precision).await
+}
+
+async fn write_lp(
+    st: Arc<ApiState>,
+    headers: HeaderMap,
+    body: Body,
+    precision: LpPrecision,
+) -> Result<StatusCode, ApiError> {
+    let enc = body::encoding(&headers)?;
+    let raw = body::read(&headers, body, st.max_body_bytes).await?;
+    let now = (st.clock)();
+    blocking(move || {
+        let data = body::decode(raw, enc, st.max_body_bytes)?;
+        let text = utf8_text(&data)?;
+        let points = parse_lp(text, &st.namespace, precision, now)?;
+        st.tsdb.write(&points)?;
+        tracing::debug!(points = points.len(), "line protocol written");
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+/// The body as text; invalid UTF-8 is reported with its line number.
+fn utf8_text(data: &[u8]) -> Result<&str, ApiError> {
+    std::str::from_utf8(data).map_err(|e| {
+        let upto = e.valid_up_to();
+        let line = data[..upto].iter().filter(|&&b| b == b'\n').count() + 1;
+        ApiError::BadLine {
+            line,
+            reason: "invalid UTF-8".into(),
+        }
+    })
+}
+
+/// Parses line protocol with InfluxDB's rules for lines without a
+/// timestamp: they get the server time truncated to the precision.
+fn parse_lp(
+    text: &str,
+    namespace: &str,
+    precision: LpPrecision,
+    now_ms: i64,
+) -> Result<Vec<WritePoint>, ApiError> {
+    let (parser_precision, factor) = precision.parser();
+    let opts = LineProtocolOptions {
+        namespace: namespace.to_string(),
+        device_tag: DEVICE_TAG.to_string(),
+        precision: parser_precision,
+    };
+    let default_ts = match precision {
+        LpPrecision::S => now_ms.div_euclid(1_000) * 1_000,
+        LpPrecision::M | LpPrecision::H => now_ms.div_euclid(factor),
+        _ => now_ms,
+    };
+    let mut points = tsdb::parse_line_protocol(text, &opts, default_ts)?;
+    if factor != 1 {
+        for p in &mut points {
+            match p.ts.checked_mul(factor) {
+                Some(t) => p.ts = t,
+                None => return Err(overflow_line(text, &opts, default_ts, factor)),
+            }
+        }
+    }
+    Ok(points)
+}
+
+/// Finds the line whose timestamp overflows after scaling (error path only).
+fn overflow_line(text: &str, opts: &LineProtocolOptions, default_ts: i64, factor: i64) -> ApiError {
+    for (i, line) in text.split('\n').enumerate() {
+        let pts = tsdb::parse_line_protocol(line, opts, default_ts).unwrap_or_default();
+        if pts.iter().any(|p| p.ts.checked_mul(factor).is_none()) {
+            return ApiError::BadLine {
+                line: i + 1,
+                reason: "timestamp out of range".into(),
+            };
+        }
+    }
+    ApiError::param("precision", "a timestamp is out of range")
+}
+
+/// `POST /api/telemetry/{device}`: the device telemetry JSON forms.
+pub(crate) async fn write_device(
+    State(st): State<Arc<ApiState>>,
+    device: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let Path(device) = device.map_err(|e| ApiError::param("device", e.body_text()))?;
+    let enc = body::encoding(&headers)?;
+    let raw = body::read(&headers, body, st.max_body_bytes).await?;
+    let now = (st.clock)();
+    blocking(move || {
+        let data = body::decode(raw, enc, st.max_body_bytes)?;
+        let points = tsdb::parse_device_json(&data, &st.namespace, &device, now)?;
+        st.tsdb.write(&points)?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+/// `POST /api/telemetry`: `{"points": [{"device", "metric", "ts"?, "value",
+/// "labels"?}, ...]}`.
+pub(crate) async fn write_batch(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let enc = body::encoding(&headers)?;
+    let raw = body::read(&headers, body, st.max_body_bytes).await?;
+    let now = (st.clock)();
+    blocking(move || {
+        let data = body::decode(raw, enc, st.max_body_bytes)?;
+        let points = parse_batch(&data, &st.namespace, now)?;
+        st.tsdb.write(&points)?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+/// Parses the batch document, all or nothing, naming the offending element.
+pub(crate) fn parse_batch(
+    data: &[u8],
+    namespace: &str,
+    now_ms: i64,
+) -> Result<Vec<WritePoint>, ApiError> {
+    let doc: Json = serde_json::from_slice(data).map_err(|e| ApiError::BadBody {
+        field: None,
+        reason: format!("not valid JSON: {e}"),
+    })?;
+    let Json::Object(root) = doc else {
+        return Err(ApiError::BadBody {
+            field: None,
+            reason: "expected an object {\"points\": [...]}".into(),
+        });
+    };
+    if let Some(k) = root.keys().find(|k| *k != "points") {
+        return Err(ApiError::body(k.as_str(), "unknown key"));
+    }
+    let Some(Json::Array(items)) = root.get("points") else {
+        return Err(ApiError::body("points", "required: an array of points"));
+    };
+    let ns: Arc<str> = Arc::from(namespace);
+    let mut keys: HashMap<SeriesKey, Arc<SeriesKey>> = HashMap::new();
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("points[{i}]");
+        let Json::Object(m) = item else {
+            return Err(ApiError::body(path, "expected an object"));
+        };
+        let (key, ts, value) = batch_point(m, &path, &ns, now_ms)?;
+        let series = match keys.get(&key) {
+            Some(k) => k.clone(),
+            None => {
+                key.validate()
+                    .map_err(|e| ApiError::body(path.as_str(), e.to_string()))?;
+                let k = Arc::new(key.clone());
+                keys.insert(key, k.clone());
+                k
+            }
+        };
+        out.push(WritePoint { series, ts, value });
+    }
+    Ok(out)
+}
+
+fn batch_point(
+    m: &Map<String, Json>,
+    path: &str,
+    ns: &Arc<str>,
+    now_ms: i64,
+) -> Result<(SeriesKey, i64, Value), ApiError> {
+    if let Some(k) = m
+        .keys()
+        .find(|k| !matches!(k.as_str(), "device" | "metric" | "ts" | "value" | "labels"))
+    {
+        return Err(ApiError::body(format!("{path}.{k}"), "unknown key"));
+    }
+    let string = |name: &str| match m.get(name) {
+        Some(Json::String(s)) if !s.is_empty() => Ok(s.as_str()),
+        _ => Err(ApiError::body(
+            format!("{path}.{name}"),
+            "required: a non-empty string",
+        )),
+    };
+    let device = string("device")?;
+    let metric = string("metric")?;
+    let ts = match m.get("ts") {
+        None | Some(Json::Null) => now_ms,
+        Some(Json::Number(n)) => n.as_i64().ok_or_else(|| {
+            ApiError::body(format!("{path}.ts"), "must be integer Unix milliseconds")
+        })?,
+        Some(Json::String(s)) => parse_instant(s, now_ms)
+            .map_err(|reason| ApiError::body(format!("{path}.ts"), reason))?,
+        Some(_) => {
+            return Err(ApiError::body(
+                format!("{path}.ts"),
+                "must be integer Unix milliseconds or an RFC 3339 string",
+            ))
+        }
+    };
+    let value = match m.get("value") {
+        Some(Json::Number(n)) => match n.as_f64() {
+            Some(x) if x.is_finite() => Value::F64(x),
+            _ => {
+                return Err(ApiError::body(
+                    format!("{path}.value"),
+                    "number out of range",
+                ))
+            }
+        },
+        Some(Json::Bool(b)) => Value::Bool(*b),
+        Some(Json::String(s)) => Value::Str(Arc::from(s.as_str())),
+        _ => {
+            return Err(ApiError::body(
+                format!("{path}.value"),
+                "required: a number, boolean or string",
+            ))
+        }
+    };
+    let mut labels = Vec::new();
+    match m.get("labels") {
+        None | Some(Json::Null) => {}
+        Some(Json::Object(l)) => {
+            for (k, v) in l {
+                let Json::String(v) = v else {
+                    return Err(ApiError::body(
+                        format!("{path}.labels.{k}"),
+                        "label values must be strings",
+                    ));
+                };
+                labels.push((Arc::from(k.as_str()), Arc::from(v.as_str())));
+            }
+        }
+        Some(_) => {
+            return Err(ApiError::body(
+                format!("{path}.labels"),
+                "must be an object of strings",
+            ))
+        }
+    }
+    let key = SeriesKey::from_parts(ns.clone(), Arc::from(device), Arc::from(metric), labels);
+    Ok((key, ts, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minutes_and_hours_scale_and_truncate_server_time() {
+        let now = 1_700_000_123_456;
+        let pts = parse_lp("m f=1 2\nm g=1", "default", LpPrecision::M, now).unwrap_or_default();
+        assert_eq!(pts.len(), 2);
+        assert_eq!(pts[0].ts, 120_000);
+        assert_eq!(pts[1].ts, now - now.rem_euclid(60_000));
+        let pts = parse_lp("m f=1 1", "default", LpPrecision::H, now).unwrap_or_default();
+        assert_eq!(pts[0].ts, 3_600_000);
+        let pts = parse_lp("m f=1", "default", LpPrecision::S, now).unwrap_or_default();
+        assert_eq!(pts[0].ts, now - 456);
+        match parse_lp(
+            "m f=1 1\nm f=2 9000000000000000",
+            "default",
+            LpPrecision::H,
+            now,
+        ) {
+            Err(ApiError::BadLine { line, .. }) => assert_eq!(line, 2),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn batch_errors_name_the_element() {
+        let cases = [
+            (r#"[]"#, None),
+            (r#"{"pts": []}"#, Some("pts")),
+            (r#"{"points": 3}"#, Some("points")),
+            (
+                r#"{"points": [{"device": "d", "metric": "m"}]}"#,
+                Some("points[0].value"),
+            ),
+            (
+                r#"{"points": [{"device": "d", "metric": "m", "value": 1}, {"metric": "m", "value": 1}]}"#,
+                Some("points[1].device"),
+            ),
+            (
+                r#"{"points": [{"device": "d", "metric": "m", "value": 1, "ts": 1.5}]}"#,
+                Some("points[0].ts"),
+            ),
+            (
+                r#"{"points": [{"device": "d", "metric": "m", "value": 1, "labels": {"a": 1}}]}"#,
+                Some("points[0].labels.a"),
+            ),
+            (
+                r#"{"points": [{"device": "d", "metric": "m", "value": 1, "extra": 1}]}"#,
+                Some("points[0].extra"),
+            ),
+        ];
+        for (input, field) in cases {
+            match parse_batch(input.as_bytes(), "default", 0) {
+                Err(ApiError::BadBody { field: f, .. }) => {
+                    assert_eq!(f.as_deref(), field, "{input}")
+                }
+                other => panic!("{input}: {other:?}"),
+            }
+        }
+        let ok = parse_batch(
+            br#"{"points": [{"device": "d", "metric": "m", "value": 1.5, "labels": {"a": "b"}},
+                            {"device": "d", "metric": "m", "value": 2, "ts": "1970-01-01T00:00:01Z", "labels": {"a": "b"}}]}"#,
+            "default",
+            7,
+        )
+        .unwrap_or_default();
+        assert_eq!(ok.len(), 2);
+        assert_eq!((ok[0].ts, ok[1].ts), (7, 1000));
+        assert!(Arc::ptr_eq(&ok[0].series, &ok[1].series));
+        assert_eq!(ok[0].series.label("a"), Some("b"));
+    }
+}

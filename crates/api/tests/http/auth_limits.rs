@@ -1,0 +1,238 @@
+//! The shared token, body limits, parameter errors and unknown routes.
+
+use serde_json::json;
+
+use crate::harness::{gzip, start, start_with, Config, NOW};
+
+#[tokio::test]
+async fn token_is_required_when_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start_with(
+        dir.path(),
+        Config {
+            token: Some("s3cret"),
+            ..Config::default()
+        },
+    )
+    .await;
+    let line = b"a,device=d f=1";
+    let bearer = [("Authorization", "Bearer s3cret")];
+
+    // No credential, a wrong one, or the wrong scheme: 401, nothing stored.
+    for (path, headers) in [
+        ("/api/v2/write", vec![]),
+        ("/api/v2/write", vec![("Authorization", "Bearer nope")]),
+        ("/write?db=x&u=me&p=nope", vec![]),
+        ("/api/v2/write?p=s3cret", vec![]),
+        ("/api/telemetry/d", vec![("Authorization", "Token s3cret")]),
+        ("/api/telemetry/d", vec![("Authorization", "s3cret")]),
+    ] {
+        let r = srv.req("POST", path, &headers, line).await;
+        let p = r.problem(401, "unauthorized");
+        assert_eq!(
+            r.header("www-authenticate"),
+            Some("Bearer realm=\"millwright\"")
+        );
+        assert!(p["detail"].is_string());
+    }
+    for path in [
+        "/api/telemetry/query?device=*",
+        "/api/telemetry/latest?device=*",
+        "/api/telemetry/stats",
+        "/api/devices/d/series",
+    ] {
+        srv.get(path).await.problem(401, "unauthorized");
+    }
+    let v = srv.get_with("/api/telemetry/stats", &bearer).await.json();
+    assert_eq!(v["series"], 0);
+
+    // Every accepted form.
+    for (path, headers) in [
+        ("/api/v2/write", vec![("Authorization", "Bearer s3cret")]),
+        ("/api/v2/write", vec![("Authorization", "Token s3cret")]),
+        ("/write?db=x", vec![("Authorization", "Token s3cret")]),
+        ("/write?db=x&u=me&p=s3cret", vec![]),
+        ("/write?db=x&p=s3cret", vec![]),
+        // "me:s3cret" in base64.
+        ("/write?db=x", vec![("Authorization", "Basic bWU6czNjcmV0")]),
+    ] {
+        let r = srv.req("POST", path, &headers, line).await;
+        assert_eq!(r.status, 204, "{path} {headers:?}: {}", r.text());
+    }
+    let r = srv
+        .req("POST", "/api/telemetry/d", &bearer, br#"{"g": 1}"#)
+        .await;
+    assert_eq!(r.status, 204);
+    let r = srv
+        .get_with("/api/telemetry/latest?device=*", &bearer)
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["latest"].as_array().unwrap().len(), 2);
+
+    // Health needs nothing.
+    let r = srv.get("/health").await;
+    assert_eq!((r.status, r.json()), (200, json!({"status": "ok"})));
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start_with(
+        dir.path(),
+        Config {
+            max_body_bytes: 1024,
+            ..Config::default()
+        },
+    )
+    .await;
+    let mut big = String::new();
+    while big.len() <= 1024 {
+        big.push_str(&format!("big,device=z f=1 {}\n", NOW + big.len() as i64));
+    }
+    // Declared length over the limit.
+    let r = srv.post("/api/v2/write?precision=ms", big.as_bytes()).await;
+    let p = r.problem(413, "body_too_large");
+    assert!(p["detail"].as_str().unwrap().contains("1024"), "{p}");
+    // No length up front: stopped while reading.
+    let r = srv
+        .post_chunked("/api/v2/write?precision=ms", big.as_bytes())
+        .await;
+    r.problem(413, "body_too_large");
+    // A small gzip body that expands past the limit.
+    let huge = "big,device=z f=1\n".repeat(5000);
+    let z = gzip(huge.as_bytes());
+    assert!(z.len() < 1024);
+    let r = srv
+        .req(
+            "POST",
+            "/write?precision=ms",
+            &[("Content-Encoding", "gzip")],
+            &z,
+        )
+        .await;
+    r.problem(413, "body_too_large");
+    // JSON routes share the limit.
+    let json = format!(r#"{{"v": "{}"}}"#, "x".repeat(2000));
+    srv.post("/api/telemetry/z", json.as_bytes())
+        .await
+        .problem(413, "body_too_large");
+    // Nothing was stored; a body at the limit passes.
+    let v = srv.get("/api/devices/z/series").await.json();
+    assert_eq!(v["series"], json!([]));
+    let fits = format!("{:<1024}", "big,device=z f=1");
+    assert_eq!(fits.len(), 1024);
+    let r = srv.post("/api/v2/write", fits.as_bytes()).await;
+    assert_eq!(r.status, 204, "{}", r.text());
+}
+
+#[tokio::test]
+async fn bad_parameters_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(dir.path()).await;
+    let q = "/api/telemetry/query";
+    let cases = [
+        (q.to_string(), "device", "bad_parameter"),
+        (format!("{q}?device="), "device", "bad_parameter"),
+        (format!("{q}?device=,"), "device", "bad_parameter"),
+        (format!("{q}?device=d&metric=,"), "metric", "bad_parameter"),
+        (
+            format!("{q}?device=d&start=yesterday"),
+            "start",
+            "bad_parameter",
+        ),
+        (
+            format!("{q}?device=d&end=2024-13-01T00:00:00Z"),
+            "end",
+            "bad_parameter",
+        ),
+        (
+            format!("{q}?device=d&start=2&end=1"),
+            "start",
+            "bad_parameter",
+        ),
+        (format!("{q}?device=d&limit=0"), "limit", "bad_parameter"),
+        (
+            format!("{q}?device=d&limit=100001"),
+            "limit",
+            "bad_parameter",
+        ),
+        (format!("{q}?device=d&limit=ten"), "limit", "bad_parameter"),
+        (
+            format!("{q}?device=d&agg=median&bucket=1m"),
+            "agg",
+            "bad_parameter",
+        ),
+        (format!("{q}?device=d&agg=avg"), "bucket", "bad_parameter"),
+        (
+            format!("{q}?device=d&agg=avg&bucket=0"),
+            "bucket",
+            "bad_parameter",
+        ),
+        (
+            format!("{q}?device=d&agg=avg&bucket=fortnight"),
+            "bucket",
+            "bad_parameter",
+        ),
+        (
+            format!("{q}?device=d&agg=avg&bucket=1m&limit=5"),
+            "limit",
+            "bad_parameter",
+        ),
+        (format!("{q}?device=d&bucket=1m"), "bucket", "bad_parameter"),
+        (
+            format!("{q}?device=d&group_by=device"),
+            "group_by",
+            "bad_parameter",
+        ),
+        (
+            format!("{q}?device=d&agg=avg&bucket=1m&group_by=site"),
+            "group_by",
+            "bad_parameter",
+        ),
+        (
+            format!("{q}?device=d&agg=avg&bucket=1ms&start=0&end=now"),
+            "bucket",
+            "result_too_large",
+        ),
+        (
+            format!("{q}?device=d&format=xml"),
+            "format",
+            "bad_parameter",
+        ),
+        (
+            format!("{q}?device=d&devices=x"),
+            "devices",
+            "bad_parameter",
+        ),
+        (format!("{q}?device=d&device=e"), "device", "bad_parameter"),
+        (format!("{q}?device=d&label.=x"), "label.", "bad_parameter"),
+        (
+            "/api/telemetry/latest".to_string(),
+            "device",
+            "bad_parameter",
+        ),
+        (
+            "/api/telemetry/latest?device=d&start=1".to_string(),
+            "start",
+            "bad_parameter",
+        ),
+    ];
+    for (path, field, code) in &cases {
+        let r = srv.get(path).await;
+        let p = r.problem(400, code);
+        assert_eq!(p["field"], *field, "{path}: {p}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(dir.path()).await;
+    srv.get("/nope").await.problem(404, "not_found");
+    srv.req("DELETE", "/api/telemetry/query", &[], b"")
+        .await
+        .problem(405, "method_not_allowed");
+    srv.get("/api/v2/write")
+        .await
+        .problem(405, "method_not_allowed");
+}

@@ -1,0 +1,276 @@
+//! A real server on loopback and a tiny HTTP/1.1 client over `TcpStream`
+//! (one request per connection), so the tests need no HTTP client crate.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use api::ApiState;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The server's fixed "now": 2023-11-14T22:13:20Z.
+pub const NOW: i64 = 1_700_000_000_000;
+
+pub struct Server {
+    pub addr: SocketAddr,
+    pub tsdb: Arc<tsdb::Tsdb>,
+    pub now: Arc<AtomicI64>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+pub struct Config<'a> {
+    pub token: Option<&'a str>,
+    pub max_body_bytes: usize,
+}
+
+impl Default for Config<'_> {
+    fn default() -> Self {
+        Config {
+            token: None,
+            max_body_bytes: 1 << 20,
+        }
+    }
+}
+
+pub async fn start(dir: &Path) -> Server {
+    start_with(dir, Config::default()).await
+}
+
+pub async fn start_with(dir: &Path, cfg: Config<'_>) -> Server {
+    let tsdb = Arc::new(tsdb::Tsdb::open(dir, tsdb::Options::default()).expect("open tsdb"));
+    let now = Arc::new(AtomicI64::new(NOW));
+    let clock_now = now.clone();
+    let state = ApiState {
+        tsdb: tsdb.clone(),
+        namespace: "default".into(),
+        token: cfg.token.map(str::to_string),
+        max_body_bytes: cfg.max_body_bytes,
+        clock: Arc::new(move || clock_now.load(Ordering::Relaxed)),
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(api::serve(listener, api::router(state), async move {
+        let _ = rx.await;
+    }));
+    Server {
+        addr,
+        tsdb,
+        now,
+        stop: Some(tx),
+        task,
+    }
+}
+
+impl Server {
+    /// Graceful shutdown; returns the store handle (the last one once the
+    /// router is gone).
+    pub async fn stop(mut self) -> Arc<tsdb::Tsdb> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.task)
+            .await
+            .expect("server task")
+            .expect("serve result");
+        self.tsdb.clone()
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.req("GET", path, &[], b"").await
+    }
+
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
+        self.req("GET", path, headers, b"").await
+    }
+
+    pub async fn post(&self, path: &str, body: &[u8]) -> Resp {
+        self.req("POST", path, &[], body).await
+    }
+
+    pub async fn req(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Resp {
+        request(self.addr, method, path, headers, Body::Sized(body)).await
+    }
+
+    /// Sends the body with `Transfer-Encoding: chunked` (no length up front).
+    pub async fn post_chunked(&self, path: &str, body: &[u8]) -> Resp {
+        request(self.addr, "POST", path, &[], Body::Chunked(body)).await
+    }
+}
+
+pub enum Body<'a> {
+    Sized(&'a [u8]),
+    Chunked(&'a [u8]),
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    /// Asserts a problem document and returns it.
+    pub fn problem(&self, status: u16, code: &str) -> serde_json::Value {
+        assert_eq!(self.status, status, "{}", self.text());
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "{}",
+            self.text()
+        );
+        let p = self.json();
+        assert_eq!(p["status"], status);
+        assert_eq!(p["code"], code, "{p}");
+        assert!(p["title"].is_string() && p["detail"].is_string() && p["type"].is_string());
+        p
+    }
+}
+
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Body<'_>,
+) -> Resp {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    let mut out = Vec::new();
+    match body {
+        Body::Sized(b) => {
+            head.push_str(&format!("Content-Length: {}\r\n\r\n", b.len()));
+            out.extend_from_slice(head.as_bytes());
+            out.extend_from_slice(b);
+        }
+        Body::Chunked(b) => {
+            head.push_str("Transfer-Encoding: chunked\r\n\r\n");
+            out.extend_from_slice(head.as_bytes());
+            for c in b.chunks(4096) {
+                let _ = write!(out, "{:x}\r\n", c.len());
+                out.extend_from_slice(c);
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b"0\r\n\r\n");
+        }
+    }
+    // The server may answer (413, 401) and close before reading it all.
+    let _ = s.write_all(&out).await;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match s.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if !raw.is_empty() => {
+                let _ = e;
+                break;
+            }
+            Err(e) => panic!("reading the response: {e}"),
+        }
+    }
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> Resp {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(raw)));
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let rest = &raw[end + 4..];
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_vec()
+    };
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
+        let size_text = String::from_utf8_lossy(&b[..eol]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .expect("chunk size");
+        if size == 0 {
+            break;
+        }
+        let start = eol + 2;
+        out.extend_from_slice(&b[start..start + size]);
+        b = &b[start + size + 2..];
+    }
+    out
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).expect("gzip");
+    e.finish().expect("gzip")
+}
+
+/// The points of a raw query answer as `(device, metric, ts, value)`.
+pub fn raw_points(v: &serde_json::Value) -> Vec<(String, String, i64, serde_json::Value)> {
+    let mut out = Vec::new();
+    for s in v["series"].as_array().expect("series") {
+        for p in s["points"].as_array().expect("points") {
+            out.push((
+                s["device"].as_str().expect("device").to_string(),
+                s["metric"].as_str().expect("metric").to_string(),
+                p["ts"].as_i64().expect("ts"),
+                p["value"].clone(),
+            ));
+        }
+    }
+    out
+}
