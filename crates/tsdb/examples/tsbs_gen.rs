@@ -147,14 +147,27 @@ impl Truth {
             e[format!("{m}_ts")] = json!(ts);
         }
         let mut sum_avg = 0.0;
-        let mut stationary = BTreeSet::new();
+        // The stationary-trucks window: the 10-minute bucket of the first
+        // day with the most trucks averaging under 1 (the earliest on ties;
+        // the middle of the day when there is none), so that the query's
+        // answer is worth checking.
+        let mut per_bucket: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
         for ((dev, b), (s, c)) in &self.velocity {
             let avg = s / *c as f64;
             sum_avg += avg;
-            if *b == self.window && avg < 1.0 {
-                stationary.insert(dev.clone());
+            if avg < 1.0 {
+                per_bucket.entry(*b).or_default().insert(dev.clone());
             }
         }
+        let mut window = self.window;
+        let mut best = 0;
+        for (b, set) in &per_bucket {
+            if set.len() > best {
+                best = set.len();
+                window = *b;
+            }
+        }
+        let stationary = per_bucket.remove(&window).unwrap_or_default();
         json!({
             "last_location": last,
             "max_fuel_consumption_per_fleet": self.max_fuel,
@@ -163,7 +176,7 @@ impl Truth {
                 "buckets": self.velocity.len(), "sum_of_averages": sum_avg,
             },
             "stationary_window": {
-                "start": self.window, "end": self.window + TEN_MIN,
+                "start": window, "end": window + TEN_MIN,
                 "trucks": stationary,
             },
         })
