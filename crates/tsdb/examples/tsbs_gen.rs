@@ -17,7 +17,7 @@
 //!
 //! `cargo run --release -p tsdb --example tsbs_gen -j2 -- --out DIR
 //! [--trucks 200] [--hours 24] [--seed 1] [--interval-ms 10000]
-//! [--start-ms MS] [--no-mqtt]`
+//! [--start-ms MS] [--stationary-below 1] [--no-mqtt]`
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -39,6 +39,7 @@ struct Args {
     interval_ms: i64,
     start_ms: i64,
     mqtt: bool,
+    stationary_below: f64,
 }
 
 fn args() -> Result<Args, BoxError> {
@@ -50,6 +51,7 @@ fn args() -> Result<Args, BoxError> {
         interval_ms: 10_000,
         start_ms: 1_451_606_400_000,
         mqtt: true,
+        stationary_below: 1.0,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -71,6 +73,9 @@ fn args() -> Result<Args, BoxError> {
             "--seed" => a.seed = v.parse().map_err(bad)?,
             "--interval-ms" => a.interval_ms = v.parse().map_err(bad)?,
             "--start-ms" => a.start_ms = v.parse().map_err(bad)?,
+            "--stationary-below" => {
+                a.stationary_below = v.parse().map_err(|_| format!("{flag}: bad number {v:?}"))?
+            }
             other => return Err(format!("unknown flag {other}").into()),
         }
         i += 2;
@@ -89,6 +94,8 @@ struct Truth {
     day_end: i64,
     /// Start of the one 10-minute window of the "stationary trucks" query.
     window: i64,
+    /// The velocity under which a truck counts as stationary.
+    below: f64,
     /// (device, metric) -> (ts, value) of the newest point (last write wins).
     last: BTreeMap<(String, &'static str), (i64, f64)>,
     /// fleet -> max fuel_consumption.
@@ -152,10 +159,12 @@ impl Truth {
         // the middle of the day when there is none), so that the query's
         // answer is worth checking.
         let mut per_bucket: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
+        let mut min_avg = f64::MAX;
         for ((dev, b), (s, c)) in &self.velocity {
             let avg = s / *c as f64;
             sum_avg += avg;
-            if avg < 1.0 {
+            min_avg = min_avg.min(avg);
+            if avg < self.below {
                 per_bucket.entry(*b).or_default().insert(dev.clone());
             }
         }
@@ -174,9 +183,10 @@ impl Truth {
             "avg_velocity_10m_day": {
                 "start": self.start, "end": self.day_end,
                 "buckets": self.velocity.len(), "sum_of_averages": sum_avg,
+                "min_average": min_avg,
             },
             "stationary_window": {
-                "start": window, "end": window + TEN_MIN,
+                "start": window, "end": window + TEN_MIN, "below": self.below,
                 "trucks": stationary,
             },
         })
@@ -205,6 +215,7 @@ fn main() -> Result<(), BoxError> {
         start: a.start_ms,
         day_end,
         window,
+        below: a.stationary_below,
         last: BTreeMap::new(),
         max_fuel: BTreeMap::new(),
         velocity: BTreeMap::new(),
