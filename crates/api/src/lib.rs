@@ -39,6 +39,8 @@
 //!   tenants arrive, bucket/db will select the namespace. Lines without a
 //!   timestamp get the server time truncated to the precision, as InfluxDB
 //!   does. Errors carry the 1-based `"line"`.
+//! - Device JSON: `/api/telemetry/query`, `/latest` and `/stats` are
+//!   routes of their own, so devices with those ids must use the batch form.
 //! - JSON numbers are stored as floats (JSON has one number type); `ts` in
 //!   the batch form is Unix milliseconds or an RFC 3339 string and defaults
 //!   to server time. Errors name the element, e.g. `"field":
