@@ -380,7 +380,7 @@ def report(a):
         pass
 
     def cmd(key):
-        return "<br>".join(f"`{c}`" for c in cmds.get(key, [])) or ""
+        return f"[{key}](#commands)" if key in cmds else ""
 
     # 1. ingest through line protocol.
     ing = {s: load(d, f"ingest-{s}.json") for s in SYSTEMS}
@@ -409,9 +409,15 @@ def report(a):
                  [fmt_num(bpv[s]) for s in SYSTEMS], ratio(bpv["millwright"], [bpv["victoriametrics"], bpv["influxdb"]], False),
                  cmd("disk")))
     mwd = disk["millwright"] or {}
+    peer_bpv = [bpv["victoriametrics"], bpv["influxdb"]]
+    if mwd.get("raw_bytes_per_value") is not None:
+        rows.append(("Bytes per value, Millwright raw chunks only (without rollups)",
+                     [fmt_num(mwd["raw_bytes_per_value"]), "", ""], ratio(mwd["raw_bytes_per_value"], peer_bpv, False), cmd("disk")))
     if mwd.get("compacted_bytes_per_value") is not None:
-        rows.append(("Millwright bytes per value after an offline compact() (the server does not compact yet)",
-                     [fmt_num(mwd["compacted_bytes_per_value"]), "", ""], "", cmd("compact")))
+        rows.append(("Bytes per value, Millwright after an offline compact() (the server does not compact by itself yet): whole chunks dir / raw only",
+                     [fmt_num(mwd["compacted_bytes_per_value"]) + " / " + fmt_num(mwd["compacted_raw_bytes_per_value"]), "", ""],
+                     ratio(mwd["compacted_bytes_per_value"], peer_bpv, False) + " / " + ratio(mwd["compacted_raw_bytes_per_value"], peer_bpv, False),
+                     cmd("compact")))
     # 4. queries.
     qs = {s: load(d, f"queries-{s}.json") for s in SYSTEMS}
     names = []
@@ -471,6 +477,24 @@ def report(a):
         x = load(d, f"{s}.json")
         if x:
             out.append(f"- Loader ceiling against a null endpoint ({s}): {x['values_per_s']:,.0f} values/s")
+    out.append("")
+    out.append("### Commands")
+    out.append("")
+    titles = {"generate": "data set", "loader": "loader ceilings (null endpoints)", "server": "servers",
+              "ingest": "ingest", "mqtt": "MQTT ingest", "disk": "disk", "compact": "Millwright offline compaction",
+              "query": "queries (each request is listed in queries-*.json)"}
+    for k in ["generate", "server", "loader", "ingest", "mqtt", "disk", "compact", "query"]:
+        if k in cmds:
+            out.append(f"- {k} ({titles[k]}):")
+            for c in cmds[k]:
+                out.append(f"  - `{c}`")
+    qreq = []
+    for s in SYSTEMS:
+        for e in (qs[s] or {}).get("queries", []):
+            qreq.append(f"  - {NAMES[s]} {e['query']}: `{e['request']}`")
+    if qreq:
+        out.append("- query requests:")
+        out.extend(qreq)
     text = "\n".join(out)
     print(text)
     with open(os.path.join(d, "summary.json"), "w") as f:

@@ -24,27 +24,48 @@ use tokio::net::TcpStream;
 use crate::outq::{OutQueue, Outgoing};
 use crate::server::Shared;
 
-const READ_BUF: usize = 8 * 1024;
+/// Read buffer sizes: a new connection starts small (a CONNECT is tiny and
+/// thousands of connections arrive at once), then the size follows the
+/// traffic: doubled when a read fills the buffer, halved when reads are
+/// small.
+const READ_MIN: usize = 512;
+const READ_MAX: usize = 64 * 1024;
+
+/// The next read size after a read of `n` bytes into `room` free bytes.
+fn adapt(size: usize, n: usize, room: usize) -> usize {
+    if n >= room {
+        (size * 2).min(READ_MAX)
+    } else if n < size / 4 {
+        (size / 2).max(READ_MIN)
+    } else {
+        size
+    }
+}
 
 /// A byte stream the connection can wait on without holding a buffer.
 pub(crate) trait Transport: AsyncWrite + Unpin + Send + 'static {
     /// Waits until data arrives, then reads it into `buf` (allocating only
-    /// then). `Ok(0)` is end of stream.
+    /// then, `size` bytes, adapted to the traffic). `Ok(0)` is end of stream.
     fn read_into<'a>(
         &'a mut self,
         buf: &'a mut BytesMut,
+        size: &'a mut usize,
     ) -> impl Future<Output = io::Result<usize>> + Send + 'a;
 }
 
 impl Transport for TcpStream {
-    async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+    async fn read_into(&mut self, buf: &mut BytesMut, size: &mut usize) -> io::Result<usize> {
         loop {
             self.readable().await?;
-            if buf.capacity() - buf.len() < READ_BUF / 4 {
-                buf.reserve(READ_BUF);
+            if buf.capacity() - buf.len() < *size / 4 {
+                buf.reserve(*size);
             }
+            let room = buf.capacity() - buf.len();
             match self.try_read_buf(buf) {
-                Ok(n) => return Ok(n),
+                Ok(n) => {
+                    *size = adapt(*size, n, room);
+                    return Ok(n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
             }
@@ -53,11 +74,14 @@ impl Transport for TcpStream {
 }
 
 impl Transport for DuplexStream {
-    async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
-        if buf.capacity() - buf.len() < READ_BUF / 4 {
-            buf.reserve(READ_BUF);
+    async fn read_into(&mut self, buf: &mut BytesMut, size: &mut usize) -> io::Result<usize> {
+        if buf.capacity() - buf.len() < *size / 4 {
+            buf.reserve(*size);
         }
-        self.read_buf(buf).await
+        let room = buf.capacity() - buf.len();
+        let n = self.read_buf(buf).await?;
+        *size = adapt(*size, n, room);
+        Ok(n)
     }
 }
 
@@ -65,52 +89,10 @@ impl Transport for DuplexStream {
 pub(crate) async fn serve<T: Transport>(shared: Arc<Shared>, mut io: T, peer: SocketAddr) {
     let max_packet = shared.broker_config.max_packet_size as usize;
     let mut rbuf = BytesMut::new();
+    let mut read_size = READ_MIN;
 
-    // The first packet must be CONNECT, within the connect timeout.
-    let connect_timeout = Duration::from_secs(shared.config.connect_timeout_secs);
-    let first = tokio::time::timeout(connect_timeout, async {
-        loop {
-            match mqtt_proto::decode(&mut rbuf, Protocol::V5, max_packet) {
-                Ok(Some(p)) => return Ok(p),
-                Ok(None) => {}
-                Err(e) => return Err(Some(e)),
-            }
-            match io.read_into(&mut rbuf).await {
-                Ok(0) | Err(_) => return Err(None),
-                Ok(n) => {
-                    shared
-                        .metrics
-                        .bytes_in
-                        .fetch_add(n as u64, Ordering::Relaxed);
-                }
-            }
-        }
-    })
-    .await;
-    let connect = match first {
-        Ok(Ok(Packet::Connect(c))) => c,
-        Ok(Err(Some(DecodeError::UnsupportedProtocolVersion(level)))) => {
-            tracing::debug!(%peer, level, "unsupported protocol version");
-            let ack = Packet::ConnAck(ConnAck {
-                session_present: false,
-                reason_code: ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
-                properties: ConnAckProperties::default(),
-            });
-            let mut out = BytesMut::new();
-            if mqtt_proto::encode(&ack, Protocol::V311, &mut out).is_ok() {
-                let _ = io.write_all(&out).await;
-            }
-            return;
-        }
-        Ok(Err(Some(e))) => {
-            tracing::debug!(%peer, error = %e, "bad first packet");
-            return;
-        }
-        Ok(Ok(other)) => {
-            tracing::debug!(%peer, packet = other.name(), "first packet was not CONNECT");
-            return;
-        }
-        Ok(Err(None)) | Err(_) => return,
+    let Some(connect) = Box::pin(read_connect(&shared, &mut io, &mut rbuf, &mut read_size, peer)).await else {
+        return;
     };
     let protocol = connect.protocol;
     let alias_max = if protocol.is_v5() {
@@ -176,14 +158,14 @@ pub(crate) async fn serve<T: Transport>(shared: Arc<Shared>, mut io: T, peer: So
             }
             if error.is_some() {
                 // Send the DISCONNECT queued for the violation, then stop.
-                let _ = flush(&shared, &mut io, &outq, &mut aliases, protocol).await;
+                let _ = Box::pin(flush(&shared, &mut io, &outq, &mut aliases, protocol)).await;
                 break "bad packet";
             }
         }
         if rbuf.is_empty() && rbuf.capacity() > 0 {
             rbuf = BytesMut::new();
         }
-        match flush(&shared, &mut io, &outq, &mut aliases, protocol).await {
+        match Box::pin(flush(&shared, &mut io, &outq, &mut aliases, protocol)).await {
             Flushed::Open => {}
             Flushed::Closed => break "closed by broker",
             Flushed::Failed => break "write error",
@@ -195,7 +177,7 @@ pub(crate) async fn serve<T: Transport>(shared: Arc<Shared>, mut io: T, peer: So
                     break "aborted by broker";
                 }
             }
-            r = io.read_into(&mut rbuf) => match r {
+            r = io.read_into(&mut rbuf, &mut read_size) => match r {
                 Ok(0) => break "closed by client",
                 Ok(n) => { shared.metrics.bytes_in.fetch_add(n as u64, Ordering::Relaxed); }
                 Err(_) => break "read error",
@@ -210,7 +192,65 @@ pub(crate) async fn serve<T: Transport>(shared: Arc<Shared>, mut io: T, peer: So
         core.conns.remove(&conn);
         core.dispatch(&shared.metrics, now);
     }
-    let _ = io.shutdown().await;
+    let _ = Box::pin(io.shutdown()).await;
+}
+
+/// Reads the first packet, which must be CONNECT, within the connect
+/// timeout. Answers an unsupported protocol version with CONNACK 0x84.
+async fn read_connect<T: Transport>(
+    shared: &Shared,
+    io: &mut T,
+    rbuf: &mut BytesMut,
+    read_size: &mut usize,
+    peer: SocketAddr,
+) -> Option<Box<mqtt_proto::Connect>> {
+    let max_packet = shared.broker_config.max_packet_size as usize;
+    // The first packet must be CONNECT, within the connect timeout.
+    let connect_timeout = Duration::from_secs(shared.config.connect_timeout_secs);
+    let first = tokio::time::timeout(connect_timeout, async {
+        loop {
+            match mqtt_proto::decode(rbuf, Protocol::V5, max_packet) {
+                Ok(Some(p)) => return Ok(p),
+                Ok(None) => {}
+                Err(e) => return Err(Some(e)),
+            }
+            match io.read_into(rbuf, read_size).await {
+                Ok(0) | Err(_) => return Err(None),
+                Ok(n) => {
+                    shared
+                        .metrics
+                        .bytes_in
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                }
+            }
+        }
+    })
+    .await;
+    match first {
+        Ok(Ok(Packet::Connect(c))) => Some(c),
+        Ok(Err(Some(DecodeError::UnsupportedProtocolVersion(level)))) => {
+            tracing::debug!(%peer, level, "unsupported protocol version");
+            let ack = Packet::ConnAck(ConnAck {
+                session_present: false,
+                reason_code: ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+                properties: ConnAckProperties::default(),
+            });
+            let mut out = BytesMut::new();
+            if mqtt_proto::encode(&ack, Protocol::V311, &mut out).is_ok() {
+                let _ = io.write_all(&out).await;
+            }
+            None
+        }
+        Ok(Err(Some(e))) => {
+            tracing::debug!(%peer, error = %e, "bad first packet");
+            None
+        }
+        Ok(Ok(other)) => {
+            tracing::debug!(%peer, packet = other.name(), "first packet was not CONNECT");
+            None
+        }
+        Ok(Err(None)) | Err(_) => None,
+    }
 }
 
 enum Flushed {

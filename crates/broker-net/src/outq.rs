@@ -91,10 +91,11 @@ impl OutQueue {
     /// Moves everything queued into `out`; frees the queue's memory.
     pub fn drain_into(&self, out: &mut Vec<Outgoing>) {
         let mut q = self.lock();
-        out.extend(q.drain(..));
-        if q.capacity() > 64 {
-            *q = VecDeque::new();
+        if q.is_empty() {
+            return;
         }
+        // Take the whole buffer: an idle connection keeps no queue memory.
+        out.extend(std::mem::take(&mut *q));
     }
 
     /// Completes when something was queued (or abort was called) since the

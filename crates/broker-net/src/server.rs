@@ -279,7 +279,9 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, websocket: bool
         let s = shared.clone();
         shared.tracker.spawn(async move {
             if websocket {
-                ws::serve(s, stream, peer).await;
+                // Boxed: the WebSocket handshake and bridge are large, and
+                // a task is as large as its largest branch.
+                Box::pin(ws::serve(s, stream, peer)).await;
             } else {
                 connection::serve(s, stream, peer).await;
             }

@@ -67,7 +67,9 @@ pub(crate) struct Conn {
 pub struct Broker {
     pub(crate) config: BrokerConfig,
     pub(crate) access: AccessControl,
-    pub(crate) sessions: Vec<Option<Session>>,
+    /// Boxed: the table grows by doubling, and empty slots should cost a
+    /// pointer, not a whole session.
+    pub(crate) sessions: Vec<Option<Box<Session>>>,
     free_sessions: Vec<SessionIdx>,
     pub(crate) by_client_id: HashMap<ByteString, SessionIdx>,
     pub(crate) conns: HashMap<ConnId, Conn>,
@@ -237,22 +239,22 @@ impl Broker {
     }
 
     pub(crate) fn session(&self, idx: SessionIdx) -> Option<&Session> {
-        self.sessions.get(idx as usize).and_then(Option::as_ref)
+        self.sessions.get(idx as usize).and_then(|s| s.as_deref())
     }
 
     pub(crate) fn session_mut(&mut self, idx: SessionIdx) -> Option<&mut Session> {
-        self.sessions.get_mut(idx as usize).and_then(Option::as_mut)
+        self.sessions.get_mut(idx as usize).and_then(|s| s.as_deref_mut())
     }
 
     pub(crate) fn insert_session(&mut self, s: Session) -> SessionIdx {
         let id = s.client_id.clone();
         let idx = match self.free_sessions.pop() {
             Some(i) => {
-                self.sessions[i as usize] = Some(s);
+                self.sessions[i as usize] = Some(Box::new(s));
                 i
             }
             None => {
-                self.sessions.push(Some(s));
+                self.sessions.push(Some(Box::new(s)));
                 (self.sessions.len() - 1) as SessionIdx
             }
         };

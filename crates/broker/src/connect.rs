@@ -107,7 +107,7 @@ impl Broker {
             s.conn = Some(conn);
             s.generation += 1;
             s.expires_at = None;
-            s.will = connect.will.clone();
+            s.will = connect.will.take().map(Box::new);
             s.will_due = None;
             s.username = connect.username.clone();
             s.client_receive_maximum = connect.properties.receive_maximum.unwrap_or(u16::MAX);

@@ -48,7 +48,7 @@ pub(crate) struct Session {
     pub expires_at: Option<Time>,
     /// The will of the current (or just closed) connection, and when it is
     /// due once the connection is gone.
-    pub will: Option<LastWill>,
+    pub will: Option<Box<LastWill>>,
     pub will_due: Option<Time>,
     /// The client's Receive Maximum (how many QoS 1/2 it takes in flight).
     pub client_receive_maximum: u16,
