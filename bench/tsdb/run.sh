@@ -91,9 +91,11 @@ trap cleanup EXIT
 note() { NOTES+=("$*"); log "note: $*"; }
 # rec KEY COMMAND...: records the exact command for the report, then runs it.
 rec() {
-    local key=$1
+    local key=$1 line
     shift
-    printf '%s\t%s\n' "$key" "$*" >>"$RESULTS_DIR/commands.txt"
+    line=$(printf '%q ' "$@")
+    [[ -n "${TOKEN:-}" ]] && line=${line//$TOKEN/\$TOKEN}
+    printf '%s\t%s\n' "$key" "${line% }" >>"$RESULTS_DIR/commands.txt"
     "$@"
 }
 budget_left() { echo $((TOTAL_BUDGET - (SECONDS - START_SECONDS))); }
@@ -143,9 +145,9 @@ wait_url() {
 }
 # stop_pid PID: SIGTERM, wait up to 90 s, then SIGKILL.
 stop_pid() {
-    local p=$1 i
+    local p=$1
     kill -TERM "$p" 2>/dev/null || return 0
-    for i in $(seq 1 900); do
+    for _ in $(seq 1 900); do
         kill -0 "$p" 2>/dev/null || break
         sleep 0.1
     done
@@ -293,9 +295,12 @@ ingest() { # system url [header]
     local hdr=()
     (($#)) && hdr=(--header "$1")
     log "$sys: loading $VALUES values over HTTP ($CLIENTS clients x $BATCH_LINES lines)"
+    local load_before
+    load_before=$(cut -d' ' -f1-3 /proc/loadavg)
     rec ingest "$EX/lp_load" --url "$url" --file "$DATA/data.lp" --batch-lines "$BATCH_LINES" \
         --clients "$CLIENTS" --deadline-secs "$LOAD_DEADLINE" --label "$sys" "${hdr[@]}" \
         >"$RESULTS_DIR/ingest-$sys.json"
+    json_merge "$RESULTS_DIR/ingest-$sys.json" "loadavg_before=$load_before" "loadavg_after=$(cut -d' ' -f1-3 /proc/loadavg)"
     python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("{}: {:,.0f} values/s in {:.1f} s, {} failed requests {}".format(sys.argv[2], d["values_per_s"], d["seconds"], d["failed_requests"], d["errors"][:2]))' \
         "$RESULTS_DIR/ingest-$sys.json" "$sys" >&2
 }
@@ -331,7 +336,7 @@ token = "$TOKEN"
 [log]
 level = "warn"
 EOF
-    sed "s/$TOKEN/<random>/" "$WORK/$name.toml" >"$RESULTS_DIR/$name.toml"
+    sed "s/$TOKEN/\$TOKEN/" "$WORK/$name.toml" >"$RESULTS_DIR/$name.toml"
     printf '%s\t%s\n' "server" "$MW serve --data-dir $dir --config $name.toml" >>"$RESULTS_DIR/commands.txt"
     RUST_BACKTRACE=0 RUST_LIB_BACKTRACE=0 "$MW" serve --data-dir "$dir" --config "$WORK/$name.toml" >>"$WORK/$name.log" 2>&1 &
     MW_PID=$!

@@ -62,8 +62,10 @@ def facts():
         "kernel": platform.release(),
         "os": sh(". /etc/os-release && echo $PRETTY_NAME"),
         "loadavg_at_start": sh("cat /proc/loadavg"),
-        "victoria_metrics_version": sh("victoria-metrics --version 2>&1 | head -1"),
+        "victoria_metrics_version": "VictoriaMetrics " + (sh("victoria-metrics -version 2>&1 | head -1")
+                                                          or "(Debian package " + sh("dpkg-query -W -f='${Version}' victoria-metrics") + ")"),
         "influxdb_version": sh("influxd version 2>&1 | head -1"),
+        "loadavg_note": "other processes on this machine (e.g. compilers) add noise; see loadavg_at_start",
         "rustc": sh("rustc --version"),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -138,7 +140,9 @@ def plan_queries(system, meta, last_n, below):
              agg({"device": "*", "metric": "readings.velocity", "agg": "avg", "bucket": "10m", "group_by": "device", "start": s, "end": day_end}),
              p_buckets),
             ("max_fuel_per_fleet", "max fuel_consumption per fleet over the whole range",
-             agg({"device": "*", "metric": "readings.fuel_consumption", "agg": "max", "bucket": str(10**13), "group_by": "label:fleet", "start": s, "end": e}),
+             # One bucket over everything: 36500 days from the epoch (a multiple of
+             # the rollup widths, so the engine may answer from its rollups).
+             agg({"device": "*", "metric": "readings.fuel_consumption", "agg": "max", "bucket": "36500d", "group_by": "label:fleet", "start": s, "end": e}),
              p_fleet),
             ("stationary_trucks", f"trucks whose avg velocity < {below} in one 10-minute window (filter applied by the client)",
              agg({"device": "*", "metric": "readings.velocity", "agg": "avg", "bucket": "10m", "group_by": "device", "start": w, "end": w + TEN_MIN}),
@@ -293,8 +297,20 @@ def run_queries(a):
         headers["Authorization"] = f"Bearer {a.token}"
     c = Client(a.base, headers)
     results = []
+    def work():
+        # Millwright's engine counters (rollups read, chunk series decoded):
+        # tells how each query was answered.
+        if a.system != "millwright":
+            return None
+        try:
+            _, st, body = c.get("/api/telemetry/stats")
+            return json.loads(body).get("query_work") if st == 200 else None
+        except (OSError, ValueError, http.client.HTTPException):
+            return None
+
     for name, desc, path, parse in plan_queries(a.system, meta, a.last_n, a.below):
         entry = {"query": name, "description": desc, "request": f"GET {a.base}{path}"}
+        w0 = work()
         try:
             dt, st, body = c.get(path)  # warm-up
             if st != 200:
@@ -305,6 +321,9 @@ def run_queries(a):
                 if st != 200:
                     raise RuntimeError(f"HTTP {st}: {body[:300]!r}")
                 times.append(dt * 1000)
+            w1 = work()
+            if w0 and w1:
+                entry["engine_work_per_run"] = {k: (w1[k] - w0.get(k, 0)) / (a.runs + 1) for k in w1}
             ans = parse(body)
             digest = summarize(name, ans)
             ok, note = check(name, digest, meta, a.last_n, a.below)
@@ -462,13 +481,17 @@ def report(a):
     for s in SYSTEMS:
         for e in (qs[s] or {}).get("queries", []):
             st = "error: " + e["error"][:200] if "error" in e else ("ok" if e.get("matches_truth") else "DIFFERS") + f": {e.get('check', '')}"
+            if "response_bytes" in e:
+                st += f"; response {e['response_bytes']:,} bytes"
+            if e.get("engine_work_per_run"):
+                st += "; engine work per run " + ", ".join(f"{k} {v:g}" for k, v in e["engine_work_per_run"].items())
             out.append(f"- {NAMES[s]} {e['query']}: {st}")
     for s in SYSTEMS:
         x = ing[s]
         if x:
             out.append(f"- {NAMES[s]} ingest: {x['ok_values']:,} values in {x['seconds']:.1f} s, {x['clients']} clients x {x['batch_lines']} lines per request, request p50 {x.get('request_ms_p50', 0):.0f} ms p99 {x.get('request_ms_p99', 0):.0f} ms; failed requests {x['failed_requests']}" + (f"; errors {x['errors'][:2]}" if x.get("errors") else ""))
     if mq:
-        out.append(f"- Millwright MQTT: {mq['ok_messages']:,} messages ({mq['ok_values']:,} values) in {mq['seconds']:.1f} s over {mq['connections']} connections, window {mq['window']} (broker Receive Maximum {mq.get('receive_maximum')}); PUBACK reasons {mq.get('puback_reasons')}" + (f"; errors {mq['errors'][:2]}" if mq.get("errors") else ""))
+        out.append(f"- Millwright MQTT: {mq['ok_messages']:,} messages ({mq['ok_values']:,} values) in {mq['seconds']:.1f} s over {mq['connections']} connections, window {mq['window']} (broker Receive Maximum {mq.get('receive_maximum')}); PUBACK reasons {mq.get('puback_reasons')}; points found in the store after the shutdown: {mq.get('stored_points_after_restart', 'n/a'):,}" + (f"; errors {mq['errors'][:2]}" if mq.get("errors") else ""))
     for s in SYSTEMS:
         x = disk[s]
         if x:
@@ -479,6 +502,8 @@ def report(a):
             out.append(f"- Loader ceiling against a null endpoint ({s}): {x['values_per_s']:,.0f} values/s")
     out.append("")
     out.append("### Commands")
+    out.append("")
+    out.append("Configuration files (millwright*.toml, influxdb.conf) are in the results directory; $TOKEN is the random API token of the run.")
     out.append("")
     titles = {"generate": "data set", "loader": "loader ceilings (null endpoints)", "server": "servers",
               "ingest": "ingest", "mqtt": "MQTT ingest", "disk": "disk", "compact": "Millwright offline compaction",

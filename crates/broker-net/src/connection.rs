@@ -91,7 +91,15 @@ pub(crate) async fn serve<T: Transport>(shared: Arc<Shared>, mut io: T, peer: So
     let mut rbuf = BytesMut::new();
     let mut read_size = READ_MIN;
 
-    let Some(connect) = Box::pin(read_connect(&shared, &mut io, &mut rbuf, &mut read_size, peer)).await else {
+    let Some(connect) = Box::pin(read_connect(
+        &shared,
+        &mut io,
+        &mut rbuf,
+        &mut read_size,
+        peer,
+    ))
+    .await
+    else {
         return;
     };
     let protocol = connect.protocol;

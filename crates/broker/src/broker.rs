@@ -243,7 +243,9 @@ impl Broker {
     }
 
     pub(crate) fn session_mut(&mut self, idx: SessionIdx) -> Option<&mut Session> {
-        self.sessions.get_mut(idx as usize).and_then(|s| s.as_deref_mut())
+        self.sessions
+            .get_mut(idx as usize)
+            .and_then(|s| s.as_deref_mut())
     }
 
     pub(crate) fn insert_session(&mut self, s: Session) -> SessionIdx {
