@@ -195,6 +195,12 @@ impl Settings {
             let Some(rest) = key.strip_prefix(ENV_PREFIX) else {
                 continue;
             };
+            // Only MILLWRIGHT_SECTION__KEY names are settings; others
+            // (MILLWRIGHT_PASSWORD for `passwd`, MILLWRIGHT_BIN in scripts)
+            // are not ours to judge.
+            if !rest.contains("__") {
+                continue;
+            }
             let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
             if path.len() != 2 || path.iter().any(String::is_empty) {
                 bail!("environment variable {key}: expected {ENV_PREFIX}SECTION__KEY");
@@ -339,7 +345,11 @@ mod tests {
         std::fs::write(&p, "[mqtt]\nport = 1999\nallow_anonymous = true\n").unwrap();
         let s = Settings::load(
             Some(&p),
-            env(&[("MILLWRIGHT_MQTT__PORT", "1884"), ("OTHER", "x")]),
+            env(&[
+                ("MILLWRIGHT_MQTT__PORT", "1884"),
+                ("OTHER", "x"),
+                ("MILLWRIGHT_BIN", "/x"),
+            ]),
         )
         .unwrap();
         assert_eq!(s.mqtt.port, 1884);

@@ -71,9 +71,13 @@ impl broker_net::TelemetrySink for TsdbSink {
     }
 }
 
-/// Runs flushes and retention in the background every `every`, with `clock`
-/// giving Unix milliseconds. Stops (after one last flush) when the returned
-/// sender is dropped.
+/// Rounds of flush and retention between two compactions.
+const COMPACT_EVERY: u32 = 10;
+
+/// Runs flushes and retention in the background every `every`, and a
+/// compaction (merging small chunk files, which also shrinks them) every
+/// tenth round, with `clock` giving Unix milliseconds. Stops (after one last
+/// flush) when the returned sender is dropped.
 pub fn spawn_maintenance(
     tsdb: Arc<Tsdb>,
     every: Duration,
