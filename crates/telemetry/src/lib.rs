@@ -84,6 +84,7 @@ pub fn spawn_maintenance(
     clock: impl Fn() -> i64 + Send + 'static,
 ) -> std::io::Result<(mpsc::Sender<()>, JoinHandle<()>)> {
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let mut round = 0u32;
     let handle = std::thread::Builder::new()
         .name("tsdb-maintenance".into())
         .spawn(move || loop {
@@ -91,6 +92,7 @@ pub fn spawn_maintenance(
                 stop_rx.recv_timeout(every),
                 Err(mpsc::RecvTimeoutError::Timeout)
             );
+            round = round.wrapping_add(1);
             let now = clock();
             if let Err(e) = tsdb.flush(now) {
                 tracing::error!(error = %e, "telemetry flush failed");
@@ -100,6 +102,11 @@ pub fn spawn_maintenance(
             }
             if let Err(e) = tsdb.enforce_retention(now) {
                 tracing::error!(error = %e, "telemetry retention failed");
+            }
+            if round % COMPACT_EVERY == 0 {
+                if let Err(e) = tsdb.compact() {
+                    tracing::error!(error = %e, "telemetry compaction failed");
+                }
             }
         })?;
     Ok((stop_tx, handle))
