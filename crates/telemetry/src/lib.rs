@@ -103,7 +103,7 @@ pub fn spawn_maintenance(
             if let Err(e) = tsdb.enforce_retention(now) {
                 tracing::error!(error = %e, "telemetry retention failed");
             }
-            if round % COMPACT_EVERY == 0 {
+            if round.is_multiple_of(COMPACT_EVERY) {
                 if let Err(e) = tsdb.compact() {
                     tracing::error!(error = %e, "telemetry compaction failed");
                 }
