@@ -8,17 +8,17 @@
 //! write buffer lives only during a flush. This is what keeps the broker's
 //! memory per idle connection small.
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use broker::{ConnectInfo, OutboundAliases};
 use bytes::BytesMut;
 use mqtt_proto::{ConnAck, ConnAckProperties, DecodeError, Packet, Protocol, ReasonCode};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
+use tokio::io::{AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::net::TcpStream;
 
 use crate::outq::{OutQueue, Outgoing};
@@ -43,20 +43,29 @@ fn adapt(size: usize, n: usize, room: usize) -> usize {
 }
 
 /// A byte stream the connection can wait on without holding a buffer.
+///
+/// Polled, not awaited: an idle connection sleeps in a `poll_fn` that holds
+/// no future state of its own, which keeps its task small.
 pub(crate) trait Transport: AsyncWrite + Unpin + Send + 'static {
-    /// Waits until data arrives, then reads it into `buf` (allocating only
-    /// then, `size` bytes, adapted to the traffic). `Ok(0)` is end of stream.
-    fn read_into<'a>(
-        &'a mut self,
-        buf: &'a mut BytesMut,
-        size: &'a mut usize,
-    ) -> impl Future<Output = io::Result<usize>> + Send + 'a;
+    /// Once data has arrived, reads it into `buf` (allocating only then,
+    /// `size` bytes, adapted to the traffic). `Ok(0)` is end of stream.
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        size: &mut usize,
+    ) -> Poll<io::Result<usize>>;
 }
 
 impl Transport for TcpStream {
-    async fn read_into(&mut self, buf: &mut BytesMut, size: &mut usize) -> io::Result<usize> {
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        size: &mut usize,
+    ) -> Poll<io::Result<usize>> {
         loop {
-            self.readable().await?;
+            std::task::ready!(self.poll_read_ready(cx))?;
             if buf.capacity() - buf.len() < *size / 4 {
                 buf.reserve(*size);
             }
@@ -64,25 +73,40 @@ impl Transport for TcpStream {
             match self.try_read_buf(buf) {
                 Ok(n) => {
                     *size = adapt(*size, n, room);
-                    return Ok(n);
+                    return Poll::Ready(Ok(n));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
+                Err(e) => return Poll::Ready(Err(e)),
             }
         }
     }
 }
 
 impl Transport for DuplexStream {
-    async fn read_into(&mut self, buf: &mut BytesMut, size: &mut usize) -> io::Result<usize> {
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        size: &mut usize,
+    ) -> Poll<io::Result<usize>> {
         if buf.capacity() - buf.len() < *size / 4 {
             buf.reserve(*size);
         }
         let room = buf.capacity() - buf.len();
-        let n = self.read_buf(buf).await?;
+        let n = std::task::ready!(tokio_util::io::poll_read_buf(
+            std::pin::Pin::new(self),
+            cx,
+            buf
+        ))?;
         *size = adapt(*size, n, room);
-        Ok(n)
+        Poll::Ready(Ok(n))
     }
+}
+
+/// What woke an idle connection.
+enum Wake {
+    Queued,
+    Read(io::Result<usize>),
 }
 
 /// Serves one connection until it closes.
@@ -178,18 +202,28 @@ pub(crate) async fn serve<T: Transport>(shared: Arc<Shared>, mut io: T, peer: So
             Flushed::Closed => break "closed by broker",
             Flushed::Failed => break "write error",
         }
-        tokio::select! {
-            biased;
-            _ = outq.notified() => {
+        let wake = std::future::poll_fn(|cx| {
+            if outq.poll_queued(cx).is_ready() {
+                return Poll::Ready(Wake::Queued);
+            }
+            io.poll_read_into(cx, &mut rbuf, &mut read_size)
+                .map(Wake::Read)
+        })
+        .await;
+        match wake {
+            Wake::Queued => {
                 if outq.aborted() {
                     break "aborted by broker";
                 }
             }
-            r = io.read_into(&mut rbuf, &mut read_size) => match r {
-                Ok(0) => break "closed by client",
-                Ok(n) => { shared.metrics.bytes_in.fetch_add(n as u64, Ordering::Relaxed); }
-                Err(_) => break "read error",
+            Wake::Read(Ok(0)) => break "closed by client",
+            Wake::Read(Ok(n)) => {
+                shared
+                    .metrics
+                    .bytes_in
+                    .fetch_add(n as u64, Ordering::Relaxed);
             }
+            Wake::Read(Err(_)) => break "read error",
         }
     };
     tracing::debug!(conn = conn.0, %peer, reason, "connection ended");
@@ -222,7 +256,7 @@ async fn read_connect<T: Transport>(
                 Ok(None) => {}
                 Err(e) => return Err(Some(e)),
             }
-            match io.read_into(rbuf, read_size).await {
+            match std::future::poll_fn(|cx| io.poll_read_into(cx, rbuf, read_size)).await {
                 Ok(0) | Err(_) => return Err(None),
                 Ok(n) => {
                     shared
@@ -343,14 +377,12 @@ async fn write<T: Transport>(
     outq: &OutQueue,
     out: &[u8],
 ) -> io::Result<()> {
-    let aborted = async {
-        loop {
-            outq.notified().await;
-            if outq.aborted() {
-                return;
-            }
+    let aborted = std::future::poll_fn(|cx| loop {
+        std::task::ready!(outq.poll_queued(cx));
+        if outq.aborted() {
+            return Poll::Ready(());
         }
-    };
+    });
     tokio::select! {
         r = io.write_all(out) => {
             shared.metrics.bytes_out.fetch_add(out.len() as u64, Ordering::Relaxed);

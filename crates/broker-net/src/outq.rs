@@ -5,8 +5,8 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
+use futures_util::task::AtomicWaker;
 use mqtt_proto::Packet;
-use tokio::sync::Notify;
 
 /// An item for a connection's writer. Not boxed: nearly every item is a
 /// packet, and a box would cost an allocation per delivered message.
@@ -32,7 +32,10 @@ pub(crate) enum Full {
 pub(crate) struct OutQueue {
     items: Mutex<VecDeque<Outgoing>>,
     cap: usize,
-    notify: Notify,
+    /// The connection's task, woken when something is queued or on abort.
+    waker: AtomicWaker,
+    /// Set when something was queued since the task last looked.
+    queued: AtomicBool,
     /// Set to stop reading and writing at once (no flush).
     abort: AtomicBool,
     /// Set once a Close was queued.
@@ -44,7 +47,8 @@ impl OutQueue {
         OutQueue {
             items: Mutex::new(VecDeque::new()),
             cap,
-            notify: Notify::new(),
+            waker: AtomicWaker::new(),
+            queued: AtomicBool::new(false),
             abort: AtomicBool::new(false),
             closing: AtomicBool::new(false),
         }
@@ -65,7 +69,7 @@ impl OutQueue {
         }
         q.push_back(item);
         drop(q);
-        self.notify.notify_one();
+        self.wake();
         Ok(())
     }
 
@@ -75,13 +79,13 @@ impl OutQueue {
             return;
         }
         self.lock().push_back(Outgoing::Close);
-        self.notify.notify_one();
+        self.wake();
     }
 
     /// Stops the connection now, dropping what is queued.
     pub fn abort(&self) {
         self.abort.store(true, Ordering::Relaxed);
-        self.notify.notify_one();
+        self.wake();
     }
 
     pub fn aborted(&self) -> bool {
@@ -98,9 +102,22 @@ impl OutQueue {
         out.extend(std::mem::take(&mut *q));
     }
 
-    /// Completes when something was queued (or abort was called) since the
-    /// last drain; a notification sent while nobody waited is kept.
-    pub async fn notified(&self) {
-        self.notify.notified().await
+    fn wake(&self) {
+        self.queued.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Ready when something was queued (or abort was called) since the last
+    /// time it was ready; a wake-up sent while nobody waited is kept. Only
+    /// the connection's own task polls it.
+    pub fn poll_queued(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.queued.swap(false, Ordering::AcqRel) {
+            return std::task::Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        if self.queued.swap(false, Ordering::AcqRel) {
+            return std::task::Poll::Ready(());
+        }
+        std::task::Poll::Pending
     }
 }
