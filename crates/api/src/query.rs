@@ -12,7 +12,7 @@ use tsdb::{Agg, Filter, GroupBy, Selector, SeriesPoints};
 
 use crate::error::ApiError;
 use crate::params::{list, Params};
-use crate::render::{self, AggPointDto, CsvWriter, Format, JsonValue, PointDto};
+use crate::render::{self, CsvWriter, Format, JsonValue, PointDto};
 use crate::time::{parse_duration, parse_instant};
 use crate::{blocking, ApiState, DEFAULT_RANGE_MS, MAX_POINTS};
 
@@ -300,9 +300,9 @@ fn paginate(
 }
 
 #[derive(Serialize)]
-struct AggSeriesDto {
+struct AggSeriesDto<'a> {
     group: serde_json::Value,
-    points: Vec<AggPointDto>,
+    points: render::AggPointsJson<'a>,
 }
 
 #[derive(Serialize)]
@@ -312,7 +312,7 @@ struct AggDto<'a> {
     agg: &'a str,
     bucket_ms: i64,
     group_by: &'a str,
-    series: Vec<AggSeriesDto>,
+    series: Vec<AggSeriesDto<'a>>,
 }
 
 async fn query_agg(
@@ -371,18 +371,12 @@ async fn query_agg(
                     .iter()
                     .map(|s| AggSeriesDto {
                         group: render::group_json(&s.group, label_key.as_deref()),
-                        points: s
-                            .points
-                            .iter()
-                            .map(|pt| AggPointDto {
-                                ts: pt.ts,
-                                value: pt.value,
-                            })
-                            .collect(),
+                        points: render::AggPointsJson(&s.points),
                     })
                     .collect(),
             };
-            render::json(&dto, None)
+            // About 36 bytes per point and 64 per series.
+            render::json_sized(&dto, 256 + 64 * result.len() + 40 * total)
         }
         Format::Csv => {
             let label_col = label_key.as_ref().map(|k| format!("label.{k}"));

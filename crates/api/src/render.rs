@@ -55,6 +55,24 @@ pub(crate) struct AggPointDto {
     pub(crate) value: f64,
 }
 
+/// A series' aggregated points as a JSON array of `{"ts", "value"}`,
+/// serialized straight from the engine's points.
+pub(crate) struct AggPointsJson<'a>(pub(crate) &'a [tsdb::AggPoint]);
+
+impl Serialize for AggPointsJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for p in self.0 {
+            seq.serialize_element(&AggPointDto {
+                ts: p.ts,
+                value: p.value,
+            })?;
+        }
+        seq.end()
+    }
+}
+
 /// The group an aggregated series stands for, as a JSON object:
 /// `{"device", "metric", "labels"}`, `{"device"}`, `{"label.<key>": value
 /// or null}`, or `{}`.
@@ -96,6 +114,14 @@ pub(crate) fn json<T: Serialize>(body: &T, next: Option<&str>) -> Result<Respons
 /// A 200 CSV answer.
 pub(crate) fn csv(body: String, next: Option<&str>) -> Response {
     with_type(body.into_bytes(), "text/csv; charset=utf-8", next)
+}
+
+/// A 200 JSON answer encoded into a buffer of `capacity` bytes to start with.
+pub(crate) fn json_sized<T: Serialize>(body: &T, capacity: usize) -> Result<Response, ApiError> {
+    let mut bytes = Vec::with_capacity(capacity);
+    serde_json::to_writer(&mut bytes, body)
+        .map_err(|e| ApiError::Internal(format!("encoding the answer: {e}")))?;
+    Ok(with_type(bytes, "application/json", None))
 }
 
 fn with_type(body: Vec<u8>, ctype: &'static str, next: Option<&str>) -> Response {

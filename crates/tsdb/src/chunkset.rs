@@ -10,7 +10,7 @@ use crate::chunk::{Chunk, ChunkKind, ChunkSeries};
 use crate::column::Column;
 use crate::error::Error;
 use crate::query::Stats;
-use crate::summary::Summary;
+use crate::summary::{RollupFields, Summary};
 
 #[derive(Default, Clone)]
 pub(crate) struct ChunkSet {
@@ -113,6 +113,42 @@ impl ChunkSet {
             for (b, sum) in rc.buckets.into_iter().zip(rc.sums) {
                 if b >= lo && b < hi {
                     out.insert(b, sum);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl ChunkSet {
+    /// Like `read_rollup`, as a vector ascending by bucket start, without
+    /// building a map when one file holds the buckets.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn read_rollup_sorted(
+        &self,
+        bucket_ms: i64,
+        ns: &str,
+        sid: SeriesId,
+        lo: i64,
+        hi: i64,
+        fields: RollupFields,
+        stats: &Stats,
+    ) -> Result<Vec<(i64, Summary)>, Error> {
+        let entries = self.entries(ChunkKind::Rollup(bucket_ms), ns, sid, lo, hi);
+        if entries.len() > 1 {
+            return Ok(self
+                .read_rollup(bucket_ms, ns, sid, lo, hi, stats)?
+                .into_iter()
+                .collect());
+        }
+        let mut out = Vec::new();
+        for (c, s) in entries {
+            stats.rollup_series_read.fetch_add(1, Ordering::Relaxed);
+            let rc = c.read_rollup_fields(s, fields)?;
+            out.reserve(rc.buckets.len());
+            for (b, sum) in rc.buckets.into_iter().zip(rc.sums) {
+                if b >= lo && b < hi {
+                    out.push((b, sum));
                 }
             }
         }

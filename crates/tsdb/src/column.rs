@@ -24,8 +24,15 @@ const ENC_PCO: u8 = 0;
 const ENC_PLAIN: u8 = 1;
 /// Floats that are all exact decimals: a digit count and a pco integer column.
 const ENC_DECIMAL: u8 = 2;
+/// Floats close to exact decimals (sums of decimals, with rounding error):
+/// a digit count, the nearest decimals as an integer column, and each
+/// value's distance from its decimal in units in the last place as a
+/// second integer column. Lossless; chunk format version 2 and later.
+const ENC_NEAR_DECIMAL: u8 = 3;
 /// Most decimal digits tried when looking for an integer form of floats.
 const MAX_DECIMALS: i32 = 9;
+/// Largest distance in units in the last place that still counts as near.
+const MAX_ULP_DIST: i64 = 1 << 20;
 
 /// A column of values of one type.
 #[derive(Clone, Debug, PartialEq)]
@@ -245,17 +252,37 @@ fn decode_u32s(n: usize, r: &mut Reader<'_>) -> Result<Vec<u32>, Error> {
 }
 
 pub(crate) fn encode_f64s(v: &[f64], level: usize, out: &mut Vec<u8>) -> Result<(), Error> {
+    if let Some((d, ints)) = as_decimals(v) {
+        let mut p = vec![ENC_DECIMAL, d as u8];
+        encode_i64s(&ints, level, &mut p)?;
+        if v.len() >= PCO_MIN_LEN || p.len() < 1 + 8 * v.len() {
+            out.extend_from_slice(&p);
+            return Ok(());
+        }
+    } else if let Some((d, ints, ulps)) = as_near_decimals(v) {
+        let mut p = vec![ENC_NEAR_DECIMAL, d as u8];
+        encode_i64s(&ints, level, &mut p)?;
+        encode_i64s(&ulps, level, &mut p)?;
+        let mut alt = Vec::new();
+        encode_f64s_float(v, level, &mut alt)?;
+        if p.len() < alt.len() {
+            out.extend_from_slice(&p);
+        } else {
+            out.extend_from_slice(&alt);
+        }
+        return Ok(());
+    }
+    encode_f64s_float(v, level, out)
+}
+
+/// Floats as floats: plain when short, pco otherwise.
+fn encode_f64s_float(v: &[f64], level: usize, out: &mut Vec<u8>) -> Result<(), Error> {
     if v.len() < PCO_MIN_LEN {
         out.push(ENC_PLAIN);
         for &x in v {
             put_f64(out, x);
         }
         return Ok(());
-    }
-    if let Some((d, ints)) = as_decimals(v) {
-        out.push(ENC_DECIMAL);
-        out.push(d as u8);
-        return encode_i64s(&ints, level, out);
     }
     out.push(ENC_PCO);
     let bytes = simple_compress(v, &pco_config(level)).map_err(pco_err)?;
@@ -287,6 +314,52 @@ fn as_decimals(v: &[f64]) -> Option<(i32, Vec<i64>)> {
     Some((d, v.iter().map(|&x| (x * p).round() as i64).collect()))
 }
 
+/// Maps float bits to integers in the same order as the floats (`-0.0`
+/// just below `0.0`); its own inverse.
+fn ordered(b: i64) -> i64 {
+    b ^ (((b >> 63) as u64) >> 1) as i64
+}
+
+fn float_key(x: f64) -> i64 {
+    ordered(x.to_bits() as i64)
+}
+
+/// The float `ulps` units in the last place away from `base`.
+fn add_ulps(base: f64, ulps: i64) -> f64 {
+    f64::from_bits(ordered(float_key(base).wrapping_add(ulps)) as u64)
+}
+
+/// If the values are all within `MAX_ULP_DIST` units in the last place of
+/// `i / 10^d` for integers `i` below 2^53 and one `d <= MAX_DECIMALS` (the
+/// smallest such `d`), returns `d`, the integers and the distances. Sums of
+/// exact decimals qualify: their float rounding error is a few units.
+fn as_near_decimals(v: &[f64]) -> Option<(i32, Vec<i64>, Vec<i64>)> {
+    const LIMIT: f64 = (1u64 << 53) as f64;
+    'digits: for d in 0..=MAX_DECIMALS {
+        let p = 10f64.powi(d);
+        let mut ints = Vec::with_capacity(v.len());
+        let mut ulps = Vec::with_capacity(v.len());
+        for &x in v {
+            let i = (x * p).round();
+            // Also rejects NaN and infinities.
+            if i.is_nan() || i.abs() >= LIMIT {
+                continue 'digits;
+            }
+            let base = i / p;
+            let dist = float_key(x).wrapping_sub(float_key(base));
+            if !(-MAX_ULP_DIST..=MAX_ULP_DIST).contains(&dist)
+                || add_ulps(base, dist).to_bits() != x.to_bits()
+            {
+                continue 'digits;
+            }
+            ints.push(i as i64);
+            ulps.push(dist);
+        }
+        return Some((d, ints, ulps));
+    }
+    None
+}
+
 pub(crate) fn decode_f64s(n: usize, r: &mut Reader<'_>) -> Result<Vec<f64>, Error> {
     check_len(n, r)?;
     match r.u8()? {
@@ -309,8 +382,63 @@ pub(crate) fn decode_f64s(n: usize, r: &mut Reader<'_>) -> Result<Vec<f64>, Erro
                 .map(|i| i as f64 / p)
                 .collect())
         }
+        ENC_NEAR_DECIMAL => {
+            let d = i32::from(r.u8()?);
+            if d > MAX_DECIMALS {
+                return Err(r.err(format!("{d} decimals")));
+            }
+            let p = 10f64.powi(d);
+            let ints = decode_i64s(n, r)?;
+            let ulps = decode_i64s(n, r)?;
+            Ok(ints
+                .into_iter()
+                .zip(ulps)
+                .map(|(i, u)| add_ulps(i as f64 / p, u))
+                .collect())
+        }
         t => Err(r.err(format!("unknown float encoding {t}"))),
     }
+}
+
+/// Moves `r` past an integer column of `n` values without decoding it.
+pub(crate) fn skip_i64s(n: usize, r: &mut Reader<'_>) -> Result<(), Error> {
+    check_len(n, r)?;
+    match r.u8()? {
+        ENC_PLAIN => {
+            for _ in 0..n {
+                r.svar()?;
+            }
+        }
+        ENC_PCO => {
+            r.bytes()?;
+        }
+        t => return Err(r.err(format!("unknown integer encoding {t}"))),
+    }
+    Ok(())
+}
+
+/// Moves `r` past a float column of `n` values without decoding it.
+pub(crate) fn skip_f64s(n: usize, r: &mut Reader<'_>) -> Result<(), Error> {
+    check_len(n, r)?;
+    match r.u8()? {
+        ENC_PLAIN => {
+            r.take(n * 8)?;
+        }
+        ENC_PCO => {
+            r.bytes()?;
+        }
+        ENC_DECIMAL => {
+            r.u8()?;
+            skip_i64s(n, r)?;
+        }
+        ENC_NEAR_DECIMAL => {
+            r.u8()?;
+            skip_i64s(n, r)?;
+            skip_i64s(n, r)?;
+        }
+        t => return Err(r.err(format!("unknown float encoding {t}"))),
+    }
+    Ok(())
 }
 
 fn check_len(n: usize, r: &Reader<'_>) -> Result<(), Error> {
@@ -426,6 +554,47 @@ mod tests {
                 (0..n).map(|i| Arc::from(format!("s{}", i % 7))).collect(),
             ));
         }
+    }
+
+    /// Running sums of decimals, as rollup sums are: not exact decimals.
+    fn decimal_sums(n: usize, offset: f64) -> Vec<f64> {
+        (0..n)
+            .map(|i| {
+                (0..6)
+                    .map(|k| ((i * 7 + k * 13) % 1000) as f64 / 1e3 + offset)
+                    .sum()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn near_decimals_roundtrip_and_skip() {
+        for n in [1usize, 6, 24, 31, 32, 1440] {
+            for offset in [0.0, -0.3, 57.01] {
+                let v = decimal_sums(n, offset);
+                let c = Column::F64(v.clone());
+                roundtrip(&c);
+                let mut out = Vec::new();
+                c.encode(8, &mut out).unwrap();
+                if n >= 24 && offset != 0.0 {
+                    assert!(out.len() < 8 * n, "n {n}: {} bytes", out.len());
+                }
+                // Skipping lands exactly where decoding would.
+                Column::I64((0..n as i64).collect())
+                    .encode(8, &mut out)
+                    .unwrap();
+                let mut r = Reader::new(&out, "test");
+                skip_f64s(n, &mut r).unwrap();
+                skip_i64s(n, &mut r).unwrap();
+                assert!(r.is_empty());
+            }
+        }
+        let mixed = vec![0.1 + 0.2, -0.0, 0.0, -(0.1 + 0.2), 1e-300];
+        roundtrip(&Column::F64(mixed));
+        let (d, ints, ulps) = as_near_decimals(&[0.1 + 0.2, 0.3, 0.7 + 0.1]).unwrap();
+        assert_eq!((d, ints), (1, vec![3, 3, 8]));
+        assert_eq!(ulps[1], 0);
+        assert!(ulps[0] != 0);
     }
 
     #[test]

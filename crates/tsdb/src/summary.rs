@@ -23,6 +23,27 @@ pub enum Agg {
     Last,
 }
 
+/// Which rollup fields a reader decodes: sum, min, max, first (with its
+/// time), last (with its time); counts are always decoded.
+pub(crate) type RollupFields = [bool; 5];
+
+/// Every rollup field.
+pub(crate) const ALL_FIELDS: RollupFields = [true; 5];
+
+impl Agg {
+    /// The rollup fields `Summary::eval` needs for this aggregate.
+    pub(crate) fn rollup_fields(self) -> RollupFields {
+        match self {
+            Agg::Avg | Agg::Sum => [true, false, false, false, false],
+            Agg::Min => [false, true, false, false, false],
+            Agg::Max => [false, false, true, false, false],
+            Agg::Count => [false; 5],
+            Agg::First => [false, false, false, true, false],
+            Agg::Last => [false, false, false, false, true],
+        }
+    }
+}
+
 /// A summary of some points of one or more numeric series.
 ///
 /// Merging is associative and commutative except for ties of `first_ts`

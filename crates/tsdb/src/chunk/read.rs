@@ -12,9 +12,9 @@ use super::{
     CHUNK_VERSION, FOOTER_LEN, HEADER_LEN, TS_OWN, TS_UNION,
 };
 use crate::catalog::SeriesId;
-use crate::column::{decode_f64s, decode_i64s, Column, MAX_COLUMN_LEN};
+use crate::column::{decode_f64s, decode_i64s, skip_f64s, skip_i64s, Column, MAX_COLUMN_LEN};
 use crate::model::{Point, SeriesKey, Value, ValueType, MAX_LABELS};
-use crate::summary::Summary;
+use crate::summary::{RollupFields, Summary, ALL_FIELDS};
 use crate::wire::Reader;
 use crate::Error;
 
@@ -128,9 +128,19 @@ impl Chunk {
 
     /// Decodes a rollup series' buckets.
     pub(crate) fn read_rollup(&self, s: &ChunkSeries) -> Result<RollupColumns, Error> {
+        self.read_rollup_fields(s, ALL_FIELDS)
+    }
+
+    /// Decodes a rollup series' buckets with only `fields` (and counts)
+    /// filled in; the other fields are NaN, their times the bucket start.
+    pub(crate) fn read_rollup_fields(
+        &self,
+        s: &ChunkSeries,
+        fields: RollupFields,
+    ) -> Result<RollupColumns, Error> {
         let ts = self.read_block(s.ts_block)?;
         let vals = self.read_block(s.val_block)?;
-        decode_rollup(&ts, &vals, s)
+        decode_rollup(&ts, &vals, s, fields)
     }
 }
 
@@ -331,21 +341,42 @@ fn decode_raw(ts: &[u8], vals: &[u8], s: &ChunkSeries) -> Result<(Vec<i64>, Colu
     Ok((ts, col))
 }
 
-fn decode_rollup(ts: &[u8], vals: &[u8], s: &ChunkSeries) -> Result<RollupColumns, Error> {
+fn decode_rollup(
+    ts: &[u8],
+    vals: &[u8],
+    s: &ChunkSeries,
+    fields: RollupFields,
+) -> Result<RollupColumns, Error> {
     let mut r = Reader::new(vals, "rollup columns");
     let buckets = decode_ts(ts, &mut r, s)?;
     let n = buckets.len();
     let counts = decode_i64s(n, &mut r)?;
-    let sum = decode_f64s(n, &mut r)?;
-    let min = decode_f64s(n, &mut r)?;
-    let max = decode_f64s(n, &mut r)?;
-    let first = decode_f64s(n, &mut r)?;
-    let last = decode_f64s(n, &mut r)?;
-    let first_off = decode_i64s(n, &mut r)?;
-    let last_off = decode_i64s(n, &mut r)?;
+    let mut floats: [Option<Vec<f64>>; 5] = Default::default();
+    for (slot, &want) in floats.iter_mut().zip(&fields) {
+        if want {
+            *slot = Some(decode_f64s(n, &mut r)?);
+        } else {
+            skip_f64s(n, &mut r)?;
+        }
+    }
+    let first_off = if fields[3] {
+        Some(decode_i64s(n, &mut r)?)
+    } else {
+        skip_i64s(n, &mut r)?;
+        None
+    };
+    let last_off = if fields[4] {
+        Some(decode_i64s(n, &mut r)?)
+    } else {
+        skip_i64s(n, &mut r)?;
+        None
+    };
     if !r.is_empty() {
         return Err(r.err("trailing bytes"));
     }
+    let [sum, min, max, first, last] = &floats;
+    let f = |c: &Option<Vec<f64>>, i: usize| c.as_ref().map_or(f64::NAN, |c| c[i]);
+    let off = |c: &Option<Vec<i64>>, i: usize| c.as_ref().map_or(0, |c| c[i]);
     let mut sums = Vec::with_capacity(n);
     for i in 0..n {
         if counts[i] <= 0 {
@@ -353,13 +384,13 @@ fn decode_rollup(ts: &[u8], vals: &[u8], s: &ChunkSeries) -> Result<RollupColumn
         }
         sums.push(Summary {
             count: counts[i] as u64,
-            sum: sum[i],
-            min: min[i],
-            max: max[i],
-            first_ts: buckets[i].wrapping_add(first_off[i]),
-            first: first[i],
-            last_ts: buckets[i].wrapping_add(last_off[i]),
-            last: last[i],
+            sum: f(sum, i),
+            min: f(min, i),
+            max: f(max, i),
+            first_ts: buckets[i].wrapping_add(off(&first_off, i)),
+            first: f(first, i),
+            last_ts: buckets[i].wrapping_add(off(&last_off, i)),
+            last: f(last, i),
         });
     }
     Ok(RollupColumns { buckets, sums })
@@ -445,7 +476,7 @@ pub fn decode_chunk(bytes: &[u8]) -> Result<DecodedChunk, Error> {
                 DecodedSeries::Raw(s.key.clone(), points)
             }
             ChunkKind::Rollup(_) => {
-                let rc = decode_rollup(ts, vals, s)?;
+                let rc = decode_rollup(ts, vals, s, ALL_FIELDS)?;
                 let buckets = rc
                     .buckets
                     .iter()

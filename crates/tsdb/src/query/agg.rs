@@ -14,7 +14,7 @@ use crate::head::merge_newest_wins;
 use crate::model::{SeriesKey, ValueType};
 use crate::retention::Horizons;
 use crate::rollup::updated_buckets;
-use crate::summary::{Agg, Summary};
+use crate::summary::{Agg, Summary, ALL_FIELDS};
 
 use super::{Selector, Snapshot};
 
@@ -101,7 +101,7 @@ impl Tsdb {
             None => start.max(raw_h),
         };
         let snap = self.snapshot(sel, lo, end);
-        let mut groups: BTreeMap<GroupKey, BTreeMap<i64, Summary>> = BTreeMap::new();
+        let mut groups: BTreeMap<GroupKey, Vec<(i64, Summary)>> = BTreeMap::new();
         for (sid, key, vtype) in &snap.series {
             if !vtype.is_numeric() && agg != Agg::Count {
                 continue;
@@ -115,9 +115,13 @@ impl Tsdb {
                     start,
                     end,
                     bucket_ms,
+                    agg,
                     &horizons,
                 )?,
-                _ => self.raw_series(&snap, *sid, *vtype, &sel.namespace, lo, end, bucket_ms)?,
+                _ => self
+                    .raw_series(&snap, *sid, *vtype, &sel.namespace, lo, end, bucket_ms)?
+                    .into_iter()
+                    .collect(),
             };
             if buckets.is_empty() {
                 continue;
@@ -129,8 +133,10 @@ impl Tsdb {
                 GroupBy::All => GroupKey::All,
             };
             let g = groups.entry(gk).or_default();
-            for (b, s) in buckets {
-                g.entry(b).and_modify(|x| x.merge(&s)).or_insert(s);
+            if g.is_empty() {
+                *g = buckets;
+            } else {
+                *g = merge_sorted(std::mem::take(g), buckets);
             }
         }
         Ok(groups
@@ -244,13 +250,22 @@ impl Tsdb {
         start: i64,
         end: i64,
         bucket_ms: i64,
+        agg: Agg,
         horizons: &Horizons,
-    ) -> Result<BTreeMap<i64, Summary>, Error> {
-        let mut buckets = snap
-            .chunks
-            .read_rollup(level_ms, ns, sid, start, end, &self.stats)?;
-        buckets.retain(|b, _| horizons.bucket_live(level_ms, *b));
-        if let Some((ts, col)) = snap.unflushed.get(&sid) {
+    ) -> Result<Vec<(i64, Summary)>, Error> {
+        // Unflushed points update whole summaries; otherwise only the
+        // fields the aggregate reads are decoded.
+        let unflushed = snap.unflushed.get(&sid);
+        let fields = match unflushed {
+            Some(_) => ALL_FIELDS,
+            None => agg.rollup_fields(),
+        };
+        let mut buckets =
+            snap.chunks
+                .read_rollup_sorted(level_ms, ns, sid, start, end, fields, &self.stats)?;
+        buckets.retain(|(b, _)| horizons.bucket_live(level_ms, *b));
+        if let Some((ts, col)) = unflushed {
+            let mut buckets: BTreeMap<i64, Summary> = buckets.into_iter().collect();
             // Like a flush, points past raw retention still feed rollups.
             let raw_h = horizons.raw(ns);
             let mut read_raw = |a: i64, b: i64| snap.chunks.read_raw(ns, sid, a, b, &self.stats);
@@ -259,12 +274,73 @@ impl Tsdb {
                     buckets.insert(b, s);
                 }
             }
+            return Ok(coarsen(buckets, bucket_ms));
         }
-        let mut out: BTreeMap<i64, Summary> = BTreeMap::new();
-        for (b, s) in buckets {
-            let ob = b.div_euclid(bucket_ms) * bucket_ms;
-            out.entry(ob).and_modify(|x| x.merge(&s)).or_insert(s);
+        Ok(coarsen(buckets, bucket_ms))
+    }
+}
+
+/// Merges ascending buckets into ascending buckets of `bucket_ms`.
+fn coarsen(
+    buckets: impl IntoIterator<Item = (i64, Summary)>,
+    bucket_ms: i64,
+) -> Vec<(i64, Summary)> {
+    let mut out: Vec<(i64, Summary)> = Vec::new();
+    for (b, s) in buckets {
+        let ob = b.div_euclid(bucket_ms) * bucket_ms;
+        match out.last_mut() {
+            Some((lb, ls)) if *lb == ob => ls.merge(&s),
+            _ => out.push((ob, s)),
         }
-        Ok(out)
+    }
+    out
+}
+
+/// Merges two bucket lists ascending by start, `a` merged before `b` on
+/// equal starts.
+fn merge_sorted(a: Vec<(i64, Summary)>, b: Vec<(i64, Summary)>) -> Vec<(i64, Summary)> {
+    let mut out = Vec::with_capacity(a.len().max(b.len()));
+    let mut bi = b.into_iter().peekable();
+    for (ta, mut sa) in a {
+        while let Some(&(tb, sb)) = bi.peek() {
+            if tb < ta {
+                out.push((tb, sb));
+                bi.next();
+            } else {
+                if tb == ta {
+                    sa.merge(&sb);
+                    bi.next();
+                }
+                break;
+            }
+        }
+        out.push((ta, sa));
+    }
+    out.extend(bi);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_sorted_and_coarsen_match_a_map() {
+        let s = |t: i64, v: f64| (t, Summary::one(t, v));
+        let a = vec![s(0, 1.0), s(20, 2.0), s(40, 3.0)];
+        let b = vec![s(-10, 4.0), s(20, 5.0), s(50, 6.0), s(70, 7.0)];
+        let got = merge_sorted(a.clone(), b.clone());
+        let mut want: BTreeMap<i64, Summary> = BTreeMap::new();
+        for (t, x) in a.into_iter().chain(b) {
+            want.entry(t).and_modify(|y| y.merge(&x)).or_insert(x);
+        }
+        assert_eq!(got, want.clone().into_iter().collect::<Vec<_>>());
+        let c = coarsen(got, 30);
+        assert_eq!(
+            c.iter()
+                .map(|(t, x)| (*t, x.count, x.sum))
+                .collect::<Vec<_>>(),
+            vec![(-30, 1, 4.0), (0, 3, 8.0), (30, 2, 9.0), (60, 1, 7.0)]
+        );
     }
 }
