@@ -1,14 +1,14 @@
-//! The MQTT server: TCP and WebSocket listeners, one task pair (reader and
-//! writer) per connection, a persistence thread doing group commit, and the
-//! timers, all driving the sans-io [`broker::Broker`].
+//! The MQTT server: TCP and WebSocket listeners, one task per connection, a
+//! persistence thread doing group commit, and the timers, all driving the
+//! sans-io [`broker::Broker`].
 //!
-//! Concurrency: the broker core sits behind one `std::sync::Mutex`. A reader
-//! task decodes every complete packet in its read buffer, then takes the
-//! lock once for the whole batch; no `.await` happens while it is held. The
-//! outputs are dispatched under the same lock into bounded per-connection
-//! queues (`try_send`, never blocking). Acknowledgements that depend on
-//! persisted state wait in the connection's writer until the persistence
-//! thread reports that batch durable.
+//! Concurrency: the broker core sits behind one `std::sync::Mutex`. A
+//! connection's task decodes every complete packet in its read buffer, then
+//! takes the lock once for the whole batch; no `.await` happens while it is
+//! held. The outputs are dispatched under the same lock into bounded
+//! per-connection queues (never blocking). Acknowledgements that depend on
+//! persisted state wait in the receiving connection's task until the
+//! persistence thread reports that batch durable.
 
 mod clock;
 mod connection;
