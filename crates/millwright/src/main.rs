@@ -107,7 +107,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let store_path = args.data_dir.join("broker.redb");
         let store = kv::RedbSessionStore::open(&store_path)
-            .with_context(|| format!("cannot open {}", store_path.display()))?;
+            .with_context(|| format!("cannot open {} (is another millwright using this data directory?)", store_path.display()))?;
         let mut maintenance = None;
         let mut tsdb_handle = None;
         let ingest = if settings.telemetry.enabled {
