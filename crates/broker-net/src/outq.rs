@@ -121,3 +121,63 @@ impl OutQueue {
         std::task::Poll::Pending
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    use mqtt_proto::Packet;
+
+    use super::*;
+
+    struct Flag(AtomicBool);
+
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn ping() -> Outgoing {
+        Outgoing::Packet(Packet::PingResp, 0)
+    }
+
+    #[test]
+    fn wakes_once_per_push_and_keeps_a_wake_sent_while_nobody_waits() {
+        let q = OutQueue::new(2);
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert_eq!(q.poll_queued(&mut cx), Poll::Pending);
+        q.push(ping()).unwrap();
+        assert!(flag.0.load(Ordering::SeqCst), "push did not wake the task");
+        assert_eq!(q.poll_queued(&mut cx), Poll::Ready(()));
+        assert_eq!(q.poll_queued(&mut cx), Poll::Pending);
+        // Full at the limit; draining frees the memory and the room.
+        q.push(ping()).unwrap();
+        assert_eq!(q.push(ping()), Err(Full::Full));
+        let mut out = Vec::new();
+        q.drain_into(&mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(q.lock().capacity(), 0);
+        // Close goes in beyond the limit; nothing is accepted after it.
+        q.push(ping()).unwrap();
+        q.push(ping()).unwrap();
+        q.close();
+        assert_eq!(q.push(ping()), Err(Full::Closed));
+        q.drain_into(&mut out);
+        assert!(matches!(out.last(), Some(Outgoing::Close)));
+    }
+
+    #[test]
+    fn abort_wakes_and_refuses() {
+        let q = OutQueue::new(8);
+        q.abort();
+        assert!(q.aborted());
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert_eq!(q.poll_queued(&mut cx), Poll::Ready(()));
+        assert_eq!(q.push(ping()), Err(Full::Closed));
+    }
+}
