@@ -9,7 +9,7 @@ use mqtt_proto::{
 
 use crate::auth::AuthFailure;
 use crate::broker::{Broker, Conn, ConnId, ConnectInfo, Output, Timer};
-use crate::persist::{DeliveryState, PersistOp, StoredMessage};
+use crate::persist::{own_bytes, own_str, DeliveryState, PersistOp};
 use crate::session::Session;
 use crate::trie::SessionIdx;
 use crate::Time;
@@ -97,7 +97,7 @@ impl Broker {
             None => self.insert_session(Session::new(client_id.clone(), connect.protocol)),
         };
 
-        let (was_persistent, generation) = {
+        let was_persistent = {
             let Some(s) = self.session_mut(idx) else {
                 return;
             };
@@ -112,9 +112,8 @@ impl Broker {
             s.username = connect.username.clone();
             s.client_receive_maximum = connect.properties.receive_maximum.unwrap_or(u16::MAX);
             s.client_max_packet_size = connect.properties.maximum_packet_size.unwrap_or(u32::MAX);
-            (was, s.generation)
+            was
         };
-        let _ = generation;
         if was_persistent && expiry == 0 {
             self.persist(PersistOp::SessionDelete {
                 client_id: client_id.clone(),
@@ -158,7 +157,6 @@ impl Broker {
             props.maximum_packet_size = Some(self.config.max_packet_size);
             props.topic_alias_maximum = Some(self.config.topic_alias_maximum);
             props.retain_available = Some(self.config.retain_available);
-            props.maximum_qos = None;
             props.wildcard_subscription_available = Some(true);
             props.subscription_identifiers_available = Some(true);
             props.shared_subscription_available = Some(true);
@@ -219,28 +217,19 @@ impl Broker {
 /// Copies the CONNECT fields a session keeps into their own allocations so
 /// they do not pin the connection's read buffer.
 fn own_connect_fields(c: &mut Connect) {
-    c.client_id = ByteString::from(&*c.client_id);
-    c.username = c.username.as_deref().map(ByteString::from);
+    c.client_id = own_str(&c.client_id);
+    c.username = c.username.as_ref().map(own_str);
     c.password = None;
     if let Some(w) = &mut c.will {
-        let m = StoredMessage {
-            topic: w.topic.clone(),
-            payload: w.payload.clone(),
-            qos: w.qos,
-            retain: w.retain,
-            payload_format_indicator: None,
-            content_type: w.properties.content_type.clone(),
-            response_topic: w.properties.response_topic.clone(),
-            correlation_data: w.properties.correlation_data.clone(),
-            user_properties: std::mem::take(&mut w.properties.user_properties),
-            expires_at: None,
+        w.topic = own_str(&w.topic);
+        w.payload = own_bytes(&w.payload);
+        let p = &mut w.properties;
+        p.content_type = p.content_type.as_ref().map(own_str);
+        p.response_topic = p.response_topic.as_ref().map(own_str);
+        p.correlation_data = p.correlation_data.as_ref().map(own_bytes);
+        for (k, v) in &mut p.user_properties {
+            *k = own_str(k);
+            *v = own_str(v);
         }
-        .compacted();
-        w.topic = m.topic;
-        w.payload = m.payload;
-        w.properties.content_type = m.content_type;
-        w.properties.response_topic = m.response_topic;
-        w.properties.correlation_data = m.correlation_data;
-        w.properties.user_properties = m.user_properties;
     }
 }

@@ -595,10 +595,6 @@ impl Broker {
                 continue;
             }
             let count = self.session(idx).map_or(0, |s| s.subscriptions.len());
-            let exists = self
-                .session(idx)
-                .is_some_and(|s| s.subscriptions.contains_key(&s.client_id));
-            let _ = exists;
             let already = self
                 .session(idx)
                 .is_some_and(|ss| ss.subscriptions.contains_key(&s.filter));

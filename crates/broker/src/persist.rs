@@ -37,19 +37,29 @@ impl StoredMessage {
     /// long (retained, queued) must not pin that whole buffer.
     pub fn compacted(&self) -> StoredMessage {
         StoredMessage {
-            topic: ByteString::from(&*self.topic),
-            payload: Bytes::copy_from_slice(&self.payload),
-            correlation_data: self.correlation_data.as_deref().map(Bytes::copy_from_slice),
-            response_topic: self.response_topic.as_deref().map(ByteString::from),
-            content_type: self.content_type.as_deref().map(ByteString::from),
+            topic: own_str(&self.topic),
+            payload: own_bytes(&self.payload),
+            correlation_data: self.correlation_data.as_ref().map(own_bytes),
+            response_topic: self.response_topic.as_ref().map(own_str),
+            content_type: self.content_type.as_ref().map(own_str),
             user_properties: self
                 .user_properties
                 .iter()
-                .map(|(k, v)| (ByteString::from(&**k), ByteString::from(&**v)))
+                .map(|(k, v)| (own_str(k), own_str(v)))
                 .collect(),
             ..self.clone()
         }
     }
+}
+
+/// A copy of `s` in its own allocation (not a slice of a read buffer).
+pub(crate) fn own_str(s: &ByteString) -> ByteString {
+    ByteString::from(&**s)
+}
+
+/// A copy of `b` in its own allocation.
+pub(crate) fn own_bytes(b: &Bytes) -> Bytes {
+    Bytes::copy_from_slice(b)
 }
 
 /// One subscription of a persistent session.

@@ -57,8 +57,7 @@ impl SubTree {
     /// `entry.filter` in `entry.group`. Returns true if it replaced one.
     pub fn insert(&mut self, entry: SubEntry) -> bool {
         let filter = entry.filter.clone();
-        let (list, _) = self.slot(&filter, true);
-        let Some(list) = list else { return false };
+        let list = self.slot(&filter);
         if let Some(existing) = list
             .iter_mut()
             .find(|e| e.session == entry.session && e.group == entry.group)
@@ -85,26 +84,21 @@ impl SubTree {
         removed
     }
 
-    fn slot(&mut self, filter: &str, create: bool) -> (Option<&mut Vec<SubEntry>>, ()) {
+    /// The list a filter's subscriptions live in, created on the way.
+    fn slot(&mut self, filter: &str) -> &mut Vec<SubEntry> {
         let mut node = &mut self.root;
         let mut levels = filter.split('/').peekable();
         while let Some(level) = levels.next() {
             if level == "#" && levels.peek().is_none() {
-                return (Some(&mut node.multi), ());
+                return &mut node.multi;
             }
             node = if level == "+" {
-                if node.plus.is_none() && !create {
-                    return (None, ());
-                }
                 node.plus.get_or_insert_with(Box::default)
             } else {
-                if !node.children.contains_key(level) && !create {
-                    return (None, ());
-                }
                 node.children.entry(level.into()).or_default()
             };
         }
-        (Some(&mut node.exact), ())
+        &mut node.exact
     }
 
     /// Appends every subscription matching `topic` to `out`.
