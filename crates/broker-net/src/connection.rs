@@ -21,6 +21,7 @@ use mqtt_proto::{ConnAck, ConnAckProperties, DecodeError, Packet, Protocol, Reas
 use tokio::io::{AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::net::TcpStream;
 
+use crate::auth::{AuthDecision, AuthRequest, Listener};
 use crate::outq::{OutQueue, Outgoing};
 use crate::server::Shared;
 
@@ -32,7 +33,7 @@ const READ_MIN: usize = 512;
 const READ_MAX: usize = 64 * 1024;
 
 /// The next read size after a read of `n` bytes into `room` free bytes.
-fn adapt(size: usize, n: usize, room: usize) -> usize {
+pub(crate) fn adapt(size: usize, n: usize, room: usize) -> usize {
     if n >= room {
         (size * 2).min(READ_MAX)
     } else if n < size / 4 {
@@ -110,7 +111,13 @@ enum Wake {
 }
 
 /// Serves one connection until it closes.
-pub(crate) async fn serve<T: Transport>(shared: Arc<Shared>, mut io: T, peer: SocketAddr) {
+pub(crate) async fn serve<T: Transport>(
+    shared: Arc<Shared>,
+    mut io: T,
+    peer: SocketAddr,
+    listener: Listener,
+    certificate: Option<pki::PeerCert>,
+) {
     let max_packet = shared.broker_config.max_packet_size as usize;
     let mut rbuf = BytesMut::new();
     let mut read_size = READ_MIN;
@@ -127,6 +134,30 @@ pub(crate) async fn serve<T: Transport>(shared: Arc<Shared>, mut io: T, peer: So
         return;
     };
     let protocol = connect.protocol;
+    let grant = match Box::pin(authenticate(&shared, &connect, peer, listener, certificate)).await {
+        Ok(grant) => grant,
+        Err(code) => {
+            refuse(&shared, &mut io, protocol, code).await;
+            return;
+        }
+    };
+    // Counted against the principal's connection limit until it closes.
+    let principal = grant.as_ref().map(|g| g.principal.clone());
+    if let Some(p) = &principal {
+        if !shared.guard.enter(p, &shared.guard_limits) {
+            shared
+                .metrics
+                .principal_limit_refused
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%peer, principal = %p, "too many connections for this identity; refused");
+            refuse(&shared, &mut io, protocol, ReasonCode::QUOTA_EXCEEDED).await;
+            return;
+        }
+    }
+    let _leave = principal.map(|p| LeaveOnDrop {
+        shared: shared.clone(),
+        principal: p,
+    });
     let alias_max = if protocol.is_v5() {
         connect
             .properties
@@ -148,6 +179,7 @@ pub(crate) async fn serve<T: Transport>(shared: Arc<Shared>, mut io: T, peer: So
         let now = shared.clock.now();
         let info = ConnectInfo {
             peer: peer.to_string(),
+            grant,
         };
         core.broker.connect(conn, *connect, &info, now);
         core.dispatch(&shared.metrics, now);
@@ -235,6 +267,95 @@ pub(crate) async fn serve<T: Transport>(shared: Arc<Shared>, mut io: T, peer: So
         core.dispatch(&shared.metrics, now);
     }
     let _ = Box::pin(io.shutdown()).await;
+}
+
+/// Releases a principal's connection slot when the connection ends.
+struct LeaveOnDrop {
+    shared: Arc<Shared>,
+    principal: String,
+}
+
+impl Drop for LeaveOnDrop {
+    fn drop(&mut self) {
+        self.shared.guard.leave(&self.principal);
+    }
+}
+
+/// Authenticates the CONNECT with the plugged-in authenticator, if any:
+/// `Ok(Some(grant))` confines the client, `Ok(None)` leaves the decision
+/// to the core's password/ACL files, `Err(code)` refuses it.
+async fn authenticate(
+    shared: &Arc<Shared>,
+    connect: &mqtt_proto::Connect,
+    peer: SocketAddr,
+    listener: Listener,
+    certificate: Option<pki::PeerCert>,
+) -> Result<Option<Arc<broker::Grant>>, ReasonCode> {
+    let Some(auth) = shared.authenticator.clone() else {
+        return Ok(None);
+    };
+    let now_ms = shared.clock.now().0;
+    let user = connect
+        .username
+        .as_deref()
+        .map(str::to_string)
+        .or_else(|| certificate.as_ref().and_then(|c| c.device_id().map(str::to_string)))
+        .unwrap_or_default();
+    if let Some(wait) = shared.guard.backing_off(peer.ip(), &user, now_ms) {
+        shared
+            .metrics
+            .auth_backoff_refused
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(%peer, user = %user, retry_in_ms = wait, "repeated authentication failures; refused without checking");
+        return Err(ReasonCode::NOT_AUTHORIZED);
+    }
+    let request = AuthRequest {
+        client_id: connect.client_id.to_string(),
+        username: connect.username.as_deref().map(str::to_string),
+        password: connect.password.as_ref().map(|p| p.to_vec()),
+        peer,
+        listener,
+        certificate,
+    };
+    let decision = tokio::task::spawn_blocking(move || auth.authenticate(&request))
+        .await
+        .unwrap_or(AuthDecision::Refuse(ReasonCode::SERVER_UNAVAILABLE));
+    match decision {
+        AuthDecision::Allow(grant) => {
+            shared.guard.succeeded(peer.ip(), &user);
+            Ok(Some(grant))
+        }
+        AuthDecision::Default => Ok(None),
+        AuthDecision::Refuse(code) => {
+            shared.metrics.auth_refused.fetch_add(1, Ordering::Relaxed);
+            if code == ReasonCode::BAD_USER_NAME_OR_PASSWORD || code == ReasonCode::NOT_AUTHORIZED {
+                let n = shared
+                    .guard
+                    .failed(peer.ip(), &user, &shared.guard_limits, shared.clock.now().0);
+                tracing::info!(%peer, user = %user, client_id = %connect.client_id, reason = ?code, consecutive_failures = n, "authentication failed");
+            } else {
+                tracing::info!(%peer, user = %user, client_id = %connect.client_id, reason = ?code, "connection refused");
+            }
+            Err(code)
+        }
+    }
+}
+
+/// Answers a refused CONNECT and closes.
+async fn refuse<T: Transport>(shared: &Shared, io: &mut T, protocol: Protocol, code: ReasonCode) {
+    let ack = Packet::ConnAck(ConnAck {
+        session_present: false,
+        reason_code: code,
+        properties: ConnAckProperties::default(),
+    });
+    let mut out = BytesMut::new();
+    if mqtt_proto::encode(&ack, protocol, &mut out).is_ok() && io.write_all(&out).await.is_ok() {
+        shared
+            .metrics
+            .bytes_out
+            .fetch_add(out.len() as u64, Ordering::Relaxed);
+    }
+    let _ = io.shutdown().await;
 }
 
 /// Reads the first packet, which must be CONNECT, within the connect

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::outq::{Full, OutQueue, Outgoing};
 use crate::persist::PersistQueue;
 use crate::server::NetMetrics;
-use broker::{Broker, ConnId, Output, Time};
+use broker::{Broker, ConnId, Output, TapMessage, Time};
 use mqtt_proto::{Packet, QoS};
 
 /// The state behind the lock.
@@ -16,6 +16,8 @@ pub(crate) struct Core {
     pub broker: Broker,
     pub conns: HashMap<ConnId, Arc<OutQueue>>,
     pub persist: PersistQueue,
+    /// Where tapped messages go (platform services).
+    pub taps: Option<tokio::sync::mpsc::Sender<TapMessage>>,
 }
 
 impl Core {
@@ -66,6 +68,12 @@ impl Core {
                                 lost.push(conn);
                             }
                             Err(Full::Closed) => lost.push(conn),
+                        }
+                    }
+                    Output::Tap(t) => {
+                        let sent = self.taps.as_ref().is_some_and(|tx| tx.try_send(t).is_ok());
+                        if !sent {
+                            metrics.taps_dropped.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                     Output::Close { conn } => {

@@ -10,6 +10,7 @@
 //! persisted state wait in the receiving connection's task until the
 //! persistence thread reports that batch durable.
 
+mod auth;
 mod clock;
 mod connection;
 mod dispatch;
@@ -17,8 +18,13 @@ mod outq;
 mod persist;
 mod server;
 mod sys;
+mod tls;
 mod ws;
 
 pub use clock::Clock;
 pub use persist::TelemetrySink;
-pub use server::{NetConfig, NetError, NetMetrics, Server, ServerHandle, TelemetryIngest};
+pub use auth::{AuthDecision, AuthRequest, Authenticator, Listener};
+pub use server::{
+    NetConfig, NetError, NetMetrics, Server, ServerHandle, ServerOptions, TelemetryIngest,
+};
+pub use tls::TlsListeners;

@@ -7,16 +7,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use broker::{AccessControl, Broker, BrokerConfig, ConnId};
+use broker::{AccessControl, Broker, BrokerConfig, ConnId, StoredMessage, TapMessage};
 use kv::SessionStore;
 use mqtt_proto::ReasonCode;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::dispatch::Core;
 use crate::persist::{Durable, PersistQueue};
+use crate::auth::{Authenticator, Guard, GuardLimits, Listener};
+use crate::tls::{self, TlsListeners};
 use crate::{connection, sys, ws, Clock};
 
 /// Network-level settings.
@@ -37,6 +40,17 @@ pub struct NetConfig {
     pub connect_timeout_secs: u64,
     /// Seconds between `$SYS` updates (0 = none).
     pub sys_interval_secs: u64,
+    /// New connections per second accepted from one source address (0 =
+    /// no limit); more are closed at once.
+    pub max_conn_rate_per_ip: u32,
+    /// Consecutive authentication failures of one (address, username)
+    /// before it backs off (0 = never).
+    pub auth_failure_threshold: u32,
+    /// First back-off after the threshold, doubled per further failure.
+    pub auth_backoff_base_ms: u64,
+    pub auth_backoff_max_ms: u64,
+    /// Live connections of one authenticated identity (0 = no limit).
+    pub max_connections_per_identity: usize,
 }
 
 impl Default for NetConfig {
@@ -49,6 +63,11 @@ impl Default for NetConfig {
             outbound_queue: 1024,
             connect_timeout_secs: 10,
             sys_interval_secs: 10,
+            max_conn_rate_per_ip: 0,
+            auth_failure_threshold: 5,
+            auth_backoff_base_ms: 1000,
+            auth_backoff_max_ms: 60_000,
+            max_connections_per_identity: 10,
         }
     }
 }
@@ -59,6 +78,24 @@ impl Default for NetConfig {
 pub struct TelemetryIngest {
     pub decoder: Box<dyn broker::TelemetryDecoder>,
     pub sink: Arc<dyn crate::TelemetrySink>,
+}
+
+/// What the platform plugs into the server besides its settings.
+#[derive(Default)]
+pub struct ServerOptions {
+    /// The plain broker's password and ACL files (used for clients the
+    /// authenticator leaves to the core).
+    pub access: AccessControl,
+    pub telemetry: Option<TelemetryIngest>,
+    /// Authenticates every CONNECT before the core sees it.
+    pub authenticator: Option<Arc<dyn Authenticator>>,
+    /// TLS and secure WebSocket listeners.
+    pub tls: Option<TlsListeners>,
+    /// Topic filters whose messages go to `tap_sink` (platform services).
+    pub taps: Vec<String>,
+    /// Bounded: when full, tapped messages are dropped and counted
+    /// (`taps_dropped`); the publisher is unaffected.
+    pub tap_sink: Option<tokio::sync::mpsc::Sender<TapMessage>>,
 }
 
 /// Server failures.
@@ -84,6 +121,17 @@ pub struct NetMetrics {
     pub connections_refused: AtomicU64,
     pub qos0_dropped: AtomicU64,
     pub slow_consumers_dropped: AtomicU64,
+    /// Connections closed for exceeding `max_conn_rate_per_ip`.
+    pub conn_rate_limited: AtomicU64,
+    /// CONNECTs refused by the authenticator.
+    pub auth_refused: AtomicU64,
+    /// CONNECTs refused unchecked while their (address, user) backs off.
+    pub auth_backoff_refused: AtomicU64,
+    /// CONNECTs refused for `max_connections_per_identity`.
+    pub principal_limit_refused: AtomicU64,
+    pub tls_handshake_failures: AtomicU64,
+    /// Tapped messages dropped because the platform service lagged.
+    pub taps_dropped: AtomicU64,
 }
 
 pub(crate) struct Shared {
@@ -97,6 +145,9 @@ pub(crate) struct Shared {
     pub tracker: TaskTracker,
     pub shutdown: CancellationToken,
     pub permits: Arc<Semaphore>,
+    pub authenticator: Option<Arc<dyn Authenticator>>,
+    pub guard: Guard,
+    pub guard_limits: GuardLimits,
 }
 
 impl Shared {
@@ -116,6 +167,17 @@ pub struct Server {
     shared: Arc<Shared>,
     tcp: TcpListener,
     ws: Option<TcpListener>,
+    tls: Option<(TcpListener, TlsAcceptor)>,
+    wss: Option<(TcpListener, TlsAcceptor)>,
+}
+
+/// What a listener speaks.
+#[derive(Clone)]
+enum Kind {
+    Tcp,
+    Ws,
+    Tls(TlsAcceptor),
+    Wss(TlsAcceptor),
 }
 
 /// Lets a caller read metrics while the server runs.
@@ -133,6 +195,33 @@ impl ServerHandle {
     pub fn connected(&self) -> usize {
         self.shared.lock().broker.connected_count()
     }
+
+    /// Disconnects every live connection authenticated as `principal` (a
+    /// device disabled, deleted or whose credential was revoked), at once.
+    pub fn disconnect_principal(&self, principal: &str, code: ReasonCode) -> usize {
+        let mut core = self.shared.lock();
+        let now = self.shared.clock.now();
+        let n = core.broker.disconnect_principal(principal, code, now);
+        core.dispatch(&self.shared.metrics, now);
+        if n > 0 {
+            tracing::info!(principal, reason = ?code, connections = n, "disconnected");
+        }
+        n
+    }
+
+    /// Publishes a message from the platform itself (replies of platform
+    /// services), routed like any other.
+    pub fn publish(&self, message: StoredMessage) {
+        let mut core = self.shared.lock();
+        let now = self.shared.clock.now();
+        core.broker.publish_internal(message, now);
+        core.dispatch(&self.shared.metrics, now);
+    }
+
+    /// The broker core's counters.
+    pub fn stats(&self) -> broker::Stats {
+        self.shared.lock().broker.stats().clone()
+    }
 }
 
 async fn bind(addr: &str) -> Result<TcpListener, NetError> {
@@ -149,14 +238,39 @@ impl Server {
     pub async fn bind(
         config: NetConfig,
         broker_config: BrokerConfig,
-        access: AccessControl,
         store: Arc<dyn SessionStore>,
-        telemetry: Option<TelemetryIngest>,
+        options: ServerOptions,
     ) -> Result<Server, NetError> {
+        let ServerOptions {
+            access,
+            telemetry,
+            authenticator,
+            tls,
+            taps,
+            tap_sink,
+        } = options;
         let tcp = bind(&format!("{}:{}", config.bind, config.port)).await?;
         let ws = match config.ws_port {
             Some(p) => Some(bind(&format!("{}:{}", config.bind, p)).await?),
             None => None,
+        };
+        let (tls, wss) = match tls {
+            Some(t) => {
+                let acceptor = TlsAcceptor::from(t.config);
+                let tls = match t.port {
+                    Some(p) => Some((
+                        bind(&format!("{}:{}", config.bind, p)).await?,
+                        acceptor.clone(),
+                    )),
+                    None => None,
+                };
+                let wss = match t.wss_port {
+                    Some(p) => Some((bind(&format!("{}:{}", config.bind, p)).await?, acceptor)),
+                    None => None,
+                };
+                (tls, wss)
+            }
+            None => (None, None),
         };
         let clock = Clock::new();
         let now = clock.now();
@@ -175,13 +289,27 @@ impl Server {
             }
             None => None,
         };
+        for t in &taps {
+            broker.add_tap(t);
+        }
         let persist = PersistQueue::start(store, sink, durable_tx).map_err(NetError::Thread)?;
+        let guard_limits = GuardLimits {
+            conn_rate_per_ip: config.max_conn_rate_per_ip,
+            failure_threshold: config.auth_failure_threshold,
+            backoff_base_ms: config.auth_backoff_base_ms,
+            backoff_max_ms: config.auth_backoff_max_ms,
+            max_per_principal: config.max_connections_per_identity,
+        };
         let shared = Arc::new(Shared {
             core: Mutex::new(Core {
                 broker,
                 conns: HashMap::new(),
                 persist,
+                taps: tap_sink,
             }),
+            authenticator,
+            guard: Guard::default(),
+            guard_limits,
             permits: Arc::new(Semaphore::new(config.max_connections)),
             config,
             broker_config,
@@ -192,7 +320,13 @@ impl Server {
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         });
-        Ok(Server { shared, tcp, ws })
+        Ok(Server {
+            shared,
+            tcp,
+            ws,
+            tls,
+            wss,
+        })
     }
 
     /// The MQTT/TCP address actually bound.
@@ -203,6 +337,16 @@ impl Server {
     /// The MQTT/WebSocket address actually bound.
     pub fn ws_addr(&self) -> Option<SocketAddr> {
         self.ws.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The MQTT/TLS address actually bound.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    /// The MQTT/secure WebSocket address actually bound.
+    pub fn wss_addr(&self) -> Option<SocketAddr> {
+        self.wss.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     pub fn handle(&self) -> ServerHandle {
@@ -216,17 +360,22 @@ impl Server {
     /// pending state change durable.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let shared = self.shared.clone();
-        let tcp_task = tokio::spawn(accept_loop(shared.clone(), self.tcp, false));
-        let ws_task = self
-            .ws
-            .map(|l| tokio::spawn(accept_loop(shared.clone(), l, true)));
+        let mut accept_tasks = vec![tokio::spawn(accept_loop(shared.clone(), self.tcp, Kind::Tcp))];
+        if let Some(l) = self.ws {
+            accept_tasks.push(tokio::spawn(accept_loop(shared.clone(), l, Kind::Ws)));
+        }
+        if let Some((l, a)) = self.tls {
+            accept_tasks.push(tokio::spawn(accept_loop(shared.clone(), l, Kind::Tls(a))));
+        }
+        if let Some((l, a)) = self.wss {
+            accept_tasks.push(tokio::spawn(accept_loop(shared.clone(), l, Kind::Wss(a))));
+        }
         let timer_task = tokio::spawn(timers(shared.clone()));
 
         shutdown.await;
         tracing::info!("shutting down");
         shared.shutdown.cancel();
-        tcp_task.abort();
-        if let Some(t) = ws_task {
+        for t in accept_tasks {
             t.abort();
         }
         timer_task.abort();
@@ -251,7 +400,7 @@ impl Server {
     }
 }
 
-async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, websocket: bool) {
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, kind: Kind) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -262,6 +411,18 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, websocket: bool
                 continue;
             }
         };
+        if !shared
+            .guard
+            .admit(peer.ip(), &shared.guard_limits, shared.clock.now().0)
+        {
+            shared
+                .metrics
+                .conn_rate_limited
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, "connection rate per address exceeded; closed");
+            drop(stream);
+            continue;
+        }
         let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
             shared
                 .metrics
@@ -277,13 +438,31 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, websocket: bool
             .fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
         let s = shared.clone();
+        let kind = kind.clone();
         shared.tracker.spawn(async move {
-            if websocket {
-                // Boxed: the WebSocket handshake and bridge are large, and
-                // a task is as large as its largest branch.
-                Box::pin(ws::serve(s, stream, peer)).await;
-            } else {
-                connection::serve(s, stream, peer).await;
+            // Boxed: handshakes and the WebSocket bridge are large, and a
+            // task is as large as its largest branch.
+            match kind {
+                Kind::Tcp => connection::serve(s, stream, peer, Listener::Tcp, None).await,
+                Kind::Ws => {
+                    Box::pin(ws::serve(s, stream, peer, Listener::WebSocket, None)).await
+                }
+                Kind::Tls(acceptor) => {
+                    Box::pin(async move {
+                        if let Some((tls, cert)) = tls::accept(&s, &acceptor, stream, peer).await {
+                            connection::serve(s, tls, peer, Listener::Tls, cert).await;
+                        }
+                    })
+                    .await
+                }
+                Kind::Wss(acceptor) => {
+                    Box::pin(async move {
+                        if let Some((tls, cert)) = tls::accept(&s, &acceptor, stream, peer).await {
+                            ws::serve(s, tls, peer, Listener::SecureWebSocket, cert).await;
+                        }
+                    })
+                    .await
+                }
             }
             drop(permit);
         });

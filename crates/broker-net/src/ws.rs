@@ -5,12 +5,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::auth::Listener;
 use crate::connection;
 use crate::server::Shared;
 
@@ -39,7 +39,15 @@ fn check_request(req: &Request, mut resp: Response) -> Result<Response, ErrorRes
     Ok(resp)
 }
 
-pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+pub(crate) async fn serve<S>(
+    shared: Arc<Shared>,
+    stream: S,
+    peer: SocketAddr,
+    listener: Listener,
+    certificate: Option<pki::PeerCert>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let ws = match tokio_tungstenite::accept_hdr_async(stream, check_request).await {
         Ok(ws) => ws,
         Err(e) => {
@@ -89,6 +97,6 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
     let bridge = tokio::spawn(async move {
         tokio::join!(inbound, outbound);
     });
-    connection::serve(shared, broker_side, peer).await;
+    connection::serve(shared, broker_side, peer, listener, certificate).await;
     let _ = bridge.await;
 }

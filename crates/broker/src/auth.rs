@@ -247,6 +247,51 @@ impl AccessControl {
     }
 }
 
+/// What a client authenticated outside the core (by the device registry,
+/// a client certificate or a claim credential) may do. Computed by the
+/// network layer's authenticator and handed over with the CONNECT; the
+/// core then skips its own password check and applies these rules instead
+/// of the ACL file. Rules are concrete filters (templates already filled
+/// in); access is granted when some rule grants it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Grant {
+    /// Who: a device id, or `claim:<id>` for a provisioning credential.
+    pub principal: String,
+    pub rules: Vec<GrantRule>,
+    pub limits: RateLimits,
+}
+
+/// One rule of a [`Grant`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRule {
+    pub filter: String,
+    pub read: bool,
+    pub write: bool,
+}
+
+/// Per-connection publish limits (0 = unlimited). Over the limit a
+/// PUBLISH is refused: QoS 1/2 in v5 get 0x97 (quota exceeded), otherwise
+/// it is dropped; both are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RateLimits {
+    pub messages_per_sec: u32,
+    pub bytes_per_sec: u32,
+}
+
+impl Grant {
+    /// Whether `topic` (a name, or a subscription filter that must be
+    /// covered entirely) may be read or written.
+    pub fn allows(&self, topic: &str, action: Action) -> bool {
+        self.rules.iter().any(|r| {
+            let ok = match action {
+                Action::Read => r.read,
+                Action::Write => r.write,
+            };
+            ok && filter_covers(&r.filter, topic)
+        })
+    }
+}
+
 /// Why a CONNECT was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthFailure {
@@ -376,6 +421,32 @@ mod tests {
         // A wildcard client id does not turn the pattern into a wildcard.
         assert!(!ac.allowed(None, "+", "devices/x/telemetry", Action::Write));
         assert!(!ac.allowed(None, "#", "devices/x", Action::Read));
+    }
+
+    #[test]
+    fn grant_rules() {
+        let g = Grant {
+            principal: "d1".into(),
+            rules: vec![
+                GrantRule {
+                    filter: "devices/d1/#".into(),
+                    read: true,
+                    write: true,
+                },
+                GrantRule {
+                    filter: "fleet/+/announce".into(),
+                    read: true,
+                    write: false,
+                },
+            ],
+            limits: RateLimits::default(),
+        };
+        assert!(g.allows("devices/d1/telemetry", Action::Write));
+        assert!(g.allows("devices/d1/#", Action::Read));
+        assert!(!g.allows("devices/d2/telemetry", Action::Write));
+        assert!(!g.allows("devices/+/telemetry", Action::Read));
+        assert!(g.allows("fleet/x/announce", Action::Read));
+        assert!(!g.allows("fleet/x/announce", Action::Write));
     }
 
     #[test]

@@ -24,6 +24,10 @@ pub struct ConnId(pub u64);
 pub struct ConnectInfo {
     /// Peer address, for logs and events.
     pub peer: String,
+    /// Set when the network layer authenticated the client itself (device
+    /// registry, client certificate, claim credential): the core then
+    /// skips its password check and confines the client to these rules.
+    pub grant: Option<std::sync::Arc<crate::auth::Grant>>,
 }
 
 /// Something the broker wants done. Drained in order with
@@ -43,6 +47,19 @@ pub enum Output {
     Close { conn: ConnId },
     /// Make a change durable.
     Persist(PersistOp),
+    /// A message on a topic a platform service taps (see
+    /// [`Broker::add_tap`]), after it was authorised and routed.
+    Tap(TapMessage),
+}
+
+/// A published message handed to a platform service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TapMessage {
+    pub client_id: ByteString,
+    /// The grant's principal when the client was authenticated outside
+    /// the core.
+    pub principal: Option<String>,
+    pub message: std::sync::Arc<crate::persist::StoredMessage>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -60,7 +77,8 @@ pub(crate) struct Conn {
     pub timeout_ms: u64,
     pub last_seen: Time,
     pub aliases_in: HashMap<u16, ByteString>,
-    pub username: Option<ByteString>,
+    /// Publish budget when the client's grant sets limits.
+    pub rate: Option<Box<crate::limits::RateBucket>>,
 }
 
 /// The broker core. See the crate documentation.
@@ -86,6 +104,11 @@ pub struct Broker {
     pub(crate) next_seq: u64,
     /// Decodes `devices/{id}/telemetry` payloads for storage, when set.
     pub(crate) telemetry: Option<Box<dyn crate::TelemetryDecoder>>,
+    /// Topic filters platform services tap (`Output::Tap`).
+    pub(crate) taps: Vec<String>,
+    /// Rate limiting of "access denied" log lines.
+    pub(crate) denial_log_next: u64,
+    pub(crate) denials_suppressed: u64,
     started: Time,
 }
 
@@ -108,6 +131,9 @@ impl Broker {
             next_assigned_id: now.0,
             next_seq: 1,
             telemetry: None,
+            taps: Vec::new(),
+            denial_log_next: 0,
+            denials_suppressed: 0,
             started: now,
         }
     }
@@ -116,6 +142,72 @@ impl Broker {
     /// decoder (acknowledged once durable); bad payloads are refused.
     pub fn set_telemetry_decoder(&mut self, decoder: Box<dyn crate::TelemetryDecoder>) {
         self.telemetry = Some(decoder);
+    }
+
+    /// Hands every accepted PUBLISH whose topic matches `filter` to the
+    /// network layer as [`Output::Tap`] too (platform services such as
+    /// provisioning listen this way). Topics under `$provision/` are only
+    /// accepted from clients whose grant allows them.
+    pub fn add_tap(&mut self, filter: &str) {
+        if !self.taps.iter().any(|f| f == filter) {
+            self.taps.push(filter.to_string());
+        }
+    }
+
+    /// Disconnects every connection authenticated as `principal` (a
+    /// revoked or disabled device): v5 clients get DISCONNECT with `code`.
+    /// Returns how many were closed.
+    pub fn disconnect_principal(
+        &mut self,
+        principal: &str,
+        code: mqtt_proto::ReasonCode,
+        now: Time,
+    ) -> usize {
+        let conns: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                self.session(c.session)
+                    .and_then(|s| s.grant.as_ref())
+                    .is_some_and(|g| g.principal == principal)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for &conn in &conns {
+            if self.conns.get(&conn).is_some_and(|c| c.protocol.is_v5()) {
+                self.send(conn, Packet::Disconnect(mqtt_proto::Disconnect::new(code)));
+            }
+            self.outputs.push(Output::Close { conn });
+            self.detach(conn, now, true, false);
+        }
+        conns.len()
+    }
+
+    /// Whether the session may read or write `topic`: by its grant when it
+    /// has one, else by the ACL file.
+    pub(crate) fn allowed(
+        &self,
+        idx: SessionIdx,
+        topic: &str,
+        action: crate::auth::Action,
+    ) -> bool {
+        let Some(s) = self.session(idx) else {
+            return false;
+        };
+        if topic.starts_with("$provision/") {
+            // Only a client's own exchange, and only with a grant for it.
+            let own = topic
+                .strip_prefix("$provision/")
+                .and_then(|rest| rest.split('/').next())
+                .is_some_and(|level| level == &*s.client_id);
+            return own && s.grant.as_ref().is_some_and(|g| g.allows(topic, action));
+        }
+        match &s.grant {
+            Some(g) => g.allows(topic, action),
+            None => self
+                .access
+                .allowed(s.username.as_deref(), &s.client_id, topic, action),
+        }
     }
 
     /// Replaces the access rules (on configuration reload).

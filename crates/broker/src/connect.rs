@@ -21,10 +21,14 @@ impl Broker {
     pub fn connect(&mut self, conn: ConnId, connect: Connect, info: &ConnectInfo, now: Time) {
         let mut connect = connect;
         let v5 = connect.protocol.is_v5();
-        if let Err(failure) = self
-            .access
-            .authenticate(connect.username.as_deref(), connect.password.as_deref())
-        {
+        let checked = match &info.grant {
+            // Authenticated by the network layer.
+            Some(_) => Ok(()),
+            None => self
+                .access
+                .authenticate(connect.username.as_deref(), connect.password.as_deref()),
+        };
+        if let Err(failure) = checked {
             let code = match failure {
                 AuthFailure::NotAuthorized => ReasonCode::NOT_AUTHORIZED,
                 AuthFailure::BadCredentials => ReasonCode::BAD_USER_NAME_OR_PASSWORD,
@@ -110,6 +114,7 @@ impl Broker {
             s.will = connect.will.take().map(Box::new);
             s.will_due = None;
             s.username = connect.username.clone();
+            s.grant = info.grant.clone();
             s.client_receive_maximum = connect.properties.receive_maximum.unwrap_or(u16::MAX);
             s.client_max_packet_size = connect.properties.maximum_packet_size.unwrap_or(u32::MAX);
             was
@@ -141,7 +146,11 @@ impl Broker {
                 timeout_ms,
                 last_seen: now,
                 aliases_in: HashMap::new(),
-                username: connect.username.clone(),
+                rate: info
+                    .grant
+                    .as_ref()
+                    .and_then(|g| crate::limits::RateBucket::new(g.limits, now))
+                    .map(Box::new),
             },
         );
         if timeout_ms > 0 {

@@ -157,14 +157,7 @@ impl Broker {
     /// The per-message read check (the subscribe-time check alone would let
     /// a wildcard subscription see topics a `deny` rule covers).
     pub(crate) fn may_read(&self, idx: SessionIdx, topic: &str) -> bool {
-        self.session(idx).is_some_and(|s| {
-            self.access.allowed(
-                s.username.as_deref(),
-                &s.client_id,
-                topic,
-                crate::auth::Action::Read,
-            )
-        })
+        self.allowed(idx, topic, crate::auth::Action::Read)
     }
 
     fn has_window(&self, s: &crate::session::Session) -> bool {

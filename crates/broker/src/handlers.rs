@@ -145,12 +145,7 @@ impl Broker {
         };
         let Some(will) = s.will.take() else { return };
         s.will_due = None;
-        let client_id = s.client_id.clone();
-        let username = s.username.clone();
-        if !self
-            .access
-            .allowed(username.as_deref(), &client_id, &will.topic, Action::Write)
-        {
+        if will.topic.starts_with('$') || !self.allowed(idx, &will.topic, Action::Write) {
             return;
         }
         let p = will.properties;
@@ -370,8 +365,6 @@ impl Broker {
             );
             return;
         }
-        let username = c.username.clone();
-
         // Exactly-once: a repeated QoS 2 packet id is acknowledged again,
         // never routed twice.
         if p.qos == QoS::ExactlyOnce {
@@ -397,14 +390,15 @@ impl Broker {
             .unwrap_or_default();
         let reason = if topic::level_count(&p.topic) > self.config.max_topic_levels {
             Some(ReasonCode::TOPIC_NAME_INVALID)
-        } else if p.topic.starts_with('$')
-            || !self
-                .access
-                .allowed(username.as_deref(), &client_id, &p.topic, Action::Write)
+        } else if (p.topic.starts_with('$') && !p.topic.starts_with("$provision/"))
+            || !self.allowed(idx, &p.topic, Action::Write)
         {
             self.stats.publish_denied += 1;
-            tracing::debug!(client_id = %client_id, topic = %p.topic, "publish denied");
+            self.log_denial(&client_id, &p.topic, "publish", now);
             Some(ReasonCode::NOT_AUTHORIZED)
+        } else if !self.take_rate(conn, p.payload.len(), now) {
+            self.stats.publish_rate_limited += 1;
+            Some(ReasonCode::QUOTA_EXCEEDED)
         } else {
             None
         };
@@ -462,6 +456,17 @@ impl Broker {
             self.stats.messages_dropped += 1;
             self.ack_publish(conn, idx, &ack_info, ReasonCode::QUOTA_EXCEEDED, v5);
             return;
+        }
+        if !self.taps.is_empty() && self.taps.iter().any(|f| topic::matches(f, &msg.topic)) {
+            let principal = self
+                .session(idx)
+                .and_then(|s| s.grant.as_ref())
+                .map(|g| g.principal.clone());
+            self.outputs.push(Output::Tap(crate::broker::TapMessage {
+                client_id: client_id.clone(),
+                principal,
+                message: msg.clone(),
+            }));
         }
         let outcome = self.route(msg, Some(&client_id), now);
         let code = match outcome {
@@ -555,7 +560,6 @@ impl Broker {
         };
         let v5 = c.protocol.is_v5();
         let idx = c.session;
-        let username = c.username.clone();
         let Some(client_id) = self.session(idx).map(|s| s.client_id.clone()) else {
             return;
         };
@@ -585,12 +589,9 @@ impl Broker {
                 codes.push(fail(v5, ReasonCode::TOPIC_FILTER_INVALID));
                 continue;
             }
-            if !self
-                .access
-                .allowed(username.as_deref(), &client_id, filter, Action::Read)
-            {
+            if !self.allowed(idx, filter, Action::Read) {
                 self.stats.subscribe_denied += 1;
-                tracing::debug!(client_id = %client_id, filter, "subscribe denied");
+                self.log_denial(&client_id, filter, "subscribe", now);
                 codes.push(fail(v5, ReasonCode::NOT_AUTHORIZED));
                 continue;
             }
@@ -744,5 +745,29 @@ fn fail(v5: bool, code: ReasonCode) -> ReasonCode {
         code
     } else {
         ReasonCode::UNSPECIFIED_ERROR
+    }
+}
+
+impl Broker {
+    /// Takes one message from the connection's rate budget (always granted
+    /// when it has none).
+    fn take_rate(&mut self, conn: ConnId, len: usize, now: Time) -> bool {
+        match self.conns.get_mut(&conn).and_then(|c| c.rate.as_mut()) {
+            Some(bucket) => bucket.take(len, now),
+            None => true,
+        }
+    }
+
+    /// Logs a refused publish or subscribe at info level, at most one line
+    /// per second (the rest are counted in the stats and summed in the
+    /// next line).
+    fn log_denial(&mut self, client_id: &str, topic: &str, what: &'static str, now: Time) {
+        if now.0 >= self.denial_log_next {
+            self.denial_log_next = now.0 + 1000;
+            let suppressed = std::mem::take(&mut self.denials_suppressed);
+            tracing::info!(client_id, topic, what, suppressed, "access denied");
+        } else {
+            self.denials_suppressed += 1;
+        }
     }
 }

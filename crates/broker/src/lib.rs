@@ -17,6 +17,7 @@ mod config;
 mod connect;
 mod delivery;
 mod handlers;
+mod limits;
 mod outbound;
 mod persist;
 mod retained;
@@ -25,8 +26,11 @@ mod stats;
 mod time;
 mod trie;
 
-pub use auth::{hash_password, AccessControl, AclError, Action as AclAction, AuthFailure};
-pub use broker::{Broker, ConnId, ConnectInfo, Output};
+pub use auth::{
+    hash_password, AccessControl, AclError, Action as AclAction, AuthFailure, Grant, GrantRule,
+    RateLimits,
+};
+pub use broker::{Broker, ConnId, ConnectInfo, Output, TapMessage};
 pub use config::BrokerConfig;
 pub use outbound::OutboundAliases;
 pub use persist::{

@@ -56,6 +56,9 @@ pub(crate) struct Session {
     pub client_max_packet_size: u32,
     /// Username of the current connection, for ACL checks on delivery.
     pub username: Option<ByteString>,
+    /// Rules of the current (or last) connection when it was authenticated
+    /// outside the core; they replace the ACL file for this session.
+    pub grant: Option<Arc<crate::auth::Grant>>,
     /// Messages dropped for this session because its queue was full.
     pub dropped: u64,
 }
@@ -80,6 +83,7 @@ impl Session {
             client_receive_maximum: u16::MAX,
             client_max_packet_size: u32::MAX,
             username: None,
+            grant: None,
             dropped: 0,
         }
     }

@@ -16,6 +16,8 @@ pub struct Stats {
     pub publish_bytes_received: u64,
     pub publish_denied: u64,
     pub subscribe_denied: u64,
+    /// PUBLISH refused because the connection exceeded its rate limit.
+    pub publish_rate_limited: u64,
     pub wills_published: u64,
     pub sessions_expired: u64,
     /// Telemetry messages accepted for storage, and their points.

@@ -1,0 +1,132 @@
+//! CONNECT -> grant, against the device registry.
+//!
+//! In order:
+//! 1. A verified client certificate (TLS listeners): its CN (or device SAN)
+//!    names the device; a username, if sent, must be the same id. The
+//!    certificate's chain, validity and revocation were checked in the
+//!    handshake; here the device must exist and be enabled.
+//! 2. A password starting with `mwc_`: a claim credential, which may only
+//!    reach its own `$provision/{client id}/...` exchange.
+//! 3. A username naming a registered device: the password is its token.
+//! 4. Anything else (no username, or a username that is no device) is left
+//!    to the broker's own rules: anonymous access only when
+//!    `mqtt.allow_anonymous`, plain-broker users from the password file.
+
+use std::sync::Arc;
+
+use broker_net::{AuthDecision, AuthRequest, Authenticator};
+use mqtt_proto::ReasonCode;
+use registry::{ClaimAuth, DeviceAuth, Registry};
+
+use crate::policy::{claim_grant, Policy};
+use crate::{Clock, NAMESPACE};
+
+/// The platform's [`Authenticator`].
+pub struct RegistryAuthenticator {
+    registry: Arc<Registry>,
+    policy: Arc<Policy>,
+    clock: Clock,
+}
+
+impl RegistryAuthenticator {
+    pub fn new(registry: Arc<Registry>, policy: Arc<Policy>, clock: Clock) -> Self {
+        RegistryAuthenticator {
+            registry,
+            policy,
+            clock,
+        }
+    }
+
+    fn device(&self, id: &str, client_id: &str) -> AuthDecision {
+        match self.registry.get_device(NAMESPACE, id) {
+            Ok(Some(d)) if d.enabled => {
+                AuthDecision::Allow(Arc::new(self.policy.device_grant(&d, client_id)))
+            }
+            Ok(Some(_)) => {
+                tracing::info!(device = id, "device is disabled; refused");
+                AuthDecision::Refuse(ReasonCode::NOT_AUTHORIZED)
+            }
+            Ok(None) => {
+                tracing::info!(device = id, "certificate names no registered device; refused");
+                AuthDecision::Refuse(ReasonCode::NOT_AUTHORIZED)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "registry lookup failed");
+                AuthDecision::Refuse(ReasonCode::SERVER_UNAVAILABLE)
+            }
+        }
+    }
+}
+
+impl Authenticator for RegistryAuthenticator {
+    fn authenticate(&self, req: &AuthRequest) -> AuthDecision {
+        let now = (self.clock)();
+        if let Some(cert) = &req.certificate {
+            let Some(id) = cert.device_id() else {
+                tracing::info!(peer = %req.peer, serial = %cert.serial_hex, "client certificate names no device; refused");
+                return AuthDecision::Refuse(ReasonCode::NOT_AUTHORIZED);
+            };
+            if req.username.as_deref().is_some_and(|u| !u.is_empty() && u != id) {
+                tracing::info!(peer = %req.peer, device = id, username = ?req.username, "username differs from the certificate's device id; refused");
+                return AuthDecision::Refuse(ReasonCode::NOT_AUTHORIZED);
+            }
+            return self.device(id, &req.client_id);
+        }
+        let password = req.password.as_deref();
+        if let Some(pw) = password.filter(|p| p.starts_with(b"mwc_")) {
+            return match self.registry.authenticate_claim(pw, now) {
+                Ok(ClaimAuth::Ok(claim)) => {
+                    let cid = &req.client_id;
+                    if cid.is_empty() || cid.contains(['+', '#', '/']) {
+                        tracing::info!(peer = %req.peer, "claim credential needs a plain client id");
+                        return AuthDecision::Refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+                    }
+                    AuthDecision::Allow(Arc::new(claim_grant(&claim.id, cid)))
+                }
+                Ok(other) => {
+                    tracing::info!(peer = %req.peer, verdict = ?other_name(&other), "claim credential refused");
+                    AuthDecision::Refuse(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "registry lookup failed");
+                    AuthDecision::Refuse(ReasonCode::SERVER_UNAVAILABLE)
+                }
+            };
+        }
+        let Some(user) = req.username.as_deref().filter(|u| !u.is_empty()) else {
+            return AuthDecision::Default;
+        };
+        let Some(pw) = password else {
+            // A registered device must prove itself.
+            return match self.registry.get_device(NAMESPACE, user) {
+                Ok(Some(_)) => AuthDecision::Refuse(ReasonCode::BAD_USER_NAME_OR_PASSWORD),
+                _ => AuthDecision::Default,
+            };
+        };
+        match self.registry.authenticate_device(NAMESPACE, user, pw, now) {
+            Ok(DeviceAuth::Ok(d)) => {
+                AuthDecision::Allow(Arc::new(self.policy.device_grant(&d, &req.client_id)))
+            }
+            Ok(DeviceAuth::UnknownDevice) => AuthDecision::Default,
+            Ok(DeviceAuth::Disabled) => {
+                tracing::info!(device = user, "device is disabled; refused");
+                AuthDecision::Refuse(ReasonCode::NOT_AUTHORIZED)
+            }
+            Ok(DeviceAuth::BadToken) => AuthDecision::Refuse(ReasonCode::BAD_USER_NAME_OR_PASSWORD),
+            Err(e) => {
+                tracing::warn!(error = %e, "registry lookup failed");
+                AuthDecision::Refuse(ReasonCode::SERVER_UNAVAILABLE)
+            }
+        }
+    }
+}
+
+fn other_name(c: &ClaimAuth) -> &'static str {
+    match c {
+        ClaimAuth::Ok(_) => "ok",
+        ClaimAuth::Unknown => "unknown",
+        ClaimAuth::Revoked => "revoked",
+        ClaimAuth::Expired => "expired",
+        ClaimAuth::Exhausted => "exhausted",
+    }
+}

@@ -1,0 +1,29 @@
+//! `identity`: how the platform's identities reach the broker.
+//!
+//! What it is: the [`RegistryAuthenticator`] that turns a CONNECT (device
+//! token, client certificate, or claim credential) into a
+//! [`broker::Grant`] confining the client; the device ACL [`Policy`]
+//! (the default `devices/{id}/#` tree plus extra rules per device type or
+//! group, and per-type rate limits); and the provisioning exchange
+//! ([`provision`]) used over MQTT (`$provision/{client id}/request`, see
+//! [`serve_provisioning`]) and HTTP.
+//!
+//! What it is not: a store (that is `registry`), a CA (that is `pki`), or a
+//! server. It reads the clock only through the function it is given.
+
+mod authenticator;
+mod policy;
+mod provisioning;
+
+pub use authenticator::RegistryAuthenticator;
+pub use policy::{AclRule, Policy, PolicyError};
+pub use provisioning::{
+    provision, serve_provisioning, ProvisionError, ProvisionReply, ProvisionRequest,
+    PROVISION_TAP,
+};
+
+/// Unix milliseconds now; injected so tests can fix time.
+pub type Clock = std::sync::Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The namespace (tenant) every identity lives in for now.
+pub const NAMESPACE: &str = "default";

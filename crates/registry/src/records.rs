@@ -1,0 +1,170 @@
+//! Stored values, version 1. Each is a private serde struct serialised as a
+//! JSON object with `"v": 1`; keys (namespace, id, serial, ...) live in the
+//! table key, not in the value. The public domain types have no serde
+//! derives: this is an internal format, and the API renders its own DTOs.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::RegistryError;
+
+/// The value format version written by this binary.
+pub(crate) const VALUE_VERSION: u32 = 1;
+
+/// Serialises a record (which carries its own `v`).
+pub(crate) fn encode<T: Serialize>(rec: &T) -> Result<Vec<u8>, RegistryError> {
+    serde_json::to_vec(rec).map_err(|e| RegistryError::Storage(format!("encode: {e}")))
+}
+
+#[derive(Deserialize)]
+struct VersionOnly {
+    v: u32,
+}
+
+/// Deserialises a record after checking its version; `what` names it in
+/// the error.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, RegistryError> {
+    let v: VersionOnly = serde_json::from_slice(bytes)
+        .map_err(|e| RegistryError::Storage(format!("corrupt {what}: {e}")))?;
+    if v.v != VALUE_VERSION {
+        return Err(RegistryError::Storage(format!(
+            "{what} has value version {}, this binary reads {VALUE_VERSION}",
+            v.v
+        )));
+    }
+    serde_json::from_slice(bytes).map_err(|e| RegistryError::Storage(format!("corrupt {what}: {e}")))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct DeviceRec {
+    pub v: u32,
+    pub name: String,
+    pub device_type: String,
+    pub labels: BTreeMap<String, String>,
+    pub groups: Vec<String>,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub enabled: bool,
+    pub firmware_version: Option<String>,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+}
+
+/// One stored device token (its argon2 hash only).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct DeviceTokenRec {
+    pub hash: String,
+    pub created_at_ms: u64,
+    /// Set when a newer token replaced this one with a grace period.
+    pub expires_at_ms: Option<u64>,
+}
+
+impl DeviceTokenRec {
+    pub(crate) fn valid_at(&self, now_ms: u64) -> bool {
+        self.expires_at_ms.is_none_or(|e| now_ms < e)
+    }
+}
+
+/// All tokens of one device, newest first (at most two).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct DeviceTokensRec {
+    pub v: u32,
+    pub tokens: Vec<DeviceTokenRec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct CertRec {
+    pub v: u32,
+    pub device_id: String,
+    pub issued_at_ms: u64,
+    pub not_after_ms: u64,
+    pub revoked_at_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TemplateRec {
+    pub device_type: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub groups: Vec<String>,
+    pub id_pattern: Option<String>,
+    pub allow_list: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ClaimRec {
+    pub v: u32,
+    pub name: String,
+    pub hash: String,
+    pub template: TemplateRec,
+    pub max_uses: Option<u32>,
+    pub uses: u32,
+    pub expires_at_ms: Option<u64>,
+    pub revoked: bool,
+    pub created_at_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct UserRec {
+    pub v: u32,
+    /// `viewer`, `operator` or `admin`.
+    pub role: String,
+    pub disabled: bool,
+    pub password_hash: String,
+    pub created_at_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ApiTokenRec {
+    pub v: u32,
+    pub name: String,
+    pub owner: Option<String>,
+    pub role: String,
+    pub hash: String,
+    pub created_at_ms: u64,
+    pub expires_at_ms: Option<u64>,
+    pub last4: String,
+    pub session: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct AuditRec {
+    pub v: u32,
+    pub time_ms: u64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub source: String,
+    pub status: u16,
+    pub details: serde_json::Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_carries_version() {
+        let rec = CertRec {
+            v: VALUE_VERSION,
+            device_id: "d".into(),
+            issued_at_ms: 1,
+            not_after_ms: 2,
+            revoked_at_ms: None,
+        };
+        let bytes = encode(&rec).unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.starts_with("{\"v\":1,"), "{text}");
+        let back: CertRec = decode(&bytes, "certificate").unwrap();
+        assert_eq!(back.device_id, "d");
+    }
+
+    #[test]
+    fn newer_or_corrupt_values_are_storage_errors() {
+        let newer = br#"{"v":2,"device_id":"d","issued_at_ms":1,"not_after_ms":2,"revoked_at_ms":null}"#;
+        let e = decode::<CertRec>(newer, "certificate").unwrap_err();
+        assert!(matches!(e, RegistryError::Storage(m) if m.contains("version 2")));
+        assert!(decode::<CertRec>(b"{", "certificate").is_err());
+        assert!(decode::<CertRec>(br#"{"v":1}"#, "certificate").is_err());
+    }
+}
