@@ -12,6 +12,10 @@ pub enum ApiError {
     /// No or a wrong credential (401, `unauthorized`).
     #[error("missing or invalid credentials")]
     Unauthorized,
+    /// The credential is valid but may not do this (403, `forbidden`); the
+    /// detail says why, e.g. which role is needed.
+    #[error("{0}")]
+    Forbidden(String),
     /// A query parameter, path parameter or header is missing or invalid
     /// (400, `bad_parameter`); `field` names it.
     #[error("parameter {field}: {reason}")]
@@ -64,6 +68,23 @@ pub enum ApiError {
     /// No such route (404, `not_found`).
     #[error("no such resource")]
     NotFound,
+    /// The route exists but the resource it names does not (404,
+    /// `not_found`), e.g. `device "p1" not found`.
+    #[error("{0}")]
+    Missing(String),
+    /// The resource exists already, or its state refuses the change (409,
+    /// `conflict`).
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A batch was refused as a whole (422, `unprocessable`); `errors`
+    /// lists every bad row and nothing was written.
+    #[error("{reason}")]
+    Unprocessable {
+        /// What was wrong overall.
+        reason: String,
+        /// One entry per refused row.
+        errors: Vec<RowError>,
+    },
     /// The route exists but not for this method (405, `method_not_allowed`).
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -71,9 +92,10 @@ pub enum ApiError {
     /// was written and it may be retried.
     #[error("storage is full")]
     StorageFull,
-    /// The store refuses writes (closed or its log is unusable until a
-    /// restart) (503, `unavailable`).
-    #[error("storage unavailable: {0}")]
+    /// A needed part of the server is unavailable: the store refuses
+    /// writes (closed, or its log is unusable until a restart), or there is
+    /// no certificate authority (503, `unavailable`).
+    #[error("unavailable: {0}")]
     Unavailable(String),
     /// Anything else (500, `internal`). The detail sent to the client is
     /// generic; the cause is logged.
@@ -106,6 +128,24 @@ impl From<tsdb::Error> for ApiError {
     }
 }
 
+impl From<registry::RegistryError> for ApiError {
+    /// `NotFound` 404, `AlreadyExists` and `Conflict` 409, `Invalid` 400
+    /// naming the field, `Storage` 500.
+    fn from(e: registry::RegistryError) -> ApiError {
+        use registry::RegistryError as E;
+        match e {
+            e @ E::NotFound { .. } => ApiError::Missing(e.to_string()),
+            e @ E::AlreadyExists { .. } => ApiError::AlreadyExists(e.to_string()),
+            E::Conflict(m) => ApiError::AlreadyExists(m),
+            E::Invalid { field, message } => ApiError::BadBody {
+                field: Some(field),
+                reason: message,
+            },
+            E::Storage(m) => ApiError::Internal(format!("registry: {m}")),
+        }
+    }
+}
+
 impl ApiError {
     /// A 400 naming a parameter.
     pub(crate) fn param(field: impl Into<String>, reason: impl Into<String>) -> ApiError {
@@ -127,6 +167,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::BadParameter { .. }
             | ApiError::BadLine { .. }
             | ApiError::BadBody { .. }
@@ -134,7 +175,9 @@ impl ApiError {
             | ApiError::TooLarge { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::Missing(_) => StatusCode::NOT_FOUND,
+            ApiError::AlreadyExists(_) => StatusCode::CONFLICT,
+            ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -146,6 +189,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::BadParameter { .. } => "bad_parameter",
             ApiError::BadLine { .. } => "bad_line",
             ApiError::BadBody { .. } => "bad_body",
@@ -153,7 +197,9 @@ impl ApiError {
             ApiError::TooLarge { .. } => "result_too_large",
             ApiError::PayloadTooLarge { .. } => "body_too_large",
             ApiError::UnsupportedEncoding(_) => "unsupported_encoding",
-            ApiError::NotFound => "not_found",
+            ApiError::NotFound | ApiError::Missing(_) => "not_found",
+            ApiError::AlreadyExists(_) => "conflict",
+            ApiError::Unprocessable { .. } => "unprocessable",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::StorageFull => "storage_full",
             ApiError::Unavailable(_) => "unavailable",
@@ -164,6 +210,7 @@ impl ApiError {
     fn title(&self) -> &'static str {
         match self {
             ApiError::Unauthorized => "Authentication required",
+            ApiError::Forbidden(_) => "Forbidden",
             ApiError::BadParameter { .. } => "Invalid parameter",
             ApiError::BadLine { .. } => "Invalid line protocol",
             ApiError::BadBody { .. } => "Invalid request body",
@@ -171,10 +218,12 @@ impl ApiError {
             ApiError::TooLarge { .. } => "Result too large",
             ApiError::PayloadTooLarge { .. } => "Request body too large",
             ApiError::UnsupportedEncoding(_) => "Unsupported content encoding",
-            ApiError::NotFound => "Not found",
+            ApiError::NotFound | ApiError::Missing(_) => "Not found",
+            ApiError::AlreadyExists(_) => "Conflict",
+            ApiError::Unprocessable { .. } => "Request refused as a whole",
             ApiError::MethodNotAllowed => "Method not allowed",
             ApiError::StorageFull => "Storage full",
-            ApiError::Unavailable(_) => "Storage unavailable",
+            ApiError::Unavailable(_) => "Service unavailable",
             ApiError::Internal(_) => "Internal error",
         }
     }
@@ -192,7 +241,8 @@ impl ApiError {
         match self {
             ApiError::BadParameter { reason, .. }
             | ApiError::BadBody { reason, .. }
-            | ApiError::TooLarge { reason, .. } => reason.clone(),
+            | ApiError::TooLarge { reason, .. }
+            | ApiError::Unprocessable { reason, .. } => reason.clone(),
             ApiError::Internal(_) => "the server failed to handle the request; see its log".into(),
             other => other.to_string(),
         }
@@ -212,7 +262,25 @@ struct Problem<'a> {
     field: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     line: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a [RowError]>,
 }
+
+/// One refused row of a batch (an import): `{"row", "id", "message"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RowError {
+    /// 1-based position of the row among the data rows.
+    pub row: usize,
+    /// The id the row carried.
+    pub id: String,
+    /// Why it was refused.
+    pub message: String,
+}
+
+/// The problem code of an error response, left in the response's
+/// extensions for the audit log.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ProblemCode(pub(crate) &'static str);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -234,6 +302,10 @@ impl IntoResponse for ApiError {
                 ApiError::BadLine { line, .. } => Some(*line),
                 _ => None,
             },
+            errors: match &self {
+                ApiError::Unprocessable { errors, .. } => Some(errors),
+                _ => None,
+            },
         };
         let body = serde_json::to_vec(&problem).unwrap_or_else(|_| b"{}".to_vec());
         let mut resp = (status, body).into_response();
@@ -241,6 +313,7 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        resp.extensions_mut().insert(ProblemCode(code));
         if let ApiError::Unauthorized = self {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -109,7 +109,8 @@ impl Guard {
         }
         let mut st = self.lock();
         if st.rate.len() >= GUARD_TABLE_MAX && !st.rate.contains_key(&ip) {
-            st.rate.retain(|_, (start, _)| now_ms.saturating_sub(*start) < 1000);
+            st.rate
+                .retain(|_, (start, _)| now_ms.saturating_sub(*start) < 1000);
             if st.rate.len() >= GUARD_TABLE_MAX {
                 st.rate.clear();
             }
@@ -171,6 +172,10 @@ impl Guard {
         }
         *n += 1;
         true
+    }
+
+    pub fn connections_of(&self, principal: &str) -> usize {
+        self.lock().principals.get(principal).copied().unwrap_or(0)
     }
 
     pub fn leave(&self, principal: &str) {

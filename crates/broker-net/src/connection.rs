@@ -299,7 +299,11 @@ async fn authenticate(
         .username
         .as_deref()
         .map(str::to_string)
-        .or_else(|| certificate.as_ref().and_then(|c| c.device_id().map(str::to_string)))
+        .or_else(|| {
+            certificate
+                .as_ref()
+                .and_then(|c| c.device_id().map(str::to_string))
+        })
         .unwrap_or_default();
     if let Some(wait) = shared.guard.backing_off(peer.ip(), &user, now_ms) {
         shared
@@ -329,9 +333,12 @@ async fn authenticate(
         AuthDecision::Refuse(code) => {
             shared.metrics.auth_refused.fetch_add(1, Ordering::Relaxed);
             if code == ReasonCode::BAD_USER_NAME_OR_PASSWORD || code == ReasonCode::NOT_AUTHORIZED {
-                let n = shared
-                    .guard
-                    .failed(peer.ip(), &user, &shared.guard_limits, shared.clock.now().0);
+                let n = shared.guard.failed(
+                    peer.ip(),
+                    &user,
+                    &shared.guard_limits,
+                    shared.clock.now().0,
+                );
                 tracing::info!(%peer, user = %user, client_id = %connect.client_id, reason = ?code, consecutive_failures = n, "authentication failed");
             } else {
                 tracing::info!(%peer, user = %user, client_id = %connect.client_id, reason = ?code, "connection refused");

@@ -21,9 +21,9 @@ mod sys;
 mod tls;
 mod ws;
 
+pub use auth::{AuthDecision, AuthRequest, Authenticator, Listener};
 pub use clock::Clock;
 pub use persist::TelemetrySink;
-pub use auth::{AuthDecision, AuthRequest, Authenticator, Listener};
 pub use server::{
     NetConfig, NetError, NetMetrics, Server, ServerHandle, ServerOptions, TelemetryIngest,
 };

@@ -11,14 +11,14 @@ use broker::{AccessControl, Broker, BrokerConfig, ConnId, StoredMessage, TapMess
 use kv::SessionStore;
 use mqtt_proto::ReasonCode;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::{Authenticator, Guard, GuardLimits, Listener};
 use crate::dispatch::Core;
 use crate::persist::{Durable, PersistQueue};
-use crate::auth::{Authenticator, Guard, GuardLimits, Listener};
 use crate::tls::{self, TlsListeners};
 use crate::{connection, sys, ws, Clock};
 
@@ -218,6 +218,11 @@ impl ServerHandle {
         core.dispatch(&self.shared.metrics, now);
     }
 
+    /// Whether some live connection is authenticated as `principal`.
+    pub fn is_connected(&self, principal: &str) -> bool {
+        self.shared.guard.connections_of(principal) > 0
+    }
+
     /// The broker core's counters.
     pub fn stats(&self) -> broker::Stats {
         self.shared.lock().broker.stats().clone()
@@ -360,7 +365,11 @@ impl Server {
     /// pending state change durable.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let shared = self.shared.clone();
-        let mut accept_tasks = vec![tokio::spawn(accept_loop(shared.clone(), self.tcp, Kind::Tcp))];
+        let mut accept_tasks = vec![tokio::spawn(accept_loop(
+            shared.clone(),
+            self.tcp,
+            Kind::Tcp,
+        ))];
         if let Some(l) = self.ws {
             accept_tasks.push(tokio::spawn(accept_loop(shared.clone(), l, Kind::Ws)));
         }
@@ -444,9 +453,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, kind: Kind) {
             // task is as large as its largest branch.
             match kind {
                 Kind::Tcp => connection::serve(s, stream, peer, Listener::Tcp, None).await,
-                Kind::Ws => {
-                    Box::pin(ws::serve(s, stream, peer, Listener::WebSocket, None)).await
-                }
+                Kind::Ws => Box::pin(ws::serve(s, stream, peer, Listener::WebSocket, None)).await,
                 Kind::Tls(acceptor) => {
                     Box::pin(async move {
                         if let Some((tls, cert)) = tls::accept(&s, &acceptor, stream, peer).await {

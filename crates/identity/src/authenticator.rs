@@ -47,7 +47,10 @@ impl RegistryAuthenticator {
                 AuthDecision::Refuse(ReasonCode::NOT_AUTHORIZED)
             }
             Ok(None) => {
-                tracing::info!(device = id, "certificate names no registered device; refused");
+                tracing::info!(
+                    device = id,
+                    "certificate names no registered device; refused"
+                );
                 AuthDecision::Refuse(ReasonCode::NOT_AUTHORIZED)
             }
             Err(e) => {
@@ -66,7 +69,11 @@ impl Authenticator for RegistryAuthenticator {
                 tracing::info!(peer = %req.peer, serial = %cert.serial_hex, "client certificate names no device; refused");
                 return AuthDecision::Refuse(ReasonCode::NOT_AUTHORIZED);
             };
-            if req.username.as_deref().is_some_and(|u| !u.is_empty() && u != id) {
+            if req
+                .username
+                .as_deref()
+                .is_some_and(|u| !u.is_empty() && u != id)
+            {
                 tracing::info!(peer = %req.peer, device = id, username = ?req.username, "username differs from the certificate's device id; refused");
                 return AuthDecision::Refuse(ReasonCode::NOT_AUTHORIZED);
             }

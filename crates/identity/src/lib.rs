@@ -18,8 +18,7 @@ mod provisioning;
 pub use authenticator::RegistryAuthenticator;
 pub use policy::{AclRule, Policy, PolicyError};
 pub use provisioning::{
-    provision, serve_provisioning, ProvisionError, ProvisionReply, ProvisionRequest,
-    PROVISION_TAP,
+    provision, serve_provisioning, ProvisionError, ProvisionReply, ProvisionRequest, PROVISION_TAP,
 };
 
 /// Unix milliseconds now; injected so tests can fix time.

@@ -77,7 +77,10 @@ impl Policy {
         }];
         let client_wild = client_id.contains(['+', '#', '/']);
         for r in &self.rules {
-            if r.device_type.as_ref().is_some_and(|t| *t != device.device_type) {
+            if r.device_type
+                .as_ref()
+                .is_some_and(|t| *t != device.device_type)
+            {
                 continue;
             }
             if r.group.as_ref().is_some_and(|g| !device.groups.contains(g)) {

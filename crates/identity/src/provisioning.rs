@@ -163,7 +163,11 @@ pub async fn serve_provisioning(
         let handle = handle.clone();
         let answer = tokio::task::spawn_blocking(move || {
             let client_id = tap.client_id.to_string();
-            let result = match tap.principal.as_deref().and_then(|p| p.strip_prefix("claim:")) {
+            let result = match tap
+                .principal
+                .as_deref()
+                .and_then(|p| p.strip_prefix("claim:"))
+            {
                 None => Err(ProvisionError::Refused(
                     "provisioning needs a claim credential".into(),
                 )),
@@ -192,7 +196,9 @@ pub async fn serve_provisioning(
                     tracing::info!(client_id = %client_id, code = e.code(), error = %e, "provisioning refused");
                     (
                         "rejected",
-                        serde_json::to_vec(&serde_json::json!({"code": e.code(), "message": e.to_string()})),
+                        serde_json::to_vec(
+                            &serde_json::json!({"code": e.code(), "message": e.to_string()}),
+                        ),
                     )
                 }
             };

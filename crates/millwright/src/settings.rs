@@ -13,7 +13,159 @@ pub struct Settings {
     pub mqtt: MqttSettings,
     pub http: HttpSettings,
     pub telemetry: TelemetrySettings,
+    pub tls: TlsSettings,
+    pub auth: AuthSettings,
     pub log: LogSettings,
+}
+
+/// `[tls]`: the certificate authority and the TLS listeners' certificate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// Serve MQTT over TLS, secure WebSocket and HTTPS (ports in `[mqtt]`
+    /// and `[http]`).
+    pub enabled: bool,
+    /// An operator-supplied CA (PEM certificate and key); when unset, the
+    /// built-in CA in `<data-dir>/ca/` is used (created at first start).
+    pub ca_cert_file: Option<PathBuf>,
+    pub ca_key_file: Option<PathBuf>,
+    /// The listeners' certificate chain and key (PEM); when unset, one is
+    /// issued by the CA for `hostnames` and kept in `<data-dir>/tls/`.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Names (DNS or IP) of the issued server certificate.
+    pub hostnames: Vec<String>,
+    /// Refuse TLS clients without a certificate (otherwise they may
+    /// authenticate with a token).
+    pub require_client_cert: bool,
+    /// Validity of device certificates the CA issues, days.
+    pub device_cert_days: u32,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            enabled: true,
+            ca_cert_file: None,
+            ca_key_file: None,
+            cert_file: None,
+            key_file: None,
+            hostnames: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            require_client_cert: false,
+            device_cert_days: 365,
+        }
+    }
+}
+
+/// `[auth]`: identities, credentials and device limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// Creates this admin API token at start (automated deployments);
+    /// otherwise the first start generates one and prints it once.
+    pub bootstrap_admin_token: Option<String>,
+    /// Dashboard login sessions last this long, hours.
+    pub session_ttl_hours: u64,
+    /// argon2id cost of stored secrets.
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    /// Verified credentials remembered so reconnects skip argon2.
+    pub auth_cache_capacity: usize,
+    /// Audit log entries kept (oldest dropped first).
+    pub audit_max_entries: u64,
+    /// Default per-connection publish limits of devices (0 = none).
+    pub device_messages_per_sec: u32,
+    pub device_bytes_per_sec: u32,
+    /// Limits per device type, overriding the defaults.
+    pub type_limits: std::collections::BTreeMap<String, TypeLimits>,
+    /// Extra ACL rules for devices (besides their own `devices/{id}/#`).
+    pub acl: Vec<AclRuleSetting>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        let r = registry::RegistryConfig::default();
+        AuthSettings {
+            bootstrap_admin_token: None,
+            session_ttl_hours: 12,
+            argon2_memory_kib: r.argon2_memory_kib,
+            argon2_iterations: r.argon2_iterations,
+            auth_cache_capacity: r.auth_cache_capacity,
+            audit_max_entries: r.audit_max_entries,
+            device_messages_per_sec: 0,
+            device_bytes_per_sec: 0,
+            type_limits: Default::default(),
+            acl: Vec::new(),
+        }
+    }
+}
+
+/// `[auth.type_limits.<type>]`.
+#[derive(Debug, Clone, Copy, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TypeLimits {
+    pub messages_per_sec: u32,
+    pub bytes_per_sec: u32,
+}
+
+/// One `[[auth.acl]]` rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclRuleSetting {
+    /// Only devices of this type / in this group (both optional).
+    #[serde(rename = "type", default)]
+    pub device_type: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
+    /// `read`, `write` or `readwrite`.
+    pub access: String,
+    /// Topic filter; `{id}` / `%u` = device id, `%c` = client id.
+    pub topic: String,
+}
+
+impl AuthSettings {
+    pub fn registry_config(&self) -> registry::RegistryConfig {
+        registry::RegistryConfig {
+            argon2_memory_kib: self.argon2_memory_kib,
+            argon2_iterations: self.argon2_iterations,
+            auth_cache_capacity: self.auth_cache_capacity,
+            audit_max_entries: self.audit_max_entries,
+        }
+    }
+
+    pub fn policy(&self) -> anyhow::Result<identity::Policy> {
+        let mut rules = Vec::new();
+        for (i, r) in self.acl.iter().enumerate() {
+            let (read, write) = match r.access.as_str() {
+                "read" => (true, false),
+                "write" => (false, true),
+                "readwrite" => (true, true),
+                other => bail!("invalid setting `auth.acl[{i}].access`: {other:?} (expected read, write or readwrite)"),
+            };
+            rules.push(identity::AclRule {
+                device_type: r.device_type.clone(),
+                group: r.group.clone(),
+                read,
+                write,
+                topic: r.topic.clone(),
+            });
+        }
+        let limits = |m, b| broker::RateLimits {
+            messages_per_sec: m,
+            bytes_per_sec: b,
+        };
+        let types = self
+            .type_limits
+            .iter()
+            .map(|(k, v)| (k.clone(), limits(v.messages_per_sec, v.bytes_per_sec)))
+            .collect();
+        identity::Policy::new(
+            rules,
+            limits(self.device_messages_per_sec, self.device_bytes_per_sec),
+            types,
+        )
+        .map_err(|e| anyhow::anyhow!("invalid setting `auth.acl`: {e}"))
+    }
 }
 
 /// `[telemetry]`: the embedded time-series store.
@@ -97,6 +249,18 @@ pub struct MqttSettings {
     pub outbound_queue: usize,
     pub connect_timeout: u64,
     pub sys_interval: u64,
+    /// MQTT over TLS port; 0 disables it (also off when `tls.enabled` is false).
+    pub tls_port: u16,
+    /// MQTT over secure WebSocket port (path `/mqtt`); 0 disables it.
+    pub wss_port: u16,
+    /// New connections per second from one address (0 = no limit).
+    pub max_conn_rate_per_ip: u32,
+    /// Authentication failures of one (address, username) before back-off.
+    pub auth_failure_threshold: u32,
+    pub auth_backoff_base_ms: u64,
+    pub auth_backoff_max_ms: u64,
+    /// Live connections with one device identity (0 = no limit).
+    pub max_connections_per_device: usize,
 }
 
 impl Default for MqttSettings {
@@ -127,6 +291,13 @@ impl Default for MqttSettings {
             outbound_queue: n.outbound_queue,
             connect_timeout: n.connect_timeout_secs,
             sys_interval: n.sys_interval_secs,
+            tls_port: 8883,
+            wss_port: 8084,
+            max_conn_rate_per_ip: n.max_conn_rate_per_ip,
+            auth_failure_threshold: n.auth_failure_threshold,
+            auth_backoff_base_ms: n.auth_backoff_base_ms,
+            auth_backoff_max_ms: n.auth_backoff_max_ms,
+            max_connections_per_device: n.max_connections_per_identity,
         }
     }
 }
@@ -138,9 +309,9 @@ pub struct HttpSettings {
     pub enabled: bool,
     pub bind: String,
     pub port: u16,
-    /// The API token. When unset, one is generated at first start, printed
-    /// once and kept in `<data-dir>/api-token` (mode 0600).
-    pub token: Option<String>,
+    /// HTTPS port (same API); 0 disables it (also off when `tls.enabled`
+    /// is false).
+    pub tls_port: u16,
     /// Largest request body, bytes (after decompression too).
     pub max_body_bytes: usize,
 }
@@ -151,7 +322,7 @@ impl Default for HttpSettings {
             enabled: true,
             bind: "0.0.0.0".into(),
             port: 8080,
-            token: None,
+            tls_port: 8443,
             max_body_bytes: 32 * 1024 * 1024,
         }
     }
@@ -258,9 +429,27 @@ impl Settings {
         if self.http.enabled && !self.telemetry.enabled {
             bail!("invalid setting `http.enabled`: the HTTP API serves the telemetry store; enable `telemetry.enabled` or disable the API");
         }
-        if self.http.token.as_deref().is_some_and(|t| t.len() < 16) {
-            bail!("invalid setting `http.token`: use at least 16 characters");
+        if self
+            .auth
+            .bootstrap_admin_token
+            .as_deref()
+            .is_some_and(|t| t.len() < 16)
+        {
+            bail!("invalid setting `auth.bootstrap_admin_token`: use at least 16 characters");
         }
+        if self.auth.argon2_memory_kib < 8 || self.auth.argon2_iterations == 0 {
+            bail!("invalid setting `auth.argon2_memory_kib`/`auth.argon2_iterations`: at least 8 KiB and 1 iteration");
+        }
+        if self.tls.ca_cert_file.is_some() != self.tls.ca_key_file.is_some() {
+            bail!("invalid setting `tls.ca_cert_file`/`tls.ca_key_file`: give both or neither");
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            bail!("invalid setting `tls.cert_file`/`tls.key_file`: give both or neither");
+        }
+        if self.tls.device_cert_days == 0 {
+            bail!("invalid setting `tls.device_cert_days`: must be at least 1");
+        }
+        self.auth.policy()?;
         if self.http.max_body_bytes < 1024 {
             bail!("invalid setting `http.max_body_bytes`: must be at least 1024");
         }
@@ -297,6 +486,11 @@ impl Settings {
             outbound_queue: m.outbound_queue,
             connect_timeout_secs: m.connect_timeout,
             sys_interval_secs: m.sys_interval,
+            max_conn_rate_per_ip: m.max_conn_rate_per_ip,
+            auth_failure_threshold: m.auth_failure_threshold,
+            auth_backoff_base_ms: m.auth_backoff_base_ms,
+            auth_backoff_max_ms: m.auth_backoff_max_ms,
+            max_connections_per_identity: m.max_connections_per_device,
         }
     }
 }

@@ -162,9 +162,11 @@ fn check_subject_reproducible(cert: &X509Certificate<'_>) -> Result<(), String> 
     for rdn in cert.subject().iter() {
         let mut attributes = rdn.iter();
         let (Some(attribute), None) = (attributes.next(), attributes.next()) else {
-            return Err("its subject has an empty or multi-valued RDN, which is not supported \
+            return Err(
+                "its subject has an empty or multi-valued RDN, which is not supported \
                         for an issuing CA"
-                .into());
+                    .into(),
+            );
         };
         if !seen.insert(attribute.attr_type().to_id_string()) {
             return Err(format!(

@@ -93,7 +93,13 @@ impl CertificateAuthority {
         let validity = Validity::starting_at(now_ms, days)?;
         let params = device_params(device_id, validity)?;
         let key = generate_key("the device key")?;
-        self.sign(&params, &key, Some(key.serialize_pem()), device_id, validity)
+        self.sign(
+            &params,
+            &key,
+            Some(key.serialize_pem()),
+            device_id,
+            validity,
+        )
     }
 
     /// A device certificate for a PEM CSR. Only the CSR's public key is used,
@@ -168,7 +174,7 @@ fn csr_public_key(csr_pem: &str) -> Result<SubjectPublicKeyInfo, PkiError> {
         .map_err(|e| PkiError::InvalidCsr(format!("unreadable PEM ({e})")))?
         .ok_or_else(|| PkiError::InvalidCsr("no CERTIFICATE REQUEST block found".into()))?;
     let csr = match X509CertificationRequest::from_der(&der) {
-        Ok((rest, csr)) if rest.is_empty() => csr,
+        Ok(([], csr)) => csr,
         Ok((rest, _)) => {
             return Err(PkiError::InvalidCsr(format!(
                 "{} trailing bytes after the request",
@@ -310,10 +316,7 @@ mod tests {
         assert!(check_device_id(&"a".repeat(64)).is_ok());
         for bad in ["", "has space", "tab\t", "é", &"a".repeat(65)] {
             assert!(
-                matches!(
-                    check_device_id(bad),
-                    Err(PkiError::InvalidDeviceId { .. })
-                ),
+                matches!(check_device_id(bad), Err(PkiError::InvalidDeviceId { .. })),
                 "{bad:?}"
             );
         }
@@ -323,7 +326,10 @@ mod tests {
     fn server_names_become_ip_or_dns_sans() {
         assert!(matches!(server_san("127.0.0.1"), Ok(SanType::IpAddress(_))));
         assert!(matches!(server_san("::1"), Ok(SanType::IpAddress(_))));
-        assert!(matches!(server_san("mqtt.example.com"), Ok(SanType::DnsName(_))));
+        assert!(matches!(
+            server_san("mqtt.example.com"),
+            Ok(SanType::DnsName(_))
+        ));
         assert!(server_san("").is_err());
         assert!(server_san("bad name").is_err());
     }

@@ -72,7 +72,7 @@ pub(crate) fn parse_certificate<'a>(
         reason,
     };
     match x509_parser::parse_x509_certificate(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         Ok((rest, _)) => Err(invalid(format!(
             "{} trailing bytes after the certificate",
             rest.len()
@@ -93,7 +93,8 @@ mod tests {
         let err = load_cert_chain(bad).unwrap_err().to_string();
         assert!(err.contains("certificate 1"), "{err}");
         assert!(load_private_key("").is_err());
-        let encrypted = "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n";
+        let encrypted =
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n";
         let err = load_private_key(encrypted).unwrap_err().to_string();
         assert!(err.contains("encrypted"), "{err}");
     }

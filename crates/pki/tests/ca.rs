@@ -57,7 +57,13 @@ fn the_created_ca_has_the_documented_shape() {
     let now = now_ms();
     let ca = CertificateAuthority::load_or_create(tmp.path(), now).unwrap();
     let (_, cert) = x509_parser::parse_x509_certificate(ca.cert_der()).unwrap();
-    let cn = cert.subject().iter_common_name().next().unwrap().as_str().unwrap();
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .unwrap()
+        .as_str()
+        .unwrap();
     assert!(cn.starts_with("Millwright CA "), "{cn}");
     let bc = cert.basic_constraints().unwrap().unwrap().value;
     assert!(bc.ca);
@@ -102,7 +108,10 @@ fn a_corrupt_ca_file_is_reported_with_its_path() {
     let message = CertificateAuthority::load_or_create(tmp.path(), now_ms())
         .unwrap_err()
         .to_string();
-    assert!(message.contains(&cert_path.display().to_string()), "{message}");
+    assert!(
+        message.contains(&cert_path.display().to_string()),
+        "{message}"
+    );
     assert!(message.contains("no CERTIFICATE block"), "{message}");
 
     let other = tempfile::tempdir().unwrap();
@@ -146,7 +155,11 @@ fn operator_cas_that_cannot_issue_are_refused() {
 
     assert!(CertificateAuthority::from_pem("", EC_CA_KEY).is_err());
     assert!(CertificateAuthority::from_pem(EC_CA_PEM, "").is_err());
-    assert!(CertificateAuthority::from_pem(EC_CA_PEM, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").is_err());
+    assert!(CertificateAuthority::from_pem(
+        EC_CA_PEM,
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+    )
+    .is_err());
 }
 
 #[test]
@@ -173,7 +186,9 @@ fn issued_certificates_carry_the_device_identity() {
     assert!(eku.client_auth && !eku.server_auth);
     assert!(!cert.basic_constraints().unwrap().unwrap().value.ca);
 
-    let err = ca.issue_device_cert("no spaces allowed", 7, now).unwrap_err();
+    let err = ca
+        .issue_device_cert("no spaces allowed", 7, now)
+        .unwrap_err();
     assert!(matches!(err, PkiError::InvalidDeviceId { .. }), "{err}");
     let err = ca.issue_device_cert("dev", 0, now).unwrap_err();
     assert!(matches!(err, PkiError::InvalidValidity(_)), "{err}");
@@ -182,12 +197,21 @@ fn issued_certificates_carry_the_device_identity() {
 #[test]
 fn server_certificates_have_dns_and_ip_sans() {
     let ca = CertificateAuthority::from_pem(EC_CA_PEM, EC_CA_KEY).unwrap();
-    let names = ["mqtt.example.com".to_owned(), "10.0.0.5".to_owned(), "::1".to_owned()];
+    let names = [
+        "mqtt.example.com".to_owned(),
+        "10.0.0.5".to_owned(),
+        "::1".to_owned(),
+    ];
     let issued = ca.issue_server_cert(&names, 90, now_ms()).unwrap();
     assert_eq!(issued.subject_cn, "mqtt.example.com");
     let der = der_of(&issued.cert_pem);
     let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
-    let sans = &cert.subject_alternative_name().unwrap().unwrap().value.general_names;
+    let sans = &cert
+        .subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names;
     assert!(matches!(sans[0], GeneralName::DNSName("mqtt.example.com")));
     assert!(matches!(sans[1], GeneralName::IPAddress(&[10, 0, 0, 5])));
     assert!(matches!(sans[2], GeneralName::IPAddress(ip) if ip.len() == 16));
@@ -195,7 +219,9 @@ fn server_certificates_have_dns_and_ip_sans() {
     assert!(eku.server_auth && !eku.client_auth);
 
     assert!(ca.issue_server_cert(&[], 90, now_ms()).is_err());
-    assert!(ca.issue_server_cert(&["bad name".into()], 90, now_ms()).is_err());
+    assert!(ca
+        .issue_server_cert(&["bad name".into()], 90, now_ms())
+        .is_err());
 }
 
 #[test]
@@ -212,7 +238,12 @@ fn sign_csr_replaces_whatever_the_csr_asked_for() {
     assert_eq!(peer.serial_hex, issued.serial_hex);
 
     let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
-    let sans = &cert.subject_alternative_name().unwrap().unwrap().value.general_names;
+    let sans = &cert
+        .subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names;
     assert_eq!(sans.len(), 1, "{sans:?}");
     assert!(!cert.basic_constraints().unwrap().unwrap().value.ca);
     let eku = cert.extended_key_usage().unwrap().unwrap().value;
@@ -225,7 +256,10 @@ fn sign_csr_replaces_whatever_the_csr_asked_for() {
     // The certificate carries the CSR's key.
     let csr_der = pem_body(DEVICE_CSR);
     let (_, csr) = <x509_parser::certification_request::X509CertificationRequest as x509_parser::prelude::FromDer<_>>::from_der(&csr_der).unwrap();
-    assert_eq!(cert.public_key().raw, csr.certification_request_info.subject_pki.raw);
+    assert_eq!(
+        cert.public_key().raw,
+        csr.certification_request_info.subject_pki.raw
+    );
 }
 
 #[test]
@@ -260,7 +294,9 @@ fn bad_csrs_are_errors_not_panics() {
     let last = der.len() - 1;
     der[last] ^= 0x01;
     let tampered = pem_encode("CERTIFICATE REQUEST", &der);
-    let err = ca.sign_csr(&tampered, "device-9", 30, now_ms()).unwrap_err();
+    let err = ca
+        .sign_csr(&tampered, "device-9", 30, now_ms())
+        .unwrap_err();
     assert!(err.to_string().contains("signature"), "{err}");
 
     let (csr_pem, _) = generate_csr("ok").unwrap();
@@ -290,7 +326,11 @@ fn pem_body(pem: &str) -> Vec<u8> {
 fn pem_encode(label: &str, der: &[u8]) -> String {
     let mut body = String::new();
     for chunk in der.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -305,7 +345,10 @@ fn pem_encode(label: &str, der: &[u8]) -> String {
         .chunks(64)
         .map(|c| std::str::from_utf8(c).unwrap())
         .collect();
-    format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
 }
 
 const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

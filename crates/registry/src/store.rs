@@ -181,8 +181,8 @@ macro_rules! read_methods {
             Ok(r.is_some())
         }
 
-        /// Visits the devices of `ns` in id order, starting after `after`
-        /// (or at `from`), until `visit` returns false.
+        /// Visits the devices of `ns` in id order from `start` until
+        /// `visit` returns false.
         pub(crate) fn scan_devices(
             &self,
             ns: &str,
@@ -273,6 +273,15 @@ macro_rules! read_methods {
             Ok(r.map(|v| v.value().to_string()))
         }
 
+        /// A claim by id alone (ids are unique across namespaces), with its
+        /// namespace.
+        pub(crate) fn find_claim(&self, id: &str) -> Result<Option<(String, ClaimRec)>> {
+            let Some(ns) = self.claim_namespace(id)? else {
+                return Ok(None);
+            };
+            Ok(self.claim(&ns, id)?.map(|rec| (ns, rec)))
+        }
+
         pub(crate) fn claims(&self, ns: &str) -> Result<Vec<(String, ClaimRec)>> {
             let t = self.txn.open_table(CLAIMS)?;
             let mut out = Vec::new();
@@ -361,13 +370,23 @@ macro_rules! read_methods {
     };
 }
 
+#[allow(
+    dead_code,
+    reason = "the macro gives both transaction kinds every read; not all are used on both"
+)]
 impl ReadTx {
     read_methods!();
 }
 
+#[allow(
+    dead_code,
+    reason = "the macro gives both transaction kinds every read; not all are used on both"
+)]
 impl WriteTx {
     read_methods!();
+}
 
+impl WriteTx {
     /// Inserts or replaces a device; keeps the namespace's count.
     pub(crate) fn put_device(&mut self, ns: &str, id: &str, rec: &DeviceRec) -> Result<()> {
         let bytes = encode(rec)?;

@@ -164,11 +164,8 @@ fn rotate(
     let mut tokens = vec![new];
     if grace_ms > 0 {
         let grace_end = now_ms.saturating_add(grace_ms);
-        let previous = old
-            .tokens
-            .into_iter()
-            .filter(|t| t.valid_at(now_ms))
-            .max_by_key(|t| t.created_at_ms);
+        // Stored newest first.
+        let previous = old.tokens.into_iter().find(|t| t.valid_at(now_ms));
         if let Some(mut prev) = previous {
             prev.expires_at_ms = Some(prev.expires_at_ms.map_or(grace_end, |e| e.min(grace_end)));
             tokens.push(prev);

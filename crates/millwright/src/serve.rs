@@ -1,0 +1,213 @@
+//! `millwright serve`: opens the stores, binds the listeners, runs until
+//! SIGINT/SIGTERM.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::security;
+use crate::settings::Settings;
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Where all state is kept.
+    #[arg(long, default_value = "./millwright-data")]
+    pub data_dir: PathBuf,
+    /// A TOML settings file; every key can be overridden by an environment
+    /// variable MILLWRIGHT_SECTION__KEY.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+fn access_control(settings: &Settings) -> anyhow::Result<broker::AccessControl> {
+    let mut access = broker::AccessControl::new(settings.mqtt.allow_anonymous);
+    if let Some(p) = &settings.mqtt.password_file {
+        let text = std::fs::read_to_string(p)
+            .with_context(|| format!("mqtt.password_file: cannot read {}", p.display()))?;
+        access = access
+            .with_password_file(&text)
+            .with_context(|| format!("mqtt.password_file {}", p.display()))?;
+    }
+    if let Some(p) = &settings.mqtt.acl_file {
+        let text = std::fs::read_to_string(p)
+            .with_context(|| format!("mqtt.acl_file: cannot read {}", p.display()))?;
+        access = access
+            .with_acl_file(&text)
+            .with_context(|| format!("mqtt.acl_file {}", p.display()))?;
+    }
+    Ok(access)
+}
+
+pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = Settings::load(args.config.as_deref(), std::env::vars())?;
+    crate::init_logging(&settings.log.level);
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
+    let access = access_control(&settings)?;
+    let policy = Arc::new(settings.auth.policy()?);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let data_dir = &args.data_dir;
+        let store_path = data_dir.join("broker.redb");
+        let store = kv::RedbSessionStore::open(&store_path).with_context(|| {
+            format!(
+                "cannot open {} (is another millwright using this data directory?)",
+                store_path.display()
+            )
+        })?;
+        let registry = security::open_registry(data_dir, &settings)?;
+        security::bootstrap_admin(&registry, &settings)?;
+        let ca = security::load_ca(data_dir, &settings)?;
+        let tls = if settings.tls.enabled {
+            Some(security::tls_configs(&settings, &ca, &registry)?)
+        } else {
+            None
+        };
+
+        let mut maintenance = None;
+        let mut tsdb_handle = None;
+        let ingest = if settings.telemetry.enabled {
+            let dir = data_dir.join("tsdb");
+            let db = tsdb::Tsdb::open(&dir, settings.telemetry.tsdb_options())
+                .with_context(|| format!("cannot open the telemetry store {}", dir.display()))?;
+            let db = Arc::new(db);
+            let report = db.recovery_report();
+            tracing::info!(dir = %dir.display(), ?report, "telemetry store open");
+            maintenance = Some(telemetry::spawn_maintenance(
+                db.clone(),
+                std::time::Duration::from_secs(settings.telemetry.flush_interval),
+                crate::unix_ms,
+            )?);
+            tsdb_handle = Some(db.clone());
+            Some(broker_net::TelemetryIngest {
+                decoder: Box::new(telemetry::JsonDecoder::new(identity::NAMESPACE)),
+                sink: Arc::new(telemetry::TsdbSink::new(db)),
+            })
+        } else {
+            None
+        };
+
+        let clock: identity::Clock = Arc::new(|| crate::unix_ms() as u64);
+        let (tap_tx, tap_rx) = tokio::sync::mpsc::channel(1024);
+        let m = &settings.mqtt;
+        let options = broker_net::ServerOptions {
+            access,
+            telemetry: ingest,
+            authenticator: Some(Arc::new(identity::RegistryAuthenticator::new(
+                registry.clone(),
+                policy,
+                clock.clone(),
+            ))),
+            tls: tls.as_ref().map(|t| broker_net::TlsListeners {
+                config: t.mqtt.clone(),
+                port: (m.tls_port != 0).then_some(m.tls_port),
+                wss_port: (m.wss_port != 0).then_some(m.wss_port),
+            }),
+            taps: vec![identity::PROVISION_TAP.to_string()],
+            tap_sink: Some(tap_tx),
+        };
+        let server = broker_net::Server::bind(
+            settings.net_config(),
+            settings.broker_config(),
+            Arc::new(store),
+            options,
+        )
+        .await?;
+        let addr = server.local_addr()?;
+        tracing::info!(
+            %addr,
+            websocket = ?server.ws_addr(),
+            tls = ?server.tls_addr(),
+            secure_websocket = ?server.wss_addr(),
+            data_dir = %data_dir.display(),
+            "MQTT broker listening"
+        );
+        if !settings.mqtt.allow_anonymous && settings.mqtt.password_file.is_none() {
+            tracing::info!("devices authenticate with their registry credentials (token or certificate); anonymous clients are refused (mqtt.allow_anonymous)");
+        }
+        let handle = server.handle();
+        tokio::spawn(identity::serve_provisioning(
+            tap_rx,
+            handle.clone(),
+            registry.clone(),
+            Some(ca.clone()),
+            settings.tls.device_cert_days,
+            clock.clone(),
+        ));
+
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut http_tasks = Vec::new();
+        if let (Some(db), true) = (&tsdb_handle, settings.http.enabled) {
+            let state = api::ApiState {
+                tsdb: db.clone(),
+                namespace: identity::NAMESPACE.into(),
+                max_body_bytes: settings.http.max_body_bytes,
+                clock: Arc::new(crate::unix_ms),
+                registry: registry.clone(),
+                ca: Some(ca.clone()),
+                live: Arc::new(security::Live(handle.clone())),
+                device_cert_days: settings.tls.device_cert_days,
+                session_ttl_ms: settings.auth.session_ttl_hours * 3_600_000,
+            };
+            let router = api::router(state);
+            let addr = format!("{}:{}", settings.http.bind, settings.http.port);
+            let listener = tokio::net::TcpListener::bind(&addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (http.port)"))?;
+            let stopped = stop.clone();
+            http_tasks.push(tokio::spawn(api::serve(listener, router.clone(), async move {
+                stopped.cancelled().await
+            })));
+            if let (Some(t), true) = (&tls, settings.http.tls_port != 0) {
+                let addr = format!("{}:{}", settings.http.bind, settings.http.tls_port);
+                let listener = tokio::net::TcpListener::bind(&addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (http.tls_port)"))?;
+                let stopped = stop.clone();
+                http_tasks.push(tokio::spawn(api::serve_tls(
+                    listener,
+                    t.https.clone(),
+                    router,
+                    async move { stopped.cancelled().await },
+                )));
+            }
+        }
+        let stopper = stop.clone();
+        tokio::spawn(async move {
+            crate::shutdown_signal().await;
+            stopper.cancel();
+        });
+        server.run(stop.cancelled()).await;
+        for h in http_tasks {
+            match h.await {
+                Ok(Err(e)) => tracing::error!(error = %e, "HTTP API failed"),
+                Err(e) => tracing::error!(error = %e, "HTTP API task failed"),
+                Ok(Ok(())) => {}
+            }
+        }
+        if let Some((stop, handle)) = maintenance {
+            // A last flush so the next start has little WAL to replay.
+            drop(stop);
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+        Ok::<(), anyhow::Error>(())
+    })
+}
+
+/// `millwright admin-token`: a new admin API token, made offline (the
+/// server must not be running on this data directory: the registry file is
+/// locked while it runs).
+pub fn admin_token(data_dir: &std::path::Path, name: &str, config: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let settings = Settings::load(config, std::env::vars())?;
+    let registry = security::open_registry(data_dir, &settings)?;
+    let (_, token) = registry
+        .create_api_token(name, None, registry::Role::Admin, None, crate::unix_ms() as u64)
+        .context("cannot create the token")?;
+    println!("{token}");
+    Ok(())
+}
