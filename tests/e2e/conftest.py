@@ -234,6 +234,10 @@ class BrokerProcess:
             + "".join(f"{k} = {_toml_value(v)}\n" for k, v in mqtt.items())
             + "[http]\n"
             "enabled = false\n"
+            # No TLS listeners: their default ports are fixed, and these
+            # tests run many brokers side by side.
+            "[tls]\n"
+            "enabled = false\n"
         )
 
     # --------------------------------------------------------------- process

@@ -46,7 +46,9 @@ class Platform:
             "[mqtt]\n"
             f'bind = "127.0.0.1"\nport = {self.mqtt_port}\nws_port = 0\nallow_anonymous = true\n'
             "[http]\n"
-            f'bind = "127.0.0.1"\nport = {self.http_port}\ntoken = "{self.token}"\n'
+            f'bind = "127.0.0.1"\nport = {self.http_port}\n'
+            "[tls]\nenabled = false\n"
+            f'[auth]\nbootstrap_admin_token = "{self.token}"\n'
         )
         self.log = root / "millwright.log"
         self.proc: subprocess.Popen | None = None
