@@ -86,6 +86,11 @@ impl Note {
         }
     }
 
+    pub(crate) fn with_details(mut self, d: Json) -> Note {
+        self.details = Some(d);
+        self
+    }
+
     pub(crate) fn with_target(mut self, t: &str) -> Note {
         self.target = Some(t.to_string());
         self

@@ -39,6 +39,39 @@ impl Params {
         Ok(())
     }
 
+    /// Like [`Params::only`] without prefixes, but the `repeatable`
+    /// parameters may be given more than once.
+    pub(crate) fn only_repeating(
+        &self,
+        known: &[&str],
+        repeatable: &[&str],
+    ) -> Result<(), ApiError> {
+        for (i, (k, _)) in self.pairs.iter().enumerate() {
+            if repeatable.contains(&k.as_str()) {
+                continue;
+            }
+            if !known.contains(&k.as_str()) {
+                let all: Vec<&str> = known.iter().chain(repeatable).copied().collect();
+                return Err(ApiError::param(
+                    k.as_str(),
+                    format!("unknown parameter; known: {}", all.join(", ")),
+                ));
+            }
+            if self.pairs[..i].iter().any(|(p, _)| p == k) {
+                return Err(ApiError::param(k.as_str(), "given more than once"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every non-empty value of a parameter, in order.
+    pub(crate) fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.pairs
+            .iter()
+            .filter(move |(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    }
+
     /// The first value of a parameter; an empty value counts as absent.
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.pairs

@@ -86,7 +86,32 @@ pub(crate) fn publish(broker: &mut Broker, metrics: &NetMetrics, now: Time) {
             "$SYS/broker/acl/subscribe_denied",
             s.subscribe_denied.to_string(),
         ),
+        (
+            "$SYS/broker/publish/rate_limited",
+            s.publish_rate_limited.to_string(),
+        ),
     ];
+    let counter = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed).to_string();
+    let values = values.into_iter().chain([
+        ("$SYS/broker/auth/refused", counter(&metrics.auth_refused)),
+        (
+            "$SYS/broker/auth/backoff_refused",
+            counter(&metrics.auth_backoff_refused),
+        ),
+        (
+            "$SYS/broker/connections/rate_limited",
+            counter(&metrics.conn_rate_limited),
+        ),
+        (
+            "$SYS/broker/connections/identity_limit_refused",
+            counter(&metrics.principal_limit_refused),
+        ),
+        (
+            "$SYS/broker/tls/handshake_failures",
+            counter(&metrics.tls_handshake_failures),
+        ),
+        ("$SYS/broker/platform/taps_dropped", counter(&metrics.taps_dropped)),
+    ]);
     for (topic, value) in values {
         broker.publish_internal(
             StoredMessage {

@@ -1,0 +1,309 @@
+//! Operators: login sessions, users and API tokens.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use registry::{ApiToken, Principal, Role, User};
+use serde::Serialize;
+
+use crate::audit::Note;
+use crate::devices::created;
+use crate::error::ApiError;
+use crate::fields::{read_object, Fields};
+use crate::{blocking, render, ApiState};
+
+/// Largest login body; a password is at most 1 KiB.
+const LOGIN_BODY_LIMIT: usize = 8 * 1024;
+
+fn role(f: &Fields, name: &str) -> Result<Option<Role>, ApiError> {
+    match f.string(name)? {
+        None => Ok(None),
+        Some(r) => Role::parse(&r).map(Some).ok_or_else(|| {
+            ApiError::body(
+                f.path(name),
+                format!("{r:?} is not viewer, operator or admin"),
+            )
+        }),
+    }
+}
+
+fn name_param(p: Result<Path<String>, PathRejection>, what: &str) -> Result<String, ApiError> {
+    p.map(|Path(n)| n)
+        .map_err(|e| ApiError::param(what, e.body_text()))
+}
+
+/// `POST /api/auth/login`: `{"username", "password"}` -> 200 `{"token",
+/// "role", "expires_at"}`, or 401. Audited with the username as actor,
+/// failures included.
+pub(crate) async fn login(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut note = Note::default();
+    let resp = match login_inner(&st, &headers, body, &mut note).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    note.attach(resp)
+}
+
+async fn login_inner(
+    st: &Arc<ApiState>,
+    headers: &HeaderMap,
+    body: Body,
+    note: &mut Note,
+) -> Result<Response, ApiError> {
+    let f = read_object(headers, body, st.max_body_bytes.min(LOGIN_BODY_LIMIT)).await?;
+    f.only(&["username", "password"])?;
+    let username = f.required_string("username")?;
+    *note = Note::actor(&username).with_target(&username);
+    let password = f.required_string("password")?;
+    let now = st.now_ms();
+    let ttl = st.session_ttl_ms;
+    let st2 = st.clone();
+    let session = blocking(move || {
+        Ok(st2
+            .registry
+            .login(&username, password.as_bytes(), ttl, now)?)
+    })
+    .await?;
+    let Some((token, principal)) = session else {
+        return Err(ApiError::Unauthorized);
+    };
+    #[derive(Serialize)]
+    struct SessionDto<'a> {
+        token: &'a str,
+        role: &'a str,
+        expires_at: u64,
+    }
+    render::json(
+        &SessionDto {
+            token: &token,
+            role: principal.role.as_str(),
+            expires_at: now.saturating_add(ttl),
+        },
+        None,
+    )
+}
+
+/// `POST /api/auth/logout`: ends the login session whose token the request
+/// carries; 204. An API token is refused (400): revoke those with `DELETE
+/// /api/tokens/{id}`.
+pub(crate) async fn logout(
+    State(st): State<Arc<ApiState>>,
+    Extension(p): Extension<Principal>,
+) -> Result<Response, ApiError> {
+    let Some(id) = p.token_id.clone() else {
+        return Err(ApiError::param("Authorization", "not a login session"));
+    };
+    let st2 = st.clone();
+    blocking(move || {
+        let session = st2
+            .registry
+            .list_api_tokens()?
+            .into_iter()
+            .any(|t| t.id == id && t.session);
+        if !session {
+            return Err(ApiError::param(
+                "Authorization",
+                "not a login session; API tokens are revoked with DELETE /api/tokens/{id}",
+            ));
+        }
+        st2.registry.revoke_api_token(&id)?;
+        Ok(())
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /api/auth/me`: `{"name", "role"}` of the credential used.
+pub(crate) async fn me(Extension(p): Extension<Principal>) -> Result<Response, ApiError> {
+    render::json(
+        &serde_json::json!({ "name": p.name, "role": p.role.as_str() }),
+        None,
+    )
+}
+
+#[derive(Serialize)]
+struct UserDto<'a> {
+    username: &'a str,
+    role: &'a str,
+    disabled: bool,
+    created_at: u64,
+}
+
+impl<'a> UserDto<'a> {
+    fn new(u: &'a User) -> UserDto<'a> {
+        UserDto {
+            username: &u.username,
+            role: u.role.as_str(),
+            disabled: u.disabled,
+            created_at: u.created_at_ms,
+        }
+    }
+}
+
+/// `GET /api/users`.
+pub(crate) async fn list_users(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+    let st2 = st.clone();
+    let users = blocking(move || Ok(st2.registry.list_users()?)).await?;
+    render::json(
+        &serde_json::json!({ "items": users.iter().map(UserDto::new).collect::<Vec<_>>() }),
+        None,
+    )
+}
+
+/// `POST /api/users`: `{"username", "password", "role"}` -> 201.
+pub(crate) async fn create_user(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let f = read_object(&headers, body, st.max_body_bytes).await?;
+    f.only(&["username", "password", "role"])?;
+    let username = f.required_string("username")?;
+    let password = f.required_string("password")?;
+    let role = role(&f, "role")?.ok_or_else(|| ApiError::body("role", "required"))?;
+    let now = st.now_ms();
+    let st2 = st.clone();
+    let user =
+        blocking(move || Ok(st2.registry.create_user(&username, &password, role, now)?)).await?;
+    let resp = created(
+        &UserDto::new(&user),
+        &format!("/api/users/{}", user.username),
+    )?;
+    Ok(Note::target(&user.username).attach(resp))
+}
+
+/// `PATCH /api/users/{name}`: `{"role"?, "disabled"?, "password"?}`.
+/// Disabling or a new password ends the user's sessions.
+pub(crate) async fn update_user(
+    State(st): State<Arc<ApiState>>,
+    name: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let name = name_param(name, "name")?;
+    let f = read_object(&headers, body, st.max_body_bytes).await?;
+    f.only(&["role", "disabled", "password"])?;
+    let role = role(&f, "role")?;
+    let disabled = f.bool("disabled")?;
+    let password = f.string("password")?;
+    let st2 = st.clone();
+    let user = blocking(move || {
+        Ok(st2
+            .registry
+            .update_user(&name, role, disabled, password.as_deref())?)
+    })
+    .await?;
+    render::json(&UserDto::new(&user), None)
+}
+
+/// `DELETE /api/users/{name}`: the user and all their tokens; 204.
+pub(crate) async fn delete_user(
+    State(st): State<Arc<ApiState>>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let name = name_param(name, "name")?;
+    let st2 = st.clone();
+    let n2 = name.clone();
+    if !blocking(move || Ok(st2.registry.delete_user(&n2)?)).await? {
+        return Err(ApiError::Missing(format!("user {name:?} not found")));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Serialize)]
+struct TokenDto<'a> {
+    id: &'a str,
+    name: &'a str,
+    role: &'a str,
+    owner: Option<&'a str>,
+    created_at: u64,
+    expires_at: Option<u64>,
+    last4: &'a str,
+    session: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<&'a str>,
+}
+
+impl<'a> TokenDto<'a> {
+    fn new(t: &'a ApiToken, token: Option<&'a str>) -> TokenDto<'a> {
+        TokenDto {
+            id: &t.id,
+            name: &t.name,
+            role: t.role.as_str(),
+            owner: t.owner.as_deref(),
+            created_at: t.created_at_ms,
+            expires_at: t.expires_at_ms,
+            last4: &t.last4,
+            session: t.session,
+            token,
+        }
+    }
+}
+
+/// `GET /api/tokens`: API tokens and login sessions, never their secrets.
+pub(crate) async fn list_tokens(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+    let st2 = st.clone();
+    let tokens = blocking(move || Ok(st2.registry.list_api_tokens()?)).await?;
+    render::json(
+        &serde_json::json!({
+            "items": tokens.iter().map(|t| TokenDto::new(t, None)).collect::<Vec<_>>()
+        }),
+        None,
+    )
+}
+
+/// `POST /api/tokens`: `{"name", "role", "expires_at"?, "owner"?}` -> 201
+/// with `"token"` (shown once). A token with an owner is capped by the
+/// owner's role and dies with the owner.
+pub(crate) async fn create_token(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let f = read_object(&headers, body, st.max_body_bytes).await?;
+    f.only(&["name", "role", "expires_at", "owner"])?;
+    let name = f.required_string("name")?;
+    let role = role(&f, "role")?.ok_or_else(|| ApiError::body("role", "required"))?;
+    let owner = f.string("owner")?;
+    let expires_at = f.instant("expires_at", (st.clock)())?;
+    let now = st.now_ms();
+    if expires_at.is_some_and(|e| e <= now) {
+        return Err(ApiError::body("expires_at", "is in the past"));
+    }
+    let st2 = st.clone();
+    let (token, secret) = blocking(move || {
+        Ok(st2
+            .registry
+            .create_api_token(&name, owner.as_deref(), role, expires_at, now)?)
+    })
+    .await?;
+    let resp = created(
+        &TokenDto::new(&token, Some(&secret)),
+        &format!("/api/tokens/{}", token.id),
+    )?;
+    Ok(Note::target(&token.id).attach(resp))
+}
+
+/// `DELETE /api/tokens/{id}`: revoked at once (the next request with it is
+/// 401); 204.
+pub(crate) async fn revoke_token(
+    State(st): State<Arc<ApiState>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = name_param(id, "id")?;
+    let st2 = st.clone();
+    let id2 = id.clone();
+    if !blocking(move || Ok(st2.registry.revoke_api_token(&id2)?)).await? {
+        return Err(ApiError::Missing(format!("API token {id:?} not found")));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
