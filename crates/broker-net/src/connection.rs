@@ -321,9 +321,15 @@ async fn authenticate(
         listener,
         certificate,
     };
-    let decision = tokio::task::spawn_blocking(move || auth.authenticate(&request))
-        .await
-        .unwrap_or(AuthDecision::Refuse(ReasonCode::SERVER_UNAVAILABLE));
+    // Without a password there is nothing to hash: decide inline. With one,
+    // the authenticator may run argon2 (milliseconds): off the workers.
+    let decision = if request.password.is_none() {
+        auth.authenticate(&request)
+    } else {
+        tokio::task::spawn_blocking(move || auth.authenticate(&request))
+            .await
+            .unwrap_or(AuthDecision::Refuse(ReasonCode::SERVER_UNAVAILABLE))
+    };
     match decision {
         AuthDecision::Allow(grant) => {
             shared.guard.succeeded(peer.ip(), &user);

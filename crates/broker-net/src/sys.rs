@@ -110,7 +110,10 @@ pub(crate) fn publish(broker: &mut Broker, metrics: &NetMetrics, now: Time) {
             "$SYS/broker/tls/handshake_failures",
             counter(&metrics.tls_handshake_failures),
         ),
-        ("$SYS/broker/platform/taps_dropped", counter(&metrics.taps_dropped)),
+        (
+            "$SYS/broker/platform/taps_dropped",
+            counter(&metrics.taps_dropped),
+        ),
     ]);
     for (topic, value) in values {
         broker.publish_internal(
