@@ -1,30 +1,126 @@
-//! `api`: Millwright's HTTP API, for now telemetry ingest and queries.
+//! `api`: Millwright's HTTP API: telemetry ingest and queries, the device
+//! registry (devices, tokens, certificates, claims, provisioning),
+//! operators (login sessions, users, API tokens) and the audit log.
 //!
-//! What it is: an axum [`Router`] over a shared [`tsdb::Tsdb`], and
-//! [`serve`] to run it on a listener with graceful shutdown. It is the only
-//! crate that knows HTTP, and its JSON shapes (the DTOs in `render.rs` and
-//! the batch format in `write.rs`) are the public format: engine types never
-//! serialize themselves.
+//! What it is: an axum [`Router`] over the shared stores in [`ApiState`],
+//! [`serve`] to run it on a listener and [`serve_tls`] to run it over TLS,
+//! both with graceful shutdown. It is the only crate that knows HTTP, and
+//! its JSON shapes (the DTOs next to each route, `render.rs` for queries,
+//! the batch format in `write.rs`) are the public format: engine and
+//! registry types never serialize themselves.
 //!
 //! What it is not: it opens no listener of its own (the binary binds and
 //! passes a [`tokio::net::TcpListener`]), reads the clock only through
-//! [`ApiState::clock`], installs no logging subscriber and holds no state
-//! besides [`ApiState`]. Storage calls (which block on fsync or decode
-//! chunks) run on tokio's blocking pool, never on the async workers.
+//! [`ApiState::clock`], installs no logging subscriber, knows the broker
+//! only through [`LiveSessions`], and holds no state besides [`ApiState`].
+//! Storage calls (fsync, chunk decoding, argon2) run on tokio's blocking
+//! pool, never on the async workers.
 //!
 //! # Routes
 //!
-//! | method and path | what |
-//! |---|---|
-//! | `GET /health` | `{"status":"ok"}`; never needs a token |
-//! | `POST /api/v2/write?org=&bucket=&precision=ns\|us\|ms\|s` | InfluxDB 2.x line protocol |
-//! | `POST /write?db=&rp=&precision=n\|u\|ms\|s\|m\|h` | InfluxDB 1.x line protocol |
-//! | `POST /api/telemetry/{device}` | device telemetry JSON (the device-contract forms), server time from the clock |
-//! | `POST /api/telemetry` | batch JSON: `{"points": [{"device", "metric", "ts"?, "value", "labels"?}]}` |
-//! | `GET /api/telemetry/query` | raw points, or time-bucket aggregates with `agg` and `bucket` |
-//! | `GET /api/telemetry/latest?device=d1,d2&metric=temp,rpm` | latest point per series |
-//! | `GET /api/devices/{device}/series` | the metrics (series) of a device |
-//! | `GET /api/telemetry/stats` | storage statistics and query work counters |
+//! Roles are ordered viewer < operator < admin; a route needs the role
+//! shown or a higher one. "claim" means `Authorization: Bearer <claim
+//! token>`; "none" needs no credential.
+//!
+//! | method and path | role | what |
+//! |---|---|---|
+//! | `GET /health` | none | `{"status":"ok"}` |
+//! | `POST /api/v2/write?org=&bucket=&precision=ns\|us\|ms\|s` | operator | InfluxDB 2.x line protocol |
+//! | `POST /write?db=&rp=&precision=n\|u\|ms\|s\|m\|h` | operator | InfluxDB 1.x line protocol |
+//! | `POST /api/telemetry/{device}` | operator | device telemetry JSON (the device-contract forms), server time from the clock |
+//! | `POST /api/telemetry` | operator | batch JSON: `{"points": [{"device", "metric", "ts"?, "value", "labels"?}]}` |
+//! | `GET /api/telemetry/query` | viewer | raw points, or time-bucket aggregates with `agg` and `bucket` |
+//! | `GET /api/telemetry/latest?device=d1,d2&metric=temp,rpm` | viewer | latest point per series |
+//! | `GET /api/telemetry/stats` | viewer | storage statistics and query work counters |
+//! | `GET /api/devices/{id}/series` | viewer | the metrics (series) of a device |
+//! | `POST /api/devices` | operator | create a device (and its token, shown once) |
+//! | `GET /api/devices` | viewer | list devices: `type`, `group`, `label=k:v` (repeatable), `enabled`, `state=online\|offline`, `prefix`, `limit` (1 to 1000, default 100), `after` |
+//! | `GET /api/devices/{id}` | viewer | one device |
+//! | `PATCH /api/devices/{id}` | operator | change a device; `"enabled": false` drops its sessions |
+//! | `DELETE /api/devices/{id}` | operator | delete a device (its tokens and certificates die with it) |
+//! | `POST /api/devices/import?tokens=true` | operator | bulk create, JSON or CSV, all or nothing |
+//! | `POST /api/devices/{id}/tokens` | operator | new device token, `{"grace_seconds"?}` for the old ones |
+//! | `DELETE /api/devices/{id}/tokens` | operator | revoke every token of the device |
+//! | `POST /api/devices/{id}/certificates` | operator | issue a certificate (`{"csr"?, "days"?}`) |
+//! | `GET /api/devices/{id}/certificates` | viewer | the device's certificates |
+//! | `POST /api/certificates/{serial}/revoke` | operator | revoke a certificate |
+//! | `GET /api/ca` | viewer | the CA certificate (PEM) |
+//! | `POST /api/claims` | operator | create a claim (its token shown once) |
+//! | `GET /api/claims` | viewer | list claims (never their tokens) |
+//! | `DELETE /api/claims/{id}` | operator | revoke a claim |
+//! | `POST /api/provision` | claim | a device registers itself: `{"device_id", "csr"?}` |
+//! | `POST /api/auth/login` | none | `{"username", "password"}` -> session token |
+//! | `POST /api/auth/logout` | viewer | end the session used |
+//! | `GET /api/auth/me` | viewer | `{"name", "role"}` of the credential |
+//! | `GET`, `POST /api/users`; `PATCH`, `DELETE /api/users/{name}` | admin | operator accounts |
+//! | `GET`, `POST /api/tokens`; `DELETE /api/tokens/{id}` | admin | API tokens and sessions |
+//! | `GET /api/audit` | admin | the audit log, newest first |
+//!
+//! # Authentication
+//!
+//! Every route but `/health`, `POST /api/auth/login` and `POST
+//! /api/provision` needs `Authorization: Bearer <token>`: an API token
+//! (`mwa_...`, made by an admin) or a login session token (`mws_...`,
+//! from `/api/auth/login`, valid [`ApiState::session_ttl_ms`]). The
+//! InfluxDB write routes also take `Authorization: Token <token>`;
+//! `/write` also takes Basic auth or `?u=<user>&p=<token>` with the token
+//! as password, as InfluxDB 1.x clients send it. Tokens are checked by the
+//! registry (argon2, then a verification cache); a revoked or expired
+//! token, or one whose owner was disabled, fails at its next request. No
+//! or a bad credential is 401 (`unauthorized`, with `WWW-Authenticate:
+//! Bearer`); a role too low is 403 (`forbidden`, naming the role needed).
+//! Unknown routes are 404 before any credential check.
+//!
+//! `POST /api/provision` takes a claim token instead: unknown is 401; a
+//! revoked, expired or used-up claim is 403 with the reason. Its answer
+//! (201) is the device id with its token, or with the certificate signed
+//! for the CSR sent and the CA certificate; refusals of the claim's
+//! template are 403, an existing device 409.
+//!
+//! # Management resources
+//!
+//! JSON in and out. Times in answers are Unix milliseconds (`created_at`,
+//! `expires_at`, `not_after`, ...), like `ts` in telemetry answers; times
+//! in requests are Unix milliseconds or RFC 3339. Unknown members are
+//! refused; errors name the member (`"field": "labels.zone"`). Creating
+//! answers 201 with a `Location`; deleting answers 204. Secrets (device
+//! tokens, claim tokens, API tokens, generated private keys) appear only
+//! in the answer that created them.
+//!
+//! - A device is `{"id", "name", "type", "labels": {k: v}, "groups": [..],
+//!   "metadata": {..}, "enabled", "firmware_version", "created_at",
+//!   "updated_at", "connected"}`; `connected` comes from [`LiveSessions`].
+//!   Listings are `{"items": [...], "next": cursor or null}` with the next
+//!   page also in a `Link: <...>; rel="next"` header.
+//! - Import: a JSON array of devices (or `{"devices": [...]}`), or CSV
+//!   with `Content-Type: text/csv`, a header row of `id`, `name`, `type`,
+//!   `labels` (`k=v;k2=v2`), `groups` (`a;b`), `enabled` (any order, `id`
+//!   required) and one device per row. All or nothing: 200 `{"created",
+//!   "tokens"?: [{"id", "token"}]}`, or 422 (`unprocessable`) whose
+//!   problem document lists `"errors": [{"row", "id", "message"}]` (`row`
+//!   counts data rows from 1) and nothing is created. Rows that cannot be
+//!   read at all are reported first; checks against the registry (ids
+//!   taken, duplicates) come once every row reads.
+//! - Sessions are dropped through [`LiveSessions::disconnect`] with reason
+//!   0x87 (not authorized) when a device is disabled or deleted, its
+//!   tokens are revoked or rotated without grace, a certificate of it is
+//!   revoked, or a claim is revoked (principal `claim:<id>`).
+//!
+//! # Audit log
+//!
+//! Every POST, PUT, PATCH and DELETE on the management routes (devices,
+//! certificates, claims, provisioning, login and logout, users, tokens) is
+//! appended to the registry's audit log after its handler ran, 4xx and 5xx
+//! outcomes included: actor (the principal; the username for login
+//! attempts, failed ones included; `claim:<id>` for provisioning),
+//! action (`device.create`, `token.revoke`, ... see `audit.rs`), target
+//! (the object's id), source (the client's IP address), status, and small
+//! details (never a body, so never a secret). Requests refused with 401 on
+//! token-authenticated routes carry no identity and are not logged.
+//! Telemetry writes are data, not changes, and are not audited. Reads are
+//! not audited.
+//!
+//! # Telemetry
 //!
 //! **Writes** answer `204 No Content` only after `Tsdb::write` returned,
 //! i.e. once the batch is in the fsynced write-ahead log. A request is
@@ -76,23 +172,27 @@
 //!   group, and at most [`MAX_POINTS`] buckets in the whole answer; beyond
 //!   that a 400 names `bucket` (or asks to narrow the query).
 //!
+//! - Device import: the whole body is one request, so
+//!   [`ApiState::max_body_bytes`] bounds it (10,000 CSV rows are well under
+//!   1 MiB).
+//!
 //! # Errors
 //!
 //! Every error is an RFC 9457 `application/problem+json` document:
 //! `{"type": "urn:millwright:problem:<code>", "title", "status", "detail",
-//! "code", "field"?, "line"?}`, with `code` stable: `unauthorized` (401),
-//! `bad_parameter`, `bad_line`, `bad_body`, `type_conflict`,
-//! `result_too_large` (400), `not_found` (404), `method_not_allowed` (405),
-//! `body_too_large` (413), `unsupported_encoding` (415), `internal` (500),
-//! `unavailable` (503), `storage_full` (507). See [`ApiError`].
+//! "code", "field"?, "line"?, "errors"?}`, with `code` stable:
+//! `unauthorized` (401), `forbidden` (403), `bad_parameter`, `bad_line`,
+//! `bad_body`, `type_conflict`, `result_too_large` (400), `not_found`
+//! (404), `method_not_allowed` (405), `conflict` (409), `body_too_large`
+//! (413), `unsupported_encoding` (415), `unprocessable` (422), `internal`
+//! (500), `unavailable` (503: storage refusing writes, or no certificate
+//! authority), `storage_full` (507). See [`ApiError`].
 //!
-//! # Authentication (interim)
+//! # HTTPS
 //!
-//! When [`ApiState::token`] is set, every route but `/health` requires
-//! `Authorization: Bearer <token>`. The InfluxDB write endpoints also take
-//! `Authorization: Token <token>`; `/write` also takes Basic auth or
-//! `?u=<user>&p=<token>` with the token as password, as InfluxDB 1.x
-//! clients send it. Identities and roles replace this later.
+//! [`serve_tls`] serves the same router over TLS: handshakes run in tasks
+//! of their own with a timeout ([`HANDSHAKE_TIMEOUT`]), so a slow client
+//! never holds up accepting others.
 
 mod auth;
 mod body;
