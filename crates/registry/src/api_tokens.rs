@@ -224,17 +224,26 @@ mod tests {
         assert!(secret.starts_with("mwa_"));
         assert_eq!(t.last4, secret[secret.len() - 4..]);
         assert_eq!(t.id, token_id(secret.as_bytes()));
-        let p = r.authenticate_api_token(secret.as_bytes(), 1).unwrap().unwrap();
+        let p = r
+            .authenticate_api_token(secret.as_bytes(), 1)
+            .unwrap()
+            .unwrap();
         assert_eq!(p.name, "token:ci");
         assert_eq!(p.role, Role::Operator);
         assert_eq!(p.token_id.as_deref(), Some(t.id.as_str()));
-        assert_eq!(r.authenticate_api_token(secret.as_bytes(), 100).unwrap(), None);
+        assert_eq!(
+            r.authenticate_api_token(secret.as_bytes(), 100).unwrap(),
+            None
+        );
         assert_eq!(r.authenticate_api_token(b"mwa_other", 1).unwrap(), None);
         assert_eq!(r.api_token_count().unwrap(), 1);
         assert_eq!(r.list_api_tokens().unwrap(), vec![t.clone()]);
         assert!(r.revoke_api_token(&t.id).unwrap());
         assert!(!r.revoke_api_token(&t.id).unwrap());
-        assert_eq!(r.authenticate_api_token(secret.as_bytes(), 1).unwrap(), None);
+        assert_eq!(
+            r.authenticate_api_token(secret.as_bytes(), 1).unwrap(),
+            None
+        );
     }
 
     #[test]
@@ -250,10 +259,24 @@ mod tests {
     fn bootstrap_is_idempotent_and_checked() {
         let (_dir, r) = test_registry();
         let a = r
-            .create_api_token_with_secret("my-bootstrap-token", "bootstrap", None, Role::Admin, None, 1)
+            .create_api_token_with_secret(
+                "my-bootstrap-token",
+                "bootstrap",
+                None,
+                Role::Admin,
+                None,
+                1,
+            )
             .unwrap();
         let b = r
-            .create_api_token_with_secret("my-bootstrap-token", "other", None, Role::Viewer, None, 2)
+            .create_api_token_with_secret(
+                "my-bootstrap-token",
+                "other",
+                None,
+                Role::Viewer,
+                None,
+                2,
+            )
             .unwrap();
         assert_eq!(a, b);
         assert_eq!(r.api_token_count().unwrap(), 1);

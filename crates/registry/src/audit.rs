@@ -155,7 +155,11 @@ mod tests {
     fn append_and_query_newest_first() {
         let (_dir, r) = test_registry();
         for i in 0..10 {
-            let action = if i % 2 == 0 { "device.create" } else { "user.login" };
+            let action = if i % 2 == 0 {
+                "device.create"
+            } else {
+                "user.login"
+            };
             assert_eq!(r.append_audit(entry(i, "ada", action)).unwrap(), i + 1);
         }
         let f = AuditFilter {

@@ -47,9 +47,7 @@ impl Registry {
         now_ms: u64,
     ) -> Result<(), RegistryError> {
         let serial = validate::serial(serial_hex)?;
-        let revoked_at_ms = self
-            .is_certificate_revoked(&serial)
-            .then_some(now_ms);
+        let revoked_at_ms = self.is_certificate_revoked(&serial).then_some(now_ms);
         self.store.write(|tx| {
             if !tx.device_exists(ns, device_id)? {
                 return Err(RegistryError::not_found("device", device_id));
@@ -145,7 +143,8 @@ fn is_normal_serial(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && (s == "0" || !s.starts_with('0'))
-        && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]
@@ -158,9 +157,12 @@ mod tests {
     fn record_list_revoke() {
         let (_dir, r) = test_registry();
         r.create_device("default", NewDevice::new("d"), 0).unwrap();
-        r.record_certificate("default", "d", "0A0B", 1000, 5).unwrap();
+        r.record_certificate("default", "d", "0A0B", 1000, 5)
+            .unwrap();
         r.record_certificate("default", "d", "01", 1000, 6).unwrap();
-        let e = r.record_certificate("default", "d", "a0b", 1000, 7).unwrap_err();
+        let e = r
+            .record_certificate("default", "d", "a0b", 1000, 7)
+            .unwrap_err();
         assert_eq!(e, RegistryError::exists("certificate", "a0b"));
         assert!(matches!(
             r.record_certificate("default", "nope", "ff", 1000, 7),

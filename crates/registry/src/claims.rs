@@ -42,6 +42,10 @@ pub struct Claim {
 }
 
 /// The outcome of presenting a claim token.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "returned once per authentication, never stored in bulk; boxing would only add an allocation"
+)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimAuth {
     Ok(Claim),
@@ -224,7 +228,11 @@ impl Registry {
 
     /// Checks a claim token (any namespace). The claim's state (revoked,
     /// expired, exhausted) is reported only for the right token.
-    pub fn authenticate_claim(&self, token: &[u8], now_ms: u64) -> Result<ClaimAuth, RegistryError> {
+    pub fn authenticate_claim(
+        &self,
+        token: &[u8],
+        now_ms: u64,
+    ) -> Result<ClaimAuth, RegistryError> {
         let id = token_id(token);
         let found = self.store.read(|tx| tx.find_claim(&id))?;
         let Some((ns, rec)) = found else {
@@ -254,18 +262,37 @@ mod tests {
     fn lifecycle() {
         let (_dir, r) = test_registry();
         let (c, token) = r
-            .create_claim("default", "line 1", ProvisioningTemplate::default(), Some(2), Some(100), 0)
+            .create_claim(
+                "default",
+                "line 1",
+                ProvisioningTemplate::default(),
+                Some(2),
+                Some(100),
+                0,
+            )
             .unwrap();
         assert!(token.starts_with("mwc_"));
         assert_eq!(c.id, token_id(token.as_bytes()));
-        assert!(matches!(r.authenticate_claim(token.as_bytes(), 1).unwrap(), ClaimAuth::Ok(_)));
-        assert_eq!(r.authenticate_claim(token.as_bytes(), 100).unwrap(), ClaimAuth::Expired);
-        assert_eq!(r.authenticate_claim(b"mwc_nope", 1).unwrap(), ClaimAuth::Unknown);
+        assert!(matches!(
+            r.authenticate_claim(token.as_bytes(), 1).unwrap(),
+            ClaimAuth::Ok(_)
+        ));
+        assert_eq!(
+            r.authenticate_claim(token.as_bytes(), 100).unwrap(),
+            ClaimAuth::Expired
+        );
+        assert_eq!(
+            r.authenticate_claim(b"mwc_nope", 1).unwrap(),
+            ClaimAuth::Unknown
+        );
         assert_eq!(r.list_claims("default").unwrap(), vec![c.clone()]);
         assert!(r.list_claims("other").unwrap().is_empty());
         assert!(r.revoke_claim("default", &c.id).unwrap());
         assert!(!r.revoke_claim("other", &c.id).unwrap());
-        assert_eq!(r.authenticate_claim(token.as_bytes(), 1).unwrap(), ClaimAuth::Revoked);
+        assert_eq!(
+            r.authenticate_claim(token.as_bytes(), 1).unwrap(),
+            ClaimAuth::Revoked
+        );
         assert!(r.get_claim("default", &c.id).unwrap().unwrap().revoked);
     }
 
@@ -288,7 +315,14 @@ mod tests {
         t.allow_list = Some(vec!["a#".into()]);
         assert_eq!(bad(t), "template.allow_list");
         assert!(matches!(
-            r.create_claim("default", "c", ProvisioningTemplate::default(), Some(0), None, 0),
+            r.create_claim(
+                "default",
+                "c",
+                ProvisioningTemplate::default(),
+                Some(0),
+                None,
+                0
+            ),
             Err(RegistryError::Invalid { .. })
         ));
     }
@@ -304,7 +338,7 @@ mod tests {
             uses: 1,
             expires_at_ms: Some(10),
             revoked: true,
-        created_at_ms: 0,
+            created_at_ms: 0,
         };
         assert_eq!(usable(&rec, 20), Err(Refusal::Revoked));
         rec.revoked = false;

@@ -27,7 +27,7 @@ pub struct Device {
 }
 
 /// What a new device is made of; `None` fields take their defaults.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NewDevice {
     pub id: String,
     /// Defaults to the id.
@@ -52,7 +52,7 @@ impl NewDevice {
 }
 
 /// A partial update: `Some` fields replace the stored ones.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DevicePatch {
     pub name: Option<String>,
     pub device_type: Option<String>,
@@ -78,7 +78,9 @@ pub struct DeviceFilter {
 impl DeviceFilter {
     /// Whether `d` satisfies every set condition.
     pub fn matches(&self, d: &Device) -> bool {
-        self.device_type.as_ref().is_none_or(|t| *t == d.device_type)
+        self.device_type
+            .as_ref()
+            .is_none_or(|t| *t == d.device_type)
             && self
                 .group
                 .as_ref()
@@ -121,7 +123,10 @@ pub(crate) fn device_from(ns: &str, id: &str, rec: DeviceRec) -> Device {
 }
 
 /// Validates `new` and builds its record (defaults applied).
-pub(crate) fn new_record(new: NewDevice, now_ms: u64) -> Result<(String, DeviceRec), RegistryError> {
+pub(crate) fn new_record(
+    new: NewDevice,
+    now_ms: u64,
+) -> Result<(String, DeviceRec), RegistryError> {
     validate::id("id", &new.id)?;
     let name = new.name.unwrap_or_else(|| new.id.clone());
     validate::text("name", &name)?;
@@ -446,8 +451,6 @@ mod tests {
             .unwrap();
         let ids: Vec<_> = p.items.iter().map(|d| d.id.as_str()).collect();
         assert_eq!(ids, ["b1", "b3"]);
-        assert!(r
-            .list_devices("default", &f, &|_| true, None, 0)
-            .is_err());
+        assert!(r.list_devices("default", &f, &|_| true, None, 0).is_err());
     }
 }

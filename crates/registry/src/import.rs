@@ -71,9 +71,9 @@ impl Registry {
                 }
             }
         }
-        let existing = self.store.read(|tx| {
-            existing_rows(&|id| tx.device_exists(ns, id), &records, &first_index)
-        })?;
+        let existing = self
+            .store
+            .read(|tx| existing_rows(&|id| tx.device_exists(ns, id), &records, &first_index))?;
         errors.extend(existing);
         if !errors.is_empty() {
             errors.sort_by_key(|e| e.index);
@@ -90,8 +90,7 @@ impl Registry {
         };
         let conflicts = self.store.write(|tx| {
             // Checked again: a device may have been created meanwhile.
-            let conflicts =
-                existing_rows(&|id| tx.device_exists(ns, id), &records, &first_index)?;
+            let conflicts = existing_rows(&|id| tx.device_exists(ns, id), &records, &first_index)?;
             if !conflicts.is_empty() {
                 return Ok(conflicts);
             }
@@ -114,7 +113,12 @@ impl Registry {
                 tokens: Vec::new(),
             });
         }
-        tracing::info!(ns, devices = records.len(), issue_tokens, "devices imported");
+        tracing::info!(
+            ns,
+            devices = records.len(),
+            issue_tokens,
+            "devices imported"
+        );
         let tokens = records
             .iter()
             .zip(tokens)
@@ -153,7 +157,9 @@ impl Registry {
                 .into_iter()
                 .map(|h| {
                     h.join().unwrap_or_else(|_| {
-                        Err(RegistryError::Storage("token hashing thread panicked".into()))
+                        Err(RegistryError::Storage(
+                            "token hashing thread panicked".into(),
+                        ))
                     })
                 })
                 .collect()
@@ -194,7 +200,8 @@ mod tests {
     #[test]
     fn bad_rows_are_all_reported_and_nothing_written() {
         let (_dir, r) = test_registry();
-        r.create_device("default", NewDevice::new("taken"), 0).unwrap();
+        r.create_device("default", NewDevice::new("taken"), 0)
+            .unwrap();
         let rows = vec![
             NewDevice::new("ok-1"),
             NewDevice::new("bad/id"),
@@ -211,7 +218,11 @@ mod tests {
             .map(|e| (e.index, e.id.as_str()))
             .collect();
         assert_eq!(got, vec![(1, "bad/id"), (3, "ok-1"), (4, "taken")]);
-        assert!(rep.errors[0].message.contains("invalid id"), "{:?}", rep.errors[0]);
+        assert!(
+            rep.errors[0].message.contains("invalid id"),
+            "{:?}",
+            rep.errors[0]
+        );
         assert_eq!(rep.errors[1].message, "duplicate of row 0");
         assert_eq!(rep.errors[2].message, "device already exists");
         assert_eq!(r.count_devices("default").unwrap(), 1);

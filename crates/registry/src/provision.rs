@@ -120,7 +120,12 @@ impl Registry {
             tx.put_claim(&ns, claim_id, &claim)?;
             Ok(device_from(&ns, &id, rec))
         })?;
-        tracing::info!(ns = device.namespace, device_id, claim_id, "device provisioned");
+        tracing::info!(
+            ns = device.namespace,
+            device_id,
+            claim_id,
+            "device provisioned"
+        );
         Ok(Provisioned {
             device,
             token: token.map(|(plain, _)| plain),
@@ -145,8 +150,12 @@ mod tests {
             ..Default::default()
         };
         t.labels.insert("zone".into(), "b".into());
-        let (c, _token) = r.create_claim("plant", "presses", t, Some(5), None, 0).unwrap();
-        let p = r.provision(&c.id, "press-1", Credential::Token, 10).unwrap();
+        let (c, _token) = r
+            .create_claim("plant", "presses", t, Some(5), None, 0)
+            .unwrap();
+        let p = r
+            .provision(&c.id, "press-1", Credential::Token, 10)
+            .unwrap();
         assert_eq!(p.device.namespace, "plant");
         assert_eq!(p.device.device_type, "press");
         assert_eq!(p.device.groups, vec!["hall-b"]);
@@ -154,10 +163,13 @@ mod tests {
         assert_eq!(p.device.metadata["provisioned_by"], "presses");
         let token = p.token.unwrap();
         assert!(matches!(
-            r.authenticate_device("plant", "press-1", token.as_bytes(), 11).unwrap(),
+            r.authenticate_device("plant", "press-1", token.as_bytes(), 11)
+                .unwrap(),
             DeviceAuth::Ok(_)
         ));
-        let p = r.provision(&c.id, "press-2", Credential::Certificate, 10).unwrap();
+        let p = r
+            .provision(&c.id, "press-2", Credential::Certificate, 10)
+            .unwrap();
         assert_eq!(p.token, None);
         assert_eq!(r.get_claim("plant", &c.id).unwrap().unwrap().uses, 2);
     }
@@ -175,11 +187,17 @@ mod tests {
             RegistryError::Invalid { field, message } => format!("{field}: {message}"),
             other => panic!("expected Invalid, got {other:?}"),
         };
-        let e = r.provision(&c.id, "pump-1", Credential::Token, 1).unwrap_err();
+        let e = r
+            .provision(&c.id, "pump-1", Credential::Token, 1)
+            .unwrap_err();
         assert!(msg(e).contains("id pattern"));
-        let e = r.provision(&c.id, "press-2", Credential::Token, 1).unwrap_err();
+        let e = r
+            .provision(&c.id, "press-2", Credential::Token, 1)
+            .unwrap_err();
         assert!(msg(e).contains("allow list"));
-        let e = r.provision(&c.id, "press/1", Credential::Token, 1).unwrap_err();
+        let e = r
+            .provision(&c.id, "press/1", Credential::Token, 1)
+            .unwrap_err();
         assert!(msg(e).starts_with("device_id: "));
         assert!(matches!(
             r.provision("nope", "press-1", Credential::Token, 1),

@@ -34,7 +34,8 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T,
             v.v
         )));
     }
-    serde_json::from_slice(bytes).map_err(|e| RegistryError::Storage(format!("corrupt {what}: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| RegistryError::Storage(format!("corrupt {what}: {e}")))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,7 +162,8 @@ mod tests {
 
     #[test]
     fn newer_or_corrupt_values_are_storage_errors() {
-        let newer = br#"{"v":2,"device_id":"d","issued_at_ms":1,"not_after_ms":2,"revoked_at_ms":null}"#;
+        let newer =
+            br#"{"v":2,"device_id":"d","issued_at_ms":1,"not_after_ms":2,"revoked_at_ms":null}"#;
         let e = decode::<CertRec>(newer, "certificate").unwrap_err();
         assert!(matches!(e, RegistryError::Storage(m) if m.contains("version 2")));
         assert!(decode::<CertRec>(b"{", "certificate").is_err());

@@ -67,6 +67,21 @@ impl Registry {
     }
 }
 
+/// A registry in a temporary directory with cheap argon2 parameters.
+#[cfg(test)]
+pub(crate) fn test_registry() -> (tempfile::TempDir, Registry) {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Registry::open(
+        &dir.path().join("registry.redb"),
+        RegistryConfig {
+            argon2_memory_kib: 64,
+            ..RegistryConfig::default()
+        },
+    )
+    .unwrap();
+    (dir, r)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,19 +117,4 @@ mod tests {
         };
         assert!(m.contains("already open"), "{m}");
     }
-}
-
-/// A registry in a temporary directory with cheap argon2 parameters.
-#[cfg(test)]
-pub(crate) fn test_registry() -> (tempfile::TempDir, Registry) {
-    let dir = tempfile::tempdir().unwrap();
-    let r = Registry::open(
-        &dir.path().join("registry.redb"),
-        RegistryConfig {
-            argon2_memory_kib: 64,
-            ..RegistryConfig::default()
-        },
-    )
-    .unwrap();
-    (dir, r)
 }

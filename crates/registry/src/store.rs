@@ -218,8 +218,7 @@ macro_rules! read_methods {
         pub(crate) fn device_tokens(&self, ns: &str, id: &str) -> Result<DeviceTokensRec> {
             let t = self.txn.open_table(DEVICE_TOKENS)?;
             let r = t.get((ns, id))?;
-            Ok(r
-                .map(|v| decode(v.value(), "device tokens"))
+            Ok(r.map(|v| decode(v.value(), "device tokens"))
                 .transpose()?
                 .unwrap_or_default())
         }
@@ -233,9 +232,7 @@ macro_rules! read_methods {
         pub(crate) fn device_cert_serials(&self, ns: &str, device: &str) -> Result<Vec<String>> {
             let t = self.txn.open_table(DEVICE_CERTS)?;
             let mut out = Vec::new();
-            for item in
-                t.range::<(&str, &str, &str)>((ns, device, "")..)?
-            {
+            for item in t.range::<(&str, &str, &str)>((ns, device, "")..)? {
                 let (k, _) = item?;
                 let (kn, kd, serial) = k.value();
                 if kn != ns || kd != device {

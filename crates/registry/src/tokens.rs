@@ -11,6 +11,10 @@ use crate::registry::Registry;
 use crate::secret::{self, cache_key, fingerprint};
 
 /// The outcome of a device's authentication.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "returned once per authentication, never stored in bulk; boxing would only add an allocation"
+)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceAuth {
     /// The token is valid; the device as stored now.
@@ -114,9 +118,9 @@ impl Registry {
     ) -> Result<DeviceAuth, RegistryError> {
         let key = cache_key("device", &[ns, device_id], token);
         let cached = self.cache.get(&key);
-        let (rec, tokens) = self.store.read(|tx| {
-            Ok((tx.device(ns, device_id)?, tx.device_tokens(ns, device_id)?))
-        })?;
+        let (rec, tokens) = self
+            .store
+            .read(|tx| Ok((tx.device(ns, device_id)?, tx.device_tokens(ns, device_id)?)))?;
         let Some(rec) = rec else {
             if cached.is_some() {
                 self.cache.remove(&key);
@@ -229,13 +233,15 @@ mod tests {
         );
         let t = r.issue_device_token("default", "d", 0, 1).unwrap();
         assert!(matches!(
-            r.authenticate_device("default", "d", t.as_bytes(), 2).unwrap(),
+            r.authenticate_device("default", "d", t.as_bytes(), 2)
+                .unwrap(),
             DeviceAuth::Ok(_)
         ));
         assert_eq!(r.cache_len(), 1);
         // Same token for the same id in another namespace: unknown there.
         assert_eq!(
-            r.authenticate_device("other", "d", t.as_bytes(), 2).unwrap(),
+            r.authenticate_device("other", "d", t.as_bytes(), 2)
+                .unwrap(),
             DeviceAuth::UnknownDevice
         );
         r.update_device(
@@ -249,7 +255,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            r.authenticate_device("default", "d", t.as_bytes(), 4).unwrap(),
+            r.authenticate_device("default", "d", t.as_bytes(), 4)
+                .unwrap(),
             DeviceAuth::Disabled
         );
         assert_eq!(

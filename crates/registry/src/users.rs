@@ -305,7 +305,9 @@ mod tests {
     #[test]
     fn user_crud() {
         let (_dir, r) = test_registry();
-        let u = r.create_user("ada", "correct horse", Role::Admin, 1).unwrap();
+        let u = r
+            .create_user("ada", "correct horse", Role::Admin, 1)
+            .unwrap();
         assert_eq!(u.role, Role::Admin);
         assert!(matches!(
             r.create_user("ada", "correct horse", Role::Admin, 1),
@@ -319,7 +321,9 @@ mod tests {
             r.create_user("b b", "long enough", Role::Viewer, 1),
             Err(RegistryError::Invalid { field, .. }) if field == "username"
         ));
-        let u = r.update_user("ada", Some(Role::Viewer), None, None).unwrap();
+        let u = r
+            .update_user("ada", Some(Role::Viewer), None, None)
+            .unwrap();
         assert_eq!(u.role, Role::Viewer);
         assert_eq!(r.get_user("ada").unwrap(), Some(u.clone()));
         assert_eq!(r.list_users().unwrap(), vec![u]);
@@ -334,7 +338,8 @@ mod tests {
     #[test]
     fn login_and_password_change() {
         let (_dir, r) = test_registry();
-        r.create_user("ada", "correct horse", Role::Operator, 1).unwrap();
+        r.create_user("ada", "correct horse", Role::Operator, 1)
+            .unwrap();
         assert_eq!(r.login("ada", b"wrong horse", 1000, 2).unwrap(), None);
         assert_eq!(r.login("bob", b"correct horse", 1000, 2).unwrap(), None);
         let (token, p) = r.login("ada", b"correct horse", 1000, 2).unwrap().unwrap();
@@ -344,11 +349,18 @@ mod tests {
             r.authenticate_api_token(token.as_bytes(), 3).unwrap(),
             Some(p.clone())
         );
-        assert_eq!(r.authenticate_api_token(token.as_bytes(), 1002).unwrap(), None);
-        r.update_user("ada", None, None, Some("battery staple")).unwrap();
+        assert_eq!(
+            r.authenticate_api_token(token.as_bytes(), 1002).unwrap(),
+            None
+        );
+        r.update_user("ada", None, None, Some("battery staple"))
+            .unwrap();
         assert_eq!(r.authenticate_api_token(token.as_bytes(), 3).unwrap(), None);
         assert_eq!(r.login("ada", b"correct horse", 1000, 4).unwrap(), None);
-        assert!(r.login("ada", b"battery staple", 1000, 4).unwrap().is_some());
+        assert!(r
+            .login("ada", b"battery staple", 1000, 4)
+            .unwrap()
+            .is_some());
         r.update_user("ada", None, Some(true), None).unwrap();
         assert_eq!(r.login("ada", b"battery staple", 1000, 5).unwrap(), None);
     }
@@ -356,13 +368,18 @@ mod tests {
     #[test]
     fn expired_sessions_are_pruned_on_login() {
         let (_dir, r) = test_registry();
-        r.create_user("ada", "correct horse", Role::Operator, 1).unwrap();
+        r.create_user("ada", "correct horse", Role::Operator, 1)
+            .unwrap();
         for now in 0..3 {
             r.login("ada", b"correct horse", 10, now).unwrap().unwrap();
         }
         assert_eq!(r.list_api_tokens().unwrap().len(), 3);
         r.login("ada", b"correct horse", 10, 100).unwrap().unwrap();
         assert_eq!(r.list_api_tokens().unwrap().len(), 1);
-        assert_eq!(r.api_token_count().unwrap(), 0, "sessions are not API tokens");
+        assert_eq!(
+            r.api_token_count().unwrap(),
+            0,
+            "sessions are not API tokens"
+        );
     }
 }

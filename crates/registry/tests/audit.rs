@@ -19,8 +19,18 @@ fn open(path: &Path, max: u64) -> Registry {
 fn entry(i: u64) -> NewAuditEntry {
     NewAuditEntry {
         time_ms: 1_000 + i,
-        actor: if i % 3 == 0 { "ada" } else { "token:ci" }.into(),
-        action: if i % 2 == 0 { "device.create" } else { "device.delete" }.into(),
+        actor: if i.is_multiple_of(3) {
+            "ada"
+        } else {
+            "token:ci"
+        }
+        .into(),
+        action: if i.is_multiple_of(2) {
+            "device.create"
+        } else {
+            "device.delete"
+        }
+        .into(),
         target: format!("devices/d{i}"),
         source: "10.0.0.1:5000".into(),
         status: 201,

@@ -62,14 +62,16 @@ fn claim_lifecycle() {
             if field == "device_id" && message.contains("pattern")
     ));
     // An id created by an operator meanwhile is refused too.
-    r.create_device("plant-a", NewDevice::new("press-9"), 12).unwrap();
+    r.create_device("plant-a", NewDevice::new("press-9"), 12)
+        .unwrap();
     assert!(matches!(
         r.provision(&id, "press-9", Credential::Token, 12),
         Err(RegistryError::AlreadyExists { .. })
     ));
 
     // Second and last use.
-    r.provision(&id, "press-2", Credential::Certificate, 13).unwrap();
+    r.provision(&id, "press-2", Credential::Certificate, 13)
+        .unwrap();
     assert_eq!(
         r.authenticate_claim(token.as_bytes(), 14).unwrap(),
         ClaimAuth::Exhausted

@@ -1,6 +1,7 @@
 //! Devices through the public API: durability across reopen, listing with
 //! filters and cursors (against a model), all-or-nothing import.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -54,7 +55,8 @@ fn crud_survives_reopen() {
         nd.device_type = Some("press".into());
         nd.labels.insert("zone".into(), "b".into());
         nd.groups = vec!["line-2".into(), "hall".into(), "hall".into()];
-        nd.metadata.insert("serial".into(), serde_json::json!("X-77"));
+        nd.metadata
+            .insert("serial".into(), serde_json::json!("X-77"));
         created = r.create_device(NS, nd, 1_000).unwrap();
         assert_eq!(created.groups, vec!["hall", "line-2"]);
         r.create_device(NS, NewDevice::new("gone"), 1_000).unwrap();
@@ -97,11 +99,15 @@ fn list_filters_and_walks_pages() {
         nd.enabled = Some(i % 7 != 0);
         r.create_device(NS, nd, 0).unwrap();
     }
-    r.create_device("other", NewDevice::new("dev-000"), 0).unwrap();
+    r.create_device("other", NewDevice::new("dev-000"), 0)
+        .unwrap();
 
     let every = all_ids(&r, NS, &DeviceFilter::default(), 7);
     assert_eq!(every.len(), 50);
-    assert!(every.windows(2).all(|w| w[0] < w[1]), "ordered, no duplicates");
+    assert!(
+        every.windows(2).all(|w| w[0] < w[1]),
+        "ordered, no duplicates"
+    );
 
     let f = DeviceFilter {
         device_type: Some("press".into()),
@@ -129,11 +135,20 @@ fn list_filters_and_walks_pages() {
     assert_eq!(all_ids(&r, NS, &f, 4).len(), 10);
 
     let page = r
-        .list_devices(NS, &DeviceFilter::default(), &|d| d.id.ends_with('7'), None, 100)
+        .list_devices(
+            NS,
+            &DeviceFilter::default(),
+            &|d| d.id.ends_with('7'),
+            None,
+            100,
+        )
         .unwrap();
     assert_eq!(page.items.len(), 5);
     assert_eq!(page.next, None);
-    assert_eq!(all_ids(&r, "other", &DeviceFilter::default(), 1), ["dev-000"]);
+    assert_eq!(
+        all_ids(&r, "other", &DeviceFilter::default(), 1),
+        ["dev-000"]
+    );
     assert!(all_ids(&r, "nobody", &DeviceFilter::default(), 1).is_empty());
 }
 
@@ -167,12 +182,15 @@ proptest! {
                 Op::Create(n) => {
                     let id = format!("d{n}");
                     let res = r.create_device(NS, NewDevice::new(id.clone()), 0);
-                    if model.contains_key(&id) {
-                        let is_exists = matches!(res, Err(RegistryError::AlreadyExists { .. }));
-                        prop_assert!(is_exists);
-                    } else {
-                        prop_assert!(res.is_ok());
-                        model.insert(id, true);
+                    match model.entry(id) {
+                        Entry::Occupied(_) => {
+                            let is_exists = matches!(res, Err(RegistryError::AlreadyExists { .. }));
+                            prop_assert!(is_exists);
+                        }
+                        Entry::Vacant(v) => {
+                            prop_assert!(res.is_ok());
+                            v.insert(true);
+                        }
                     }
                 }
                 Op::Delete(n) => {

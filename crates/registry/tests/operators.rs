@@ -20,8 +20,10 @@ fn users_roles_and_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("registry.redb");
     let r = open(&path);
-    r.create_user("ada", "correct horse", Role::Admin, 0).unwrap();
-    r.create_user("bob", "battery staple", Role::Viewer, 0).unwrap();
+    r.create_user("ada", "correct horse", Role::Admin, 0)
+        .unwrap();
+    r.create_user("bob", "battery staple", Role::Viewer, 0)
+        .unwrap();
 
     // A token owned by a viewer with an admin role acts as a viewer.
     let (_, bob_token) = r
@@ -43,7 +45,10 @@ fn users_roles_and_tokens() {
     assert_eq!(p.role, Role::Operator);
 
     // Login sessions.
-    let (session, p) = r.login("ada", b"correct horse", 3_600_000, 10).unwrap().unwrap();
+    let (session, p) = r
+        .login("ada", b"correct horse", 3_600_000, 10)
+        .unwrap()
+        .unwrap();
     assert_eq!((p.name.as_str(), p.role), ("ada", Role::Admin));
     assert_eq!(
         r.authenticate_api_token(session.as_bytes(), 11).unwrap(),
@@ -52,7 +57,8 @@ fn users_roles_and_tokens() {
     assert_eq!(r.login("ada", b"wrong horse", 1, 10).unwrap(), None);
 
     // Demoting ada caps her session at once.
-    r.update_user("ada", Some(Role::Viewer), None, None).unwrap();
+    r.update_user("ada", Some(Role::Viewer), None, None)
+        .unwrap();
     let p = r
         .authenticate_api_token(session.as_bytes(), 12)
         .unwrap()
@@ -61,13 +67,22 @@ fn users_roles_and_tokens() {
 
     // Disabling bob fails his (cached) token at once; enabling restores it.
     r.update_user("bob", None, Some(true), None).unwrap();
-    assert_eq!(r.authenticate_api_token(bob_token.as_bytes(), 13).unwrap(), None);
+    assert_eq!(
+        r.authenticate_api_token(bob_token.as_bytes(), 13).unwrap(),
+        None
+    );
     r.update_user("bob", None, Some(false), None).unwrap();
-    assert!(r.authenticate_api_token(bob_token.as_bytes(), 14).unwrap().is_some());
+    assert!(r
+        .authenticate_api_token(bob_token.as_bytes(), 14)
+        .unwrap()
+        .is_some());
 
     // Deleting bob deletes his tokens.
     assert!(r.delete_user("bob").unwrap());
-    assert_eq!(r.authenticate_api_token(bob_token.as_bytes(), 15).unwrap(), None);
+    assert_eq!(
+        r.authenticate_api_token(bob_token.as_bytes(), 15).unwrap(),
+        None
+    );
     assert!(r
         .list_api_tokens()
         .unwrap()
@@ -79,8 +94,14 @@ fn users_roles_and_tokens() {
     let r = open(&path);
     let users = r.list_users().unwrap();
     assert_eq!(users.len(), 1);
-    assert_eq!((users[0].username.as_str(), users[0].role), ("ada", Role::Viewer));
-    assert!(r.authenticate_api_token(session.as_bytes(), 16).unwrap().is_some());
+    assert_eq!(
+        (users[0].username.as_str(), users[0].role),
+        ("ada", Role::Viewer)
+    );
+    assert!(r
+        .authenticate_api_token(session.as_bytes(), 16)
+        .unwrap()
+        .is_some());
 }
 
 #[test]
@@ -91,11 +112,17 @@ fn revoked_token_fails_at_once() {
         .create_api_token("ci", None, Role::Operator, None, 0)
         .unwrap();
     for now in 1..3 {
-        assert!(r.authenticate_api_token(secret.as_bytes(), now).unwrap().is_some());
+        assert!(r
+            .authenticate_api_token(secret.as_bytes(), now)
+            .unwrap()
+            .is_some());
     }
     assert!(r.cache_len() >= 1);
     assert!(r.revoke_api_token(&t.id).unwrap());
-    assert_eq!(r.authenticate_api_token(secret.as_bytes(), 3).unwrap(), None);
+    assert_eq!(
+        r.authenticate_api_token(secret.as_bytes(), 3).unwrap(),
+        None
+    );
 }
 
 #[test]
@@ -105,12 +132,26 @@ fn bootstrap_token_is_idempotent_across_restarts() {
     let first = {
         let r = open(&path);
         assert_eq!(r.api_token_count().unwrap(), 0);
-        r.create_api_token_with_secret("operator-chosen-secret", "bootstrap", None, Role::Admin, None, 1)
-            .unwrap()
+        r.create_api_token_with_secret(
+            "operator-chosen-secret",
+            "bootstrap",
+            None,
+            Role::Admin,
+            None,
+            1,
+        )
+        .unwrap()
     };
     let r = open(&path);
     let again = r
-        .create_api_token_with_secret("operator-chosen-secret", "bootstrap", None, Role::Admin, None, 2)
+        .create_api_token_with_secret(
+            "operator-chosen-secret",
+            "bootstrap",
+            None,
+            Role::Admin,
+            None,
+            2,
+        )
         .unwrap();
     assert_eq!(first, again);
     assert_eq!(r.api_token_count().unwrap(), 1);

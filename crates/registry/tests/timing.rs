@@ -33,7 +33,8 @@ fn argon2_verify_and_cache_hit_with_default_params() {
 
     let t = Instant::now();
     assert!(matches!(
-        r.authenticate_device(NS, "d1", token.as_bytes(), 1).unwrap(),
+        r.authenticate_device(NS, "d1", token.as_bytes(), 1)
+            .unwrap(),
         DeviceAuth::Ok(_)
     ));
     let first = t.elapsed();
@@ -42,7 +43,8 @@ fn argon2_verify_and_cache_hit_with_default_params() {
     let t = Instant::now();
     for _ in 0..n {
         assert!(matches!(
-            r.authenticate_device(NS, "d1", token.as_bytes(), 2).unwrap(),
+            r.authenticate_device(NS, "d1", token.as_bytes(), 2)
+                .unwrap(),
             DeviceAuth::Ok(_)
         ));
     }
