@@ -12,7 +12,7 @@ use std::sync::Arc;
 use axum::extract::{ConnectInfo, MatchedPath, RawPathParams, RawQuery, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::RequestExt;
 use registry::{AuditFilter, NewAuditEntry, Principal};
 use serde::Serialize;
@@ -32,8 +32,16 @@ pub(crate) const ACTIONS: &[(&str, &str, &str)] = &[
     ("POST", "/api/devices/import", "device.import"),
     ("POST", "/api/devices/{id}/tokens", "device.token.issue"),
     ("DELETE", "/api/devices/{id}/tokens", "device.token.revoke"),
-    ("POST", "/api/devices/{id}/certificates", "certificate.issue"),
-    ("POST", "/api/certificates/{serial}/revoke", "certificate.revoke"),
+    (
+        "POST",
+        "/api/devices/{id}/certificates",
+        "certificate.issue",
+    ),
+    (
+        "POST",
+        "/api/certificates/{serial}/revoke",
+        "certificate.revoke",
+    ),
     ("POST", "/api/claims", "claim.create"),
     ("DELETE", "/api/claims/{id}", "claim.revoke"),
     ("POST", "/api/provision", "device.provision"),
@@ -99,6 +107,12 @@ impl Note {
     pub(crate) fn attach(self, mut resp: Response) -> Response {
         resp.extensions_mut().insert(self);
         resp
+    }
+
+    /// The outcome of a handler that filled in the note as it went, so
+    /// that a refusal is logged with what was known by then.
+    pub(crate) fn outcome(self, r: Result<Response, ApiError>) -> Response {
+        self.attach(r.unwrap_or_else(IntoResponse::into_response))
     }
 }
 
@@ -173,7 +187,9 @@ pub(crate) async fn query(
 ) -> Result<Response, ApiError> {
     let p = Params::parse(q.as_deref());
     p.only(
-        &["actor", "action", "target", "since", "until", "limit", "before"],
+        &[
+            "actor", "action", "target", "since", "until", "limit", "before",
+        ],
         &[],
     )?;
     let now = (st.clock)();
@@ -213,8 +229,8 @@ pub(crate) async fn query(
         ),
     };
     let st2 = st.clone();
-    let page = crate::blocking(move || Ok(st2.registry.query_audit(&filter, before, limit)?))
-        .await?;
+    let page =
+        crate::blocking(move || Ok(st2.registry.query_audit(&filter, before, limit)?)).await?;
     #[derive(Serialize)]
     struct EntryDto<'a> {
         seq: u64,

@@ -100,7 +100,9 @@ pub(crate) async fn require(State(needs): State<Needs>, req: Request, next: Next
 /// The bearer token of a request (for the claim-authenticated provisioning
 /// route).
 pub(crate) fn bearer(headers: &HeaderMap) -> Option<String> {
-    credentials(headers, None, Scheme::Bearer).into_iter().next()
+    credentials(headers, None, Scheme::Bearer)
+        .into_iter()
+        .next()
 }
 
 /// Every token the request offers in a form `scheme` accepts, in order

@@ -164,11 +164,8 @@ pub(crate) async fn provision(
     body: Body,
 ) -> Response {
     let mut note = Note::default();
-    let resp = match provision_inner(&st, &headers, body, &mut note).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    };
-    note.attach(resp)
+    let r = provision_inner(&st, &headers, body, &mut note).await;
+    note.outcome(r)
 }
 
 async fn provision_inner(
@@ -181,8 +178,8 @@ async fn provision_inner(
     let data = read_body(headers, body, st.max_body_bytes).await?;
     let now = st.now_ms();
     let st2 = st.clone();
-    let claim = blocking(move || Ok(st2.registry.authenticate_claim(token.as_bytes(), now)?))
-        .await?;
+    let claim =
+        blocking(move || Ok(st2.registry.authenticate_claim(token.as_bytes(), now)?)).await?;
     let claim = match claim {
         ClaimAuth::Ok(c) => c,
         ClaimAuth::Unknown => return Err(ApiError::Unauthorized),

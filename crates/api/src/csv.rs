@@ -108,7 +108,10 @@ mod tests {
             vec![vec!["id", "name"], vec!["a", "x, \"y\""], vec!["b", ""]]
         );
         assert_eq!(rows("\u{feff}a,b"), vec![vec!["a", "b"]]);
-        assert_eq!(rows("a,\"multi\nline\"\nc,d"), vec![vec!["a", "multi\nline"], vec!["c", "d"]]);
+        assert_eq!(
+            rows("a,\"multi\nline\"\nc,d"),
+            vec![vec!["a", "multi\nline"], vec!["c", "d"]]
+        );
         let lines: Vec<usize> = parse("a\n\"b\nc\"\nd")
             .unwrap_or_default()
             .iter()

@@ -85,7 +85,11 @@ pub(crate) fn path_id(p: Result<Path<String>, PathRejection>) -> Result<String, 
 
 /// A new device from a create body or an import element.
 fn new_device(f: &Fields, extra_members: &[&str]) -> Result<NewDevice, ApiError> {
-    let known: Vec<&str> = DEVICE_MEMBERS.iter().chain(extra_members).copied().collect();
+    let known: Vec<&str> = DEVICE_MEMBERS
+        .iter()
+        .chain(extra_members)
+        .copied()
+        .collect();
     f.only(&known)?;
     Ok(NewDevice {
         id: f.required_string("id")?,
@@ -104,8 +108,22 @@ pub(crate) async fn create(
     State(st): State<Arc<ApiState>>,
     headers: HeaderMap,
     body: Body,
+) -> Response {
+    let mut note = Note::default();
+    let r = create_inner(st, headers, body, &mut note).await;
+    note.outcome(r)
+}
+
+async fn create_inner(
+    st: Arc<ApiState>,
+    headers: HeaderMap,
+    body: Body,
+    note: &mut Note,
 ) -> Result<Response, ApiError> {
     let f = read_object(&headers, body, st.max_body_bytes).await?;
+    if let Ok(Some(id)) = f.string("id") {
+        *note = Note::target(&id);
+    }
     let new = new_device(&f, &["token"])?;
     let with_token = f.bool("token")?.unwrap_or(true);
     let now = st.now_ms();
@@ -129,10 +147,12 @@ pub(crate) async fn create(
         Ok((device, token))
     })
     .await?;
-    let extra: Vec<(&str, Json)> = token.map(|t| ("token", Json::String(t))).into_iter().collect();
+    let extra: Vec<(&str, Json)> = token
+        .map(|t| ("token", Json::String(t)))
+        .into_iter()
+        .collect();
     let v = device_json(&device, st.live.is_connected(&device.id), &extra)?;
-    let location = format!("/api/devices/{}", device.id);
-    Ok(Note::target(&device.id).attach(created(&v, &location)?))
+    created(&v, &format!("/api/devices/{}", device.id))
 }
 
 /// `GET /api/devices`: filters, `limit`, `after`.
@@ -142,7 +162,9 @@ pub(crate) async fn list(
 ) -> Result<Response, ApiError> {
     let p = Params::parse(q.as_deref());
     p.only_repeating(
-        &["type", "group", "enabled", "state", "prefix", "limit", "after"],
+        &[
+            "type", "group", "enabled", "state", "prefix", "limit", "after",
+        ],
         &["label"],
     )?;
     let mut filter = DeviceFilter {
@@ -152,16 +174,21 @@ pub(crate) async fn list(
         ..DeviceFilter::default()
     };
     for l in p.all("label") {
-        let (k, v) = l.split_once(':').ok_or_else(|| {
-            ApiError::param("label", format!("{l:?} is not key:value"))
-        })?;
+        let (k, v) = l
+            .split_once(':')
+            .ok_or_else(|| ApiError::param("label", format!("{l:?} is not key:value")))?;
         filter.labels.push((k.to_string(), v.to_string()));
     }
     filter.enabled = match p.get("enabled") {
         None => None,
         Some("true") => Some(true),
         Some("false") => Some(false),
-        Some(o) => return Err(ApiError::param("enabled", format!("{o:?} is not true or false"))),
+        Some(o) => {
+            return Err(ApiError::param(
+                "enabled",
+                format!("{o:?} is not true or false"),
+            ))
+        }
     };
     let state = match p.get("state") {
         None => None,
@@ -201,12 +228,10 @@ pub(crate) async fn list(
         .iter()
         .map(|d| DeviceDto::new(d, st.live.is_connected(&d.id)))
         .collect();
-    let next = page.next.as_ref().map(|n| {
-        format!(
-            "/api/devices?{}",
-            p.encode_with(&[("after", n.clone())])
-        )
-    });
+    let next = page
+        .next
+        .as_ref()
+        .map(|n| format!("/api/devices?{}", p.encode_with(&[("after", n.clone())])));
     #[derive(Serialize)]
     struct PageDto<'a> {
         items: Vec<DeviceDto<'a>>,
@@ -227,7 +252,13 @@ pub(crate) async fn get(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = path_id(id)?;
-    let device = st.device(id).await?;
+    let st2 = st.clone();
+    let device = blocking(move || {
+        st2.registry
+            .get_device(&st2.namespace, &id)?
+            .ok_or_else(|| ApiError::Missing(format!("device {id:?} not found")))
+    })
+    .await?;
     render::json(
         &DeviceDto::new(&device, st.live.is_connected(&device.id)),
         None,
@@ -301,7 +332,12 @@ pub(crate) async fn import(
     let tokens = match p.get("tokens") {
         None | Some("false") => false,
         Some("true") => true,
-        Some(o) => return Err(ApiError::param("tokens", format!("{o:?} is not true or false"))),
+        Some(o) => {
+            return Err(ApiError::param(
+                "tokens",
+                format!("{o:?} is not true or false"),
+            ))
+        }
     };
     let is_csv = headers
         .get(header::CONTENT_TYPE)
@@ -312,8 +348,8 @@ pub(crate) async fn import(
     let st2 = st.clone();
     let report = blocking(move || {
         let rows = if is_csv {
-            let text = std::str::from_utf8(&data)
-                .map_err(|_| ApiError::body("csv", "not valid UTF-8"))?;
+            let text =
+                std::str::from_utf8(&data).map_err(|_| ApiError::body("csv", "not valid UTF-8"))?;
             import_csv(text)?
         } else {
             import_json(&data)?
@@ -378,10 +414,7 @@ pub(crate) async fn import(
 
 fn refused(errors: Vec<RowError>) -> ApiError {
     ApiError::Unprocessable {
-        reason: format!(
-            "{} row(s) refused; nothing was imported",
-            errors.len()
-        ),
+        reason: format!("{} row(s) refused; nothing was imported", errors.len()),
         errors,
     }
 }
@@ -459,7 +492,10 @@ fn import_csv(text: &str) -> Result<Vec<Row>, ApiError> {
             ));
         }
         if head.fields[..i].iter().any(|n| n.trim() == name) {
-            return Err(ApiError::body("csv header", format!("column {name:?} given twice")));
+            return Err(ApiError::body(
+                "csv header",
+                format!("column {name:?} given twice"),
+            ));
         }
         cols.push(name);
     }
@@ -479,7 +515,11 @@ fn csv_row(cols: &[&str], fields: &[String]) -> Row {
     if fields.len() != cols.len() {
         return Err((
             id,
-            format!("{} fields where the header has {}", fields.len(), cols.len()),
+            format!(
+                "{} fields where the header has {}",
+                fields.len(),
+                cols.len()
+            ),
         ));
     }
     let mut d = NewDevice::new(id.clone());
@@ -492,9 +532,9 @@ fn csv_row(cols: &[&str], fields: &[String]) -> Row {
             "type" => d.device_type = Some(value.clone()),
             "labels" => {
                 for pair in value.split(';').filter(|s| !s.is_empty()) {
-                    let (k, v) = pair
-                        .split_once('=')
-                        .ok_or_else(|| (id.clone(), format!("labels: {pair:?} is not key=value")))?;
+                    let (k, v) = pair.split_once('=').ok_or_else(|| {
+                        (id.clone(), format!("labels: {pair:?} is not key=value"))
+                    })?;
                     d.labels.insert(k.to_string(), v.to_string());
                 }
             }
@@ -587,7 +627,9 @@ mod tests {
         )
         .unwrap_or_default();
         assert_eq!(rows.len(), 4);
-        let Ok(p1) = &rows[0] else { panic!("{:?}", rows[0]) };
+        let Ok(p1) = &rows[0] else {
+            panic!("{:?}", rows[0])
+        };
         assert_eq!(p1.name.as_deref(), Some("Press 1"));
         assert_eq!(p1.device_type.as_deref(), Some("press"));
         assert_eq!(p1.labels.get("line").map(String::as_str), Some("2"));
@@ -606,7 +648,9 @@ mod tests {
             .unwrap_or_default();
         assert_eq!(rows.len(), 3);
         assert!(rows[0].is_ok());
-        assert!(matches!(&rows[1], Err((id, m)) if id == "b" && m.starts_with("devices[1].labels")));
+        assert!(
+            matches!(&rows[1], Err((id, m)) if id == "b" && m.starts_with("devices[1].labels"))
+        );
         assert!(rows[2].is_err());
         assert!(import_json(br#"[{"id": "a", "token": true}]"#).unwrap_or_default()[0].is_err());
         assert!(import_json(br#"{"devs": []}"#).is_err());

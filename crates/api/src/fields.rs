@@ -93,17 +93,9 @@ impl Fields {
     /// Refuses members not in `known`.
     pub(crate) fn only(&self, known: &[&str]) -> Result<(), ApiError> {
         match self.map.keys().find(|k| !known.contains(&k.as_str())) {
-            Some(k) => Err(self.err(
-                k,
-                format!("unknown member; known: {}", known.join(", ")),
-            )),
+            Some(k) => Err(self.err(k, format!("unknown member; known: {}", known.join(", ")))),
             None => Ok(()),
         }
-    }
-
-    /// Whether the member is present and not null.
-    pub(crate) fn has(&self, name: &str) -> bool {
-        self.get(name).is_some()
     }
 
     /// A string member.
@@ -210,10 +202,7 @@ impl Fields {
                 parse_instant(s, now_ms).map_err(|reason| self.err(name, reason))?
             }
             Some(_) => {
-                return Err(self.err(
-                    name,
-                    "must be Unix milliseconds or an RFC 3339 string",
-                ))
+                return Err(self.err(name, "must be Unix milliseconds or an RFC 3339 string"))
             }
         };
         u64::try_from(ms)
@@ -248,7 +237,10 @@ mod tests {
             field_of(f.string_list("g").unwrap_err()).as_deref(),
             Some("g[1]")
         );
-        let t = f.nested("t").unwrap_or_default().unwrap_or_else(|| panic!());
+        let t = f
+            .nested("t")
+            .unwrap_or_default()
+            .unwrap_or_else(|| panic!());
         assert_eq!(field_of(t.string("n").unwrap_err()).as_deref(), Some("t.n"));
         assert_eq!(f.string("z").ok(), Some(None));
         assert_eq!(

@@ -171,7 +171,6 @@
 //! - Aggregate queries: at most [`MAX_POINTS`] buckets in the range per
 //!   group, and at most [`MAX_POINTS`] buckets in the whole answer; beyond
 //!   that a 400 names `bucket` (or asks to narrow the query).
-//!
 //! - Device import: the whole body is one request, so
 //!   [`ApiState::max_body_bytes`] bounds it (10,000 CSV rows are well under
 //!   1 MiB).
@@ -194,17 +193,26 @@
 //! of their own with a timeout ([`HANDSHAKE_TIMEOUT`]), so a slow client
 //! never holds up accepting others.
 
+mod audit;
 mod auth;
 mod body;
+mod certs;
+mod claims;
+mod csv;
+mod devices;
 mod error;
+mod fields;
+mod operators;
 mod params;
 mod query;
 mod render;
 mod time;
+mod tls;
 mod write;
 
 use std::fmt;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -212,13 +220,14 @@ use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use tracing::Instrument;
 
-pub use error::ApiError;
+pub use error::{ApiError, RowError};
+pub use tls::{serve_tls, HANDSHAKE_TIMEOUT};
 
-use auth::Scheme;
+use auth::{Needs, Scheme};
 
 /// Most points (raw) or buckets (aggregates) in one query response.
 pub const MAX_POINTS: usize = 100_000;
@@ -226,55 +235,158 @@ pub const MAX_POINTS: usize = 100_000;
 /// The query range when `start` is not given: one hour before `end`.
 pub const DEFAULT_RANGE_MS: i64 = 3_600_000;
 
+/// The MQTT v5 DISCONNECT reason code the API uses to drop sessions whose
+/// credential it just disabled, deleted or revoked: 0x87, not authorized.
+pub const REASON_NOT_AUTHORIZED: u8 = 0x87;
+
+/// Every live session toward devices, implemented by the binary over the
+/// broker. Called from async handlers: implementations must not block for
+/// long (a lock and a few channel sends).
+pub trait LiveSessions: Send + Sync + 'static {
+    /// Drops every live MQTT connection authenticated as `principal` (a
+    /// device id, or `claim:<claim id>`) with this v5 DISCONNECT reason
+    /// code (the API always sends [`REASON_NOT_AUTHORIZED`]); returns how
+    /// many were dropped.
+    fn disconnect(&self, principal: &str, reason_code: u8) -> usize;
+    /// Whether a connection authenticated as `principal` is live.
+    fn is_connected(&self, principal: &str) -> bool;
+}
+
 /// Everything the routes need, given by the binary.
 #[derive(Clone)]
 pub struct ApiState {
     /// The telemetry store.
     pub tsdb: Arc<tsdb::Tsdb>,
+    /// The identity store: devices, credentials, operators, audit log.
+    pub registry: Arc<registry::Registry>,
+    /// The certificate authority; `None` answers certificate requests
+    /// with 503.
+    pub ca: Option<Arc<pki::CertificateAuthority>>,
+    /// The broker's live sessions.
+    pub live: Arc<dyn LiveSessions>,
     /// The namespace (tenant) every request reads and writes: `default`.
     pub namespace: String,
-    /// The interim shared API token; `None` leaves the API open.
-    pub token: Option<String>,
+    /// Default validity of issued device certificates, in days.
+    pub device_cert_days: u32,
+    /// Lifetime of dashboard login sessions, in milliseconds.
+    pub session_ttl_ms: u64,
     /// Largest accepted request body in bytes, before and after decompression.
     pub max_body_bytes: usize,
     /// Now, in Unix milliseconds.
     pub clock: Arc<dyn Fn() -> i64 + Send + Sync>,
 }
 
+impl ApiState {
+    /// Now for the registry: Unix milliseconds, never negative.
+    pub(crate) fn now_ms(&self) -> u64 {
+        u64::try_from((self.clock)()).unwrap_or(0)
+    }
+}
+
 impl fmt::Debug for ApiState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ApiState")
             .field("namespace", &self.namespace)
-            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("ca", &self.ca.as_ref().map(|_| "<set>"))
+            .field("device_cert_days", &self.device_cert_days)
+            .field("session_ttl_ms", &self.session_ttl_ms)
             .field("max_body_bytes", &self.max_body_bytes)
             .finish_non_exhaustive()
     }
 }
 
 /// The API's routes over `state`.
+///
+/// Layers, outermost first: authentication (the principal), the audit log
+/// (so that refusals for a missing role are logged with who tried), the
+/// role check, the handler.
 pub fn router(state: ApiState) -> Router {
     let st = Arc::new(state);
-    let guard =
-        |scheme: Scheme| middleware::from_fn_with_state((st.clone(), scheme), auth::require_token);
-    let api = Router::new()
+    let authn =
+        |scheme: Scheme| middleware::from_fn_with_state((st.clone(), scheme), auth::authenticate);
+    let needs = |n: Needs| middleware::from_fn_with_state(n, auth::require);
+    let audited = || middleware::from_fn_with_state(st.clone(), audit::record);
+
+    // Telemetry: data, not changes; not audited.
+    let telemetry = Router::new()
         .route("/api/telemetry", post(write::write_batch))
         .route("/api/telemetry/query", get(query::query))
         .route("/api/telemetry/latest", get(query::latest))
         .route("/api/telemetry/stats", get(query::stats))
         .route("/api/telemetry/{device}", post(write::write_device))
-        .route("/api/devices/{device}/series", get(query::device_series))
-        .route_layer(guard(Scheme::Bearer));
+        .route("/api/devices/{id}/series", get(query::device_series))
+        .route_layer(needs(Needs::ReadWrite))
+        .route_layer(authn(Scheme::Bearer));
     let influx_v2 = Router::new()
         .route("/api/v2/write", post(write::write_v2))
-        .route_layer(guard(Scheme::InfluxV2));
+        .route_layer(needs(Needs::ReadWrite))
+        .route_layer(authn(Scheme::InfluxV2));
     let influx_v1 = Router::new()
         .route("/write", post(write::write_v1))
-        .route_layer(guard(Scheme::InfluxV1));
+        .route_layer(needs(Needs::ReadWrite))
+        .route_layer(authn(Scheme::InfluxV1));
+    let registry = Router::new()
+        .route("/api/devices", get(devices::list).post(devices::create))
+        .route("/api/devices/import", post(devices::import))
+        .route(
+            "/api/devices/{id}",
+            get(devices::get)
+                .patch(devices::update)
+                .delete(devices::delete),
+        )
+        .route(
+            "/api/devices/{id}/tokens",
+            post(devices::issue_token).delete(devices::revoke_tokens),
+        )
+        .route(
+            "/api/devices/{id}/certificates",
+            get(certs::list).post(certs::issue),
+        )
+        .route("/api/certificates/{serial}/revoke", post(certs::revoke))
+        .route("/api/ca", get(certs::ca))
+        .route("/api/claims", get(claims::list).post(claims::create))
+        .route("/api/claims/{id}", delete(claims::revoke))
+        .route_layer(needs(Needs::ReadWrite))
+        .route_layer(audited())
+        .route_layer(authn(Scheme::Bearer));
+    let session = Router::new()
+        .route("/api/auth/me", get(operators::me))
+        .route("/api/auth/logout", post(operators::logout))
+        .route_layer(needs(Needs::Any))
+        .route_layer(audited())
+        .route_layer(authn(Scheme::Bearer));
+    let admin = Router::new()
+        .route(
+            "/api/users",
+            get(operators::list_users).post(operators::create_user),
+        )
+        .route(
+            "/api/users/{name}",
+            axum::routing::patch(operators::update_user).delete(operators::delete_user),
+        )
+        .route(
+            "/api/tokens",
+            get(operators::list_tokens).post(operators::create_token),
+        )
+        .route("/api/tokens/{id}", delete(operators::revoke_token))
+        .route("/api/audit", get(audit::query))
+        .route_layer(needs(Needs::Admin))
+        .route_layer(audited())
+        .route_layer(authn(Scheme::Bearer));
+    // Credentials of their own (a password, a claim token).
+    let public = Router::new()
+        .route("/api/auth/login", post(operators::login))
+        .route("/api/provision", post(claims::provision))
+        .route_layer(audited());
     Router::new()
         .route("/health", get(health))
-        .merge(api)
+        .merge(telemetry)
         .merge(influx_v2)
         .merge(influx_v1)
+        .merge(registry)
+        .merge(session)
+        .merge(admin)
+        .merge(public)
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(st)
@@ -283,7 +395,8 @@ pub fn router(state: ApiState) -> Router {
 
 /// Serves `router` on `listener` until `shutdown` completes, then stops
 /// accepting, lets requests in progress finish (a write in progress is
-/// still acknowledged) and returns.
+/// still acknowledged) and returns. Handlers see the client address as
+/// `ConnectInfo<SocketAddr>` (the audit log records it).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
@@ -292,9 +405,12 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "HTTP API listening");
     }
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 async fn health() -> Response {

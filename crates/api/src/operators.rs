@@ -46,11 +46,8 @@ pub(crate) async fn login(
     body: Body,
 ) -> Response {
     let mut note = Note::default();
-    let resp = match login_inner(&st, &headers, body, &mut note).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    };
-    note.attach(resp)
+    let r = login_inner(&st, &headers, body, &mut note).await;
+    note.outcome(r)
 }
 
 async fn login_inner(
@@ -164,8 +161,22 @@ pub(crate) async fn create_user(
     State(st): State<Arc<ApiState>>,
     headers: HeaderMap,
     body: Body,
+) -> Response {
+    let mut note = Note::default();
+    let r = create_user_inner(st, headers, body, &mut note).await;
+    note.outcome(r)
+}
+
+async fn create_user_inner(
+    st: Arc<ApiState>,
+    headers: HeaderMap,
+    body: Body,
+    note: &mut Note,
 ) -> Result<Response, ApiError> {
     let f = read_object(&headers, body, st.max_body_bytes).await?;
+    if let Ok(Some(name)) = f.string("username") {
+        *note = Note::target(&name);
+    }
     f.only(&["username", "password", "role"])?;
     let username = f.required_string("username")?;
     let password = f.required_string("password")?;
@@ -174,11 +185,10 @@ pub(crate) async fn create_user(
     let st2 = st.clone();
     let user =
         blocking(move || Ok(st2.registry.create_user(&username, &password, role, now)?)).await?;
-    let resp = created(
+    created(
         &UserDto::new(&user),
         &format!("/api/users/{}", user.username),
-    )?;
-    Ok(Note::target(&user.username).attach(resp))
+    )
 }
 
 /// `PATCH /api/users/{name}`: `{"role"?, "disabled"?, "password"?}`.

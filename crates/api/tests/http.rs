@@ -7,7 +7,19 @@ mod harness;
 
 #[path = "http/auth_limits.rs"]
 mod auth_limits;
+#[path = "http/credentials.rs"]
+mod credentials;
+#[path = "http/devices.rs"]
+mod devices;
+#[path = "http/import.rs"]
+mod import;
 #[path = "http/ingest.rs"]
 mod ingest;
+#[path = "http/operators.rs"]
+mod operators;
 #[path = "http/query.rs"]
 mod query;
+#[path = "http/rbac.rs"]
+mod rbac;
+#[path = "http/tls.rs"]
+mod tls;

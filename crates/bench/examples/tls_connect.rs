@@ -77,7 +77,9 @@ async fn one(
     mqtt_proto::encode(&connect, Protocol::V311, &mut out).map_err(|e| e.to_string())?;
     tls.write_all(&out).await.map_err(|e| e.to_string())?;
     let mut buf = [0u8; 4];
-    tls.read_exact(&mut buf).await.map_err(|e| format!("connack: {e}"))?;
+    tls.read_exact(&mut buf)
+        .await
+        .map_err(|e| format!("connack: {e}"))?;
     if buf[0] != 0x20 || buf[3] != 0 {
         return Err(format!("refused: {buf:?}"));
     }
@@ -111,8 +113,11 @@ async fn main() {
         _ => builder.with_no_client_auth(),
     };
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let name = rustls::pki_types::ServerName::try_from(args.server_name.clone()).expect("server name");
-    let addr: SocketAddr = format!("{}:{}", args.host, args.port).parse().expect("address");
+    let name =
+        rustls::pki_types::ServerName::try_from(args.server_name.clone()).expect("server name");
+    let addr: SocketAddr = format!("{}:{}", args.host, args.port)
+        .parse()
+        .expect("address");
     let args = Arc::new(args);
     let next = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));

@@ -11,7 +11,12 @@ use serde_json::{json, Value};
 #[derive(clap::Args, Clone)]
 pub struct Remote {
     /// The API's base URL.
-    #[arg(long, env = "MILLWRIGHT_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "MILLWRIGHT_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     url: String,
     /// An API token (operator role or above for changes).
     #[arg(long, env = "MILLWRIGHT_TOKEN", hide_env_values = true, global = true)]
@@ -156,11 +161,19 @@ impl Remote {
             ("GET", _) => with_auth!(agent.get(&url)).call(),
             ("DELETE", _) => with_auth!(agent.delete(&url)).call(),
             (m, Some(Body::Json(v))) => {
-                let r = if m == "PATCH" { agent.patch(&url) } else { agent.post(&url) };
+                let r = if m == "PATCH" {
+                    agent.patch(&url)
+                } else {
+                    agent.post(&url)
+                };
                 with_auth!(r).send_json(&v)
             }
             (m, Some(Body::Raw(bytes, ctype))) => {
-                let r = if m == "PATCH" { agent.patch(&url) } else { agent.post(&url) };
+                let r = if m == "PATCH" {
+                    agent.patch(&url)
+                } else {
+                    agent.post(&url)
+                };
                 with_auth!(r).header("Content-Type", ctype).send(&bytes[..])
             }
             (_, None) => with_auth!(agent.post(&url)).send_empty(),
@@ -247,7 +260,15 @@ fn print_devices(items: &[Value], output: Output) {
             Some(v) => v.to_string(),
         }
     };
-    let cols = ["id", "name", "type", "labels", "groups", "enabled", "connected"];
+    let cols = [
+        "id",
+        "name",
+        "type",
+        "labels",
+        "groups",
+        "enabled",
+        "connected",
+    ];
     match output {
         Output::Json => println!("{}", Value::Array(items.to_vec())),
         Output::Csv => {
@@ -275,7 +296,13 @@ fn print_devices(items: &[Value], output: Output) {
             let widths: Vec<usize> = cols
                 .iter()
                 .enumerate()
-                .map(|(i, c)| rows.iter().map(|r| r[i].len()).max().unwrap_or(0).max(c.len()))
+                .map(|(i, c)| {
+                    rows.iter()
+                        .map(|r| r[i].len())
+                        .max()
+                        .unwrap_or(0)
+                        .max(c.len())
+                })
                 .collect();
             let line = |cells: Vec<String>| {
                 cells
@@ -297,7 +324,9 @@ fn print_devices(items: &[Value], output: Output) {
 fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -383,7 +412,11 @@ fn run(cmd: DeviceCommand) -> Result<(), Failure> {
                 .with_context(|| format!("cannot read {}", file.display()))
                 .map_err(usage)?;
             let is_json = file.extension().is_some_and(|e| e == "json");
-            let ctype = if is_json { "application/json" } else { "text/csv" };
+            let ctype = if is_json {
+                "application/json"
+            } else {
+                "text/csv"
+            };
             let started = std::time::Instant::now();
             let v = remote.call(
                 "POST",
@@ -391,7 +424,10 @@ fn run(cmd: DeviceCommand) -> Result<(), Failure> {
                 Some(Body::Raw(bytes, ctype)),
             )?;
             let created = v.get("created").and_then(Value::as_u64).unwrap_or(0);
-            eprintln!("imported {created} devices in {:.2} s", started.elapsed().as_secs_f64());
+            eprintln!(
+                "imported {created} devices in {:.2} s",
+                started.elapsed().as_secs_f64()
+            );
             if let Some(t) = v.get("tokens").and_then(Value::as_array) {
                 println!("id,token");
                 for e in t {
@@ -421,7 +457,10 @@ fn run(cmd: DeviceCommand) -> Result<(), Failure> {
                 &format!("/api/devices/{}/tokens", enc(&id)),
                 Some(Body::Json(json!({"grace_seconds": grace}))),
             )?;
-            println!("{}", v.get("token").and_then(Value::as_str).unwrap_or_default());
+            println!(
+                "{}",
+                v.get("token").and_then(Value::as_str).unwrap_or_default()
+            );
         }
         DeviceCommand::Cert { id, out, remote } => {
             let v = remote.call(
@@ -429,7 +468,12 @@ fn run(cmd: DeviceCommand) -> Result<(), Failure> {
                 &format!("/api/devices/{}/certificates", enc(&id)),
                 Some(Body::Json(json!({}))),
             )?;
-            let get = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+            let get = |k: &str| {
+                v.get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
             let write = |name: String, text: String, private: bool| -> Result<(), Failure> {
                 let path = out.join(name);
                 write_file(&path, &text, private)
@@ -442,7 +486,11 @@ fn run(cmd: DeviceCommand) -> Result<(), Failure> {
             write(format!("{id}.pem"), get("certificate"), false)?;
             write(format!("{id}.key"), get("private_key"), true)?;
             write("ca.pem".into(), get("ca_certificate"), false)?;
-            println!("wrote {0}/{id}.pem, {0}/{id}.key (0600), {0}/ca.pem; serial {1}", out.display(), get("serial"));
+            println!(
+                "wrote {0}/{id}.pem, {0}/{id}.key (0600), {0}/ca.pem; serial {1}",
+                out.display(),
+                get("serial")
+            );
         }
     }
     Ok(())

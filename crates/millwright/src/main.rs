@@ -7,13 +7,10 @@ mod serve;
 mod settings;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
-
-use crate::settings::Settings;
 
 #[derive(Parser)]
 #[command(
@@ -56,7 +53,6 @@ enum Command {
         password: String,
     },
 }
-
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

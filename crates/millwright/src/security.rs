@@ -9,7 +9,10 @@ use anyhow::Context;
 use crate::settings::Settings;
 
 /// Opens `<data-dir>/registry.redb`.
-pub fn open_registry(data_dir: &Path, settings: &Settings) -> anyhow::Result<Arc<registry::Registry>> {
+pub fn open_registry(
+    data_dir: &Path,
+    settings: &Settings,
+) -> anyhow::Result<Arc<registry::Registry>> {
     let path = data_dir.join("registry.redb");
     let r = registry::Registry::open(&path, settings.auth.registry_config())
         .with_context(|| format!("cannot open the device registry {}", path.display()))?;
@@ -22,11 +25,22 @@ pub fn bootstrap_admin(registry: &registry::Registry, settings: &Settings) -> an
     let now = crate::unix_ms() as u64;
     if let Some(token) = &settings.auth.bootstrap_admin_token {
         registry
-            .create_api_token_with_secret(token, "bootstrap-admin", None, registry::Role::Admin, None, now)
+            .create_api_token_with_secret(
+                token,
+                "bootstrap-admin",
+                None,
+                registry::Role::Admin,
+                None,
+                now,
+            )
             .context("cannot create auth.bootstrap_admin_token")?;
         return Ok(());
     }
-    if registry.api_token_count().context("cannot read the API tokens")? == 0 {
+    if registry
+        .api_token_count()
+        .context("cannot read the API tokens")?
+        == 0
+    {
         let (_, token) = registry
             .create_api_token("admin", None, registry::Role::Admin, None, now)
             .context("cannot create the first admin token")?;
@@ -37,7 +51,10 @@ pub fn bootstrap_admin(registry: &registry::Registry, settings: &Settings) -> an
 
 /// The CA: operator-supplied (`tls.ca_cert_file` + `tls.ca_key_file`) or
 /// the built-in one in `<data-dir>/ca/`.
-pub fn load_ca(data_dir: &Path, settings: &Settings) -> anyhow::Result<Arc<pki::CertificateAuthority>> {
+pub fn load_ca(
+    data_dir: &Path,
+    settings: &Settings,
+) -> anyhow::Result<Arc<pki::CertificateAuthority>> {
     let t = &settings.tls;
     let ca = match (&t.ca_cert_file, &t.ca_key_file) {
         (Some(c), Some(k)) => {
@@ -45,7 +62,8 @@ pub fn load_ca(data_dir: &Path, settings: &Settings) -> anyhow::Result<Arc<pki::
                 .with_context(|| format!("tls.ca_cert_file: cannot read {}", c.display()))?;
             let key = std::fs::read_to_string(k)
                 .with_context(|| format!("tls.ca_key_file: cannot read {}", k.display()))?;
-            pki::CertificateAuthority::from_pem(&cert, &key).context("tls.ca_cert_file / tls.ca_key_file")?
+            pki::CertificateAuthority::from_pem(&cert, &key)
+                .context("tls.ca_cert_file / tls.ca_key_file")?
         }
         _ => {
             let dir = data_dir.join("ca");
@@ -89,8 +107,10 @@ pub fn tls_configs(
     let t = &settings.tls;
     let (chain_pem, key_pem) = match (&t.cert_file, &t.key_file) {
         (Some(c), Some(k)) => (
-            std::fs::read_to_string(c).with_context(|| format!("tls.cert_file: cannot read {}", c.display()))?,
-            std::fs::read_to_string(k).with_context(|| format!("tls.key_file: cannot read {}", k.display()))?,
+            std::fs::read_to_string(c)
+                .with_context(|| format!("tls.cert_file: cannot read {}", c.display()))?,
+            std::fs::read_to_string(k)
+                .with_context(|| format!("tls.key_file: cannot read {}", k.display()))?,
         ),
         _ => {
             // Issued afresh at every start (in memory): clients trust the

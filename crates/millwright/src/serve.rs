@@ -202,11 +202,21 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// `millwright admin-token`: a new admin API token, made offline (the
 /// server must not be running on this data directory: the registry file is
 /// locked while it runs).
-pub fn admin_token(data_dir: &std::path::Path, name: &str, config: Option<&std::path::Path>) -> anyhow::Result<()> {
+pub fn admin_token(
+    data_dir: &std::path::Path,
+    name: &str,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     let settings = Settings::load(config, std::env::vars())?;
     let registry = security::open_registry(data_dir, &settings)?;
     let (_, token) = registry
-        .create_api_token(name, None, registry::Role::Admin, None, crate::unix_ms() as u64)
+        .create_api_token(
+            name,
+            None,
+            registry::Role::Admin,
+            None,
+            crate::unix_ms() as u64,
+        )
         .context("cannot create the token")?;
     println!("{token}");
     Ok(())

@@ -1,33 +1,38 @@
-//! The shared token, body limits, parameter errors and unknown routes.
+//! Credentials, body limits, parameter errors and unknown routes.
 
+use base64::Engine;
+use registry::Role;
 use serde_json::json;
 
 use crate::harness::{gzip, start, start_with, Config, NOW};
 
 #[tokio::test]
-async fn token_is_required_when_set() {
+async fn a_token_is_required() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = start_with(
-        dir.path(),
-        Config {
-            token: Some("s3cret"),
-            ..Config::default()
-        },
-    )
-    .await;
+    let srv = start(dir.path()).await;
+    let t = srv.token(Role::Operator);
     let line = b"a,device=d f=1";
-    let bearer = [("Authorization", "Bearer s3cret")];
+    let bearer = format!("Bearer {t}");
+    let token = format!("Token {t}");
+    let token_up = format!("Token me:{t}");
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("me:{t}"))
+    );
+    let p = format!("/write?db=x&p={t}");
+    let up = format!("/write?db=x&u=me&p={t}");
+    let wrong_p = format!("/api/v2/write?p={t}");
 
     // No credential, a wrong one, or the wrong scheme: 401, nothing stored.
     for (path, headers) in [
         ("/api/v2/write", vec![]),
         ("/api/v2/write", vec![("Authorization", "Bearer nope")]),
         ("/write?db=x&u=me&p=nope", vec![]),
-        ("/api/v2/write?p=s3cret", vec![]),
-        ("/api/telemetry/d", vec![("Authorization", "Token s3cret")]),
-        ("/api/telemetry/d", vec![("Authorization", "s3cret")]),
+        (wrong_p.as_str(), vec![]),
+        ("/api/telemetry/d", vec![("Authorization", token.as_str())]),
+        ("/api/telemetry/d", vec![("Authorization", t.as_str())]),
     ] {
-        let r = srv.req("POST", path, &headers, line).await;
+        let r = srv.anon("POST", path, &headers, line).await;
         let p = r.problem(401, "unauthorized");
         assert_eq!(
             r.header("www-authenticate"),
@@ -40,38 +45,60 @@ async fn token_is_required_when_set() {
         "/api/telemetry/latest?device=*",
         "/api/telemetry/stats",
         "/api/devices/d/series",
+        "/api/devices",
+        "/api/users",
     ] {
-        srv.get(path).await.problem(401, "unauthorized");
+        srv.anon("GET", path, &[], b"")
+            .await
+            .problem(401, "unauthorized");
     }
-    let v = srv.get_with("/api/telemetry/stats", &bearer).await.json();
-    assert_eq!(v["series"], 0);
+    let r = srv
+        .anon(
+            "GET",
+            "/api/telemetry/stats",
+            &[("Authorization", &bearer)],
+            b"",
+        )
+        .await;
+    assert_eq!(r.json()["series"], 0);
 
     // Every accepted form.
     for (path, headers) in [
-        ("/api/v2/write", vec![("Authorization", "Bearer s3cret")]),
-        ("/api/v2/write", vec![("Authorization", "Token s3cret")]),
-        ("/write?db=x", vec![("Authorization", "Token s3cret")]),
-        ("/write?db=x&u=me&p=s3cret", vec![]),
-        ("/write?db=x&p=s3cret", vec![]),
-        // "me:s3cret" in base64.
-        ("/write?db=x", vec![("Authorization", "Basic bWU6czNjcmV0")]),
+        ("/api/v2/write", vec![("Authorization", bearer.as_str())]),
+        ("/api/v2/write", vec![("Authorization", token.as_str())]),
+        ("/write?db=x", vec![("Authorization", token.as_str())]),
+        ("/write?db=x", vec![("Authorization", token_up.as_str())]),
+        (up.as_str(), vec![]),
+        (p.as_str(), vec![]),
+        ("/write?db=x", vec![("Authorization", basic.as_str())]),
     ] {
-        let r = srv.req("POST", path, &headers, line).await;
+        let r = srv.anon("POST", path, &headers, line).await;
         assert_eq!(r.status, 204, "{path} {headers:?}: {}", r.text());
     }
     let r = srv
-        .req("POST", "/api/telemetry/d", &bearer, br#"{"g": 1}"#)
+        .anon(
+            "POST",
+            "/api/telemetry/d",
+            &[("Authorization", &bearer)],
+            br#"{"g": 1}"#,
+        )
         .await;
     assert_eq!(r.status, 204);
     let r = srv
-        .get_with("/api/telemetry/latest?device=*", &bearer)
+        .get_with(
+            "/api/telemetry/latest?device=*",
+            &[("Authorization", &bearer)],
+        )
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["latest"].as_array().unwrap().len(), 2);
 
-    // Health needs nothing.
-    let r = srv.get("/health").await;
+    // Health needs nothing; unknown routes are 404 before any check.
+    let r = srv.anon("GET", "/health", &[], b"").await;
     assert_eq!((r.status, r.json()), (200, json!({"status": "ok"})));
+    srv.anon("GET", "/nope", &[], b"")
+        .await
+        .problem(404, "not_found");
 }
 
 #[tokio::test]

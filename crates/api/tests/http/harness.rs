@@ -1,13 +1,15 @@
 //! A real server on loopback and a tiny HTTP/1.1 client over `TcpStream`
 //! (one request per connection), so the tests need no HTTP client crate.
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use api::ApiState;
+use api::{ApiState, LiveSessions};
+use registry::{Registry, RegistryConfig, Role};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -16,24 +18,64 @@ use tokio::task::JoinHandle;
 /// The server's fixed "now": 2023-11-14T22:13:20Z.
 pub const NOW: i64 = 1_700_000_000_000;
 
+/// A [`LiveSessions`] that records every disconnect and reports the
+/// principals in `connected` as online.
+#[derive(Default)]
+pub struct Recorder {
+    pub disconnects: Mutex<Vec<(String, u8)>>,
+    pub connected: Mutex<HashSet<String>>,
+}
+
+impl Recorder {
+    pub fn connect(&self, principal: &str) {
+        self.connected.lock().unwrap().insert(principal.to_string());
+    }
+
+    /// The disconnects so far, emptied.
+    pub fn take(&self) -> Vec<(String, u8)> {
+        std::mem::take(&mut *self.disconnects.lock().unwrap())
+    }
+}
+
+impl LiveSessions for Recorder {
+    fn disconnect(&self, principal: &str, reason_code: u8) -> usize {
+        self.disconnects
+            .lock()
+            .unwrap()
+            .push((principal.to_string(), reason_code));
+        usize::from(self.connected.lock().unwrap().remove(principal))
+    }
+
+    fn is_connected(&self, principal: &str) -> bool {
+        self.connected.lock().unwrap().contains(principal)
+    }
+}
+
 pub struct Server {
     pub addr: SocketAddr,
     pub tsdb: Arc<tsdb::Tsdb>,
+    pub registry: Arc<Registry>,
+    pub ca: Option<Arc<pki::CertificateAuthority>>,
+    pub live: Arc<Recorder>,
     pub now: Arc<AtomicI64>,
+    /// An admin API token, sent by every request that names no credential.
+    pub admin: String,
+    pub router: axum::Router,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
+    _registry_dir: tempfile::TempDir,
 }
 
-pub struct Config<'a> {
-    pub token: Option<&'a str>,
+pub struct Config {
     pub max_body_bytes: usize,
+    pub with_ca: bool,
 }
 
-impl Default for Config<'_> {
+impl Default for Config {
     fn default() -> Self {
         Config {
-            token: None,
             max_body_bytes: 1 << 20,
+            with_ca: true,
         }
     }
 }
@@ -42,29 +84,64 @@ pub async fn start(dir: &Path) -> Server {
     start_with(dir, Config::default()).await
 }
 
-pub async fn start_with(dir: &Path, cfg: Config<'_>) -> Server {
+/// A registry with cheap argon2 parameters.
+pub fn open_registry(dir: &Path) -> Registry {
+    Registry::open(
+        &dir.join("registry.redb"),
+        RegistryConfig {
+            argon2_memory_kib: 64,
+            ..RegistryConfig::default()
+        },
+    )
+    .expect("open registry")
+}
+
+pub async fn start_with(dir: &Path, cfg: Config) -> Server {
     let tsdb = Arc::new(tsdb::Tsdb::open(dir, tsdb::Options::default()).expect("open tsdb"));
+    let registry_dir = tempfile::tempdir().expect("tempdir");
+    let registry = Arc::new(open_registry(registry_dir.path()));
+    let ca = cfg.with_ca.then(|| {
+        Arc::new(
+            pki::CertificateAuthority::load_or_create(&registry_dir.path().join("ca"), NOW as u64)
+                .expect("CA"),
+        )
+    });
+    let (_, admin) = registry
+        .create_api_token("admin", None, Role::Admin, None, NOW as u64)
+        .expect("admin token");
+    let live = Arc::new(Recorder::default());
     let now = Arc::new(AtomicI64::new(NOW));
     let clock_now = now.clone();
     let state = ApiState {
         tsdb: tsdb.clone(),
+        registry: registry.clone(),
+        ca: ca.clone(),
+        live: live.clone(),
         namespace: "default".into(),
-        token: cfg.token.map(str::to_string),
+        device_cert_days: 90,
+        session_ttl_ms: 3_600_000,
         max_body_bytes: cfg.max_body_bytes,
         clock: Arc::new(move || clock_now.load(Ordering::Relaxed)),
     };
+    let router = api::router(state);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(api::serve(listener, api::router(state), async move {
+    let task = tokio::spawn(api::serve(listener, router.clone(), async move {
         let _ = rx.await;
     }));
     Server {
         addr,
         tsdb,
+        registry,
+        ca,
+        live,
         now,
+        admin,
+        router,
         stop: Some(tx),
         task,
+        _registry_dir: registry_dir,
     }
 }
 
@@ -79,7 +156,16 @@ impl Server {
             .await
             .expect("server task")
             .expect("serve result");
+        drop(self.router);
         self.tsdb.clone()
+    }
+
+    /// A new API token with `role`.
+    pub fn token(&self, role: Role) -> String {
+        self.registry
+            .create_api_token(role.as_str(), None, role, None, NOW as u64)
+            .expect("token")
+            .1
     }
 
     pub async fn get(&self, path: &str) -> Resp {
@@ -94,7 +180,40 @@ impl Server {
         self.req("POST", path, &[], body).await
     }
 
+    /// A JSON request as admin.
+    pub async fn json(&self, method: &str, path: &str, body: &serde_json::Value) -> Resp {
+        self.req(method, path, &[], body.to_string().as_bytes())
+            .await
+    }
+
+    /// A request with `token` as bearer credential.
+    pub async fn as_(&self, token: &str, method: &str, path: &str, body: &[u8]) -> Resp {
+        let auth = format!("Bearer {token}");
+        self.req(method, path, &[("Authorization", &auth)], body)
+            .await
+    }
+
+    /// A request as admin unless `headers` carry an `Authorization`.
     pub async fn req(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Resp {
+        let auth = format!("Bearer {}", self.admin);
+        let mut h = headers.to_vec();
+        if !h
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        {
+            h.push(("Authorization", &auth));
+        }
+        request(self.addr, method, path, &h, Body::Sized(body)).await
+    }
+
+    /// A request with no credential at all.
+    pub async fn anon(
         &self,
         method: &str,
         path: &str,
@@ -106,7 +225,15 @@ impl Server {
 
     /// Sends the body with `Transfer-Encoding: chunked` (no length up front).
     pub async fn post_chunked(&self, path: &str, body: &[u8]) -> Resp {
-        request(self.addr, "POST", path, &[], Body::Chunked(body)).await
+        let auth = format!("Bearer {}", self.admin);
+        request(
+            self.addr,
+            "POST",
+            path,
+            &[("Authorization", &auth)],
+            Body::Chunked(body),
+        )
+        .await
     }
 }
 
@@ -204,7 +331,7 @@ pub async fn request(
     parse_response(&raw)
 }
 
-fn parse_response(raw: &[u8]) -> Resp {
+pub fn parse_response(raw: &[u8]) -> Resp {
     let end = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
