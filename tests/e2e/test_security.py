@@ -52,7 +52,7 @@ from conftest import BROKER_KIND, _millwright_bin, free_ports
 from helpers import (TIMEOUT, V311, V5, VERSIONS, MqttClient, PacketTypes, props, unique,
                      wait_until)
 
-pytestmark = pytest.mark.millwright_only
+pytestmark = pytest.mark.millwright_only(reason="device identity and security are Millwright's")
 
 READY = 15.0
 ADMIN_TOKEN = "e2e-admin-token-0123456789"
