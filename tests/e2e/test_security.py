@@ -32,6 +32,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 import time
@@ -155,8 +156,13 @@ class Platform:
                 with urllib.request.urlopen(f"http://{self.host}:{self.http_port}/health",
                                             timeout=1) as r:
                     assert r.status == 200
-                for p in (self.mqtt_port, self.tls_port, self.https_port):
-                    socket.create_connection((self.host, p), timeout=1).close()
+                socket.create_connection((self.host, self.mqtt_port), timeout=1).close()
+                # TLS ports: a full handshake against the platform CA (a bare
+                # TCP probe would be logged as a failed handshake).
+                ctx = ssl.create_default_context(cafile=str(self.ca_pem))
+                for p in (self.tls_port, self.https_port):
+                    with socket.create_connection((self.host, p), timeout=1) as sock:
+                        ctx.wrap_socket(sock, server_hostname=self.host).close()
                 return
             except (OSError, urllib.error.URLError):
                 if time.monotonic() > deadline:
@@ -751,6 +757,66 @@ def test_refused_certificates_fail_with_a_clear_log_line(plat, mk, tmp_path):
     plat.wait_log(mark, "no registered device", ghost)
     assert "TLS handshake failed" not in plat.log_since(mark)
 
+    # A valid certificate with a user name naming another device: refused.
+    c, k, _ = plat.issue_cert(dev)
+    other = unique("cert-other")
+    other_token = plat.add_device(other)
+    imp = mk(plat, version=V5, tls=(ca, c, k), username=other, password=other_token)
+    assert imp.connect(expect_success=False).rc == 0x87
+    # The same certificate with its own id as user name is fine.
+    mk(plat, version=V5, tls=(ca, c, k), username=dev).connect()
+
+
+# =========================================================================
+# 3b. The device CLI: lifecycle and exit codes
+# =========================================================================
+
+def test_cli_device_lifecycle_and_exit_codes(plat):
+    dev = unique("cli")
+    res = plat.cli("device", "add", dev, "--type", "pump", "--label", "line=2", "--group", "g1",
+                   "--group", "g2")
+    assert res.returncode == 0, res.stderr
+    token = res.stdout.strip().splitlines()[-1]
+    assert connack(plat, V5, dev, token) == 0
+
+    res = plat.cli("device", "get", dev)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert (doc["id"], doc["type"], doc["labels"], sorted(doc["groups"])) == \
+        (dev, "pump", {"line": "2"}, ["g1", "g2"]), doc
+    res = plat.cli("device", "list", "--type", "pump", "--label", "line=2", "--output", "json")
+    assert res.returncode == 0, res.stderr
+    assert dev in [d["id"] for d in json.loads(res.stdout)]
+
+    # Exit codes: 3 not found, 4 unauthorised, 5 conflict / bad input.
+    assert plat.cli("device", "get", unique("missing")).returncode == 3
+    assert plat.cli("device", "get", dev, token="mwa_wrong").returncode == 4
+    assert plat.cli("device", "get", dev, token=None).returncode == 4
+    viewer = plat.ok("POST", "/api/tokens", {"name": unique("cli-viewer"), "role": "viewer"},
+                     expect=201).body["token"]
+    assert plat.cli("device", "get", dev, token=viewer).returncode == 0
+    assert plat.cli("device", "add", unique("cli-v"), token=viewer).returncode == 4
+    assert plat.cli("device", "add", dev).returncode == 5
+    assert plat.cli("device", "add", "a/b").returncode == 5
+
+    # disable / enable / token rotation / delete.
+    assert plat.cli("device", "disable", dev).returncode == 0
+    assert connack(plat, V5, dev, token) == 0x87
+    assert plat.cli("device", "enable", dev).returncode == 0
+    assert connack(plat, V5, dev, token) == 0
+    res = plat.cli("device", "token", dev, "--grace", "0")
+    assert res.returncode == 0, res.stderr
+    new = res.stdout.strip()
+    assert new.startswith("mwd_") and new != token, res.stdout
+    assert connack(plat, V5, dev, new) == 0
+    assert connack(plat, V5, dev, token) == 0x86
+    res = plat.cli("device", "add", unique("cli-nt"), "--no-token")
+    assert res.returncode == 0 and "mwd_" not in res.stdout, res.stdout
+    assert plat.cli("device", "delete", dev).returncode == 0
+    assert plat.cli("device", "get", dev).returncode == 3
+    assert plat.cli("device", "delete", dev).returncode == 3
+    assert connack(plat, V5, dev, new) == 0x86
+
 
 # =========================================================================
 # 5. Disable, token rotation/revocation and certificate revocation drop
@@ -1046,7 +1112,15 @@ def test_api_roles_tokens_and_logins(plat):
     assert r.status == 201, r
     assert plat.api("PATCH", f"/api/devices/{tag}-o", {"enabled": False},
                     token=operator).status == 200
+    r = plat.api("POST", f"/api/devices/{tag}-o/certificates", {}, token=operator)
+    assert r.status == 201 and r.body.get("serial"), r
+    assert plat.api("POST", f"/api/devices/{tag}-o/certificates", {}, token=viewer).status == 403
+    r = plat.api("POST", "/api/claims", {"name": f"{tag}-claim", "template": {}}, token=operator)
+    assert r.status == 201, r
+    assert plat.api("DELETE", f"/api/claims/{r.body['id']}", token=viewer).status == 403
+    assert plat.api("DELETE", f"/api/claims/{r.body['id']}", token=operator).status in (200, 204)
     assert plat.api("GET", "/api/audit", token=operator).status == 403
+    assert plat.api("GET", "/api/audit", token=viewer).status == 403
     assert plat.api("POST", "/api/tokens", {"name": f"{tag}-x", "role": "admin"},
                     token=operator).status == 403
     assert plat.api("POST", "/api/users", {"username": f"{tag}-x", "password": "p" * 16,
@@ -1164,6 +1238,7 @@ def test_message_rate_limit_by_device_type(plat, mk):
     c = connect_device(mk, plat, meter, token)
     payloads = [json.dumps({"kwh": i}) for i in range(20)]
     codes = c.publish_burst(f"devices/{meter}/telemetry", payloads)
+    print(f"\nmeter burst of 20: {codes.count(0)} accepted, {codes.count(QUOTA_EXCEEDED)} refused 0x97")
     assert QUOTA_EXCEEDED in codes, codes
     assert codes.count(0) >= 1, codes
     assert set(codes) <= {0, QUOTA_EXCEEDED}, codes
