@@ -52,7 +52,12 @@ pub(crate) async fn accept(
                 .metrics
                 .tls_handshake_failures
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%peer, error = %e, "TLS handshake failed");
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                // A port probe or a client that gave up: nothing to report.
+                tracing::debug!(%peer, error = %e, "TLS handshake abandoned");
+            } else {
+                tracing::warn!(%peer, error = %e, "TLS handshake failed");
+            }
             return None;
         }
         Err(_) => {
