@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import queue
 import os
 import re
 import signal
@@ -47,6 +48,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 import rawmqtt as raw
 from conftest import BROKER_KIND, _millwright_bin, free_ports
@@ -110,11 +114,11 @@ class Platform:
         self.root = Path(root)
         self.data = self.root / "data"
         self.data.mkdir(parents=True, exist_ok=True)
-        self.mqtt_port, self.tls_port, self.http_port, self.https_port = free_ports(4)
+        self.mqtt_port, self.tls_port, self.http_port, self.https_port, self.wss_port = free_ports(5)
         self.port = self.mqtt_port  # helpers.MqttClient / rawmqtt use .port
         m = {
             "bind": self.host, "port": self.mqtt_port, "ws_port": 0, "tls_port": self.tls_port,
-            "wss_port": 0, "allow_anonymous": False, "auth_failure_threshold": 3,
+            "wss_port": self.wss_port, "allow_anonymous": False, "auth_failure_threshold": 3,
             "auth_backoff_base_ms": 1000, "auth_backoff_max_ms": 8000,
             "max_connections_per_device": 10,
         }
@@ -160,7 +164,7 @@ class Platform:
                 # TLS ports: a full handshake against the platform CA (a bare
                 # TCP probe would be logged as a failed handshake).
                 ctx = ssl.create_default_context(cafile=str(self.ca_pem))
-                for p in (self.tls_port, self.https_port):
+                for p in (self.tls_port, self.https_port, self.wss_port):
                     with socket.create_connection((self.host, p), timeout=1) as sock:
                         ctx.wrap_socket(sock, server_hostname=self.host).close()
                 return
@@ -701,6 +705,40 @@ def test_tls_certificates_tokens_and_https(plat, mk, tmp_path):
     untrusted = subprocess.run(["curl", "-sS", f"{base}/health"], capture_output=True,
                                text=True, timeout=10)
     assert untrusted.returncode == 60, (untrusted.returncode, untrusted.stderr)
+
+
+def test_secure_websocket_with_client_certificate(plat, tmp_path):
+    """MQTT over secure WebSocket (path /mqtt): paho with the device's
+    certificate publishes into its own tree and is confined like on TCP."""
+    dev = unique("wss")
+    assert plat.cli("device", "add", dev, "--no-token").returncode == 0
+    out = tmp_path / "wss"
+    out.mkdir()
+    res = plat.cli("device", "cert", dev, "--out", str(out))
+    assert res.returncode == 0, res.stderr + res.stdout
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=dev, protocol=mqtt.MQTTv5,
+                    transport="websockets")
+    c.ws_set_options(path="/mqtt")
+    c.tls_set(ca_certs=str(out / "ca.pem"), certfile=str(out / f"{dev}.pem"),
+              keyfile=str(out / f"{dev}.key"))
+    got: "queue.Queue" = queue.Queue()
+    acks: "queue.Queue" = queue.Queue()
+    c.on_message = lambda cl, u, m: got.put((m.topic, m.payload))
+    c.on_publish = lambda cl, u, mid, rc, props: acks.put((mid, rc.value))
+    c.on_subscribe = lambda cl, u, mid, rcs, props: acks.put(("sub", [r.value for r in rcs]))
+    c.connect(plat.host, plat.wss_port, keepalive=30)
+    c.loop_start()
+    try:
+        c.subscribe(f"devices/{dev}/commands/#", qos=1)
+        assert acks.get(timeout=TIMEOUT) == ("sub", [1])
+        info = c.publish(f"devices/{dev}/commands/x", b"hi", qos=1)
+        assert acks.get(timeout=TIMEOUT) == (info.mid, 0)
+        assert got.get(timeout=TIMEOUT) == (f"devices/{dev}/commands/x", b"hi")
+        info = c.publish("devices/other/commands/x", b"no", qos=1)
+        assert acks.get(timeout=TIMEOUT) == (info.mid, 0x87)
+    finally:
+        c.loop_stop()
+        c.disconnect()
 
 
 # =========================================================================
