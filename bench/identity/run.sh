@@ -84,11 +84,16 @@ echo "== import $DEVICES devices (CLI -> API, one transaction)" >&2
 IMPORT=$(cat import.txt)
 echo "   $IMPORT" >&2
 "$MILLWRIGHT_BIN" device add bench-dev --no-token >/dev/null
+BENCH_TOKEN=$("$MILLWRIGHT_BIN" device add bench-tok | tail -1)
 
 echo "== Millwright mTLS connections" >&2
 MW=$("$TLS_BENCH" --port "$TLSP" --ca ca.pem --cert dev.pem --key dev.key --connections "$CONNECTIONS" --concurrency "$CONCURRENCY")
 echo "   $MW" >&2
+echo "== Millwright token-over-TLS connections (argon2 once, then the verification cache)" >&2
+MWT=$("$TLS_BENCH" --port "$TLSP" --ca ca.pem --username bench-tok --password "$BENCH_TOKEN" --connections "$CONNECTIONS" --concurrency "$CONCURRENCY")
+echo "   $MWT" >&2
 kill -TERM "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true
+PIDS=()
 
 # ---- Mosquitto
 MP=$(free_port)
@@ -108,17 +113,19 @@ use_identity_as_username true
 CONF
 [ "$(id -u)" -eq 0 ] && sed -i '1i user root' mosq.conf
 mosquitto -c mosq.conf >mosq.log 2>&1 &
+disown
 PIDS+=($!)
 wait_port "$MP"
 echo "== Mosquitto mTLS connections" >&2
 MO=$("$TLS_BENCH" --port "$MP" --ca ca.pem --cert dev.pem --key dev.key --connections "$CONNECTIONS" --concurrency "$CONCURRENCY")
 echo "   $MO" >&2
 
-python3 - "$MW" "$MO" "$IMPORT" <<'PY'
+python3 - "$MW" "$MO" "$IMPORT" "$MWT" <<'PY'
 import json, sys
-mw, mo = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+mw, mo, mwt = json.loads(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[4])
 print("| figure | Millwright | Mosquitto | ratio |")
 print("|---|---|---|---|")
 print(f"| new mTLS connections/s (handshake + CONNECT/CONNACK) | {mw['per_second']:.0f} ({mw['failed']} failed) | {mo['per_second']:.0f} ({mo['failed']} failed) | {mw['per_second']/mo['per_second']:.2f}x |")
+print(f"| new TLS connections/s with a device token | {mwt['per_second']:.0f} ({mwt['failed']} failed) | - | - |")
 print(f"| bulk import | {sys.argv[3]} | - | - |")
 PY
