@@ -1086,6 +1086,46 @@ def test_provisioning_over_mqtt_and_http(plat, mk, tmp_path):
     assert plat.api("DELETE", "/api/claims/0123456789abcdef").status == 404
 
 
+def test_provisioning_with_a_claim_certificate(plat, mk, tmp_path):
+    """A fleet credential as a certificate: the claim's certificate
+    (CN $claim-<id>) over mTLS reaches only the $provision exchange, gets a
+    device identity, and stops working when the claim is revoked."""
+    tag = unique("c").replace("-", "")
+    r = plat.ok("POST", "/api/claims", {"name": f"cert {tag}",
+                                        "template": {"type": "meter", "id_pattern": f"m{tag}-*"}},
+                expect=201)
+    claim_id = r.body["id"]
+    r = plat.ok("POST", f"/api/claims/{claim_id}/certificate", {}, expect=201)
+    cert, key = tmp_path / "claim.pem", tmp_path / "claim.key"
+    cert.write_text(r.body["certificate"])
+    key.write_text(r.body["private_key"])
+    assert cert_cn(r.body["certificate"]) == f"$claim-{claim_id}"
+
+    serial = unique("SN")
+    c = mk(plat, serial, version=V5, tls=(plat.ca_pem, cert, key))
+    c.connect()
+    assert c.publish_rc(f"devices/m{tag}-1/telemetry", b'{"v": 1}', qos=1) == 0x87
+    c.subscribe(f"$provision/{serial}/+", 1)
+    assert c.publish_rc(f"$provision/{serial}/request",
+                        json.dumps({"device_id": f"m{tag}-1"}), qos=1) == 0
+    # (The subscription also sees the request itself.)
+    answer = lambda: [m for m in c.messages.snapshot()
+                      if m.topic.endswith(("/accepted", "/rejected"))]
+    c.messages.wait_until(lambda _: answer(), TIMEOUT, "an answer")
+    [m] = answer()
+    assert m.topic == f"$provision/{serial}/accepted", m.payload
+    reply = json.loads(m.payload)
+    d = connect_device(mk, plat, f"m{tag}-1", reply["token"])
+    assert d.publish_rc(f"devices/m{tag}-1/telemetry", json.dumps({"v": 2}), qos=1) == 0
+    d.disconnect()
+    c.disconnect()
+
+    # Revoked claim: the certificate no longer connects.
+    assert plat.api("DELETE", f"/api/claims/{claim_id}").status == 204
+    refused = mk(plat, unique("SN"), version=V5, tls=(plat.ca_pem, cert, key))
+    assert refused.connect(expect_success=False).rc == 0x87
+
+
 def test_claim_with_allow_list_defaults_and_correlation(plat, mk):
     tag = unique("al").replace("-", "")
     allowed = f"al{tag}-ok"

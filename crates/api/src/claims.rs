@@ -154,6 +154,63 @@ pub(crate) async fn revoke(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// `POST /api/claims/{id}/certificate`: `{"days"?}` -> 201 with a claim
+/// certificate (CN `$claim-<id>`) and its key, for fleets that provision
+/// over mTLS instead of with the claim token. Revoking the claim makes it
+/// useless.
+pub(crate) async fn certificate(
+    State(st): State<Arc<ApiState>>,
+    id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = path_id(id)?;
+    let f = read_object(&headers, body, st.max_body_bytes).await?;
+    f.only(&["days"])?;
+    let days = match f.uint("days", 36_500)? {
+        Some(0) => return Err(ApiError::body("days", "must be at least 1")),
+        Some(d) => u32::try_from(d).unwrap_or(u32::MAX),
+        None => st.device_cert_days,
+    };
+    let now = st.now_ms();
+    let st2 = st.clone();
+    let id2 = id.clone();
+    let (cert, ca_pem) = blocking(move || {
+        let ca = st2.ca.clone().ok_or_else(|| {
+            ApiError::Unavailable("this server has no certificate authority".into())
+        })?;
+        match st2.registry.get_claim(&st2.namespace, &id2)? {
+            None => return Err(ApiError::Missing(format!("claim {id2:?} not found"))),
+            Some(c) if c.revoked => return Err(ApiError::body("id", "the claim is revoked")),
+            Some(_) => {}
+        }
+        let cert = ca
+            .issue_device_cert(&identity::claim_cert_subject(&id2), days, now)
+            .map_err(|e| ApiError::Internal(format!("cannot issue the certificate: {e}")))?;
+        Ok((cert, ca.cert_pem().to_string()))
+    })
+    .await?;
+    #[derive(Serialize)]
+    struct IssuedDto<'a> {
+        certificate: &'a str,
+        private_key: Option<&'a str>,
+        ca_certificate: &'a str,
+        serial: &'a str,
+        not_after: u64,
+    }
+    let dto = IssuedDto {
+        certificate: &cert.cert_pem,
+        private_key: cert.key_pem.as_deref(),
+        ca_certificate: &ca_pem,
+        serial: &cert.serial_hex,
+        not_after: cert.not_after_ms,
+    };
+    let resp = created(&dto, &format!("/api/claims/{id}"))?;
+    Ok(Note::target(&id)
+        .with_details(serde_json::json!({ "serial": cert.serial_hex }))
+        .attach(resp))
+}
+
 /// `POST /api/provision` with `Authorization: Bearer <claim token>`:
 /// `{"device_id", "csr"?}` -> 201 with the device id and its token, or
 /// the certificate signed for the CSR and the CA certificate. The audit

@@ -48,6 +48,7 @@
 //! | `POST /api/claims` | operator | create a claim (its token shown once) |
 //! | `GET /api/claims` | viewer | list claims (never their tokens) |
 //! | `DELETE /api/claims/{id}` | operator | revoke a claim |
+//! | `POST /api/claims/{id}/certificate` | operator | a claim certificate (CN `$claim-<id>`) and its key, for provisioning over mTLS |
 //! | `POST /api/provision` | claim | a device registers itself: `{"device_id", "csr"?}` |
 //! | `POST /api/auth/login` | none | `{"username", "password"}` -> session token |
 //! | `POST /api/auth/logout` | viewer | end the session used |
@@ -346,6 +347,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/ca", get(certs::ca))
         .route("/api/claims", get(claims::list).post(claims::create))
         .route("/api/claims/{id}", delete(claims::revoke))
+        .route("/api/claims/{id}/certificate", post(claims::certificate))
         .route_layer(needs(Needs::ReadWrite))
         .route_layer(audited())
         .route_layer(authn(Scheme::Bearer));

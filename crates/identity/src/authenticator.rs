@@ -5,6 +5,8 @@
 //!    names the device; a username, if sent, must be the same id. The
 //!    certificate's chain, validity and revocation were checked in the
 //!    handshake; here the device must exist and be enabled.
+//!    A certificate whose CN is `$claim-<claim id>` is a claim certificate
+//!    (a fleet's provisioning credential, like a claim token).
 //! 2. A password starting with `mwc_`: a claim credential, which may only
 //!    reach its own `$provision/{client id}/...` exchange.
 //! 3. A username naming a registered device: the password is its token.
@@ -61,6 +63,36 @@ impl RegistryAuthenticator {
     }
 }
 
+impl RegistryAuthenticator {
+    /// A claim certificate (CN `$claim-<claim id>`, issued by the CA for a
+    /// claim): the claim must still be usable.
+    fn claim_certificate(&self, claim_id: &str, req: &AuthRequest, now: u64) -> AuthDecision {
+        let claim = match self.registry.get_claim(NAMESPACE, claim_id) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "registry lookup failed");
+                return AuthDecision::Refuse(ReasonCode::SERVER_UNAVAILABLE);
+            }
+        };
+        let why = match &claim {
+            None => Some("unknown claim"),
+            Some(c) if c.revoked => Some("claim revoked"),
+            Some(c) if c.expires_at_ms.is_some_and(|e| e <= now) => Some("claim expired"),
+            Some(c) if c.max_uses.is_some_and(|m| c.uses >= m) => Some("claim has no uses left"),
+            Some(_) => None,
+        };
+        if let Some(why) = why {
+            tracing::info!(peer = %req.peer, claim = claim_id, why, "claim certificate refused");
+            return AuthDecision::Refuse(ReasonCode::NOT_AUTHORIZED);
+        }
+        let cid = &req.client_id;
+        if cid.is_empty() || cid.contains(['+', '#', '/']) {
+            return AuthDecision::Refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+        }
+        AuthDecision::Allow(Arc::new(claim_grant(claim_id, cid)))
+    }
+}
+
 impl Authenticator for RegistryAuthenticator {
     fn authenticate(&self, req: &AuthRequest) -> AuthDecision {
         let now = (self.clock)();
@@ -69,6 +101,9 @@ impl Authenticator for RegistryAuthenticator {
                 tracing::info!(peer = %req.peer, serial = %cert.serial_hex, "client certificate names no device; refused");
                 return AuthDecision::Refuse(ReasonCode::NOT_AUTHORIZED);
             };
+            if let Some(claim_id) = id.strip_prefix(crate::CLAIM_CERT_PREFIX) {
+                return self.claim_certificate(claim_id, req, now);
+            }
             if req
                 .username
                 .as_deref()

@@ -24,5 +24,14 @@ pub use provisioning::{
 /// Unix milliseconds now; injected so tests can fix time.
 pub type Clock = std::sync::Arc<dyn Fn() -> u64 + Send + Sync>;
 
+/// A claim certificate's subject is this prefix and the claim id (`$` can
+/// never start a device id, so it cannot name a device).
+pub const CLAIM_CERT_PREFIX: &str = "$claim-";
+
+/// The subject (CN) of a claim certificate for `claim_id`.
+pub fn claim_cert_subject(claim_id: &str) -> String {
+    format!("{CLAIM_CERT_PREFIX}{claim_id}")
+}
+
 /// The namespace (tenant) every identity lives in for now.
 pub const NAMESPACE: &str = "default";
