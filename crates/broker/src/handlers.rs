@@ -394,7 +394,7 @@ impl Broker {
             || !self.allowed(idx, &p.topic, Action::Write)
         {
             self.stats.publish_denied += 1;
-            self.log_denial(&client_id, &p.topic, "publish", now);
+            self.log_denial(idx, &p.topic, "publish", now);
             Some(ReasonCode::NOT_AUTHORIZED)
         } else if !self.take_rate(conn, p.payload.len(), now) {
             self.stats.publish_rate_limited += 1;
@@ -560,9 +560,9 @@ impl Broker {
         };
         let v5 = c.protocol.is_v5();
         let idx = c.session;
-        let Some(client_id) = self.session(idx).map(|s| s.client_id.clone()) else {
+        if self.session(idx).is_none() {
             return;
-        };
+        }
         let mut codes = Vec::with_capacity(sub.subscriptions.len());
         let mut retained_to_send = Vec::new();
         for s in sub.subscriptions {
@@ -591,7 +591,7 @@ impl Broker {
             }
             if !self.allowed(idx, filter, Action::Read) {
                 self.stats.subscribe_denied += 1;
-                self.log_denial(&client_id, filter, "subscribe", now);
+                self.log_denial(idx, filter, "subscribe", now);
                 codes.push(fail(v5, ReasonCode::NOT_AUTHORIZED));
                 continue;
             }
@@ -761,11 +761,27 @@ impl Broker {
     /// Logs a refused publish or subscribe at info level, at most one line
     /// per second (the rest are counted in the stats and summed in the
     /// next line).
-    fn log_denial(&mut self, client_id: &str, topic: &str, what: &'static str, now: Time) {
+    fn log_denial(&mut self, idx: SessionIdx, topic: &str, what: &'static str, now: Time) {
         if now.0 >= self.denial_log_next {
             self.denial_log_next = now.0 + 1000;
             let suppressed = std::mem::take(&mut self.denials_suppressed);
-            tracing::info!(client_id, topic, what, suppressed, "access denied");
+            let (client_id, device, username) = match self.session(idx) {
+                Some(s) => (
+                    s.client_id.to_string(),
+                    s.grant.as_ref().map(|g| g.principal.clone()),
+                    s.username.as_deref().map(str::to_string),
+                ),
+                None => (String::new(), None, None),
+            };
+            tracing::info!(
+                client_id,
+                device = device.as_deref().unwrap_or("-"),
+                username = username.as_deref().unwrap_or("-"),
+                topic,
+                what,
+                suppressed,
+                "access denied"
+            );
         } else {
             self.denials_suppressed += 1;
         }

@@ -560,6 +560,41 @@ mod tests {
     }
 
     #[test]
+    fn auth_rules_and_limits_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.toml");
+        std::fs::write(
+            &p,
+            "[auth.type_limits.meter]\nmessages_per_sec = 5\n\n[[auth.acl]]\ntype = \"press\"\naccess = \"read\"\ntopic = \"plant/{id}/#\"\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&p), env(&[])).unwrap();
+        assert_eq!(s.auth.type_limits["meter"].messages_per_sec, 5);
+        assert!(s.auth.policy().is_ok());
+
+        std::fs::write(&p, "[[auth.acl]]\naccess = \"readonly\"\ntopic = \"a/#\"\n").unwrap();
+        let err = Settings::load(Some(&p), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("auth.acl[0].access"), "{err}");
+
+        std::fs::write(&p, "[[auth.acl]]\naccess = \"read\"\ntopic = \"a/#/b\"\n").unwrap();
+        let err = Settings::load(Some(&p), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("auth.acl"), "{err}");
+
+        let err = Settings::load(
+            None,
+            env(&[("MILLWRIGHT_AUTH__BOOTSTRAP_ADMIN_TOKEN", "short")]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("auth.bootstrap_admin_token"),
+            "{err}"
+        );
+        let err =
+            Settings::load(None, env(&[("MILLWRIGHT_TLS__CERT_FILE", "/x.pem")])).unwrap_err();
+        assert!(err.to_string().contains("tls.cert_file"), "{err}");
+    }
+
+    #[test]
     fn bad_value_is_named() {
         let err = Settings::load(None, env(&[("MILLWRIGHT_MQTT__PORT", "70000")])).unwrap_err();
         assert!(err.to_string().contains("mqtt.port"), "{err}");
