@@ -1471,3 +1471,70 @@ def test_registry_survives_kill9(fresh, mk):
                             cafile=p.ca_pem, cert=kc, key=kk)
     assert res.returncode == 0, res.stdout + res.stderr
     assert latest(p, kept_dev, "temp") == 2
+
+
+# =========================================================================
+# 12. The first admin token, and admin-token offline
+# =========================================================================
+
+def test_first_start_prints_one_admin_token_and_keeps_only_its_hash(tmp_path):
+    _skip_unless_millwright()
+    p = Platform(tmp_path / "first")
+    p.config.write_text(p.config.read_text().replace(
+        f'bootstrap_admin_token = "{ADMIN_TOKEN}"', ""))
+    try:
+        p.start()
+        m = re.search(r"Created the first admin API token.*?\n\s*(mwa_[A-Za-z0-9_-]+)",
+                      p.log.read_text(), re.S)
+        assert m, p.log_tail()
+        token = m.group(1)
+        assert p.api("GET", "/api/devices", token=token).status == 200
+        assert p.api("GET", "/api/devices", token=token + "x").status == 401
+        # Only a hash is stored: the token's text is in no file of the data dir.
+        for f in p.data.rglob("*"):
+            if f.is_file():
+                assert token.encode() not in f.read_bytes(), f
+        # A restart does not make another one.
+        p.kill9()
+        p.start()
+        assert p.log.read_text().count("Created the first admin API token") == 1
+        assert p.api("GET", "/api/devices", token=token).status == 200
+        # `admin-token` makes another one offline (the server is stopped).
+        p.kill9()
+        out = subprocess.run([str(_millwright_bin()), "admin-token", "--data-dir", str(p.data),
+                              "--config", str(p.config), "--name", "ops"],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        second = out.stdout.strip().splitlines()[-1]
+        assert second.startswith("mwa_") and second != token
+        p.start()
+        assert p.api("GET", "/api/devices", token=second).status == 200
+        assert p.api("GET", "/api/devices", token=token).status == 200
+    finally:
+        p.kill9()
+
+
+def test_connection_rate_per_address(fresh):
+    p = fresh(mqtt={"max_conn_rate_per_ip": 5})
+    dev = p.ok("POST", "/api/devices", {"id": unique("rate")}, expect=201).body
+    answered = refused = 0
+    started = time.monotonic()
+    for _ in range(15):
+        try:
+            assert connack(p, V5, dev["id"], dev["token"]) == 0
+            answered += 1
+        except (raw.ConnectionClosed, OSError):
+            refused += 1
+    elapsed = time.monotonic() - started
+    # At most 5 per second from one address (the readiness probes count
+    # too); the rest are closed at accept.
+    assert refused >= 1, (answered, refused, elapsed)
+    if elapsed < 1.0:
+        assert answered <= 5, (answered, refused)
+    # The window moves on: connections are served again.
+    def served():
+        try:
+            return connack(p, V5, dev["id"], dev["token"]) == 0
+        except (raw.ConnectionClosed, OSError):
+            return False
+    wait_until(served, timeout=5, what="a connection served after the window")
