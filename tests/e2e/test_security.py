@@ -1538,3 +1538,26 @@ def test_connection_rate_per_address(fresh):
         except (raw.ConnectionClosed, OSError):
             return False
     wait_until(served, timeout=5, what="a connection served after the window")
+
+
+def test_cli_signs_a_device_csr(plat, mk, tmp_path):
+    dev = unique("csr")
+    assert plat.cli("device", "add", dev, "--no-token").returncode == 0
+    key = tmp_path / "dev.key"
+    csr = tmp_path / "dev.csr"
+    subprocess.run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout",
+                    "-out", str(key)], check=True, capture_output=True, timeout=30)
+    subprocess.run(["openssl", "req", "-new", "-key", str(key), "-subj", "/CN=whatever",
+                    "-out", str(csr)], check=True, capture_output=True, timeout=30)
+    out = tmp_path / "out"
+    out.mkdir()
+    res = plat.cli("device", "cert", dev, "--out", str(out), "--csr", str(csr))
+    assert res.returncode == 0, res.stderr + res.stdout
+    assert not (out / f"{dev}.key").exists()
+    assert cert_cn((out / f"{dev}.pem").read_text()) == dev
+    pub = mosquitto_pub_tls(plat, f"devices/{dev}/telemetry", '{"temp": 4.5}',
+                            cafile=out / "ca.pem", cert=out / f"{dev}.pem", key=key)
+    assert pub.returncode == 0, pub.stderr + pub.stdout
+    assert latest(plat, dev, "temp") == 4.5
+    bad = plat.cli("device", "cert", dev, "--out", str(out), "--csr", str(key))
+    assert bad.returncode == 5, bad.stderr + bad.stdout

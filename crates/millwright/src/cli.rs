@@ -116,6 +116,10 @@ pub enum DeviceCommand {
         id: String,
         #[arg(long, default_value = ".")]
         out: PathBuf,
+        /// A PEM certificate signing request made on the device: sign it
+        /// instead of generating a key (no key file is written).
+        #[arg(long)]
+        csr: Option<PathBuf>,
         #[command(flatten)]
         remote: Remote,
     },
@@ -462,11 +466,25 @@ fn run(cmd: DeviceCommand) -> Result<(), Failure> {
                 v.get("token").and_then(Value::as_str).unwrap_or_default()
             );
         }
-        DeviceCommand::Cert { id, out, remote } => {
+        DeviceCommand::Cert {
+            id,
+            out,
+            csr,
+            remote,
+        } => {
+            let body = match &csr {
+                Some(path) => {
+                    let pem = std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read {}", path.display()))
+                        .map_err(usage)?;
+                    json!({ "csr": pem })
+                }
+                None => json!({}),
+            };
             let v = remote.call(
                 "POST",
                 &format!("/api/devices/{}/certificates", enc(&id)),
-                Some(Body::Json(json!({}))),
+                Some(Body::Json(body)),
             )?;
             let get = |k: &str| {
                 v.get(k)
@@ -484,13 +502,21 @@ fn run(cmd: DeviceCommand) -> Result<(), Failure> {
                     })
             };
             write(format!("{id}.pem"), get("certificate"), false)?;
-            write(format!("{id}.key"), get("private_key"), true)?;
             write("ca.pem".into(), get("ca_certificate"), false)?;
-            println!(
-                "wrote {0}/{id}.pem, {0}/{id}.key (0600), {0}/ca.pem; serial {1}",
-                out.display(),
-                get("serial")
-            );
+            if csr.is_none() {
+                write(format!("{id}.key"), get("private_key"), true)?;
+                println!(
+                    "wrote {0}/{id}.pem, {0}/{id}.key (0600), {0}/ca.pem; serial {1}",
+                    out.display(),
+                    get("serial")
+                );
+            } else {
+                println!(
+                    "wrote {0}/{id}.pem (signed from the CSR), {0}/ca.pem; serial {1}",
+                    out.display(),
+                    get("serial")
+                );
+            }
         }
     }
     Ok(())
