@@ -45,6 +45,10 @@ pub(crate) struct DeviceDto<'a> {
     created_at: u64,
     updated_at: u64,
     connected: bool,
+    /// The presence state (`online`, `offline`, `inactive`,
+    /// `never_connected`) when the fleet services run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<&'static str>,
 }
 
 impl<'a> DeviceDto<'a> {
@@ -61,13 +65,36 @@ impl<'a> DeviceDto<'a> {
             created_at: d.created_at_ms,
             updated_at: d.updated_at_ms,
             connected,
+            state: None,
+        }
+    }
+
+    pub(crate) fn with_state(mut self, state: Option<&'static str>) -> DeviceDto<'a> {
+        self.state = state;
+        self
+    }
+}
+
+/// A device's presence state, when the fleet services run. A store read:
+/// call it on the blocking pool.
+fn presence_state(st: &ApiState, id: &str) -> Option<&'static str> {
+    match st.fleet.as_ref()?.presence(id) {
+        Ok(v) => Some(v.presence.state.as_str()),
+        Err(e) => {
+            tracing::debug!(device = id, error = %e, "no presence for the device");
+            None
         }
     }
 }
 
 /// The device object with extra members (a token shown once).
-fn device_json(d: &Device, connected: bool, extra: &[(&str, Json)]) -> Result<Json, ApiError> {
-    let mut v = serde_json::to_value(DeviceDto::new(d, connected))
+fn device_json(
+    d: &Device,
+    connected: bool,
+    state: Option<&'static str>,
+    extra: &[(&str, Json)],
+) -> Result<Json, ApiError> {
+    let mut v = serde_json::to_value(DeviceDto::new(d, connected).with_state(state))
         .map_err(|e| ApiError::Internal(format!("encoding a device: {e}")))?;
     if let Json::Object(m) = &mut v {
         for (k, x) in extra {
@@ -128,7 +155,7 @@ async fn create_inner(
     let with_token = f.bool("token")?.unwrap_or(true);
     let now = st.now_ms();
     let st2 = st.clone();
-    let (device, token) = blocking(move || {
+    let (device, token, state) = blocking(move || {
         let ns = &st2.namespace;
         let device = st2.registry.create_device(ns, new, now)?;
         let token = if with_token {
@@ -144,14 +171,15 @@ async fn create_inner(
         } else {
             None
         };
-        Ok((device, token))
+        let state = presence_state(&st2, &device.id);
+        Ok((device, token, state))
     })
     .await?;
     let extra: Vec<(&str, Json)> = token
         .map(|t| ("token", Json::String(t)))
         .into_iter()
         .collect();
-    let v = device_json(&device, st.live.is_connected(&device.id), &extra)?;
+    let v = device_json(&device, st.live.is_connected(&device.id), state, &extra)?;
     created(&v, &format!("/api/devices/{}", device.id))
 }
 
@@ -215,18 +243,25 @@ pub(crate) async fn list(
     };
     let after = p.get("after").map(str::to_string);
     let st2 = st.clone();
-    let page = blocking(move || {
+    let (page, states) = blocking(move || {
         let live = st2.live.clone();
         let extra = move |d: &Device| state.is_none_or(|want| live.is_connected(&d.id) == want);
-        Ok(st2
-            .registry
-            .list_devices(&st2.namespace, &filter, &extra, after.as_deref(), limit)?)
+        let page =
+            st2.registry
+                .list_devices(&st2.namespace, &filter, &extra, after.as_deref(), limit)?;
+        let states: Vec<_> = page
+            .items
+            .iter()
+            .map(|d| presence_state(&st2, &d.id))
+            .collect();
+        Ok((page, states))
     })
     .await?;
     let items: Vec<DeviceDto> = page
         .items
         .iter()
-        .map(|d| DeviceDto::new(d, st.live.is_connected(&d.id)))
+        .zip(states)
+        .map(|(d, s)| DeviceDto::new(d, st.live.is_connected(&d.id)).with_state(s))
         .collect();
     let next = page
         .next
@@ -253,14 +288,17 @@ pub(crate) async fn get(
 ) -> Result<Response, ApiError> {
     let id = path_id(id)?;
     let st2 = st.clone();
-    let device = blocking(move || {
-        st2.registry
+    let (device, state) = blocking(move || {
+        let device = st2
+            .registry
             .get_device(&st2.namespace, &id)?
-            .ok_or_else(|| ApiError::Missing(format!("device {id:?} not found")))
+            .ok_or_else(|| ApiError::Missing(format!("device {id:?} not found")))?;
+        let state = presence_state(&st2, &device.id);
+        Ok((device, state))
     })
     .await?;
     render::json(
-        &DeviceDto::new(&device, st.live.is_connected(&device.id)),
+        &DeviceDto::new(&device, st.live.is_connected(&device.id)).with_state(state),
         None,
     )
 }
@@ -287,10 +325,12 @@ pub(crate) async fn update(
     let disable = patch.enabled == Some(false);
     let now = st.now_ms();
     let st2 = st.clone();
-    let device = blocking(move || {
-        Ok(st2
+    let (device, state) = blocking(move || {
+        let device = st2
             .registry
-            .update_device(&st2.namespace, &id, patch, now)?)
+            .update_device(&st2.namespace, &id, patch, now)?;
+        let state = presence_state(&st2, &device.id);
+        Ok((device, state))
     })
     .await?;
     if disable {
@@ -298,13 +338,14 @@ pub(crate) async fn update(
         tracing::info!(device = %device.id, sessions = n, "device disabled");
     }
     let resp = render::json(
-        &DeviceDto::new(&device, st.live.is_connected(&device.id)),
+        &DeviceDto::new(&device, st.live.is_connected(&device.id)).with_state(state),
         None,
     )?;
     Ok(Note::target(&device.id).attach(resp))
 }
 
-/// `DELETE /api/devices/{id}`: 204; drops the device's live sessions.
+/// `DELETE /api/devices/{id}`: 204; drops the device's live sessions and
+/// forgets its twins and commands.
 pub(crate) async fn delete(
     State(st): State<Arc<ApiState>>,
     id: Result<Path<String>, PathRejection>,
@@ -312,7 +353,18 @@ pub(crate) async fn delete(
     let id = path_id(id)?;
     let st2 = st.clone();
     let id2 = id.clone();
-    let existed = blocking(move || Ok(st2.registry.delete_device(&st2.namespace, &id2)?)).await?;
+    let existed = blocking(move || {
+        let existed = st2.registry.delete_device(&st2.namespace, &id2)?;
+        if let (true, Some(fleet)) = (existed, &st2.fleet) {
+            // The device is deleted either way: a failure to forget its
+            // state is logged, not answered.
+            if let Err(e) = fleet.forget(&id2) {
+                tracing::warn!(device = %id2, error = %e, "cannot forget the device's twins and commands");
+            }
+        }
+        Ok(existed)
+    })
+    .await?;
     if !existed {
         return Err(ApiError::Missing(format!("device {id:?} not found")));
     }

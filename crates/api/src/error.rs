@@ -3,6 +3,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use serde_json::Value as Json;
 
 /// Everything a request can fail with. Each variant maps to one HTTP status
 /// and one stable `code` in the problem document, so clients can react to
@@ -85,6 +86,23 @@ pub enum ApiError {
         /// One entry per refused row.
         errors: Vec<RowError>,
     },
+    /// A command for a device that is offline, sent with `"queue": false`
+    /// (404, `device_offline`).
+    #[error("the device is offline")]
+    DeviceOffline,
+    /// A twin update would make the twin larger than its limit (413,
+    /// `twin_too_large`); the request body itself was accepted.
+    #[error("{0}")]
+    TwinTooLarge(String),
+    /// Waiting for a result took longer than allowed (504, `timeout`);
+    /// `command` is the command as it stood, in the problem document.
+    #[error("{reason}")]
+    Timeout {
+        /// What was waited for.
+        reason: String,
+        /// The command DTO, as it stood when the wait ended.
+        command: Box<Json>,
+    },
     /// The route exists but not for this method (405, `method_not_allowed`).
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -146,6 +164,25 @@ impl From<registry::RegistryError> for ApiError {
     }
 }
 
+impl From<fleet::FleetError> for ApiError {
+    /// `NotFound` 404, `Offline` 404 (`device_offline`), `Invalid` 400,
+    /// `Conflict` 409, `Storage` 500. Routes that know which member or
+    /// parameter an `Invalid` is about map it themselves.
+    fn from(e: fleet::FleetError) -> ApiError {
+        use fleet::FleetError as E;
+        match e {
+            E::NotFound(m) => ApiError::Missing(m),
+            E::Offline(_) => ApiError::DeviceOffline,
+            E::Invalid(reason) => ApiError::BadBody {
+                field: None,
+                reason,
+            },
+            E::Conflict(m) => ApiError::AlreadyExists(m),
+            E::Storage(m) => ApiError::Internal(format!("fleet: {m}")),
+        }
+    }
+}
+
 impl ApiError {
     /// A 400 naming a parameter.
     pub(crate) fn param(field: impl Into<String>, reason: impl Into<String>) -> ApiError {
@@ -175,8 +212,12 @@ impl ApiError {
             | ApiError::TooLarge { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::NotFound | ApiError::Missing(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::Missing(_) | ApiError::DeviceOffline => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::AlreadyExists(_) => StatusCode::CONFLICT,
+            ApiError::TwinTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
@@ -198,7 +239,10 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "body_too_large",
             ApiError::UnsupportedEncoding(_) => "unsupported_encoding",
             ApiError::NotFound | ApiError::Missing(_) => "not_found",
+            ApiError::DeviceOffline => "device_offline",
             ApiError::AlreadyExists(_) => "conflict",
+            ApiError::TwinTooLarge(_) => "twin_too_large",
+            ApiError::Timeout { .. } => "timeout",
             ApiError::Unprocessable { .. } => "unprocessable",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::StorageFull => "storage_full",
@@ -219,7 +263,10 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "Request body too large",
             ApiError::UnsupportedEncoding(_) => "Unsupported content encoding",
             ApiError::NotFound | ApiError::Missing(_) => "Not found",
+            ApiError::DeviceOffline => "Device offline",
             ApiError::AlreadyExists(_) => "Conflict",
+            ApiError::TwinTooLarge(_) => "Twin too large",
+            ApiError::Timeout { .. } => "Timed out",
             ApiError::Unprocessable { .. } => "Request refused as a whole",
             ApiError::MethodNotAllowed => "Method not allowed",
             ApiError::StorageFull => "Storage full",
@@ -242,6 +289,7 @@ impl ApiError {
             ApiError::BadParameter { reason, .. }
             | ApiError::BadBody { reason, .. }
             | ApiError::TooLarge { reason, .. }
+            | ApiError::Timeout { reason, .. }
             | ApiError::Unprocessable { reason, .. } => reason.clone(),
             ApiError::Internal(_) => "the server failed to handle the request; see its log".into(),
             other => other.to_string(),
@@ -264,6 +312,8 @@ struct Problem<'a> {
     line: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     errors: Option<&'a [RowError]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command: Option<&'a Json>,
 }
 
 /// One refused row of a batch (an import): `{"row", "id", "message"}`.
@@ -304,6 +354,10 @@ impl IntoResponse for ApiError {
             },
             errors: match &self {
                 ApiError::Unprocessable { errors, .. } => Some(errors),
+                _ => None,
+            },
+            command: match &self {
+                ApiError::Timeout { command, .. } => Some(command),
                 _ => None,
             },
         };

@@ -183,6 +183,28 @@ impl Fields {
         }
     }
 
+    /// A member as it was sent, any JSON value, `null` included (where
+    /// `null` means something, e.g. "clear" in a merge patch).
+    pub(crate) fn raw(&self, name: &str) -> Option<Json> {
+        self.map.get(name).cloned()
+    }
+
+    /// A duration in seconds (fractions allowed), returned in milliseconds:
+    /// at least 1 ms, at most `max_ms`.
+    pub(crate) fn seconds(&self, name: &str, max_ms: u64) -> Result<Option<u64>, ApiError> {
+        let max_s = max_ms as f64 / 1000.0;
+        match self.get(name) {
+            None => Ok(None),
+            Some(Json::Number(n)) => match n.as_f64() {
+                Some(s) if s.is_finite() && s >= 0.001 && s <= max_s => {
+                    Ok(Some((s * 1000.0).round() as u64))
+                }
+                _ => Err(self.err(name, format!("must be from 0.001 to {max_s} seconds"))),
+            },
+            Some(_) => Err(self.err(name, "must be a number of seconds")),
+        }
+    }
+
     /// An object member as [`Fields`] of its own.
     pub(crate) fn nested(&self, name: &str) -> Result<Option<Fields>, ApiError> {
         match self.get(name) {

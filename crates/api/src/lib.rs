@@ -1,6 +1,7 @@
 //! `api`: Millwright's HTTP API: telemetry ingest and queries, the device
-//! registry (devices, tokens, certificates, claims, provisioning),
-//! operators (login sessions, users, API tokens) and the audit log.
+//! registry (devices, tokens, certificates, claims, provisioning), device
+//! twins, commands and presence, operators (login sessions, users, API
+//! tokens) and the audit log.
 //!
 //! What it is: an axum [`Router`] over the shared stores in [`ApiState`],
 //! [`serve`] to run it on a listener and [`serve_tls`] to run it over TLS,
@@ -12,7 +13,9 @@
 //! What it is not: it opens no listener of its own (the binary binds and
 //! passes a [`tokio::net::TcpListener`]), reads the clock only through
 //! [`ApiState::clock`], installs no logging subscriber, knows the broker
-//! only through [`LiveSessions`], and holds no state besides [`ApiState`].
+//! only through [`LiveSessions`] and the fleet services
+//! ([`ApiState::fleet`], which talk to devices), and holds no state
+//! besides [`ApiState`].
 //! Storage calls (fsync, chunk decoding, argon2) run on tokio's blocking
 //! pool, never on the async workers.
 //!
@@ -50,6 +53,17 @@
 //! | `DELETE /api/claims/{id}` | operator | revoke a claim |
 //! | `POST /api/claims/{id}/certificate` | operator | a claim certificate (CN `$claim-<id>`) and its key, for provisioning over mTLS |
 //! | `POST /api/provision` | claim | a device registers itself: `{"device_id", "csr"?}` |
+//! | `GET /api/devices/{id}/twin` | viewer | the classic twin's document, `ETag: "<version>"` |
+//! | `PATCH /api/devices/{id}/twin` | operator | change desired: `{"desired": <merge patch>, "version"?}` or `If-Match: "<version>"` |
+//! | `GET /api/devices/{id}/twins` | viewer | every twin: `{"items": [{"name", "document"}]}` (classic: `""`) |
+//! | `GET`, `PATCH /api/devices/{id}/twins/{name}` | viewer, operator | a named twin, as above |
+//! | `GET /api/twins?name=&query=&limit=&after=` | viewer | ids of devices whose twin matches, e.g. `reported.fw = "1.2" and desired.speed > 10` |
+//! | `POST /api/devices/{id}/commands` | operator | send a command: `{"method", "params"?, "timeout"?, "ttl"?, "wait"?, "queue"?}` |
+//! | `GET /api/devices/{id}/commands?limit=&after=` | viewer | the device's commands, oldest first |
+//! | `GET /api/devices/{id}/commands/{cmd}` | viewer | one command |
+//! | `POST /api/devices/{id}/commands/{cmd}/cancel` | operator | cancel a command not yet final |
+//! | `GET /api/devices/{id}/presence` | viewer | `{"state", "connected", "last_connected", "last_disconnected", "last_seen", "address", "protocol", "last_reason"}` |
+//! | `GET /api/fleet/status?group_by=type\|group\|label:<key>` | viewer | `{"groups": {key: {"online", "offline", "inactive", "never_connected", "total"}}}`; one group `all` without `group_by` |
 //! | `POST /api/auth/login` | none | `{"username", "password"}` -> session token |
 //! | `POST /api/auth/logout` | viewer | end the session used |
 //! | `GET /api/auth/me` | viewer | `{"name", "role"}` of the credential |
@@ -90,7 +104,10 @@
 //!
 //! - A device is `{"id", "name", "type", "labels": {k: v}, "groups": [..],
 //!   "metadata": {..}, "enabled", "firmware_version", "created_at",
-//!   "updated_at", "connected"}`; `connected` comes from [`LiveSessions`].
+//!   "updated_at", "connected", "state"?}`; `connected` comes from
+//!   [`LiveSessions`], `state` (`online`, `offline`, `inactive`,
+//!   `never_connected`) from the fleet's presence records and is absent
+//!   when [`ApiState::fleet`] is `None`.
 //!   Listings are `{"items": [...], "next": cursor or null}` with the next
 //!   page also in a `Link: <...>; rel="next"` header.
 //! - Import: a JSON array of devices (or `{"devices": [...]}`), or CSV
@@ -102,20 +119,63 @@
 //!   counts data rows from 1) and nothing is created. Rows that cannot be
 //!   read at all are reported first; checks against the registry (ids
 //!   taken, duplicates) come once every row reads.
+//! - Deleting a device also forgets its twins and commands
+//!   ([`fleet::Fleet::forget`]).
 //! - Sessions are dropped through [`LiveSessions::disconnect`] with reason
 //!   0x87 (not authorized) when a device is disabled or deleted, its
 //!   tokens are revoked or rotated without grace, a certificate of it is
 //!   revoked, or a claim is revoked (principal `claim:<id>`).
 //!
+//! # Twins, commands and presence
+//!
+//! These routes call the fleet services ([`ApiState::fleet`]); without
+//! them (a server with no broker) they answer 503 (`unavailable`). An
+//! unknown device is 404.
+//!
+//! - Twin documents are `{"state": {"desired", "reported", "delta"},
+//!   "metadata", "version", "timestamp"}` (version 0 and empty when never
+//!   written). A `PATCH` merges `desired` (RFC 7386: `null` deletes a
+//!   member; `"desired": null` clears it) and answers the new document;
+//!   the device gets the delta on `devices/{id}/twin[/{name}]/delta` once
+//!   the change is durable. The expected version, from `"version"` or
+//!   `If-Match: "<version>"` (both: they must agree), makes it
+//!   conditional: another version is 409 (`conflict`, the detail names the
+//!   current version). A twin beyond its size limit is 413
+//!   (`twin_too_large`); too deep, not an object or missing is 400 naming
+//!   `desired`. A query that does not parse is 400 naming `query`.
+//! - Commands are `{"id", "device_id", "method", "params", "status",
+//!   "trail": [{"status", "time"}], "created_at", "timeout_ms",
+//!   "expires_at", "response", "error"}`; `status` is `queued`, `sent`,
+//!   `delivered`, `succeeded`, `failed`, `timed_out`, `expired` or
+//!   `cancelled`. `timeout` (seconds the device has to answer once the
+//!   command is sent, default 30) and `ttl` (seconds it may wait queued,
+//!   default 86400) take fractions. A device that is offline gets the
+//!   command when it connects, or, with `"queue": false`, the request is
+//!   404 (`device_offline`) and nothing is stored. Without `wait` the
+//!   answer is 202 with the command and a `Location`; with `"wait": true`
+//!   the request waits (holding no worker thread) for the final status,
+//!   at most `timeout` plus one second: 200 with the command once it
+//!   succeeded, failed or was cancelled, else 504 (`timeout`) whose
+//!   problem document carries the command as it stood in `command`.
+//!   Cancelling a final command is 409.
+//! - Presence `state` is `never_connected`, `online`, `inactive` (connected
+//!   but silent for longer than the inactivity timeout) or `offline`;
+//!   `connected` is whether the broker holds a live connection now. Only
+//!   devices that authenticate with their registry credentials have
+//!   presence.
+//!
 //! # Audit log
 //!
 //! Every POST, PUT, PATCH and DELETE on the management routes (devices,
-//! certificates, claims, provisioning, login and logout, users, tokens) is
-//! appended to the registry's audit log after its handler ran, 4xx and 5xx
-//! outcomes included: actor (the principal; the username for login
-//! attempts, failed ones included; `claim:<id>` for provisioning),
-//! action (`device.create`, `token.revoke`, ... see `audit.rs`), target
-//! (the object's id), source (the client's IP address), status, and small
+//! certificates, claims, twins, commands, provisioning, login and logout,
+//! users, tokens) is appended to the registry's audit log after its
+//! handler ran, 4xx and 5xx outcomes included: actor (the principal; the
+//! username for login attempts, failed ones included; `claim:<id>` for
+//! provisioning), action (`device.create`, `twin.update`,
+//! `command.create`, `token.revoke`, ... see `audit.rs`), target (the
+//! object's id; the device for twins and commands, with the twin name or
+//! command id in the details), source (the client's IP address), status,
+//! and small
 //! details (never a body, so never a secret). Requests refused with 401 on
 //! token-authenticated routes carry no identity and are not logged.
 //! Telemetry writes are data, not changes, and are not audited. Reads are
@@ -172,6 +232,10 @@
 //! - Aggregate queries: at most [`MAX_POINTS`] buckets in the range per
 //!   group, and at most [`MAX_POINTS`] buckets in the whole answer; beyond
 //!   that a 400 names `bucket` (or asks to narrow the query).
+//! - Commands sent with `"wait": true`: `timeout` at most 300 seconds (a
+//!   waiting request holds its connection, and a graceful shutdown lets
+//!   it finish). Twins: 64 KiB and depth 8 by default (the fleet's
+//!   `TwinLimits`).
 //! - Device import: the whole body is one request, so
 //!   [`ApiState::max_body_bytes`] bounds it (10,000 CSV rows are well under
 //!   1 MiB).
@@ -182,11 +246,12 @@
 //! `{"type": "urn:millwright:problem:<code>", "title", "status", "detail",
 //! "code", "field"?, "line"?, "errors"?}`, with `code` stable:
 //! `unauthorized` (401), `forbidden` (403), `bad_parameter`, `bad_line`,
-//! `bad_body`, `type_conflict`, `result_too_large` (400), `not_found`
-//! (404), `method_not_allowed` (405), `conflict` (409), `body_too_large`
-//! (413), `unsupported_encoding` (415), `unprocessable` (422), `internal`
-//! (500), `unavailable` (503: storage refusing writes, or no certificate
-//! authority), `storage_full` (507). See [`ApiError`].
+//! `bad_body`, `type_conflict`, `result_too_large` (400), `not_found`,
+//! `device_offline` (404), `method_not_allowed` (405), `conflict` (409),
+//! `body_too_large`, `twin_too_large` (413), `unsupported_encoding` (415),
+//! `unprocessable` (422), `internal` (500), `unavailable` (503: storage
+//! refusing writes, no certificate authority, or no fleet services),
+//! `timeout` (504), `storage_full` (507). See [`ApiError`].
 //!
 //! # HTTPS
 //!
@@ -199,16 +264,19 @@ mod auth;
 mod body;
 mod certs;
 mod claims;
+mod commands;
 mod csv;
 mod devices;
 mod error;
 mod fields;
 mod operators;
 mod params;
+mod presence;
 mod query;
 mod render;
 mod time;
 mod tls;
+mod twins;
 mod write;
 
 use std::fmt;
@@ -275,12 +343,24 @@ pub struct ApiState {
     pub max_body_bytes: usize,
     /// Now, in Unix milliseconds.
     pub clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+    /// The fleet services (twins, commands, presence); `None` where no
+    /// broker runs, and then their routes answer 503.
+    pub fleet: Option<Arc<fleet::Fleet>>,
 }
 
 impl ApiState {
     /// Now for the registry: Unix milliseconds, never negative.
     pub(crate) fn now_ms(&self) -> u64 {
         u64::try_from((self.clock)()).unwrap_or(0)
+    }
+
+    /// The fleet services, or 503 when this server runs without them.
+    pub(crate) fn require_fleet(&self) -> Result<Arc<fleet::Fleet>, ApiError> {
+        self.fleet.clone().ok_or_else(|| {
+            ApiError::Unavailable(
+                "this server runs no broker: twins, commands and presence are unavailable".into(),
+            )
+        })
     }
 }
 
@@ -292,6 +372,7 @@ impl fmt::Debug for ApiState {
             .field("device_cert_days", &self.device_cert_days)
             .field("session_ttl_ms", &self.session_ttl_ms)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("fleet", &self.fleet.as_ref().map(|_| "<set>"))
             .finish_non_exhaustive()
     }
 }
@@ -348,6 +429,27 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/claims", get(claims::list).post(claims::create))
         .route("/api/claims/{id}", delete(claims::revoke))
         .route("/api/claims/{id}/certificate", post(claims::certificate))
+        .route(
+            "/api/devices/{id}/twin",
+            get(twins::get_classic).patch(twins::patch_classic),
+        )
+        .route("/api/devices/{id}/twins", get(twins::list))
+        .route(
+            "/api/devices/{id}/twins/{name}",
+            get(twins::get_named).patch(twins::patch_named),
+        )
+        .route("/api/twins", get(twins::query))
+        .route(
+            "/api/devices/{id}/commands",
+            get(commands::list).post(commands::create),
+        )
+        .route("/api/devices/{id}/commands/{cmd}", get(commands::get))
+        .route(
+            "/api/devices/{id}/commands/{cmd}/cancel",
+            post(commands::cancel),
+        )
+        .route("/api/devices/{id}/presence", get(presence::get))
+        .route("/api/fleet/status", get(presence::fleet_status))
         .route_layer(needs(Needs::ReadWrite))
         .route_layer(audited())
         .route_layer(authn(Scheme::Bearer));

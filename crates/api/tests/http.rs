@@ -7,6 +7,8 @@ mod harness;
 
 #[path = "http/auth_limits.rs"]
 mod auth_limits;
+#[path = "http/commands.rs"]
+mod commands;
 #[path = "http/credentials.rs"]
 mod credentials;
 #[path = "http/devices.rs"]
@@ -17,9 +19,13 @@ mod import;
 mod ingest;
 #[path = "http/operators.rs"]
 mod operators;
+#[path = "http/presence.rs"]
+mod presence;
 #[path = "http/query.rs"]
 mod query;
 #[path = "http/rbac.rs"]
 mod rbac;
 #[path = "http/tls.rs"]
 mod tls;
+#[path = "http/twins.rs"]
+mod twins;

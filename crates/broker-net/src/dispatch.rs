@@ -8,7 +8,8 @@ use std::sync::Arc;
 use crate::outq::{Full, OutQueue, Outgoing};
 use crate::persist::PersistQueue;
 use crate::server::NetMetrics;
-use broker::{Broker, ConnId, Output, TapMessage, Time};
+use crate::server::PlatformEvent;
+use broker::{Broker, ConnId, Output, Time};
 use mqtt_proto::{Packet, QoS};
 
 /// The state behind the lock.
@@ -16,8 +17,9 @@ pub(crate) struct Core {
     pub broker: Broker,
     pub conns: HashMap<ConnId, Arc<OutQueue>>,
     pub persist: PersistQueue,
-    /// Where tapped messages go (platform services).
-    pub taps: Option<tokio::sync::mpsc::Sender<TapMessage>>,
+    /// Where platform events go (tapped messages, acknowledgements,
+    /// presence).
+    pub events: Option<tokio::sync::mpsc::Sender<PlatformEvent>>,
 }
 
 impl Core {
@@ -70,12 +72,23 @@ impl Core {
                             Err(Full::Closed) => lost.push(conn),
                         }
                     }
-                    Output::Tap(t) => {
-                        let sent = self.taps.as_ref().is_some_and(|tx| tx.try_send(t).is_ok());
-                        if !sent {
-                            metrics.taps_dropped.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
+                    Output::Tap(t) => self.event(PlatformEvent::Tap(t), metrics),
+                    Output::Presence(p) => self.event(PlatformEvent::Presence(p), metrics),
+                    Output::Subscribed {
+                        principal, filters, ..
+                    } => self.event(PlatformEvent::Subscribed { principal, filters }, metrics),
+                    Output::Acked {
+                        client_id,
+                        principal,
+                        topic,
+                    } => self.event(
+                        PlatformEvent::Acked {
+                            client_id: client_id.to_string(),
+                            principal,
+                            topic: topic.to_string(),
+                        },
+                        metrics,
+                    ),
                     Output::Close { conn } => {
                         if let Some(h) = self.conns.remove(&conn) {
                             h.close();
@@ -92,6 +105,17 @@ impl Core {
                 }
                 self.broker.connection_lost(conn, now);
             }
+        }
+    }
+
+    /// Hands an event to the platform services without blocking.
+    fn event(&self, e: PlatformEvent, metrics: &Arc<NetMetrics>) {
+        let sent = self
+            .events
+            .as_ref()
+            .is_some_and(|tx| tx.try_send(e).is_ok());
+        if !sent && self.events.is_some() {
+            metrics.taps_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

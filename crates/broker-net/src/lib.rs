@@ -25,6 +25,7 @@ pub use auth::{AuthDecision, AuthRequest, Authenticator, Listener};
 pub use clock::Clock;
 pub use persist::TelemetrySink;
 pub use server::{
-    NetConfig, NetError, NetMetrics, Server, ServerHandle, ServerOptions, TelemetryIngest,
+    NetConfig, NetError, NetMetrics, PlatformEvent, Server, ServerHandle, ServerOptions,
+    TelemetryIngest,
 };
 pub use tls::TlsListeners;

@@ -91,11 +91,31 @@ pub struct ServerOptions {
     pub authenticator: Option<Arc<dyn Authenticator>>,
     /// TLS and secure WebSocket listeners.
     pub tls: Option<TlsListeners>,
-    /// Topic filters whose messages go to `tap_sink` (platform services).
+    /// Topic filters whose messages go to `events` (platform services).
     pub taps: Vec<String>,
-    /// Bounded: when full, tapped messages are dropped and counted
-    /// (`taps_dropped`); the publisher is unaffected.
-    pub tap_sink: Option<tokio::sync::mpsc::Sender<TapMessage>>,
+    /// Topic filters whose acknowledgements by clients go to `events`.
+    pub ack_taps: Vec<String>,
+    /// Tapped messages, acknowledgements and presence changes of
+    /// authenticated clients. Bounded: when full, events are dropped and
+    /// counted (`taps_dropped`); clients are unaffected.
+    pub events: Option<tokio::sync::mpsc::Sender<PlatformEvent>>,
+}
+
+/// What the broker tells platform services.
+#[derive(Debug, Clone)]
+pub enum PlatformEvent {
+    Tap(TapMessage),
+    Presence(broker::PresenceEvent),
+    /// A granted client subscribed to these filters.
+    Subscribed {
+        principal: String,
+        filters: Vec<String>,
+    },
+    Acked {
+        client_id: String,
+        principal: Option<String>,
+        topic: String,
+    },
 }
 
 /// Server failures.
@@ -223,6 +243,18 @@ impl ServerHandle {
         self.shared.guard.connections_of(principal) > 0
     }
 
+    /// Every live connection authenticated by a grant: (principal, Unix ms
+    /// of its last packet).
+    pub fn activity(&self) -> Vec<(String, u64)> {
+        self.shared
+            .lock()
+            .broker
+            .activity()
+            .into_iter()
+            .map(|(p, t)| (p, t.0))
+            .collect()
+    }
+
     /// The broker core's counters.
     pub fn stats(&self) -> broker::Stats {
         self.shared.lock().broker.stats().clone()
@@ -252,7 +284,8 @@ impl Server {
             authenticator,
             tls,
             taps,
-            tap_sink,
+            ack_taps,
+            events,
         } = options;
         let tcp = bind(&format!("{}:{}", config.bind, config.port)).await?;
         let ws = match config.ws_port {
@@ -297,6 +330,9 @@ impl Server {
         for t in &taps {
             broker.add_tap(t);
         }
+        for t in &ack_taps {
+            broker.add_ack_tap(t);
+        }
         let persist = PersistQueue::start(store, sink, durable_tx).map_err(NetError::Thread)?;
         let guard_limits = GuardLimits {
             conn_rate_per_ip: config.max_conn_rate_per_ip,
@@ -310,7 +346,7 @@ impl Server {
                 broker,
                 conns: HashMap::new(),
                 persist,
-                taps: tap_sink,
+                events,
             }),
             authenticator,
             guard: Guard::default(),
@@ -401,7 +437,12 @@ impl Server {
         {
             tracing::warn!("some connections did not close within 5 s");
         }
-        let thread = shared.lock().persist.close();
+        let thread = {
+            let mut core = shared.lock();
+            // Closes the platform event channel: services end their loops.
+            core.events = None;
+            core.persist.close()
+        };
         if let Some(t) = thread {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }

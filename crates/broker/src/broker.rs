@@ -50,6 +50,39 @@ pub enum Output {
     /// A message on a topic a platform service taps (see
     /// [`Broker::add_tap`]), after it was authorised and routed.
     Tap(TapMessage),
+    /// A client authenticated by a grant connected or its connection
+    /// ended (presence).
+    Presence(PresenceEvent),
+    /// A client authenticated by a grant subscribed (the filters granted).
+    Subscribed {
+        principal: String,
+        client_id: ByteString,
+        filters: Vec<String>,
+    },
+    /// A client acknowledged (PUBACK / PUBCOMP) a message on a topic a
+    /// platform service asked to hear about ([`Broker::add_ack_tap`]).
+    Acked {
+        client_id: ByteString,
+        principal: Option<String>,
+        topic: ByteString,
+    },
+}
+
+/// A connection of a granted client began or ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceEvent {
+    pub principal: String,
+    pub client_id: ByteString,
+    pub connected: bool,
+    pub peer: String,
+    /// `mqtt3.1.1` or `mqtt5`.
+    pub protocol: &'static str,
+    /// On connect: the subscriptions the resumed session already has.
+    pub subscriptions: Vec<String>,
+    /// Why a connection ended (`client disconnected`, `connection lost`,
+    /// `keep-alive timeout`, `session taken over`, `protocol error`,
+    /// `disconnected by the platform`, `server shutting down`).
+    pub reason: &'static str,
 }
 
 /// A published message handed to a platform service.
@@ -106,6 +139,10 @@ pub struct Broker {
     pub(crate) telemetry: Option<Box<dyn crate::TelemetryDecoder>>,
     /// Topic filters platform services tap (`Output::Tap`).
     pub(crate) taps: Vec<String>,
+    /// Topic filters whose acknowledgements are reported (`Output::Acked`).
+    pub(crate) ack_taps: Vec<String>,
+    /// Why the connection being detached ends (for presence events).
+    pub(crate) detach_reason: &'static str,
     /// Rate limiting of "access denied" log lines.
     pub(crate) denial_log_next: u64,
     pub(crate) denials_suppressed: u64,
@@ -132,6 +169,8 @@ impl Broker {
             next_seq: 1,
             telemetry: None,
             taps: Vec::new(),
+            ack_taps: Vec::new(),
+            detach_reason: "connection lost",
             denial_log_next: 0,
             denials_suppressed: 0,
             started: now,
@@ -152,6 +191,27 @@ impl Broker {
         if !self.taps.iter().any(|f| f == filter) {
             self.taps.push(filter.to_string());
         }
+    }
+
+    /// Reports acknowledgements of messages on topics matching `filter`
+    /// as [`Output::Acked`] (command delivery).
+    pub fn add_ack_tap(&mut self, filter: &str) {
+        if !self.ack_taps.iter().any(|f| f == filter) {
+            self.ack_taps.push(filter.to_string());
+        }
+    }
+
+    /// Every live connection authenticated by a grant: (principal, last
+    /// packet received).
+    pub fn activity(&self) -> Vec<(String, Time)> {
+        self.conns
+            .values()
+            .filter_map(|c| {
+                self.session(c.session)
+                    .and_then(|s| s.grant.as_ref())
+                    .map(|g| (g.principal.clone(), c.last_seen))
+            })
+            .collect()
     }
 
     /// Disconnects every connection authenticated as `principal` (a
@@ -178,6 +238,8 @@ impl Broker {
                 self.send(conn, Packet::Disconnect(mqtt_proto::Disconnect::new(code)));
             }
             self.outputs.push(Output::Close { conn });
+            self.detach_reason = "disconnected by the platform";
+            self.detach_reason = "keep-alive timeout";
             self.detach(conn, now, true, false);
         }
         conns.len()

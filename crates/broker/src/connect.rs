@@ -81,6 +81,7 @@ impl Broker {
                 self.outputs.push(Output::Close { conn: old_conn });
                 let ends = connect.clean_start
                     || self.session(idx).is_some_and(|s| s.expiry_interval == 0);
+                self.detach_reason = "session taken over";
                 self.detach(old_conn, now, true, ends);
             }
         }
@@ -155,6 +156,21 @@ impl Broker {
         );
         if timeout_ms > 0 {
             self.schedule(now.plus_ms(timeout_ms), Timer::Keepalive(conn));
+        }
+        if let Some(g) = &info.grant {
+            self.outputs
+                .push(Output::Presence(crate::broker::PresenceEvent {
+                    principal: g.principal.clone(),
+                    client_id: client_id.clone(),
+                    connected: true,
+                    peer: info.peer.clone(),
+                    protocol: crate::handlers::protocol_name(connect.protocol),
+                    reason: "",
+                    subscriptions: self
+                        .session(idx)
+                        .map(|s| s.subscriptions.keys().map(|k| k.to_string()).collect())
+                        .unwrap_or_default(),
+                }));
         }
 
         let mut props = ConnAckProperties::default();

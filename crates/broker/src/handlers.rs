@@ -65,6 +65,7 @@ impl Broker {
             self.send(conn, Packet::Disconnect(Disconnect::new(code)));
         }
         self.outputs.push(Output::Close { conn });
+        self.detach_reason = "protocol error";
         self.detach(conn, now, true, false);
     }
 
@@ -84,6 +85,7 @@ impl Broker {
                 self.send(conn, Packet::Disconnect(Disconnect::new(code)));
             }
             self.outputs.push(Output::Close { conn });
+            self.detach_reason = "server shutting down";
             self.detach(conn, now, false, false);
         }
     }
@@ -92,6 +94,7 @@ impl Broker {
     /// it). `will`: whether the will is due; `end`: end the session now
     /// regardless of its expiry.
     pub(crate) fn detach(&mut self, conn: ConnId, now: Time, will: bool, end: bool) {
+        let reason = std::mem::replace(&mut self.detach_reason, "connection lost");
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
@@ -102,6 +105,21 @@ impl Broker {
         if s.conn != Some(conn) {
             return;
         }
+        if let Some(g) = &s.grant {
+            let event = crate::broker::PresenceEvent {
+                principal: g.principal.clone(),
+                client_id: s.client_id.clone(),
+                connected: false,
+                peer: String::new(),
+                protocol: protocol_name(c.protocol),
+                reason,
+                subscriptions: Vec::new(),
+            };
+            self.outputs.push(Output::Presence(event));
+        }
+        let Some(s) = self.session_mut(idx) else {
+            return;
+        };
         s.conn = None;
         if !will {
             s.will = None;
@@ -200,6 +218,7 @@ impl Broker {
         }
         self.outputs.push(Output::Close { conn });
         let with_will = d.reason_code == ReasonCode::DISCONNECT_WITH_WILL;
+        self.detach_reason = "client disconnected";
         self.detach(conn, now, with_will, false);
     }
 
@@ -241,6 +260,25 @@ impl Broker {
             return;
         };
         let Some(done) = s.inflight.remove(pos) else {
+            return;
+        };
+        if !self.ack_taps.is_empty()
+            && self
+                .ack_taps
+                .iter()
+                .any(|f| topic::matches(f, &done.delivery.message.topic))
+        {
+            let s = self.session(idx);
+            let event = Output::Acked {
+                client_id: s.map(|s| s.client_id.clone()).unwrap_or_default(),
+                principal: s
+                    .and_then(|s| s.grant.as_ref())
+                    .map(|g| g.principal.clone()),
+                topic: done.delivery.message.topic.clone(),
+            };
+            self.outputs.push(event);
+        }
+        let Some(s) = self.session_mut(idx) else {
             return;
         };
         if s.persistent() {
@@ -476,6 +514,7 @@ impl Broker {
                     // closing makes the client send it again later.
                     tracing::warn!(client_id = %client_id, "a persistent subscriber's queue is full; closing v3.1.1 publisher");
                     self.outputs.push(Output::Close { conn });
+                    self.detach_reason = "subscriber queue full";
                     self.detach(conn, now, true, false);
                     return;
                 }
@@ -565,6 +604,7 @@ impl Broker {
         }
         let mut codes = Vec::with_capacity(sub.subscriptions.len());
         let mut retained_to_send = Vec::new();
+        let mut granted: Vec<String> = Vec::new();
         for s in sub.subscriptions {
             let (group, filter) = match topic::parse_shared(&s.filter) {
                 Some(Ok((g, f))) => (Some(g), f),
@@ -610,6 +650,7 @@ impl Broker {
             };
             let existed = self.add_subscription(idx, stored);
             codes.push(ReasonCode(s.options.qos as u8));
+            granted.push(s.filter.to_string());
             let send_retained = group.is_none()
                 && match s.options.retain_handling {
                     mqtt_proto::RetainHandling::SendAtSubscribe => true,
@@ -638,6 +679,18 @@ impl Broker {
                 reason_codes: codes,
             }),
         );
+        if !granted.is_empty() {
+            if let Some(s) = self.session(idx) {
+                if let Some(g) = &s.grant {
+                    let event = Output::Subscribed {
+                        principal: g.principal.clone(),
+                        client_id: s.client_id.clone(),
+                        filters: granted,
+                    };
+                    self.outputs.push(event);
+                }
+            }
+        }
         for (msg, qos, sub_id) in retained_to_send {
             if msg.expires_at.is_some_and(|e| e <= now) {
                 continue;
@@ -785,5 +838,14 @@ impl Broker {
         } else {
             self.denials_suppressed += 1;
         }
+    }
+}
+
+/// The protocol's name in presence events.
+pub(crate) fn protocol_name(p: mqtt_proto::Protocol) -> &'static str {
+    if p.is_v5() {
+        "mqtt5"
+    } else {
+        "mqtt3.1.1"
     }
 }

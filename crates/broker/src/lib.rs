@@ -30,7 +30,7 @@ pub use auth::{
     hash_password, AccessControl, AclError, Action as AclAction, AuthFailure, Grant, GrantRule,
     RateLimits,
 };
-pub use broker::{Broker, ConnId, ConnectInfo, Output, TapMessage};
+pub use broker::{Broker, ConnId, ConnectInfo, Output, PresenceEvent, TapMessage};
 pub use config::BrokerConfig;
 pub use outbound::OutboundAliases;
 pub use persist::{

@@ -42,6 +42,8 @@ enum Command {
     Device(cli::DeviceCommand),
     /// Load-test an MQTT broker (this one or any other).
     Bench(bench::BenchArgs),
+    /// Run simulated factory machines that speak the device contract.
+    Simulate(simulator::SimulateArgs),
     /// Add or update a user in a password file (mosquitto_passwd format).
     Passwd {
         /// The password file (created if missing).
@@ -65,6 +67,17 @@ fn main() -> anyhow::Result<()> {
         } => serve::admin_token(&data_dir, &name, config.as_deref()),
         Command::Device(cmd) => cli::device(cmd),
         Command::Bench(args) => run_bench(args),
+        Command::Simulate(args) => {
+            init_logging(if args.json { "warn" } else { "info" });
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let json = args.json;
+            let report = runtime.block_on(simulator::run(args))?;
+            simulator::print_report(&report, json);
+            Ok(())
+        }
         Command::Passwd {
             file,
             user,

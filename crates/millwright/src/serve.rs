@@ -93,7 +93,14 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         };
 
         let clock: identity::Clock = Arc::new(|| crate::unix_ms() as u64);
-        let (tap_tx, tap_rx) = tokio::sync::mpsc::channel(1024);
+        let devices_path = data_dir.join(twin::FILE_NAME);
+        let device_store = Arc::new(twin::DeviceStateStore::open(&devices_path).with_context(
+            || format!("cannot open the device state store {}", devices_path.display()),
+        )?);
+        // Platform events (device messages the fleet taps, command
+        // acknowledgements, presence): bounded, see fleet's docs.
+        let (event_tx, event_rx) = tokio::sync::mpsc::channel(65_536);
+        let (prov_tx, prov_rx) = tokio::sync::mpsc::channel(1024);
         let m = &settings.mqtt;
         let options = broker_net::ServerOptions {
             access,
@@ -108,8 +115,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 port: (m.tls_port != 0).then_some(m.tls_port),
                 wss_port: (m.wss_port != 0).then_some(m.wss_port),
             }),
-            taps: vec![identity::PROVISION_TAP.to_string()],
-            tap_sink: Some(tap_tx),
+            taps: fleet::TAPS.iter().map(|t| t.to_string()).collect(),
+            ack_taps: fleet::ACK_TAPS.iter().map(|t| t.to_string()).collect(),
+            events: Some(event_tx),
         };
         let server = broker_net::Server::bind(
             settings.net_config(),
@@ -131,8 +139,18 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tracing::info!("devices authenticate with their registry credentials (token or certificate); anonymous clients are refused (mqtt.allow_anonymous)");
         }
         let handle = server.handle();
+        let fleet = fleet::Fleet::new(
+            device_store,
+            registry.clone(),
+            handle.clone(),
+            settings.devices.fleet_config(),
+            clock.clone(),
+        );
+        let fleet_thread = fleet
+            .spawn(event_rx, prov_tx)
+            .context("cannot start the fleet threads")?;
         tokio::spawn(identity::serve_provisioning(
-            tap_rx,
+            prov_rx,
             handle.clone(),
             registry.clone(),
             Some(ca.clone()),
@@ -153,6 +171,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 live: Arc::new(security::Live(handle.clone())),
                 device_cert_days: settings.tls.device_cert_days,
                 session_ttl_ms: settings.auth.session_ttl_hours * 3_600_000,
+                fleet: Some(fleet.clone()),
             };
             let router = api::router(state);
             let addr = format!("{}:{}", settings.http.bind, settings.http.port);
@@ -190,6 +209,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 Ok(Ok(())) => {}
             }
         }
+        // The server dropped its event sender: the fleet thread ends.
+        drop(fleet);
+        let _ = tokio::task::spawn_blocking(move || fleet_thread.join()).await;
         if let Some((stop, handle)) = maintenance {
             // A last flush so the next start has little WAL to replay.
             drop(stop);

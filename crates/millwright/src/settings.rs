@@ -15,7 +15,60 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     pub tls: TlsSettings,
     pub auth: AuthSettings,
+    pub devices: DevicesSettings,
     pub log: LogSettings,
+}
+
+/// `[devices]`: twins, commands and presence.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DevicesSettings {
+    /// A connected device silent longer than this is `inactive`, seconds.
+    pub inactivity_timeout_secs: u64,
+    /// Per device type, overriding `inactivity_timeout_secs`.
+    pub type_inactivity_secs: std::collections::BTreeMap<String, u64>,
+    /// Largest twin document (desired + reported + metadata), bytes.
+    pub twin_max_bytes: usize,
+    /// Deepest nesting of a twin document.
+    pub twin_max_depth: usize,
+    /// Finished commands are kept this long, days.
+    pub command_retention_days: u64,
+    /// How often presence, inactivity and command deadlines are checked, ms.
+    pub scan_interval_ms: u64,
+}
+
+impl Default for DevicesSettings {
+    fn default() -> Self {
+        let t = twin::TwinLimits::default();
+        DevicesSettings {
+            inactivity_timeout_secs: 300,
+            type_inactivity_secs: Default::default(),
+            twin_max_bytes: t.max_document_bytes,
+            twin_max_depth: t.max_depth,
+            command_retention_days: 30,
+            scan_interval_ms: 1000,
+        }
+    }
+}
+
+impl DevicesSettings {
+    pub fn fleet_config(&self) -> fleet::FleetConfig {
+        fleet::FleetConfig {
+            twin_limits: twin::TwinLimits {
+                max_document_bytes: self.twin_max_bytes,
+                max_depth: self.twin_max_depth,
+                ..twin::TwinLimits::default()
+            },
+            inactivity_timeout_ms: self.inactivity_timeout_secs * 1000,
+            type_inactivity_ms: self
+                .type_inactivity_secs
+                .iter()
+                .map(|(k, v)| (k.clone(), v * 1000))
+                .collect(),
+            scan_interval_ms: self.scan_interval_ms,
+            command_retention_ms: self.command_retention_days * 86_400_000,
+        }
+    }
 }
 
 /// `[tls]`: the certificate authority and the TLS listeners' certificate.
@@ -450,6 +503,19 @@ impl Settings {
             bail!("invalid setting `tls.device_cert_days`: must be at least 1");
         }
         self.auth.policy()?;
+        let d = &self.devices;
+        if d.inactivity_timeout_secs == 0 {
+            bail!("invalid setting `devices.inactivity_timeout_secs`: must be at least 1");
+        }
+        if d.twin_max_bytes < 1024 {
+            bail!("invalid setting `devices.twin_max_bytes`: must be at least 1024");
+        }
+        if d.twin_max_depth == 0 {
+            bail!("invalid setting `devices.twin_max_depth`: must be at least 1");
+        }
+        if !(10..=60_000).contains(&d.scan_interval_ms) {
+            bail!("invalid setting `devices.scan_interval_ms`: 10 to 60000");
+        }
         if self.http.max_body_bytes < 1024 {
             bail!("invalid setting `http.max_body_bytes`: must be at least 1024");
         }

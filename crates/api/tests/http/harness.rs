@@ -61,7 +61,12 @@ pub struct Server {
     /// An admin API token, sent by every request that names no credential.
     pub admin: String,
     pub router: axum::Router,
+    /// The fleet services over a real broker (with `Config::fleet`).
+    pub fleet: Option<Arc<fleet::Fleet>>,
+    /// The broker's MQTT/TCP address (with `Config::fleet`).
+    pub mqtt: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
+    broker_stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
     _registry_dir: tempfile::TempDir,
 }
@@ -69,6 +74,9 @@ pub struct Server {
 pub struct Config {
     pub max_body_bytes: usize,
     pub with_ca: bool,
+    /// Run a real broker (devices authenticate with registry tokens) and
+    /// the fleet services over it.
+    pub fleet: bool,
 }
 
 impl Default for Config {
@@ -76,8 +84,80 @@ impl Default for Config {
         Config {
             max_body_bytes: 1 << 20,
             with_ca: true,
+            fleet: false,
         }
     }
+}
+
+/// A server with the fleet services over a real broker.
+pub async fn start_fleet(dir: &Path) -> Server {
+    start_with(
+        dir,
+        Config {
+            fleet: true,
+            ..Config::default()
+        },
+    )
+    .await
+}
+
+/// A broker on loopback that authenticates devices against `registry`,
+/// and the fleet over it, its event thread running. The fleet reads the
+/// same clock as the API.
+async fn start_broker(
+    dir: &Path,
+    registry: Arc<Registry>,
+    now: Arc<AtomicI64>,
+) -> (Arc<fleet::Fleet>, SocketAddr, oneshot::Sender<()>) {
+    let clock: Arc<dyn Fn() -> u64 + Send + Sync> =
+        Arc::new(move || u64::try_from(now.load(Ordering::Relaxed)).unwrap_or(0));
+    let (event_tx, event_rx) = tokio::sync::mpsc::channel(4096);
+    let (prov_tx, _prov_rx) = tokio::sync::mpsc::channel(16);
+    let options = broker_net::ServerOptions {
+        access: broker::AccessControl::new(true),
+        authenticator: Some(Arc::new(identity::RegistryAuthenticator::new(
+            registry.clone(),
+            Arc::new(identity::Policy::default()),
+            clock.clone(),
+        ))),
+        taps: fleet::TAPS.map(String::from).to_vec(),
+        ack_taps: fleet::ACK_TAPS.map(String::from).to_vec(),
+        events: Some(event_tx),
+        ..Default::default()
+    };
+    let server = broker_net::Server::bind(
+        broker_net::NetConfig {
+            bind: "127.0.0.1".into(),
+            port: 0,
+            ws_port: None,
+            sys_interval_secs: 0,
+            ..Default::default()
+        },
+        broker::BrokerConfig::default(),
+        Arc::new(kv::RedbSessionStore::open(&dir.join("b.redb")).expect("broker store")),
+        options,
+    )
+    .await
+    .expect("bind broker");
+    let addr = server.local_addr().expect("broker addr");
+    let store = Arc::new(twin::DeviceStateStore::open(&dir.join("devices.redb")).expect("store"));
+    let fleet = fleet::Fleet::new(
+        store,
+        registry,
+        server.handle(),
+        fleet::FleetConfig {
+            scan_interval_ms: 50,
+            ..fleet::FleetConfig::default()
+        },
+        clock,
+    );
+    // The event thread ends when the broker (its event sender) is gone.
+    fleet.spawn(event_rx, prov_tx).expect("fleet threads");
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(server.run(async move {
+        let _ = rx.await;
+    }));
+    (fleet, addr, tx)
 }
 
 pub async fn start(dir: &Path) -> Server {
@@ -112,6 +192,12 @@ pub async fn start_with(dir: &Path, cfg: Config) -> Server {
     let live = Arc::new(Recorder::default());
     let now = Arc::new(AtomicI64::new(NOW));
     let clock_now = now.clone();
+    let (fleet, mqtt, broker_stop) = if cfg.fleet {
+        let (f, a, s) = start_broker(registry_dir.path(), registry.clone(), now.clone()).await;
+        (Some(f), Some(a), Some(s))
+    } else {
+        (None, None, None)
+    };
     let state = ApiState {
         tsdb: tsdb.clone(),
         registry: registry.clone(),
@@ -122,6 +208,7 @@ pub async fn start_with(dir: &Path, cfg: Config) -> Server {
         session_ttl_ms: 3_600_000,
         max_body_bytes: cfg.max_body_bytes,
         clock: Arc::new(move || clock_now.load(Ordering::Relaxed)),
+        fleet: fleet.clone(),
     };
     let router = api::router(state);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -139,7 +226,10 @@ pub async fn start_with(dir: &Path, cfg: Config) -> Server {
         now,
         admin,
         router,
+        fleet,
+        mqtt,
         stop: Some(tx),
+        broker_stop,
         task,
         _registry_dir: registry_dir,
     }
@@ -150,6 +240,9 @@ impl Server {
     /// router is gone).
     pub async fn stop(mut self) -> Arc<tsdb::Tsdb> {
         if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(tx) = self.broker_stop.take() {
             let _ = tx.send(());
         }
         (&mut self.task)
@@ -166,6 +259,33 @@ impl Server {
             .create_api_token(role.as_str(), None, role, None, NOW as u64)
             .expect("token")
             .1
+    }
+
+    /// Creates a device (type `type_`) and returns a token for it.
+    pub async fn device_with_token(&self, id: &str, type_: &str) -> String {
+        let r = self
+            .json(
+                "POST",
+                "/api/devices",
+                &serde_json::json!({"id": id, "type": type_}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json()["token"].as_str().expect("token").to_string()
+    }
+
+    /// An MQTT v5 client authenticated as device `id`.
+    pub async fn mqtt_device(&self, id: &str, token: &str, clean: bool) -> mqtt_client::Client {
+        let mut opts = mqtt_client::ConnectOptions::new(id)
+            .protocol(mqtt_client::Protocol::V5)
+            .clean_start(clean)
+            .credentials(id, token.to_string().into_bytes());
+        if !clean {
+            opts = opts.session_expiry(3600);
+        }
+        mqtt_client::Client::connect(self.mqtt.expect("a fleet server"), opts)
+            .await
+            .expect("device connects")
     }
 
     pub async fn get(&self, path: &str) -> Resp {
@@ -400,4 +520,36 @@ pub fn raw_points(v: &serde_json::Value) -> Vec<(String, String, i64, serde_json
         }
     }
     out
+}
+
+/// Polls `check` every 20 ms until it holds; panics after 5 s.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The next message `client` receives on `topic` (others are skipped), as
+/// JSON; panics after 5 s.
+pub async fn recv_on(client: &mut mqtt_client::Client, topic: &str) -> serde_json::Value {
+    let wait = async {
+        loop {
+            let p = client.recv().await.expect("connection open");
+            if &*p.topic == topic {
+                return serde_json::from_slice(&p.payload).expect("JSON payload");
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), wait)
+        .await
+        .unwrap_or_else(|_| panic!("no message on {topic}"))
 }

@@ -1,0 +1,286 @@
+//! Command routes: send a method call to a device (queued while it is
+//! offline, or refused with `"queue": false`), optionally waiting for its
+//! answer; list, read and cancel commands.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use serde::Serialize;
+use serde_json::Value as Json;
+use twin::{Command, CommandStatus, NewCommand};
+
+use crate::audit::Note;
+use crate::devices::path_id;
+use crate::error::ApiError;
+use crate::fields::read_object;
+use crate::params::Params;
+use crate::{blocking, render, ApiState};
+
+/// Default response timeout of a command, in milliseconds (30 s).
+const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+/// Default time a command may wait queued, in milliseconds (one day).
+const DEFAULT_TTL_MS: u64 = 86_400_000;
+/// How much longer than the command's timeout a waiting request waits,
+/// so that the fleet's scan (every second) has marked a silent command
+/// timed out by the time the request gives up.
+const WAIT_MARGIN_MS: u64 = 1_000;
+/// Longest `timeout` of a command sent with `"wait": true` (five
+/// minutes): a waiting request holds its connection open, and a graceful
+/// shutdown lets it finish.
+pub(crate) const MAX_WAIT_MS: u64 = 300_000;
+
+/// Default and largest page of `GET /api/devices/{id}/commands`.
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+/// One entry of a command's trail.
+#[derive(Serialize)]
+struct TrailDto {
+    status: &'static str,
+    time: u64,
+}
+
+/// A command as JSON. Times are Unix milliseconds.
+#[derive(Serialize)]
+pub(crate) struct CommandDto<'a> {
+    id: &'a str,
+    device_id: &'a str,
+    method: &'a str,
+    params: &'a Json,
+    status: &'static str,
+    trail: Vec<TrailDto>,
+    created_at: u64,
+    timeout_ms: u64,
+    expires_at: Option<u64>,
+    response: Option<&'a Json>,
+    error: Option<&'a str>,
+}
+
+impl<'a> CommandDto<'a> {
+    pub(crate) fn new(c: &'a Command) -> CommandDto<'a> {
+        CommandDto {
+            id: &c.id,
+            device_id: &c.device_id,
+            method: &c.method,
+            params: &c.params,
+            status: c.status.as_str(),
+            trail: c
+                .trail
+                .iter()
+                .map(|&(s, t)| TrailDto {
+                    status: s.as_str(),
+                    time: t,
+                })
+                .collect(),
+            created_at: c.created_at_ms,
+            timeout_ms: c.timeout_ms,
+            expires_at: c.expires_at_ms,
+            response: c.response.as_ref(),
+            error: c.error.as_deref(),
+        }
+    }
+}
+
+fn command_json(c: &Command) -> Json {
+    serde_json::to_value(CommandDto::new(c)).unwrap_or(Json::Null)
+}
+
+/// The `{id}` and `{cmd}` path parameters.
+fn path_id_cmd(
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> Result<(String, String), ApiError> {
+    p.map(|Path(v)| v)
+        .map_err(|e| ApiError::param("id", e.body_text()))
+}
+
+/// `POST /api/devices/{id}/commands`: `{"method", "params"?, "timeout"?
+/// (seconds, default 30), "ttl"? (seconds, default 86400), "wait"?
+/// (default false), "queue"? (default true)}`.
+///
+/// Without `wait`: 202 with the command and its `Location`. With `wait`:
+/// the request waits (on the async runtime, holding no worker) for the
+/// command's final status, at most `timeout` plus a second: 200 with the
+/// command once the device answered (or an operator cancelled it), 504
+/// (`timeout`, the command in the problem's `command` member) otherwise.
+/// An offline device with `"queue": false` is 404 (`device_offline`).
+pub(crate) async fn create(
+    State(st): State<Arc<ApiState>>,
+    id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut note = Note::default();
+    let r = create_inner(st, id, headers, body, &mut note).await;
+    note.outcome(r)
+}
+
+async fn create_inner(
+    st: Arc<ApiState>,
+    id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+    note: &mut Note,
+) -> Result<Response, ApiError> {
+    let id = path_id(id)?;
+    *note = Note::target(&id);
+    let fleet = st.require_fleet()?;
+    let f = read_object(&headers, body, st.max_body_bytes).await?;
+    f.only(&["method", "params", "timeout", "ttl", "wait", "queue"])?;
+    let method = f
+        .string("method")?
+        .ok_or_else(|| ApiError::body("method", "required: the method name"))?;
+    let new = NewCommand {
+        method,
+        params: f.raw("params").unwrap_or(Json::Null),
+        timeout_ms: f
+            .seconds("timeout", twin::MAX_TIMEOUT_MS)?
+            .unwrap_or(DEFAULT_TIMEOUT_MS),
+        ttl_ms: Some(
+            f.seconds("ttl", twin::MAX_TTL_MS)?
+                .unwrap_or(DEFAULT_TTL_MS),
+        ),
+    };
+    new.validate().map_err(|e| match e {
+        twin::TwinError::Invalid { field, message } => {
+            // The store's names for what the API takes in seconds.
+            let field = match field.as_str() {
+                "timeout_ms" => "timeout".to_string(),
+                "ttl_ms" => "ttl".to_string(),
+                _ => field,
+            };
+            ApiError::body(field, message)
+        }
+        other => ApiError::body("method", other.to_string()),
+    })?;
+    let wait = f.bool("wait")?.unwrap_or(false);
+    if wait && new.timeout_ms > MAX_WAIT_MS {
+        return Err(ApiError::body(
+            "timeout",
+            format!("at most {} seconds with \"wait\": true", MAX_WAIT_MS / 1000),
+        ));
+    }
+    let queue = f.bool("queue")?.unwrap_or(true);
+    let timeout_ms = new.timeout_ms;
+    let method = new.method.clone();
+    let fleet2 = fleet.clone();
+    let id2 = id.clone();
+    let (command, rx) =
+        blocking(move || Ok(fleet2.create_command(&id2, new, queue, wait)?)).await?;
+    *note = Note::target(&id)
+        .with_details(serde_json::json!({ "command": command.id, "method": method }));
+    let location = format!("/api/devices/{id}/commands/{}", command.id);
+    let Some(rx) = rx else {
+        let mut resp = render::json(&CommandDto::new(&command), None)?;
+        *resp.status_mut() = StatusCode::ACCEPTED;
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        return Ok(resp);
+    };
+    let limit = Duration::from_millis(timeout_ms.saturating_add(WAIT_MARGIN_MS));
+    let last = match tokio::time::timeout(limit, rx).await {
+        Ok(Ok(c)) => c,
+        // The fleet let the waiter go (it is shutting down), or the wait
+        // ran out: the command as it is now.
+        Ok(Err(_)) | Err(_) => {
+            let cmd_id = command.id.clone();
+            blocking(move || Ok(fleet.command(&id, &cmd_id)?)).await?
+        }
+    };
+    match last.status {
+        CommandStatus::Succeeded | CommandStatus::Failed | CommandStatus::Cancelled => {
+            render::json(&CommandDto::new(&last), None)
+        }
+        status => Err(ApiError::Timeout {
+            reason: format!(
+                "no answer from the device within {} s; the command is {status}",
+                timeout_ms as f64 / 1000.0
+            ),
+            command: Box::new(command_json(&last)),
+        }),
+    }
+}
+
+/// `GET /api/devices/{id}/commands?limit=&after=`: the device's commands,
+/// oldest first; `{"items", "next"}`.
+pub(crate) async fn list(
+    State(st): State<Arc<ApiState>>,
+    id: Result<Path<String>, PathRejection>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let id = path_id(id)?;
+    let p = Params::parse(q.as_deref());
+    p.only(&["limit", "after"], &[])?;
+    let limit = match p.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(ApiError::param(
+                    "limit",
+                    format!("must be an integer from 1 to {MAX_LIMIT}"),
+                ))
+            }
+        },
+    };
+    let after = p.get("after").map(str::to_string);
+    let fleet = st.require_fleet()?;
+    let id2 = id.clone();
+    let (items, next) = blocking(move || {
+        fleet
+            .commands(&id2, after.as_deref(), limit)
+            .map_err(|e| match e {
+                fleet::FleetError::Invalid(reason) => ApiError::param("after", reason),
+                other => other.into(),
+            })
+    })
+    .await?;
+    let link = next.as_ref().map(|n| {
+        format!(
+            "/api/devices/{id}/commands?{}",
+            p.encode_with(&[("after", n.clone())])
+        )
+    });
+    #[derive(Serialize)]
+    struct PageDto<'a> {
+        items: Vec<CommandDto<'a>>,
+        next: Option<&'a str>,
+    }
+    render::json(
+        &PageDto {
+            items: items.iter().map(CommandDto::new).collect(),
+            next: next.as_deref(),
+        },
+        link.as_deref(),
+    )
+}
+
+/// `GET /api/devices/{id}/commands/{cmd}`.
+pub(crate) async fn get(
+    State(st): State<Arc<ApiState>>,
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let (id, cmd) = path_id_cmd(p)?;
+    let fleet = st.require_fleet()?;
+    let c = blocking(move || Ok(fleet.command(&id, &cmd)?)).await?;
+    render::json(&CommandDto::new(&c), None)
+}
+
+/// `POST /api/devices/{id}/commands/{cmd}/cancel`: 200 with the cancelled
+/// command; 409 when it is final already. A waiting request for it ends
+/// with the cancelled command.
+pub(crate) async fn cancel(
+    State(st): State<Arc<ApiState>>,
+    p: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let (id, cmd) = path_id_cmd(p)?;
+    let fleet = st.require_fleet()?;
+    let note = Note::target(&id).with_details(serde_json::json!({ "command": cmd }));
+    let c = blocking(move || Ok(fleet.cancel_command(&id, &cmd)?)).await;
+    Ok(note.outcome(c.and_then(|c| render::json(&CommandDto::new(&c), None))))
+}

@@ -1,0 +1,141 @@
+//! `fleet`: the platform services that talk to devices through the broker.
+//!
+//! What it is: [`Fleet`], which consumes the broker's platform events
+//! (tapped device messages, acknowledgements of commands, presence changes
+//! of authenticated devices) on a thread of its own, keeps twins, commands
+//! and presence in the `twin` crate's store, and answers devices through
+//! [`broker_net::ServerHandle::publish`]; and the operations the HTTP API
+//! calls (read and change twins, send and follow commands, presence and
+//! fleet counts).
+//!
+//! Device-side topics (the device contract, `{name}` optional):
+//!
+//! | topic | direction | what |
+//! |---|---|---|
+//! | `devices/{id}/twin[/{name}]/get` | in | payload empty or `{"clientToken"}` |
+//! | `devices/{id}/twin[/{name}]/get/accepted` | out | the full document (+ `clientToken`) |
+//! | `devices/{id}/twin[/{name}]/update` | in | `{"state": {"reported"?, "desired"?}, "version"?, "clientToken"?}` |
+//! | `devices/{id}/twin[/{name}]/update/accepted` | out | the full document after the update (+ `clientToken`) |
+//! | `devices/{id}/twin[/{name}]/{get,update}/rejected` | out | `{"code", "message", "clientToken"?}` (400, 409, 413) |
+//! | `devices/{id}/twin[/{name}]/delta` | out | after a change to desired that leaves a difference: `{"state": delta, "metadata", "version", "timestamp"}` |
+//! | `devices/{id}/twin[/{name}]/documents` | out | after every accepted change: `{"previous", "current", "timestamp"}` |
+//! | `devices/{id}/commands/{cmd_id}` | out | `{"method", "params"}`, QoS 1; its PUBACK marks the command delivered |
+//! | `devices/{id}/commands/{cmd_id}/response` | in | `{"status": 0 = success, "result"}` |
+//! | `$events/devices/{id}/{connected,disconnected,inactive,active}` | out | `{"device_id", "time", "address"?, "protocol"?, "reason"?, "client_id"?}` |
+//!
+//! What it is not: storage (that is `twin`), HTTP (that is `api`). Every
+//! reply is published after the change it reports is durable.
+//!
+//! Throughput bound: events are handled in order on one thread; a twin
+//! update or command transition costs one fsynced store transaction. The
+//! event channel is bounded (the broker drops and counts events when it is
+//! full: see `$SYS/broker/platform/taps_dropped`).
+
+mod events;
+mod ops;
+mod topics;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use broker_net::ServerHandle;
+use registry::Registry;
+use twin::{DeviceStateStore, TwinLimits};
+
+pub use ops::{FleetError, PresenceView};
+pub use topics::{parse_device_topic, DeviceTopic};
+
+/// Unix milliseconds now; injected so tests can fix time.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The namespace (tenant) devices live in for now.
+pub const NAMESPACE: &str = "default";
+
+/// Topics the fleet taps (device -> platform).
+pub const TAPS: [&str; 3] = [
+    "devices/+/twin/#",
+    "devices/+/commands/+/response",
+    "$provision/+/request",
+];
+
+/// Topics whose acknowledgements the fleet hears (command delivery).
+pub const ACK_TAPS: [&str; 1] = ["devices/+/commands/+"];
+
+/// Settings of the fleet services.
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    pub twin_limits: TwinLimits,
+    /// A connected device silent for longer is `inactive`.
+    pub inactivity_timeout_ms: u64,
+    /// Per device type, overriding `inactivity_timeout_ms`.
+    pub type_inactivity_ms: HashMap<String, u64>,
+    /// How often activity, inactivity and command deadlines are checked.
+    pub scan_interval_ms: u64,
+    /// Final commands are kept this long, then pruned.
+    pub command_retention_ms: u64,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig {
+            twin_limits: TwinLimits::default(),
+            inactivity_timeout_ms: 300_000,
+            type_inactivity_ms: HashMap::new(),
+            scan_interval_ms: 1000,
+            command_retention_ms: 30 * 86_400_000,
+        }
+    }
+}
+
+/// The fleet services. Shared (`Arc`) between the event thread and the
+/// API.
+pub struct Fleet {
+    pub(crate) store: Arc<DeviceStateStore>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) handle: ServerHandle,
+    pub(crate) config: FleetConfig,
+    pub(crate) clock: Clock,
+    /// Synchronous command calls waiting for a final status, by command id.
+    pub(crate) waiters: Mutex<HashMap<String, Vec<tokio::sync::oneshot::Sender<twin::Command>>>>,
+    /// Live devices: last packet seen (from the broker) and their type.
+    pub(crate) live: Mutex<HashMap<String, LiveDevice>>,
+    /// When finished commands were last pruned.
+    pub(crate) last_prune_ms: Mutex<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct LiveDevice {
+    pub connected_at_ms: u64,
+    pub last_seen_ms: u64,
+    pub device_type: String,
+    pub inactive: bool,
+}
+
+impl Fleet {
+    pub fn new(
+        store: Arc<DeviceStateStore>,
+        registry: Arc<Registry>,
+        handle: ServerHandle,
+        config: FleetConfig,
+        clock: Clock,
+    ) -> Arc<Fleet> {
+        Arc::new(Fleet {
+            store,
+            registry,
+            handle,
+            config,
+            clock,
+            waiters: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashMap::new()),
+            last_prune_ms: Mutex::new(0),
+        })
+    }
+
+    pub(crate) fn now(&self) -> u64 {
+        (self.clock)()
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
