@@ -243,6 +243,11 @@ impl ServerHandle {
         self.shared.guard.connections_of(principal) > 0
     }
 
+    /// Replaces the dynamic taps (see [`broker::Broker::set_dynamic_taps`]).
+    pub fn set_dynamic_taps(&self, filters: Vec<String>) {
+        self.shared.lock().broker.set_dynamic_taps(filters);
+    }
+
     /// Every live connection authenticated by a grant: (principal, Unix ms
     /// of its last packet).
     pub fn activity(&self) -> Vec<(String, u64)> {

@@ -139,6 +139,9 @@ pub struct Broker {
     pub(crate) telemetry: Option<Box<dyn crate::TelemetryDecoder>>,
     /// Topic filters platform services tap (`Output::Tap`).
     pub(crate) taps: Vec<String>,
+    /// Topic filters tapped on every publish, the platform's own included
+    /// (rules); replaced as a whole.
+    pub(crate) dynamic_taps: Vec<String>,
     /// Topic filters whose acknowledgements are reported (`Output::Acked`).
     pub(crate) ack_taps: Vec<String>,
     /// Why the connection being detached ends (for presence events).
@@ -170,6 +173,7 @@ impl Broker {
             telemetry: None,
             taps: Vec::new(),
             ack_taps: Vec::new(),
+            dynamic_taps: Vec::new(),
             detach_reason: "connection lost",
             denial_log_next: 0,
             denials_suppressed: 0,
@@ -191,6 +195,15 @@ impl Broker {
         if !self.taps.iter().any(|f| f == filter) {
             self.taps.push(filter.to_string());
         }
+    }
+
+    /// Replaces the dynamic taps: messages on matching topics, published
+    /// by clients or by the platform itself, are handed over as
+    /// [`Output::Tap`] (the rules engine's inputs). Duplicates are removed.
+    pub fn set_dynamic_taps(&mut self, mut filters: Vec<String>) {
+        filters.sort();
+        filters.dedup();
+        self.dynamic_taps = filters;
     }
 
     /// Reports acknowledgements of messages on topics matching `filter`

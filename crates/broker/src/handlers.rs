@@ -495,7 +495,12 @@ impl Broker {
             self.ack_publish(conn, idx, &ack_info, ReasonCode::QUOTA_EXCEEDED, v5);
             return;
         }
-        if !self.taps.is_empty() && self.taps.iter().any(|f| topic::matches(f, &msg.topic)) {
+        let tapped = self.taps.iter().any(|f| topic::matches(f, &msg.topic))
+            || self
+                .dynamic_taps
+                .iter()
+                .any(|f| topic::matches(f, &msg.topic));
+        if tapped {
             let principal = self
                 .session(idx)
                 .and_then(|s| s.grant.as_ref())
@@ -587,6 +592,17 @@ impl Broker {
         let msg = Arc::new(msg);
         if msg.retain {
             self.set_retained(msg.clone());
+        }
+        if self
+            .dynamic_taps
+            .iter()
+            .any(|f| topic::matches(f, &msg.topic))
+        {
+            self.outputs.push(Output::Tap(crate::broker::TapMessage {
+                client_id: mqtt_proto::ByteString::default(),
+                principal: None,
+                message: msg.clone(),
+            }));
         }
         self.route(msg, None, now);
     }

@@ -147,7 +147,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             clock.clone(),
         );
         let fleet_thread = fleet
-            .spawn(event_rx, prov_tx)
+            .spawn(event_rx, prov_tx, None)
             .context("cannot start the fleet threads")?;
         tokio::spawn(identity::serve_provisioning(
             prov_rx,
