@@ -265,10 +265,15 @@ impl Fleet {
     fn command_response(&self, device: &str, command: &str, payload: &Bytes) {
         let response: Value = serde_json::from_slice(payload).unwrap_or(Value::Null);
         let now = self.now();
-        match self
-            .store
-            .update_command(NAMESPACE, device, command, |c| c.respond(&response, now))
-        {
+        match self.store.update_command(NAMESPACE, device, command, |c| {
+            // A device may answer before its PUBACK reaches us (paho
+            // acknowledges after its callback): the answer proves the
+            // delivery.
+            if c.status == CommandStatus::Sent {
+                c.mark_delivered(now)?;
+            }
+            c.respond(&response, now)
+        }) {
             Ok(Ok(c)) => self.notify(&c),
             Ok(Err(e)) => tracing::debug!(device, command, error = %e, "response ignored"),
             Err(e) => {
