@@ -60,6 +60,13 @@ pub(crate) const ACTIONS: &[(&str, &str, &str)] = &[
     ("DELETE", "/api/users/{name}", "user.delete"),
     ("POST", "/api/tokens", "token.create"),
     ("DELETE", "/api/tokens/{id}", "token.revoke"),
+    ("POST", "/api/rules", "rule.create"),
+    ("PUT", "/api/rules/{name}", "rule.update"),
+    ("DELETE", "/api/rules/{name}", "rule.delete"),
+    ("POST", "/api/rules/{name}/enable", "rule.enable"),
+    ("POST", "/api/rules/{name}/disable", "rule.disable"),
+    ("POST", "/api/alarms/{id}/ack", "alarm.acknowledge"),
+    ("POST", "/api/alarms/{id}/clear", "alarm.clear"),
 ];
 
 /// The action name of a request.

@@ -274,6 +274,7 @@ mod params;
 mod presence;
 mod query;
 mod render;
+mod rule_routes;
 mod time;
 mod tls;
 mod twins;
@@ -346,6 +347,8 @@ pub struct ApiState {
     /// The fleet services (twins, commands, presence); `None` where no
     /// broker runs, and then their routes answer 503.
     pub fleet: Option<Arc<fleet::Fleet>>,
+    /// The rules engine and alarms; `None` where none runs (503).
+    pub automation: Option<Arc<automation::Automation>>,
 }
 
 impl ApiState {
@@ -429,6 +432,26 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/claims", get(claims::list).post(claims::create))
         .route("/api/claims/{id}", delete(claims::revoke))
         .route("/api/claims/{id}/certificate", post(claims::certificate))
+        .route(
+            "/api/rules",
+            get(rule_routes::list).post(rule_routes::create),
+        )
+        .route("/api/rules/validate", post(rule_routes::validate))
+        .route("/api/rules/dry-run", post(rule_routes::dry_run))
+        .route(
+            "/api/rules/{name}",
+            get(rule_routes::get)
+                .put(rule_routes::replace)
+                .delete(rule_routes::delete),
+        )
+        .route("/api/rules/{name}/enable", post(rule_routes::enable))
+        .route("/api/rules/{name}/disable", post(rule_routes::disable))
+        .route("/api/rules/{name}/traces", get(rule_routes::traces))
+        .route("/api/alarms", get(rule_routes::alarms))
+        .route("/api/alarms/counts", get(rule_routes::counts))
+        .route("/api/alarms/{id}", get(rule_routes::alarm))
+        .route("/api/alarms/{id}/ack", post(rule_routes::acknowledge))
+        .route("/api/alarms/{id}/clear", post(rule_routes::clear))
         .route(
             "/api/devices/{id}/twin",
             get(twins::get_classic).patch(twins::patch_classic),

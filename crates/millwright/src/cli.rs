@@ -125,6 +125,93 @@ pub enum DeviceCommand {
     },
 }
 
+#[derive(clap::Subcommand)]
+pub enum RuleCommand {
+    /// Create a rule from a JSON file (`{"name", "sql", "actions", ...}`),
+    /// or replace it with --replace.
+    Add {
+        file: PathBuf,
+        #[arg(long)]
+        replace: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List rules with their counters.
+    List {
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show one rule.
+    Get {
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    Enable {
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    Disable {
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    Delete {
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Recent evaluations of a rule, newest first.
+    Traces {
+        name: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Evaluate a rule against a sample message, without side effects.
+    DryRun {
+        name: String,
+        #[arg(long)]
+        topic: String,
+        /// The payload (JSON text).
+        #[arg(long)]
+        payload: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum AlarmCommand {
+    /// List alarms, newest first (state: active, cleared, active_unack, ...).
+    List {
+        #[arg(long)]
+        device: Option<String>,
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        severity: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Acknowledge an alarm.
+    Ack {
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Clear an alarm.
+    Clear {
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
 /// An API failure with the exit code scripts see.
 struct Failure {
     code: i32,
@@ -229,6 +316,150 @@ fn labels_map(labels: &[String]) -> anyhow::Result<serde_json::Map<String, Value
     Ok(m)
 }
 
+pub fn rule(cmd: RuleCommand) -> anyhow::Result<()> {
+    finish(run_rule(cmd))
+}
+
+pub fn alarm(cmd: AlarmCommand) -> anyhow::Result<()> {
+    finish(run_alarm(cmd))
+}
+
+fn finish(r: Result<(), Failure>) -> anyhow::Result<()> {
+    match r {
+        Ok(()) => Ok(()),
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            std::process::exit(f.code);
+        }
+    }
+}
+
+fn pretty(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn run_rule(cmd: RuleCommand) -> Result<(), Failure> {
+    match cmd {
+        RuleCommand::Add {
+            file,
+            replace,
+            remote,
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))
+                .map_err(usage)?;
+            let def: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", file.display()))
+                .map_err(usage)?;
+            let v = if replace {
+                let name = def.get("name").and_then(Value::as_str).unwrap_or_default();
+                remote.call(
+                    "PUT",
+                    &format!("/api/rules/{}", enc(name)),
+                    Some(Body::Json(def.clone())),
+                )?
+            } else {
+                remote.call("POST", "/api/rules", Some(Body::Json(def)))?
+            };
+            println!(
+                "saved rule {}",
+                v.get("name").and_then(Value::as_str).unwrap_or_default()
+            );
+        }
+        RuleCommand::List { output, remote } => {
+            let v = remote.call("GET", "/api/rules", None)?;
+            let mut items: Vec<Value> = v
+                .get("items")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for r in &mut items {
+                if let (Some(m), Some(o)) = (r.get("metrics").cloned(), r.as_object_mut()) {
+                    for k in ["evaluations", "matches", "errors", "action_failures"] {
+                        o.insert(k.into(), m.get(k).cloned().unwrap_or(Value::Null));
+                    }
+                }
+            }
+            print_table(
+                &items,
+                &["name", "enabled", "filter", "evaluations", "matches", "errors", "action_failures"],
+                output,
+            );
+        }
+        RuleCommand::Get { name, remote } => {
+            pretty(&remote.call("GET", &format!("/api/rules/{}", enc(&name)), None)?)
+        }
+        RuleCommand::Enable { name, remote } => {
+            remote.call("POST", &format!("/api/rules/{}/enable", enc(&name)), None)?;
+            println!("enabled {name}");
+        }
+        RuleCommand::Disable { name, remote } => {
+            remote.call("POST", &format!("/api/rules/{}/disable", enc(&name)), None)?;
+            println!("disabled {name}");
+        }
+        RuleCommand::Delete { name, remote } => {
+            remote.call("DELETE", &format!("/api/rules/{}", enc(&name)), None)?;
+            println!("deleted {name}");
+        }
+        RuleCommand::Traces { name, remote } => {
+            pretty(&remote.call("GET", &format!("/api/rules/{}/traces", enc(&name)), None)?)
+        }
+        RuleCommand::DryRun {
+            name,
+            topic,
+            payload,
+            remote,
+        } => {
+            let payload: Value = serde_json::from_str(&payload).unwrap_or(Value::String(payload));
+            pretty(&remote.call(
+                "POST",
+                "/api/rules/dry-run",
+                Some(Body::Json(json!({"rule": name, "topic": topic, "payload": payload}))),
+            )?)
+        }
+    }
+    Ok(())
+}
+
+fn run_alarm(cmd: AlarmCommand) -> Result<(), Failure> {
+    match cmd {
+        AlarmCommand::List {
+            device,
+            state,
+            severity,
+            output,
+            remote,
+        } => {
+            let mut q = vec!["limit=1000".to_string()];
+            for (k, v) in [("device", device), ("state", state), ("severity", severity)] {
+                if let Some(v) = v {
+                    q.push(format!("{k}={}", enc(&v)));
+                }
+            }
+            let v = remote.call("GET", &format!("/api/alarms?{}", q.join("&")), None)?;
+            let items = v
+                .get("items")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            print_table(
+                &items,
+                &["id", "device_id", "type", "severity", "state", "count", "last_raised"],
+                output,
+            );
+        }
+        AlarmCommand::Ack { id, remote } => {
+            remote.call("POST", &format!("/api/alarms/{}/ack", enc(&id)), None)?;
+            println!("acknowledged {id}");
+        }
+        AlarmCommand::Clear { id, remote } => {
+            remote.call("POST", &format!("/api/alarms/{}/clear", enc(&id)), None)?;
+            println!("cleared {id}");
+        }
+    }
+    Ok(())
+}
+
 pub fn device(cmd: DeviceCommand) -> anyhow::Result<()> {
     match run(cmd) {
         Ok(()) => Ok(()),
@@ -247,6 +478,14 @@ fn usage(e: anyhow::Error) -> Failure {
 }
 
 fn print_devices(items: &[Value], output: Output) {
+    print_table(
+        items,
+        &["id", "name", "type", "labels", "groups", "enabled", "connected"],
+        output,
+    );
+}
+
+fn print_table(items: &[Value], cols: &[&str], output: Output) {
     let field = |d: &Value, k: &str| -> String {
         match d.get(k) {
             Some(Value::String(s)) => s.clone(),
@@ -264,15 +503,6 @@ fn print_devices(items: &[Value], output: Output) {
             Some(v) => v.to_string(),
         }
     };
-    let cols = [
-        "id",
-        "name",
-        "type",
-        "labels",
-        "groups",
-        "enabled",
-        "connected",
-    ];
     match output {
         Output::Json => println!("{}", Value::Array(items.to_vec())),
         Output::Csv => {

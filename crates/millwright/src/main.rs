@@ -40,6 +40,12 @@ enum Command {
     /// Manage devices through the HTTP API.
     #[command(subcommand)]
     Device(cli::DeviceCommand),
+    /// Manage rules through the HTTP API.
+    #[command(subcommand)]
+    Rule(cli::RuleCommand),
+    /// List, acknowledge and clear alarms through the HTTP API.
+    #[command(subcommand)]
+    Alarm(cli::AlarmCommand),
     /// Load-test an MQTT broker (this one or any other).
     Bench(bench::BenchArgs),
     /// Run simulated factory machines that speak the device contract.
@@ -66,6 +72,8 @@ fn main() -> anyhow::Result<()> {
             config,
         } => serve::admin_token(&data_dir, &name, config.as_deref()),
         Command::Device(cmd) => cli::device(cmd),
+        Command::Rule(cmd) => cli::rule(cmd),
+        Command::Alarm(cmd) => cli::alarm(cmd),
         Command::Bench(args) => run_bench(args),
         Command::Simulate(args) => {
             init_logging(if args.json { "warn" } else { "info" });

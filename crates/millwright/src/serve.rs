@@ -101,6 +101,20 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // acknowledgements, presence): bounded, see fleet's docs.
         let (event_tx, event_rx) = tokio::sync::mpsc::channel(65_536);
         let (prov_tx, prov_rx) = tokio::sync::mpsc::channel(1024);
+        let (rules_tx, rules_rx) = tokio::sync::mpsc::channel(settings.rules.queue);
+        let alarms_path = data_dir.join("alarms.redb");
+        let alarm_store = Arc::new(alarms::AlarmStore::open(&alarms_path).with_context(|| {
+            format!("cannot open the alarm store {}", alarms_path.display())
+        })?);
+        let outbox_path = data_dir.join("outbox.redb");
+        let outbox = Arc::new(
+            alarms::Outbox::open(
+                &outbox_path,
+                settings.rules.outbox_max_entries,
+                settings.rules.outbox_max_bytes,
+            )
+            .with_context(|| format!("cannot open the webhook outbox {}", outbox_path.display()))?,
+        );
         let m = &settings.mqtt;
         let options = broker_net::ServerOptions {
             access,
@@ -147,8 +161,23 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             clock.clone(),
         );
         let fleet_thread = fleet
-            .spawn(event_rx, prov_tx, None)
+            .spawn(event_rx, prov_tx, Some(rules_tx))
             .context("cannot start the fleet threads")?;
+        let automation = automation::Automation::open(
+            &data_dir.join("rules.redb"),
+            alarm_store,
+            outbox,
+            Some(fleet.clone()),
+            tsdb_handle.clone(),
+            registry.clone(),
+            handle.clone(),
+            settings.rules.automation_config(),
+            clock.clone(),
+        )
+        .context("cannot start the rules engine")?;
+        let rules_thread = automation
+            .spawn(rules_rx)
+            .context("cannot start the rules thread")?;
         tokio::spawn(identity::serve_provisioning(
             prov_rx,
             handle.clone(),
@@ -172,6 +201,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 device_cert_days: settings.tls.device_cert_days,
                 session_ttl_ms: settings.auth.session_ttl_hours * 3_600_000,
                 fleet: Some(fleet.clone()),
+                automation: Some(automation.clone()),
             };
             let router = api::router(state);
             let addr = format!("{}:{}", settings.http.bind, settings.http.port);
@@ -209,9 +239,15 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 Ok(Ok(())) => {}
             }
         }
-        // The server dropped its event sender: the fleet thread ends.
+        // The server dropped its event sender: the fleet thread ends, and
+        // with it the rules queue.
         drop(fleet);
-        let _ = tokio::task::spawn_blocking(move || fleet_thread.join()).await;
+        drop(automation);
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = fleet_thread.join();
+            let _ = rules_thread.join();
+        })
+        .await;
         if let Some((stop, handle)) = maintenance {
             // A last flush so the next start has little WAL to replay.
             drop(stop);

@@ -16,7 +16,61 @@ pub struct Settings {
     pub tls: TlsSettings,
     pub auth: AuthSettings,
     pub devices: DevicesSettings,
+    pub rules: RulesSettings,
     pub log: LogSettings,
+}
+
+/// `[rules]`: the rules engine, alarms and webhooks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesSettings {
+    /// Evaluations kept per rule for its trace.
+    pub trace_capacity: usize,
+    /// Most rules.
+    pub max_rules: usize,
+    /// Messages waiting for evaluation; when full, messages are not
+    /// evaluated and counted.
+    pub queue: usize,
+    /// Immediate retries of a failed action (webhooks retry with back-off).
+    pub action_retries: u32,
+    pub webhook_timeout_secs: u64,
+    /// A webhook call is dropped after this many attempts or this age.
+    pub webhook_max_attempts: u32,
+    pub webhook_max_age_hours: u64,
+    /// Bounds of the disk-backed webhook queue; beyond, the webhook action
+    /// fails (recorded in the rule's trace and counters).
+    pub outbox_max_entries: usize,
+    pub outbox_max_bytes: usize,
+}
+
+impl Default for RulesSettings {
+    fn default() -> Self {
+        let a = automation::AutomationConfig::default();
+        RulesSettings {
+            trace_capacity: a.trace_capacity,
+            max_rules: a.max_rules,
+            queue: 65_536,
+            action_retries: a.action_retries,
+            webhook_timeout_secs: a.webhook_timeout_ms / 1000,
+            webhook_max_attempts: a.webhook_max_attempts,
+            webhook_max_age_hours: a.webhook_max_age_ms / 3_600_000,
+            outbox_max_entries: 100_000,
+            outbox_max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl RulesSettings {
+    pub fn automation_config(&self) -> automation::AutomationConfig {
+        automation::AutomationConfig {
+            trace_capacity: self.trace_capacity,
+            max_rules: self.max_rules,
+            action_retries: self.action_retries,
+            webhook_timeout_ms: self.webhook_timeout_secs * 1000,
+            webhook_max_attempts: self.webhook_max_attempts,
+            webhook_max_age_ms: self.webhook_max_age_hours * 3_600_000,
+        }
+    }
 }
 
 /// `[devices]`: twins, commands and presence.
@@ -512,6 +566,13 @@ impl Settings {
         }
         if d.twin_max_depth == 0 {
             bail!("invalid setting `devices.twin_max_depth`: must be at least 1");
+        }
+        let r = &self.rules;
+        if r.queue == 0 || r.trace_capacity == 0 || r.max_rules == 0 {
+            bail!("invalid setting `rules.queue`/`rules.trace_capacity`/`rules.max_rules`: must be at least 1");
+        }
+        if r.webhook_timeout_secs == 0 || r.webhook_max_attempts == 0 {
+            bail!("invalid setting `rules.webhook_timeout_secs`/`rules.webhook_max_attempts`: must be at least 1");
         }
         if !(10..=60_000).contains(&d.scan_interval_ms) {
             bail!("invalid setting `devices.scan_interval_ms`: 10 to 60000");

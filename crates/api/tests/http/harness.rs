@@ -209,6 +209,7 @@ pub async fn start_with(dir: &Path, cfg: Config) -> Server {
         max_body_bytes: cfg.max_body_bytes,
         clock: Arc::new(move || clock_now.load(Ordering::Relaxed)),
         fleet: fleet.clone(),
+        automation: None,
     };
     let router = api::router(state);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

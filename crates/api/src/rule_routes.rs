@@ -1,0 +1,409 @@
+//! Rules (`/api/rules`) and alarms (`/api/alarms`), over the
+//! `automation` service.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use registry::Principal;
+use serde_json::{json, Value as Json};
+
+use crate::audit::Note;
+use crate::devices::{created, path_id};
+use crate::error::ApiError;
+use crate::fields::read_body;
+use crate::params::Params;
+use crate::{blocking, render, ApiState};
+
+fn service(st: &ApiState) -> Result<Arc<automation::Automation>, ApiError> {
+    st.automation
+        .clone()
+        .ok_or_else(|| ApiError::Unavailable("the rules engine is not running".into()))
+}
+
+impl From<automation::AutomationError> for ApiError {
+    fn from(e: automation::AutomationError) -> Self {
+        use automation::AutomationError as E;
+        match e {
+            E::Invalid { field, message } => ApiError::BadBody {
+                field: (!field.is_empty()).then_some(field),
+                reason: message,
+            },
+            E::Parse {
+                line,
+                column,
+                message,
+            } => ApiError::BadBody {
+                field: Some("sql".into()),
+                reason: format!("line {line}, column {column}: {message}"),
+            },
+            E::NotFound(m) => ApiError::Missing(m),
+            E::Conflict(m) => ApiError::AlreadyExists(m),
+            E::Storage(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl From<alarms::AlarmError> for ApiError {
+    fn from(e: alarms::AlarmError) -> Self {
+        automation::AutomationError::from(e).into()
+    }
+}
+
+fn rule_json(r: &automation::RuleView) -> Json {
+    json!({
+        "name": r.name,
+        "description": r.description,
+        "sql": r.sql,
+        "actions": r.actions,
+        "enabled": r.enabled,
+        "filter": r.filter,
+        "created_at": r.created_ms,
+        "updated_at": r.updated_ms,
+        "metrics": {
+            "evaluations": r.evaluations,
+            "matches": r.matches,
+            "errors": r.errors,
+            "action_failures": r.action_failures,
+            "avg_eval_us": r.avg_eval_us,
+        },
+    })
+}
+
+async fn body_json(st: &ApiState, headers: &HeaderMap, body: Body) -> Result<Json, ApiError> {
+    let data = read_body(headers, body, st.max_body_bytes).await?;
+    serde_json::from_slice(&data).map_err(|e| ApiError::BadBody {
+        field: None,
+        reason: format!("not valid JSON: {e}"),
+    })
+}
+
+/// `GET /api/rules`.
+pub(crate) async fn list(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+    let a = service(&st)?;
+    let items: Vec<Json> = a.list().iter().map(rule_json).collect();
+    // Messages the engine could not take (its queue was full).
+    let dropped = st
+        .fleet
+        .as_ref()
+        .map_or(0, |f| f.rules_dropped.load(std::sync::atomic::Ordering::Relaxed));
+    render::json(&json!({ "items": items, "dropped": dropped }), None)
+}
+
+/// `GET /api/rules/{name}`.
+pub(crate) async fn get(
+    State(st): State<Arc<ApiState>>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let name = path_id(name)?;
+    let a = service(&st)?;
+    let r = a
+        .get(&name)
+        .ok_or_else(|| ApiError::Missing(format!("rule {name:?} not found")))?;
+    render::json(&rule_json(&r), None)
+}
+
+/// `POST /api/rules`: `{"name", "sql", "actions", "enabled"?,
+/// "description"?}` -> 201; a parse error is a 400 naming `sql` with the
+/// line and column.
+pub(crate) async fn create(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let a = service(&st)?;
+    let def = body_json(&st, &headers, body).await?;
+    let r = blocking(move || Ok(a.save(&def, true)?)).await?;
+    let resp = created(&rule_json(&r), &format!("/api/rules/{}", r.name))?;
+    Ok(Note::target(&r.name).attach(resp))
+}
+
+/// `PUT /api/rules/{name}`: replaces the definition (the body's name, if
+/// given, must be the same).
+pub(crate) async fn replace(
+    State(st): State<Arc<ApiState>>,
+    name: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let name = path_id(name)?;
+    let a = service(&st)?;
+    let mut def = body_json(&st, &headers, body).await?;
+    let Some(o) = def.as_object_mut() else {
+        return Err(ApiError::body("", "expected a JSON object"));
+    };
+    match o.get("name").and_then(Json::as_str) {
+        Some(n) if n != name => return Err(ApiError::body("name", "differs from the path")),
+        _ => {
+            o.insert("name".into(), json!(name));
+        }
+    }
+    let r = blocking(move || Ok(a.save(&def, false)?)).await?;
+    Ok(Note::target(&r.name).attach(render::json(&rule_json(&r), None)?))
+}
+
+/// `DELETE /api/rules/{name}` -> 204.
+pub(crate) async fn delete(
+    State(st): State<Arc<ApiState>>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let name = path_id(name)?;
+    let a = service(&st)?;
+    let n2 = name.clone();
+    if !blocking(move || Ok(a.delete(&n2)?)).await? {
+        return Err(ApiError::Missing(format!("rule {name:?} not found")));
+    }
+    Ok(Note::target(&name).attach(StatusCode::NO_CONTENT.into_response()))
+}
+
+async fn set_enabled(st: Arc<ApiState>, name: String, enabled: bool) -> Result<Response, ApiError> {
+    let a = service(&st)?;
+    let n2 = name.clone();
+    let r = blocking(move || Ok(a.set_enabled(&n2, enabled)?)).await?;
+    Ok(Note::target(&name).attach(render::json(&rule_json(&r), None)?))
+}
+
+/// `POST /api/rules/{name}/enable`.
+pub(crate) async fn enable(
+    State(st): State<Arc<ApiState>>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    set_enabled(st, path_id(name)?, true).await
+}
+
+/// `POST /api/rules/{name}/disable`.
+pub(crate) async fn disable(
+    State(st): State<Arc<ApiState>>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    set_enabled(st, path_id(name)?, false).await
+}
+
+/// `GET /api/rules/{name}/traces`: recent evaluations, newest first.
+pub(crate) async fn traces(
+    State(st): State<Arc<ApiState>>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let name = path_id(name)?;
+    let a = service(&st)?;
+    let traces = a
+        .traces(&name)
+        .ok_or_else(|| ApiError::Missing(format!("rule {name:?} not found")))?;
+    let items: Vec<Json> = traces
+        .iter()
+        .map(|t| {
+            json!({
+                "time": t.time_ms,
+                "topic": t.topic,
+                "payload": t.payload,
+                "matched": t.matched,
+                "group": t.group,
+                "outputs": t.outputs,
+                "actions": t.actions.iter().map(|r| json!({"type": r.kind, "ok": r.ok, "detail": r.detail})).collect::<Vec<_>>(),
+                "latency_us": t.latency_us,
+                "error": t.error,
+            })
+        })
+        .collect();
+    render::json(&json!({ "items": items }), None)
+}
+
+/// `POST /api/rules/validate`: a definition -> 200 `{"valid": true}` or
+/// the 400 a save would give.
+pub(crate) async fn validate(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let a = service(&st)?;
+    let def = body_json(&st, &headers, body).await?;
+    a.validate(&def)?;
+    render::json(&json!({ "valid": true }), None)
+}
+
+/// `POST /api/rules/dry-run`: `{"rule": name}` or `{"definition": {...}}`
+/// with `{"topic", "payload"}` (a JSON value, or a string sent as is) ->
+/// whether it matches, its outputs and the actions it would take; nothing
+/// is carried out and no state changes.
+pub(crate) async fn dry_run(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let a = service(&st)?;
+    let req = body_json(&st, &headers, body).await?;
+    let topic = req
+        .get("topic")
+        .and_then(Json::as_str)
+        .ok_or_else(|| ApiError::body("topic", "required"))?
+        .to_string();
+    let payload = match req.get("payload") {
+        Some(Json::String(s)) => s.clone().into_bytes(),
+        Some(v) => serde_json::to_vec(v).unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let name = req.get("rule").and_then(Json::as_str).map(str::to_string);
+    let def = req.get("definition").cloned();
+    let out =
+        blocking(move || Ok(a.dry_run(name.as_deref(), def.as_ref(), &topic, &payload)?)).await?;
+    render::json(&out, None)
+}
+
+// ------------------------------------------------------------------ alarms
+
+/// `GET /api/alarms?device=&type=&severity=&state=&since=&until=&limit=&after=`.
+pub(crate) async fn alarms(
+    State(st): State<Arc<ApiState>>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let a = service(&st)?;
+    let p = Params::parse(q.as_deref());
+    p.only(
+        &[
+            "device", "type", "severity", "state", "since", "until", "limit", "after",
+        ],
+        &[],
+    )?;
+    let mut filter = alarms::AlarmFilter {
+        device_id: p.get("device").map(str::to_string),
+        alarm_type: p.get("type").map(str::to_string),
+        ..Default::default()
+    };
+    if let Some(s) = p.get("severity") {
+        filter.severities = vec![alarms::Severity::parse(s).ok_or_else(|| {
+            ApiError::param(
+                "severity",
+                "critical, major, minor, warning or indeterminate",
+            )
+        })?];
+    }
+    if let Some(s) = p.get("state") {
+        let mut states = Vec::new();
+        for part in s.split(',') {
+            let st = match part {
+                "active" => vec![
+                    alarms::AlarmState::ActiveUnacknowledged,
+                    alarms::AlarmState::ActiveAcknowledged,
+                ],
+                "cleared" => vec![
+                    alarms::AlarmState::ClearedUnacknowledged,
+                    alarms::AlarmState::ClearedAcknowledged,
+                ],
+                other => vec![alarms::AlarmState::parse(other).ok_or_else(|| {
+                    ApiError::param(
+                        "state",
+                        "active, cleared, active_unack, active_ack, cleared_unack or cleared_ack",
+                    )
+                })?],
+            };
+            states.extend(st);
+        }
+        filter.states = states;
+    }
+    let now = st.now_ms() as i64;
+    for (key, slot) in [
+        ("since", &mut filter.since_ms),
+        ("until", &mut filter.until_ms),
+    ] {
+        if let Some(v) = p.get(key) {
+            let t = crate::time::parse_instant(v, now)
+                .map_err(|reason| ApiError::param(key, &reason))?;
+            *slot = Some(t.max(0) as u64);
+        }
+    }
+    let limit = match p.get("limit") {
+        None => 100,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=1000).contains(l))
+            .ok_or_else(|| ApiError::param("limit", "1 to 1000"))?,
+    };
+    let after = p.get("after").map(str::to_string);
+    let (items, next) = blocking(move || {
+        Ok(a.alarms()
+            .query(automation::NAMESPACE, &filter, after.as_deref(), limit)?)
+    })
+    .await?;
+    let items: Vec<Json> = items.iter().map(automation::alarm_json).collect();
+    render::json(&json!({ "items": items, "next": next }), None)
+}
+
+/// `GET /api/alarms/counts`: active alarms by severity and state.
+pub(crate) async fn counts(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+    let a = service(&st)?;
+    let c = blocking(move || Ok(a.alarms().counts(automation::NAMESPACE)?)).await?;
+    render::json(&alarm_counts_json(&c), None)
+}
+
+fn alarm_counts_json(c: &alarms::AlarmCounts) -> Json {
+    serde_json::to_value(CountsDto::from(c)).unwrap_or(Json::Null)
+}
+
+#[derive(serde::Serialize)]
+struct CountsDto {
+    active: u64,
+    unacknowledged: u64,
+    active_by_severity: std::collections::BTreeMap<String, u64>,
+    by_state: std::collections::BTreeMap<String, u64>,
+}
+
+impl From<&alarms::AlarmCounts> for CountsDto {
+    fn from(c: &alarms::AlarmCounts) -> Self {
+        CountsDto {
+            active: c.active(),
+            unacknowledged: c.unacknowledged(),
+            active_by_severity: alarms::Severity::ALL
+                .iter()
+                .map(|s| (s.as_str().to_string(), c.active_with(*s)))
+                .collect(),
+            by_state: alarms::AlarmState::ALL
+                .iter()
+                .map(|s| (s.as_str().to_string(), c.in_state(*s)))
+                .collect(),
+        }
+    }
+}
+
+/// `GET /api/alarms/{id}`.
+pub(crate) async fn alarm(
+    State(st): State<Arc<ApiState>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = path_id(id)?;
+    let a = service(&st)?;
+    let id2 = id.clone();
+    let al = blocking(move || Ok(a.alarms().get(automation::NAMESPACE, &id2)?)).await?;
+    let al = al.ok_or_else(|| ApiError::Missing(format!("alarm {id:?} not found")))?;
+    render::json(&automation::alarm_json(&al), None)
+}
+
+/// `POST /api/alarms/{id}/ack`: by the caller; 409 if already acknowledged.
+pub(crate) async fn acknowledge(
+    State(st): State<Arc<ApiState>>,
+    Extension(p): Extension<Principal>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = path_id(id)?;
+    let a = service(&st)?;
+    let id2 = id.clone();
+    let al = blocking(move || Ok(a.acknowledge_alarm(&id2, &p.name)?)).await?;
+    Ok(Note::target(&id).attach(render::json(&automation::alarm_json(&al), None)?))
+}
+
+/// `POST /api/alarms/{id}/clear`: by the caller; 409 if already cleared.
+pub(crate) async fn clear(
+    State(st): State<Arc<ApiState>>,
+    Extension(p): Extension<Principal>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = path_id(id)?;
+    let a = service(&st)?;
+    let id2 = id.clone();
+    let al = blocking(move || Ok(a.clear_alarm_by(&id2, &p.name)?)).await?;
+    Ok(Note::target(&id).attach(render::json(&automation::alarm_json(&al), None)?))
+}

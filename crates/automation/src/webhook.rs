@@ -1,0 +1,106 @@
+//! The webhook sender: takes due entries from the disk-backed outbox, POSTs
+//! them, and records success or schedules a retry with back-off. A down
+//! endpoint only grows the outbox (bounded); it never blocks the rules.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use crate::engine::Automation;
+
+pub(crate) fn notify(wake: &(Mutex<bool>, Condvar)) {
+    let (m, c) = wake;
+    let _ = m.lock().map(|mut _g| ());
+    c.notify_all();
+}
+
+/// Asks the sender to stop (sets the flag, wakes it).
+pub(crate) fn stop(wake: &(Mutex<bool>, Condvar)) {
+    let (m, c) = wake;
+    if let Ok(mut g) = m.lock() {
+        *g = true;
+    }
+    c.notify_all();
+}
+
+pub(crate) fn spawn_sender(a: Arc<Automation>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("webhooks".into())
+        .spawn(move || {
+            let timeout = Duration::from_millis(a.config().webhook_timeout_ms);
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .timeout_global(Some(timeout))
+                .http_status_as_error(false)
+                .build()
+                .into();
+            loop {
+                let now = a.clock_now();
+                let due = match a.outbox().due(now, 32) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the webhook outbox");
+                        Vec::new()
+                    }
+                };
+                for entry in &due {
+                    let mut req = agent
+                        .post(&entry.target)
+                        .header("Content-Type", "application/json");
+                    for (k, v) in &entry.headers {
+                        req = req.header(k.as_str(), v.as_str());
+                    }
+                    let result = req.send(&entry.body[..]);
+                    let outcome = match result {
+                        Ok(resp) if resp.status().is_success() => Ok(()),
+                        Ok(resp) => Err(format!("HTTP {}", resp.status().as_u16())),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    let now = a.clock_now();
+                    match outcome {
+                        Ok(()) => {
+                            if let Err(e) = a.outbox().done(entry.id) {
+                                tracing::warn!(error = %e, "cannot remove a sent webhook");
+                            }
+                        }
+                        Err(why) => {
+                            let c = a.config();
+                            match a.outbox().failed(
+                                entry.id,
+                                &why,
+                                now,
+                                c.webhook_max_attempts,
+                                c.webhook_max_age_ms,
+                            ) {
+                                Ok(retry) => tracing::debug!(url = %entry.target, error = %why, ?retry, "webhook failed"),
+                                Err(e) => tracing::warn!(error = %e, "cannot record a webhook failure"),
+                            }
+                        }
+                    }
+                }
+                // Sleep until the next entry is due (at most 1 s), or a
+                // push or stop wakes us.
+                let (m, c) = &**a.wake();
+                let Ok(guard) = m.lock() else { return };
+                if *guard {
+                    return;
+                }
+                if due.len() == 32 {
+                    continue;
+                }
+                let now = a.clock_now();
+                let wait = a
+                    .outbox()
+                    .next_due_ms()
+                    .ok()
+                    .flatten()
+                    .map(|t| t.saturating_sub(now))
+                    .unwrap_or(1000)
+                    .clamp(5, 1000);
+                let Ok((guard, _)) = c.wait_timeout(guard, Duration::from_millis(wait)) else {
+                    return;
+                };
+                if *guard {
+                    return;
+                }
+            }
+        })
+}

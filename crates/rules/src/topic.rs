@@ -1,0 +1,111 @@
+//! The rule's FROM filter (MQTT topic filter semantics) and the topic
+//! conventions the functions read (`topic(n)`, `device_id()`).
+//!
+//! These few lines mirror `mqtt_proto::topic` rather than depending on the
+//! codec crate: the rule language only needs matching, and keeping this
+//! crate free of the broker's dependencies keeps it cheap to fuzz.
+
+/// Why a FROM filter is refused, or `None` if it is a valid filter.
+pub(crate) fn filter_problem(filter: &str) -> Option<&'static str> {
+    if filter.is_empty() {
+        return Some("the topic filter is empty");
+    }
+    if filter.contains('\0') {
+        return Some("the topic filter contains a NUL character");
+    }
+    if filter.starts_with("$share/") {
+        return Some(
+            "a shared subscription ($share/...) is not a rule filter: use the topic filter itself",
+        );
+    }
+    let mut levels = filter.split('/').peekable();
+    while let Some(level) = levels.next() {
+        let last = levels.peek().is_none();
+        match level {
+            "#" if last => {}
+            "+" => {}
+            "#" => return Some("'#' must be the last level of the topic filter"),
+            l if l.contains('+') || l.contains('#') => {
+                return Some("'+' and '#' must be whole levels of the topic filter")
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Whether `topic` matches `filter` (MQTT rules: `+` one level, `#` the
+/// rest; topics starting with `$` do not match filters starting with a
+/// wildcard).
+pub(crate) fn matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// The `{id}` of `devices/{id}` or `devices/{id}/...`, if not empty.
+pub(crate) fn device_id(topic: &str) -> Option<&str> {
+    let rest = topic.strip_prefix("devices/")?;
+    let id = rest.split('/').next().unwrap_or("");
+    (!id.is_empty()).then_some(id)
+}
+
+/// Level `n` (1-based) of `topic`.
+pub(crate) fn level(topic: &str, n: usize) -> Option<&str> {
+    n.checked_sub(1).and_then(|i| topic.split('/').nth(i))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters() {
+        for ok in [
+            "a", "a/b", "+", "#", "a/+/c", "a/#", "+/+", "/", "$SYS/#", "a//b",
+        ] {
+            assert_eq!(filter_problem(ok), None, "{ok}");
+        }
+        for bad in ["", "a+", "a/#/b", "#/a", "a/b#", "++", "a\0b", "$share/g/a"] {
+            assert!(filter_problem(bad).is_some(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn matching() {
+        assert!(matches("a/+/c", "a/b/c"));
+        assert!(matches("a/#", "a"));
+        assert!(matches("a/#", "a/b/c"));
+        assert!(matches("#", "a/b"));
+        assert!(!matches("#", "$SYS/x"));
+        assert!(!matches("+/x", "$SYS/x"));
+        assert!(matches("$events/#", "$events/alarms/x"));
+        assert!(!matches("a/+", "a/b/c"));
+        assert!(matches("+/+", "/x"));
+        assert!(!matches("a/b", "a"));
+    }
+
+    #[test]
+    fn conventions() {
+        assert_eq!(device_id("devices/d1/telemetry"), Some("d1"));
+        assert_eq!(device_id("devices/d1"), Some("d1"));
+        assert_eq!(device_id("devices//x"), None);
+        assert_eq!(device_id("devices"), None);
+        assert_eq!(device_id("other/d1"), None);
+        assert_eq!(level("a/b/c", 1), Some("a"));
+        assert_eq!(level("a/b/c", 3), Some("c"));
+        assert_eq!(level("a/b/c", 4), None);
+        assert_eq!(level("a/b/c", 0), None);
+    }
+}
