@@ -227,11 +227,8 @@ impl Automation {
                 ..Default::default()
             };
             let mut after: Option<String> = None;
-            loop {
-                let Ok((page, next)) = a.alarms.query(NAMESPACE, &filter, after.as_deref(), 1000)
-                else {
-                    break;
-                };
+            while let Ok((page, next)) = a.alarms.query(NAMESPACE, &filter, after.as_deref(), 1000)
+            {
                 let mut raised = lock(&l.raised);
                 for al in page {
                     if al.rule.as_deref() == Some(l.name.as_str())
@@ -620,6 +617,8 @@ impl Automation {
             time_ms: now,
         };
         let ctx = RegistryContext(&self.registry);
+        // The payload is parsed once, for every rule.
+        let parsed = rules::ParsedMessage::new(msg);
         for l in self.snapshot().iter() {
             if !l.enabled || !l.rule.matches_topic(topic) {
                 continue;
@@ -627,7 +626,7 @@ impl Automation {
             let started = Instant::now();
             let eval = {
                 let mut st = lock(&l.state);
-                l.rule.evaluate(&msg, &mut st, &ctx)
+                l.rule.evaluate_parsed(&parsed, &mut st, &ctx)
             };
             let m = &l.metrics;
             m.evaluations.fetch_add(1, Ordering::Relaxed);

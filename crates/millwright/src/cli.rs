@@ -382,7 +382,15 @@ fn run_rule(cmd: RuleCommand) -> Result<(), Failure> {
             }
             print_table(
                 &items,
-                &["name", "enabled", "filter", "evaluations", "matches", "errors", "action_failures"],
+                &[
+                    "name",
+                    "enabled",
+                    "filter",
+                    "evaluations",
+                    "matches",
+                    "errors",
+                    "action_failures",
+                ],
                 output,
             );
         }
@@ -414,7 +422,9 @@ fn run_rule(cmd: RuleCommand) -> Result<(), Failure> {
             pretty(&remote.call(
                 "POST",
                 "/api/rules/dry-run",
-                Some(Body::Json(json!({"rule": name, "topic": topic, "payload": payload}))),
+                Some(Body::Json(
+                    json!({"rule": name, "topic": topic, "payload": payload}),
+                )),
             )?)
         }
     }
@@ -444,7 +454,15 @@ fn run_alarm(cmd: AlarmCommand) -> Result<(), Failure> {
                 .unwrap_or_default();
             print_table(
                 &items,
-                &["id", "device_id", "type", "severity", "state", "count", "last_raised"],
+                &[
+                    "id",
+                    "device_id",
+                    "type",
+                    "severity",
+                    "state",
+                    "count",
+                    "last_raised",
+                ],
                 output,
             );
         }
@@ -480,7 +498,15 @@ fn usage(e: anyhow::Error) -> Failure {
 fn print_devices(items: &[Value], output: Output) {
     print_table(
         items,
-        &["id", "name", "type", "labels", "groups", "enabled", "connected"],
+        &[
+            "id",
+            "name",
+            "type",
+            "labels",
+            "groups",
+            "enabled",
+            "connected",
+        ],
         output,
     );
 }

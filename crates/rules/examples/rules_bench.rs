@@ -34,7 +34,7 @@ fn stream(n: usize) -> Stream {
         .map(|i| {
             let d = i % DEVICES;
             let wobble = (i % 7) as f64 * 0.125;
-            let temp = if d % 10 == 0 {
+            let temp = if d.is_multiple_of(10) {
                 90.0 + wobble
             } else {
                 20.0 + ((i / DEVICES + d) % 80) as f64 + wobble
@@ -121,9 +121,9 @@ fn main() {
     let o = drive(&simple, &s, false, 1);
     report("(a) simple, parse per rule", simple.len(), messages, &o);
 
-    let windowed: Vec<Rule> = (0..10)
+    let windowed: Vec<Rule> = (0..10u32)
         .map(|k| {
-            let text = if k % 2 == 0 {
+            let text = if k.is_multiple_of(2) {
                 format!(
                     "SELECT avg(temp) OVER 1m AS avg FROM 'devices/+/telemetry' WHERE avg(temp) OVER 1m > {}",
                     40 + k * 5

@@ -26,7 +26,7 @@ pub(crate) fn call<'a>(f: Func, args: &'a [Expr], span: Span, env: &Env<'a>) -> 
             }
             match arg(0) {
                 Val::Null => Val::Null,
-                Val::Num(n) if n.fract() == 0.0 && n >= 1.0 && n < 1e9 => {
+                Val::Num(n) if n.fract() == 0.0 && (1.0..1e9).contains(&n) => {
                     topic::level(topic, n as usize)
                         .map_or(Val::Null, |l| Val::Str(Cow::Borrowed(l)))
                 }

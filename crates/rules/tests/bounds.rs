@@ -81,7 +81,7 @@ fn window_samples_are_bounded_and_aggregates_stay_close() {
         samples.push((t, v));
         let o = eval(&rule, &mut state, "a", v, t);
         assert!(state.samples() <= 6 * max, "{} entries", state.samples());
-        if i % 97 != 0 {
+        if !i.is_multiple_of(97) {
             continue;
         }
         // Exactly the samples of the window, plus at most one slot older.

@@ -261,7 +261,7 @@ fn numeric_functions() {
     assert_eq!(v("round(2.5)"), json!(3));
     assert_eq!(v("round(-2.5)"), json!(-3));
     assert_eq!(v("round(temp)"), json!(22));
-    assert_eq!(v("round(3.14159, 2)"), json!(3.14));
+    assert_eq!(v("round(2.71828, 2)"), json!(2.72));
     assert_eq!(v("round(1234, -2)"), json!(1200));
     assert_eq!(v("floor(-1.5)"), json!(-2));
     assert_eq!(v("ceil(1.2)"), json!(2));
@@ -532,4 +532,14 @@ fn templates() {
             "missing": null, "device": "d1", "ts": 1_700_000_000_123u64, "k": 3
         })
     );
+}
+
+#[test]
+fn types_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<rules::Rule>();
+    send_sync::<RuleState>();
+    send_sync::<ParsedMessage<'static>>();
+    send_sync::<Evaluation>();
+    send_sync::<rules::ParseError>();
 }
