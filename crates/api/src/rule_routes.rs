@@ -87,9 +87,7 @@ pub(crate) async fn list(State(st): State<Arc<ApiState>>) -> Result<Response, Ap
     let a = service(&st)?;
     let items: Vec<Json> = a.list().iter().map(rule_json).collect();
     // Messages the engine could not take (its queue was full).
-    let dropped = st.fleet.as_ref().map_or(0, |f| {
-        f.rules_dropped.load(std::sync::atomic::Ordering::Relaxed)
-    });
+    let dropped = a.dropped();
     render::json(&json!({ "items": items, "dropped": dropped }), None)
 }
 

@@ -339,6 +339,11 @@ impl Automation {
         }
     }
 
+    /// Messages the engine could not take because its queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.handle.metrics().rules_dropped.load(Ordering::Relaxed)
+    }
+
     pub fn list(&self) -> Vec<RuleView> {
         self.snapshot().iter().map(|l| Self::view(l)).collect()
     }

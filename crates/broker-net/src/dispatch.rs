@@ -20,6 +20,8 @@ pub(crate) struct Core {
     /// Where platform events go (tapped messages, acknowledgements,
     /// presence).
     pub events: Option<tokio::sync::mpsc::Sender<PlatformEvent>>,
+    /// Where the rules engine's inputs go.
+    pub rule_events: Option<tokio::sync::mpsc::Sender<broker::TapMessage>>,
 }
 
 impl Core {
@@ -72,7 +74,16 @@ impl Core {
                             Err(Full::Closed) => lost.push(conn),
                         }
                     }
-                    Output::Tap(t) => self.event(PlatformEvent::Tap(t), metrics),
+                    Output::Tap(t) => {
+                        if t.for_services {
+                            if t.for_rules {
+                                self.rule_event(t.clone(), metrics);
+                            }
+                            self.event(PlatformEvent::Tap(t), metrics);
+                        } else if t.for_rules {
+                            self.rule_event(t, metrics);
+                        }
+                    }
                     Output::Presence(p) => self.event(PlatformEvent::Presence(p), metrics),
                     Output::Subscribed {
                         principal, filters, ..
@@ -104,6 +115,15 @@ impl Core {
                     h.abort();
                 }
                 self.broker.connection_lost(conn, now);
+            }
+        }
+    }
+
+    /// Hands a message to the rules engine without blocking.
+    fn rule_event(&self, t: broker::TapMessage, metrics: &Arc<NetMetrics>) {
+        if let Some(tx) = &self.rule_events {
+            if tx.try_send(t).is_err() {
+                metrics.rules_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
     }

@@ -99,6 +99,10 @@ pub struct ServerOptions {
     /// authenticated clients. Bounded: when full, events are dropped and
     /// counted (`taps_dropped`); clients are unaffected.
     pub events: Option<tokio::sync::mpsc::Sender<PlatformEvent>>,
+    /// Messages matching the dynamic taps (the rules engine's inputs),
+    /// straight from the broker. Bounded: when full, they are dropped and
+    /// counted (`rules_dropped`).
+    pub rule_events: Option<tokio::sync::mpsc::Sender<TapMessage>>,
 }
 
 /// What the broker tells platform services.
@@ -152,6 +156,8 @@ pub struct NetMetrics {
     pub tls_handshake_failures: AtomicU64,
     /// Tapped messages dropped because the platform service lagged.
     pub taps_dropped: AtomicU64,
+    /// Messages the rules engine could not take (its queue was full).
+    pub rules_dropped: AtomicU64,
 }
 
 pub(crate) struct Shared {
@@ -291,6 +297,7 @@ impl Server {
             taps,
             ack_taps,
             events,
+            rule_events,
         } = options;
         let tcp = bind(&format!("{}:{}", config.bind, config.port)).await?;
         let ws = match config.ws_port {
@@ -352,6 +359,7 @@ impl Server {
                 conns: HashMap::new(),
                 persist,
                 events,
+                rule_events,
             }),
             authenticator,
             guard: Guard::default(),
@@ -446,6 +454,7 @@ impl Server {
             let mut core = shared.lock();
             // Closes the platform event channel: services end their loops.
             core.events = None;
+            core.rule_events = None;
             core.persist.close()
         };
         if let Some(t) = thread {

@@ -114,6 +114,10 @@ pub(crate) fn publish(broker: &mut Broker, metrics: &NetMetrics, now: Time) {
             "$SYS/broker/platform/taps_dropped",
             counter(&metrics.taps_dropped),
         ),
+        (
+            "$SYS/broker/platform/rules_dropped",
+            counter(&metrics.rules_dropped),
+        ),
     ]);
     for (topic, value) in values {
         broker.publish_internal(

@@ -93,6 +93,10 @@ pub struct TapMessage {
     /// the core.
     pub principal: Option<String>,
     pub message: std::sync::Arc<crate::persist::StoredMessage>,
+    /// Matched a static tap (platform services).
+    pub for_services: bool,
+    /// Matched a dynamic tap (the rules engine).
+    pub for_rules: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -495,12 +495,12 @@ impl Broker {
             self.ack_publish(conn, idx, &ack_info, ReasonCode::QUOTA_EXCEEDED, v5);
             return;
         }
-        let tapped = self.taps.iter().any(|f| topic::matches(f, &msg.topic))
-            || self
-                .dynamic_taps
-                .iter()
-                .any(|f| topic::matches(f, &msg.topic));
-        if tapped {
+        let for_services = self.taps.iter().any(|f| topic::matches(f, &msg.topic));
+        let for_rules = self
+            .dynamic_taps
+            .iter()
+            .any(|f| topic::matches(f, &msg.topic));
+        if for_services || for_rules {
             let principal = self
                 .session(idx)
                 .and_then(|s| s.grant.as_ref())
@@ -509,6 +509,8 @@ impl Broker {
                 client_id: client_id.clone(),
                 principal,
                 message: msg.clone(),
+                for_services,
+                for_rules,
             }));
         }
         let outcome = self.route(msg, Some(&client_id), now);
@@ -602,6 +604,8 @@ impl Broker {
                 client_id: mqtt_proto::ByteString::default(),
                 principal: None,
                 message: msg.clone(),
+                for_services: false,
+                for_rules: true,
             }));
         }
         self.route(msg, None, now);

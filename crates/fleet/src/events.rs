@@ -19,14 +19,12 @@ use crate::{lock, Fleet, LiveDevice, NAMESPACE};
 impl Fleet {
     /// Runs the fleet: one thread handles events in order until the
     /// channel closes, another runs the periodic scan. Provisioning
-    /// requests are passed on to `provisioning`, and every tapped message
-    /// to `rules` when given (each dropped and counted when its queue is
-    /// full).
+    /// requests are passed on to `provisioning` (dropped with a log line
+    /// when it is full).
     pub fn spawn(
         self: &Arc<Self>,
         mut events: tokio::sync::mpsc::Receiver<PlatformEvent>,
         provisioning: tokio::sync::mpsc::Sender<TapMessage>,
-        rules: Option<tokio::sync::mpsc::Sender<TapMessage>>,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
         match self.store.reset_presence(self.now()) {
             Ok(reset) => {
@@ -58,11 +56,6 @@ impl Fleet {
             .name("fleet".into())
             .spawn(move || {
                 while let Some(ev) = events.blocking_recv() {
-                    if let (PlatformEvent::Tap(t), Some(r)) = (&ev, &rules) {
-                        if r.try_send(t.clone()).is_err() {
-                            fleet.rules_dropped.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
                     match ev {
                         PlatformEvent::Tap(t) if t.message.topic.starts_with("$provision/") => {
                             if provisioning.try_send(t).is_err() {

@@ -101,8 +101,6 @@ pub struct Fleet {
     pub(crate) live: Mutex<HashMap<String, LiveDevice>>,
     /// When finished commands were last pruned.
     pub(crate) last_prune_ms: Mutex<u64>,
-    /// Messages not handed to the rules engine because its queue was full.
-    pub rules_dropped: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Clone)]
@@ -130,7 +128,6 @@ impl Fleet {
             waiters: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
             last_prune_ms: Mutex::new(0),
-            rules_dropped: std::sync::atomic::AtomicU64::new(0),
         })
     }
 

@@ -132,6 +132,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             taps: fleet::TAPS.iter().map(|t| t.to_string()).collect(),
             ack_taps: fleet::ACK_TAPS.iter().map(|t| t.to_string()).collect(),
             events: Some(event_tx),
+            rule_events: Some(rules_tx),
         };
         let server = broker_net::Server::bind(
             settings.net_config(),
@@ -161,7 +162,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             clock.clone(),
         );
         let fleet_thread = fleet
-            .spawn(event_rx, prov_tx, Some(rules_tx))
+            .spawn(event_rx, prov_tx)
             .context("cannot start the fleet threads")?;
         let automation = automation::Automation::open(
             &data_dir.join("rules.redb"),

@@ -152,7 +152,7 @@ async fn start_broker(
         clock,
     );
     // The event thread ends when the broker (its event sender) is gone.
-    fleet.spawn(event_rx, prov_tx, None).expect("fleet threads");
+    fleet.spawn(event_rx, prov_tx).expect("fleet threads");
     let (tx, rx) = oneshot::channel::<()>();
     tokio::spawn(server.run(async move {
         let _ = rx.await;
