@@ -255,20 +255,22 @@ class Platform:
 
     def wait_evaluations(self, name: str, n: int, timeout: float = TIMEOUT) -> dict:
         """Waits until the rule has evaluated exactly `n` messages (more is a
-        failure: the test knows what it sent)."""
+        failure: the test knows what it sent) and finished with them: the
+        counter goes up before the actions run, the trace entry is added
+        after them. (n stays below rules.trace_capacity in these tests.)"""
         seen = {}
 
         def reached():
             seen["m"] = self.metrics(name)
             assert seen["m"]["evaluations"] <= n, (
                 f"rule {name}: more evaluations than messages sent ({n}): {seen['m']}")
-            return seen["m"]["evaluations"] == n
+            return seen["m"]["evaluations"] == n and len(self.traces(name)) == n
         try:
             wait_until(reached, timeout, interval=0.02, what=f"{n} evaluations of {name}")
         except AssertionError as e:
             raise AssertionError(f"{e}; metrics {seen.get('m')}; trace "
                                  f"{self.traces(name)[-3:]}") from None
-        return seen["m"]
+        return self.metrics(name)
 
     def dry_run(self, body: dict) -> dict:
         return self.ok("POST", "/api/rules/dry-run", body, expect=200).body
@@ -905,6 +907,7 @@ def test_parse_errors_validation_and_runtime_errors(plat, mk, rules):
     telemetry(d, dev, {"temp": 5})
     assert wait_on_topic(obs, f"rt/{dev}/good", 1) == [{"temp": 5}]
     plat.wait_evaluations(bad, 1)
+    plat.wait_evaluations(good, 1)
     (t,) = plat.traces(bad)
     assert t["error"], f"no error recorded for temp * 'x': {t}"
     assert re.search(r"line 1, column \d+", t["error"]), t
@@ -918,9 +921,11 @@ def test_parse_errors_validation_and_runtime_errors(plat, mk, rules):
 
     # And it keeps working for the next message.
     telemetry(d, dev, {"temp": 6})
+    assert plat.wait_evaluations(bad, 2)["errors"] == 2
+    plat.wait_evaluations(good, 2)
+    g = plat.traces(good)[-1]
+    assert g["matched"] is True and g["actions"][0]["ok"] is True, g
     assert wait_on_topic(obs, f"rt/{dev}/good", 2)[-1] == {"temp": 6}
-    plat.wait_evaluations(bad, 2)
-    assert plat.metrics(bad)["errors"] == 2
 
 
 # =========================================================================
@@ -1076,6 +1081,7 @@ def test_republish_store_twin_windows_and_events(plat, mk, rules):
     assert got == {"device": dv, "temp": 91.5, "msg": "hot: 91.5",
                    "from": f"devices/{dv}/telemetry", "fixed": [1, 91.5]}, got
     assert isinstance(got["temp"], float)
+    plat.wait_evaluations(name, 1)
     (t,) = plat.traces(name)
     assert t["actions"] == [{"type": "republish", "ok": True,
                              "detail": {"topic": f"alerts/{dv}"}}], t
@@ -1147,7 +1153,8 @@ def test_republish_store_twin_windows_and_events(plat, mk, rules):
     connect_device(mk, plat, dv, tokens["ev"])
     (got,) = wait_on_topic(obs, f"seen/{dv}", 1)
     assert got == {"dev": dv, "protocol": "mqtt5", "t3": dv}, got
-    tr = plat.traces(name)
+    tr = wait_until(lambda: (lambda x: x if any(t["matched"] for t in x) else None)(
+        plat.traces(name)), what="the connected event in the trace")
     mine = [t for t in tr if t["matched"]]
     assert len(mine) == 1 and mine[0]["topic"] == f"$events/devices/{dv}/connected", tr
 
