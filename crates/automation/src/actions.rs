@@ -269,3 +269,94 @@ impl ActionResult {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_action_type_parses() {
+        let v = json!([
+            {"type": "republish", "topic": "alerts/${device}", "qos": 1},
+            {"type": "store", "metric": "temp_f", "value": "${f}"},
+            {"type": "twin", "desired": {"speed": 600}},
+            {"type": "command", "method": "slow_down", "params": {"rpm": 600}, "timeout": 5},
+            {"type": "webhook", "url": "http://127.0.0.1:9/hook", "headers": {"X-Key": "k"}},
+            {"type": "alarm", "alarm_type": "overheat", "severity": "critical", "auto_clear": true},
+            {"type": "clear_alarm", "alarm_type": "overheat"},
+        ]);
+        let a = parse_actions(&v).unwrap();
+        let kinds: Vec<&str> = a.iter().map(Action::kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                "republish",
+                "store",
+                "twin",
+                "command",
+                "webhook",
+                "alarm",
+                "clear_alarm"
+            ]
+        );
+        assert!(matches!(
+            &a[3],
+            Action::Command {
+                timeout_ms: 5000,
+                ..
+            }
+        ));
+        assert!(matches!(
+            &a[5],
+            Action::Alarm {
+                severity: alarms::Severity::Critical,
+                auto_clear: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn bad_actions_name_the_field() {
+        let cases = [
+            (json!({"actions": 1}), "actions"),
+            (json!([{"type": "fly"}]), "actions[0].type"),
+            (json!([{"type": "republish"}]), "actions[0].topic"),
+            (
+                json!([{"type": "republish", "topic": "a/+"}]),
+                "actions[0].topic",
+            ),
+            (
+                json!([{"type": "webhook", "url": "ftp://x"}]),
+                "actions[0].url",
+            ),
+            (
+                json!([{"type": "alarm", "alarm_type": "x", "severity": "dire"}]),
+                "actions[0].severity",
+            ),
+            (
+                json!([{"type": "twin", "desired": 3}]),
+                "actions[0].desired",
+            ),
+            (
+                json!([{"type": "command", "method": "m", "timeout": -1}]),
+                "actions[0].timeout",
+            ),
+            (
+                json!([{"type": "store", "metric": "m", "value": "1", "extra": 1}]),
+                "actions[0].extra",
+            ),
+        ];
+        for (v, field) in cases {
+            let v = if field == "actions" {
+                v["actions"].clone()
+            } else {
+                v
+            };
+            match parse_actions(&v) {
+                Err(AutomationError::Invalid { field: f, .. }) => assert_eq!(f, field, "{v}"),
+                other => panic!("{v}: {other:?}"),
+            }
+        }
+    }
+}
