@@ -2,6 +2,7 @@
 //! logic of its own; every capability lives in a crate under `crates/`.
 
 mod cli;
+mod demo;
 mod security;
 mod serve;
 mod settings;

@@ -18,6 +18,13 @@ pub struct ServeArgs {
     /// variable MILLWRIGHT_SECTION__KEY.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Also run a simulated factory (machines with telemetry, twins,
+    /// commands, occasional faults) and demo rules, and print a login.
+    #[arg(long)]
+    pub demo: bool,
+    /// How many simulated machines with --demo.
+    #[arg(long, default_value_t = 200)]
+    pub demo_machines: usize,
 }
 
 fn access_control(settings: &Settings) -> anyhow::Result<broker::AccessControl> {
@@ -232,7 +239,42 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             crate::shutdown_signal().await;
             stopper.cancel();
         });
+        let demo = if args.demo {
+            let local = std::net::SocketAddr::new(
+                if addr.ip().is_unspecified() {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                } else {
+                    addr.ip()
+                },
+                addr.port(),
+            );
+            let http = (tsdb_handle.is_some() && settings.http.enabled).then(|| {
+                let host = if settings.http.bind == "0.0.0.0" {
+                    "127.0.0.1".to_string()
+                } else {
+                    settings.http.bind.clone()
+                };
+                format!("http://{host}:{}", settings.http.port)
+            });
+            Some(tokio::spawn(crate::demo::run(
+                registry.clone(),
+                automation.clone(),
+                local,
+                http,
+                args.demo_machines,
+                stop.clone(),
+            )))
+        } else {
+            None
+        };
         server.run(stop.cancelled()).await;
+        if let Some(d) = demo {
+            match d.await {
+                Ok(Err(e)) => tracing::error!(error = %e, "demo failed"),
+                Err(e) => tracing::error!(error = %e, "demo task failed"),
+                Ok(Ok(())) => {}
+            }
+        }
         for h in http_tasks {
             match h.await {
                 Ok(Err(e)) => tracing::error!(error = %e, "HTTP API failed"),
