@@ -134,7 +134,7 @@ class Platform:
                 [str(_millwright_bin()), "serve", "--data-dir", str(self.data),
                  "--config", str(self.config)],
                 stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, "RUST_LOG": "info"},
+                env={**os.environ, "RUST_LOG": os.environ.get("E2E_MILLWRIGHT_LOG", "info")},
             )
         deadline = time.monotonic() + READY
         while True:

@@ -484,7 +484,7 @@ impl Automation {
             (None, Some(d)) => {
                 let mut d = d.clone();
                 if let Some(o) = d.as_object_mut() {
-                    o.entry("name").or_insert(json!("dry-run"));
+                    o.entry("name").or_insert(json!("dry_run"));
                 }
                 (Arc::new(self.load(&d)?), rules::RuleState::default())
             }
@@ -508,7 +508,7 @@ impl Automation {
             loaded
                 .actions
                 .iter()
-                .map(|a| self.describe(a, &eval))
+                .map(|a| self.describe(a, &loaded.name, &eval))
                 .collect()
         } else {
             Vec::new()
@@ -525,7 +525,7 @@ impl Automation {
     }
 
     /// What an action would do, rendered, for dry runs.
-    fn describe(&self, a: &Action, e: &rules::Evaluation) -> Value {
+    fn describe(&self, a: &Action, rule: &str, e: &rules::Evaluation) -> Value {
         match a {
             Action::Republish { topic, payload, .. } => json!({
                 "type": "republish", "topic": rules::render(topic, e),
@@ -546,7 +546,7 @@ impl Automation {
                 json!({"type": "command", "device": e.device_id, "method": method, "params": rules::render_json(params, e)})
             }
             Action::Webhook { url, body, .. } => {
-                json!({"type": "webhook", "url": url, "body": self.webhook_body(body.as_ref(), "dry-run", e)})
+                json!({"type": "webhook", "url": url, "body": self.webhook_body(body.as_ref(), rule, e)})
             }
             Action::Alarm {
                 alarm_type,

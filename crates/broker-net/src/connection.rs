@@ -511,19 +511,28 @@ async fn write<T: Transport>(
     outq: &OutQueue,
     out: &[u8],
 ) -> io::Result<()> {
+    // Watching for an abort consumes the queue's "something was queued"
+    // flag; remember it and set it again afterwards, or a packet queued
+    // during this write would wait for the next wake-up.
+    let saw_queued = std::sync::atomic::AtomicBool::new(false);
     let aborted = std::future::poll_fn(|cx| loop {
         std::task::ready!(outq.poll_queued(cx));
+        saw_queued.store(true, Ordering::Relaxed);
         if outq.aborted() {
             return Poll::Ready(());
         }
     });
-    tokio::select! {
+    let r = tokio::select! {
         r = io.write_all(out) => {
             shared.metrics.bytes_out.fetch_add(out.len() as u64, Ordering::Relaxed);
             r
         }
         _ = aborted => Err(io::Error::other("aborted")),
+    };
+    if saw_queued.load(Ordering::Relaxed) {
+        outq.mark_queued();
     }
+    r
 }
 
 /// When the store failed, an acknowledgement that depended on it becomes a

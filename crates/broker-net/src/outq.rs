@@ -102,6 +102,12 @@ impl OutQueue {
         out.extend(std::mem::take(&mut *q));
     }
 
+    /// Sets the "something was queued" flag again (after a watcher that
+    /// consumed it), so the owner's next `poll_queued` is ready at once.
+    pub fn mark_queued(&self) {
+        self.queued.store(true, Ordering::Release);
+    }
+
     fn wake(&self) {
         self.queued.store(true, Ordering::Release);
         self.waker.wake();
