@@ -22,6 +22,8 @@ pub(crate) struct Core {
     pub events: Option<tokio::sync::mpsc::Sender<PlatformEvent>>,
     /// Where the rules engine's inputs go.
     pub rule_events: Option<tokio::sync::mpsc::Sender<broker::TapMessage>>,
+    /// Live streams to API clients.
+    pub streams: crate::stream::StreamHub,
 }
 
 impl Core {
@@ -75,6 +77,14 @@ impl Core {
                         }
                     }
                     Output::Tap(t) => {
+                        if t.for_streams
+                            && self
+                                .streams
+                                .deliver(&t.message.topic, &t.message.payload, metrics)
+                        {
+                            let filters = self.streams.filters();
+                            self.broker.set_stream_taps(filters);
+                        }
                         if t.for_services {
                             if t.for_rules {
                                 self.rule_event(t.clone(), metrics);

@@ -17,6 +17,7 @@ mod dispatch;
 mod outq;
 mod persist;
 mod server;
+mod stream;
 mod sys;
 mod tls;
 mod ws;
@@ -28,4 +29,5 @@ pub use server::{
     NetConfig, NetError, NetMetrics, PlatformEvent, Server, ServerHandle, ServerOptions,
     TelemetryIngest,
 };
+pub use stream::{StreamItem, StreamSubscription};
 pub use tls::TlsListeners;

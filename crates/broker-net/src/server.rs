@@ -158,6 +158,8 @@ pub struct NetMetrics {
     pub taps_dropped: AtomicU64,
     /// Messages the rules engine could not take (its queue was full).
     pub rules_dropped: AtomicU64,
+    /// Live-stream subscribers dropped for not keeping up.
+    pub streams_dropped: AtomicU64,
 }
 
 pub(crate) struct Shared {
@@ -247,6 +249,25 @@ impl ServerHandle {
     /// Whether some live connection is authenticated as `principal`.
     pub fn is_connected(&self, principal: &str) -> bool {
         self.shared.guard.connections_of(principal) > 0
+    }
+
+    /// Subscribes a live stream to `filters` (any publish, the platform's
+    /// own included) with a queue of `capacity` messages; a subscriber that
+    /// falls behind by more is dropped (its receiver then ends).
+    pub fn subscribe_stream(
+        &self,
+        filters: Vec<String>,
+        capacity: usize,
+    ) -> crate::stream::StreamSubscription {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
+        let id = {
+            let mut core = self.shared.lock();
+            let id = core.streams.add(filters, tx);
+            let all = core.streams.filters();
+            core.broker.set_stream_taps(all);
+            id
+        };
+        crate::stream::StreamSubscription::new(rx, id, self.shared.clone())
     }
 
     /// Replaces the dynamic taps (see [`broker::Broker::set_dynamic_taps`]).
@@ -360,6 +381,7 @@ impl Server {
                 persist,
                 events,
                 rule_events,
+                streams: Default::default(),
             }),
             authenticator,
             guard: Guard::default(),
@@ -455,6 +477,8 @@ impl Server {
             // Closes the platform event channel: services end their loops.
             core.events = None;
             core.rule_events = None;
+            // Ends every live stream.
+            core.streams = Default::default();
             core.persist.close()
         };
         if let Some(t) = thread {

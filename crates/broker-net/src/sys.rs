@@ -118,6 +118,10 @@ pub(crate) fn publish(broker: &mut Broker, metrics: &NetMetrics, now: Time) {
             "$SYS/broker/platform/rules_dropped",
             counter(&metrics.rules_dropped),
         ),
+        (
+            "$SYS/broker/platform/streams_dropped",
+            counter(&metrics.streams_dropped),
+        ),
     ]);
     for (topic, value) in values {
         broker.publish_internal(

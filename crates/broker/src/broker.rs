@@ -97,6 +97,8 @@ pub struct TapMessage {
     pub for_services: bool,
     /// Matched a dynamic tap (the rules engine).
     pub for_rules: bool,
+    /// Matched a stream tap (live streams to API clients).
+    pub for_streams: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -146,6 +148,9 @@ pub struct Broker {
     /// Topic filters tapped on every publish, the platform's own included
     /// (rules); replaced as a whole.
     pub(crate) dynamic_taps: Vec<String>,
+    /// Topic filters of live streams (any publish, the platform's own
+    /// included); replaced as a whole.
+    pub(crate) stream_taps: Vec<String>,
     /// Topic filters whose acknowledgements are reported (`Output::Acked`).
     pub(crate) ack_taps: Vec<String>,
     /// Why the connection being detached ends (for presence events).
@@ -178,6 +183,7 @@ impl Broker {
             taps: Vec::new(),
             ack_taps: Vec::new(),
             dynamic_taps: Vec::new(),
+            stream_taps: Vec::new(),
             detach_reason: "connection lost",
             denial_log_next: 0,
             denials_suppressed: 0,
@@ -208,6 +214,13 @@ impl Broker {
         filters.sort();
         filters.dedup();
         self.dynamic_taps = filters;
+    }
+
+    /// Replaces the live-stream taps (see [`TapMessage::for_streams`]).
+    pub fn set_stream_taps(&mut self, mut filters: Vec<String>) {
+        filters.sort();
+        filters.dedup();
+        self.stream_taps = filters;
     }
 
     /// Reports acknowledgements of messages on topics matching `filter`

@@ -500,7 +500,11 @@ impl Broker {
             .dynamic_taps
             .iter()
             .any(|f| topic::matches(f, &msg.topic));
-        if for_services || for_rules {
+        let for_streams = self
+            .stream_taps
+            .iter()
+            .any(|f| topic::matches(f, &msg.topic));
+        if for_services || for_rules || for_streams {
             let principal = self
                 .session(idx)
                 .and_then(|s| s.grant.as_ref())
@@ -511,6 +515,7 @@ impl Broker {
                 message: msg.clone(),
                 for_services,
                 for_rules,
+                for_streams,
             }));
         }
         let outcome = self.route(msg, Some(&client_id), now);
@@ -595,17 +600,22 @@ impl Broker {
         if msg.retain {
             self.set_retained(msg.clone());
         }
-        if self
+        let for_rules = self
             .dynamic_taps
             .iter()
-            .any(|f| topic::matches(f, &msg.topic))
-        {
+            .any(|f| topic::matches(f, &msg.topic));
+        let for_streams = self
+            .stream_taps
+            .iter()
+            .any(|f| topic::matches(f, &msg.topic));
+        if for_rules || for_streams {
             self.outputs.push(Output::Tap(crate::broker::TapMessage {
                 client_id: mqtt_proto::ByteString::default(),
                 principal: None,
                 message: msg.clone(),
                 for_services: false,
-                for_rules: true,
+                for_rules,
+                for_streams,
             }));
         }
         self.route(msg, None, now);
