@@ -11,6 +11,11 @@ need_apt=()
 command -v mosquitto >/dev/null 2>&1 || need_apt+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+# The dashboard's browser tests: Debian's chromium driven by playwright-core.
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
     step "installing ${need_apt[*]}"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -20,9 +25,9 @@ fi
 # The distribution's mosquitto service is not wanted: tests start their own.
 if command -v systemctl >/dev/null 2>&1; then systemctl stop mosquitto >/dev/null 2>&1 || true; fi
 
-if ! python3 -c 'import paho.mqtt, pytest' >/dev/null 2>&1; then
-    step "installing paho-mqtt and pytest"
-    python3 -m pip install -q --disable-pip-version-check 'paho-mqtt>=2,<3' 'pytest>=7' 2>&1 | grep -v "running pip as the 'root'" || true
+if ! python3 -c 'import paho.mqtt, pytest, cryptography' >/dev/null 2>&1; then
+    step "installing paho-mqtt, pytest and cryptography"
+    python3 -m pip install -q --disable-pip-version-check 'paho-mqtt>=2,<3' 'pytest>=7' 'cryptography>=41' 2>&1 | grep -v "running pip as the 'root'" || true
 fi
 
 step "cargo fmt --check"
@@ -39,6 +44,9 @@ cargo build -p millwright -j2
 
 step "end-to-end suite against Millwright"
 E2E_BROKER=millwright MILLWRIGHT_BIN="$PWD/target/debug/millwright" python3 -m pytest tests/e2e -q
+
+step "dashboard in a browser (chromium + playwright-core)"
+MILLWRIGHT_BIN="$PWD/target/debug/millwright" ./tests/browser/run.sh
 
 step "end-to-end suite against Mosquitto (checks the suite itself against the reference broker)"
 E2E_BROKER=mosquitto python3 -m pytest tests/e2e -q

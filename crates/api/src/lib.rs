@@ -28,6 +28,9 @@
 //! | method and path | role | what |
 //! |---|---|---|
 //! | `GET /health` | none | `{"status":"ok"}` |
+//! | `GET /api/openapi.json` | none | the OpenAPI 3.1 document of every route below |
+//! | `GET /api/docs` | none | the same as a reference page (HTML, no scripts) |
+//! | `GET /api/stream?devices=&metrics=&events=` | viewer | live Server-Sent Events (see "Live stream") |
 //! | `POST /api/v2/write?org=&bucket=&precision=ns\|us\|ms\|s` | operator | InfluxDB 2.x line protocol |
 //! | `POST /write?db=&rp=&precision=n\|u\|ms\|s\|m\|h` | operator | InfluxDB 1.x line protocol |
 //! | `POST /api/telemetry/{device}` | operator | device telemetry JSON (the device-contract forms), server time from the clock |
@@ -70,6 +73,44 @@
 //! | `GET`, `POST /api/users`; `PATCH`, `DELETE /api/users/{name}` | admin | operator accounts |
 //! | `GET`, `POST /api/tokens`; `DELETE /api/tokens/{id}` | admin | API tokens and sessions |
 //! | `GET /api/audit` | admin | the audit log, newest first |
+//!
+//! Rules and alarms (`/api/rules...`, `/api/alarms...`) are in the same
+//! table in `openapi.rs`: `ROUTES` there is the one list of
+//! operations (method, path, role, summary, tag, parameters, body and
+//! response schemas) from which `/api/openapi.json` and `/api/docs` are
+//! generated. Tests keep it equal to what `router()` registers: a unit
+//! test compares the `.route("...")` paths in this file with the table's,
+//! and an HTTP test sends every method to every documented path (a
+//! documented operation never answers 404 or 405; any other method answers
+//! 405). A route added to `router()` without a table entry fails them.
+//!
+//! # Live stream
+//!
+//! `GET /api/stream` (viewer) is a `text/event-stream` of what the broker
+//! sees, through [`StreamSource`] (implemented by the binary; without one,
+//! [`ApiState::stream`] `None`, the route answers 503 `unavailable`).
+//! Parameters: `devices=d1,d2` or `*` (default), `metrics=temp,rpm`
+//! (telemetry only; default all), `events=telemetry,presence,alarms,twins`
+//! (default all); anything else is 400 naming it. Events:
+//!
+//! - `event: telemetry`, `data: {"device", "metric", "ts", "value"}`: one
+//!   per point of a device's `devices/{id}/telemetry` message (the device
+//!   JSON forms; server time where the message has none);
+//! - `event: presence` for `$events/devices/{id}/...`, `event: alarm` for
+//!   `$events/alarms/{id}/...`, `event: twin` for
+//!   `devices/{id}/twin[/{name}]/documents`, each with
+//!   `data: {"topic", "payload"}` (the payload as JSON);
+//! - a comment `: connected` at once, and `: keep-alive` after
+//!   [`STREAM_KEEPALIVE`] (15 s) without events.
+//!
+//! Back-pressure: each client has a queue of [`ApiState::stream_queue`]
+//! messages (setting `stream_queue`, default 1024) that the broker fills
+//! without waiting ([`StreamSink::offer`]). When a client reads too slowly
+//! and its queue is full, the stream is cut: the client gets what was
+//! queued, then `event: overflow` and the end of the response; the tap is
+//! removed and [`stream_overflows`] counts it. Nothing is buffered without
+//! bound. A client that disconnects drops its subscription (the guard
+//! returned by [`StreamSource::subscribe`]).
 //!
 //! # Authentication
 //!
@@ -266,15 +307,18 @@ mod certs;
 mod claims;
 mod commands;
 mod csv;
+mod dashboard;
 mod devices;
 mod error;
 mod fields;
+mod openapi;
 mod operators;
 mod params;
 mod presence;
 mod query;
 mod render;
 mod rule_routes;
+mod stream;
 mod time;
 mod tls;
 mod twins;
@@ -295,6 +339,9 @@ use axum::Router;
 use tracing::Instrument;
 
 pub use error::{ApiError, RowError};
+pub use stream::{
+    stream_overflows, StreamGuard, StreamMessage, StreamSink, StreamSource, STREAM_KEEPALIVE,
+};
 pub use tls::{serve_tls, HANDSHAKE_TIMEOUT};
 
 use auth::{Needs, Scheme};
@@ -349,7 +396,16 @@ pub struct ApiState {
     pub fleet: Option<Arc<fleet::Fleet>>,
     /// The rules engine and alarms; `None` where none runs (503).
     pub automation: Option<Arc<automation::Automation>>,
+    /// The broker's messages for live streams (`GET /api/stream`); `None`
+    /// where no broker runs (503).
+    pub stream: Option<Arc<dyn StreamSource>>,
+    /// Messages queued per live-stream client before it is cut off as too
+    /// slow (setting `stream_queue`, default [`DEFAULT_STREAM_QUEUE`]).
+    pub stream_queue: usize,
 }
+
+/// The default of [`ApiState::stream_queue`].
+pub const DEFAULT_STREAM_QUEUE: usize = 1024;
 
 impl ApiState {
     /// Now for the registry: Unix milliseconds, never negative.
@@ -400,6 +456,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/telemetry/stats", get(query::stats))
         .route("/api/telemetry/{device}", post(write::write_device))
         .route("/api/devices/{id}/series", get(query::device_series))
+        .route("/api/stream", get(stream::stream))
         .route_layer(needs(Needs::ReadWrite))
         .route_layer(authn(Scheme::Bearer));
     let influx_v2 = Router::new()
@@ -507,6 +564,9 @@ pub fn router(state: ApiState) -> Router {
         .route_layer(audited());
     Router::new()
         .route("/health", get(health))
+        .route("/api/openapi.json", get(openapi::document))
+        .route("/api/docs", get(openapi::docs))
+        .merge(dashboard::routes())
         .merge(telemetry)
         .merge(influx_v2)
         .merge(influx_v1)

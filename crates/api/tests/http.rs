@@ -17,6 +17,8 @@ mod devices;
 mod import;
 #[path = "http/ingest.rs"]
 mod ingest;
+#[path = "http/openapi.rs"]
+mod openapi;
 #[path = "http/operators.rs"]
 mod operators;
 #[path = "http/presence.rs"]
@@ -25,6 +27,8 @@ mod presence;
 mod query;
 #[path = "http/rbac.rs"]
 mod rbac;
+#[path = "http/stream.rs"]
+mod stream;
 #[path = "http/tls.rs"]
 mod tls;
 #[path = "http/twins.rs"]

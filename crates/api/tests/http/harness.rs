@@ -77,6 +77,10 @@ pub struct Config {
     /// Run a real broker (devices authenticate with registry tokens) and
     /// the fleet services over it.
     pub fleet: bool,
+    /// The live-stream source (`GET /api/stream`).
+    pub stream: Option<Arc<dyn api::StreamSource>>,
+    /// Messages queued per stream client.
+    pub stream_queue: usize,
 }
 
 impl Default for Config {
@@ -85,6 +89,8 @@ impl Default for Config {
             max_body_bytes: 1 << 20,
             with_ca: true,
             fleet: false,
+            stream: None,
+            stream_queue: api::DEFAULT_STREAM_QUEUE,
         }
     }
 }
@@ -210,6 +216,8 @@ pub async fn start_with(dir: &Path, cfg: Config) -> Server {
         clock: Arc::new(move || clock_now.load(Ordering::Relaxed)),
         fleet: fleet.clone(),
         automation: None,
+        stream: cfg.stream.clone(),
+        stream_queue: cfg.stream_queue,
     };
     let router = api::router(state);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -1,0 +1,606 @@
+//! The route table: every operation of the API.
+
+use super::Access::{Admin, Claim, Operator, Public, Viewer};
+use super::{op, RouteSpec};
+
+const PAGE: &[(&str, &str)] = &[
+    ("limit", "page size"),
+    ("after", "cursor: `next` of the previous page"),
+];
+const WRITES: &[u16] = &[415, 507];
+
+/// Every route of the API. The crate doc's route table describes the same.
+pub(crate) const ROUTES: &[RouteSpec] = &[
+    // Meta.
+    op("GET", "/health", Public, "meta", "Liveness").ok(&[(200, Some("Health"))]),
+    op(
+        "GET",
+        "/api/openapi.json",
+        Public,
+        "meta",
+        "This OpenAPI 3.1 document",
+    )
+    .ok(&[(200, Some("OpenApi"))]),
+    op(
+        "GET",
+        "/api/docs",
+        Public,
+        "meta",
+        "The API reference page (HTML)",
+    )
+    .ok(&[(200, Some("Html"))]),
+    // Telemetry.
+    op(
+        "POST",
+        "/api/v2/write",
+        Operator,
+        "telemetry",
+        "InfluxDB 2.x line protocol",
+    )
+    .query(&[
+        ("org", "accepted and ignored"),
+        ("bucket", "accepted and ignored"),
+        ("precision", "ns, us, ms or s"),
+    ])
+    .body("LineProtocol")
+    .ok(&[(204, None)])
+    .errors(WRITES),
+    op(
+        "POST",
+        "/write",
+        Operator,
+        "telemetry",
+        "InfluxDB 1.x line protocol",
+    )
+    .query(&[
+        ("db", "accepted and ignored"),
+        ("rp", "accepted and ignored"),
+        ("precision", "n, u, ms, s, m or h"),
+        ("u", "user (ignored)"),
+        ("p", "the token, as InfluxDB 1.x clients send it"),
+    ])
+    .body("LineProtocol")
+    .ok(&[(204, None)])
+    .errors(WRITES),
+    op(
+        "POST",
+        "/api/telemetry/{device}",
+        Operator,
+        "telemetry",
+        "Device telemetry JSON, stamped with server time",
+    )
+    .body("DeviceTelemetry")
+    .ok(&[(204, None)])
+    .errors(WRITES),
+    op(
+        "POST",
+        "/api/telemetry",
+        Operator,
+        "telemetry",
+        "Batch of points",
+    )
+    .body("TelemetryBatch")
+    .ok(&[(204, None)])
+    .errors(WRITES),
+    op(
+        "GET",
+        "/api/telemetry/query",
+        Viewer,
+        "telemetry",
+        "Raw points, or time-bucket aggregates with agg and bucket",
+    )
+    .query(&[
+        ("device", "required: comma list or *"),
+        ("metric", "comma list or * (all when absent)"),
+        (
+            "start",
+            "Unix ms, RFC 3339, now or now-<duration>; default end-1h",
+        ),
+        ("end", "as start; default now"),
+        ("limit", "raw points per page, 1 to 100000"),
+        ("agg", "avg, min, max, sum, count, first or last"),
+        ("bucket", "30s, 10m, 1h, 1d or milliseconds"),
+        ("group_by", "series, device, label:<key> or all"),
+        ("format", "json or csv"),
+    ])
+    .ok(&[(200, Some("TelemetryQueryAnswer"))]),
+    op(
+        "GET",
+        "/api/telemetry/latest",
+        Viewer,
+        "telemetry",
+        "Latest point per series",
+    )
+    .query(&[
+        ("device", "required: comma list or *"),
+        ("metric", "comma list or *"),
+        ("format", "json or csv"),
+    ])
+    .ok(&[(200, Some("LatestAnswer"))]),
+    op(
+        "GET",
+        "/api/telemetry/stats",
+        Viewer,
+        "telemetry",
+        "Storage statistics and query work counters",
+    )
+    .ok(&[(200, Some("Object"))]),
+    op(
+        "GET",
+        "/api/devices/{id}/series",
+        Viewer,
+        "telemetry",
+        "The metrics (series) of a device",
+    )
+    .ok(&[(200, Some("SeriesList"))]),
+    op(
+        "GET",
+        "/api/stream",
+        Viewer,
+        "telemetry",
+        "Live Server-Sent Events: telemetry, presence, alarms, twins",
+    )
+    .query(&[
+        ("devices", "comma list or * (default *)"),
+        ("metrics", "comma list (default all)"),
+        (
+            "events",
+            "comma list of telemetry, presence, alarms, twins (default all)",
+        ),
+    ])
+    .ok(&[(200, Some("EventStream"))]),
+    // Devices.
+    op(
+        "POST",
+        "/api/devices",
+        Operator,
+        "devices",
+        "Create a device (its token shown once)",
+    )
+    .body("DeviceCreate")
+    .ok(&[(201, Some("DeviceCreated"))]),
+    op("GET", "/api/devices", Viewer, "devices", "List devices")
+        .query(&[
+            ("type", "device type"),
+            ("group", "group name"),
+            ("label", "k:v, repeatable"),
+            ("enabled", "true or false"),
+            ("state", "online or offline"),
+            ("prefix", "id prefix"),
+            ("limit", "1 to 1000, default 100"),
+            ("after", "cursor"),
+        ])
+        .ok(&[(200, Some("DevicePage"))]),
+    op("GET", "/api/devices/{id}", Viewer, "devices", "One device").ok(&[(200, Some("Device"))]),
+    op(
+        "PATCH",
+        "/api/devices/{id}",
+        Operator,
+        "devices",
+        "Change a device; enabled false drops its sessions",
+    )
+    .body("DevicePatch")
+    .ok(&[(200, Some("Device"))]),
+    op(
+        "DELETE",
+        "/api/devices/{id}",
+        Operator,
+        "devices",
+        "Delete a device with its tokens, certificates, twins and commands",
+    )
+    .ok(&[(204, None)]),
+    op(
+        "POST",
+        "/api/devices/import",
+        Operator,
+        "devices",
+        "Bulk create, JSON or CSV, all or nothing",
+    )
+    .query(&[("tokens", "true: issue and return a token per device")])
+    .body("DeviceImport")
+    .ok(&[(200, Some("ImportReport"))])
+    .errors(&[415, 422]),
+    op(
+        "POST",
+        "/api/devices/{id}/tokens",
+        Operator,
+        "devices",
+        "New device token",
+    )
+    .body("TokenRotate")
+    .ok(&[(201, Some("DeviceToken"))]),
+    op(
+        "DELETE",
+        "/api/devices/{id}/tokens",
+        Operator,
+        "devices",
+        "Revoke every token of the device",
+    )
+    .ok(&[(204, None)]),
+    op(
+        "POST",
+        "/api/devices/{id}/certificates",
+        Operator,
+        "certificates",
+        "Issue a device certificate",
+    )
+    .body("CertificateRequest")
+    .ok(&[(201, Some("IssuedCertificate"))]),
+    op(
+        "GET",
+        "/api/devices/{id}/certificates",
+        Viewer,
+        "certificates",
+        "The device's certificates",
+    )
+    .ok(&[(200, Some("CertificateList"))]),
+    op(
+        "POST",
+        "/api/certificates/{serial}/revoke",
+        Operator,
+        "certificates",
+        "Revoke a certificate",
+    )
+    .ok(&[(200, Some("Certificate"))]),
+    op(
+        "GET",
+        "/api/ca",
+        Viewer,
+        "certificates",
+        "The CA certificate (PEM)",
+    )
+    .ok(&[(200, Some("Pem"))]),
+    // Provisioning.
+    op(
+        "POST",
+        "/api/claims",
+        Operator,
+        "provisioning",
+        "Create a claim (its token shown once)",
+    )
+    .body("ClaimCreate")
+    .ok(&[(201, Some("Claim"))]),
+    op(
+        "GET",
+        "/api/claims",
+        Viewer,
+        "provisioning",
+        "List claims (never their tokens)",
+    )
+    .ok(&[(200, Some("ClaimList"))]),
+    op(
+        "DELETE",
+        "/api/claims/{id}",
+        Operator,
+        "provisioning",
+        "Revoke a claim",
+    )
+    .ok(&[(204, None)]),
+    op(
+        "POST",
+        "/api/claims/{id}/certificate",
+        Operator,
+        "provisioning",
+        "A claim certificate and its key, for provisioning over mTLS",
+    )
+    .body("CertificateDays")
+    .ok(&[(201, Some("IssuedCertificate"))]),
+    op(
+        "POST",
+        "/api/provision",
+        Claim,
+        "provisioning",
+        "A device registers itself with a claim token",
+    )
+    .body("ProvisionRequest")
+    .ok(&[(201, Some("Provisioned"))]),
+    // Rules and alarms.
+    op("GET", "/api/rules", Viewer, "rules", "List rules").ok(&[(200, Some("RuleList"))]),
+    op("POST", "/api/rules", Operator, "rules", "Create a rule")
+        .body("RuleDefinition")
+        .ok(&[(201, Some("Rule"))]),
+    op(
+        "POST",
+        "/api/rules/validate",
+        Operator,
+        "rules",
+        "Check a rule without saving it",
+    )
+    .body("RuleDefinition")
+    .ok(&[(200, Some("Validation"))]),
+    op(
+        "POST",
+        "/api/rules/dry-run",
+        Operator,
+        "rules",
+        "Evaluate a rule over sample messages",
+    )
+    .body("DryRun")
+    .ok(&[(200, Some("Object"))]),
+    op("GET", "/api/rules/{name}", Viewer, "rules", "One rule").ok(&[(200, Some("Rule"))]),
+    op(
+        "DELETE",
+        "/api/rules/{name}",
+        Operator,
+        "rules",
+        "Delete a rule",
+    )
+    .ok(&[(204, None)]),
+    op(
+        "POST",
+        "/api/rules/{name}/enable",
+        Operator,
+        "rules",
+        "Enable a rule",
+    )
+    .ok(&[(200, Some("Rule"))]),
+    op(
+        "POST",
+        "/api/rules/{name}/disable",
+        Operator,
+        "rules",
+        "Disable a rule",
+    )
+    .ok(&[(200, Some("Rule"))]),
+    op(
+        "GET",
+        "/api/rules/{name}/traces",
+        Viewer,
+        "rules",
+        "Recent evaluations of a rule",
+    )
+    .ok(&[(200, Some("TraceList"))]),
+    op("GET", "/api/alarms", Viewer, "alarms", "List alarms")
+        .query(&[
+            ("device", "device id"),
+            ("type", "alarm type"),
+            ("severity", "severity"),
+            (
+                "state",
+                "active, cleared, active_unack, active_ack, cleared_unack or cleared_ack",
+            ),
+            ("since", "Unix ms or RFC 3339"),
+            ("until", "Unix ms or RFC 3339"),
+            ("limit", "1 to 1000, default 100"),
+            ("after", "cursor"),
+        ])
+        .ok(&[(200, Some("AlarmPage"))]),
+    op(
+        "GET",
+        "/api/alarms/counts",
+        Viewer,
+        "alarms",
+        "Alarm counts by state and severity",
+    )
+    .ok(&[(200, Some("AlarmCounts"))]),
+    op("GET", "/api/alarms/{id}", Viewer, "alarms", "One alarm").ok(&[(200, Some("Alarm"))]),
+    op(
+        "POST",
+        "/api/alarms/{id}/ack",
+        Operator,
+        "alarms",
+        "Acknowledge an alarm",
+    )
+    .ok(&[(200, Some("Alarm"))]),
+    op(
+        "POST",
+        "/api/alarms/{id}/clear",
+        Operator,
+        "alarms",
+        "Clear an alarm",
+    )
+    .ok(&[(200, Some("Alarm"))]),
+    // Twins, commands, presence.
+    op(
+        "GET",
+        "/api/devices/{id}/twin",
+        Viewer,
+        "twins",
+        "The classic twin's document (ETag: version)",
+    )
+    .ok(&[(200, Some("TwinDocument"))]),
+    op(
+        "PATCH",
+        "/api/devices/{id}/twin",
+        Operator,
+        "twins",
+        "Merge-patch desired (If-Match or version for a conditional change)",
+    )
+    .body("TwinPatch")
+    .ok(&[(200, Some("TwinDocument"))])
+    .errors(&[412]),
+    op(
+        "GET",
+        "/api/devices/{id}/twins",
+        Viewer,
+        "twins",
+        "Every twin of a device",
+    )
+    .ok(&[(200, Some("TwinList"))]),
+    op(
+        "GET",
+        "/api/devices/{id}/twins/{name}",
+        Viewer,
+        "twins",
+        "A named twin's document",
+    )
+    .ok(&[(200, Some("TwinDocument"))]),
+    op(
+        "PATCH",
+        "/api/devices/{id}/twins/{name}",
+        Operator,
+        "twins",
+        "Merge-patch a named twin's desired state",
+    )
+    .body("TwinPatch")
+    .ok(&[(200, Some("TwinDocument"))])
+    .errors(&[412]),
+    op(
+        "GET",
+        "/api/twins",
+        Viewer,
+        "twins",
+        "Ids of devices whose twin matches a query",
+    )
+    .query(&[
+        ("name", "twin name (classic when absent)"),
+        ("query", "e.g. reported.fw = \"1.2\" and desired.speed > 10"),
+        ("limit", "page size"),
+        ("after", "cursor"),
+    ])
+    .ok(&[(200, Some("TwinQueryAnswer"))]),
+    op(
+        "POST",
+        "/api/devices/{id}/commands",
+        Operator,
+        "commands",
+        "Send a command",
+    )
+    .body("CommandCreate")
+    .ok(&[(202, Some("Command")), (200, Some("Command"))])
+    .errors(&[504]),
+    op(
+        "GET",
+        "/api/devices/{id}/commands",
+        Viewer,
+        "commands",
+        "The device's commands, oldest first",
+    )
+    .query(PAGE)
+    .ok(&[(200, Some("CommandPage"))]),
+    op(
+        "GET",
+        "/api/devices/{id}/commands/{cmd}",
+        Viewer,
+        "commands",
+        "One command",
+    )
+    .ok(&[(200, Some("Command"))]),
+    op(
+        "POST",
+        "/api/devices/{id}/commands/{cmd}/cancel",
+        Operator,
+        "commands",
+        "Cancel a command not yet final",
+    )
+    .ok(&[(200, Some("Command"))]),
+    op(
+        "GET",
+        "/api/devices/{id}/presence",
+        Viewer,
+        "fleet",
+        "A device's presence",
+    )
+    .ok(&[(200, Some("Presence"))]),
+    op(
+        "GET",
+        "/api/fleet/status",
+        Viewer,
+        "fleet",
+        "Presence counts, whole fleet or grouped",
+    )
+    .query(&[("group_by", "type, group or label:<key>")])
+    .ok(&[(200, Some("FleetStatus"))]),
+    // Operators.
+    op(
+        "POST",
+        "/api/auth/login",
+        Public,
+        "operators",
+        "Log in: a session token",
+    )
+    .body("Login")
+    .ok(&[(200, Some("Session"))]),
+    op(
+        "POST",
+        "/api/auth/logout",
+        Viewer,
+        "operators",
+        "End the session used",
+    )
+    .ok(&[(204, None)]),
+    op(
+        "GET",
+        "/api/auth/me",
+        Viewer,
+        "operators",
+        "Who the credential is",
+    )
+    .ok(&[(200, Some("Me"))]),
+    op(
+        "GET",
+        "/api/users",
+        Admin,
+        "operators",
+        "List operator accounts",
+    )
+    .ok(&[(200, Some("UserList"))]),
+    op(
+        "POST",
+        "/api/users",
+        Admin,
+        "operators",
+        "Create an operator account",
+    )
+    .body("UserCreate")
+    .ok(&[(201, Some("User"))]),
+    op(
+        "PATCH",
+        "/api/users/{name}",
+        Admin,
+        "operators",
+        "Change an operator account",
+    )
+    .body("UserPatch")
+    .ok(&[(200, Some("User"))]),
+    op(
+        "DELETE",
+        "/api/users/{name}",
+        Admin,
+        "operators",
+        "Delete an operator account",
+    )
+    .ok(&[(204, None)]),
+    op(
+        "GET",
+        "/api/tokens",
+        Admin,
+        "operators",
+        "API tokens and sessions",
+    )
+    .ok(&[(200, Some("ApiTokenList"))]),
+    op(
+        "POST",
+        "/api/tokens",
+        Admin,
+        "operators",
+        "Create an API token (shown once)",
+    )
+    .body("ApiTokenCreate")
+    .ok(&[(201, Some("ApiToken"))]),
+    op(
+        "DELETE",
+        "/api/tokens/{id}",
+        Admin,
+        "operators",
+        "Revoke a token or session",
+    )
+    .ok(&[(204, None)]),
+    op(
+        "GET",
+        "/api/audit",
+        Admin,
+        "operators",
+        "The audit log, newest first",
+    )
+    .query(&[
+        ("actor", "principal"),
+        ("action", "e.g. device.create"),
+        ("target", "object id"),
+        ("since", "Unix ms or RFC 3339"),
+        ("until", "Unix ms or RFC 3339"),
+        ("limit", "page size"),
+        ("before", "cursor: `next` of the previous page"),
+    ])
+    .ok(&[(200, Some("AuditPage"))]),
+];
