@@ -6,6 +6,7 @@ mod demo;
 mod security;
 mod serve;
 mod settings;
+mod streams;
 
 use std::path::PathBuf;
 

@@ -210,8 +210,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 session_ttl_ms: settings.auth.session_ttl_hours * 3_600_000,
                 fleet: Some(fleet.clone()),
                 automation: Some(automation.clone()),
-                stream: None,
-                stream_queue: api::DEFAULT_STREAM_QUEUE,
+                stream: Some(Arc::new(crate::streams::BrokerStreams(handle.clone()))),
+                stream_queue: settings.http.stream_queue,
             };
             let router = api::router(state);
             let addr = format!("{}:{}", settings.http.bind, settings.http.port);

@@ -421,6 +421,10 @@ pub struct HttpSettings {
     pub tls_port: u16,
     /// Largest request body, bytes (after decompression too).
     pub max_body_bytes: usize,
+    /// Messages queued toward one live-stream client (`GET /api/stream`);
+    /// a client that falls further behind gets `event: overflow` and is
+    /// disconnected.
+    pub stream_queue: usize,
 }
 
 impl Default for HttpSettings {
@@ -431,6 +435,7 @@ impl Default for HttpSettings {
             port: 8080,
             tls_port: 8443,
             max_body_bytes: 32 * 1024 * 1024,
+            stream_queue: api::DEFAULT_STREAM_QUEUE,
         }
     }
 }
@@ -576,6 +581,9 @@ impl Settings {
         }
         if !(10..=60_000).contains(&d.scan_interval_ms) {
             bail!("invalid setting `devices.scan_interval_ms`: 10 to 60000");
+        }
+        if self.http.stream_queue == 0 {
+            bail!("invalid setting `http.stream_queue`: must be at least 1");
         }
         if self.http.max_body_bytes < 1024 {
             bail!("invalid setting `http.max_body_bytes`: must be at least 1024");

@@ -319,6 +319,15 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     .ok(&[(200, Some("Object"))]),
     op("GET", "/api/rules/{name}", Viewer, "rules", "One rule").ok(&[(200, Some("Rule"))]),
     op(
+        "PUT",
+        "/api/rules/{name}",
+        Operator,
+        "rules",
+        "Replace a rule",
+    )
+    .body("RuleDefinition")
+    .ok(&[(200, Some("Rule"))]),
+    op(
         "DELETE",
         "/api/rules/{name}",
         Operator,

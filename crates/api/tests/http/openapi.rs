@@ -40,6 +40,10 @@ async fn every_documented_operation_is_routed_and_no_other_method_is() {
                     r.problem(401, "unauthorized");
                 }
             } else {
+                assert_eq!(
+                    r.status, 405,
+                    "{m} {path} is routed but not in the OpenAPI document (openapi/routes.rs)"
+                );
                 r.problem(405, "method_not_allowed");
             }
         }
