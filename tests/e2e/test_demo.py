@@ -97,6 +97,38 @@ def test_demo_mode_runs_a_living_factory(tmp_path):
         status, body = _http("POST", f"{base}/api/devices/demo-0003/commands",
                              {"method": "ping", "wait": True, "timeout": 10}, token=token)
         assert status == 200 and body["status"] == "succeeded", body
+
+        # The CLI does the same jobs over the API.
+        def cli(*args, tok=token):
+            env = {**os.environ, "MILLWRIGHT_URL": base, "MILLWRIGHT_TOKEN": tok}
+            return subprocess.run([str(_millwright_bin()), *args], capture_output=True,
+                                  text=True, timeout=30, env=env)
+        r = cli("command", "send", "demo-0004", "ping", "--wait", "--timeout", "10")
+        assert r.returncode == 0 and json.loads(r.stdout)["status"] == "succeeded", r
+        r = cli("twin", "set-desired", "demo-0004", '{"speed": 900}')
+        assert r.returncode == 0, r.stderr
+        _until(lambda: json.loads(cli("twin", "get", "demo-0004").stdout)["state"]["reported"]
+               .get("speed") == 900, "demo-0004 reporting speed 900")
+        r = cli("telemetry", "latest", "demo-0001", "--output", "csv")
+        assert r.returncode == 0 and r.stdout.startswith("device,metric,ts,value"), r
+        r = cli("telemetry", "query", "demo-0001", "temp", "--agg", "avg", "--bucket", "10s",
+                "--csv")
+        assert r.returncode == 0 and "temp" in r.stdout, r
+        r = cli("command", "list", "demo-0004", "--output", "json")
+        assert r.returncode == 0 and len(json.loads(r.stdout)) >= 1, r
+        # Admin jobs with the admin token printed at first start.
+        admin = re.search(r"(mwa_[A-Za-z0-9_-]+)", log.read_text()).group(1)
+        r = cli("token", "create", "ci", "--role", "viewer", tok=admin)
+        assert r.returncode == 0 and r.stdout.strip().startswith("mwa_"), r
+        viewer = r.stdout.strip()
+        assert cli("command", "send", "demo-0004", "ping", tok=viewer).returncode == 4
+        r = cli("user", "add", "shiftlead", "--role", "operator", "--password", "long-enough-pw",
+                tok=admin)
+        assert r.returncode == 0, r.stderr
+        r = cli("user", "list", "--output", "json", tok=admin)
+        assert "shiftlead" in r.stdout, r
+        r = cli("completions", "bash")
+        assert r.returncode == 0 and "millwright" in r.stdout
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -212,6 +212,142 @@ pub enum AlarmCommand {
     },
 }
 
+#[derive(clap::Subcommand)]
+pub enum TwinCommand {
+    /// Show a device's twin (or a named twin).
+    Get {
+        device: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Merge desired fields (JSON), optionally only at a version.
+    SetDesired {
+        device: String,
+        /// A JSON merge patch, e.g. '{"speed": 900}'.
+        desired: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        version: Option<u64>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum CommandCommand {
+    /// Send a command; with --wait, wait for the device's answer.
+    Send {
+        device: String,
+        method: String,
+        /// Parameters as JSON.
+        #[arg(long, default_value = "{}")]
+        params: String,
+        #[arg(long)]
+        wait: bool,
+        /// Seconds the device has to answer.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// A device's commands (oldest first).
+    List {
+        device: String,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    Cancel {
+        device: String,
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum TelemetryCommand {
+    /// The latest point of each metric of a device.
+    Latest {
+        device: String,
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Points or aggregates (e.g. --agg avg --bucket 1m) over a range.
+    Query {
+        device: String,
+        metric: String,
+        #[arg(long, default_value = "now-1h")]
+        start: String,
+        #[arg(long, default_value = "now")]
+        end: String,
+        #[arg(long)]
+        agg: Option<String>,
+        #[arg(long)]
+        bucket: Option<String>,
+        /// CSV instead of JSON.
+        #[arg(long)]
+        csv: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum UserCommand {
+    /// Add an operator account (role: admin, operator or viewer).
+    Add {
+        username: String,
+        #[arg(long, default_value = "viewer")]
+        role: String,
+        /// The password (read from MILLWRIGHT_PASSWORD when absent).
+        #[arg(long, env = "MILLWRIGHT_PASSWORD", hide_env_values = true)]
+        password: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    List {
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    Delete {
+        username: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum TokenCommand {
+    /// Create an API token (printed once).
+    Create {
+        name: String,
+        #[arg(long, default_value = "viewer")]
+        role: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    List {
+        #[arg(long, value_enum, default_value = "table")]
+        output: Output,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
 /// An API failure with the exit code scripts see.
 struct Failure {
     code: i32,
@@ -314,6 +450,228 @@ fn labels_map(labels: &[String]) -> anyhow::Result<serde_json::Map<String, Value
         m.insert(k.to_string(), Value::String(v.to_string()));
     }
     Ok(m)
+}
+
+fn items(v: &Value) -> Vec<Value> {
+    v.get("items")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn json_arg(text: &str, what: &str) -> Result<Value, Failure> {
+    serde_json::from_str(text).map_err(|e| Failure {
+        code: 2,
+        message: format!("{what}: not valid JSON: {e}"),
+    })
+}
+
+pub fn twin(cmd: TwinCommand) -> anyhow::Result<()> {
+    finish((|| {
+        match cmd {
+            TwinCommand::Get {
+                device,
+                name,
+                remote,
+            } => {
+                let path = match name {
+                    Some(n) => format!("/api/devices/{}/twins/{}", enc(&device), enc(&n)),
+                    None => format!("/api/devices/{}/twin", enc(&device)),
+                };
+                pretty(&remote.call("GET", &path, None)?);
+            }
+            TwinCommand::SetDesired {
+                device,
+                desired,
+                name,
+                version,
+                remote,
+            } => {
+                let mut body = json!({ "desired": json_arg(&desired, "desired")? });
+                if let Some(v) = version {
+                    body["version"] = json!(v);
+                }
+                let path = match name {
+                    Some(n) => format!("/api/devices/{}/twins/{}", enc(&device), enc(&n)),
+                    None => format!("/api/devices/{}/twin", enc(&device)),
+                };
+                pretty(&remote.call("PATCH", &path, Some(Body::Json(body)))?);
+            }
+        }
+        Ok(())
+    })())
+}
+
+pub fn command(cmd: CommandCommand) -> anyhow::Result<()> {
+    finish((|| {
+        match cmd {
+            CommandCommand::Send {
+                device,
+                method,
+                params,
+                wait,
+                timeout,
+                remote,
+            } => {
+                let body = json!({
+                    "method": method, "params": json_arg(&params, "--params")?,
+                    "wait": wait, "timeout": timeout,
+                });
+                pretty(&remote.call(
+                    "POST",
+                    &format!("/api/devices/{}/commands", enc(&device)),
+                    Some(Body::Json(body)),
+                )?);
+            }
+            CommandCommand::List {
+                device,
+                output,
+                remote,
+            } => {
+                let v = remote.call(
+                    "GET",
+                    &format!("/api/devices/{}/commands?limit=1000", enc(&device)),
+                    None,
+                )?;
+                print_table(
+                    &items(&v),
+                    &["id", "method", "status", "created_at", "error"],
+                    output,
+                );
+            }
+            CommandCommand::Cancel { device, id, remote } => {
+                remote.call(
+                    "POST",
+                    &format!("/api/devices/{}/commands/{}/cancel", enc(&device), enc(&id)),
+                    None,
+                )?;
+                println!("cancelled {id}");
+            }
+        }
+        Ok(())
+    })())
+}
+
+pub fn telemetry(cmd: TelemetryCommand) -> anyhow::Result<()> {
+    finish((|| {
+        match cmd {
+            TelemetryCommand::Latest {
+                device,
+                output,
+                remote,
+            } => {
+                let v = remote.call(
+                    "GET",
+                    &format!("/api/telemetry/latest?device={}", enc(&device)),
+                    None,
+                )?;
+                let rows = v
+                    .get("latest")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                print_table(&rows, &["device", "metric", "ts", "value"], output);
+            }
+            TelemetryCommand::Query {
+                device,
+                metric,
+                start,
+                end,
+                agg,
+                bucket,
+                csv,
+                remote,
+            } => {
+                let mut q = format!(
+                    "device={}&metric={}&start={}&end={}",
+                    enc(&device),
+                    enc(&metric),
+                    enc(&start),
+                    enc(&end)
+                );
+                if let Some(a) = agg {
+                    q.push_str(&format!("&agg={}", enc(&a)));
+                }
+                if let Some(b) = bucket {
+                    q.push_str(&format!("&bucket={}", enc(&b)));
+                }
+                if csv {
+                    q.push_str("&format=csv");
+                }
+                match remote.call("GET", &format!("/api/telemetry/query?{q}"), None)? {
+                    Value::String(text) => print!("{text}"),
+                    v => pretty(&v),
+                }
+            }
+        }
+        Ok(())
+    })())
+}
+
+pub fn user(cmd: UserCommand) -> anyhow::Result<()> {
+    finish((|| {
+        match cmd {
+            UserCommand::Add {
+                username,
+                role,
+                password,
+                remote,
+            } => {
+                remote.call(
+                    "POST",
+                    "/api/users",
+                    Some(Body::Json(
+                        json!({"username": username, "password": password, "role": role}),
+                    )),
+                )?;
+                println!("added {username} ({role})");
+            }
+            UserCommand::List { output, remote } => {
+                let v = remote.call("GET", "/api/users", None)?;
+                print_table(
+                    &items(&v),
+                    &["username", "role", "disabled", "created_at"],
+                    output,
+                );
+            }
+            UserCommand::Delete { username, remote } => {
+                remote.call("DELETE", &format!("/api/users/{}", enc(&username)), None)?;
+                println!("deleted {username}");
+            }
+        }
+        Ok(())
+    })())
+}
+
+pub fn token(cmd: TokenCommand) -> anyhow::Result<()> {
+    finish((|| {
+        match cmd {
+            TokenCommand::Create { name, role, remote } => {
+                let v = remote.call(
+                    "POST",
+                    "/api/tokens",
+                    Some(Body::Json(json!({"name": name, "role": role}))),
+                )?;
+                println!(
+                    "{}",
+                    v.get("token").and_then(Value::as_str).unwrap_or_default()
+                );
+            }
+            TokenCommand::List { output, remote } => {
+                let v = remote.call("GET", "/api/tokens", None)?;
+                print_table(
+                    &items(&v),
+                    &["id", "name", "role", "owner", "session", "expires_at"],
+                    output,
+                );
+            }
+            TokenCommand::Revoke { id, remote } => {
+                remote.call("DELETE", &format!("/api/tokens/{}", enc(&id)), None)?;
+                println!("revoked {id}");
+            }
+        }
+        Ok(())
+    })())
 }
 
 pub fn rule(cmd: RuleCommand) -> anyhow::Result<()> {

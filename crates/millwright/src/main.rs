@@ -48,6 +48,23 @@ enum Command {
     /// List, acknowledge and clear alarms through the HTTP API.
     #[command(subcommand)]
     Alarm(cli::AlarmCommand),
+    /// Read twins and set desired state through the HTTP API.
+    #[command(subcommand)]
+    Twin(cli::TwinCommand),
+    /// Send, list and cancel device commands through the HTTP API.
+    #[command(subcommand)]
+    Command(cli::CommandCommand),
+    /// Query telemetry through the HTTP API.
+    #[command(subcommand)]
+    Telemetry(cli::TelemetryCommand),
+    /// Manage operator accounts through the HTTP API (admin).
+    #[command(subcommand)]
+    User(cli::UserCommand),
+    /// Manage API tokens through the HTTP API (admin).
+    #[command(subcommand)]
+    Token(cli::TokenCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
     /// Load-test an MQTT broker (this one or any other).
     Bench(bench::BenchArgs),
     /// Run simulated factory machines that speak the device contract.
@@ -76,6 +93,21 @@ fn main() -> anyhow::Result<()> {
         Command::Device(cmd) => cli::device(cmd),
         Command::Rule(cmd) => cli::rule(cmd),
         Command::Alarm(cmd) => cli::alarm(cmd),
+        Command::Twin(cmd) => cli::twin(cmd),
+        Command::Command(cmd) => cli::command(cmd),
+        Command::Telemetry(cmd) => cli::telemetry(cmd),
+        Command::User(cmd) => cli::user(cmd),
+        Command::Token(cmd) => cli::token(cmd),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "millwright",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
         Command::Bench(args) => run_bench(args),
         Command::Simulate(args) => {
             init_logging(if args.json { "warn" } else { "info" });
