@@ -52,8 +52,8 @@ enum Command {
     #[command(subcommand)]
     Twin(cli::TwinCommand),
     /// Send, list and cancel device commands through the HTTP API.
-    #[command(subcommand)]
-    Command(cli::CommandCommand),
+    #[command(subcommand, name = "command")]
+    Commands(cli::CommandCommand),
     /// Query telemetry through the HTTP API.
     #[command(subcommand)]
     Telemetry(cli::TelemetryCommand),
@@ -94,7 +94,7 @@ fn main() -> anyhow::Result<()> {
         Command::Rule(cmd) => cli::rule(cmd),
         Command::Alarm(cmd) => cli::alarm(cmd),
         Command::Twin(cmd) => cli::twin(cmd),
-        Command::Command(cmd) => cli::command(cmd),
+        Command::Commands(cmd) => cli::command(cmd),
         Command::Telemetry(cmd) => cli::telemetry(cmd),
         Command::User(cmd) => cli::user(cmd),
         Command::Token(cmd) => cli::token(cmd),
