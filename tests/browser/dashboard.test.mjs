@@ -212,6 +212,8 @@ test('a bad rule shows its parse error in place', async () => {
 test('the system page shows store figures and the version', async () => {
   await page.goto(URL + '/#/system');
   await page.waitForSelector('#tsdb-stats table');
+  await page.waitForSelector('#broker-figures table');
+  assert.match(await page.textContent('#broker-figures'), /connections/);
   assert.match(await page.textContent('#version'), /Millwright \d+\.\d+/);
   await shot('11-system');
 });

@@ -177,6 +177,7 @@ def table(ctx):
         ("GET", "/api/telemetry/latest",
          lambda p: p.api("GET", f"/api/telemetry/latest?device={dev}"), None),
         ("GET", "/api/telemetry/stats", lambda p: p.api("GET", "/api/telemetry/stats"), None),
+        ("GET", "/api/system", lambda p: p.api("GET", "/api/system"), None),
         ("GET", "/api/devices/{id}/series", lambda p: p.api("GET", f"/api/devices/{dev}/series"),
          None),
         ("GET", "/api/stream", lambda p: stream(p, ctx), None),

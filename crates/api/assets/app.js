@@ -660,12 +660,13 @@ async function systemPage() {
   const version = ($('meta[name="millwright-version"]') || {}).content || '?';
   const stats = h('div', { id: 'tsdb-stats' });
   const live = h('div');
+  const broker = h('div', { id: 'broker-figures' });
   page('System',
     h('section', { class: 'card' }, h('h2', { text: 'Version' }), h('p', { id: 'version', text: `Millwright ${version}` })),
     h('div', { class: 'grid' },
       h('section', { class: 'card', 'aria-labelledby': 'h-st' }, h('h2', { id: 'h-st', text: 'Telemetry store' }), stats),
       h('section', { class: 'card', 'aria-labelledby': 'h-live' }, h('h2', { id: 'h-live', text: 'Connections and rules' }), live)),
-    h('p', { class: 'muted', text: 'Broker figures ($SYS: queue depths, bytes in and out) are not served by the HTTP API yet; subscribe to $SYS/# over MQTT for them.' }));
+    h('section', { class: 'card', 'aria-labelledby': 'h-br' }, h('h2', { id: 'h-br', text: 'Broker' }), broker));
   every(5000, async () => {
     const s = await api('GET', '/api/telemetry/stats');
     const rows = [
@@ -684,6 +685,24 @@ async function systemPage() {
         ['messages dropped by the rules queue', fmtNum(rules.dropped || 0)]);
     }
     live.replaceChildren(table(['figure', { label: 'value', num: 1 }], lrows.map(([k, v]) => h('tr', {}, h('th', { scope: 'row', text: k }), h('td', { class: 'num', text: v })))));
+    const sys = await api('GET', '/api/system').catch(() => null);
+    if (sys && sys.broker) {
+      const b = sys.broker;
+      const brows = [
+        ['uptime', `${fmtNum(b.uptime_s)} s`], ['connections', fmtNum(b.connected)], ['sessions', fmtNum(b.sessions)],
+        ['subscriptions', fmtNum(b.subscriptions)], ['retained messages', fmtNum(b.retained)],
+        ['messages received', fmtNum(b.messages_received)], ['messages sent', fmtNum(b.messages_sent)],
+        ['bytes in', fmtBytes(b.bytes_in)], ['bytes out', fmtBytes(b.bytes_out)],
+        ['messages dropped (session queues full, expired)', fmtNum(b.messages_dropped)],
+        ['QoS 0 dropped (outbound queues full)', fmtNum(b.qos0_dropped)], ['slow clients dropped', fmtNum(b.slow_consumers_dropped)],
+        ['connections refused', fmtNum(b.connections_refused)], ['authentications refused', fmtNum(b.auth_refused)],
+        ['TLS handshakes failed', fmtNum(b.tls_handshake_failures)], ['platform events dropped', fmtNum(b.platform_events_dropped)],
+        ['rule inputs dropped', fmtNum(b.rules_dropped)], ['live streams dropped', fmtNum(b.streams_dropped)],
+      ];
+      broker.replaceChildren(table(['figure', { label: 'value', num: 1 }], brows.map(([k, v]) => h('tr', {}, h('th', { scope: 'row', text: k }), h('td', { class: 'num', text: v })))));
+    } else {
+      broker.replaceChildren(h('p', { class: 'muted', text: 'No broker figures from this server.' }));
+    }
   });
 }
 

@@ -402,6 +402,14 @@ pub struct ApiState {
     /// Messages queued per live-stream client before it is cut off as too
     /// slow (setting `stream_queue`, default [`DEFAULT_STREAM_QUEUE`]).
     pub stream_queue: usize,
+    /// The broker's figures for `GET /api/system`; `None`: not served.
+    pub system: Option<Arc<dyn SystemInfo>>,
+}
+
+/// What `GET /api/system` reports about the parts the API does not own
+/// (the broker), as JSON; implemented by the binary.
+pub trait SystemInfo: Send + Sync + 'static {
+    fn figures(&self) -> serde_json::Value;
 }
 
 /// The default of [`ApiState::stream_queue`].
@@ -454,6 +462,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/telemetry/query", get(query::query))
         .route("/api/telemetry/latest", get(query::latest))
         .route("/api/telemetry/stats", get(query::stats))
+        .route("/api/system", get(system))
         .route("/api/telemetry/{device}", post(write::write_device))
         .route("/api/devices/{id}/series", get(query::device_series))
         .route("/api/stream", get(stream::stream))
@@ -598,6 +607,26 @@ pub async fn serve(
     )
     .with_graceful_shutdown(shutdown)
     .await
+}
+
+/// `GET /api/system`: version and the broker's figures (connections,
+/// sessions, subscriptions, retained messages, message and byte counters,
+/// drops of every bounded queue).
+async fn system(
+    axum::extract::State(st): axum::extract::State<Arc<ApiState>>,
+) -> Result<Response, ApiError> {
+    let broker = st
+        .system
+        .as_ref()
+        .map_or(serde_json::Value::Null, |s| s.figures());
+    render::json(
+        &serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "broker": broker,
+            "stream_overflows": stream::stream_overflows(),
+        }),
+        None,
+    )
 }
 
 async fn health() -> Response {

@@ -26,8 +26,8 @@ pub use auth::{AuthDecision, AuthRequest, Authenticator, Listener};
 pub use clock::Clock;
 pub use persist::TelemetrySink;
 pub use server::{
-    NetConfig, NetError, NetMetrics, PlatformEvent, Server, ServerHandle, ServerOptions,
-    TelemetryIngest,
+    BrokerFigures, NetConfig, NetError, NetMetrics, PlatformEvent, Server, ServerHandle,
+    ServerOptions, TelemetryIngest,
 };
 pub use stream::{StreamItem, StreamSubscription};
 pub use tls::TlsListeners;

@@ -122,6 +122,27 @@ pub enum PlatformEvent {
     },
 }
 
+/// A snapshot of the broker's figures.
+#[derive(Debug, Clone)]
+pub struct BrokerFigures {
+    pub uptime_s: u64,
+    pub connected: u64,
+    pub sessions: u64,
+    pub subscriptions: u64,
+    pub retained: u64,
+    pub stats: broker::Stats,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub connections_refused: u64,
+    pub qos0_dropped: u64,
+    pub slow_consumers_dropped: u64,
+    pub auth_refused: u64,
+    pub tls_handshake_failures: u64,
+    pub platform_events_dropped: u64,
+    pub rules_dropped: u64,
+    pub streams_dropped: u64,
+}
+
 /// Server failures.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -285,6 +306,32 @@ impl ServerHandle {
             .into_iter()
             .map(|(p, t)| (p, t.0))
             .collect()
+    }
+
+    /// The broker's figures for dashboards (`$SYS` as JSON).
+    pub fn figures(&self) -> BrokerFigures {
+        let core = self.shared.lock();
+        let b = &core.broker;
+        let m = &self.shared.metrics;
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        BrokerFigures {
+            uptime_s: (self.shared.clock.now() - b.started()) / 1000,
+            connected: b.connected_count() as u64,
+            sessions: b.session_count() as u64,
+            subscriptions: b.subscription_count() as u64,
+            retained: b.retained_count() as u64,
+            stats: b.stats().clone(),
+            bytes_in: n(&m.bytes_in),
+            bytes_out: n(&m.bytes_out),
+            connections_refused: n(&m.connections_refused),
+            qos0_dropped: n(&m.qos0_dropped),
+            slow_consumers_dropped: n(&m.slow_consumers_dropped),
+            auth_refused: n(&m.auth_refused),
+            tls_handshake_failures: n(&m.tls_handshake_failures),
+            platform_events_dropped: n(&m.taps_dropped),
+            rules_dropped: n(&m.rules_dropped),
+            streams_dropped: n(&m.streams_dropped),
+        }
     }
 
     /// The broker core's counters.

@@ -212,6 +212,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 automation: Some(automation.clone()),
                 stream: Some(Arc::new(crate::streams::BrokerStreams(handle.clone()))),
                 stream_queue: settings.http.stream_queue,
+                system: Some(Arc::new(crate::streams::BrokerSystem(handle.clone()))),
             };
             let router = api::router(state);
             let addr = format!("{}:{}", settings.http.bind, settings.http.port);

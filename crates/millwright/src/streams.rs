@@ -25,3 +25,37 @@ impl api::StreamSource for BrokerStreams {
         Box::new(AbortOnDrop(task))
     }
 }
+
+/// `GET /api/system`'s broker figures.
+pub struct BrokerSystem(pub broker_net::ServerHandle);
+
+impl api::SystemInfo for BrokerSystem {
+    fn figures(&self) -> serde_json::Value {
+        let f = self.0.figures();
+        let s = &f.stats;
+        serde_json::json!({
+            "uptime_s": f.uptime_s,
+            "connected": f.connected,
+            "sessions": f.sessions,
+            "subscriptions": f.subscriptions,
+            "retained": f.retained,
+            "messages_received": s.messages_received,
+            "messages_sent": s.messages_sent,
+            "messages_dropped": s.messages_dropped,
+            "publish_denied": s.publish_denied,
+            "subscribe_denied": s.subscribe_denied,
+            "publish_rate_limited": s.publish_rate_limited,
+            "telemetry_points": s.telemetry_points,
+            "bytes_in": f.bytes_in,
+            "bytes_out": f.bytes_out,
+            "connections_refused": f.connections_refused,
+            "qos0_dropped": f.qos0_dropped,
+            "slow_consumers_dropped": f.slow_consumers_dropped,
+            "auth_refused": f.auth_refused,
+            "tls_handshake_failures": f.tls_handshake_failures,
+            "platform_events_dropped": f.platform_events_dropped,
+            "rules_dropped": f.rules_dropped,
+            "streams_dropped": f.streams_dropped,
+        })
+    }
+}

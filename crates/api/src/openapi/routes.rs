@@ -127,6 +127,14 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     .ok(&[(200, Some("Object"))]),
     op(
         "GET",
+        "/api/system",
+        Viewer,
+        "telemetry",
+        "Version and the broker's figures: connections, sessions, message and byte counters, queue drops",
+    )
+    .ok(&[(200, Some("Object"))]),
+    op(
+        "GET",
         "/api/devices/{id}/series",
         Viewer,
         "telemetry",

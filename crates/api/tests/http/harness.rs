@@ -218,6 +218,7 @@ pub async fn start_with(dir: &Path, cfg: Config) -> Server {
         automation: None,
         stream: cfg.stream.clone(),
         stream_queue: cfg.stream_queue,
+        system: None,
     };
     let router = api::router(state);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
