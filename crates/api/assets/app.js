@@ -256,13 +256,25 @@ async function fleetPage() {
       // figure, so it counts MQTT and HTTP ingest alike).
       const now = Date.now();
       const end = Math.floor(now / 60e3) * 60e3;
-      const [q, s] = await Promise.all([
+      const [q, s, sys] = await Promise.all([
         api('GET', `/api/telemetry/query?device=*&agg=count&bucket=60000&group_by=all&start=${end - 60e3}&end=${end}`),
         api('GET', '/api/telemetry/stats'),
+        api('GET', '/api/system').catch(() => null),
       ]);
       let n = 0;
       for (const se of q.series || []) for (const p of se.points || []) n += p.value || 0;
+      // MQTT messages per second: the broker's received counter between
+      // two refreshes.
+      let mps = '…';
+      const b = sys && sys.broker;
+      if (b) {
+        if (S.lastRecv && now > S.lastRecv.t) {
+          mps = ((b.messages_received - S.lastRecv.n) * 1000 / (now - S.lastRecv.t)).toFixed(1);
+        }
+        S.lastRecv = { t: now, n: b.messages_received };
+      }
       rate.replaceChildren(
+        tile(mps, 'MQTT messages per second', '', 'messages-per-second'),
         tile((n / 60).toFixed(1), 'points per second (last full minute)', '', 'points-per-second'),
         tile(fmtNum(s.series), 'series', ''),
         tile(fmtBytes(s.raw_chunk_bytes + s.rollup_chunk_bytes + s.wal_bytes), 'storage used (chunks + WAL)', '', 'storage'),
