@@ -144,7 +144,7 @@ pub async fn run(
         fleet.devices.len()
     );
     if let Some(url) = http {
-        println!("API: {url}   login: demo / {password}   (POST {url}/api/auth/login)");
+        println!("Dashboard: {url}/   login: demo / {password}   (API reference: {url}/api/docs)");
     }
     let mut options = simulator::FleetOptions::new(mqtt);
     options.fault_rate_per_hour = 2.0;
