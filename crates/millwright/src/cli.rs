@@ -401,7 +401,16 @@ impl Remote {
                 } else {
                     agent.post(&url)
                 };
-                with_auth!(r).header("Content-Type", ctype).send(&bytes[..])
+                let r = with_auth!(r).header("Content-Type", ctype);
+                if std::io::IsTerminal::is_terminal(&std::io::stderr()) && bytes.len() > 64 * 1024 {
+                    // A progress bar for long uploads (imports).
+                    let mut reader = Progress::new(&bytes);
+                    let sent = r.send(ureq::SendBody::from_reader(&mut reader));
+                    eprintln!();
+                    sent
+                } else {
+                    r.send(&bytes[..])
+                }
             }
             (_, None) => with_auth!(agent.post(&url)).send_empty(),
         }
@@ -433,6 +442,42 @@ impl Remote {
                 message,
             })
         }
+    }
+}
+
+/// Reads a body while drawing a progress bar on stderr.
+struct Progress<'a> {
+    data: &'a [u8],
+    pos: usize,
+    shown: usize,
+}
+
+impl<'a> Progress<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        Progress {
+            data,
+            pos: 0,
+            shown: usize::MAX,
+        }
+    }
+}
+
+impl std::io::Read for Progress<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.data.len() - self.pos).min(64 * 1024);
+        buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+        self.pos += n;
+        let pct = self.pos * 100 / self.data.len().max(1);
+        if pct != self.shown {
+            self.shown = pct;
+            let bar = "#".repeat(pct / 4);
+            eprint!(
+                "\rsending [{bar:<25}] {pct:>3}%  {} / {} KiB",
+                self.pos / 1024,
+                self.data.len() / 1024
+            );
+        }
+        Ok(n)
     }
 }
 
