@@ -28,7 +28,8 @@ import urllib.request
 import pytest
 
 from helpers import V5, MqttClient, unique, wait_until
-from test_devices import ADMIN_TOKEN, Platform
+from mwplatform import ADMIN_TOKEN
+from test_devices import Platform
 
 pytestmark = pytest.mark.millwright_only(reason="Millwright's HTTP API")
 
@@ -69,7 +70,7 @@ def raw(plat, method: str, path: str, data: bytes, ctype: str, token: str | None
             status, body, h = r.status, r.read(), {k.lower(): v for k, v in r.headers.items()}
     except urllib.error.HTTPError as e:
         status, body, h = e.code, e.read(), {k.lower(): v for k, v in e.headers.items()}
-    from test_devices import Resp
+    from mwplatform import Resp
     text = body.decode(errors="replace")
     try:
         parsed = json.loads(text) if text else None
@@ -83,7 +84,7 @@ def stream(plat, ctx):
     event stream whose first bytes arrive at once."""
     req = urllib.request.Request(f"{plat.url}/api/stream?devices={ctx['dev']}&events=telemetry",
                                  headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
-    from test_devices import Resp
+    from mwplatform import Resp
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             assert r.headers.get("content-type", "").startswith("text/event-stream"), r.headers

@@ -25,27 +25,23 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from conftest import BROKER_KIND, _millwright_bin, free_ports
+import mwplatform
+from conftest import BROKER_KIND, _millwright_bin
+from mwplatform import Resp, _log_on_failure  # noqa: F401 (the fixture)
 from helpers import (TIMEOUT, V311, V5, VERSIONS, MqttClient, PacketTypes, props, unique,
                      wait_until)
 
 pytestmark = pytest.mark.millwright_only(reason="twins, commands and presence are Millwright's")
 
-READY = 15.0
-ADMIN_TOKEN = "e2e-admin-token-devices-0123456789"
 
 # Settings every platform of this module gets: a quick scan, so that
 # inactivity, command timeouts and ttl expiry happen within a second or so.
@@ -60,170 +56,13 @@ DEVICES_SETTINGS = {
 # The platform under test
 # =========================================================================
 
-_PLATFORMS: list["Platform"] = []  # every platform made, for logs of failed tests
-
-
-@dataclass
-class Resp:
-    status: int
-    body: object       # parsed JSON, or the text when it is not JSON
-    text: str
-    headers: dict      # lower-case names
-
-    def __repr__(self) -> str:
-        return f"<HTTP {self.status} {self.text[:600]!r}>"
-
-
-def _toml(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {_toml(x)}" for k, x in v.items()) + " }"
-    return json.dumps(str(v))
-
-
-def _lower(headers) -> dict:
-    return {k.lower(): v for k, v in headers.items()}
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-class Platform:
-    """A Millwright process: MQTT over TCP and the HTTP API on free ports,
-    no TLS, a bootstrap admin token, quick fleet scans."""
-
-    host = "127.0.0.1"
-    ws_port = None  # (for helpers.MqttClient)
+class Platform(mwplatform.Platform):
+    """A Millwright process without TLS, with quick fleet scans."""
 
     def __init__(self, root: Path, *, mqtt: dict | None = None, devices: dict | None = None):
-        self.root = Path(root)
-        self.data = self.root / "data"
-        self.data.mkdir(parents=True, exist_ok=True)
-        self.mqtt_port, self.http_port = free_ports(2)
-        self.port = self.mqtt_port  # helpers.MqttClient uses .port
-        m = {"bind": self.host, "port": self.mqtt_port, "ws_port": 0, "tls_port": 0,
-             "wss_port": 0, "allow_anonymous": False}
-        m.update(mqtt or {})
         d = dict(DEVICES_SETTINGS)
         d.update(devices or {})
-        self.config = self.root / "millwright.toml"
-        self.config.write_text(
-            "[mqtt]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in m.items())
-            + f'\n[http]\nbind = "{self.host}"\nport = {self.http_port}\ntls_port = 0\n'
-            + "\n[tls]\nenabled = false\n"
-            + f'\n[auth]\nbootstrap_admin_token = "{ADMIN_TOKEN}"\n'
-            + "\n[devices]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in d.items())
-        )
-        self.log = self.root / "millwright.log"
-        self.proc: subprocess.Popen | None = None
-        _PLATFORMS.append(self)
-
-    # ----------------------------------------------------------- process
-    def start(self) -> None:
-        assert not self.running
-        with open(self.log, "ab") as logf:
-            logf.write(f"\n===== start {time.strftime('%H:%M:%S')}\n".encode())
-            logf.flush()
-            self.proc = subprocess.Popen(
-                [str(_millwright_bin()), "serve", "--data-dir", str(self.data),
-                 "--config", str(self.config)],
-                stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, "RUST_LOG": "info"},
-            )
-        deadline = time.monotonic() + READY
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"millwright exited with {self.proc.returncode} during "
-                                     f"start-up; log tail:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as r:
-                    assert r.status == 200
-                socket.create_connection((self.host, self.mqtt_port), timeout=1).close()
-                return
-            except (OSError, urllib.error.URLError):
-                if time.monotonic() > deadline:
-                    self.kill9()
-                    raise AssertionError(f"millwright not ready within {READY}s; log tail:\n"
-                                         f"{self.log_tail()}")
-                time.sleep(0.05)  # polling interval, not synchronisation
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.http_port}"
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill9(self) -> None:
-        if self.running:
-            self.proc.send_signal(signal.SIGKILL)
-        if self.proc is not None:
-            self.proc.wait(timeout=10)
-
-    def log_tail(self, n: int = 60) -> str:
-        try:
-            return _ANSI.sub("", "\n".join(self.log.read_text(errors="replace").splitlines()[-n:]))
-        except FileNotFoundError:
-            return "(no log)"
-
-    def log_mark(self) -> int:
-        return self.log.stat().st_size
-
-    def log_since(self, mark: int) -> str:
-        with open(self.log, "rb") as f:
-            f.seek(mark)
-            return _ANSI.sub("", f.read().decode(errors="replace"))
-
-    # -------------------------------------------------------------- HTTP
-    def api(self, method: str, path: str, body=None, *, token: str | None = ADMIN_TOKEN,
-            headers: dict | None = None, timeout: float = 60) -> Resp:
-        data = None
-        hdrs = dict(headers or {})
-        if body is not None:
-            data = json.dumps(body).encode()
-            hdrs.setdefault("Content-Type", "application/json")
-        if token is not None:
-            hdrs["Authorization"] = f"Bearer {token}"
-        req = urllib.request.Request(f"{self.url}{path}", data=data, method=method, headers=hdrs)
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
-                status, raw_body, rh = r.status, r.read(), _lower(r.headers)
-        except urllib.error.HTTPError as e:
-            status, raw_body, rh = e.code, e.read(), _lower(e.headers)
-        text = raw_body.decode(errors="replace")
-        try:
-            parsed = json.loads(text) if text else None
-        except ValueError:
-            parsed = text
-        return Resp(status, parsed, text, rh)
-
-    def ok(self, method: str, path: str, body=None, *, expect: int | tuple = (200, 201, 204),
-           **kw) -> Resp:
-        r = self.api(method, path, body, **kw)
-        expect = (expect,) if isinstance(expect, int) else expect
-        assert r.status in expect, f"{method} {path} {body!r:.300}: expected {expect}, got {r}"
-        return r
-
-    def problem(self, method: str, path: str, body=None, *, status: int, code: str,
-                **kw) -> Resp:
-        """A request that must fail with `status` and the problem `code`."""
-        r = self.api(method, path, body, **kw)
-        assert r.status == status, f"{method} {path} {body!r:.300}: expected {status}, got {r}"
-        assert isinstance(r.body, dict) and r.body.get("code") == code, (
-            f"{method} {path}: expected problem code {code!r}, got {r}")
-        assert r.headers.get("content-type", "").startswith("application/problem+json"), r.headers
-        return r
-
-    def add_device(self, device_id: str, **fields) -> str:
-        """Registers a device; returns its token (shown once)."""
-        r = self.ok("POST", "/api/devices", {"id": device_id, **fields}, expect=201)
-        assert r.body["id"] == device_id, r
-        assert isinstance(r.body.get("token"), str) and r.body["token"], r
-        return r.body["token"]
+        super().__init__(root, mqtt=mqtt, sections={"devices": d})
 
     # ------------------------------------------------ twins and commands
     def twin(self, dev: str, name: str = "") -> Resp:
@@ -402,32 +241,6 @@ def fresh(tmp_path):
     yield make
     for p in made:
         p.kill9()
-
-
-@pytest.fixture(autouse=True)
-def _log_on_failure(request):
-    """When a test fails, prints what the platforms logged during it."""
-    marks = {id(p): (p.log_mark() if p.log.exists() else 0) for p in _PLATFORMS}
-    failed = request.session.testsfailed
-    yield
-    if request.session.testsfailed == failed:
-        return
-    out = []
-    for p in _PLATFORMS:
-        if not p.log.exists():
-            continue
-        lines = p.log_since(marks.get(id(p), 0)).splitlines()
-        if lines:
-            out.append(f"----- {p.log} ({len(lines)} lines during the test, last 80) -----")
-            out += lines[-80:]
-    if not out:
-        return
-    capman = request.config.pluginmanager.getplugin("capturemanager")
-    if capman is not None:
-        with capman.global_and_fixture_disabled():
-            print("\n" + "\n".join(out))
-    else:
-        print("\n".join(out))
 
 
 # =========================================================================

@@ -29,17 +29,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import queue
-import os
 import re
-import signal
-import socket
-import ssl
 import stat
 import subprocess
 import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -53,14 +46,14 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 import rawmqtt as raw
-from conftest import BROKER_KIND, _millwright_bin, free_ports
+import mwplatform
+from conftest import BROKER_KIND, _millwright_bin
+from mwplatform import ADMIN_TOKEN, _log_on_failure  # noqa: F401 (the fixture)
 from helpers import (TIMEOUT, V311, V5, VERSIONS, MqttClient, PacketTypes, props, unique,
                      wait_until)
 
 pytestmark = pytest.mark.millwright_only(reason="device identity and security are Millwright's")
 
-READY = 15.0
-ADMIN_TOKEN = "e2e-admin-token-0123456789"
 RAW_VERSION = {V311: raw.V311, V5: raw.V5}
 
 # CONNACK codes: v5 reason code, and the v3.1.1 return code it maps to.
@@ -90,175 +83,16 @@ topic = "plant/#"
 # The platform under test
 # =========================================================================
 
-_PLATFORMS: list["Platform"] = []  # every platform made, for logs of failed tests
-
-@dataclass
-class Resp:
-    status: int
-    body: object       # parsed JSON, or the text when it is not JSON
-    text: str
-    headers: dict      # lower-case names
-
-    def __repr__(self) -> str:
-        return f"<HTTP {self.status} {self.text[:500]!r}>"
-
-
-class Platform:
-    """A Millwright process: MQTT (TCP + TLS) and the HTTP API (HTTP + HTTPS)
-    on free ports, the built-in CA, a bootstrap admin token."""
-
-    host = "127.0.0.1"
-    ws_port = None  # (for helpers.MqttClient)
+class Platform(mwplatform.Platform):
+    """A Millwright process with the TLS listeners (MQTT/TLS, HTTPS, secure
+    WebSocket) and the built-in CA; ACL rules and a rate limit for the tests."""
 
     def __init__(self, root: Path, *, mqtt: dict | None = None, extra_toml: str = SEC_TOML_EXTRA):
-        self.root = Path(root)
-        self.data = self.root / "data"
-        self.data.mkdir(parents=True, exist_ok=True)
-        self.mqtt_port, self.tls_port, self.http_port, self.https_port, self.wss_port = free_ports(5)
-        self.port = self.mqtt_port  # helpers.MqttClient / rawmqtt use .port
-        m = {
-            "bind": self.host, "port": self.mqtt_port, "ws_port": 0, "tls_port": self.tls_port,
-            "wss_port": self.wss_port, "allow_anonymous": False, "auth_failure_threshold": 3,
-            "auth_backoff_base_ms": 1000, "auth_backoff_max_ms": 8000,
-            "max_connections_per_device": 10,
-        }
+        m = {"auth_failure_threshold": 3, "auth_backoff_base_ms": 1000,
+             "auth_backoff_max_ms": 8000, "max_connections_per_device": 10}
         m.update(mqtt or {})
-        self.settings = m
-        self.config = self.root / "millwright.toml"
-        self.config.write_text(
-            "[mqtt]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in m.items())
-            + "\n[http]\n"
-            f'bind = "{self.host}"\nport = {self.http_port}\ntls_port = {self.https_port}\n'
-            "\n[tls]\nenabled = true\nhostnames = [\"localhost\", \"127.0.0.1\"]\n"
-            f'\n[auth]\nbootstrap_admin_token = "{ADMIN_TOKEN}"\n\n'
-            + extra_toml
-        )
-        self.log = self.root / "millwright.log"
-        self.proc: subprocess.Popen | None = None
-        self.certs = self.root / "certs"
-        self.certs.mkdir(exist_ok=True)
-        _PLATFORMS.append(self)
+        super().__init__(root, mqtt=m, tls=True, extra_toml=extra_toml)
 
-    # ----------------------------------------------------------- process
-    def start(self) -> None:
-        assert not self.running
-        with open(self.log, "ab") as logf:
-            logf.write(f"\n===== start {time.strftime('%H:%M:%S')}\n".encode())
-            logf.flush()
-            self.proc = subprocess.Popen(
-                [str(_millwright_bin()), "serve", "--data-dir", str(self.data),
-                 "--config", str(self.config)],
-                stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, "RUST_LOG": "info"},
-            )
-        deadline = time.monotonic() + READY
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"millwright exited with {self.proc.returncode} during "
-                                     f"start-up; log tail:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"http://{self.host}:{self.http_port}/health",
-                                            timeout=1) as r:
-                    assert r.status == 200
-                socket.create_connection((self.host, self.mqtt_port), timeout=1).close()
-                # TLS ports: a full handshake against the platform CA (a bare
-                # TCP probe would be logged as a failed handshake).
-                ctx = ssl.create_default_context(cafile=str(self.ca_pem))
-                for p in (self.tls_port, self.https_port, self.wss_port):
-                    with socket.create_connection((self.host, p), timeout=1) as sock:
-                        ctx.wrap_socket(sock, server_hostname=self.host).close()
-                return
-            except (OSError, urllib.error.URLError):
-                if time.monotonic() > deadline:
-                    self.kill9()
-                    raise AssertionError(f"millwright not ready within {READY}s; log tail:\n"
-                                         f"{self.log_tail()}")
-                time.sleep(0.05)  # polling interval, not synchronisation
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill9(self) -> None:
-        if self.running:
-            self.proc.send_signal(signal.SIGKILL)
-        if self.proc is not None:
-            self.proc.wait(timeout=10)
-
-    def log_tail(self, n: int = 60) -> str:
-        try:
-            return _ANSI.sub("", "\n".join(self.log.read_text(errors="replace").splitlines()[-n:]))
-        except FileNotFoundError:
-            return "(no log)"
-
-    def log_mark(self) -> int:
-        return self.log.stat().st_size
-
-    def log_since(self, mark: int) -> str:
-        with open(self.log, "rb") as f:
-            f.seek(mark)
-            return _ANSI.sub("", f.read().decode(errors="replace"))
-
-    def wait_log(self, mark: int, *needles: str, timeout: float = TIMEOUT) -> str:
-        """The first log line written after `mark` that contains every needle
-        (case-insensitive, a needle may be `a|b` for either); fails after `timeout`."""
-        alts = [[a.lower() for a in n.split("|")] for n in needles]
-
-        def find():
-            for line in self.log_since(mark).splitlines():
-                low = line.lower()
-                if all(any(a in low for a in alt) for alt in alts):
-                    return line
-            return None
-        try:
-            return wait_until(find, timeout, what=f"a log line with {needles}")
-        except AssertionError:
-            raise AssertionError(f"no log line containing {needles} within {timeout}s; log "
-                                 f"since then:\n{self.log_since(mark)[-3000:]}") from None
-
-    # -------------------------------------------------------------- HTTP
-    def api(self, method: str, path: str, body=None, *, token: str | None = ADMIN_TOKEN,
-            ctype: str | None = None, headers: dict | None = None) -> Resp:
-        data = None
-        hdrs = dict(headers or {})
-        if body is not None:
-            if isinstance(body, (bytes, str)):
-                data = body.encode() if isinstance(body, str) else body
-                hdrs.setdefault("Content-Type", ctype or "application/octet-stream")
-            else:
-                data = json.dumps(body).encode()
-                hdrs.setdefault("Content-Type", ctype or "application/json")
-        if token is not None:
-            hdrs["Authorization"] = f"Bearer {token}"
-        req = urllib.request.Request(f"http://{self.host}:{self.http_port}{path}", data=data,
-                                     method=method, headers=hdrs)
-        try:
-            with urllib.request.urlopen(req, timeout=60) as r:
-                status, raw_body, rh = r.status, r.read(), _lower(r.headers)
-        except urllib.error.HTTPError as e:
-            status, raw_body, rh = e.code, e.read(), _lower(e.headers)
-        text = raw_body.decode(errors="replace")
-        try:
-            parsed = json.loads(text) if text else None
-        except ValueError:
-            parsed = text
-        return Resp(status, parsed, text, rh)
-
-    def ok(self, method: str, path: str, body=None, *, expect: int | tuple = (200, 201, 204),
-           **kw) -> Resp:
-        r = self.api(method, path, body, **kw)
-        expect = (expect,) if isinstance(expect, int) else expect
-        assert r.status in expect, f"{method} {path}: expected {expect}, got {r}"
-        return r
-
-    def add_device(self, device_id: str, *, token: bool = True, **fields) -> str | None:
-        """Registers a device via the API; returns its token (shown once)."""
-        r = self.ok("POST", "/api/devices", {"id": device_id, "token": token, **fields}, expect=201)
-        assert r.body["id"] == device_id, r
-        if token:
-            assert isinstance(r.body.get("token"), str) and r.body["token"], r
-            return r.body["token"]
-        return None
 
     def issue_cert(self, device_id: str) -> tuple[Path, Path, str]:
         """Certificate + key for a device via the API, written to files;
@@ -271,35 +105,6 @@ class Platform:
         key.write_text(r.body["private_key"])
         key.chmod(0o600)
         return cert, key, r.body["serial"]
-
-    @property
-    def ca_pem(self) -> Path:
-        return self.data / "ca" / "ca.pem"
-
-    # --------------------------------------------------------------- CLI
-    def cli(self, *args: str, token: str | None = ADMIN_TOKEN,
-            timeout: float = 60) -> subprocess.CompletedProcess:
-        env = {**os.environ, "MILLWRIGHT_URL": f"http://{self.host}:{self.http_port}"}
-        env.pop("MILLWRIGHT_TOKEN", None)
-        if token is not None:
-            env["MILLWRIGHT_TOKEN"] = token
-        return subprocess.run([str(_millwright_bin()), *args], capture_output=True, text=True,
-                              timeout=timeout, env=env, stdin=subprocess.DEVNULL)
-
-
-def _lower(headers) -> dict:
-    return {k.lower(): v for k, v in headers.items()}
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def _toml(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    return json.dumps(str(v))
 
 
 # =========================================================================
@@ -502,32 +307,6 @@ def fresh(tmp_path):
     yield make
     for p in made:
         p.kill9()
-
-
-@pytest.fixture(autouse=True)
-def _log_on_failure(request):
-    """When a test fails, prints what the platforms logged during it."""
-    marks = {id(p): (p.log_mark() if p.log.exists() else 0) for p in _PLATFORMS}
-    failed = request.session.testsfailed
-    yield
-    if request.session.testsfailed == failed:
-        return
-    out = []
-    for p in _PLATFORMS:
-        if not p.log.exists():
-            continue
-        lines = p.log_since(marks.get(id(p), 0)).splitlines()
-        if lines:
-            out.append(f"----- {p.log} ({len(lines)} lines during the test, last 80) -----")
-            out += lines[-80:]
-    if not out:
-        return
-    capman = request.config.pluginmanager.getplugin("capturemanager")
-    if capman is not None:
-        with capman.global_and_fixture_disabled():
-            print("\n" + "\n".join(out))
-    else:
-        print("\n".join(out))
 
 
 # =========================================================================
