@@ -51,12 +51,10 @@ pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 /// The namespace (tenant) devices live in for now.
 pub const NAMESPACE: &str = "default";
 
-/// Topics the fleet taps (device -> platform).
-pub const TAPS: [&str; 3] = [
-    "devices/+/twin/#",
-    "devices/+/commands/+/response",
-    "$provision/+/request",
-];
+/// Topics the fleet taps (device -> platform). Taps of `$provision/`
+/// topics (the provisioning service's, added by the binary) are passed on
+/// to the provisioning queue given to [`Fleet::spawn`].
+pub const TAPS: [&str; 2] = ["devices/+/twin/#", "devices/+/commands/+/response"];
 
 /// Topics whose acknowledgements the fleet hears (command delivery).
 pub const ACK_TAPS: [&str; 1] = ["devices/+/commands/+"];

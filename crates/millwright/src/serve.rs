@@ -136,7 +136,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 port: (m.tls_port != 0).then_some(m.tls_port),
                 wss_port: (m.wss_port != 0).then_some(m.wss_port),
             }),
-            taps: fleet::TAPS.iter().map(|t| t.to_string()).collect(),
+            taps: fleet::TAPS
+                .iter()
+                .chain([&identity::PROVISION_TAP])
+                .map(|t| t.to_string())
+                .collect(),
             ack_taps: fleet::ACK_TAPS.iter().map(|t| t.to_string()).collect(),
             events: Some(event_tx),
             rule_events: Some(rules_tx),
