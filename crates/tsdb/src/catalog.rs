@@ -9,6 +9,7 @@ use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::Arc;
 use std::sync::OnceLock;
 
+use crate::batch::WriteError;
 use crate::error::Error;
 use crate::model::{SeriesKey, ValueType};
 use crate::query::Selector;
@@ -149,6 +150,44 @@ impl Catalog {
             .or_default()
             .push(id);
         Ok(id)
+    }
+
+    /// How many series the device has in the namespace.
+    pub(crate) fn device_series(&self, namespace: &str, device: &str) -> usize {
+        self.tree
+            .get(namespace)
+            .and_then(|d| d.get(device))
+            .map_or(0, Vec::len)
+    }
+
+    /// Like [`Catalog::get_or_insert`] for the write path: a new series is
+    /// refused once its device has `limit` series. The key is validated by
+    /// the caller.
+    pub(crate) fn get_or_insert_capped(
+        &mut self,
+        key: &Arc<SeriesKey>,
+        vtype: ValueType,
+        limit: usize,
+    ) -> Result<SeriesId, WriteError> {
+        if let Some((id, t)) = self.get(key) {
+            if t != vtype {
+                return Err(WriteError::TypeConflict {
+                    series: key.to_string(),
+                    existing: t.name(),
+                    written: vtype.name(),
+                });
+            }
+            return Ok(id);
+        }
+        if self.device_series(key.namespace(), key.device()) >= limit {
+            return Err(WriteError::TooManySeries {
+                device: key.device().to_string(),
+                series: key.to_string(),
+                limit,
+            });
+        }
+        self.get_or_insert(key, vtype)
+            .map_err(|e| WriteError::Invalid(e.to_string()))
     }
 
     pub(crate) fn namespaces(&self) -> impl Iterator<Item = &Arc<str>> {

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::catalog::{Catalog, FastState, IdMap, SeriesId};
+use crate::batch::WriteError;
+use crate::catalog::{Catalog, IdMap, SeriesId};
 use crate::chunk::{Chunk, ChunkKind};
 use crate::chunkset::ChunkSet;
 use crate::column::Column;
@@ -17,7 +18,7 @@ use crate::error::Error;
 use crate::head::Head;
 use crate::model::{Value, WritePoint};
 use crate::options::Options;
-use crate::query::Stats;
+use crate::query::{Stats, WriteStats};
 use crate::recovery::RecoveryReport;
 use crate::retention::Horizons;
 use crate::wal::{self, SegmentWriter, SeriesRun, WalRecord};
@@ -163,20 +164,90 @@ impl Tsdb {
     /// one fdatasync per group (group commit).
     ///
     /// The batch is atomic: it is validated whole (series names, finite
-    /// floats, value types) and logged as one record, so either all of it is
-    /// acknowledged or none. On a point whose series and timestamp already
-    /// exist, the last write wins. On `Err` (including
-    /// [`Error::DiskFull`]) nothing of the batch is acknowledged and nothing
-    /// acknowledged earlier is lost.
+    /// floats, timestamps, value types, the series cap) and logged as one
+    /// record, so either all of it is acknowledged or none. On a point whose
+    /// series and timestamp already exist, the last write wins. On `Err`
+    /// (including [`Error::DiskFull`]) nothing of the batch is acknowledged
+    /// and nothing acknowledged earlier is lost.
+    ///
+    /// To write several independent batches (several publishers) with one
+    /// WAL commit and a verdict per batch, use [`Tsdb::write_batches`].
     pub fn write(&self, batch: &[WritePoint]) -> Result<(), Error> {
-        self.check_writable()?;
-        if batch.is_empty() {
-            return Ok(());
+        let mut verdicts = self.write_batches(&[batch])?;
+        match verdicts.pop() {
+            Some(Err(e)) => Err(e.into()),
+            _ => Ok(()),
         }
-        let runs = self.resolve(batch)?;
-        self.backpressure()?;
+    }
+
+    /// Writes several independent batches (for instance one per publisher)
+    /// with one WAL commit, and returns a verdict per batch, in order.
+    ///
+    /// Each batch is validated on its own, exactly as [`Tsdb::write`] does
+    /// (finite floats, timestamps within
+    /// [`crate::MIN_TIMESTAMP_MS`]`..=`[`crate::MAX_TIMESTAMP_MS`], series
+    /// names, value types, [`Options::max_series_per_device`]). A batch that
+    /// fails gets `Err(WriteError)` and is not stored, and leaves no trace
+    /// (its new series are not registered); it does not affect the others.
+    /// Batches are checked in order, so when two batches of one call give
+    /// the same new series different types, the first one sets the type and
+    /// the second is refused with [`WriteError::TypeConflict`].
+    ///
+    /// Every accepted batch is then logged as its own WAL record (each is
+    /// atomic on replay), all of them in one append covered by one
+    /// fdatasync, shared with concurrent writers (group commit). The call
+    /// returns once they are durable.
+    ///
+    /// - `Ok(verdicts)`: `verdicts[i]` is `Ok(())` if `batches[i]` is
+    ///   durable, `Err(_)` if it was refused. An empty batch is `Ok(())`.
+    /// - `Err(e)`: storage failed (`Io`, `DiskFull`) or the database is
+    ///   closed; none of the batches is acknowledged (some may still turn up
+    ///   after a restart, as with any failed write), and nothing acknowledged
+    ///   earlier is lost.
+    ///
+    /// ```no_run
+    /// # fn demo(db: &tsdb::Tsdb, a: Vec<tsdb::WritePoint>, b: Vec<tsdb::WritePoint>) -> Result<(), tsdb::Error> {
+    /// let verdicts = db.write_batches(&[&a, &b])?;
+    /// for (i, v) in verdicts.iter().enumerate() {
+    ///     if let Err(e) = v {
+    ///         eprintln!("batch {i} refused: {e}"); // e.g. a type conflict
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn write_batches(
+        &self,
+        batches: &[&[WritePoint]],
+    ) -> Result<Vec<Result<(), WriteError>>, Error> {
+        self.check_writable()?;
+        let mut verdicts = Vec::with_capacity(batches.len());
         let mut record = Vec::new();
-        wal::encode_points(&runs, &mut record)?;
+        let mut runs = Vec::new();
+        for batch in batches {
+            if batch.is_empty() {
+                verdicts.push(Ok(()));
+                continue;
+            }
+            let verdict = self.resolve(batch).and_then(|r| {
+                wal::encode_points(&r, &mut record).map_err(|e| match e {
+                    Error::InvalidSeries(m) => WriteError::Invalid(m),
+                    other => WriteError::Invalid(other.to_string()),
+                })?;
+                runs.extend(r);
+                Ok(())
+            });
+            if let Err(e) = &verdict {
+                self.stats.batches_refused.fetch_add(1, Ordering::Relaxed);
+                if matches!(e, WriteError::TypeConflict { .. }) {
+                    self.stats.type_conflicts.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            verdicts.push(verdict);
+        }
+        if record.is_empty() {
+            return Ok(verdicts);
+        }
+        self.backpressure()?;
         let res = self
             .commit
             .submit(Pending { record, runs }, &|group| self.commit_group(group));
@@ -186,11 +257,20 @@ impl Tsdb {
         res?;
         if self.head_points.load(Ordering::Relaxed) >= self.opts.head_max_points {
             if let Err(e) = self.flush_inner(None, self.opts.head_max_points) {
-                // The batch is durable; the flush is retried by later writes.
+                // The batches are durable; the flush is retried by later writes.
                 tracing::error!(error = %e, "automatic flush failed");
             }
         }
-        Ok(())
+        Ok(verdicts)
+    }
+
+    /// Write counters since open.
+    pub fn write_stats(&self) -> WriteStats {
+        WriteStats {
+            batches_refused: self.stats.batches_refused.load(Ordering::Relaxed),
+            type_conflicts: self.stats.type_conflicts.load(Ordering::Relaxed),
+            series_refused: self.stats.series_refused.load(Ordering::Relaxed),
+        }
     }
 
     fn check_writable(&self) -> Result<(), Error> {
@@ -214,75 +294,6 @@ impl Tsdb {
         }
         self.flush_inner(None, limit)?;
         Ok(())
-    }
-
-    /// Validates the batch, registers new series and groups points by series.
-    fn resolve(&self, batch: &[WritePoint]) -> Result<Vec<SeriesRun>, Error> {
-        for p in batch {
-            if let Value::F64(v) = p.value {
-                if !v.is_finite() {
-                    return Err(Error::InvalidSeries(format!(
-                        "non-finite float {v} for {}",
-                        p.series
-                    )));
-                }
-            }
-        }
-        // Each distinct key (by pointer) is looked up once per batch.
-        let mut by_ptr: HashMap<usize, usize, FastState> = HashMap::default();
-        let mut by_sid: IdMap<usize> = IdMap::default();
-        let mut runs: Vec<SeriesRun> = Vec::new();
-        let mut registered = false;
-        let mut cat = read(&self.catalog);
-        for p in batch {
-            let ptr = Arc::as_ptr(&p.series) as usize;
-            let ri = match by_ptr.get(&ptr) {
-                Some(&ri) => ri,
-                None => {
-                    let found = match cat.get(&p.series) {
-                        Some(f) => f,
-                        None => {
-                            // Register the batch's new series under the write lock.
-                            drop(cat);
-                            {
-                                let mut w = write(&self.catalog);
-                                w.get_or_insert(&p.series, p.value.value_type())?;
-                            }
-                            registered = true;
-                            cat = read(&self.catalog);
-                            cat.get(&p.series).ok_or_else(|| {
-                                Error::InvalidSeries(format!("series {} vanished", p.series))
-                            })?
-                        }
-                    };
-                    let (sid, vtype) = found;
-                    let ri = *by_sid.entry(sid).or_insert_with(|| {
-                        runs.push(SeriesRun {
-                            sid,
-                            ts: Vec::new(),
-                            vals: Column::new(vtype),
-                        });
-                        runs.len() - 1
-                    });
-                    by_ptr.insert(ptr, ri);
-                    ri
-                }
-            };
-            let run = &mut runs[ri];
-            if run.vals.vtype() != p.value.value_type() {
-                return Err(Error::TypeConflict {
-                    series: p.series.to_string(),
-                    existing: run.vals.vtype().name(),
-                    written: p.value.value_type().name(),
-                });
-            }
-            run.ts.push(p.ts);
-            run.vals.push(&p.value);
-        }
-        if registered {
-            tracing::debug!(series = cat.len(), "registered new series");
-        }
-        Ok(runs)
     }
 
     /// The leader's work: one write + fdatasync for the whole group, then

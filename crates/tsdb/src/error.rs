@@ -5,7 +5,7 @@ use std::io;
 /// Everything that can go wrong in the engine and in its parsers.
 ///
 /// Callers usually react to three classes: bad input (`InvalidSeries`,
-/// `TypeConflict`, `LineProtocol`, `Json`, `InvalidQuery`), storage trouble
+/// `TypeConflict`, `TooManySeries`, `LineProtocol`, `Json`, `InvalidQuery`), storage trouble
 /// (`Io`, `DiskFull`, `Corrupt`, `UnsupportedVersion`, `Poisoned`) and
 /// lifecycle (`Closed`).
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +53,20 @@ pub enum Error {
         existing: &'static str,
         /// The type of the rejected value.
         written: &'static str,
+    },
+    /// A write would create a series on a device that already has the
+    /// most series allowed (`Options::max_series_per_device`). Writes to
+    /// its existing series keep working.
+    #[error(
+        "device {device:?} already has {limit} series (the limit); new series {series} refused"
+    )]
+    TooManySeries {
+        /// The device id.
+        device: String,
+        /// The first new series refused, rendered as text.
+        series: String,
+        /// The limit in force.
+        limit: usize,
     },
     /// A series key or point is not acceptable (empty name, too long, NaN timestamp...).
     #[error("invalid series or point: {0}")]

@@ -23,6 +23,7 @@
 //! `bool` or string); a series keeps the type of its first value.
 //! Byte layouts are described in `FORMAT.md` next to this crate.
 
+mod batch;
 mod catalog;
 mod chunk;
 mod chunkset;
@@ -44,15 +45,19 @@ mod summary;
 mod wal;
 mod wire;
 
+pub use batch::WriteError;
 pub use chunk::{decode_chunk, DecodedChunk, DecodedSeries, RollupBucket};
 pub use db::Tsdb;
 pub use error::Error;
-pub use model::{Point, SeriesKey, Value, ValueType, WritePoint, MAX_LABELS, MAX_NAME_LEN};
+pub use model::{
+    Point, SeriesKey, Value, ValueType, WritePoint, MAX_LABELS, MAX_NAME_LEN, MAX_TIMESTAMP_MS,
+    MIN_TIMESTAMP_MS,
+};
 pub use options::{Options, RollupLevel, DAY_MS};
 pub use parse::{parse_device_json, parse_line_protocol, LineProtocolOptions, Precision};
 pub use query::{
     AggPoint, AggSeries, Filter, GroupBy, GroupKey, QueryStats, Selector, SeriesPoints,
-    StorageStats,
+    StorageStats, WriteStats,
 };
 pub use recovery::{RecoveryReport, TruncatedWal};
 pub use retention::MaintenanceStats;

@@ -12,6 +12,14 @@ use crate::error::Error;
 pub const MAX_NAME_LEN: usize = 1024;
 /// Most labels on one series.
 pub const MAX_LABELS: usize = 64;
+/// Earliest timestamp the engine stores: -2^53 ms, about 285,000 years
+/// before 1970. With timestamps within ±2^53 no arithmetic of the engine
+/// (deltas, spans, partition and bucket starts, retention horizons) can
+/// overflow, and every timestamp is exact as a JSON number. The ingest
+/// parsers apply a much narrower window.
+pub const MIN_TIMESTAMP_MS: i64 = -(1 << 53);
+/// Latest timestamp the engine stores: 2^53 ms; see [`MIN_TIMESTAMP_MS`].
+pub const MAX_TIMESTAMP_MS: i64 = 1 << 53;
 
 /// Identifies one series: namespace, device id, metric name and sorted labels.
 ///

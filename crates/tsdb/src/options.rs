@@ -37,6 +37,12 @@ pub struct Options {
     pub namespace_retention_ms: BTreeMap<String, i64>,
     /// pco compression level (0..=12); 8 is pco's default.
     pub compression_level: usize,
+    /// Most series one device (namespace and device id) may have. A write
+    /// that would create a series beyond it is refused
+    /// ([`crate::WriteError::TooManySeries`]) and counted
+    /// ([`crate::WriteStats::series_refused`]); writes to existing series
+    /// keep working. Series already stored (from an older limit) stay.
+    pub max_series_per_device: usize,
 }
 
 impl Default for Options {
@@ -58,6 +64,7 @@ impl Default for Options {
             default_retention_ms: 30 * DAY_MS,
             namespace_retention_ms: BTreeMap::new(),
             compression_level: 8,
+            max_series_per_device: 10_000,
         }
     }
 }
@@ -85,6 +92,9 @@ impl Options {
         }
         if self.compression_level > 12 {
             return bad("compression_level must be <= 12".into());
+        }
+        if self.max_series_per_device == 0 {
+            return bad("max_series_per_device must be > 0".into());
         }
         if self.default_retention_ms <= 0 {
             return bad("default_retention_ms must be > 0".into());

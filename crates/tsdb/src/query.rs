@@ -123,6 +123,22 @@ pub(crate) struct Stats {
     pub(crate) chunk_series_decoded: AtomicU64,
     pub(crate) chunk_summaries_used: AtomicU64,
     pub(crate) rollup_series_read: AtomicU64,
+    pub(crate) batches_refused: AtomicU64,
+    pub(crate) type_conflicts: AtomicU64,
+    pub(crate) series_refused: AtomicU64,
+}
+
+/// Counters of refused writes since open (see [`Tsdb::write_batches`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Batches refused for any reason (type conflict, series cap, invalid
+    /// point); each is a `WriteError` verdict or an `Err` from `write`.
+    pub batches_refused: u64,
+    /// Of those, batches refused for a type conflict.
+    pub type_conflicts: u64,
+    /// New series turned away by `Options::max_series_per_device`: every
+    /// new series of the device in each batch refused for the cap.
+    pub series_refused: u64,
 }
 
 /// A snapshot of the work counters.
