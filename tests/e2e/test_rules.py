@@ -47,8 +47,10 @@ pytestmark = pytest.mark.millwright_only(reason="the rules engine and alarms are
 
 
 # Every platform of this module: webhook calls give up quickly on a dead
-# endpoint (the back-off itself is fixed: 1 s doubling).
-RULES_SETTINGS = {"webhook_timeout_secs": 1}
+# endpoint (the back-off itself is fixed: 1 s doubling), and may reach the
+# test's receivers on loopback (refused by default: rules.webhook_allow_private
+# / webhook_allowed_cidrs).
+RULES_SETTINGS = {"webhook_timeout_secs": 1, "webhook_allowed_cidrs": ["127.0.0.0/8"]}
 DEVICES_SETTINGS = {"scan_interval_ms": 100}
 
 

@@ -9,7 +9,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use registry::Principal;
+use registry::{Principal, Role};
 use serde_json::{json, Value as Json};
 
 use crate::audit::Note;
@@ -54,6 +54,17 @@ impl From<alarms::AlarmError> for ApiError {
     }
 }
 
+/// A rule as `p` may read it: for a viewer, webhook header values
+/// (credentials, often) are redacted; only those who may change a rule see
+/// them.
+fn rule_json_for(r: &automation::RuleView, p: &Principal) -> Json {
+    let mut j = rule_json(r);
+    if p.role < Role::Operator {
+        j["actions"] = automation::redact_headers(&r.actions);
+    }
+    j
+}
+
 fn rule_json(r: &automation::RuleView) -> Json {
     json!({
         "name": r.name,
@@ -83,9 +94,12 @@ async fn body_json(st: &ApiState, headers: &HeaderMap, body: Body) -> Result<Jso
 }
 
 /// `GET /api/rules`.
-pub(crate) async fn list(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+pub(crate) async fn list(
+    State(st): State<Arc<ApiState>>,
+    Extension(p): Extension<Principal>,
+) -> Result<Response, ApiError> {
     let a = service(&st)?;
-    let items: Vec<Json> = a.list().iter().map(rule_json).collect();
+    let items: Vec<Json> = a.list().iter().map(|r| rule_json_for(r, &p)).collect();
     // Messages the engine could not take (its queue was full).
     let dropped = a.dropped();
     render::json(&json!({ "items": items, "dropped": dropped }), None)
@@ -94,6 +108,7 @@ pub(crate) async fn list(State(st): State<Arc<ApiState>>) -> Result<Response, Ap
 /// `GET /api/rules/{name}`.
 pub(crate) async fn get(
     State(st): State<Arc<ApiState>>,
+    Extension(p): Extension<Principal>,
     name: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let name = path_id(name)?;
@@ -101,7 +116,7 @@ pub(crate) async fn get(
     let r = a
         .get(&name)
         .ok_or_else(|| ApiError::Missing(format!("rule {name:?} not found")))?;
-    render::json(&rule_json(&r), None)
+    render::json(&rule_json_for(&r, &p), None)
 }
 
 /// `POST /api/rules`: `{"name", "sql", "actions", "enabled"?,

@@ -244,6 +244,29 @@ fn parse_action(i: usize, v: &Value) -> Result<Action, AutomationError> {
     })
 }
 
+/// The value shown instead of a secret.
+pub const REDACTED: &str = "***";
+
+/// A rule's `actions` JSON with the header values of its webhook actions
+/// replaced by [`REDACTED`] (they often carry credentials), for readers who
+/// may see a rule but not change it. Header names stay visible.
+pub fn redact_headers(actions: &Value) -> Value {
+    let mut out = actions.clone();
+    if let Some(list) = out.as_array_mut() {
+        for a in list {
+            if a.get("type").and_then(Value::as_str) != Some("webhook") {
+                continue;
+            }
+            if let Some(h) = a.get_mut("headers").and_then(Value::as_object_mut) {
+                for v in h.values_mut() {
+                    *v = Value::String(REDACTED.into());
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The outcome of one action in a trace.
 #[derive(Debug, Clone)]
 pub struct ActionResult {
@@ -314,6 +337,24 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn webhook_header_values_are_redacted() {
+        let v = json!([
+            {"type": "webhook", "url": "https://x/h", "headers": {"Authorization": "Bearer s3cret", "X-Key": "k"}},
+            {"type": "republish", "topic": "t", "payload": {"headers": {"keep": "me"}}},
+            {"type": "webhook", "url": "https://x/h"},
+        ]);
+        let r = redact_headers(&v);
+        assert_eq!(
+            r[0]["headers"],
+            json!({"Authorization": "***", "X-Key": "***"})
+        );
+        assert_eq!(r[0]["url"], v[0]["url"]);
+        assert_eq!(r[1], v[1]);
+        assert_eq!(r[2], v[2]);
+        assert!(!r.to_string().contains("s3cret"));
     }
 
     #[test]

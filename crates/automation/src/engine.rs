@@ -30,6 +30,12 @@ pub struct AutomationConfig {
     pub webhook_timeout_ms: u64,
     pub webhook_max_attempts: u32,
     pub webhook_max_age_ms: u64,
+    /// Webhooks may reach loopback, link-local and private addresses.
+    pub webhook_allow_private: bool,
+    /// Internal ranges webhooks may reach even without `allow_private`.
+    pub webhook_allowed_cidrs: Vec<crate::Cidr>,
+    /// PEM certificates trusted for HTTPS webhooks besides the webpki roots.
+    pub webhook_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for AutomationConfig {
@@ -41,6 +47,9 @@ impl Default for AutomationConfig {
             webhook_timeout_ms: 5000,
             webhook_max_attempts: 20,
             webhook_max_age_ms: 86_400_000,
+            webhook_allow_private: false,
+            webhook_allowed_cidrs: Vec::new(),
+            webhook_ca_file: None,
         }
     }
 }

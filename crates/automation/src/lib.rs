@@ -17,11 +17,13 @@
 //! in its trace and never stops the others.
 
 mod actions;
+mod egress;
 mod engine;
 mod store;
 mod webhook;
 
-pub use actions::{parse_actions, Action, ActionResult};
+pub use actions::{parse_actions, redact_headers, Action, ActionResult};
+pub use egress::{is_internal, Cidr, CidrError, EgressPolicy, WebhookClient, WebhookError};
 pub use engine::{alarm_json, Automation, AutomationConfig, RuleMetrics, RuleView, Trace};
 
 /// Unix milliseconds now; injected so tests can fix time.

@@ -1,10 +1,12 @@
 //! The webhook sender: takes due entries from the disk-backed outbox, POSTs
 //! them, and records success or schedules a retry with back-off. A down
 //! endpoint only grows the outbox (bounded); it never blocks the rules.
+//! Where a call may go (and how) is the client's business: see `egress`.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use crate::egress::{EgressPolicy, WebhookClient};
 use crate::engine::Automation;
 
 pub(crate) fn notify(wake: &(Mutex<bool>, Condvar)) {
@@ -22,16 +24,22 @@ pub(crate) fn stop(wake: &(Mutex<bool>, Condvar)) {
     c.notify_all();
 }
 
+/// Starts the sender thread; fails if the webhook client cannot be built
+/// (an unreadable `rules.webhook_ca_file`).
 pub(crate) fn spawn_sender(a: Arc<Automation>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let c = a.config();
+    let client = WebhookClient::new(
+        Duration::from_millis(c.webhook_timeout_ms),
+        EgressPolicy {
+            allow_private: c.webhook_allow_private,
+            allowed: c.webhook_allowed_cidrs.clone(),
+        },
+        c.webhook_ca_file.as_deref(),
+    )
+    .map_err(std::io::Error::other)?;
     std::thread::Builder::new()
         .name("webhooks".into())
         .spawn(move || {
-            let timeout = Duration::from_millis(a.config().webhook_timeout_ms);
-            let agent: ureq::Agent = ureq::Agent::config_builder()
-                .timeout_global(Some(timeout))
-                .http_status_as_error(false)
-                .build()
-                .into();
             loop {
                 let now = a.clock_now();
                 let due = match a.outbox().due(now, 32) {
@@ -42,18 +50,9 @@ pub(crate) fn spawn_sender(a: Arc<Automation>) -> std::io::Result<std::thread::J
                     }
                 };
                 for entry in &due {
-                    let mut req = agent
-                        .post(&entry.target)
-                        .header("Content-Type", "application/json");
-                    for (k, v) in &entry.headers {
-                        req = req.header(k.as_str(), v.as_str());
-                    }
-                    let result = req.send(&entry.body[..]);
-                    let outcome = match result {
-                        Ok(resp) if resp.status().is_success() => Ok(()),
-                        Ok(resp) => Err(format!("HTTP {}", resp.status().as_u16())),
-                        Err(e) => Err(e.to_string()),
-                    };
+                    let outcome = client
+                        .post(&entry.target, &entry.headers, &entry.body[..])
+                        .map_err(|e| e.to_string());
                     let now = a.clock_now();
                     match outcome {
                         Ok(()) => {

@@ -132,8 +132,6 @@ pub struct Broker {
     pub(crate) conns: HashMap<ConnId, Conn>,
     pub(crate) trie: SubTree,
     pub(crate) retained: Retained,
-    /// Round-robin position per (share group, filter).
-    pub(crate) shared_next: HashMap<(ByteString, ByteString), usize>,
     pub(crate) timers: BinaryHeap<Reverse<(Time, Timer)>>,
     pub(crate) outputs: Vec<Output>,
     pub(crate) stats: Stats,
@@ -173,7 +171,6 @@ impl Broker {
             by_client_id: HashMap::new(),
             conns: HashMap::new(),
             trie: SubTree::default(),
-            shared_next: HashMap::new(),
             timers: BinaryHeap::new(),
             outputs: Vec::new(),
             stats: Stats::default(),
@@ -376,6 +373,12 @@ impl Broker {
     /// Number of subscriptions.
     pub fn subscription_count(&self) -> usize {
         self.trie.len()
+    }
+
+    /// Number of (share group, filter) pairs with members: the shared
+    /// subscription bookkeeping, freed when a group empties.
+    pub fn shared_group_count(&self) -> usize {
+        self.trie.shared_group_count()
     }
 
     /// Number of retained messages.

@@ -35,6 +35,10 @@ pub struct BrokerConfig {
     /// Most topic aliases the broker assigns toward a client (capped by the
     /// client's own Topic Alias Maximum).
     pub outbound_topic_alias_maximum: u16,
+    /// Longest share group name in `$share/{group}/{filter}`, bytes; a
+    /// longer one is refused (SUBACK 0x8F Topic Filter invalid, v3.1.1
+    /// 0x80). Group names key the broker's share-group bookkeeping.
+    pub max_share_group_bytes: usize,
 }
 
 impl Default for BrokerConfig {
@@ -54,6 +58,7 @@ impl Default for BrokerConfig {
             max_topic_levels: 32,
             max_subscriptions_per_client: 1_000,
             outbound_topic_alias_maximum: 64,
+            max_share_group_bytes: 128,
         }
     }
 }

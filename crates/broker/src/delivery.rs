@@ -39,6 +39,7 @@ impl Broker {
         now: Time,
     ) -> RouteOutcome {
         let mut targets: Vec<Target> = Vec::new();
+        let mut cursors: Vec<(ByteString, ByteString, usize)> = Vec::new();
         {
             let mut matched = Vec::new();
             self.trie.matches(&msg.topic, &mut matched);
@@ -95,8 +96,7 @@ impl Broker {
             // One member of each share group gets it: the next connected
             // member in round-robin order (any member if none is connected).
             for (group, filter, members) in shared {
-                let key = (group.clone(), filter.clone());
-                let start = self.shared_next.get(&key).copied().unwrap_or(0);
+                let start = self.trie.shared_cursor(group, filter);
                 let n = members.len();
                 let pick = (0..n)
                     .map(|k| (start + k) % n)
@@ -105,7 +105,8 @@ impl Broker {
                             .is_some_and(|s| s.conn.is_some())
                     })
                     .unwrap_or(start % n);
-                self.shared_next.insert(key, pick + 1);
+                // Applied once `matched` (borrowed from the tree) is done.
+                cursors.push((group.clone(), filter.clone(), pick + 1));
                 let e = matched[members[pick]];
                 targets.push(Target {
                     session: e.session,
@@ -114,6 +115,9 @@ impl Broker {
                     subscription_ids: e.subscription_id.into_iter().collect(),
                 });
             }
+        }
+        for (group, filter, next) in cursors {
+            self.trie.set_shared_cursor(&group, &filter, next);
         }
 
         // A persistent session that must keep this message but cannot:

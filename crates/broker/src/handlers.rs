@@ -637,6 +637,10 @@ impl Broker {
         let mut granted: Vec<String> = Vec::new();
         for s in sub.subscriptions {
             let (group, filter) = match topic::parse_shared(&s.filter) {
+                Some(Ok((g, _))) if g.len() > self.config.max_share_group_bytes => {
+                    codes.push(fail(v5, ReasonCode::TOPIC_FILTER_INVALID));
+                    continue;
+                }
                 Some(Ok((g, f))) => (Some(g), f),
                 Some(Err(())) => {
                     codes.push(fail(v5, ReasonCode::TOPIC_FILTER_INVALID));

@@ -1,6 +1,12 @@
 //! The subscription tree: topic filters split into levels, with `+` and `#`
 //! as their own branches, so a PUBLISH is matched by walking only the
 //! branches its topic can reach, never by scanning every subscription.
+//!
+//! The tree also keeps the bookkeeping of shared subscriptions (members
+//! and round-robin position per share group and filter), so that it lives
+//! exactly as long as the group's subscriptions: the last member leaving,
+//! by UNSUBSCRIBE or with its session, frees it. Group names are chosen by
+//! clients; nothing keyed by them may outlive them.
 
 use std::collections::HashMap;
 
@@ -40,11 +46,23 @@ impl Node {
     }
 }
 
+/// One share group on one filter.
+#[derive(Debug, Default)]
+struct Group {
+    /// Subscriptions in the tree with this group and filter.
+    members: usize,
+    /// Where the next round-robin pick starts.
+    next: usize,
+}
+
 /// The subscription tree.
 #[derive(Debug, Default)]
 pub(crate) struct SubTree {
     root: Node,
     len: usize,
+    /// Share group -> filter -> its bookkeeping; entries exist only while
+    /// the group has members on that filter.
+    groups: HashMap<ByteString, HashMap<ByteString, Group>>,
 }
 
 impl SubTree {
@@ -53,10 +71,33 @@ impl SubTree {
         self.len
     }
 
+    /// Number of (share group, filter) pairs with members.
+    pub fn shared_group_count(&self) -> usize {
+        self.groups.values().map(HashMap::len).sum()
+    }
+
+    /// Where the next round-robin pick of a share group starts (0 for a
+    /// group the tree does not know).
+    pub fn shared_cursor(&self, group: &str, filter: &str) -> usize {
+        self.groups
+            .get(group)
+            .and_then(|g| g.get(filter))
+            .map_or(0, |g| g.next)
+    }
+
+    /// Sets where the next pick of a share group starts. Does nothing for
+    /// a group without members: publishing never creates bookkeeping.
+    pub fn set_shared_cursor(&mut self, group: &str, filter: &str, next: usize) {
+        if let Some(g) = self.groups.get_mut(group).and_then(|g| g.get_mut(filter)) {
+            g.next = next;
+        }
+    }
+
     /// Adds or replaces the subscription of `entry.session` to
     /// `entry.filter` in `entry.group`. Returns true if it replaced one.
     pub fn insert(&mut self, entry: SubEntry) -> bool {
         let filter = entry.filter.clone();
+        let group = entry.group.clone();
         let list = self.slot(&filter);
         if let Some(existing) = list
             .iter_mut()
@@ -67,10 +108,19 @@ impl SubTree {
         }
         list.push(entry);
         self.len += 1;
+        if let Some(group) = group {
+            self.groups
+                .entry(group)
+                .or_default()
+                .entry(filter)
+                .or_default()
+                .members += 1;
+        }
         false
     }
 
     /// Removes a session's subscription to a filter. Returns true if found.
+    /// A share group's bookkeeping goes with its last member.
     pub fn remove(&mut self, session: SessionIdx, filter: &str, group: Option<&str>) -> bool {
         let removed = remove_rec(
             &mut self.root,
@@ -80,8 +130,26 @@ impl SubTree {
         );
         if removed {
             self.len -= 1;
+            if let Some(group) = group {
+                self.leave_group(group, filter);
+            }
         }
         removed
+    }
+
+    fn leave_group(&mut self, group: &str, filter: &str) {
+        let Some(filters) = self.groups.get_mut(group) else {
+            return;
+        };
+        if let Some(g) = filters.get_mut(filter) {
+            g.members = g.members.saturating_sub(1);
+            if g.members == 0 {
+                filters.remove(filter);
+            }
+        }
+        if filters.is_empty() {
+            self.groups.remove(group);
+        }
     }
 
     /// The list a filter's subscriptions live in, created on the way.
@@ -187,6 +255,45 @@ mod tests {
             group: None,
             filter: filter.into(),
         }
+    }
+
+    fn shared(session: SessionIdx, group: &str, filter: &str) -> SubEntry {
+        SubEntry {
+            group: Some(group.into()),
+            ..entry(session, filter)
+        }
+    }
+
+    #[test]
+    fn share_group_bookkeeping_lives_as_long_as_its_members() {
+        let mut t = SubTree::default();
+        t.insert(shared(1, "g", "a/+"));
+        t.insert(shared(2, "g", "a/+"));
+        t.insert(shared(2, "g", "a/+")); // replaced, not a new member
+        t.insert(shared(1, "h", "a/+"));
+        t.insert(shared(1, "g", "b"));
+        t.insert(entry(3, "a/+"));
+        assert_eq!(t.shared_group_count(), 3);
+        t.set_shared_cursor("g", "a/+", 7);
+        assert_eq!(t.shared_cursor("g", "a/+"), 7);
+        // Publishing to an unknown group creates nothing.
+        t.set_shared_cursor("nobody", "a/+", 1);
+        assert_eq!(t.shared_cursor("nobody", "a/+"), 0);
+        assert_eq!(t.shared_group_count(), 3);
+
+        assert!(t.remove(1, "a/+", Some("g")));
+        assert_eq!(t.shared_cursor("g", "a/+"), 7, "one member left");
+        assert!(!t.remove(1, "a/+", Some("g")));
+        assert!(t.remove(2, "a/+", Some("g")));
+        assert_eq!(t.shared_cursor("g", "a/+"), 0, "freed with its last member");
+        assert_eq!(t.shared_group_count(), 2);
+        assert!(t.remove(1, "b", Some("g")));
+        assert!(t.remove(1, "a/+", Some("h")));
+        assert_eq!(t.shared_group_count(), 0);
+        assert!(t.groups.is_empty());
+        assert_eq!(t.len(), 1);
+        assert!(t.remove(3, "a/+", None));
+        assert!(t.root.is_empty());
     }
 
     fn sessions(tree: &SubTree, topic: &str) -> Vec<SessionIdx> {

@@ -41,6 +41,14 @@ pub struct RulesSettings {
     /// fails (recorded in the rule's trace and counters).
     pub outbox_max_entries: usize,
     pub outbox_max_bytes: usize,
+    /// Webhooks may reach loopback, link-local and private addresses
+    /// (checked on the resolved address at connect time).
+    pub webhook_allow_private: bool,
+    /// Internal ranges webhooks may reach anyway, e.g. `["10.20.0.0/16"]`.
+    pub webhook_allowed_cidrs: Vec<String>,
+    /// PEM file of CA certificates trusted for HTTPS webhooks besides the
+    /// webpki (Mozilla) roots, for endpoints behind a private CA.
+    pub webhook_ca_file: Option<PathBuf>,
 }
 
 impl Default for RulesSettings {
@@ -56,6 +64,9 @@ impl Default for RulesSettings {
             webhook_max_age_hours: a.webhook_max_age_ms / 3_600_000,
             outbox_max_entries: 100_000,
             outbox_max_bytes: 64 * 1024 * 1024,
+            webhook_allow_private: a.webhook_allow_private,
+            webhook_allowed_cidrs: Vec::new(),
+            webhook_ca_file: None,
         }
     }
 }
@@ -69,6 +80,14 @@ impl RulesSettings {
             webhook_timeout_ms: self.webhook_timeout_secs * 1000,
             webhook_max_attempts: self.webhook_max_attempts,
             webhook_max_age_ms: self.webhook_max_age_hours * 3_600_000,
+            webhook_allow_private: self.webhook_allow_private,
+            // Checked by `Settings::validate`; a bad entry cannot get here.
+            webhook_allowed_cidrs: self
+                .webhook_allowed_cidrs
+                .iter()
+                .filter_map(|c| c.parse().ok())
+                .collect(),
+            webhook_ca_file: self.webhook_ca_file.clone(),
         }
     }
 }
@@ -353,6 +372,8 @@ pub struct MqttSettings {
     pub session_expiry_max: u32,
     pub max_topic_levels: usize,
     pub max_subscriptions_per_client: usize,
+    /// Longest share group name (`$share/{group}/...`), bytes.
+    pub max_share_group_bytes: usize,
     pub outbound_queue: usize,
     pub connect_timeout: u64,
     pub sys_interval: u64,
@@ -395,6 +416,7 @@ impl Default for MqttSettings {
             session_expiry_max: b.session_expiry_max,
             max_topic_levels: b.max_topic_levels,
             max_subscriptions_per_client: b.max_subscriptions_per_client,
+            max_share_group_bytes: b.max_share_group_bytes,
             outbound_queue: n.outbound_queue,
             connect_timeout: n.connect_timeout_secs,
             sys_interval: n.sys_interval_secs,
@@ -579,6 +601,11 @@ impl Settings {
         if r.webhook_timeout_secs == 0 || r.webhook_max_attempts == 0 {
             bail!("invalid setting `rules.webhook_timeout_secs`/`rules.webhook_max_attempts`: must be at least 1");
         }
+        for c in &r.webhook_allowed_cidrs {
+            if let Err(e) = c.parse::<automation::Cidr>() {
+                bail!("invalid setting `rules.webhook_allowed_cidrs`: {e}");
+            }
+        }
         if !(10..=60_000).contains(&d.scan_interval_ms) {
             bail!("invalid setting `devices.scan_interval_ms`: 10 to 60000");
         }
@@ -607,6 +634,7 @@ impl Settings {
             session_expiry_max: m.session_expiry_max,
             max_topic_levels: m.max_topic_levels,
             max_subscriptions_per_client: m.max_subscriptions_per_client,
+            max_share_group_bytes: m.max_share_group_bytes,
             outbound_topic_alias_maximum: m.topic_alias_maximum,
         }
     }
