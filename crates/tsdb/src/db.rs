@@ -21,7 +21,7 @@ use crate::options::Options;
 use crate::query::{Stats, WriteStats};
 use crate::recovery::RecoveryReport;
 use crate::retention::Horizons;
-use crate::wal::{self, SegmentWriter, SeriesRun, WalRecord};
+use crate::wal::{self, FsWalBackend, SegmentWriter, SeriesRun, WalBackend, WalRecord};
 
 /// Memory state guarded by one lock: the head, blocks being flushed, and
 /// the latest point of every series.
@@ -80,6 +80,19 @@ impl Tsdb {
     /// `tracing` warning; it never prevents opening. Files written by a newer
     /// format version do ([`Error::UnsupportedVersion`]).
     pub fn open(dir: &Path, opts: Options) -> Result<Tsdb, Error> {
+        Tsdb::open_with_wal_backend(dir, opts, Arc::new(FsWalBackend))
+    }
+
+    /// [`Tsdb::open`] with the WAL writer's file operations going through
+    /// `backend` (the real file system is [`FsWalBackend`]). This is the
+    /// I/O seam fault-injection tests use: a backend that fails the Nth
+    /// write or fsync, then a reopen with the real one, shows what an
+    /// acknowledged write can survive.
+    pub fn open_with_wal_backend(
+        dir: &Path,
+        opts: Options,
+        backend: Arc<dyn WalBackend>,
+    ) -> Result<Tsdb, Error> {
         let opts = opts.validated()?;
         let wal_dir = dir.join("wal");
         let chunk_dir = dir.join("chunks");
@@ -120,7 +133,7 @@ impl Tsdb {
             replay(&wal_dir, no, &mut catalog, &mut mem, &mut report)?;
             last_seg = no;
         }
-        let seg = SegmentWriter::create(&wal_dir, (last_seg + 1).max(checkpoint))?;
+        let seg = SegmentWriter::create(backend, &wal_dir, (last_seg + 1).max(checkpoint))?;
         let head_points = mem.head.points();
         tracing::info!(
             dir = %dir.display(),
@@ -300,6 +313,9 @@ impl Tsdb {
     /// the points go into the head in log order.
     fn commit_group(&self, group: Vec<Pending>) -> Result<(), Error> {
         let mut seg = lock(&self.wal);
+        // A segment poisoned by an earlier failure is replaced before the
+        // series definitions below are chosen for the segment written to.
+        seg.ensure_usable()?;
         if seg.len() >= self.opts.wal_segment_bytes {
             seg.rotate()?;
         }

@@ -91,8 +91,10 @@ pub enum Error {
     /// The database was closed.
     #[error("database is closed")]
     Closed,
-    /// A WAL write failed and the log could not be restored to its last good
-    /// length; writes are refused until the database is reopened.
+    /// A WAL commit panicked; writes are refused until the database is
+    /// reopened. (A failed WAL write or fdatasync is not this: it returns
+    /// `Io` or `DiskFull`, and the writer recovers by itself, in a new
+    /// segment if needed.)
     #[error("write-ahead log unusable until reopen: {0}")]
     Poisoned(String),
 }

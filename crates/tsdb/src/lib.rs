@@ -62,3 +62,4 @@ pub use query::{
 pub use recovery::{RecoveryReport, TruncatedWal};
 pub use retention::MaintenanceStats;
 pub use summary::Agg;
+pub use wal::{FsWalBackend, WalBackend, WalFile};

@@ -5,8 +5,12 @@
 //! before the first points record that uses it there, so segments can be
 //! deleted independently once a flush covers them.
 
+mod backend;
+
+pub use backend::{FsWalBackend, WalBackend, WalFile};
+
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,6 +19,8 @@ use crate::column::Column;
 use crate::error::Error;
 use crate::model::{SeriesKey, ValueType, MAX_LABELS};
 use crate::recovery::{RecoveryReport, TruncatedWal};
+use backend::write_all_at;
+
 use crate::wire::{
     put_bytes, put_f64, put_str, put_svar, put_u32, put_u64, put_u8, put_var, Reader,
 };
@@ -174,9 +180,22 @@ fn segment_header(no: u64) -> Vec<u8> {
 }
 
 /// The open segment being appended to. Only the commit leader touches it.
+///
+/// Failure handling: `len` is always the end of the last record that was
+/// synced, so the file holds acknowledged records up to `len` and nothing
+/// acknowledged after it. A failed write cuts the file back to `len` and
+/// the next record goes there (positional writes, so no cursor can drift
+/// past a hole). A failed fdatasync, or a failed cut, *poisons* the
+/// segment: what the failed sync covered may be lost even if a later sync
+/// reports success (Linux marks the pages clean), so the writer never
+/// appends to or syncs that file again. Its tail is cut back on a best
+/// effort basis, and the next commit first starts a new segment (and keeps
+/// failing, without touching any file it has synced, until it can).
 pub(crate) struct SegmentWriter {
+    backend: Arc<dyn WalBackend>,
     dir: PathBuf,
-    file: File,
+    /// `None` while poisoned: the next append must rotate first.
+    file: Option<Box<dyn WalFile>>,
     no: u64,
     len: u64,
     /// For each series id, the segment number + 1 that last defined it.
@@ -184,23 +203,17 @@ pub(crate) struct SegmentWriter {
 }
 
 impl SegmentWriter {
-    /// Creates segment `no` (header written and synced).
-    pub(crate) fn create(dir: &Path, no: u64) -> Result<SegmentWriter, Error> {
-        let path = segment_path(dir, no);
-        let ctx = || format!("creating WAL segment {}", path.display());
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(ctx(), e))?;
-        file.write_all(&segment_header(no))
-            .and_then(|_| file.sync_all())
-            .map_err(|e| Error::io(ctx(), e))?;
-        sync_dir(dir)?;
+    /// Creates segment `no` (header written and synced, directory synced).
+    pub(crate) fn create(
+        backend: Arc<dyn WalBackend>,
+        dir: &Path,
+        no: u64,
+    ) -> Result<SegmentWriter, Error> {
+        let file = create_segment(&*backend, dir, no)?;
         Ok(SegmentWriter {
+            backend,
             dir: dir.to_path_buf(),
-            file,
+            file: Some(file),
             no,
             len: SEGMENT_HEADER_LEN as u64,
             defined: Vec::new(),
@@ -213,6 +226,12 @@ impl SegmentWriter {
 
     pub(crate) fn len(&self) -> u64 {
         self.len
+    }
+
+    /// Whether a failure poisoned the current segment (the next commit
+    /// starts a new one).
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.file.is_none()
     }
 
     /// Whether `sid` must be defined in this segment before use.
@@ -234,47 +253,91 @@ impl SegmentWriter {
         }
     }
 
-    /// Appends `bytes` and makes them durable (write + fdatasync). On error
-    /// the segment is cut back to its previous length; if even that fails the
-    /// error is [`Error::Poisoned`].
+    /// Appends `bytes` at the end of the last good record and makes them
+    /// durable (write + fdatasync). On error nothing of `bytes` counts as
+    /// written: the segment is cut back, or poisoned (see the type's doc).
+    /// A poisoned writer refuses appends; call [`SegmentWriter::rotate`]
+    /// first. The caller must encode `bytes` for the segment it will land
+    /// in (series definitions are per segment).
     pub(crate) fn append_durable(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        let res = self
-            .file
-            .write_all(bytes)
-            .and_then(|_| self.file.sync_data());
-        match res {
-            Ok(()) => {
-                self.len += bytes.len() as u64;
-                Ok(())
+        let no = self.no;
+        let ctx = || format!("appending to WAL segment {no}");
+        let Some(file) = self.file.as_mut() else {
+            return Err(Error::io(
+                ctx(),
+                io::Error::other("the segment is poisoned by an earlier failure"),
+            ));
+        };
+        if let Err(e) = write_all_at(&mut **file, bytes, self.len) {
+            let err = Error::io(ctx(), e);
+            if let Err(e2) = file.set_len(self.len) {
+                tracing::error!(segment = no, error = %e2, "could not cut a failed WAL append back; starting a new segment");
+                self.poison();
             }
-            Err(e) => {
-                let err = Error::io(format!("appending to WAL segment {}", self.no), e);
-                let restore = self
-                    .file
-                    .set_len(self.len)
-                    .and_then(|_| self.file.sync_all());
-                match restore {
-                    Ok(()) => Err(err),
-                    Err(e2) => Err(Error::Poisoned(format!(
-                        "{err}; restoring the segment length failed too: {e2}"
-                    ))),
-                }
-            }
+            return Err(err);
         }
+        if let Err(e) = file.sync_data() {
+            tracing::error!(segment = no, error = %e, "WAL fdatasync failed; the segment is abandoned and a new one started");
+            // Best effort: the bytes after `len` were never acknowledged.
+            let _ = file.set_len(self.len);
+            self.poison();
+            return Err(Error::io(ctx(), e));
+        }
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn poison(&mut self) {
+        self.file = None;
     }
 
     /// Closes this segment and starts the next one; returns the new number.
+    /// On failure the current segment stays in use (or poisoned); a
+    /// half-created next segment is created again by the next attempt.
     pub(crate) fn rotate(&mut self) -> Result<u64, Error> {
-        let next = SegmentWriter::create(&self.dir, self.no + 1)?;
-        *self = next;
+        let file = create_segment(&*self.backend, &self.dir, self.no + 1)?;
+        self.file = Some(file);
+        self.no += 1;
+        self.len = SEGMENT_HEADER_LEN as u64;
         Ok(self.no)
     }
 
-    pub(crate) fn sync(&self) -> Result<(), Error> {
-        self.file
-            .sync_all()
-            .map_err(|e| Error::io("syncing the WAL", e))
+    /// Starts a new segment if the current one is poisoned.
+    pub(crate) fn ensure_usable(&mut self) -> Result<(), Error> {
+        if self.is_poisoned() {
+            self.rotate()?;
+        }
+        Ok(())
     }
+
+    /// Syncs the segment (at close). A poisoned segment has nothing
+    /// acknowledged that was not synced.
+    pub(crate) fn sync(&mut self) -> Result<(), Error> {
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
+        if let Err(e) = file.sync_data() {
+            self.poison();
+            return Err(Error::io("syncing the WAL", e));
+        }
+        Ok(())
+    }
+}
+
+/// Creates a segment file with its header, synced, and syncs the directory.
+fn create_segment(
+    backend: &dyn WalBackend,
+    dir: &Path,
+    no: u64,
+) -> Result<Box<dyn WalFile>, Error> {
+    let path = segment_path(dir, no);
+    let ctx = || format!("creating WAL segment {}", path.display());
+    let mut file = backend.create(&path).map_err(|e| Error::io(ctx(), e))?;
+    write_all_at(&mut *file, &segment_header(no), 0)
+        .and_then(|_| file.sync_data())
+        .and_then(|_| backend.sync_dir(dir))
+        .map_err(|e| Error::io(ctx(), e))?;
+    Ok(file)
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), Error> {
