@@ -169,7 +169,13 @@ pub(crate) async fn serve<T: Transport>(
     };
     let mut aliases = OutboundAliases::new(alias_max);
 
+    // A registered device's own telemetry is decoded outside the lock.
+    let device = grant
+        .as_ref()
+        .map(|g| g.principal.clone())
+        .filter(|p| !p.starts_with("claim:"));
     let conn = shared.next_conn_id();
+    let telemetry;
     let outq = Arc::new(OutQueue::new(
         shared.config.outbound_queue + usize::from(shared.broker_config.max_inflight),
     ));
@@ -183,6 +189,7 @@ pub(crate) async fn serve<T: Transport>(
         };
         core.broker.connect(conn, *connect, &info, now);
         core.dispatch(&shared.metrics, now);
+        telemetry = core.broker.telemetry_decoder();
     }
 
     let reason = loop {
@@ -202,11 +209,35 @@ pub(crate) async fn serve<T: Transport>(
                 }
             }
             if !batch.is_empty() || error.is_some() {
+                // A device's own telemetry is decoded here, outside the
+                // broker's lock: one client's huge payload costs its own
+                // task, not everybody's lock.
+                let decoded: Vec<Option<Result<broker::TelemetryBatch, String>>> =
+                    match (&telemetry, &device) {
+                        (Some(decoder), Some(device)) => {
+                            let now = shared.clock.now();
+                            batch
+                                .iter()
+                                .map(|p| match p {
+                                    Packet::Publish(p)
+                                        if broker::telemetry_device(&p.topic)
+                                            == Some(device.as_str()) =>
+                                    {
+                                        Some(decoder.decode(device, &p.payload, now))
+                                    }
+                                    _ => None,
+                                })
+                                .collect()
+                        }
+                        _ => Vec::new(),
+                    };
                 {
                     let mut core = shared.lock();
                     let now = shared.clock.now();
+                    let mut decoded = decoded.into_iter();
                     for p in batch {
-                        core.broker.handle(conn, p, now);
+                        let pre = decoded.next().flatten();
+                        core.broker.handle_decoded(conn, p, pre, now);
                     }
                     if let Some(e) = &error {
                         core.broker
@@ -222,14 +253,15 @@ pub(crate) async fn serve<T: Transport>(
             }
             if error.is_some() {
                 // Send the DISCONNECT queued for the violation, then stop.
-                let _ = Box::pin(flush(&shared, &mut io, &outq, &mut aliases, protocol)).await;
+                let _ =
+                    Box::pin(flush(&shared, &mut io, &outq, &mut aliases, protocol, conn)).await;
                 break "bad packet";
             }
         }
         if rbuf.is_empty() && rbuf.capacity() > 0 {
             rbuf = BytesMut::new();
         }
-        match Box::pin(flush(&shared, &mut io, &outq, &mut aliases, protocol)).await {
+        match Box::pin(flush(&shared, &mut io, &outq, &mut aliases, protocol, conn)).await {
             Flushed::Open => {}
             Flushed::Closed => break "closed by broker",
             Flushed::Failed => break "write error",
@@ -442,6 +474,7 @@ async fn flush<T: Transport>(
     outq: &OutQueue,
     aliases: &mut OutboundAliases,
     protocol: Protocol,
+    conn: broker::ConnId,
 ) -> Flushed {
     let mut items = Vec::new();
     let mut out = BytesMut::new();
@@ -458,7 +491,7 @@ async fn flush<T: Transport>(
                     }
                     return Flushed::Closed;
                 }
-                Outgoing::Packet(mut packet, wait) => {
+                Outgoing::Packet(mut packet, wait, verdict) => {
                     if wait > 0 {
                         let mut durable = shared.durable.clone();
                         if durable.borrow().seq < wait {
@@ -474,8 +507,37 @@ async fn flush<T: Transport>(
                                 return Flushed::Failed;
                             }
                         }
-                        if durable.borrow().failed(wait) {
-                            packet = failed_ack(packet, protocol);
+                        let failure = if durable.borrow().failed(wait) {
+                            Some(ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR)
+                        } else if verdict.is_some_and(|v| v.refused()) {
+                            Some(ReasonCode::PAYLOAD_FORMAT_INVALID)
+                        } else {
+                            None
+                        };
+                        if let Some(code) = failure {
+                            match failed_ack(packet, protocol, code) {
+                                Failed::Send(p, forget) => {
+                                    packet = p;
+                                    if let Some(packet_id) = forget {
+                                        forget_publish(shared, conn, packet_id);
+                                    }
+                                }
+                                Failed::Close(packet_id) => {
+                                    // v3.1.1 has no failure acknowledgement:
+                                    // close instead, so that the client
+                                    // sends the message again.
+                                    tracing::info!(conn = conn.0, packet_id, "publish not stored; closing the v3.1.1 connection without its acknowledgement");
+                                    shared
+                                        .metrics
+                                        .unacked_closes
+                                        .fetch_add(1, Ordering::Relaxed);
+                                    forget_publish(shared, conn, packet_id);
+                                    if !out.is_empty() {
+                                        let _ = write(shared, io, outq, &out).await;
+                                    }
+                                    return Flushed::Closed;
+                                }
+                            }
                         }
                     }
                     if let Packet::Publish(p) = &mut packet {
@@ -535,21 +597,44 @@ async fn write<T: Transport>(
     r
 }
 
+/// What becomes of an acknowledgement whose data was not stored.
+enum Failed {
+    /// Send this instead (a v5 failure acknowledgement, or a packet that
+    /// acknowledges nothing the client sent), and forget the QoS 2 packet
+    /// id, if any, whose exchange ends here.
+    Send(Packet, Option<u16>),
+    /// v3.1.1 PUBACK/PUBREC: close the connection instead of sending it.
+    Close(u16),
+}
+
 /// When the store failed, an acknowledgement that depended on it becomes a
-/// failure (v5): the client must not believe it was kept.
-fn failed_ack(packet: Packet, protocol: Protocol) -> Packet {
-    if !protocol.is_v5() {
-        return packet;
-    }
+/// failure: the client must not believe it was kept (v5: the reason code;
+/// v3.1.1, which has none: no acknowledgement, the connection closes).
+fn failed_ack(packet: Packet, protocol: Protocol, code: ReasonCode) -> Failed {
     match packet {
+        Packet::PubAck(a) | Packet::PubRec(a) if !protocol.is_v5() => Failed::Close(a.packet_id),
         Packet::PubAck(mut a) => {
-            a.reason_code = ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR;
-            Packet::PubAck(a)
+            if !a.reason_code.is_error() {
+                a.reason_code = code;
+            }
+            Failed::Send(Packet::PubAck(a), None)
         }
         Packet::PubRec(mut a) => {
-            a.reason_code = ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR;
-            Packet::PubRec(a)
+            if !a.reason_code.is_error() {
+                a.reason_code = code;
+            }
+            let id = a.packet_id;
+            Failed::Send(Packet::PubRec(a), Some(id))
         }
-        other => other,
+        other => Failed::Send(other, None),
     }
+}
+
+/// Tells the broker that the publish with `packet_id` was not kept (so a
+/// QoS 2 packet id does not stay open).
+fn forget_publish(shared: &Shared, conn: broker::ConnId, packet_id: u16) {
+    let mut core = shared.lock();
+    let now = shared.clock.now();
+    core.broker.publish_refused(conn, packet_id);
+    core.dispatch(&shared.metrics, now);
 }

@@ -6,10 +6,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::outq::{Full, OutQueue, Outgoing};
-use crate::persist::PersistQueue;
+use crate::persist::{PersistQueue, Submission, Verdict};
 use crate::server::NetMetrics;
 use crate::server::PlatformEvent;
-use broker::{Broker, ConnId, Output, Time};
+use broker::{Broker, ConnId, Output, PersistOp, Time};
 use mqtt_proto::{Packet, QoS};
 
 /// The state behind the lock.
@@ -36,27 +36,49 @@ impl Core {
                 return;
             }
             let mut ops = Vec::new();
+            let mut telemetry = Vec::new();
+            // Verdicts of this round's telemetry batches, by the
+            // acknowledgement (connection, packet id) that reads them.
+            let mut verdicts: Vec<((ConnId, u16), Arc<Verdict>)> = Vec::new();
             let round_seq = self.persist.submitted + 1;
             let mut lost: Vec<ConnId> = Vec::new();
             for out in outputs.drain(..) {
                 match out {
+                    Output::Persist(PersistOp::Telemetry { batch, ack }) => {
+                        let verdict = ack.map(|key| {
+                            let v = Arc::new(Verdict::default());
+                            verdicts.push((key, v.clone()));
+                            v
+                        });
+                        telemetry.push((batch, verdict));
+                    }
                     Output::Persist(op) => ops.push(op),
                     Output::Send {
                         conn,
                         packet,
                         durable,
                     } => {
-                        let wait = match (durable, ops.is_empty()) {
+                        let pending = ops.is_empty() && telemetry.is_empty();
+                        let wait = match (durable, pending) {
                             (false, _) => 0,
                             (true, false) => round_seq,
                             (true, true) => self.persist.submitted,
+                        };
+                        let verdict = match &packet {
+                            Packet::PubAck(a) | Packet::PubRec(a) if !verdicts.is_empty() => {
+                                verdicts
+                                    .iter()
+                                    .rposition(|(k, _)| *k == (conn, a.packet_id))
+                                    .map(|i| verdicts.remove(i).1)
+                            }
+                            _ => None,
                         };
                         let Some(h) = self.conns.get(&conn) else {
                             continue;
                         };
                         let qos0 =
                             matches!(&packet, Packet::Publish(p) if p.qos == QoS::AtMostOnce);
-                        match h.push(Outgoing::Packet(packet, wait)) {
+                        match h.push(Outgoing::Packet(packet, wait, verdict)) {
                             Ok(()) => {}
                             Err(Full::Full) if qos0 => {
                                 metrics.qos0_dropped.fetch_add(1, Ordering::Relaxed);
@@ -117,8 +139,8 @@ impl Core {
                     }
                 }
             }
-            if !ops.is_empty() {
-                self.persist.submit(ops);
+            if !ops.is_empty() || !telemetry.is_empty() {
+                self.persist.submit(Submission { ops, telemetry });
             }
             for conn in lost {
                 if let Some(h) = self.conns.remove(&conn) {

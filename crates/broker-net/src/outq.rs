@@ -3,18 +3,21 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use futures_util::task::AtomicWaker;
 use mqtt_proto::Packet;
+
+use crate::persist::Verdict;
 
 /// An item for a connection's writer. Not boxed: nearly every item is a
 /// packet, and a box would cost an allocation per delivered message.
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Outgoing {
-    /// Send once the persistence sequence `wait` is durable (0 = now).
-    Packet(Packet, u64),
+    /// Send once the persistence sequence `wait` is durable (0 = now); an
+    /// acknowledgement of telemetry also reads its batch's verdict.
+    Packet(Packet, u64, Option<Arc<Verdict>>),
     /// Flush what came before, then close.
     Close,
 }
@@ -146,7 +149,7 @@ mod tests {
     }
 
     fn ping() -> Outgoing {
-        Outgoing::Packet(Packet::PingResp, 0)
+        Outgoing::Packet(Packet::PingResp, 0, None)
     }
 
     #[test]

@@ -76,7 +76,7 @@ impl Default for NetConfig {
 /// broker core uses to accept or refuse a payload, and the store the
 /// persistence thread writes the decoded batches to before acknowledging.
 pub struct TelemetryIngest {
-    pub decoder: Box<dyn broker::TelemetryDecoder>,
+    pub decoder: Arc<dyn broker::TelemetryDecoder>,
     pub sink: Arc<dyn crate::TelemetrySink>,
 }
 
@@ -181,6 +181,9 @@ pub struct NetMetrics {
     pub rules_dropped: AtomicU64,
     /// Live-stream subscribers dropped for not keeping up.
     pub streams_dropped: AtomicU64,
+    /// v3.1.1 connections closed instead of acknowledging a message the
+    /// store did not keep.
+    pub unacked_closes: AtomicU64,
 }
 
 pub(crate) struct Shared {

@@ -206,13 +206,36 @@ impl AccessControl {
         topic: &str,
         action: Action,
     ) -> bool {
-        let Some(acl) = &self.acl else { return true };
+        if in_device_tree(topic) {
+            // `devices/{id}/...` belongs to the devices: a client that is
+            // not the device needs a rule that names the tree explicitly
+            // (`topic read devices/+/telemetry`); `#` grants nothing here.
+            return self.check(username, client_id, topic, action, true);
+        }
+        if self.acl.is_none() {
+            return true;
+        }
+        self.check(username, client_id, topic, action, false)
+    }
+
+    fn check(
+        &self,
+        username: Option<&str>,
+        client_id: &str,
+        topic: &str,
+        action: Action,
+        device_tree: bool,
+    ) -> bool {
+        let Some(acl) = &self.acl else { return false };
         let user_rules = username
             .and_then(|u| acl.per_user.get(u))
             .map(Vec::as_slice)
             .unwrap_or(&[]);
         let mut granted = false;
         for rule in acl.general.iter().chain(user_rules) {
+            if device_tree && !in_device_tree(&rule.filter) && rule.access != Access::Deny {
+                continue;
+            }
             let filter = if rule.pattern {
                 if username.is_none() && rule.filter.contains("%u") {
                     continue;
@@ -245,6 +268,13 @@ impl AccessControl {
         }
         granted
     }
+}
+
+/// Whether a topic name or filter lies in the devices' own tree
+/// (`devices/...`), which only the device itself (and explicit ACL rules)
+/// may touch.
+pub fn in_device_tree(topic: &str) -> bool {
+    topic == "devices" || topic.starts_with("devices/")
 }
 
 /// What a client authenticated outside the core (by the device registry,

@@ -3,6 +3,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
 
 use mqtt_proto::{topic, ByteString, Packet, Protocol};
 
@@ -140,7 +141,7 @@ pub struct Broker {
     /// restarts, so a stored (client id, seq) key is never reused.
     pub(crate) next_seq: u64,
     /// Decodes `devices/{id}/telemetry` payloads for storage, when set.
-    pub(crate) telemetry: Option<Box<dyn crate::TelemetryDecoder>>,
+    pub(crate) telemetry: Option<Arc<dyn crate::TelemetryDecoder>>,
     /// Topic filters platform services tap (`Output::Tap`).
     pub(crate) taps: Vec<String>,
     /// Topic filters tapped on every publish, the platform's own included
@@ -156,7 +157,40 @@ pub struct Broker {
     /// Rate limiting of "access denied" log lines.
     pub(crate) denial_log_next: u64,
     pub(crate) denials_suppressed: u64,
+    /// Persistent sessions, in total and per owner (for their caps).
+    pub(crate) persistent: PersistentCount,
     started: Time,
+}
+
+/// How many persistent sessions exist, in total and per owner key.
+#[derive(Debug, Default)]
+pub(crate) struct PersistentCount {
+    pub total: usize,
+    pub per_owner: HashMap<ByteString, u32>,
+}
+
+impl PersistentCount {
+    /// Sessions restored without an owner are counted under this key.
+    const UNKNOWN: &'static str = "?";
+
+    pub fn add(&mut self, owner: Option<&ByteString>) {
+        self.total += 1;
+        let key = owner
+            .cloned()
+            .unwrap_or_else(|| ByteString::from_static(Self::UNKNOWN));
+        *self.per_owner.entry(key).or_insert(0) += 1;
+    }
+
+    pub fn remove(&mut self, owner: Option<&ByteString>) {
+        self.total = self.total.saturating_sub(1);
+        let key: &str = owner.map_or(Self::UNKNOWN, |o| o);
+        if let Some(n) = self.per_owner.get_mut(key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_owner.remove(key);
+            }
+        }
+    }
 }
 
 impl Broker {
@@ -184,14 +218,21 @@ impl Broker {
             detach_reason: "connection lost",
             denial_log_next: 0,
             denials_suppressed: 0,
+            persistent: PersistentCount::default(),
             started: now,
         }
     }
 
     /// Stores every accepted `devices/{id}/telemetry` message through this
     /// decoder (acknowledged once durable); bad payloads are refused.
-    pub fn set_telemetry_decoder(&mut self, decoder: Box<dyn crate::TelemetryDecoder>) {
+    pub fn set_telemetry_decoder(&mut self, decoder: Arc<dyn crate::TelemetryDecoder>) {
         self.telemetry = Some(decoder);
+    }
+
+    /// The telemetry decoder, for decoding outside the broker's lock (see
+    /// [`Broker::handle_decoded`]).
+    pub fn telemetry_decoder(&self) -> Option<Arc<dyn crate::TelemetryDecoder>> {
+        self.telemetry.clone()
     }
 
     /// Hands every accepted PUBLISH whose topic matches `filter` to the
@@ -318,6 +359,8 @@ impl Broker {
             };
             let mut s = Session::new(rs.client_id.clone(), protocol);
             s.expiry_interval = rs.expiry_interval;
+            s.owner = rs.owner;
+            self.persistent.add(s.owner.as_ref());
             let expires_at = rs
                 .expires_at
                 .unwrap_or_else(|| now.plus_secs(u64::from(rs.expiry_interval)));
@@ -368,6 +411,11 @@ impl Broker {
     /// Number of sessions, connected or not.
     pub fn session_count(&self) -> usize {
         self.by_client_id.len()
+    }
+
+    /// Number of persistent sessions (session expiry > 0).
+    pub fn persistent_session_count(&self) -> usize {
+        self.persistent.total
     }
 
     /// Number of subscriptions.
@@ -463,6 +511,7 @@ impl Broker {
         self.by_client_id.remove(&s.client_id);
         self.free_sessions.push(idx);
         if s.persistent() {
+            self.persistent.remove(s.owner.as_ref());
             self.persist(PersistOp::SessionDelete {
                 client_id: s.client_id,
             });
@@ -480,6 +529,7 @@ impl Broker {
             expiry_interval: s.expiry_interval,
             expires_at: if s.conn.is_some() { None } else { s.expires_at },
             subscriptions: s.subscriptions_vec(),
+            owner: s.owner.clone(),
         };
         self.persist(op);
     }

@@ -39,6 +39,13 @@ pub struct BrokerConfig {
     /// longer one is refused (SUBACK 0x8F Topic Filter invalid, v3.1.1
     /// 0x80). Group names key the broker's share-group bookkeeping.
     pub max_share_group_bytes: usize,
+    /// Most persistent sessions (session expiry > 0) kept in total; a
+    /// CONNECT that would create one more is refused with 0x97 (v3.1.1:
+    /// return code 3).
+    pub max_persistent_sessions: usize,
+    /// Most persistent sessions of one principal (a device, a password-file
+    /// user, or all anonymous clients together).
+    pub max_persistent_sessions_per_principal: usize,
 }
 
 impl Default for BrokerConfig {
@@ -59,6 +66,8 @@ impl Default for BrokerConfig {
             max_subscriptions_per_client: 1_000,
             outbound_topic_alias_maximum: 64,
             max_share_group_bytes: 128,
+            max_persistent_sessions: 1_000_000,
+            max_persistent_sessions_per_principal: 1_000,
         }
     }
 }

@@ -10,7 +10,7 @@ use mqtt_proto::{
 use crate::auth::AuthFailure;
 use crate::broker::{Broker, Conn, ConnId, ConnectInfo, Output, Timer};
 use crate::persist::{own_bytes, own_str, DeliveryState, PersistOp};
-use crate::session::Session;
+use crate::session::{owner_key, Session};
 use crate::trie::SessionIdx;
 use crate::Time;
 
@@ -63,8 +63,41 @@ impl Broker {
         };
         let expiry = requested_expiry.min(self.config.session_expiry_max);
 
-        // Take over an existing connection of the same client id.
+        // A client id belongs to one principal: another one may neither
+        // resume, take over nor clean its session.
+        let owner = owner_key(info.grant.as_deref(), connect.username.as_deref());
         let existing = self.by_client_id.get(&client_id).copied();
+        if let Some(held_by) = existing
+            .and_then(|idx| self.session(idx))
+            .and_then(|s| s.owner.as_ref())
+        {
+            if *held_by != owner {
+                tracing::warn!(peer = %info.peer, client_id = %client_id, principal = %owner, held_by = %held_by, "client id belongs to another principal; refused");
+                self.stats.client_id_refused += 1;
+                self.refuse(conn, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+                return;
+            }
+        }
+        // Persistent sessions are capped in total and per principal.
+        if expiry > 0 {
+            let mine = self.persistent.per_owner.get(&owner).copied().unwrap_or(0);
+            let cap = &self.config;
+            let full = self.persistent.total >= cap.max_persistent_sessions
+                || mine as usize >= cap.max_persistent_sessions_per_principal;
+            // Resuming, or cleanly replacing, the principal's own persistent
+            // session of this client id takes no new slot.
+            let replaced = existing
+                .and_then(|idx| self.session(idx))
+                .is_some_and(|s| s.persistent());
+            if full && !replaced {
+                tracing::warn!(peer = %info.peer, client_id = %client_id, principal = %owner, total = self.persistent.total, of_principal = mine, "too many persistent sessions; refused");
+                self.stats.persistent_sessions_refused += 1;
+                self.refuse(conn, ReasonCode::QUOTA_EXCEEDED);
+                return;
+            }
+        }
+
+        // Take over an existing connection of the same client id.
         if let Some(idx) = existing {
             if let Some(old_conn) = self.session(idx).and_then(|s| s.conn) {
                 self.stats.takeovers += 1;
@@ -107,8 +140,18 @@ impl Broker {
                 return;
             };
             let was = s.persistent();
+            let old_owner = s.owner.replace(owner.clone());
             s.protocol = connect.protocol;
             s.expiry_interval = expiry;
+            if was {
+                self.persistent.remove(old_owner.as_ref());
+            }
+            if expiry > 0 {
+                self.persistent.add(Some(&owner));
+            }
+            let Some(s) = self.session_mut(idx) else {
+                return;
+            };
             s.conn = Some(conn);
             s.generation += 1;
             s.expires_at = None;

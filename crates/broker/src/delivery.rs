@@ -48,7 +48,9 @@ impl Broker {
             }
             let mut by_session: HashMap<SessionIdx, usize> = HashMap::new();
             let mut shared: Vec<(&ByteString, &ByteString, Vec<usize>)> = Vec::new();
-            let check_acl = self.access.has_acl();
+            // Per message: an ACL file with deny rules, or the devices' tree
+            // reached through a wide filter (`#`, `+/+/telemetry`).
+            let check_acl = self.access.has_acl() || crate::auth::in_device_tree(&msg.topic);
             for (i, e) in matched.iter().enumerate() {
                 if check_acl && !self.may_read(e.session, &msg.topic) {
                     continue;

@@ -12,20 +12,34 @@ use mqtt_proto::{
 
 use crate::auth::Action;
 use crate::broker::{split_shared, Broker, ConnId, Output, Timer};
-use crate::persist::{DeliveryState, PersistOp, StoredMessage, StoredSubscription};
+use crate::persist::{DeliveryState, PersistOp, StoredMessage, StoredSubscription, TelemetryBatch};
 use crate::trie::SessionIdx;
 use crate::Time;
 
 impl Broker {
     /// Handles one packet (other than the first CONNECT) from a connection.
     pub fn handle(&mut self, conn: ConnId, packet: Packet, now: Time) {
+        self.handle_decoded(conn, packet, None, now);
+    }
+
+    /// [`Broker::handle`] with the telemetry of a PUBLISH already decoded
+    /// (by the network layer, outside any lock, with the decoder from
+    /// [`Broker::telemetry_decoder`]); used only when the PUBLISH turns out
+    /// to be its device's own telemetry, decoded here otherwise.
+    pub fn handle_decoded(
+        &mut self,
+        conn: ConnId,
+        packet: Packet,
+        decoded: Option<Result<TelemetryBatch, String>>,
+        now: Time,
+    ) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         c.last_seen = now;
         let idx = c.session;
         match packet {
-            Packet::Publish(p) => self.handle_publish(conn, p, now),
+            Packet::Publish(p) => self.handle_publish(conn, p, decoded, now),
             Packet::PubAck(ack) => self.handle_puback(idx, ack, now),
             Packet::PubRec(ack) => self.handle_pubrec(conn, idx, ack, now),
             Packet::PubRel(ack) => self.handle_pubrel(conn, idx, ack),
@@ -206,8 +220,15 @@ impl Broker {
                 return;
             }
             let capped = new_expiry.min(self.config.session_expiry_max);
+            let mut ended_owner = None;
             if let Some(s) = self.session_mut(idx) {
                 s.expiry_interval = capped;
+                if capped == 0 && current > 0 {
+                    ended_owner = Some(s.owner.clone());
+                }
+            }
+            if let Some(owner) = ended_owner {
+                self.persistent.remove(owner.as_ref());
             }
             if capped == 0 && current > 0 {
                 if let Some(s) = self.session(idx) {
@@ -348,7 +369,13 @@ impl Broker {
 
     // --------------------------------------------------------------- PUBLISH
 
-    fn handle_publish(&mut self, conn: ConnId, mut p: Publish, now: Time) {
+    fn handle_publish(
+        &mut self,
+        conn: ConnId,
+        mut p: Publish,
+        pre_decoded: Option<Result<TelemetryBatch, String>>,
+        now: Time,
+    ) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -442,7 +469,7 @@ impl Broker {
         };
         if let Some(code) = reason {
             self.stats.messages_dropped += 1;
-            self.ack_publish(conn, idx, &p, code, v5);
+            self.ack_publish(conn, idx, &p, code, v5, now);
             return;
         }
 
@@ -467,8 +494,24 @@ impl Broker {
             ..Publish::default()
         };
 
+        // The platform acts on `devices/{id}/...` only when device {id}
+        // itself published it (others may at most reach subscribers that
+        // an explicit ACL rule lets read it).
+        let principal = self
+            .session(idx)
+            .and_then(|s| s.grant.as_ref())
+            .map(|g| g.principal.clone());
+        let from_device = match device_of(&msg.topic) {
+            Some(id) => principal.as_deref() == Some(id),
+            None => true,
+        };
+        if !from_device {
+            self.stats.not_from_device += 1;
+        }
         let decoded = match (&self.telemetry, telemetry_device(&msg.topic)) {
-            (Some(decoder), Some(device)) => Some(decoder.decode(device, &msg.payload, now)),
+            (Some(decoder), Some(device)) if from_device => {
+                Some(pre_decoded.unwrap_or_else(|| decoder.decode(device, &msg.payload, now)))
+            }
             _ => None,
         };
         let stored = matches!(decoded, Some(Ok(_)));
@@ -477,12 +520,21 @@ impl Broker {
                 Ok(batch) => {
                     self.stats.telemetry_messages += 1;
                     self.stats.telemetry_points += batch.points as u64;
-                    self.persist(PersistOp::Telemetry(batch));
+                    let ack =
+                        (ack_info.qos > QoS::AtMostOnce).then_some((conn, ack_info.packet_id));
+                    self.persist(PersistOp::Telemetry { batch, ack });
                 }
                 Err(why) => {
                     self.stats.telemetry_rejected += 1;
                     tracing::debug!(client_id = %client_id, topic = %msg.topic, why, "telemetry refused");
-                    self.ack_publish(conn, idx, &ack_info, ReasonCode::PAYLOAD_FORMAT_INVALID, v5);
+                    self.ack_publish(
+                        conn,
+                        idx,
+                        &ack_info,
+                        ReasonCode::PAYLOAD_FORMAT_INVALID,
+                        v5,
+                        now,
+                    );
                     return;
                 }
             }
@@ -492,23 +544,15 @@ impl Broker {
         }
         if msg.retain && !self.set_retained(msg.clone()) {
             self.stats.messages_dropped += 1;
-            self.ack_publish(conn, idx, &ack_info, ReasonCode::QUOTA_EXCEEDED, v5);
+            self.ack_publish(conn, idx, &ack_info, ReasonCode::QUOTA_EXCEEDED, v5, now);
             return;
         }
-        let for_services = self.taps.iter().any(|f| topic::matches(f, &msg.topic));
-        let for_rules = self
-            .dynamic_taps
-            .iter()
-            .any(|f| topic::matches(f, &msg.topic));
-        let for_streams = self
-            .stream_taps
-            .iter()
-            .any(|f| topic::matches(f, &msg.topic));
+        let tapped =
+            |taps: &[String]| from_device && taps.iter().any(|f| topic::matches(f, &msg.topic));
+        let for_services = tapped(&self.taps);
+        let for_rules = tapped(&self.dynamic_taps);
+        let for_streams = tapped(&self.stream_taps);
         if for_services || for_rules || for_streams {
-            let principal = self
-                .session(idx)
-                .and_then(|s| s.grant.as_ref())
-                .map(|g| g.principal.clone());
             self.outputs.push(Output::Tap(crate::broker::TapMessage {
                 client_id: client_id.clone(),
                 principal,
@@ -538,7 +582,7 @@ impl Broker {
             crate::delivery::RouteOutcome::Delivered(0) => ReasonCode::SUCCESS,
             crate::delivery::RouteOutcome::Delivered(_) => ReasonCode::SUCCESS,
         };
-        self.ack_publish(conn, idx, &ack_info, code, v5);
+        self.ack_publish(conn, idx, &ack_info, code, v5, now);
     }
 
     /// Sends PUBACK / PUBREC for a received PUBLISH (nothing for QoS 0).
@@ -549,7 +593,21 @@ impl Broker {
         p: &Publish,
         code: ReasonCode,
         v5: bool,
+        now: Time,
     ) {
+        if !v5 && code.is_error() && code != ReasonCode::NOT_AUTHORIZED && p.qos > QoS::AtMostOnce {
+            // v3.1.1 has no failure acknowledgement: a message that was not
+            // kept (bad payload, retained store full, over a quota) is not
+            // acknowledged; the connection closes and the client sends it
+            // again later. (A denied publish is acknowledged and dropped,
+            // as MQTT 3.1.1 allows and other brokers do.)
+            tracing::info!(conn = conn.0, reason = %code, "v3.1.1 publish not kept; closing without PUBACK");
+            self.stats.unacked_closes += 1;
+            self.outputs.push(Output::Close { conn });
+            self.detach_reason = "publish not kept";
+            self.detach(conn, now, true, false);
+            return;
+        }
         let code = if v5 { code } else { ReasonCode::SUCCESS };
         match p.qos {
             QoS::AtMostOnce => {}
@@ -571,6 +629,26 @@ impl Broker {
                 }
                 self.send_durable(conn, Packet::PubRec(Ack::with_reason(p.packet_id, code)));
             }
+        }
+    }
+
+    /// The network layer turned the acknowledgement of `packet_id` into a
+    /// failure (its batch was not stored): a QoS 2 exchange must not stay
+    /// open, or the client's next PUBLISH with that packet id would be
+    /// taken for a duplicate and never stored.
+    pub fn publish_refused(&mut self, conn: ConnId, packet_id: u16) {
+        let Some(idx) = self.conns.get(&conn).map(|c| c.session) else {
+            return;
+        };
+        let Some(s) = self.session_mut(idx) else {
+            return;
+        };
+        if s.incoming_qos2.remove(&packet_id) && s.persistent() {
+            let client_id = s.client_id.clone();
+            self.persist(PersistOp::IncomingRemove {
+                client_id,
+                packet_id,
+            });
         }
     }
 
@@ -693,7 +771,9 @@ impl Broker {
                 };
             if send_retained {
                 for msg in self.retained.matching(filter) {
-                    if self.access.has_acl() && !self.may_read(idx, &msg.topic) {
+                    if (self.access.has_acl() || crate::auth::in_device_tree(&msg.topic))
+                        && !self.may_read(idx, &msg.topic)
+                    {
                         continue;
                     }
                     retained_to_send.push((
@@ -820,8 +900,15 @@ impl Broker {
     }
 }
 
+/// The device id of a topic in the devices' tree (`devices/{id}/...`).
+fn device_of(topic: &str) -> Option<&str> {
+    let rest = topic.strip_prefix("devices/")?;
+    let id = rest.split('/').next()?;
+    (!id.is_empty()).then_some(id)
+}
+
 /// The device id of a `devices/{id}/telemetry` topic.
-fn telemetry_device(topic: &str) -> Option<&str> {
+pub fn telemetry_device(topic: &str) -> Option<&str> {
     let rest = topic.strip_prefix("devices/")?;
     let (id, tail) = rest.split_once('/')?;
     (!id.is_empty() && tail == "telemetry").then_some(id)

@@ -26,12 +26,14 @@ mod stats;
 mod time;
 mod trie;
 
+pub use auth::in_device_tree;
 pub use auth::{
     hash_password, AccessControl, AclError, Action as AclAction, AuthFailure, Grant, GrantRule,
     RateLimits,
 };
 pub use broker::{Broker, ConnId, ConnectInfo, Output, PresenceEvent, TapMessage};
 pub use config::BrokerConfig;
+pub use handlers::telemetry_device;
 pub use outbound::OutboundAliases;
 pub use persist::{
     DeliveryState, PersistOp, RestoredMessage, RestoredSession, RestoredState, StoredMessage,

@@ -122,6 +122,9 @@ pub enum PersistOp {
         /// When a disconnected session expires; `None` while connected.
         expires_at: Option<Time>,
         subscriptions: Vec<StoredSubscription>,
+        /// Who the client id belongs to (an owner key: `g:<principal>`,
+        /// `u:<user>` or `anon`).
+        owner: Option<ByteString>,
     },
     /// Remove a session with everything queued for it.
     SessionDelete { client_id: ByteString },
@@ -159,8 +162,14 @@ pub enum PersistOp {
     /// Clear the retained message of a topic.
     RetainDelete { topic: ByteString },
     /// Store device telemetry (acknowledged only once durable, like the
-    /// rest).
-    Telemetry(TelemetryBatch),
+    /// rest). `ack` names the acknowledgement (connection, packet id) that
+    /// depends on this batch alone, for QoS 1/2: the store may refuse one
+    /// batch (a type conflict, a series cap) while committing the others,
+    /// and only that acknowledgement then reports the failure.
+    Telemetry {
+        batch: TelemetryBatch,
+        ack: Option<(crate::ConnId, u16)>,
+    },
 }
 
 /// A message queued for a session, as stored.
@@ -182,6 +191,9 @@ pub struct RestoredSession {
     pub expiry_interval: u32,
     pub expires_at: Option<Time>,
     pub subscriptions: Vec<StoredSubscription>,
+    /// Who the client id belongs to; `None` in stores written before
+    /// owners were kept.
+    pub owner: Option<ByteString>,
     /// In sequence order.
     pub messages: Vec<RestoredMessage>,
     pub incoming_qos2: Vec<u16>,

@@ -61,6 +61,23 @@ pub(crate) struct Session {
     pub grant: Option<Arc<crate::auth::Grant>>,
     /// Messages dropped for this session because its queue was full.
     pub dropped: u64,
+    /// Who the client id belongs to (see [`owner_key`]); `None` only for a
+    /// session restored from a store written before owners were kept (the
+    /// next principal to connect claims it).
+    pub owner: Option<ByteString>,
+}
+
+/// The principal a connection speaks for, as a session owner key: a device
+/// or claim authenticated by the network layer (`g:<principal>`), a
+/// password-file user (`u:<name>`), or an anonymous client (`anon`). A
+/// client id belongs to one owner: another owner cannot resume, take over
+/// or clean its session.
+pub(crate) fn owner_key(grant: Option<&crate::auth::Grant>, username: Option<&str>) -> ByteString {
+    match (grant, username) {
+        (Some(g), _) => ByteString::from(format!("g:{}", g.principal)),
+        (None, Some(u)) => ByteString::from(format!("u:{u}")),
+        (None, None) => ByteString::from_static("anon"),
+    }
 }
 
 impl Session {
@@ -85,6 +102,7 @@ impl Session {
             username: None,
             grant: None,
             dropped: 0,
+            owner: None,
         }
     }
 

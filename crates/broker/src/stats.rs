@@ -25,4 +25,15 @@ pub struct Stats {
     pub telemetry_points: u64,
     /// Telemetry messages refused for a bad payload.
     pub telemetry_rejected: u64,
+    /// CONNECTs refused because their client id belongs to another
+    /// principal.
+    pub client_id_refused: u64,
+    /// CONNECTs refused because the persistent-session cap was reached.
+    pub persistent_sessions_refused: u64,
+    /// Telemetry (or other device-tree) messages the platform services
+    /// ignored because their publisher was not the device itself.
+    pub not_from_device: u64,
+    /// v3.1.1 connections closed instead of acknowledging a QoS 1/2
+    /// message that was not kept.
+    pub unacked_closes: u64,
 }

@@ -23,6 +23,8 @@ struct ConnectOpts {
     keep_alive: u16,
     will: Option<LastWill>,
     receive_maximum: Option<u16>,
+    /// A device authenticated by the network layer (its own tree only).
+    device: Option<&'static str>,
 }
 
 impl Default for ConnectOpts {
@@ -34,6 +36,7 @@ impl Default for ConnectOpts {
             keep_alive: 60,
             will: None,
             receive_maximum: None,
+            device: None,
         }
     }
 }
@@ -72,8 +75,21 @@ impl Sim {
                 ..Default::default()
             },
         };
-        self.b
-            .connect(ConnId(conn), c, &ConnectInfo::default(), self.now);
+        let info = ConnectInfo {
+            grant: o.device.map(|d| {
+                std::sync::Arc::new(broker::Grant {
+                    principal: d.into(),
+                    rules: vec![broker::GrantRule {
+                        filter: format!("devices/{d}/#"),
+                        read: true,
+                        write: true,
+                    }],
+                    limits: Default::default(),
+                })
+            }),
+            ..ConnectInfo::default()
+        };
+        self.b.connect(ConnId(conn), c, &info, self.now);
         self.b.drain_outputs().collect()
     }
 
@@ -637,8 +653,15 @@ impl broker::TelemetryDecoder for CountingDecoder {
 #[test]
 fn telemetry_is_persisted_before_its_puback_and_bad_payloads_are_refused() {
     let mut s = Sim::new();
-    s.b.set_telemetry_decoder(Box::new(CountingDecoder));
-    s.connect(1, "d1", ConnectOpts::default());
+    s.b.set_telemetry_decoder(std::sync::Arc::new(CountingDecoder));
+    s.connect(
+        1,
+        "d1",
+        ConnectOpts {
+            device: Some("d1"),
+            ..Default::default()
+        },
+    );
     let out = s.publish(
         1,
         "devices/d1/telemetry",
@@ -648,7 +671,7 @@ fn telemetry_is_persisted_before_its_puback_and_bad_payloads_are_refused() {
     );
     let stored = out
         .iter()
-        .position(|o| matches!(o, Output::Persist(PersistOp::Telemetry(b)) if b.points == 1))
+        .position(|o| matches!(o, Output::Persist(PersistOp::Telemetry { batch: b, .. }) if b.points == 1))
         .expect("telemetry not persisted");
     let ack = out
         .iter()

@@ -20,6 +20,7 @@ use broker_net::{AuthDecision, AuthRequest, Authenticator};
 use mqtt_proto::ReasonCode;
 use registry::{ClaimAuth, DeviceAuth, Registry};
 
+use crate::client_id::ClientIdPolicy;
 use crate::policy::{claim_grant, Policy};
 use crate::{Clock, NAMESPACE};
 
@@ -28,6 +29,7 @@ pub struct RegistryAuthenticator {
     registry: Arc<Registry>,
     policy: Arc<Policy>,
     clock: Clock,
+    client_ids: ClientIdPolicy,
 }
 
 impl RegistryAuthenticator {
@@ -36,14 +38,44 @@ impl RegistryAuthenticator {
             registry,
             policy,
             clock,
+            client_ids: ClientIdPolicy::default(),
         }
     }
 
-    fn device(&self, id: &str, client_id: &str) -> AuthDecision {
+    /// Which client ids devices may use (default: [`ClientIdPolicy::DeviceId`]).
+    pub fn with_client_id_policy(mut self, policy: ClientIdPolicy) -> Self {
+        self.client_ids = policy;
+        self
+    }
+
+    /// The grant of an enabled device, if its client id is one it may use:
+    /// allowed by the policy, and (when it is not the device id itself) not
+    /// the id of another registered device.
+    fn device_grant(&self, d: &registry::Device, req: &AuthRequest) -> AuthDecision {
+        let cid = req.client_id.as_str();
+        let reason = if !self.client_ids.allows(&d.id, cid) {
+            Some("the client id policy does not allow it")
+        } else if cid != d.id
+            && !cid.is_empty()
+            && self
+                .registry
+                .get_device(NAMESPACE, cid)
+                .is_ok_and(|o| o.is_some())
+        {
+            Some("it is another device's id")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            tracing::warn!(peer = %req.peer, device = %d.id, client_id = cid, policy = self.client_ids.name(), reason, "client id refused");
+            return AuthDecision::Refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+        }
+        AuthDecision::Allow(Arc::new(self.policy.device_grant(d, cid)))
+    }
+
+    fn device(&self, id: &str, req: &AuthRequest) -> AuthDecision {
         match self.registry.get_device(NAMESPACE, id) {
-            Ok(Some(d)) if d.enabled => {
-                AuthDecision::Allow(Arc::new(self.policy.device_grant(&d, client_id)))
-            }
+            Ok(Some(d)) if d.enabled => self.device_grant(&d, req),
             Ok(Some(_)) => {
                 tracing::info!(device = id, "device is disabled; refused");
                 AuthDecision::Refuse(ReasonCode::NOT_AUTHORIZED)
@@ -112,7 +144,7 @@ impl Authenticator for RegistryAuthenticator {
                 tracing::info!(peer = %req.peer, device = id, username = ?req.username, "username differs from the certificate's device id; refused");
                 return AuthDecision::Refuse(ReasonCode::NOT_AUTHORIZED);
             }
-            return self.device(id, &req.client_id);
+            return self.device(id, req);
         }
         let password = req.password.as_deref();
         if let Some(pw) = password.filter(|p| p.starts_with(b"mwc_")) {
@@ -146,9 +178,7 @@ impl Authenticator for RegistryAuthenticator {
             };
         };
         match self.registry.authenticate_device(NAMESPACE, user, pw, now) {
-            Ok(DeviceAuth::Ok(d)) => {
-                AuthDecision::Allow(Arc::new(self.policy.device_grant(&d, &req.client_id)))
-            }
+            Ok(DeviceAuth::Ok(d)) => self.device_grant(&d, req),
             Ok(DeviceAuth::UnknownDevice) => AuthDecision::Default,
             Ok(DeviceAuth::Disabled) => {
                 tracing::info!(device = user, "device is disabled; refused");

@@ -12,10 +12,12 @@
 //! server. It reads the clock only through the function it is given.
 
 mod authenticator;
+mod client_id;
 mod policy;
 mod provisioning;
 
 pub use authenticator::RegistryAuthenticator;
+pub use client_id::ClientIdPolicy;
 pub use policy::{AclRule, Policy, PolicyError};
 pub use provisioning::{
     provision, serve_provisioning, ProvisionError, ProvisionReply, ProvisionRequest, PROVISION_TAP,

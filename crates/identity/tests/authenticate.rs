@@ -97,7 +97,7 @@ fn certificates_name_the_device() {
         serial_hex: "ab".into(),
         not_after_ms: NOW + 1000,
     };
-    let mut r = req("c", None, None);
+    let mut r = req("d1", None, None);
     r.certificate = Some(cert("d1"));
     assert!(matches!(auth.authenticate(&r), AuthDecision::Allow(g) if g.principal == "d1"));
     r.username = Some("d2".into());
@@ -182,4 +182,29 @@ fn claims_reach_only_their_exchange_and_provision() {
         refused(auth.authenticate(&req("serial-10", Some("any"), Some(token.as_bytes())))),
         ReasonCode::BAD_USER_NAME_OR_PASSWORD
     );
+}
+
+#[test]
+fn devices_use_their_own_client_ids() {
+    let (_d, reg, auth) = setup();
+    reg.create_device("default", NewDevice::new("d1"), NOW)
+        .unwrap();
+    let token = reg.issue_device_token("default", "d1", 0, NOW).unwrap();
+    reg.create_device("default", NewDevice::new("d1-b"), NOW)
+        .unwrap();
+    let with = |cid: &str| req(cid, Some("d1"), Some(token.as_bytes()));
+    for ok in ["d1", "d1-ota", "d1/shadow"] {
+        assert!(
+            matches!(auth.authenticate(&with(ok)), AuthDecision::Allow(g) if g.principal == "d1"),
+            "{ok}"
+        );
+    }
+    // Somebody else's id, an id outside the policy, another device's id.
+    for bad in ["d2", "mosq-123", "d10", "", "d1-b"] {
+        assert_eq!(
+            refused(auth.authenticate(&with(bad))),
+            ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+            "{bad:?}"
+        );
+    }
 }

@@ -1,7 +1,9 @@
-//! Byte layout of stored values. Version 1:
+//! Byte layout of stored values. Version 1 (sessions: version 2):
 //!
-//! - session: `[1u8] protocol_level:u8 expiry:u32 has_expires_at:u8
-//!   [expires_at:u64] n_subs:u32 { filter:str options:u8 has_id:u8 [id:u32] }*`
+//! - session: `[2u8] protocol_level:u8 expiry:u32 has_expires_at:u8
+//!   [expires_at:u64] n_subs:u32 { filter:str options:u8 has_id:u8 [id:u32] }*
+//!   owner:opt<str>`; version 1 is the same without `owner` (still read:
+//!   such a session has no owner until a principal connects to it)
 //! - message (queued for a session): `[1u8] qos:u8 retain:u8 state:u8
 //!   [packet_id:u16] n_ids:u32 {id:u32}* message`
 //! - retained: `[1u8] message`
@@ -177,7 +179,11 @@ pub(crate) struct SessionMeta {
     pub expiry_interval: u32,
     pub expires_at: Option<Time>,
     pub subscriptions: Vec<StoredSubscription>,
+    pub owner: Option<ByteString>,
 }
+
+/// Version of session records (2 added the owner).
+const SESSION_VERSION: u8 = 2;
 
 fn options_byte(o: &SubscriptionOptions) -> u8 {
     (o.qos as u8)
@@ -202,7 +208,7 @@ fn options_from(b: u8) -> Result<SubscriptionOptions, Corrupt> {
 
 pub(crate) fn encode_session(s: &SessionMeta) -> Vec<u8> {
     let mut w = Writer::default();
-    w.u8(VERSION);
+    w.u8(SESSION_VERSION);
     w.u8(s.protocol_level);
     w.u32(s.expiry_interval);
     w.opt(&s.expires_at, |w, t| w.u64(t.0));
@@ -212,12 +218,16 @@ pub(crate) fn encode_session(s: &SessionMeta) -> Vec<u8> {
         w.u8(options_byte(&sub.options));
         w.opt(&sub.subscription_id, |w, v| w.u32(*v));
     }
+    w.opt(&s.owner, |w, o| w.bytes(o.as_bytes()));
     w.0
 }
 
 pub(crate) fn decode_session(b: &[u8]) -> Result<SessionMeta, Corrupt> {
     let mut r = Reader(b);
-    r.version()?;
+    let version = r.u8()?;
+    if version != VERSION && version != SESSION_VERSION {
+        return Err(Corrupt("unknown session version"));
+    }
     let protocol_level = r.u8()?;
     let expiry_interval = r.u32()?;
     let expires_at = r.opt(|r| r.u64().map(Time))?;
@@ -230,11 +240,17 @@ pub(crate) fn decode_session(b: &[u8]) -> Result<SessionMeta, Corrupt> {
             subscription_id: r.opt(|r| r.u32())?,
         });
     }
+    let owner = if version >= 2 {
+        r.opt(|r| r.str())?
+    } else {
+        None
+    };
     Ok(SessionMeta {
         protocol_level,
         expiry_interval,
         expires_at,
         subscriptions,
+        owner,
     })
 }
 
@@ -317,4 +333,34 @@ pub(crate) fn set_queued_state(b: &[u8], st: DeliveryState) -> Result<Vec<u8>, C
     let rest = b.get(3 + old_len..).ok_or(Corrupt("truncated"))?;
     w.0.extend_from_slice(rest);
     Ok(w.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_of_version_1_still_decode_without_an_owner() {
+        let meta = SessionMeta {
+            protocol_level: 5,
+            expiry_interval: 60,
+            expires_at: Some(Time(7)),
+            subscriptions: vec![],
+            owner: Some("g:d1".into()),
+        };
+        let v2 = encode_session(&meta);
+        assert_eq!(v2[0], SESSION_VERSION);
+        assert_eq!(decode_session(&v2).unwrap().owner.as_deref(), Some("g:d1"));
+        // A version 1 record: the same bytes without the owner.
+        let mut w = Writer::default();
+        w.u8(1);
+        w.u8(5);
+        w.u32(60);
+        w.opt(&Some(Time(7)), |w, t| w.u64(t.0));
+        w.u32(0);
+        let old = decode_session(&w.0).unwrap();
+        assert_eq!(old.owner, None);
+        assert_eq!(old.expires_at, Some(Time(7)));
+        assert!(decode_session(&[9]).is_err());
+    }
 }

@@ -130,6 +130,7 @@ impl SessionStore for RedbSessionStore {
                 expiry_interval: meta.expiry_interval,
                 expires_at: meta.expires_at,
                 subscriptions: meta.subscriptions,
+                owner: meta.owner,
                 messages,
                 incoming_qos2,
             });
@@ -165,12 +166,14 @@ impl SessionStore for RedbSessionStore {
                         expiry_interval,
                         expires_at,
                         subscriptions,
+                        owner,
                     } => {
                         let meta = SessionMeta {
                             protocol_level: *protocol_level,
                             expiry_interval: *expiry_interval,
                             expires_at: *expires_at,
                             subscriptions: subscriptions.clone(),
+                            owner: owner.clone(),
                         };
                         sessions.insert(&**client_id, codec::encode_session(&meta).as_slice())?;
                     }
@@ -258,7 +261,7 @@ impl SessionStore for RedbSessionStore {
                         retained.remove(&**topic)?;
                     }
                     // Telemetry goes to the telemetry store, not here.
-                    PersistOp::Telemetry(_) => {}
+                    PersistOp::Telemetry { .. } => {}
                 }
             }
         }

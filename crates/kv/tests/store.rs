@@ -44,6 +44,7 @@ fn sessions_messages_and_retained_survive_reopen() {
                         },
                         subscription_id: Some(9),
                     }],
+                    owner: Some("g:dev-1".into()),
                 },
                 PersistOp::MessageAdd {
                     client_id: "c1".into(),
@@ -89,6 +90,7 @@ fn sessions_messages_and_retained_survive_reopen() {
                     expiry_interval: 5,
                     expires_at: Some(Time(1)),
                     subscriptions: vec![],
+                    owner: None,
                 },
                 PersistOp::MessageAdd {
                     client_id: "gone".into(),
@@ -111,6 +113,7 @@ fn sessions_messages_and_retained_survive_reopen() {
     assert_eq!(&*s.client_id, "c1");
     assert_eq!(s.expiry_interval, 60);
     assert_eq!(s.subscriptions[0].subscription_id, Some(9));
+    assert_eq!(s.owner.as_deref(), Some("g:dev-1"));
     assert!(s.subscriptions[0].options.no_local);
     assert_eq!(s.messages.len(), 1);
     assert_eq!(s.messages[0].seq, 2);
@@ -150,6 +153,7 @@ fn message_added_and_completed_in_one_batch_leaves_nothing() {
                 expiry_interval: 60,
                 expires_at: None,
                 subscriptions: vec![],
+                owner: None,
             },
             add(1),
             state(1, DeliveryState::Sent(1)),

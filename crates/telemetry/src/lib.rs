@@ -58,7 +58,7 @@ impl TsdbSink {
 }
 
 impl broker_net::TelemetrySink for TsdbSink {
-    fn write(&self, batches: &[TelemetryBatch]) -> Result<(), String> {
+    fn write(&self, batches: &[&TelemetryBatch]) -> Result<Vec<Option<String>>, String> {
         let total: usize = batches.iter().map(|b| b.points).sum();
         let mut all: Vec<WritePoint> = Vec::with_capacity(total);
         for b in batches {
@@ -67,7 +67,8 @@ impl broker_net::TelemetrySink for TsdbSink {
                 None => return Err("telemetry batch of an unknown type".into()),
             }
         }
-        self.tsdb.write(&all).map_err(|e| e.to_string())
+        self.tsdb.write(&all).map_err(|e| e.to_string())?;
+        Ok(vec![None; batches.len()])
     }
 }
 
@@ -131,7 +132,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(batch.points, 2);
-        TsdbSink::new(tsdb.clone()).write(&[batch]).unwrap();
+        TsdbSink::new(tsdb.clone()).write(&[&batch]).unwrap();
         let latest = tsdb.list_series("default", Some("d1"));
         assert_eq!(latest.len(), 2);
         assert!(dec.decode("d1", b"not json", Time(0)).is_err());
