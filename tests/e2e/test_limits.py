@@ -519,3 +519,75 @@ def test_retain_unavailable(broker_factory, clients):
     assert [(p.type, raw.disconnect_reason(p)) for p in before_close] == [
         (raw.DISCONNECT, 0x9A)], before_close
     assert_broker_healthy(b, V5)
+
+
+# ------------------------------------------------------- shared subscriptions
+
+def _random_group(rng, length: int) -> str:
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
+    return "".join(rng.choice(alphabet) for _ in range(length))
+
+
+# Eight filters that all match SHARE_TOPIC: one SUBSCRIBE per group creates
+# eight (group, filter) entries of share-group bookkeeping.
+SHARE_FILTERS = ["rss/#", "rss/+/a", "rss/x/a", "+/x/a", "+/+/+", "#", "+/#", "rss/x/#"]
+SHARE_TOPIC = "rss/x/a"
+
+
+@pytest.mark.millwright_only(reason="reads Millwright's RSS; mosquitto's memory is its own business")
+def test_random_share_groups_leave_memory_flat(broker_factory, clients):
+    """Subscribe / publish / unsubscribe with a few thousand random share
+    groups (long names, eight filters each): the bookkeeping of a group is
+    freed with its last member, so the broker's RSS after the loop stays
+    near where it was after a warm-up. Kept per group, it would grow by
+    about 32,000 entries of ~250 bytes (~8 MB)."""
+    import random
+
+    b = broker_factory()
+    pid = b.proc.pid
+    rng = random.Random(11)
+    c = clients(b, version=V5)
+    c.connect()
+    received = 0
+
+    def rounds(n: int) -> None:
+        nonlocal received
+        for _ in range(n):
+            group = _random_group(rng, rng.randint(100, 128))
+            subs = [(f"$share/{group}/{f}", 0) for f in SHARE_FILTERS]
+            # The SUBACK also tells that the previous round's UNSUBSCRIBE,
+            # sent earlier on this connection, was carried out.
+            c.subscribe(subs)
+            c.publish(SHARE_TOPIC, b"x", qos=0)
+            received += len(SHARE_FILTERS)
+            c.client.unsubscribe([s for s, _ in subs])
+
+    rounds(500)  # warm-up: allocator pools, paho, the broker's tables
+    c.messages.wait_for(received, timeout=60)
+    rss_before = _rss_kb(pid)
+    rounds(4000)
+    c.messages.wait_for(received, timeout=120)
+    c.subscribe("rss/barrier", 0)  # every UNSUBSCRIBE before it is done
+    rss_after = _rss_kb(pid)
+    stats = (f"broker RSS {rss_before} kB after the warm-up, {rss_after} kB after "
+             f"4000 more groups x {len(SHARE_FILTERS)} filters "
+             f"({received} messages delivered)")
+    print(stats)
+    assert len(c.messages) == received, stats
+    assert rss_after - rss_before < 4 * 1024, stats
+    assert_broker_healthy(b, V5)
+
+
+@pytest.mark.millwright_only(reason="Millwright's share group name cap (mqtt.max_share_group_bytes)")
+@pytest.mark.parametrize("version", VERSIONS)
+def test_share_group_name_over_the_cap_is_refused(shared_broker, clients, version):
+    """The default cap, mqtt.max_share_group_bytes = 128."""
+    c = clients(shared_broker, version=version)
+    c.connect()
+    ok = c.subscribe(f"$share/{'g' * 128}/{unique('cap')}", 0)
+    assert [int(getattr(x, "value", x)) for x in ok] == [0], ok
+    codes = c.subscribe(f"$share/{'g' * 129}/{unique('cap')}", 0, expect_granted=False)
+    # v5: 0x8F Topic Filter invalid; v3.1.1: 0x80 Failure.
+    want = 0x8F if version == V5 else 0x80
+    assert [int(getattr(x, "value", x)) for x in codes] == [want], codes
+    assert_broker_healthy(shared_broker, version)
