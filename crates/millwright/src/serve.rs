@@ -46,6 +46,28 @@ fn access_control(settings: &Settings) -> anyhow::Result<broker::AccessControl> 
     Ok(access)
 }
 
+/// Warns when the connection caps together (`Settings::fd_budget`) exceed
+/// the soft open-file limit: past it, accepts fail (EMFILE) for MQTT and
+/// HTTP alike instead of the cap refusing cleanly.
+fn warn_fd_budget(settings: &Settings) {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|v| v.parse::<u64>().ok())
+        });
+    let need = settings.fd_budget();
+    if let Some(soft) = soft.filter(|s| *s < need) {
+        tracing::warn!(
+            open_files_limit = soft,
+            needed = need,
+            "mqtt.max_connections + http.max_connections (+ TLS handshakes and a reserve) exceed the open-file limit; raise `ulimit -n` or lower the caps"
+        );
+    }
+}
+
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::load(args.config.as_deref(), std::env::vars())?;
     crate::init_logging(&settings.log.level);
@@ -53,6 +75,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
     let access = access_control(&settings)?;
     let policy = Arc::new(settings.auth.policy()?);
+    warn_fd_budget(&settings);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -92,7 +115,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             )?);
             tsdb_handle = Some(db.clone());
             Some(broker_net::TelemetryIngest {
-                decoder: Box::new(telemetry::JsonDecoder::new(identity::NAMESPACE)),
+                decoder: Arc::new(telemetry::JsonDecoder::new(identity::NAMESPACE)),
                 sink: Arc::new(telemetry::TsdbSink::new(db)),
             })
         } else {
@@ -126,11 +149,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let options = broker_net::ServerOptions {
             access,
             telemetry: ingest,
-            authenticator: Some(Arc::new(identity::RegistryAuthenticator::new(
-                registry.clone(),
-                policy,
-                clock.clone(),
-            ))),
+            authenticator: Some(Arc::new(
+                identity::RegistryAuthenticator::new(registry.clone(), policy, clock.clone())
+                    .with_client_id_policy(settings.mqtt.client_id_policy),
+            )),
             tls: tls.as_ref().map(|t| broker_net::TlsListeners {
                 config: t.mqtt.clone(),
                 port: (m.tls_port != 0).then_some(m.tls_port),
@@ -161,6 +183,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             data_dir = %data_dir.display(),
             "MQTT broker listening"
         );
+        if settings.mqtt.allow_anonymous && settings.mqtt.bind.is_none() {
+            tracing::warn!("anonymous MQTT clients are allowed (mqtt.allow_anonymous), so the plaintext MQTT and WebSocket listeners bind 127.0.0.1 only; set mqtt.bind to listen elsewhere");
+        } else if settings.mqtt.allow_anonymous {
+            tracing::warn!(bind = %settings.mqtt_bind(), "anonymous MQTT clients are allowed on every listener (mqtt.allow_anonymous)");
+        }
         if !settings.mqtt.allow_anonymous && settings.mqtt.password_file.is_none() {
             tracing::info!("devices authenticate with their registry credentials (token or certificate); anonymous clients are refused (mqtt.allow_anonymous)");
         }
@@ -202,6 +229,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let stop = tokio_util::sync::CancellationToken::new();
         let mut http_tasks = Vec::new();
         if let (Some(db), true) = (&tsdb_handle, settings.http.enabled) {
+            let guards = Arc::new(api::Guards::new(settings.api_limits()));
+            let http_server = api::HttpServer::new(guards.clone());
             let state = api::ApiState {
                 tsdb: db.clone(),
                 namespace: identity::NAMESPACE.into(),
@@ -217,6 +246,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 stream: Some(Arc::new(crate::streams::BrokerStreams(handle.clone()))),
                 stream_queue: settings.http.stream_queue,
                 system: Some(Arc::new(crate::streams::BrokerSystem(handle.clone()))),
+                guards,
             };
             let router = api::router(state);
             let addr = format!("{}:{}", settings.http.bind, settings.http.port);
@@ -224,21 +254,27 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {addr} (http.port)"))?;
             let stopped = stop.clone();
-            http_tasks.push(tokio::spawn(api::serve(listener, router.clone(), async move {
-                stopped.cancelled().await
-            })));
+            let server = http_server.clone();
+            let r = router.clone();
+            http_tasks.push(tokio::spawn(async move {
+                server
+                    .serve(listener, r, async move { stopped.cancelled().await })
+                    .await
+            }));
             if let (Some(t), true) = (&tls, settings.http.tls_port != 0) {
                 let addr = format!("{}:{}", settings.http.bind, settings.http.tls_port);
                 let listener = tokio::net::TcpListener::bind(&addr)
                     .await
                     .with_context(|| format!("cannot listen on {addr} (http.tls_port)"))?;
                 let stopped = stop.clone();
-                http_tasks.push(tokio::spawn(api::serve_tls(
-                    listener,
-                    t.https.clone(),
-                    router,
-                    async move { stopped.cancelled().await },
-                )));
+                let https = t.https.clone();
+                http_tasks.push(tokio::spawn(async move {
+                    http_server
+                        .serve_tls(listener, https, router, async move {
+                            stopped.cancelled().await
+                        })
+                        .await
+                }));
             }
         }
         let stopper = stop.clone();

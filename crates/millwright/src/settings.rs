@@ -206,11 +206,23 @@ pub struct AuthSettings {
     pub type_limits: std::collections::BTreeMap<String, TypeLimits>,
     /// Extra ACL rules for devices (besides their own `devices/{id}/#`).
     pub acl: Vec<AclRuleSetting>,
+    /// Dashboard logins checking a password (argon2) at once; others wait
+    /// at most `login_wait_ms`, then get 503.
+    pub login_concurrency: usize,
+    pub login_wait_ms: u64,
+    /// Failed logins of one address or one username before back-off
+    /// (429 with `Retry-After`, no password check) starts; it doubles
+    /// from `login_backoff_base_ms` up to `login_backoff_max_ms`.
+    pub login_backoff_after: u32,
+    pub login_backoff_base_ms: u64,
+    pub login_backoff_max_ms: u64,
 }
 
 impl Default for AuthSettings {
     fn default() -> Self {
         let r = registry::RegistryConfig::default();
+        let l = api::Limits::default();
+        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         AuthSettings {
             bootstrap_admin_token: None,
             session_ttl_hours: 12,
@@ -222,6 +234,11 @@ impl Default for AuthSettings {
             device_bytes_per_sec: 0,
             type_limits: Default::default(),
             acl: Vec::new(),
+            login_concurrency: l.login_concurrency,
+            login_wait_ms: ms(l.login_wait),
+            login_backoff_after: l.login_backoff_after,
+            login_backoff_base_ms: ms(l.login_backoff_base),
+            login_backoff_max_ms: ms(l.login_backoff_max),
         }
     }
 }
@@ -351,7 +368,11 @@ impl TelemetrySettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttSettings {
-    pub bind: String,
+    /// Address of the plaintext MQTT and WebSocket listeners. Unset: every
+    /// address, except with `allow_anonymous` (then 127.0.0.1 only, as
+    /// Mosquitto 2 does: anonymous access is for trying things on one
+    /// machine).
+    pub bind: Option<String>,
     pub port: u16,
     /// MQTT over WebSocket port (path `/mqtt`); 0 disables it.
     pub ws_port: u16,
@@ -389,6 +410,17 @@ pub struct MqttSettings {
     pub auth_backoff_max_ms: u64,
     /// Live connections with one device identity (0 = no limit).
     pub max_connections_per_device: usize,
+    /// Which client ids a registered device may use: `device_id` (its id,
+    /// or `{id}-...` / `{id}/...`, as AWS IoT's usual policy), `prefix`
+    /// (its id followed by any of `-/_.:@` and more), `any_owned` (any id
+    /// no other principal holds).
+    pub client_id_policy: identity::ClientIdPolicy,
+    /// Most persistent sessions in total; more are refused (0x97, v3.1.1
+    /// return code 3).
+    pub max_persistent_sessions: usize,
+    /// Most persistent sessions of one principal (a device, a password-file
+    /// user, or all anonymous clients together).
+    pub max_persistent_sessions_per_principal: usize,
 }
 
 impl Default for MqttSettings {
@@ -396,7 +428,7 @@ impl Default for MqttSettings {
         let b = broker::BrokerConfig::default();
         let n = broker_net::NetConfig::default();
         MqttSettings {
-            bind: n.bind,
+            bind: None,
             port: n.port,
             ws_port: n.ws_port.unwrap_or(0),
             allow_anonymous: false,
@@ -427,6 +459,9 @@ impl Default for MqttSettings {
             auth_backoff_base_ms: n.auth_backoff_base_ms,
             auth_backoff_max_ms: n.auth_backoff_max_ms,
             max_connections_per_device: n.max_connections_per_identity,
+            client_id_policy: identity::ClientIdPolicy::default(),
+            max_persistent_sessions: b.max_persistent_sessions,
+            max_persistent_sessions_per_principal: b.max_persistent_sessions_per_principal,
         }
     }
 }
@@ -447,10 +482,26 @@ pub struct HttpSettings {
     /// a client that falls further behind gets `event: overflow` and is
     /// disconnected.
     pub stream_queue: usize,
+    /// Most HTTP and HTTPS connections open at once (together). When
+    /// full, the oldest connection without a request in progress is
+    /// closed to make room; when all have one, the new one is closed.
+    pub max_connections: usize,
+    /// Time to send a complete request head, from the connection's start
+    /// or the end of the previous response (also the keep-alive limit).
+    pub header_timeout_secs: u64,
+    /// Time without a byte moving while the server waits on the client
+    /// (a slow request body, a response not read).
+    pub idle_timeout_secs: u64,
+    /// Most live streams (`GET /api/stream`) at once; more get 429.
+    pub max_streams: usize,
+    /// Most topic filters one live stream taps (one per device and event
+    /// kind, two for twins); more is 400.
+    pub max_stream_filters: usize,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
+        let l = api::Limits::default();
         HttpSettings {
             enabled: true,
             bind: "0.0.0.0".into(),
@@ -458,6 +509,11 @@ impl Default for HttpSettings {
             tls_port: 8443,
             max_body_bytes: 32 * 1024 * 1024,
             stream_queue: api::DEFAULT_STREAM_QUEUE,
+            max_connections: l.max_connections,
+            header_timeout_secs: l.header_timeout.as_secs(),
+            idle_timeout_secs: l.idle_timeout.as_secs(),
+            max_streams: l.max_streams,
+            max_stream_filters: l.max_stream_filters,
         }
     }
 }
@@ -615,7 +671,70 @@ impl Settings {
         if self.http.max_body_bytes < 1024 {
             bail!("invalid setting `http.max_body_bytes`: must be at least 1024");
         }
+        let h = &self.http;
+        if h.max_connections == 0 || h.max_streams == 0 || h.max_stream_filters == 0 {
+            bail!("invalid setting `http.max_connections`/`http.max_streams`/`http.max_stream_filters`: must be at least 1");
+        }
+        if h.header_timeout_secs == 0 {
+            bail!("invalid setting `http.header_timeout_secs`: must be at least 1");
+        }
+        if h.idle_timeout_secs <= api::STREAM_KEEPALIVE.as_secs() {
+            bail!(
+                "invalid setting `http.idle_timeout_secs`: must be more than {} (live streams send a keep-alive that often)",
+                api::STREAM_KEEPALIVE.as_secs()
+            );
+        }
+        let a = &self.auth;
+        if !(1..=64).contains(&a.login_concurrency) {
+            bail!("invalid setting `auth.login_concurrency`: 1 to 64");
+        }
+        if a.login_backoff_base_ms == 0 || a.login_backoff_base_ms > a.login_backoff_max_ms {
+            bail!("invalid setting `auth.login_backoff_base_ms`/`auth.login_backoff_max_ms`: base at least 1 and at most max");
+        }
         Ok(())
+    }
+
+    /// The API's limits (`[http]` connection and stream caps, `[auth]`
+    /// login guards).
+    pub fn api_limits(&self) -> api::Limits {
+        use std::time::Duration;
+        let (h, a) = (&self.http, &self.auth);
+        api::Limits {
+            max_connections: h.max_connections,
+            header_timeout: Duration::from_secs(h.header_timeout_secs),
+            idle_timeout: Duration::from_secs(h.idle_timeout_secs),
+            max_streams: h.max_streams,
+            max_stream_filters: h.max_stream_filters,
+            login_concurrency: a.login_concurrency,
+            login_wait: Duration::from_millis(a.login_wait_ms),
+            login_backoff_after: a.login_backoff_after,
+            login_backoff_base: Duration::from_millis(a.login_backoff_base_ms),
+            login_backoff_max: Duration::from_millis(a.login_backoff_max_ms),
+        }
+    }
+
+    /// File descriptors the listeners may hold at once: MQTT connections
+    /// (`mqtt.max_connections`), HTTP(S) connections
+    /// (`http.max_connections`) and TLS handshakes in progress, plus a
+    /// reserve for stores, logs and listeners. Compared with the soft
+    /// `RLIMIT_NOFILE` at start.
+    pub fn fd_budget(&self) -> u64 {
+        let http = if self.http.enabled {
+            self.http.max_connections + api::MAX_HANDSHAKES
+        } else {
+            0
+        };
+        (self.mqtt.max_connections + http) as u64 + 256
+    }
+
+    /// The plaintext MQTT listeners' address: as set, else 127.0.0.1 when
+    /// anonymous clients are allowed, else every address.
+    pub fn mqtt_bind(&self) -> String {
+        match &self.mqtt.bind {
+            Some(b) => b.clone(),
+            None if self.mqtt.allow_anonymous => "127.0.0.1".into(),
+            None => broker_net::NetConfig::default().bind,
+        }
     }
 
     pub fn broker_config(&self) -> broker::BrokerConfig {
@@ -636,13 +755,15 @@ impl Settings {
             max_subscriptions_per_client: m.max_subscriptions_per_client,
             max_share_group_bytes: m.max_share_group_bytes,
             outbound_topic_alias_maximum: m.topic_alias_maximum,
+            max_persistent_sessions: m.max_persistent_sessions,
+            max_persistent_sessions_per_principal: m.max_persistent_sessions_per_principal,
         }
     }
 
     pub fn net_config(&self) -> broker_net::NetConfig {
         let m = &self.mqtt;
         broker_net::NetConfig {
-            bind: m.bind.clone(),
+            bind: self.mqtt_bind(),
             port: m.port,
             ws_port: (m.ws_port != 0).then_some(m.ws_port),
             max_connections: m.max_connections,
@@ -711,6 +832,29 @@ mod tests {
         .unwrap();
         assert_eq!(s.mqtt.port, 1884);
         assert!(s.mqtt.allow_anonymous);
+        // Anonymous access without a bind address: loopback only.
+        assert_eq!(s.mqtt_bind(), "127.0.0.1");
+    }
+
+    #[test]
+    fn bind_default_and_explicit() {
+        let s = Settings::load(None, env(&[])).unwrap();
+        assert_eq!(s.mqtt_bind(), "0.0.0.0");
+        let s = Settings::load(
+            None,
+            env(&[
+                ("MILLWRIGHT_MQTT__ALLOW_ANONYMOUS", "true"),
+                ("MILLWRIGHT_MQTT__BIND", "0.0.0.0"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.mqtt_bind(), "0.0.0.0");
+        let s = Settings::load(None, env(&[("MILLWRIGHT_MQTT__CLIENT_ID_POLICY", "prefix")]))
+            .unwrap();
+        assert_eq!(s.mqtt.client_id_policy, identity::ClientIdPolicy::Prefix);
+        assert!(
+            Settings::load(None, env(&[("MILLWRIGHT_MQTT__CLIENT_ID_POLICY", "nope")])).is_err()
+        );
     }
 
     #[test]
