@@ -89,7 +89,9 @@ impl From<RegistryError> for ProvisionError {
     }
 }
 
-/// Registers a device for claim `claim_id` (already authenticated).
+/// Registers a device for claim `claim_id` (already authenticated), by a
+/// client that connected over MQTT with `client_id` (`None` over HTTP); the
+/// device id defaults to the client id.
 /// With a CSR, the certificate is signed before the device is created (a
 /// bad CSR creates nothing) and recorded after.
 pub fn provision(
@@ -97,15 +99,18 @@ pub fn provision(
     ca: Option<&pki::CertificateAuthority>,
     claim_id: &str,
     request: ProvisionRequest,
-    default_id: &str,
+    client_id: Option<&str>,
     cert_days: u32,
     now_ms: u64,
 ) -> Result<ProvisionReply, ProvisionError> {
-    let device_id = request
+    let Some(device_id) = request
         .device_id
         .clone()
         .filter(|d| !d.is_empty())
-        .unwrap_or_else(|| default_id.to_string());
+        .or_else(|| client_id.map(str::to_string))
+    else {
+        return Err(ProvisionError::BadRequest("device_id: required".into()));
+    };
     let signed = match &request.csr {
         Some(csr) => {
             let ca = ca.ok_or_else(|| {
@@ -123,7 +128,7 @@ pub fn provision(
     } else {
         Credential::Token
     };
-    let done = registry.provision(claim_id, &device_id, credential, now_ms)?;
+    let done = registry.provision_as(claim_id, &device_id, client_id, credential, now_ms)?;
     let mut reply = ProvisionReply {
         device_id: done.device.id.clone(),
         token: done.token,
@@ -183,7 +188,7 @@ pub async fn serve_provisioning(
                         ca.as_deref(),
                         claim_id,
                         req,
-                        &client_id,
+                        Some(&client_id),
                         cert_days,
                         clock(),
                     ),

@@ -139,7 +139,7 @@ fn claims_reach_only_their_exchange_and_provision() {
             device_id: Some("pump-1".into()),
             csr: None,
         },
-        "serial-9",
+        Some("serial-9"),
         30,
         NOW,
     );
@@ -155,7 +155,7 @@ fn claims_reach_only_their_exchange_and_provision() {
             device_id: Some("press-1".into()),
             csr: None,
         },
-        "serial-9",
+        Some("serial-9"),
         30,
         NOW,
     )

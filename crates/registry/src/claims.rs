@@ -24,6 +24,11 @@ pub struct ProvisioningTemplate {
     pub id_pattern: Option<String>,
     /// If set, only these ids.
     pub allow_list: Option<Vec<String>>,
+    /// The device id must be the MQTT client id the claim connected with
+    /// (`$provision/{client id}/request`); provisioning over HTTP, which
+    /// has no client id, is refused. With a serial-number `id_pattern`, a
+    /// leaked claim then cannot squat ids meant for other units.
+    pub bind_client_id: bool,
 }
 
 /// A provisioning credential (never its secret or hash).
@@ -77,6 +82,7 @@ fn template_rec(t: ProvisioningTemplate) -> Result<TemplateRec, RegistryError> {
         groups,
         id_pattern: t.id_pattern,
         allow_list: t.allow_list,
+        bind_client_id: t.bind_client_id,
     })
 }
 
@@ -101,6 +107,7 @@ pub(crate) fn claim_from(ns: &str, id: &str, rec: ClaimRec) -> Claim {
             groups: rec.template.groups,
             id_pattern: rec.template.id_pattern,
             allow_list: rec.template.allow_list,
+            bind_client_id: rec.template.bind_client_id,
         },
         max_uses: rec.max_uses,
         uses: rec.uses,

@@ -27,7 +27,24 @@ pub struct Provisioned {
 
 /// Whether the claim's template lets it create `device_id`; the error says
 /// which rule refused.
-fn check_id(rec: &ClaimRec, device_id: &str) -> Result<(), RegistryError> {
+fn check_id(rec: &ClaimRec, device_id: &str, client_id: Option<&str>) -> Result<(), RegistryError> {
+    if rec.template.bind_client_id {
+        match client_id {
+            Some(c) if c == device_id => {}
+            Some(_) => {
+                return Err(RegistryError::invalid(
+                    "device_id",
+                    "must be the client id the claim connected with (the claim binds them)",
+                ))
+            }
+            None => {
+                return Err(RegistryError::invalid(
+                    "device_id",
+                    "this claim provisions over MQTT only, as the client id it connects with",
+                ))
+            }
+        }
+    }
     if let Some(p) = &rec.template.id_pattern {
         if !glob_match(p, device_id) {
             return Err(RegistryError::invalid(
@@ -52,11 +69,12 @@ fn check(
     claim: Option<(String, ClaimRec)>,
     claim_id: &str,
     device_id: &str,
+    client_id: Option<&str>,
     now_ms: u64,
 ) -> Result<(String, ClaimRec), RegistryError> {
     let (ns, rec) = claim.ok_or_else(|| RegistryError::not_found("claim", claim_id))?;
     usable(&rec, now_ms).map_err(|r| r.error(&rec.name))?;
-    check_id(&rec, device_id)?;
+    check_id(&rec, device_id, client_id)?;
     Ok((ns, rec))
 }
 
@@ -76,10 +94,30 @@ impl Registry {
         credential: Credential,
         now_ms: u64,
     ) -> Result<Provisioned, RegistryError> {
+        self.provision_as(claim_id, device_id, None, credential, now_ms)
+    }
+
+    /// [`Registry::provision`] by a client that connected over MQTT with
+    /// `client_id` (checked against a template's `bind_client_id`; `None`:
+    /// no MQTT client, as over HTTP).
+    pub fn provision_as(
+        &self,
+        claim_id: &str,
+        device_id: &str,
+        client_id: Option<&str>,
+        credential: Credential,
+        now_ms: u64,
+    ) -> Result<Provisioned, RegistryError> {
         validate::id("device_id", device_id)?;
         // Checked before the (slow) token hash, and again in the write.
         self.store.read(|tx| {
-            let (ns, _) = check(tx.find_claim(claim_id)?, claim_id, device_id, now_ms)?;
+            let (ns, _) = check(
+                tx.find_claim(claim_id)?,
+                claim_id,
+                device_id,
+                client_id,
+                now_ms,
+            )?;
             if tx.device_exists(&ns, device_id)? {
                 return Err(RegistryError::exists("device", device_id));
             }
@@ -90,7 +128,13 @@ impl Registry {
             Credential::Certificate => None,
         };
         let device = self.store.write(|tx| {
-            let (ns, mut claim) = check(tx.find_claim(claim_id)?, claim_id, device_id, now_ms)?;
+            let (ns, mut claim) = check(
+                tx.find_claim(claim_id)?,
+                claim_id,
+                device_id,
+                client_id,
+                now_ms,
+            )?;
             if tx.device_exists(&ns, device_id)? {
                 return Err(RegistryError::exists("device", device_id));
             }
@@ -211,6 +255,50 @@ mod tests {
         assert_eq!(
             r.authenticate_claim(token.as_bytes(), 2).unwrap(),
             ClaimAuth::Exhausted
+        );
+    }
+
+    #[test]
+    fn a_bound_claim_creates_only_the_client_id_it_connected_with() {
+        let (_dir, r) = test_registry();
+        let t = ProvisioningTemplate {
+            id_pattern: Some("SN-????".into()),
+            bind_client_id: true,
+            ..Default::default()
+        };
+        let (c, _token) = r
+            .create_claim("default", "line-3", t, None, None, 0)
+            .unwrap();
+        let field = |e: RegistryError| match e {
+            RegistryError::Invalid { field, message } => format!("{field}: {message}"),
+            other => panic!("expected Invalid, got {other:?}"),
+        };
+        // Another unit's serial, requested by a client connected as SN-0001.
+        let e = r
+            .provision_as(&c.id, "SN-0002", Some("SN-0001"), Credential::Token, 1)
+            .unwrap_err();
+        assert!(field(e).contains("client id the claim connected with"));
+        // Over HTTP (no client id): refused.
+        let e = r
+            .provision(&c.id, "SN-0001", Credential::Token, 1)
+            .unwrap_err();
+        assert!(field(e).contains("over MQTT only"));
+        // The pattern still holds for the client id itself.
+        let e = r
+            .provision_as(&c.id, "press-1", Some("press-1"), Credential::Token, 1)
+            .unwrap_err();
+        assert!(field(e).contains("id pattern"));
+        let p = r
+            .provision_as(&c.id, "SN-0001", Some("SN-0001"), Credential::Token, 1)
+            .unwrap();
+        assert_eq!(p.device.id, "SN-0001");
+        // The flag survives the store.
+        assert!(
+            r.get_claim("default", &c.id)
+                .unwrap()
+                .unwrap()
+                .template
+                .bind_client_id
         );
     }
 }

@@ -90,6 +90,9 @@ pub(crate) struct TemplateRec {
     pub groups: Vec<String>,
     pub id_pattern: Option<String>,
     pub allow_list: Option<Vec<String>>,
+    /// Absent in records written before it existed.
+    #[serde(default)]
+    pub bind_client_id: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
