@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, MatchedPath, RawPathParams, RawQuery, Request, State};
-use axum::http::Method;
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::RequestExt;
@@ -162,6 +162,16 @@ pub(crate) async fn record(
         .ok()
         .and_then(|p| p.iter().last().map(|(_, v)| v.to_string()));
     let resp = next.run(req).await;
+    // Refusals before any identity was established (401), and logins
+    // refused unchecked during back-off (429), are counted
+    // (`GET /api/system`), not logged: a flood of them would push real
+    // entries out of the bounded log.
+    if matches!(
+        resp.status(),
+        StatusCode::UNAUTHORIZED | StatusCode::TOO_MANY_REQUESTS
+    ) {
+        return resp;
+    }
     let note = resp.extensions().get::<Note>().cloned().unwrap_or_default();
     let details = note.details.unwrap_or_else(|| {
         resp.extensions()

@@ -211,6 +211,9 @@ pub(crate) async fn certificate(
         .attach(resp))
 }
 
+/// Largest provisioning body: a device id and a CSR (a few KiB).
+const PROVISION_BODY_LIMIT: usize = 64 * 1024;
+
 /// `POST /api/provision` with `Authorization: Bearer <claim token>`:
 /// `{"device_id", "csr"?}` -> 201 with the device id and its token, or
 /// the certificate signed for the CSR and the CA certificate. The audit
@@ -231,8 +234,9 @@ async fn provision_inner(
     body: Body,
     note: &mut Note,
 ) -> Result<Response, ApiError> {
+    // The claim is checked before the body is read, and the body is
+    // small: a device id and perhaps a CSR.
     let token = bearer(headers).ok_or(ApiError::Unauthorized)?;
-    let data = read_body(headers, body, st.max_body_bytes).await?;
     let now = st.now_ms();
     let st2 = st.clone();
     let claim =
@@ -247,6 +251,7 @@ async fn provision_inner(
         }
     };
     *note = Note::actor(&format!("claim:{}", claim.id));
+    let data = read_body(headers, body, st.max_body_bytes.min(PROVISION_BODY_LIMIT)).await?;
     let request: identity::ProvisionRequest =
         serde_json::from_slice(&data).map_err(|e| ApiError::BadBody {
             field: None,

@@ -115,6 +115,19 @@ pub enum ApiError {
     /// no certificate authority (503, `unavailable`).
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// 429: a limit of the client's own (login back-off, live streams);
+    /// `Retry-After` says when to try again.
+    #[error("{reason}")]
+    TooManyRequests {
+        reason: String,
+        retry_after_secs: u64,
+    },
+    /// 503 with `Retry-After`: the server is busy (no login slot free).
+    #[error("{reason}")]
+    Busy {
+        reason: String,
+        retry_after_secs: u64,
+    },
     /// Anything else (500, `internal`). The detail sent to the client is
     /// generic; the cause is logged.
     #[error("internal error: {0}")]
@@ -221,7 +234,8 @@ impl ApiError {
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -246,7 +260,8 @@ impl ApiError {
             ApiError::Unprocessable { .. } => "unprocessable",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::StorageFull => "storage_full",
-            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Unavailable(_) | ApiError::Busy { .. } => "unavailable",
+            ApiError::TooManyRequests { .. } => "too_many_requests",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -270,7 +285,8 @@ impl ApiError {
             ApiError::Unprocessable { .. } => "Request refused as a whole",
             ApiError::MethodNotAllowed => "Method not allowed",
             ApiError::StorageFull => "Storage full",
-            ApiError::Unavailable(_) => "Service unavailable",
+            ApiError::Unavailable(_) | ApiError::Busy { .. } => "Service unavailable",
+            ApiError::TooManyRequests { .. } => "Too many requests",
             ApiError::Internal(_) => "Internal error",
         }
     }
@@ -290,7 +306,9 @@ impl ApiError {
             | ApiError::BadBody { reason, .. }
             | ApiError::TooLarge { reason, .. }
             | ApiError::Timeout { reason, .. }
-            | ApiError::Unprocessable { reason, .. } => reason.clone(),
+            | ApiError::Unprocessable { reason, .. }
+            | ApiError::TooManyRequests { reason, .. }
+            | ApiError::Busy { reason, .. } => reason.clone(),
             ApiError::Internal(_) => "the server failed to handle the request; see its log".into(),
             other => other.to_string(),
         }
@@ -368,6 +386,16 @@ impl IntoResponse for ApiError {
             HeaderValue::from_static("application/problem+json"),
         );
         resp.extensions_mut().insert(ProblemCode(code));
+        if let ApiError::TooManyRequests {
+            retry_after_secs, ..
+        }
+        | ApiError::Busy {
+            retry_after_secs, ..
+        } = &self
+        {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
         if let ApiError::Unauthorized = self {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

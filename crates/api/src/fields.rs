@@ -13,7 +13,8 @@ use crate::body;
 use crate::error::ApiError;
 use crate::time::parse_instant;
 
-/// Reads a whole body (gzip allowed) of at most `limit` bytes.
+/// Reads a whole body (gzip allowed) of at most `limit` bytes; a gzip
+/// body is decompressed on the blocking pool.
 pub(crate) async fn read_body(
     headers: &HeaderMap,
     body: Body,
@@ -21,7 +22,10 @@ pub(crate) async fn read_body(
 ) -> Result<Bytes, ApiError> {
     let enc = body::encoding(headers)?;
     let raw = body::read(headers, body, limit).await?;
-    body::decode(raw, enc, limit)
+    match enc {
+        body::Encoding::Identity => Ok(raw),
+        body::Encoding::Gzip => crate::blocking(move || body::decode(raw, enc, limit)).await,
+    }
 }
 
 /// Reads a JSON object body; an empty body is an empty object.

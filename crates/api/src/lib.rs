@@ -112,6 +112,11 @@
 //! bound. A client that disconnects drops its subscription (the guard
 //! returned by [`StreamSource::subscribe`]).
 //!
+//! Caps ([`Limits`]): at most `max_streams` streams at once (more: 429
+//! `too_many_requests` with `Retry-After`), and at most
+//! `max_stream_filters` topic filters per stream (one per device and event
+//! kind, two for twins; duplicates tap once; more: 400 naming `devices`).
+//!
 //! # Authentication
 //!
 //! Every route but `/health`, `POST /api/auth/login` and `POST
@@ -211,14 +216,17 @@
 //! certificates, claims, twins, commands, provisioning, login and logout,
 //! users, tokens) is appended to the registry's audit log after its
 //! handler ran, 4xx and 5xx outcomes included: actor (the principal; the
-//! username for login attempts, failed ones included; `claim:<id>` for
+//! username for login attempts; `claim:<id>` for
 //! provisioning), action (`device.create`, `twin.update`,
 //! `command.create`, `token.revoke`, ... see `audit.rs`), target (the
 //! object's id; the device for twins and commands, with the twin name or
 //! command id in the details), source (the client's IP address), status,
 //! and small
-//! details (never a body, so never a secret). Requests refused with 401 on
-//! token-authenticated routes carry no identity and are not logged.
+//! details (never a body, so never a secret). Requests refused with 401
+//! (no or a bad credential, failed logins and unknown claims included) and
+//! logins refused during back-off (429) are not logged but counted
+//! (`GET /api/system` → `http.unauthorized`, `http.login`), so that a
+//! flood of them cannot push real entries out of the bounded log.
 //! Telemetry writes are data, not changes, and are not audited. Reads are
 //! not audited.
 //!
@@ -290,15 +298,35 @@
 //! `bad_body`, `type_conflict`, `result_too_large` (400), `not_found`,
 //! `device_offline` (404), `method_not_allowed` (405), `conflict` (409),
 //! `body_too_large`, `twin_too_large` (413), `unsupported_encoding` (415),
-//! `unprocessable` (422), `internal` (500), `unavailable` (503: storage
-//! refusing writes, no certificate authority, or no fleet services),
+//! `unprocessable` (422), `too_many_requests` (429, with `Retry-After`:
+//! login back-off, live-stream cap), `internal` (500), `unavailable` (503:
+//! storage refusing writes, no certificate authority, no fleet services,
+//! or no login slot free, then with `Retry-After`),
 //! `timeout` (504), `storage_full` (507). See [`ApiError`].
+//!
+//! # Listeners and hostile load
+//!
+//! [`HttpServer`] runs the router on hyper's HTTP/1.1 driver under
+//! [`Limits`] (settings in `[http]` and `[auth]`): a header timeout (also
+//! the keep-alive idle limit), an idle timeout while the server waits on
+//! the client, and a connection cap shared by HTTP and HTTPS that, when
+//! full, closes the oldest connection with no request in progress (so a
+//! slowloris holding thousands of half-open connections cannot lock out a
+//! client that sends its request). Logins back off per address and per
+//! username (429 with `Retry-After`) and run argon2 at most
+//! `login_concurrency` at a time. Every refusal is counted
+//! ([`HttpCounters`]) and reported by `GET /api/system` under `http`.
+//! Bodies: every route checks its credential before reading the body,
+//! except login (8 KiB at most) and provisioning (the claim is checked
+//! first; 64 KiB at most). Gzip bodies are decompressed on the blocking
+//! pool.
 //!
 //! # HTTPS
 //!
 //! [`serve_tls`] serves the same router over TLS: handshakes run in tasks
-//! of their own with a timeout ([`HANDSHAKE_TIMEOUT`]), so a slow client
-//! never holds up accepting others.
+//! of their own with a timeout ([`HANDSHAKE_TIMEOUT`]), at most
+//! [`MAX_HANDSHAKES`] at once, so a slow client never holds up accepting
+//! others; finished connections go through the same [`HttpServer`].
 
 mod audit;
 mod auth;
@@ -311,6 +339,7 @@ mod dashboard;
 mod devices;
 mod error;
 mod fields;
+mod limits;
 mod openapi;
 mod operators;
 mod params;
@@ -318,7 +347,9 @@ mod presence;
 mod query;
 mod render;
 mod rule_routes;
+mod server;
 mod stream;
+mod throttle;
 mod time;
 mod tls;
 mod twins;
@@ -326,7 +357,6 @@ mod write;
 
 use std::fmt;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -339,10 +369,12 @@ use axum::Router;
 use tracing::Instrument;
 
 pub use error::{ApiError, RowError};
+pub use limits::{Guards, HttpCounters, Limits};
+pub use server::HttpServer;
 pub use stream::{
     stream_overflows, StreamGuard, StreamMessage, StreamSink, StreamSource, STREAM_KEEPALIVE,
 };
-pub use tls::{serve_tls, HANDSHAKE_TIMEOUT};
+pub use tls::{serve_tls, HANDSHAKE_TIMEOUT, MAX_HANDSHAKES};
 
 use auth::{Needs, Scheme};
 
@@ -404,6 +436,10 @@ pub struct ApiState {
     pub stream_queue: usize,
     /// The broker's figures for `GET /api/system`; `None`: not served.
     pub system: Option<Arc<dyn SystemInfo>>,
+    /// The limits against hostile load (login back-off and concurrency,
+    /// live-stream caps) and their counters; give the same guards to the
+    /// [`HttpServer`] that serves this router.
+    pub guards: Arc<Guards>,
 }
 
 /// What `GET /api/system` reports about the parts the API does not own
@@ -585,28 +621,21 @@ pub fn router(state: ApiState) -> Router {
         .merge(public)
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .with_state(st)
-        .layer(middleware::from_fn(trace))
+        .with_state(st.clone())
+        .layer(middleware::from_fn_with_state(st, trace))
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then stops
-/// accepting, lets requests in progress finish (a write in progress is
-/// still acknowledged) and returns. Handlers see the client address as
-/// `ConnectInfo<SocketAddr>` (the audit log records it).
+/// Serves `router` on `listener` under the default [`Limits`] until
+/// `shutdown` completes (see [`HttpServer::serve`]). Handlers see the
+/// client address as `ConnectInfo<SocketAddr>` (the audit log records it).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "HTTP API listening");
-    }
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    HttpServer::new(Arc::new(Guards::default()))
+        .serve(listener, router, shutdown)
+        .await
 }
 
 /// `GET /api/system`: version and the broker's figures (connections,
@@ -624,6 +653,7 @@ async fn system(
             "version": env!("CARGO_PKG_VERSION"),
             "broker": broker,
             "stream_overflows": stream::stream_overflows(),
+            "http": st.guards.figures(),
         }),
         None,
     )
@@ -639,12 +669,23 @@ async fn health() -> Response {
 }
 
 /// A span per request. The query string is left out of it: `/write` may
-/// carry the token there.
-async fn trace(req: Request, next: Next) -> Response {
+/// carry the token there. Counts the requests refused with 401 (they are
+/// not audited).
+async fn trace(
+    axum::extract::State(st): axum::extract::State<Arc<ApiState>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let span = tracing::info_span!("http", method = %req.method(), path = %req.uri().path());
     let started = Instant::now();
     async move {
         let resp = next.run(req).await;
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            st.guards
+                .counters()
+                .unauthorized
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         tracing::debug!(
             status = resp.status().as_u16(),
             micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),

@@ -227,7 +227,7 @@ pub(crate) fn spec() -> Json {
     }
     let mut responses = Map::new();
     for code in [
-        400u16, 401, 403, 404, 409, 412, 413, 415, 422, 503, 504, 507,
+        400u16, 401, 403, 404, 409, 412, 413, 415, 422, 429, 503, 504, 507,
     ] {
         responses.insert(
             code.to_string(),

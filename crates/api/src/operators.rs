@@ -1,10 +1,11 @@
 //! Operators: login sessions, users and API tokens.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -38,41 +39,72 @@ fn name_param(p: Result<Path<String>, PathRejection>, what: &str) -> Result<Stri
 }
 
 /// `POST /api/auth/login`: `{"username", "password"}` -> 200 `{"token",
-/// "role", "expires_at"}`, or 401. Audited with the username as actor,
-/// failures included.
+/// "role", "expires_at"}`, or 401. Audited with the username as actor;
+/// failures (401) are counted instead (`GET /api/system`).
+///
+/// Guards, in order: the client's address backing off (429 before the
+/// body is read), the body (at most 8 KiB), the username backing off
+/// (429), a turn among `login_concurrency` argon2 slots (503 after
+/// `login_wait`), the password. A failure extends both back-offs; a
+/// success clears them.
 pub(crate) async fn login(
     State(st): State<Arc<ApiState>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let mut note = Note::default();
-    let r = login_inner(&st, &headers, body, &mut note).await;
+    let addr = peer.map(|Extension(ConnectInfo(a))| a.ip());
+    let r = login_inner(&st, addr, &headers, body, &mut note).await;
     note.outcome(r)
 }
 
 async fn login_inner(
     st: &Arc<ApiState>,
+    addr: Option<IpAddr>,
     headers: &HeaderMap,
     body: Body,
     note: &mut Note,
 ) -> Result<Response, ApiError> {
+    let guards = &st.guards;
+    let throttle = &guards.login_throttle;
+    let wait = throttle.address_wait_ms(addr, st.now_ms());
+    if wait > 0 {
+        return Err(guards.login_throttled(wait));
+    }
     let f = read_object(headers, body, st.max_body_bytes.min(LOGIN_BODY_LIMIT)).await?;
     f.only(&["username", "password"])?;
     let username = f.required_string("username")?;
     *note = Note::actor(&username).with_target(&username);
     let password = f.required_string("password")?;
+    let wait = throttle.wait_ms(addr, &username, st.now_ms());
+    if wait > 0 {
+        return Err(guards.login_throttled(wait));
+    }
+    let permit = guards.login_slot().await?;
+    // Failures of logins that ran while this one waited count too.
     let now = st.now_ms();
+    let wait = throttle.wait_ms(addr, &username, now);
+    if wait > 0 {
+        return Err(guards.login_throttled(wait));
+    }
     let ttl = st.session_ttl_ms;
     let st2 = st.clone();
+    let user = username.clone();
     let session = blocking(move || {
-        Ok(st2
-            .registry
-            .login(&username, password.as_bytes(), ttl, now)?)
+        let _turn = permit;
+        Ok(st2.registry.login(&user, password.as_bytes(), ttl, now)?)
     })
     .await?;
     let Some((token, principal)) = session else {
+        throttle.failed(addr, &username, now);
+        guards
+            .counters()
+            .login_failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Err(ApiError::Unauthorized);
     };
+    throttle.succeeded(addr, &username);
     #[derive(Serialize)]
     struct SessionDto<'a> {
         token: &'a str,

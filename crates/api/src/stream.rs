@@ -202,7 +202,7 @@ impl Selection {
         Ok(sel)
     }
 
-    /// The MQTT filters to tap.
+    /// The MQTT filters to tap, sorted, each once.
     fn filters(&self) -> Vec<String> {
         let ids: Vec<String> = match &self.devices {
             None => vec!["+".into()],
@@ -228,6 +228,8 @@ impl Selection {
                 out.push(format!("devices/{id}/twin/+/documents"));
             }
         }
+        out.sort();
+        out.dedup();
         out
     }
 
@@ -307,8 +309,28 @@ pub(crate) async fn stream(
             "this server runs no broker: live streams are unavailable".into(),
         ));
     };
+    let filters = sel.filters();
+    let max_filters = st.guards.limits().max_stream_filters;
+    if filters.len() > max_filters {
+        st.guards
+            .counters()
+            .stream_filters_refused
+            .fetch_add(1, Ordering::Relaxed);
+        return Err(ApiError::param(
+            "devices",
+            format!(
+                "this selection taps {} topic filters (one per device and event kind, two for twins); \
+                 a stream may tap at most {max_filters} (setting http.max_stream_filters): \
+                 list fewer devices or event kinds, or use devices=*",
+                filters.len()
+            ),
+        ));
+    }
+    // Given back when the response body (and with it the tap) is dropped.
+    let slot = st.guards.stream_slot()?;
     let (sink, rx, overflowed) = StreamSink::channel(st.stream_queue);
-    let guard = source.subscribe(sel.filters(), sink);
+    let tap = source.subscribe(filters, sink);
+    let guard: StreamGuard = Box::new((tap, slot));
     let body = SseBody::new(
         rx,
         overflowed,
@@ -451,10 +473,21 @@ mod tests {
         let s = Selection::parse(Some("devices=d1&events=telemetry,alarms")).unwrap();
         assert_eq!(
             s.filters(),
-            vec!["devices/d1/telemetry", "$events/alarms/d1/#"]
+            vec!["$events/alarms/d1/#", "devices/d1/telemetry"]
         );
         let all = Selection::parse(None).unwrap();
         assert_eq!(all.filters().len(), 5);
+        // Duplicates and blanks in the lists tap once.
+        let dup = Selection::parse(Some("devices=d2,d1,%20d1,d2,&events=twins,twin")).unwrap();
+        assert_eq!(
+            dup.filters(),
+            vec![
+                "devices/d1/twin/+/documents",
+                "devices/d1/twin/documents",
+                "devices/d2/twin/+/documents",
+                "devices/d2/twin/documents"
+            ]
+        );
         assert!(Selection::parse(Some("events=bogus")).is_err());
         assert!(Selection::parse(Some("devices=,")).is_err());
         assert!(Selection::parse(Some("devices=a%2B,b")).is_err());

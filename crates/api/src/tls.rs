@@ -3,9 +3,11 @@
 //! An acceptor task takes TCP connections and runs each TLS handshake in a
 //! task of its own, bounded by [`HANDSHAKE_TIMEOUT`], so a slow or silent
 //! client never holds up the next `accept`. Finished handshakes go through
-//! a channel to a [`Listener`] that `axum::serve` drives as it drives a
-//! plain `TcpListener`: the same connection handling, `ConnectInfo` and
-//! graceful shutdown as [`crate::serve`].
+//! a channel to the same connection driver as plain HTTP
+//! ([`HttpServer`]): the same limits, `ConnectInfo` and graceful shutdown.
+//! Handshakes in progress are bounded apart ([`MAX_HANDSHAKES`], each at
+//! most [`HANDSHAKE_TIMEOUT`]); they count toward the file descriptors the
+//! HTTP side may hold (see `docs/configuration.md`).
 
 use std::future::Future;
 use std::io;
@@ -13,45 +15,58 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::{Listener, ListenerExt};
 use axum::Router;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
+use crate::limits::{Guards, Limits};
+use crate::server::{Accept, HttpServer};
+
 /// Longest a client may take to complete the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Most handshakes in progress at once; beyond that, accepting waits.
-const MAX_HANDSHAKES: usize = 1024;
+pub const MAX_HANDSHAKES: usize = 1024;
 
-/// Serves `router` over TLS on `listener` until `shutdown` completes, then
-/// stops accepting (handshakes in progress are dropped), lets requests in
-/// progress finish and returns. Handlers see the client address as
-/// `ConnectInfo<SocketAddr>`, as with [`crate::serve`].
+/// Serves `router` over TLS on `listener` under the default [`Limits`]
+/// (see [`HttpServer::serve_tls`]).
 pub async fn serve_tls(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let local = listener.local_addr()?;
-    tracing::info!(addr = %local, "HTTPS API listening");
-    let (tx, rx) = mpsc::channel(64);
-    let acceptor = tokio::spawn(accept_loop(listener, TlsAcceptor::from(tls), tx));
-    let listener = Handshaken { rx, local }.tap_io(|_| {});
-    let served = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
-    // axum dropped the receiver when it stopped accepting, which ends the
-    // acceptor; abort in case it is still in a backoff sleep.
-    acceptor.abort();
-    let _ = acceptor.await;
-    served
+    HttpServer::new(Arc::new(Guards::new(Limits::default())))
+        .serve_tls(listener, tls, router, shutdown)
+        .await
+}
+
+impl HttpServer {
+    /// Serves `router` over TLS on `listener` until `shutdown` completes,
+    /// then stops accepting (handshakes in progress are dropped), lets
+    /// requests in progress finish and returns. Handlers see the client
+    /// address as `ConnectInfo<SocketAddr>`, as with [`HttpServer::serve`];
+    /// the same limits apply once the handshake is done.
+    pub async fn serve_tls(
+        &self,
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        router: Router,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> io::Result<()> {
+        let local = listener.local_addr()?;
+        tracing::info!(addr = %local, "HTTPS API listening");
+        let (tx, rx) = mpsc::channel(64);
+        let acceptor = tokio::spawn(accept_loop(listener, TlsAcceptor::from(tls), tx));
+        self.run(Handshaken { rx }, router, shutdown).await;
+        // The receiver is gone, which ends the acceptor; abort in case it
+        // is still in a backoff sleep.
+        acceptor.abort();
+        let _ = acceptor.await;
+        Ok(())
+    }
 }
 
 /// Accepts TCP connections and hands each to a handshake task, until the
@@ -103,23 +118,12 @@ async fn accept_loop(
 /// Hands out connections whose TLS handshake has completed.
 struct Handshaken {
     rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
 }
 
-impl Listener for Handshaken {
+impl Accept for Handshaken {
     type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
 
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.rx.recv().await {
-            Some(c) => c,
-            // The acceptor only ends once this receiver is gone, so this
-            // is not reached; never hand out a connection if it is.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.local)
+    async fn next(&mut self) -> Option<(Self::Io, SocketAddr)> {
+        self.rx.recv().await
     }
 }

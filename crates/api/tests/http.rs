@@ -17,6 +17,8 @@ mod devices;
 mod import;
 #[path = "http/ingest.rs"]
 mod ingest;
+#[path = "http/limits.rs"]
+mod limits;
 #[path = "http/openapi.rs"]
 mod openapi;
 #[path = "http/operators.rs"]

@@ -156,7 +156,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
             "comma list of telemetry, presence, alarms, twins (default all)",
         ),
     ])
-    .ok(&[(200, Some("EventStream"))]),
+    .ok(&[(200, Some("EventStream"))])
+    .errors(&[429]),
     // Devices.
     op(
         "POST",
@@ -527,7 +528,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
         "Log in: a session token",
     )
     .body("Login")
-    .ok(&[(200, Some("Session"))]),
+    .ok(&[(200, Some("Session"))])
+    .errors(&[429]),
     op(
         "POST",
         "/api/auth/logout",

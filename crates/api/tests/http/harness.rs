@@ -65,6 +65,8 @@ pub struct Server {
     pub fleet: Option<Arc<fleet::Fleet>>,
     /// The broker's MQTT/TCP address (with `Config::fleet`).
     pub mqtt: Option<SocketAddr>,
+    /// The limits in force and their counters.
+    pub guards: Arc<api::Guards>,
     stop: Option<oneshot::Sender<()>>,
     broker_stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
@@ -81,6 +83,8 @@ pub struct Config {
     pub stream: Option<Arc<dyn api::StreamSource>>,
     /// Messages queued per stream client.
     pub stream_queue: usize,
+    /// Connection, login and stream limits.
+    pub limits: api::Limits,
 }
 
 impl Default for Config {
@@ -91,6 +95,7 @@ impl Default for Config {
             fleet: false,
             stream: None,
             stream_queue: api::DEFAULT_STREAM_QUEUE,
+            limits: api::Limits::default(),
         }
     }
 }
@@ -204,6 +209,7 @@ pub async fn start_with(dir: &Path, cfg: Config) -> Server {
     } else {
         (None, None, None)
     };
+    let guards = Arc::new(api::Guards::new(cfg.limits.clone()));
     let state = ApiState {
         tsdb: tsdb.clone(),
         registry: registry.clone(),
@@ -219,14 +225,20 @@ pub async fn start_with(dir: &Path, cfg: Config) -> Server {
         stream: cfg.stream.clone(),
         stream_queue: cfg.stream_queue,
         system: None,
+        guards: guards.clone(),
     };
     let router = api::router(state);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(api::serve(listener, router.clone(), async move {
-        let _ = rx.await;
-    }));
+    let http = api::HttpServer::new(guards.clone());
+    let r = router.clone();
+    let task = tokio::spawn(async move {
+        http.serve(listener, r, async move {
+            let _ = rx.await;
+        })
+        .await
+    });
     Server {
         addr,
         tsdb,
@@ -238,6 +250,7 @@ pub async fn start_with(dir: &Path, cfg: Config) -> Server {
         router,
         fleet,
         mqtt,
+        guards,
         stop: Some(tx),
         broker_stop,
         task,

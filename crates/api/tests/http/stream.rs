@@ -138,8 +138,8 @@ async fn events_are_filtered_and_formatted() {
     assert_eq!(
         broker.filters(),
         vec![vec![
-            "devices/d1/telemetry".to_string(),
-            "$events/alarms/d1/#".into()
+            "$events/alarms/d1/#".to_string(),
+            "devices/d1/telemetry".into()
         ]]
     );
     broker.publish("devices/d2/telemetry", r#"{"temp": 1}"#);
