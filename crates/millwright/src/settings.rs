@@ -867,6 +867,34 @@ mod tests {
     }
 
     #[test]
+    fn webhook_egress_settings() {
+        let s = Settings::load(None, env(&[])).unwrap();
+        let a = s.rules.automation_config();
+        assert!(!a.webhook_allow_private && a.webhook_allowed_cidrs.is_empty());
+        assert_eq!(s.broker_config().max_share_group_bytes, 128);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.toml");
+        std::fs::write(
+            &p,
+            "[rules]\nwebhook_allowed_cidrs = [\"10.20.0.0/16\", \"fd00::/8\"]\nwebhook_ca_file = \"/etc/ca.pem\"\n",
+        )
+        .unwrap();
+        let a = Settings::load(Some(&p), env(&[]))
+            .unwrap()
+            .rules
+            .automation_config();
+        assert_eq!(a.webhook_allowed_cidrs.len(), 2);
+        assert!(a.webhook_allowed_cidrs[0].contains("10.20.3.4".parse().unwrap()));
+        assert_eq!(a.webhook_ca_file.as_deref(), Some(Path::new("/etc/ca.pem")));
+        std::fs::write(&p, "[rules]\nwebhook_allowed_cidrs = [\"10.0.0.0/40\"]\n").unwrap();
+        let err = Settings::load(Some(&p), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("rules.webhook_allowed_cidrs"), "{err}");
+        let s = Settings::load(None, env(&[("MILLWRIGHT_RULES__WEBHOOK_ALLOW_PRIVATE", "true")]))
+            .unwrap();
+        assert!(s.rules.automation_config().webhook_allow_private);
+    }
+
+    #[test]
     fn auth_rules_and_limits_from_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("m.toml");
