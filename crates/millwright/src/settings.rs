@@ -888,9 +888,15 @@ mod tests {
         assert_eq!(a.webhook_ca_file.as_deref(), Some(Path::new("/etc/ca.pem")));
         std::fs::write(&p, "[rules]\nwebhook_allowed_cidrs = [\"10.0.0.0/40\"]\n").unwrap();
         let err = Settings::load(Some(&p), env(&[])).unwrap_err();
-        assert!(err.to_string().contains("rules.webhook_allowed_cidrs"), "{err}");
-        let s = Settings::load(None, env(&[("MILLWRIGHT_RULES__WEBHOOK_ALLOW_PRIVATE", "true")]))
-            .unwrap();
+        assert!(
+            err.to_string().contains("rules.webhook_allowed_cidrs"),
+            "{err}"
+        );
+        let s = Settings::load(
+            None,
+            env(&[("MILLWRIGHT_RULES__WEBHOOK_ALLOW_PRIVATE", "true")]),
+        )
+        .unwrap();
         assert!(s.rules.automation_config().webhook_allow_private);
     }
 
