@@ -54,7 +54,10 @@ pub use model::{
     MIN_TIMESTAMP_MS,
 };
 pub use options::{Options, RollupLevel, DAY_MS};
-pub use parse::{parse_device_json, parse_line_protocol, LineProtocolOptions, Precision};
+pub use parse::{
+    parse_device_json, parse_device_json_with, parse_line_protocol, parse_line_protocol_with,
+    LineProtocolOptions, ParseLimits, Precision,
+};
 pub use query::{
     AggPoint, AggSeries, Filter, GroupBy, GroupKey, QueryStats, Selector, SeriesPoints,
     StorageStats, WriteStats,

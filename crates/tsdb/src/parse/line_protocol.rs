@@ -22,14 +22,18 @@
 //! Timestamps are integers in [`LineProtocolOptions::precision`] units
 //! (default nanoseconds), converted to milliseconds rounding toward negative
 //! infinity; a line without one gets the `default_ts_ms` passed in (server
-//! time). A field repeated on one line: the last one wins.
+//! time). A field repeated on one line: the last one wins. A timestamp
+//! that cannot be converted without overflow, or lands outside what the
+//! engine stores, is refused; [`parse_line_protocol_with`] also refuses
+//! those outside a plausibility window ([`ParseLimits`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::catalog::FastState;
 use crate::error::Error;
-use crate::model::{SeriesKey, Value, WritePoint};
+use crate::model::{SeriesKey, Value, WritePoint, MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS};
+use crate::parse::limits::ParseLimits;
 
 /// Units of line protocol timestamps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -43,6 +47,10 @@ pub enum Precision {
     Milliseconds,
     /// Seconds.
     Seconds,
+    /// Minutes.
+    Minutes,
+    /// Hours.
+    Hours,
 }
 
 /// How line protocol maps onto series.
@@ -74,10 +82,28 @@ fn err<T>(reason: impl Into<String>) -> Result<T, LineErr> {
 
 /// Parses line protocol text into points, all or nothing. Errors carry
 /// the 1-based line number and a reason.
+///
+/// Timestamps are only checked against what the engine stores
+/// ([`crate::MIN_TIMESTAMP_MS`]`..=`[`crate::MAX_TIMESTAMP_MS`] after
+/// conversion); use [`parse_line_protocol_with`] for a plausibility window.
 pub fn parse_line_protocol(
     text: &str,
     opts: &LineProtocolOptions,
     default_ts_ms: i64,
+) -> Result<Vec<WritePoint>, Error> {
+    parse_line_protocol_with(text, opts, default_ts_ms, &ParseLimits::unlimited())
+}
+
+/// Parses line protocol text into points, all or nothing, refusing a line
+/// whose timestamp (after conversion to milliseconds) is outside the
+/// window of `limits` (`earliest_ms..=latest_ms`): the error names the
+/// line. Lines without a timestamp get `default_ts_ms`, which is not
+/// checked. `limits.max_metrics` does not apply to line protocol.
+pub fn parse_line_protocol_with(
+    text: &str,
+    opts: &LineProtocolOptions,
+    default_ts_ms: i64,
+    limits: &ParseLimits,
 ) -> Result<Vec<WritePoint>, Error> {
     let mut out = Vec::new();
     let mut cache = KeyCache::new(opts);
@@ -87,7 +113,7 @@ pub fn parse_line_protocol(
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
-        parse_line(trimmed, opts, default_ts_ms, &mut cache, &mut out).map_err(
+        parse_line(trimmed, opts, default_ts_ms, limits, &mut cache, &mut out).map_err(
             |LineErr(reason)| Error::LineProtocol {
                 line: i + 1,
                 reason,
@@ -183,6 +209,7 @@ fn parse_line(
     line: &str,
     opts: &LineProtocolOptions,
     default_ts_ms: i64,
+    limits: &ParseLimits,
     cache: &mut KeyCache<'_>,
     out: &mut Vec<WritePoint>,
 ) -> Result<(), LineErr> {
@@ -197,7 +224,11 @@ fn parse_line(
     }
     let ts = match ts_part {
         None => default_ts_ms,
-        Some(t) => to_ms(t, opts.precision)?,
+        Some(t) => {
+            let ts = to_ms(t, opts.precision)?;
+            limits.check_ts(ts).map_err(LineErr)?;
+            ts
+        }
     };
     let start = out.len();
     let ns = cache.ns.clone();
@@ -224,18 +255,25 @@ fn parse_line(
     Ok(())
 }
 
+/// Converts a timestamp in `p` units to milliseconds (rounding toward
+/// negative infinity); no arithmetic here can overflow.
 fn to_ms(t: &str, p: Precision) -> Result<i64, LineErr> {
     let v: i64 = t
         .parse()
         .map_err(|_| LineErr(format!("invalid timestamp {t:?}")))?;
-    Ok(match p {
+    let out_of_range = || LineErr(format!("timestamp {t:?} out of range"));
+    let ms = match p {
         Precision::Nanoseconds => v.div_euclid(1_000_000),
         Precision::Microseconds => v.div_euclid(1_000),
         Precision::Milliseconds => v,
-        Precision::Seconds => v
-            .checked_mul(1_000)
-            .ok_or_else(|| LineErr(format!("timestamp {t:?} out of range")))?,
-    })
+        Precision::Seconds => v.checked_mul(1_000).ok_or_else(out_of_range)?,
+        Precision::Minutes => v.checked_mul(60_000).ok_or_else(out_of_range)?,
+        Precision::Hours => v.checked_mul(3_600_000).ok_or_else(out_of_range)?,
+    };
+    if !(MIN_TIMESTAMP_MS..=MAX_TIMESTAMP_MS).contains(&ms) {
+        return Err(out_of_range());
+    }
+    Ok(ms)
 }
 
 fn parse_value(v: &str) -> Result<Value, LineErr> {
@@ -476,5 +514,50 @@ mod tests {
             ..LineProtocolOptions::default()
         };
         assert!(parse_line_protocol("m f=1 9223372036854775807", &o, 0).is_err());
+    }
+
+    #[test]
+    fn minutes_and_hours() {
+        for (p, raw, ms) in [
+            (Precision::Minutes, "2", 120_000),
+            (Precision::Hours, "-1", -3_600_000),
+        ] {
+            let o = LineProtocolOptions {
+                precision: p,
+                ..LineProtocolOptions::default()
+            };
+            assert_eq!(
+                parse_line_protocol(&format!("m f=1 {raw}"), &o, 0).unwrap()[0].ts,
+                ms
+            );
+            let huge = format!("m f=1 {}", i64::MAX / 1000);
+            assert!(parse_line_protocol(&huge, &o, 0).is_err());
+        }
+    }
+
+    #[test]
+    fn window_refuses_implausible_timestamps_naming_the_line() {
+        let now = 1_700_000_000_000i64;
+        let limits = ParseLimits::at(now);
+        let o = LineProtocolOptions {
+            precision: Precision::Milliseconds,
+            ..LineProtocolOptions::default()
+        };
+        let ok = format!("m f=1 {now}\nm f=2\nm f=3 {}", now + crate::DAY_MS);
+        let pts = parse_line_protocol_with(&ok, &o, now, &limits).unwrap();
+        assert_eq!(pts.len(), 3);
+        for bad in [0, now + crate::DAY_MS + 1, crate::parse::YEAR_2000_MS - 1] {
+            let text = format!("m f=1 {now}\n\nm f=2 {bad}");
+            match parse_line_protocol_with(&text, &o, now, &limits) {
+                Err(Error::LineProtocol { line: 3, reason }) => {
+                    assert!(reason.contains("outside the accepted window"), "{reason}")
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        // The default nanosecond precision: 1970 is refused.
+        let o = LineProtocolOptions::default();
+        assert!(parse_line_protocol_with("m f=1 5", &o, now, &limits).is_err());
+        assert!(parse_line_protocol("m f=1 5", &o, now).is_ok());
     }
 }
