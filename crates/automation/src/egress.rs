@@ -350,12 +350,15 @@ impl WebhookClient {
             Ok(resp) if resp.status().is_success() => Ok(()),
             Ok(resp) if resp.status().is_redirection() => Err(WebhookError::Redirect {
                 status: resp.status().as_u16(),
+                // Kept with the queued call as its last error: bounded.
                 location: resp
                     .headers()
                     .get("location")
                     .and_then(|l| l.to_str().ok())
                     .unwrap_or("none")
-                    .to_string(),
+                    .chars()
+                    .take(256)
+                    .collect(),
             }),
             Ok(resp) => Err(WebhookError::Status(resp.status().as_u16())),
             Err(ureq::Error::Other(e)) => match e.downcast::<WebhookError>() {

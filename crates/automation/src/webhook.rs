@@ -6,7 +6,7 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use crate::egress::{EgressPolicy, WebhookClient};
+use crate::egress::{EgressPolicy, WebhookClient, WebhookError};
 use crate::engine::Automation;
 
 pub(crate) fn notify(wake: &(Mutex<bool>, Condvar)) {
@@ -50,9 +50,7 @@ pub(crate) fn spawn_sender(a: Arc<Automation>) -> std::io::Result<std::thread::J
                     }
                 };
                 for entry in &due {
-                    let outcome = client
-                        .post(&entry.target, &entry.headers, &entry.body[..])
-                        .map_err(|e| e.to_string());
+                    let outcome = client.post(&entry.target, &entry.headers, &entry.body[..]);
                     let now = a.clock_now();
                     match outcome {
                         Ok(()) => {
@@ -60,7 +58,17 @@ pub(crate) fn spawn_sender(a: Arc<Automation>) -> std::io::Result<std::thread::J
                                 tracing::warn!(error = %e, "cannot remove a sent webhook");
                             }
                         }
-                        Err(why) => {
+                        Err(err) => {
+                            // A refused destination or a redirect is the
+                            // rule's configuration, not a passing outage:
+                            // say so where operators look.
+                            if matches!(
+                                err,
+                                WebhookError::Refused { .. } | WebhookError::Redirect { .. }
+                            ) {
+                                tracing::warn!(url = %entry.target, rule = %entry.rule, error = %err, "webhook not sent");
+                            }
+                            let why = err.to_string();
                             let c = a.config();
                             match a.outbox().failed(
                                 entry.id,
