@@ -257,6 +257,31 @@ fn duration_ms(d: Duration) -> u64 {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn logins_beyond_the_argon2_slots_wait_then_get_503() {
+        let g = Guards::new(Limits {
+            login_concurrency: 2,
+            login_wait: Duration::from_millis(50),
+            ..Limits::default()
+        });
+        let a = g.login_slot().await.ok();
+        let b = g.login_slot().await.ok();
+        assert!(a.is_some() && b.is_some());
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            g.login_slot().await,
+            Err(ApiError::Busy {
+                retry_after_secs: 1,
+                ..
+            })
+        ));
+        assert!(started.elapsed() >= Duration::from_millis(40));
+        assert_eq!(g.counters().login_busy.load(Ordering::Relaxed), 1);
+        // A turn given back goes to the next login.
+        drop(a);
+        assert!(g.login_slot().await.is_ok());
+    }
+
     #[test]
     fn stream_places_are_given_back() {
         let g = Arc::new(Guards::new(Limits {
