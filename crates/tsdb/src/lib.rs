@@ -10,8 +10,18 @@
 //! and outlive raw data; retention is per namespace. Late, out-of-order and
 //! duplicate points are accepted: the last write wins.
 //!
+//! Writes are validated per batch: [`Tsdb::write_batches`] commits several
+//! publishers' batches with one fdatasync and refuses a bad one alone (type
+//! conflict, [`Options::max_series_per_device`], invalid point) with a
+//! [`WriteError`]. A failed WAL write or fdatasync never costs an
+//! acknowledged record: the writer cuts back or moves to a new segment; its
+//! file operations go through an I/O seam ([`WalBackend`]) so tests can
+//! inject faults.
+//!
 //! It also holds pure ingest parsers (InfluxDB line protocol, device
-//! telemetry JSON) and a TSBS-like data generator for benchmarks.
+//! telemetry JSON, with [`ParseLimits`]: a cap on values per message and a
+//! window of plausible timestamps) and a TSBS-like data generator for
+//! benchmarks.
 //!
 //! What it is not: it opens no sockets, knows nothing of HTTP or MQTT, never
 //! reads the clock (every operation that needs "now" takes it as an
