@@ -27,6 +27,7 @@ struct TemplateDto<'a> {
     groups: &'a [String],
     id_pattern: Option<&'a str>,
     allow_list: Option<&'a [String]>,
+    bind_client_id: bool,
 }
 
 /// A claim as JSON; never its token.
@@ -56,6 +57,7 @@ impl<'a> ClaimDto<'a> {
                 groups: &t.groups,
                 id_pattern: t.id_pattern.as_deref(),
                 allow_list: t.allow_list.as_deref(),
+                bind_client_id: t.bind_client_id,
             },
             max_uses: c.max_uses,
             uses: c.uses,
@@ -68,7 +70,8 @@ impl<'a> ClaimDto<'a> {
 }
 
 /// `POST /api/claims`: `{"name", "template"?: {"type"?, "labels"?,
-/// "groups"?, "id_pattern"?, "allow_list"?}, "max_uses"?, "expires_at"?}`
+/// "groups"?, "id_pattern"?, "allow_list"?, "bind_client_id"?}, "max_uses"?,
+/// "expires_at"?}`
 /// -> 201 with the claim and its `token` (shown once).
 pub(crate) async fn create(
     State(st): State<Arc<ApiState>>,
@@ -80,12 +83,20 @@ pub(crate) async fn create(
     let name = f.required_string("name")?;
     let mut template = ProvisioningTemplate::default();
     if let Some(t) = f.nested("template")? {
-        t.only(&["type", "labels", "groups", "id_pattern", "allow_list"])?;
+        t.only(&[
+            "type",
+            "labels",
+            "groups",
+            "id_pattern",
+            "allow_list",
+            "bind_client_id",
+        ])?;
         template.device_type = t.string("type")?;
         template.labels = t.string_map("labels")?.unwrap_or_default();
         template.groups = t.string_list("groups")?.unwrap_or_default();
         template.id_pattern = t.string("id_pattern")?;
         template.allow_list = t.string_list("allow_list")?;
+        template.bind_client_id = t.bool("bind_client_id")?.unwrap_or(false);
     }
     let max_uses = f
         .uint("max_uses", u64::from(u32::MAX))?
@@ -263,14 +274,13 @@ async fn provision_inner(
     };
     *note = std::mem::take(note).with_target(&device_id);
     let st2 = st.clone();
-    let id2 = device_id.clone();
     let reply = blocking(move || {
         identity::provision(
             &st2.registry,
             st2.ca.as_deref(),
             &claim.id,
             request,
-            &id2,
+            None,
             st2.device_cert_days,
             now,
         )

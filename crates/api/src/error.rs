@@ -148,6 +148,7 @@ impl From<tsdb::Error> for ApiError {
                 reason,
             },
             e @ E::TypeConflict { .. } => ApiError::Conflict(e.to_string()),
+            e @ E::TooManySeries { .. } => ApiError::Conflict(e.to_string()),
             E::InvalidQuery(reason) => ApiError::BadParameter {
                 field: "query".into(),
                 reason,

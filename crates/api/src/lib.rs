@@ -440,6 +440,10 @@ pub struct ApiState {
     /// live-stream caps) and their counters; give the same guards to the
     /// [`HttpServer`] that serves this router.
     pub guards: Arc<Guards>,
+    /// What a telemetry write may hold, for a request received at the given
+    /// Unix ms: values per device JSON message and the timestamp window
+    /// (device JSON and line protocol alike).
+    pub ingest_limits: Arc<dyn Fn(i64) -> tsdb::ParseLimits + Send + Sync>,
 }
 
 /// What `GET /api/system` reports about the parts the API does not own

@@ -68,16 +68,16 @@ impl LpPrecision {
         })
     }
 
-    /// The parser's precision and the factor to apply afterwards (minutes
-    /// and hours are parsed as milliseconds, then scaled).
+    /// The parser's precision and its unit in milliseconds (for the
+    /// server time of lines without a timestamp).
     fn parser(self) -> (Precision, i64) {
         match self {
             LpPrecision::Ns => (Precision::Nanoseconds, 1),
             LpPrecision::Us => (Precision::Microseconds, 1),
             LpPrecision::Ms => (Precision::Milliseconds, 1),
-            LpPrecision::S => (Precision::Seconds, 1),
-            LpPrecision::M => (Precision::Milliseconds, 60_000),
-            LpPrecision::H => (Precision::Milliseconds, 3_600_000),
+            LpPrecision::S => (Precision::Seconds, 1_000),
+            LpPrecision::M => (Precision::Minutes, 60_000),
+            LpPrecision::H => (Precision::Hours, 3_600_000),
         }
     }
 }
@@ -116,7 +116,13 @@ async fn write_lp(
     blocking(move || {
         let data = body::decode(raw, enc, st.max_body_bytes)?;
         let text = utf8_text(&data)?;
-        let points = parse_lp(text, &st.namespace, precision, now)?;
+        let points = parse_lp(
+            text,
+            &st.namespace,
+            precision,
+            now,
+            &(st.ingest_limits)(now),
+        )?;
         st.tsdb.write(&points)?;
         tracing::debug!(points = points.len(), "line protocol written");
         Ok(StatusCode::NO_CONTENT)
@@ -138,47 +144,25 @@ fn utf8_text(data: &[u8]) -> Result<&str, ApiError> {
 
 /// Parses line protocol with InfluxDB's rules for lines without a
 /// timestamp: they get the server time truncated to the precision.
+/// Timestamps outside the window of `limits` are refused, naming the line.
 fn parse_lp(
     text: &str,
     namespace: &str,
     precision: LpPrecision,
     now_ms: i64,
+    limits: &tsdb::ParseLimits,
 ) -> Result<Vec<WritePoint>, ApiError> {
-    let (parser_precision, factor) = precision.parser();
+    let (parser_precision, unit_ms) = precision.parser();
     let opts = LineProtocolOptions {
         namespace: namespace.to_string(),
         device_tag: DEVICE_TAG.to_string(),
         precision: parser_precision,
     };
-    let default_ts = match precision {
-        LpPrecision::S => now_ms.div_euclid(1_000) * 1_000,
-        LpPrecision::M | LpPrecision::H => now_ms.div_euclid(factor),
-        _ => now_ms,
-    };
-    let mut points = tsdb::parse_line_protocol(text, &opts, default_ts)?;
-    if factor != 1 {
-        for p in &mut points {
-            match p.ts.checked_mul(factor) {
-                Some(t) => p.ts = t,
-                None => return Err(overflow_line(text, &opts, default_ts, factor)),
-            }
-        }
-    }
-    Ok(points)
-}
-
-/// Finds the line whose timestamp overflows after scaling (error path only).
-fn overflow_line(text: &str, opts: &LineProtocolOptions, default_ts: i64, factor: i64) -> ApiError {
-    for (i, line) in text.split('\n').enumerate() {
-        let pts = tsdb::parse_line_protocol(line, opts, default_ts).unwrap_or_default();
-        if pts.iter().any(|p| p.ts.checked_mul(factor).is_none()) {
-            return ApiError::BadLine {
-                line: i + 1,
-                reason: "timestamp out of range".into(),
-            };
-        }
-    }
-    ApiError::param("precision", "a timestamp is out of range")
+    // The parser takes the default timestamp in milliseconds.
+    let default_ts = now_ms.div_euclid(unit_ms.max(1)) * unit_ms.max(1);
+    Ok(tsdb::parse_line_protocol_with(
+        text, &opts, default_ts, limits,
+    )?)
 }
 
 /// `POST /api/telemetry/{device}`: the device telemetry JSON forms.
@@ -194,7 +178,8 @@ pub(crate) async fn write_device(
     let now = (st.clock)();
     blocking(move || {
         let data = body::decode(raw, enc, st.max_body_bytes)?;
-        let points = tsdb::parse_device_json(&data, &st.namespace, &device, now)?;
+        let limits = (st.ingest_limits)(now);
+        let points = tsdb::parse_device_json_with(&data, &st.namespace, &device, now, &limits)?;
         st.tsdb.write(&points)?;
         Ok(StatusCode::NO_CONTENT)
     })
@@ -352,23 +337,43 @@ mod tests {
     #[test]
     fn minutes_and_hours_scale_and_truncate_server_time() {
         let now = 1_700_000_123_456;
-        let pts = parse_lp("m f=1 2\nm g=1", "default", LpPrecision::M, now).unwrap_or_default();
+        let any = tsdb::ParseLimits::unlimited();
+        let pts =
+            parse_lp("m f=1 2\nm g=1", "default", LpPrecision::M, now, &any).unwrap_or_default();
         assert_eq!(pts.len(), 2);
         assert_eq!(pts[0].ts, 120_000);
         assert_eq!(pts[1].ts, now - now.rem_euclid(60_000));
-        let pts = parse_lp("m f=1 1", "default", LpPrecision::H, now).unwrap_or_default();
+        let pts = parse_lp("m f=1 1", "default", LpPrecision::H, now, &any).unwrap_or_default();
         assert_eq!(pts[0].ts, 3_600_000);
-        let pts = parse_lp("m f=1", "default", LpPrecision::S, now).unwrap_or_default();
+        let pts = parse_lp("m f=1", "default", LpPrecision::S, now, &any).unwrap_or_default();
         assert_eq!(pts[0].ts, now - 456);
         match parse_lp(
             "m f=1 1\nm f=2 9000000000000000",
             "default",
             LpPrecision::H,
             now,
+            &any,
         ) {
             Err(ApiError::BadLine { line, .. }) => assert_eq!(line, 2),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn timestamps_outside_the_window_name_their_line() {
+        let now = 1_700_000_123_456;
+        let window = tsdb::ParseLimits::at(now);
+        // 1999, then tomorrow + 1 hour, in seconds.
+        for (text, bad) in [
+            ("m f=1 1700000000\nm f=2 915148800", 2),
+            ("m f=1 1700000000\nm f=1 1700000000\nm f=3 1700090000", 3),
+        ] {
+            match parse_lp(text, "default", LpPrecision::S, now, &window) {
+                Err(ApiError::BadLine { line, .. }) => assert_eq!(line, bad, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        assert!(parse_lp("m f=1 1700000000", "default", LpPrecision::S, now, &window).is_ok());
     }
 
     #[test]

@@ -115,7 +115,12 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             )?);
             tsdb_handle = Some(db.clone());
             Some(broker_net::TelemetryIngest {
-                decoder: Arc::new(telemetry::JsonDecoder::new(identity::NAMESPACE)),
+                decoder: Arc::new({
+                    let t = settings.telemetry.clone();
+                    telemetry::JsonDecoder::with_limits(identity::NAMESPACE, move |now| {
+                        t.parse_limits(now)
+                    })
+                }),
                 sink: Arc::new(telemetry::TsdbSink::new(db)),
             })
         } else {
@@ -247,6 +252,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 stream_queue: settings.http.stream_queue,
                 system: Some(Arc::new(crate::streams::BrokerSystem(handle.clone()))),
                 guards,
+                ingest_limits: {
+                    let t = settings.telemetry.clone();
+                    Arc::new(move |now| t.parse_limits(now))
+                },
             };
             let router = api::router(state);
             let addr = format!("{}:{}", settings.http.bind, settings.http.port);

@@ -328,6 +328,18 @@ pub struct TelemetrySettings {
     /// Seconds between background flushes (which also bound WAL replay at
     /// start) and retention runs.
     pub flush_interval: u64,
+    /// Most values in one telemetry message (MQTT JSON); a larger message
+    /// is refused whole (0x99, v3.1.1: connection closed).
+    pub max_metrics_per_message: usize,
+    /// Most series (metrics) per device; a message that would create one
+    /// more is refused and counted, existing series keep working.
+    pub max_series_per_device: usize,
+    /// Earliest device timestamp accepted, Unix milliseconds (default
+    /// 2000-01-01).
+    pub earliest_timestamp_ms: i64,
+    /// How far ahead of the server's clock a device timestamp may be,
+    /// seconds (default one day).
+    pub max_ahead_secs: u64,
 }
 
 impl Default for TelemetrySettings {
@@ -339,6 +351,10 @@ impl Default for TelemetrySettings {
             rollup_1h_retention_days: 5 * 365,
             head_max_points: 4_000_000,
             flush_interval: 60,
+            max_metrics_per_message: 1_000,
+            max_series_per_device: 10_000,
+            earliest_timestamp_ms: tsdb::parse::YEAR_2000_MS,
+            max_ahead_secs: 24 * 3600,
         }
     }
 }
@@ -359,8 +375,18 @@ impl TelemetrySettings {
                     retention_ms: i64::from(self.rollup_1h_retention_days) * day,
                 },
             ],
+            max_series_per_device: self.max_series_per_device,
             ..tsdb::Options::default()
         }
+    }
+
+    /// What a telemetry message may hold, at `now` (Unix ms).
+    pub fn parse_limits(&self, now_ms: i64) -> tsdb::parse::ParseLimits {
+        let ahead = i64::try_from(self.max_ahead_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let mut l =
+            tsdb::parse::ParseLimits::with_window(now_ms, self.earliest_timestamp_ms, ahead);
+        l.max_metrics = self.max_metrics_per_message;
+        l
     }
 }
 
@@ -849,8 +875,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.mqtt_bind(), "0.0.0.0");
-        let s = Settings::load(None, env(&[("MILLWRIGHT_MQTT__CLIENT_ID_POLICY", "prefix")]))
-            .unwrap();
+        let s = Settings::load(
+            None,
+            env(&[("MILLWRIGHT_MQTT__CLIENT_ID_POLICY", "prefix")]),
+        )
+        .unwrap();
         assert_eq!(s.mqtt.client_id_policy, identity::ClientIdPolicy::Prefix);
         assert!(
             Settings::load(None, env(&[("MILLWRIGHT_MQTT__CLIENT_ID_POLICY", "nope")])).is_err()

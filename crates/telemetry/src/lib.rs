@@ -17,25 +17,41 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use broker::{TelemetryBatch, Time};
+use tsdb::parse::ParseLimits;
 use tsdb::{Tsdb, WritePoint};
 
 /// Decodes device telemetry JSON into points of one namespace.
 pub struct JsonDecoder {
     namespace: String,
+    limits: Box<dyn Fn(i64) -> ParseLimits + Send + Sync>,
 }
 
 impl JsonDecoder {
+    /// With the default limits ([`ParseLimits::at`]).
     pub fn new(namespace: impl Into<String>) -> JsonDecoder {
+        JsonDecoder::with_limits(namespace, ParseLimits::at)
+    }
+
+    /// With the limits `limits(now)` gives for a message received at `now`
+    /// (Unix ms): values per message and the timestamp window.
+    pub fn with_limits(
+        namespace: impl Into<String>,
+        limits: impl Fn(i64) -> ParseLimits + Send + Sync + 'static,
+    ) -> JsonDecoder {
         JsonDecoder {
             namespace: namespace.into(),
+            limits: Box::new(limits),
         }
     }
 }
 
 impl broker::TelemetryDecoder for JsonDecoder {
     fn decode(&self, device: &str, payload: &[u8], now: Time) -> Result<TelemetryBatch, String> {
-        let points = tsdb::parse_device_json(payload, &self.namespace, device, now.0 as i64)
-            .map_err(|e| e.to_string())?;
+        let now_ms = i64::try_from(now.0).unwrap_or(i64::MAX);
+        let limits = (self.limits)(now_ms);
+        let points =
+            tsdb::parse_device_json_with(payload, &self.namespace, device, now_ms, &limits)
+                .map_err(|e| e.to_string())?;
         if points.is_empty() {
             return Err("no values in the payload".into());
         }
@@ -58,17 +74,25 @@ impl TsdbSink {
 }
 
 impl broker_net::TelemetrySink for TsdbSink {
+    /// One WAL commit for every batch; a batch the engine refuses on its
+    /// own (a type conflict with its series, the series cap) gets its
+    /// reason, the others are stored.
     fn write(&self, batches: &[&TelemetryBatch]) -> Result<Vec<Option<String>>, String> {
-        let total: usize = batches.iter().map(|b| b.points).sum();
-        let mut all: Vec<WritePoint> = Vec::with_capacity(total);
+        let mut slices: Vec<&[WritePoint]> = Vec::with_capacity(batches.len());
         for b in batches {
             match b.data.downcast_ref::<Vec<WritePoint>>() {
-                Some(points) => all.extend_from_slice(points),
+                Some(points) => slices.push(points),
                 None => return Err("telemetry batch of an unknown type".into()),
             }
         }
-        self.tsdb.write(&all).map_err(|e| e.to_string())?;
-        Ok(vec![None; batches.len()])
+        let verdicts = self
+            .tsdb
+            .write_batches(&slices)
+            .map_err(|e| e.to_string())?;
+        Ok(verdicts
+            .into_iter()
+            .map(|v| v.err().map(|e| e.to_string()))
+            .collect())
     }
 }
 

@@ -188,7 +188,7 @@ pub(super) fn schemas() -> Json {
     );
     // Provisioning.
     let template = obj(
-        json!({ "type": s, "labels": strmap, "groups": strs, "id_pattern": s, "allow_list": strs }),
+        json!({ "type": s, "labels": strmap, "groups": strs, "id_pattern": s, "allow_list": strs, "bind_client_id": { "type": "boolean" } }),
         &[],
     );
     put(

@@ -226,6 +226,7 @@ pub async fn start_with(dir: &Path, cfg: Config) -> Server {
         stream_queue: cfg.stream_queue,
         system: None,
         guards: guards.clone(),
+        ingest_limits: Arc::new(tsdb::ParseLimits::at),
     };
     let router = api::router(state);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
