@@ -7,6 +7,11 @@ brokers read. The ACL file is the same for both brokers:
     topic read public/#
     user admin
     topic readwrite #
+    topic readwrite devices/#
+
+(In Millwright `devices/...` belongs to the devices: `#` does not reach
+into it, only a rule that names the tree does; for Mosquitto the last line
+repeats what `#` already grants.)
 
 Expected refusals (MQTT 5 / 3.1.1):
   bad credentials     CONNACK 0x86 / return code 4           [MQTT-3.1.4-?, 3.2.2.3]
@@ -34,6 +39,7 @@ pattern readwrite devices/%u/#
 topic read public/#
 user admin
 topic readwrite #
+topic readwrite devices/#
 """
 
 

@@ -117,6 +117,10 @@ class Client(MqttClient):
 
     def __init__(self, plat: Platform, client_id: str | None = None, *,
                  tls: tuple | None = None, **kw):
+        # A device's client id is its id or starts with `{id}-` (the
+        # default client id policy).
+        if client_id is None and kw.get("username"):
+            client_id = unique(kw["username"])
         super().__init__(plat, client_id, port=plat.tls_port if tls else plat.mqtt_port, **kw)
         self.disconnected_at: float | None = None
         if tls:
@@ -173,7 +177,7 @@ def connack(plat: Platform, version: str, username: str | None = None,
     if isinstance(password, str):
         password = password.encode()
     with raw.RawClient(plat.host, plat.mqtt_port) as c:
-        return c.connect(client_id or unique("raw"), version=RAW_VERSION[version],
+        return c.connect(client_id or unique(username or "raw"), version=RAW_VERSION[version],
                          username=username, password=password).code
 
 
@@ -185,8 +189,10 @@ def mosquitto_pub_tls(plat: Platform, topic: str, message: str, *, cafile: Path,
                       cert: Path | None = None, key: Path | None = None,
                       user: str | None = None, password: str | None = None,
                       timeout: float = 10) -> subprocess.CompletedProcess:
+    # The client id of a device starts with its id (the client id policy).
+    device = user or (topic.split("/")[1] if topic.startswith("devices/") else "tlspub")
     cmd = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(plat.tls_port), "-V", "mqttv5",
-           "-q", "1", "-i", unique("tlspub"), "--cafile", str(cafile), "-t", topic, "-m", message]
+           "-q", "1", "-i", unique(device), "--cafile", str(cafile), "-t", topic, "-m", message]
     if cert:
         cmd += ["--cert", str(cert), "--key", str(key)]
     if user:
@@ -450,7 +456,7 @@ def test_tls_certificates_tokens_and_https(plat, mk, tmp_path):
     assert latest(plat, dev, "temp") == 2.5
 
     # paho with a client certificate: publishes and receives in its own tree.
-    c = mk(plat, version=V5, tls=(ca, cert, key))
+    c = mk(plat, dev, version=V5, tls=(ca, cert, key))
     c.connect()
     c.subscribe(f"devices/{dev}/commands/#", 1)
     assert c.publish_rc(f"devices/{dev}/commands/led", b"on", qos=1) == 0
@@ -569,7 +575,7 @@ def test_refused_certificates_fail_with_a_clear_log_line(plat, mk, tmp_path):
     ghost = unique("ghost")
     c, k = make_device_cert(tmp_path / "ghost", ghost, ca_cert, ca_key)
     mark = plat.log_mark()
-    g = mk(plat, version=V5, tls=(ca, c, k))
+    g = mk(plat, ghost, version=V5, tls=(ca, c, k))
     assert g.connect(expect_success=False).rc == 0x87
     plat.wait_log(mark, "no registered device", ghost)
     assert "TLS handshake failed" not in plat.log_since(mark)
@@ -578,7 +584,7 @@ def test_refused_certificates_fail_with_a_clear_log_line(plat, mk, tmp_path):
     c, k, _ = plat.issue_cert(dev)
     other = unique("cert-other")
     other_token = plat.add_device(other)
-    imp = mk(plat, version=V5, tls=(ca, c, k), username=other, password=other_token)
+    imp = mk(plat, other, version=V5, tls=(ca, c, k), username=other, password=other_token)
     assert imp.connect(expect_success=False).rc == 0x87
     # The same certificate with its own id as user name is fine.
     mk(plat, version=V5, tls=(ca, c, k), username=dev).connect()
@@ -729,7 +735,7 @@ def test_disable_rotation_and_revocation_drop_live_sessions(plat, mk):
     certdev = unique("live-cert")
     plat.add_device(certdev, token=False)
     cert, key, serial = plat.issue_cert(certdev)
-    m = mk(plat, version=V5, tls=(plat.ca_pem, cert, key))
+    m = mk(plat, certdev, version=V5, tls=(plat.ca_pem, cert, key))
     m.connect()
     plat.ok("POST", f"/api/certificates/{serial}/revoke", {}, expect=(200, 204))
     done = time.monotonic()
@@ -825,7 +831,7 @@ def test_provisioning_over_mqtt_and_http(plat, mk, tmp_path):
     cp.write_text(reply["certificate"])
     kp.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                      serialization.NoEncryption()))
-    t = mk(plat, version=V5, tls=(plat.ca_pem, cp, kp))
+    t = mk(plat, dev2, version=V5, tls=(plat.ca_pem, cp, kp))
     t.connect()
     assert t.publish_rc(f"devices/{dev2}/telemetry", json.dumps({"temp": 7}), qos=1) == 0
     assert latest(plat, dev2, "temp") == 7
@@ -1116,9 +1122,9 @@ def test_connections_per_device_limit(fresh, mk):
     token = p.add_device(dev)
     a = connect_device(mk, p, dev, token)
     connect_device(mk, p, dev, token)
-    third = mk(p, unique("third"), version=V5, username=dev, password=token)
+    third = mk(p, unique(dev), version=V5, username=dev, password=token)
     assert third.connect(expect_success=False).rc == QUOTA_EXCEEDED
-    assert connack(p, V311, dev, token) == 5  # 0x97 has no v3.1.1 code of its own
+    assert connack(p, V311, dev, token) == 3  # 0x97 maps to v3.1.1 "server unavailable"
     # Another device is not affected.
     other = unique("many-other")
     connect_device(mk, p, other, p.add_device(other))

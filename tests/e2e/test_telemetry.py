@@ -44,7 +44,7 @@ class Platform:
         self.config = root / "millwright.toml"
         self.config.write_text(
             "[mqtt]\n"
-            f'bind = "127.0.0.1"\nport = {self.mqtt_port}\nws_port = 0\nallow_anonymous = true\n'
+            f'bind = "127.0.0.1"\nport = {self.mqtt_port}\nws_port = 0\n'
             "[http]\n"
             f'bind = "127.0.0.1"\nport = {self.http_port}\n'
             "[tls]\nenabled = false\n"
@@ -97,6 +97,15 @@ class Platform:
         except urllib.error.HTTPError as e:
             return e.code, e.read()
 
+    def device(self, device_id: str) -> list[str]:
+        """Registers a device; returns mosquitto_pub arguments that connect
+        as it (its id as client id, its own token)."""
+        status, body = self.http("POST", "/api/devices",
+                                 json.dumps({"id": device_id, "token": True}).encode(),
+                                 {"Content-Type": "application/json"})
+        assert status == 201, body
+        return ["-i", device_id, "-u", device_id, "-P", json.loads(body)["token"]]
+
     def query(self, device: str, metric: str, start: int, end: int) -> list[tuple[int, float]]:
         status, body = self.http(
             "GET", f"/api/telemetry/query?device={device}&metric={metric}&start={start}&end={end}&limit=100000"
@@ -125,16 +134,17 @@ def now_ms() -> int:
 
 def test_mosquitto_pub_telemetry_is_stored_and_queryable(platform):
     t0 = now_ms() - 60_000
+    press1, press2 = platform.device("press-1"), platform.device("press-2")
     for i, v in enumerate([20.5, 21.0, 21.5]):
         payload = json.dumps({"ts": t0 + i * 1000, "values": {"temp": v, "rpm": 1200 + i}})
         subprocess.run(
             ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(platform.mqtt_port), "-V", "mqttv5", "-q", "1",
-             "-t", "devices/press-1/telemetry", "-m", payload],
+             *press1, "-t", "devices/press-1/telemetry", "-m", payload],
             check=True, timeout=10,
         )
     # Server-time form and array form.
     subprocess.run(
-        ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(platform.mqtt_port), "-q", "1",
+        ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(platform.mqtt_port), "-q", "1", *press2,
          "-t", "devices/press-2/telemetry", "-m", '[{"temp": 50}, {"ts": %d, "values": {"temp": 49}}]' % t0],
         check=True, timeout=10,
     )
@@ -150,7 +160,7 @@ def test_mosquitto_pub_telemetry_is_stored_and_queryable(platform):
 def test_bad_telemetry_payload_is_refused_with_0x99_and_nothing_is_stored(platform):
     out = subprocess.run(
         ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(platform.mqtt_port), "-V", "mqttv5", "-q", "1", "-d",
-         "-t", "devices/bad-1/telemetry", "-m", '{"temp": {"nested": 1}}'],
+         *platform.device("bad-1"), "-t", "devices/bad-1/telemetry", "-m", '{"temp": {"nested": 1}}'],
         capture_output=True, text=True, timeout=10,
     )
     assert "RC:153" in out.stdout + out.stderr, out.stdout + out.stderr
@@ -198,8 +208,10 @@ def test_every_acknowledged_point_survives_kill9_during_sustained_ingest(platfor
     lock = threading.Lock()
 
     sent: dict[int, int] = {}
-    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="ingest-1",
+    cred = platform.device("crash-mqtt")
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="crash-mqtt",
                          protocol=mqtt.MQTTv5)
+    client.username_pw_set(cred[3], cred[5])
     client.max_inflight_messages_set(50)
 
     def on_publish(_c, _u, mid, rc, _p):
