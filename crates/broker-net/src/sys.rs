@@ -122,6 +122,38 @@ pub(crate) fn publish(broker: &mut Broker, metrics: &NetMetrics, now: Time) {
             "$SYS/broker/platform/streams_dropped",
             counter(&metrics.streams_dropped),
         ),
+        (
+            "$SYS/broker/clients/client_id_refused",
+            s.client_id_refused.to_string(),
+        ),
+        (
+            "$SYS/broker/sessions/persistent",
+            broker.persistent_session_count().to_string(),
+        ),
+        (
+            "$SYS/broker/sessions/persistent_refused",
+            s.persistent_sessions_refused.to_string(),
+        ),
+        (
+            "$SYS/broker/acl/not_from_device",
+            s.not_from_device.to_string(),
+        ),
+        (
+            "$SYS/broker/publish/unacked_closes",
+            (s.unacked_closes + metrics.unacked_closes.load(Ordering::Relaxed)).to_string(),
+        ),
+        (
+            "$SYS/broker/telemetry/rejected",
+            s.telemetry_rejected.to_string(),
+        ),
+        (
+            "$SYS/broker/websocket/upgrade_timeouts",
+            crate::ws::ws_refusals().0.to_string(),
+        ),
+        (
+            "$SYS/broker/websocket/oversized_refused",
+            crate::ws::ws_refusals().1.to_string(),
+        ),
     ]);
     for (topic, value) in values {
         broker.publish_internal(

@@ -35,7 +35,6 @@ static OVERSIZED: AtomicU64 = AtomicU64::new(0);
 
 /// (upgrades timed out, connections closed for an oversized message),
 /// since the process started.
-#[allow(dead_code)] // Read by tests; for `$SYS` once the server exports it.
 pub(crate) fn ws_refusals() -> (u64, u64) {
     (
         UPGRADE_TIMEOUTS.load(Ordering::Relaxed),

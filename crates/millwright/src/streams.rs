@@ -56,6 +56,11 @@ impl api::SystemInfo for BrokerSystem {
             "platform_events_dropped": f.platform_events_dropped,
             "rules_dropped": f.rules_dropped,
             "streams_dropped": f.streams_dropped,
+            "telemetry_rejected": s.telemetry_rejected,
+            "client_id_refused": s.client_id_refused,
+            "persistent_sessions_refused": s.persistent_sessions_refused,
+            "not_from_device": s.not_from_device,
+            "unacked_closes": s.unacked_closes,
         })
     }
 }
