@@ -176,8 +176,12 @@ pub(crate) async fn serve<T: Transport>(
         .filter(|p| !p.starts_with("claim:"));
     let conn = shared.next_conn_id();
     let telemetry;
+    // Room for the outbound window, the queue proper, and the
+    // acknowledgements back-pressure may have held and releases at once.
     let outq = Arc::new(OutQueue::new(
-        shared.config.outbound_queue + usize::from(shared.broker_config.max_inflight),
+        shared.config.outbound_queue
+            + usize::from(shared.broker_config.max_inflight)
+            + usize::from(shared.broker_config.receive_maximum),
     ));
     {
         let mut core = shared.lock();
@@ -296,6 +300,7 @@ pub(crate) async fn serve<T: Transport>(
         let now = shared.clock.now();
         core.broker.connection_lost(conn, now);
         core.conns.remove(&conn);
+        core.forget_verdicts(conn);
         core.dispatch(&shared.metrics, now);
     }
     let _ = Box::pin(io.shutdown()).await;

@@ -24,6 +24,10 @@ pub(crate) struct Core {
     pub rule_events: Option<tokio::sync::mpsc::Sender<broker::TapMessage>>,
     /// Live streams to API clients.
     pub streams: crate::stream::StreamHub,
+    /// Verdicts of telemetry batches whose acknowledgement (connection,
+    /// packet id) was not queued yet. At most a receive maximum per
+    /// connection; dropped with the connection.
+    pub verdicts: HashMap<(ConnId, u16), Arc<Verdict>>,
 }
 
 impl Core {
@@ -37,9 +41,6 @@ impl Core {
             }
             let mut ops = Vec::new();
             let mut telemetry = Vec::new();
-            // Verdicts of this round's telemetry batches, by the
-            // acknowledgement (connection, packet id) that reads them.
-            let mut verdicts: Vec<((ConnId, u16), Arc<Verdict>)> = Vec::new();
             let round_seq = self.persist.submitted + 1;
             let mut lost: Vec<ConnId> = Vec::new();
             for out in outputs.drain(..) {
@@ -47,7 +48,7 @@ impl Core {
                     Output::Persist(PersistOp::Telemetry { batch, ack }) => {
                         let verdict = ack.map(|key| {
                             let v = Arc::new(Verdict::default());
-                            verdicts.push((key, v.clone()));
+                            self.verdicts.insert(key, v.clone());
                             v
                         });
                         telemetry.push((batch, verdict));
@@ -64,12 +65,12 @@ impl Core {
                             (true, false) => round_seq,
                             (true, true) => self.persist.submitted,
                         };
+                        // An acknowledgement of telemetry reads its batch's
+                        // verdict (it may be sent in a later round when
+                        // back-pressure held it).
                         let verdict = match &packet {
-                            Packet::PubAck(a) | Packet::PubRec(a) if !verdicts.is_empty() => {
-                                verdicts
-                                    .iter()
-                                    .rposition(|(k, _)| *k == (conn, a.packet_id))
-                                    .map(|i| verdicts.remove(i).1)
+                            Packet::PubAck(a) | Packet::PubRec(a) if !self.verdicts.is_empty() => {
+                                self.verdicts.remove(&(conn, a.packet_id))
                             }
                             _ => None,
                         };
@@ -136,6 +137,7 @@ impl Core {
                         if let Some(h) = self.conns.remove(&conn) {
                             h.close();
                         }
+                        self.forget_verdicts(conn);
                     }
                 }
             }
@@ -146,8 +148,16 @@ impl Core {
                 if let Some(h) = self.conns.remove(&conn) {
                     h.abort();
                 }
+                self.forget_verdicts(conn);
                 self.broker.connection_lost(conn, now);
             }
+        }
+    }
+
+    /// Drops the telemetry verdicts of a connection that is gone.
+    pub fn forget_verdicts(&mut self, conn: ConnId) {
+        if !self.verdicts.is_empty() {
+            self.verdicts.retain(|k, _| k.0 != conn);
         }
     }
 

@@ -432,6 +432,7 @@ impl Server {
                 events,
                 rule_events,
                 streams: Default::default(),
+                verdicts: HashMap::new(),
             }),
             authenticator,
             guard: Guard::default(),

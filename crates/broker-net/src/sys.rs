@@ -143,6 +143,15 @@ pub(crate) fn publish(broker: &mut Broker, metrics: &NetMetrics, now: Time) {
             (s.unacked_closes + metrics.unacked_closes.load(Ordering::Relaxed)).to_string(),
         ),
         (
+            "$SYS/broker/publish/publishers_paused",
+            s.publishers_paused.to_string(),
+        ),
+        ("$SYS/broker/publish/acks_held", s.acks_held.to_string()),
+        (
+            "$SYS/broker/clients/stuck_disconnected",
+            s.slow_subscribers_disconnected.to_string(),
+        ),
+        (
             "$SYS/broker/telemetry/rejected",
             s.telemetry_rejected.to_string(),
         ),

@@ -107,6 +107,8 @@ pub(crate) enum Timer {
     Keepalive(ConnId),
     Will(SessionIdx, u64),
     Expiry(SessionIdx, u64),
+    /// A subscriber went over its soft queue limit (see `backpressure`).
+    Stuck(SessionIdx, u64),
 }
 
 #[derive(Debug)]
@@ -119,6 +121,11 @@ pub(crate) struct Conn {
     pub aliases_in: HashMap<u16, ByteString>,
     /// Publish budget when the client's grant sets limits.
     pub rate: Option<Box<crate::limits::RateBucket>>,
+    /// Sessions over their soft queue limit this publisher fed and waits
+    /// for (see `backpressure`); while > 0 its acknowledgements are held.
+    pub paused_on: u32,
+    /// Acknowledgements held while paused, in order.
+    pub held: Vec<Packet>,
 }
 
 /// The broker core. See the crate documentation.
@@ -501,6 +508,7 @@ impl Broker {
 
     /// Ends a session: drops its subscriptions and queue, and the stored copy.
     pub(crate) fn remove_session(&mut self, idx: SessionIdx) {
+        self.release_waiters(idx, true);
         let Some(s) = self.sessions.get_mut(idx as usize).and_then(Option::take) else {
             return;
         };

@@ -46,6 +46,11 @@ pub struct BrokerConfig {
     /// Most persistent sessions of one principal (a device, a password-file
     /// user, or all anonymous clients together).
     pub max_persistent_sessions_per_principal: usize,
+    /// Seconds a connected subscriber may stay over its soft queue limit
+    /// (`max_queued_messages` / `max_queued_bytes`) before it is
+    /// disconnected; 0 = never. Meanwhile the publishers feeding it are
+    /// paused (their acknowledgements held); see `backpressure`.
+    pub stuck_subscriber_secs: u32,
 }
 
 impl Default for BrokerConfig {
@@ -68,6 +73,7 @@ impl Default for BrokerConfig {
             max_share_group_bytes: 128,
             max_persistent_sessions: 1_000_000,
             max_persistent_sessions_per_principal: 1_000,
+            stuck_subscriber_secs: 30,
         }
     }
 }

@@ -195,6 +195,8 @@ impl Broker {
                     .as_ref()
                     .and_then(|g| crate::limits::RateBucket::new(g.limits, now))
                     .map(Box::new),
+                paused_on: 0,
+                held: Vec::new(),
             },
         );
         if timeout_ms > 0 {

@@ -31,11 +31,13 @@ struct Target {
 
 impl Broker {
     /// Routes `msg` to every matching subscription. `publisher` is the client
-    /// id of the sender, for No Local.
+    /// id of the sender, for No Local; `from` its connection, paused while a
+    /// subscriber it feeds is over its queue limit (see `backpressure`).
     pub(crate) fn route(
         &mut self,
         msg: Arc<StoredMessage>,
         publisher: Option<&ByteString>,
+        from: Option<crate::ConnId>,
         now: Time,
     ) -> RouteOutcome {
         let mut targets: Vec<Target> = Vec::new();
@@ -122,15 +124,18 @@ impl Broker {
             self.trie.set_shared_cursor(&group, &filter, next);
         }
 
-        // A persistent session that must keep this message but cannot:
+        // A session that must keep this message but cannot (an offline
+        // persistent one at its limit, a connected one at its hard limit):
         // refuse the whole publish rather than acknowledge and drop.
+        let len = msg.payload.len();
         let full = targets.iter().any(|t| {
             t.qos > QoS::AtMostOnce
                 && self.session(t.session).is_some_and(|s| {
-                    s.persistent()
-                        && (s.queue.len() >= self.config.max_queued_messages
-                            || s.queued_bytes + msg.payload.len() > self.config.max_queued_bytes)
-                        && !self.has_window(s)
+                    if s.conn.is_some() {
+                        self.over_hard(s, len)
+                    } else {
+                        s.persistent() && self.over_soft(s, len)
+                    }
                 })
         });
         if full {
@@ -148,6 +153,7 @@ impl Broker {
         };
         let n = targets.len();
         for t in targets {
+            let (session, acked) = (t.session, t.qos > QoS::AtMostOnce);
             self.deliver(
                 t.session,
                 msg.clone(),
@@ -156,6 +162,9 @@ impl Broker {
                 t.subscription_ids,
                 now,
             );
+            if let (Some(from), true) = (from, acked) {
+                self.note_backlog(from, session, now);
+            }
         }
         RouteOutcome::Delivered(n)
     }
@@ -207,9 +216,13 @@ impl Broker {
             self.send_publish(conn, p, max_packet);
             return;
         }
-        if s.queue.len() >= max_queued || s.queued_bytes + message.payload.len() > max_bytes {
-            // Only reached for sessions that are not persistent (or for
-            // retained messages at subscribe): drop and count.
+        // Past the hard limit (twice the soft one): only reached by
+        // messages nobody acknowledged (retained ones at subscribe, the
+        // platform's own): drop and count. `route` refuses a client's
+        // publish before this.
+        if s.queue.len() >= max_queued.saturating_mul(2)
+            || s.queued_bytes + message.payload.len() > max_bytes.saturating_mul(2)
+        {
             s.dropped += 1;
             self.stats.messages_dropped += 1;
             return;
@@ -245,8 +258,19 @@ impl Broker {
         self.pump(idx, now);
     }
 
-    /// Moves queued messages into flight while the window allows.
+    /// Moves queued messages into flight while the window allows, then
+    /// releases the publishers waiting on this session if it drained.
     pub(crate) fn pump(&mut self, idx: SessionIdx, now: Time) {
+        self.pump_queue(idx, now);
+        if self
+            .session(idx)
+            .is_some_and(|s| !s.waiters.is_empty() || s.over_since.is_some())
+        {
+            self.release_waiters(idx, false);
+        }
+    }
+
+    fn pump_queue(&mut self, idx: SessionIdx, now: Time) {
         loop {
             let Some(s) = self.session(idx) else { return };
             let Some(conn) = s.conn else { return };

@@ -131,6 +131,10 @@ impl Broker {
             };
             self.outputs.push(Output::Presence(event));
         }
+        // Publishers waiting for this subscriber to drain go on: it will
+        // not drain while offline (an offline persistent session refuses
+        // what it cannot keep instead).
+        self.release_waiters(idx, true);
         let Some(s) = self.session_mut(idx) else {
             return;
         };
@@ -200,7 +204,7 @@ impl Broker {
         if msg.retain {
             self.set_retained(msg.clone());
         }
-        self.route(msg, None, now);
+        self.route(msg, None, None, now);
     }
 
     fn handle_disconnect(&mut self, conn: ConnId, d: Disconnect, now: Time) {
@@ -448,6 +452,25 @@ impl Broker {
                 return;
             }
         }
+        // A paused publisher holding a full window of acknowledgements
+        // sends one more: it ignored the Receive Maximum (v5), or (v3.1.1,
+        // which has none) it is closed without this one's acknowledgement.
+        if p.qos > QoS::AtMostOnce && self.holds_full_window(conn) {
+            if v5 {
+                self.protocol_violation(
+                    conn,
+                    ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+                    "receive maximum exceeded while acknowledgements are held",
+                    now,
+                );
+            } else {
+                self.stats.unacked_closes += 1;
+                self.outputs.push(Output::Close { conn });
+                self.detach_reason = "too many unacknowledged publishes";
+                self.detach(conn, now, true, false);
+            }
+            return;
+        }
 
         let client_id = self
             .session(idx)
@@ -562,7 +585,7 @@ impl Broker {
                 for_streams,
             }));
         }
-        let outcome = self.route(msg, Some(&client_id), now);
+        let outcome = self.route(msg, Some(&client_id), Some(conn), now);
         let code = match outcome {
             crate::delivery::RouteOutcome::QueueFull => {
                 if !v5 && p.qos > QoS::AtMostOnce {
@@ -612,7 +635,7 @@ impl Broker {
         match p.qos {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => {
-                self.send_durable(conn, Packet::PubAck(Ack::with_reason(p.packet_id, code)))
+                self.ack_or_hold(conn, Packet::PubAck(Ack::with_reason(p.packet_id, code)));
             }
             QoS::ExactlyOnce => {
                 if !code.is_error() {
@@ -627,7 +650,7 @@ impl Broker {
                         }
                     }
                 }
-                self.send_durable(conn, Packet::PubRec(Ack::with_reason(p.packet_id, code)));
+                self.ack_or_hold(conn, Packet::PubRec(Ack::with_reason(p.packet_id, code)));
             }
         }
     }
@@ -696,7 +719,7 @@ impl Broker {
                 for_streams,
             }));
         }
-        self.route(msg, None, now);
+        self.route(msg, None, None, now);
     }
 
     // ------------------------------------------------------------- SUBSCRIBE
@@ -895,6 +918,7 @@ impl Broker {
                         self.end_session(idx, now);
                     }
                 }
+                Timer::Stuck(idx, generation) => self.stuck_timer(idx, generation, now),
             }
         }
     }

@@ -12,6 +12,7 @@
 //! which makes [`PersistOp`]s durable), or a server (that is `broker-net`).
 
 mod auth;
+mod backpressure;
 mod broker;
 mod config;
 mod connect;

@@ -65,6 +65,10 @@ pub(crate) struct Session {
     /// session restored from a store written before owners were kept (the
     /// next principal to connect claims it).
     pub owner: Option<ByteString>,
+    /// Publishers paused until this session's queue drains.
+    pub waiters: Vec<ConnId>,
+    /// Since when the queue is over its soft limit.
+    pub over_since: Option<Time>,
 }
 
 /// The principal a connection speaks for, as a session owner key: a device
@@ -103,6 +107,8 @@ impl Session {
             grant: None,
             dropped: 0,
             owner: None,
+            waiters: Vec::new(),
+            over_since: None,
         }
     }
 

@@ -36,4 +36,10 @@ pub struct Stats {
     /// v3.1.1 connections closed instead of acknowledging a QoS 1/2
     /// message that was not kept.
     pub unacked_closes: u64,
+    /// Publishers paused by a slow subscriber (each pause counted once).
+    pub publishers_paused: u64,
+    /// Acknowledgements held while their publisher was paused.
+    pub acks_held: u64,
+    /// Subscribers disconnected for staying over their queue limit.
+    pub slow_subscribers_disconnected: u64,
 }

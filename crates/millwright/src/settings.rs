@@ -447,6 +447,9 @@ pub struct MqttSettings {
     /// Most persistent sessions of one principal (a device, a password-file
     /// user, or all anonymous clients together).
     pub max_persistent_sessions_per_principal: usize,
+    /// Seconds a connected subscriber may stay over its queue limit before
+    /// it is disconnected (its publishers are paused meanwhile); 0 = never.
+    pub stuck_subscriber_secs: u32,
 }
 
 impl Default for MqttSettings {
@@ -488,6 +491,7 @@ impl Default for MqttSettings {
             client_id_policy: identity::ClientIdPolicy::default(),
             max_persistent_sessions: b.max_persistent_sessions,
             max_persistent_sessions_per_principal: b.max_persistent_sessions_per_principal,
+            stuck_subscriber_secs: b.stuck_subscriber_secs,
         }
     }
 }
@@ -783,6 +787,7 @@ impl Settings {
             outbound_topic_alias_maximum: m.topic_alias_maximum,
             max_persistent_sessions: m.max_persistent_sessions,
             max_persistent_sessions_per_principal: m.max_persistent_sessions_per_principal,
+            stuck_subscriber_secs: m.stuck_subscriber_secs,
         }
     }
 

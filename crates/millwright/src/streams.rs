@@ -61,6 +61,9 @@ impl api::SystemInfo for BrokerSystem {
             "persistent_sessions_refused": s.persistent_sessions_refused,
             "not_from_device": s.not_from_device,
             "unacked_closes": s.unacked_closes,
+            "publishers_paused": s.publishers_paused,
+            "acks_held": s.acks_held,
+            "stuck_subscribers_disconnected": s.slow_subscribers_disconnected,
         })
     }
 }
