@@ -1,10 +1,12 @@
 //! API tokens (`mwa_...`) and login sessions (`mws_...`): bearer tokens of
-//! the HTTP API, looked up by token id, verified with argon2 (then cached).
+//! the HTTP API, looked up by token id. Generated tokens are stored in the
+//! fast form (HMAC-SHA256); a token the operator chose (the bootstrap admin
+//! token) as argon2, verified through the cache.
 
 use crate::error::RegistryError;
 use crate::records::{ApiTokenRec, VALUE_VERSION};
-use crate::registry::Registry;
-use crate::secret::{self, cache_key, fingerprint, token_id};
+use crate::registry::{Checked, Registry};
+use crate::secret::{self, token_id};
 use crate::users::{check_secret, Role};
 use crate::validate;
 
@@ -67,12 +69,15 @@ impl Registry {
         now_ms: u64,
     ) -> Result<(ApiToken, String), RegistryError> {
         let token = secret::generate(secret::API_PREFIX);
-        let created = self.insert_api_token(&token, name, owner, role, expires_at_ms, now_ms)?;
+        let hash = secret::hash_token(token.as_bytes())?;
+        let created =
+            self.insert_api_token(&token, hash, name, owner, role, expires_at_ms, now_ms)?;
         Ok((created, token))
     }
 
     /// Stores a token chosen by the operator (`auth.bootstrap_admin_token`;
-    /// at least 8 characters). Idempotent: if that token is stored already,
+    /// at least 8 characters) as argon2, like a password: a person may
+    /// have chosen it. Idempotent: if that token is stored already,
     /// returns the stored one unchanged.
     pub fn create_api_token_with_secret(
         &self,
@@ -93,12 +98,18 @@ impl Registry {
                 "a different token has the id {id}"
             )));
         }
-        self.insert_api_token(token, name, owner, role, expires_at_ms, now_ms)
+        let hash = self.hasher.hash_password(token.as_bytes())?;
+        self.insert_api_token(token, hash, name, owner, role, expires_at_ms, now_ms)
     }
 
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "private; the two public callers differ only in the hash"
+    )]
     fn insert_api_token(
         &self,
         token: &str,
+        hash: String,
         name: &str,
         owner: Option<&str>,
         role: Role,
@@ -115,7 +126,7 @@ impl Registry {
             name: name.to_string(),
             owner: owner.map(str::to_string),
             role: role.as_str().to_string(),
-            hash: self.hasher.hash(token.as_bytes())?,
+            hash,
             created_at_ms: now_ms,
             expires_at_ms,
             last4: last4(token),
@@ -179,13 +190,21 @@ impl Registry {
         if rec.expires_at_ms.is_some_and(|e| now_ms >= e) {
             return Ok(None);
         }
-        let key = cache_key("api", &[], token);
-        let fp = fingerprint(&rec.hash);
-        if self.cache.get(&key) != Some(fp) {
-            if !self.hasher.verify(token, &rec.hash) {
-                return Ok(None);
+        match self.verify_stored("api", &[], token, &rec.hash) {
+            Checked::Refused => return Ok(None),
+            Checked::Matched => {}
+            Checked::MatchedLegacy => {
+                // Only a token this registry generated: a chosen one keeps
+                // argon2.
+                let prefix = if rec.session {
+                    secret::SESSION_PREFIX
+                } else {
+                    secret::API_PREFIX
+                };
+                if secret::is_generated(token, prefix) {
+                    self.upgrade_api_token(&id, &rec.hash, token);
+                }
             }
-            self.cache.insert(key, fp);
         }
         let mut role = Role::from_stored(&rec.role)?;
         match owner {
@@ -207,6 +226,32 @@ impl Registry {
             role,
             token_id: Some(id),
         }))
+    }
+}
+
+impl Registry {
+    /// Replaces the stored argon2 hash `old` of an API or session token
+    /// with the fast form of `token` (which matched it). Best effort, like
+    /// the device token upgrade.
+    fn upgrade_api_token(&self, id: &str, old: &str, token: &[u8]) {
+        let upgraded = secret::hash_token(token).and_then(|new| {
+            self.store.write_unsynced(|tx| {
+                let Some(mut rec) = tx.api_token(id)? else {
+                    return Ok(false);
+                };
+                if rec.hash != old {
+                    return Ok(false);
+                }
+                rec.hash = new;
+                tx.put_api_token(id, &rec)?;
+                Ok(true)
+            })
+        });
+        match upgraded {
+            Ok(true) => tracing::debug!(token_id = id, "API token hash upgraded to hmac-sha256"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(token_id = id, error = %e, "API token hash upgrade failed"),
+        }
     }
 }
 

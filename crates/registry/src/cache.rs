@@ -1,6 +1,9 @@
 //! The verification cache: a successful argon2 verification is remembered so
 //! that the next presentation of the same secret costs one SHA-256 and a
-//! store read instead of an argon2 run.
+//! store read instead of an argon2 run. Only argon2 hashes go through it
+//! (the bootstrap admin token, and tokens stored before the fast form
+//! until they are upgraded); a fast-form hash is verified directly, one
+//! HMAC being cheaper than a lookup.
 //!
 //! Key: [`crate::secret::cache_key`] over (kind, subject, secret). Value: the
 //! fingerprint of the stored hash the secret matched. A hit is only a hint:
@@ -12,6 +15,8 @@
 //!
 //! Bound: at most `capacity` entries; inserting into a full cache clears it
 //! first (the next presentation of each secret pays one argon2 run again).
+//! Entries whose credential is gone stay until then: harmless, since a hit
+//! counts only if the fingerprint names a stored, valid credential.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -51,10 +56,6 @@ impl AuthCache {
         map.insert(key, fingerprint);
     }
 
-    pub(crate) fn remove(&self, key: &[u8; 32]) {
-        self.map().remove(key);
-    }
-
     pub(crate) fn len(&self) -> usize {
         self.map().len()
     }
@@ -85,13 +86,5 @@ mod tests {
         let c = AuthCache::new(0);
         c.insert([1; 32], [1; 16]);
         assert_eq!(c.len(), 0);
-    }
-
-    #[test]
-    fn remove() {
-        let c = AuthCache::new(10);
-        c.insert([1; 32], [1; 16]);
-        c.remove(&[1; 32]);
-        assert_eq!(c.get(&[1; 32]), None);
     }
 }

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use crate::error::RegistryError;
 use crate::records::{ClaimRec, TemplateRec, VALUE_VERSION};
-use crate::registry::Registry;
-use crate::secret::{self, cache_key, fingerprint, token_id};
+use crate::registry::{Checked, Registry};
+use crate::secret::{self, token_id};
 use crate::validate;
 
 /// What devices created through a claim look like, and which ids it may
@@ -185,7 +185,7 @@ impl Registry {
         let rec = ClaimRec {
             v: VALUE_VERSION,
             name: name.to_string(),
-            hash: self.hasher.hash(token.as_bytes())?,
+            hash: secret::hash_token(token.as_bytes())?,
             template,
             max_uses,
             uses: 0,
@@ -245,18 +245,42 @@ impl Registry {
         let Some((ns, rec)) = found else {
             return Ok(ClaimAuth::Unknown);
         };
-        let key = cache_key("claim", &[], token);
-        let fp = fingerprint(&rec.hash);
-        if self.cache.get(&key) != Some(fp) {
-            if !self.hasher.verify(token, &rec.hash) {
-                return Ok(ClaimAuth::Unknown);
-            }
-            self.cache.insert(key, fp);
+        match self.verify_stored("claim", &[], token, &rec.hash) {
+            Checked::Refused => return Ok(ClaimAuth::Unknown),
+            Checked::Matched => {}
+            // Claim tokens are always generated: upgrade it.
+            Checked::MatchedLegacy => self.upgrade_claim_token(&ns, &id, &rec.hash, token),
         }
         Ok(match usable(&rec, now_ms) {
             Ok(()) => ClaimAuth::Ok(claim_from(&ns, &id, rec)),
             Err(refusal) => refusal.auth(),
         })
+    }
+}
+
+impl Registry {
+    /// Replaces the stored argon2 hash `old` of a claim with the fast form
+    /// of `token` (which matched it). Best effort, like the device token
+    /// upgrade.
+    fn upgrade_claim_token(&self, ns: &str, id: &str, old: &str, token: &[u8]) {
+        let upgraded = secret::hash_token(token).and_then(|new| {
+            self.store.write_unsynced(|tx| {
+                let Some(mut rec) = tx.claim(ns, id)? else {
+                    return Ok(false);
+                };
+                if rec.hash != old {
+                    return Ok(false);
+                }
+                rec.hash = new;
+                tx.put_claim(ns, id, &rec)?;
+                Ok(true)
+            })
+        });
+        match upgraded {
+            Ok(true) => tracing::debug!(ns, claim = id, "claim token hash upgraded to hmac-sha256"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(ns, claim = id, error = %e, "claim token hash upgrade failed"),
+        }
     }
 }
 

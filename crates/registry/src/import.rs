@@ -28,16 +28,13 @@ pub struct ImportReport {
     pub tokens: Vec<(String, String)>,
 }
 
-/// Most threads used to hash tokens of one import.
-const MAX_HASH_THREADS: usize = 4;
-
 impl Registry {
     /// All-or-nothing bulk create. Every row is checked first (id syntax
     /// and every other field, duplicates within the batch, ids that exist
     /// already); if any row fails, nothing is written and the report lists
     /// every failing row with its index and reason. Otherwise all rows are
     /// written in one transaction. With `issue_tokens`, each device also
-    /// gets a token (hashed on up to 4 threads) returned in the report.
+    /// gets a token returned in the report.
     pub fn import_devices(
         &self,
         ns: &str,
@@ -131,44 +128,14 @@ impl Registry {
         })
     }
 
-    /// `n` new device tokens with their records, hashed in parallel.
+    /// `n` new device tokens with their records (one HMAC each: 10,000
+    /// take milliseconds, so no threads).
     fn hash_tokens(
         &self,
         n: usize,
         now_ms: u64,
     ) -> Result<Vec<(String, DeviceTokenRec)>, RegistryError> {
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |p| p.get())
-            .clamp(1, MAX_HASH_THREADS)
-            .min(n.max(1));
-        let per_thread = n.div_ceil(threads);
-        let results: Vec<Result<Vec<_>, RegistryError>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    let count = per_thread.min(n.saturating_sub(t * per_thread));
-                    s.spawn(move || {
-                        (0..count)
-                            .map(|_| self.new_device_token(now_ms))
-                            .collect::<Result<Vec<_>, _>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(RegistryError::Storage(
-                            "token hashing thread panicked".into(),
-                        ))
-                    })
-                })
-                .collect()
-        });
-        let mut out = Vec::with_capacity(n);
-        for r in results {
-            out.extend(r?);
-        }
-        Ok(out)
+        (0..n).map(|_| self.new_device_token(now_ms)).collect()
     }
 }
 

@@ -22,36 +22,69 @@
 //!
 //! # Tokens
 //!
-//! Generated secrets are 32 random bytes (`rand::rng()`, a CSPRNG seeded
-//! from the OS) in base64url without padding, behind a prefix: device
-//! tokens `mwd_…`, claim tokens `mwc_…`, API tokens `mwa_…`, login session
-//! tokens `mws_…`. Verification accepts any byte string (operators may
-//! choose their own bootstrap token). A device token is found through the
-//! device (MQTT user name = device id, password = token); a claim, API or
-//! session token through its *token id*, `hex(sha256(token))[..32]`, which
-//! is also the claim's or token's public id. Only argon2 hashes are stored.
+//! Generated secrets are 32 random bytes (256 bits; `rand::rng()`, a
+//! CSPRNG seeded from the OS) in base64url without padding, behind a
+//! prefix: device tokens `mwd_…`, claim tokens `mwc_…`, API tokens
+//! `mwa_…`, login session tokens `mws_…`. Verification accepts any byte
+//! string (operators may choose their own bootstrap token). A device token
+//! is found through the device (MQTT user name = device id, password =
+//! token); a claim, API or session token through its *token id*,
+//! `hex(sha256(token))[..32]`, which is also the claim's or token's public
+//! id. Only hashes are stored.
 //!
-//! # Hashing
+//! # Hashing: two stored forms
 //!
-//! argon2id (v0x13, PHC string format, 16-byte random salt, 32-byte
-//! output, parallelism 1) with `RegistryConfig::argon2_memory_kib`
-//! (default 8192 KiB, at most 1 GiB) and `argon2_iterations` (default 1).
-//! Verification reads the parameters from the stored hash, so changing
-//! them affects new hashes only. Up to two argon2 working buffers are kept
-//! for reuse (2 × 8 MiB with the defaults): allocating fresh pages for
-//! every hash cost more than the hash itself. With the defaults one
+//! **Generated tokens** (device, claim, API and session tokens) are stored
+//! as `$hmac-sha256$v=1$<salt>$<mac>`: a 16-byte random salt and
+//! HMAC-SHA256(key = salt, message = token), compared in constant time
+//! (`subtle`). One verification costs about a microsecond and no heap.
+//! A slow hash exists to make guessing a *low-entropy* secret from its
+//! stolen hash expensive; a 256-bit random token cannot be guessed at any
+//! hashing speed (2^255 tries on average), so argon2 bought nothing for
+//! them and cost 8 MiB and milliseconds per check: a plant's devices all
+//! reconnecting at once took the server to gigabytes. This is what large
+//! API providers do for their tokens. Why a per-token salt rather than one
+//! secret key per registry (a "pepper"): a key kept in the same file adds
+//! nothing over a salt, a key kept elsewhere adds a file whose loss would
+//! lock out the whole fleet, and either way the tokens' entropy is what
+//! protects them (the registry already stores 128 bits of each claim and
+//! API token's unsalted SHA-256 as its id). The salt makes every stored
+//! hash distinct, so a re-issued credential never has the fingerprint of
+//! the one it replaced.
+//!
+//! **Secrets people choose** (operator passwords, the bootstrap admin token
+//! `auth.bootstrap_admin_token`) stay argon2id (v0x13, PHC string format,
+//! 16-byte random salt, 32-byte output, parallelism 1) with
+//! `RegistryConfig::argon2_memory_kib` (default 8192 KiB, at most 1 GiB)
+//! and `argon2_iterations` (default 1). Verification reads the parameters
+//! from the stored hash, so changing them affects new hashes only. At most
+//! four argon2 runs happen at once in one registry (more callers wait),
+//! and their working buffers are reused (at most 4 × 8 MiB with the
+//! defaults): fresh pages cost more than the hash itself, and buffers
+//! freed by many threads at once stayed resident. With the defaults one
 //! verification takes about 3.2 ms in a release build on the 2-core
-//! development machine (7.8 ms without buffer reuse); see `tests/timing.rs`.
+//! development machine; see `tests/timing.rs`.
+//!
+//! **Older data directories.** Each stored hash names its form, so a
+//! registry written before the fast form keeps working: its argon2 token
+//! hashes verify as before (through the cache), and a generated token that
+//! matches one is re-stored in the fast form (a write without fsync:
+//! losing it in a crash only means the next check runs argon2 again). A
+//! binary older than the fast form refuses tokens stored in it (it logs
+//! "stored password hash cannot be verified"): after a downgrade, re-issue
+//! them.
 //!
 //! # The verification cache and its bound
 //!
-//! After a successful argon2 verification the registry remembers
-//! `sha256(kind | subject | secret)` → fingerprint of the stored hash that
-//! matched, so a device reconnecting or an API client sending its token
-//! again costs one SHA-256 and one store read instead of an argon2 run. A
-//! hit is re-checked against the store every time: the credential with
-//! that fingerprint must still exist and be valid at `now_ms` (expiry,
-//! grace period), the device or owner must still exist (and the owner be
+//! Only for argon2 hashes: after a successful argon2 verification the
+//! registry remembers `sha256(kind | subject | secret)` → fingerprint of
+//! the stored hash that matched, so an API client sending the bootstrap
+//! token again (or a device whose legacy hash could not be upgraded) costs
+//! one SHA-256 and one store read instead of an argon2 run. A fast-form
+//! hash is verified directly: one HMAC costs less than the lookup. A hit
+//! is re-checked against the store every time: the credential with that
+//! fingerprint must still exist and be valid at `now_ms` (expiry, grace
+//! period), the device or owner must still exist (and the owner be
 //! enabled), and the owner's current role caps the token's. Rotation,
 //! revocation, disabling, deletion and role changes therefore take effect
 //! at the next call, with no invalidation step to forget (and would still

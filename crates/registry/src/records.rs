@@ -52,9 +52,13 @@ pub(crate) struct DeviceRec {
     pub updated_at_ms: u64,
 }
 
-/// One stored device token (its argon2 hash only).
+/// One stored device token (its hash only).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct DeviceTokenRec {
+    /// Self-describing: `$hmac-sha256$v=1$...` (the fast form of
+    /// generated tokens) or an argon2 PHC string `$argon2id$...` (written
+    /// before the fast form existed). The same holds for the `hash` of
+    /// claims and API tokens; `UserRec::password_hash` is always argon2.
     pub hash: String,
     pub created_at_ms: u64,
     /// Set when a newer token replaced this one with a grace period.

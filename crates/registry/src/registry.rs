@@ -9,8 +9,19 @@ use std::sync::{Arc, OnceLock, RwLock};
 use crate::cache::AuthCache;
 use crate::config::RegistryConfig;
 use crate::error::RegistryError;
-use crate::secret::Hasher;
+use crate::secret::{self, Hasher};
 use crate::store::Store;
+
+/// The outcome of [`Registry::verify_stored`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Checked {
+    Refused,
+    /// Matched the fast form.
+    Matched,
+    /// Matched an argon2 hash: the caller may store the fast form instead
+    /// if the secret is a generated one.
+    MatchedLegacy,
+}
 
 /// The identity store. `Send + Sync`; every method takes `&self`, so one
 /// handle is shared (in an `Arc`) by the broker, the API and the
@@ -54,6 +65,37 @@ impl Registry {
             revoked: RwLock::new(Arc::new(revoked)),
             dummy_hash: OnceLock::new(),
         })
+    }
+
+    /// Whether `secret` matches the stored hash `stored`. The fast form
+    /// (generated tokens) is simply verified: one HMAC costs less than a
+    /// cache lookup. An argon2 hash goes through the verification cache,
+    /// keyed by (`kind`, `parts`, `secret`).
+    pub(crate) fn verify_stored(
+        &self,
+        kind: &str,
+        parts: &[&str],
+        secret: &[u8],
+        stored: &str,
+    ) -> Checked {
+        if secret::is_token_hash(stored) {
+            return if self.hasher.verify(secret, stored) {
+                Checked::Matched
+            } else {
+                Checked::Refused
+            };
+        }
+        let key = secret::cache_key(kind, parts, secret);
+        let fp = secret::fingerprint(stored);
+        if self.cache.get(&key) == Some(fp) {
+            return Checked::MatchedLegacy;
+        }
+        if self.hasher.verify(secret, stored) {
+            self.cache.insert(key, fp);
+            Checked::MatchedLegacy
+        } else {
+            Checked::Refused
+        }
     }
 
     /// Entries in the verification cache (for metrics).

@@ -28,7 +28,9 @@
 //!
 //! Every write transaction commits with redb's default durability
 //! (immediate, fsynced): when [`Store::write`] returns `Ok`, the change is on
-//! disk.
+//! disk. The one exception is [`Store::write_unsynced`], for changes whose
+//! loss in a crash is harmless (replacing a legacy argon2 hash by the fast
+//! form of the same token: the old hash still verifies).
 
 use std::ops::Bound;
 use std::path::Path;
@@ -130,6 +132,28 @@ impl Store {
         let mut tx = WriteTx {
             txn: self.db.begin_write()?,
         };
+        match f(&mut tx) {
+            Ok(v) => {
+                tx.txn.commit()?;
+                Ok(v)
+            }
+            Err(e) => {
+                tx.txn.abort()?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Like [`Store::write`] but without an fsync (redb `Durability::None`):
+    /// the change is visible at once and reaches the disk with the next
+    /// durable commit; a crash before that loses it. Only for changes whose
+    /// loss is harmless.
+    pub(crate) fn write_unsynced<T>(&self, f: impl FnOnce(&mut WriteTx) -> Result<T>) -> Result<T> {
+        let mut txn = self.db.begin_write()?;
+        // No persistent savepoints are ever made, so lowering the
+        // durability cannot panic.
+        txn.set_durability(redb::Durability::None);
+        let mut tx = WriteTx { txn };
         match f(&mut tx) {
             Ok(v) => {
                 tx.txn.commit()?;

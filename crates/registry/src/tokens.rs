@@ -7,8 +7,8 @@
 use crate::devices::{device_from, Device};
 use crate::error::RegistryError;
 use crate::records::{DeviceRec, DeviceTokenRec, DeviceTokensRec, VALUE_VERSION};
-use crate::registry::Registry;
-use crate::secret::{self, cache_key, fingerprint};
+use crate::registry::{Checked, Registry};
+use crate::secret;
 
 /// The outcome of a device's authentication.
 #[allow(
@@ -38,7 +38,7 @@ impl Registry {
         now_ms: u64,
     ) -> Result<(String, DeviceTokenRec), RegistryError> {
         let token = secret::generate(secret::DEVICE_PREFIX);
-        let hash = self.hasher.hash(token.as_bytes())?;
+        let hash = secret::hash_token(token.as_bytes())?;
         Ok((
             token,
             DeviceTokenRec {
@@ -106,9 +106,10 @@ impl Registry {
         })
     }
 
-    /// Checks `token` against the device's tokens valid at `now_ms`. A
-    /// token verified before costs a SHA-256 and a store read; otherwise
-    /// one argon2 verification per valid token (at most two).
+    /// Checks `token` against the device's tokens valid at `now_ms`: one
+    /// store read and one HMAC-SHA256 per valid token (at most two). A
+    /// token stored by an older version as argon2 costs one argon2 run (or
+    /// a cache hit) and is then stored in the fast form.
     pub fn authenticate_device(
         &self,
         ns: &str,
@@ -116,36 +117,46 @@ impl Registry {
         token: &[u8],
         now_ms: u64,
     ) -> Result<DeviceAuth, RegistryError> {
-        let key = cache_key("device", &[ns, device_id], token);
-        let cached = self.cache.get(&key);
         let (rec, tokens) = self
             .store
             .read(|tx| Ok((tx.device(ns, device_id)?, tx.device_tokens(ns, device_id)?)))?;
         let Some(rec) = rec else {
-            if cached.is_some() {
-                self.cache.remove(&key);
-            }
             return Ok(DeviceAuth::UnknownDevice);
         };
-        let valid: Vec<&DeviceTokenRec> = tokens
-            .tokens
-            .iter()
-            .filter(|t| t.valid_at(now_ms))
-            .collect();
-        if let Some(fp) = cached {
-            if valid.iter().any(|t| fingerprint(&t.hash) == fp) {
-                return Ok(outcome(ns, device_id, rec));
-            }
-            // Rotated away, revoked or expired: verify from scratch.
-            self.cache.remove(&key);
-        }
-        for t in valid {
-            if self.hasher.verify(token, &t.hash) {
-                self.cache.insert(key, fingerprint(&t.hash));
-                return Ok(outcome(ns, device_id, rec));
+        for t in tokens.tokens.iter().filter(|t| t.valid_at(now_ms)) {
+            match self.verify_stored("device", &[ns, device_id], token, &t.hash) {
+                Checked::Refused => {}
+                Checked::Matched => return Ok(outcome(ns, device_id, rec)),
+                Checked::MatchedLegacy => {
+                    // Device tokens are always generated: upgrade it.
+                    self.upgrade_device_token(ns, device_id, &t.hash, token);
+                    return Ok(outcome(ns, device_id, rec));
+                }
             }
         }
         Ok(DeviceAuth::BadToken)
+    }
+
+    /// Replaces the stored argon2 hash `old` of a device token with the
+    /// fast form of `token` (which matched it). Best effort: if it fails
+    /// or `old` is gone meanwhile (rotated, revoked), nothing changes.
+    fn upgrade_device_token(&self, ns: &str, device_id: &str, old: &str, token: &[u8]) {
+        let upgraded = secret::hash_token(token).and_then(|new| {
+            self.store.write_unsynced(|tx| {
+                let mut rec = tx.device_tokens(ns, device_id)?;
+                let Some(t) = rec.tokens.iter_mut().find(|t| t.hash == old) else {
+                    return Ok(false);
+                };
+                t.hash = new;
+                tx.put_device_tokens(ns, device_id, &rec)?;
+                Ok(true)
+            })
+        });
+        match upgraded {
+            Ok(true) => tracing::debug!(ns, device_id, "device token hash upgraded to hmac-sha256"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(ns, device_id, error = %e, "device token hash upgrade failed"),
+        }
     }
 }
 
@@ -237,7 +248,7 @@ mod tests {
                 .unwrap(),
             DeviceAuth::Ok(_)
         ));
-        assert_eq!(r.cache_len(), 1);
+        assert_eq!(r.cache_len(), 0, "the fast form needs no cache");
         // Same token for the same id in another namespace: unknown there.
         assert_eq!(
             r.authenticate_device("other", "d", t.as_bytes(), 2)

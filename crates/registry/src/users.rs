@@ -140,7 +140,7 @@ impl Registry {
             v: VALUE_VERSION,
             role: role.as_str().to_string(),
             disabled: false,
-            password_hash: self.hasher.hash(password.as_bytes())?,
+            password_hash: self.hasher.hash_password(password.as_bytes())?,
             created_at_ms: now_ms,
         };
         self.store.write(|tx| {
@@ -180,7 +180,7 @@ impl Registry {
         let new_hash = match password {
             Some(p) => {
                 check_secret("password", p)?;
-                Some(self.hasher.hash(p.as_bytes())?)
+                Some(self.hasher.hash_password(p.as_bytes())?)
             }
             None => None,
         };
@@ -238,7 +238,7 @@ impl Registry {
         let Some(user) = self.store.read(|tx| tx.user(username))? else {
             let dummy = self.dummy_hash.get_or_init(|| {
                 self.hasher
-                    .hash(secret::generate("").as_bytes())
+                    .hash_password(secret::generate("").as_bytes())
                     .unwrap_or_default()
             });
             if !dummy.is_empty() {
@@ -251,7 +251,7 @@ impl Registry {
         }
         let token = secret::generate(secret::SESSION_PREFIX);
         let id = token_id(token.as_bytes());
-        let hash = self.hasher.hash(token.as_bytes())?;
+        let hash = secret::hash_token(token.as_bytes())?;
         let role = self.store.write(|tx| {
             // Disabled, deleted or re-created meanwhile: no session.
             let Some(now_user) = tx.user(username)? else {
