@@ -603,6 +603,10 @@ async fn write<T: Transport>(
 }
 
 /// What becomes of an acknowledgement whose data was not stored.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "built once per failed acknowledgement and consumed at once; boxing would only add an allocation"
+)]
 enum Failed {
     /// Send this instead (a v5 failure acknowledgement, or a packet that
     /// acknowledges nothing the client sent), and forget the QoS 2 packet
