@@ -359,13 +359,23 @@ async fn authenticate(
         certificate,
     };
     // Without a password there is nothing to hash: decide inline. With one,
-    // the authenticator may run argon2 (milliseconds): off the workers.
+    // the authenticator reads the registry and may run argon2 (a legacy
+    // hash): off the workers, at most `auth_concurrency` at once so that a
+    // fleet reconnecting together waits here instead of starting a blocking
+    // thread each. The permit moves into the closure: it is held until the
+    // call ends even if this connection is dropped meanwhile.
     let decision = if request.password.is_none() {
         auth.authenticate(&request)
     } else {
-        tokio::task::spawn_blocking(move || auth.authenticate(&request))
+        match Arc::clone(&shared.auth_slots).acquire_owned().await {
+            Ok(permit) => tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                auth.authenticate(&request)
+            })
             .await
-            .unwrap_or(AuthDecision::Refuse(ReasonCode::SERVER_UNAVAILABLE))
+            .unwrap_or(AuthDecision::Refuse(ReasonCode::SERVER_UNAVAILABLE)),
+            Err(_closed) => AuthDecision::Refuse(ReasonCode::SERVER_UNAVAILABLE),
+        }
     };
     match decision {
         AuthDecision::Allow(grant) => {

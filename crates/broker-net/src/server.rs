@@ -51,6 +51,21 @@ pub struct NetConfig {
     pub auth_backoff_max_ms: u64,
     /// Live connections of one authenticated identity (0 = no limit).
     pub max_connections_per_identity: usize,
+    /// Authenticator calls with a password running on the blocking pool
+    /// at once; further CONNECTs wait their turn, so a fleet reconnecting
+    /// at once cannot start hundreds of blocking threads (0 = twice the
+    /// number of CPUs).
+    pub auth_concurrency: usize,
+}
+
+impl NetConfig {
+    /// [`NetConfig::auth_concurrency`] with 0 resolved.
+    pub fn auth_slots(&self) -> usize {
+        match self.auth_concurrency {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
+            n => n,
+        }
+    }
 }
 
 impl Default for NetConfig {
@@ -68,6 +83,7 @@ impl Default for NetConfig {
             auth_backoff_base_ms: 1000,
             auth_backoff_max_ms: 60_000,
             max_connections_per_identity: 10,
+            auth_concurrency: 0,
         }
     }
 }
@@ -197,6 +213,9 @@ pub(crate) struct Shared {
     pub tracker: TaskTracker,
     pub shutdown: CancellationToken,
     pub permits: Arc<Semaphore>,
+    /// Bounds authenticator calls on the blocking pool
+    /// ([`NetConfig::auth_concurrency`]).
+    pub auth_slots: Arc<Semaphore>,
     pub authenticator: Option<Arc<dyn Authenticator>>,
     pub guard: Guard,
     pub guard_limits: GuardLimits,
@@ -438,6 +457,7 @@ impl Server {
             guard: Guard::default(),
             guard_limits,
             permits: Arc::new(Semaphore::new(config.max_connections)),
+            auth_slots: Arc::new(Semaphore::new(config.auth_slots())),
             config,
             broker_config,
             metrics: Arc::new(NetMetrics::default()),

@@ -436,6 +436,9 @@ pub struct MqttSettings {
     pub auth_backoff_max_ms: u64,
     /// Live connections with one device identity (0 = no limit).
     pub max_connections_per_device: usize,
+    /// Credential checks (device tokens, claims) running at once on the
+    /// blocking pool; further CONNECTs wait their turn (0 = twice the CPUs).
+    pub auth_concurrency: usize,
     /// Which client ids a registered device may use: `device_id` (its id,
     /// or `{id}-...` / `{id}/...`, as AWS IoT's usual policy), `prefix`
     /// (its id followed by any of `-/_.:@` and more), `any_owned` (any id
@@ -488,6 +491,7 @@ impl Default for MqttSettings {
             auth_backoff_base_ms: n.auth_backoff_base_ms,
             auth_backoff_max_ms: n.auth_backoff_max_ms,
             max_connections_per_device: n.max_connections_per_identity,
+            auth_concurrency: n.auth_concurrency,
             client_id_policy: identity::ClientIdPolicy::default(),
             max_persistent_sessions: b.max_persistent_sessions,
             max_persistent_sessions_per_principal: b.max_persistent_sessions_per_principal,
@@ -806,6 +810,7 @@ impl Settings {
             auth_backoff_base_ms: m.auth_backoff_base_ms,
             auth_backoff_max_ms: m.auth_backoff_max_ms,
             max_connections_per_identity: m.max_connections_per_device,
+            auth_concurrency: m.auth_concurrency,
         }
     }
 }
