@@ -256,11 +256,12 @@ def test_one_devices_type_conflicts_never_fail_another_devices_writes(fresh, mk,
     g.connect()
     n_good = 10_000
     stop = threading.Event()
-    refused = []
+    refused_codes = []
 
     def offender():
-        while not stop.is_set() and len(refused) < 1000:
-            refused.append(b.publish_rc(f"devices/{bad}/telemetry", json.dumps({"x": "s"}), qos=1))
+        while not stop.is_set() and len(refused_codes) < 1000:
+            refused_codes.append(
+                b.publish_rc(f"devices/{bad}/telemetry", json.dumps({"x": "s"}), qos=1))
 
     th = threading.Thread(target=offender)
     th.start()
@@ -274,7 +275,8 @@ def test_one_devices_type_conflicts_never_fail_another_devices_writes(fresh, mk,
     finally:
         stop.set()
         th.join(TIMEOUT)
-    assert refused and all(r == PAYLOAD_FORMAT_INVALID for r in refused), set(refused)
+    assert refused_codes and all(r == PAYLOAD_FORMAT_INVALID for r in refused_codes), \
+        set(refused_codes)
     assert g.is_connected
 
     def stored():
@@ -283,3 +285,5 @@ def test_one_devices_type_conflicts_never_fail_another_devices_writes(fresh, mk,
         return sum(len(s["points"]) for s in r.body["series"])
 
     wait_until(lambda: stored() == n_good, what="every point of the good device")
+    refused = p.ok("GET", "/api/telemetry/stats").body["writes_refused"]
+    assert refused["type_conflicts"] >= len(refused_codes), refused

@@ -529,11 +529,27 @@ struct StatsDto {
     head_points: usize,
     head_bytes: usize,
     query_work: QueryWorkDto,
+    writes_refused: WritesRefusedDto,
+}
+
+/// Batches the engine refused on their own (`Tsdb::write_stats`).
+#[derive(Serialize)]
+struct WritesRefusedDto {
+    batches: u64,
+    type_conflicts: u64,
+    series_over_cap: u64,
 }
 
 /// `GET /api/telemetry/stats`.
 pub(crate) async fn stats(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
-    let (s, q) = blocking(move || Ok((st.tsdb.storage_stats(), st.tsdb.query_stats()))).await?;
+    let (s, q, w) = blocking(move || {
+        Ok((
+            st.tsdb.storage_stats(),
+            st.tsdb.query_stats(),
+            st.tsdb.write_stats(),
+        ))
+    })
+    .await?;
     render::json(
         &StatsDto {
             series: s.series,
@@ -549,6 +565,11 @@ pub(crate) async fn stats(State(st): State<Arc<ApiState>>) -> Result<Response, A
                 chunk_series_decoded: q.chunk_series_decoded,
                 chunk_summaries_used: q.chunk_summaries_used,
                 rollup_series_read: q.rollup_series_read,
+            },
+            writes_refused: WritesRefusedDto {
+                batches: w.batches_refused,
+                type_conflicts: w.type_conflicts,
+                series_over_cap: w.series_refused,
             },
         },
         None,
