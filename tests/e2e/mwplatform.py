@@ -287,3 +287,20 @@ def _log_on_failure(request):
             print("\n" + "\n".join(out))
     else:
         print("\n".join(out))
+
+
+@pytest.fixture
+def platforms(tmp_path):
+    """Factory of platforms (`Platform` or a subclass: `cls=`) for this test
+    only, started; all killed at teardown."""
+    made: list[Platform] = []
+
+    def make(cls=None, **kw) -> Platform:
+        p = (cls or Platform)(tmp_path / f"platform{len(made)}", **kw)
+        made.append(p)
+        p.start()
+        return p
+
+    yield make
+    for p in made:
+        p.kill9()

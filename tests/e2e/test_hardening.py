@@ -15,7 +15,7 @@ import pytest
 
 import mwplatform
 import rawmqtt as raw
-from mwplatform import _log_on_failure  # noqa: F401 (the fixture)
+from mwplatform import _log_on_failure, platforms  # noqa: F401 (fixtures)
 from conftest import free_ports
 from helpers import (TIMEOUT, V311, V5, VERSIONS, MqttClient, PacketTypes, props, unique,
                      wait_until)
@@ -28,39 +28,6 @@ CLIENT_ID_NOT_VALID = {V5: 0x85, V311: 0x85}
 QUOTA = {V5: 0x97, V311: 0x88}
 NOT_AUTHORIZED = 0x87
 PAYLOAD_FORMAT_INVALID = 0x99
-
-
-class Platform(mwplatform.Platform):
-    pass
-
-
-@pytest.fixture
-def fresh(tmp_path):
-    made: list[Platform] = []
-
-    def make(**kw) -> Platform:
-        p = Platform(tmp_path / f"p{len(made)}", **kw)
-        made.append(p)
-        p.start()
-        return p
-
-    yield make
-    for p in made:
-        p.kill9()
-
-
-@pytest.fixture
-def mk():
-    made: list[MqttClient] = []
-
-    def make(plat, client_id=None, **kw) -> MqttClient:
-        c = MqttClient(plat, client_id, **kw)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.close()
 
 
 def rc(result) -> int:
@@ -79,16 +46,16 @@ def persistent(c: MqttClient, **kw):
 # =========================================================================
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_a_device_cannot_take_over_another_devices_session(fresh, mk, version):
-    p = fresh()
+def test_a_device_cannot_take_over_another_devices_session(platforms, clients, version):
+    p = platforms()
     d1, d2 = unique("hd1"), unique("hd2")
     t1, t2 = p.add_device(d1), p.add_device(d2)
-    real = mk(p, d1, version=version, username=d1, password=t1, clean=False)
+    real = clients(p, d1, version=version, username=d1, password=t1, clean=False)
     persistent(real)
     real.subscribe(f"devices/{d1}/commands/+", 1)
     mark = p.log_mark()
     # d2 presents d1's client id, asking to resume its session.
-    thief = mk(p, d1, version=version, username=d2, password=t2, clean=False)
+    thief = clients(p, d1, version=version, username=d2, password=t2, clean=False)
     res = persistent(thief, expect_success=False)
     assert rc(res) == CLIENT_ID_NOT_VALID[version], res
     assert not res.session_present
@@ -102,21 +69,21 @@ def test_a_device_cannot_take_over_another_devices_session(fresh, mk, version):
         assert ack.code == 2, ack
     assert real.is_connected
     # A client id outside the device's own (policy device_id) is refused too.
-    other = mk(p, unique("random"), version=version, username=d2, password=t2)
+    other = clients(p, unique("random"), version=version, username=d2, password=t2)
     assert rc(other.connect(expect_success=False)) == CLIENT_ID_NOT_VALID[version]
     # The device's own id and `{id}-suffix` work.
-    ok = mk(p, f"{d2}-aux", version=version, username=d2, password=t2)
+    ok = clients(p, f"{d2}-aux", version=version, username=d2, password=t2)
     ok.connect()
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_anonymous_cannot_take_over_a_device_session(fresh, mk, version):
-    p = fresh(mqtt={"allow_anonymous": True})
+def test_anonymous_cannot_take_over_a_device_session(platforms, clients, version):
+    p = platforms(mqtt={"allow_anonymous": True})
     d1 = unique("ha")
     t1 = p.add_device(d1)
-    real = mk(p, d1, version=version, username=d1, password=t1, clean=False)
+    real = clients(p, d1, version=version, username=d1, password=t1, clean=False)
     persistent(real)
-    anon = mk(p, d1, version=version, clean=False)
+    anon = clients(p, d1, version=version, clean=False)
     assert rc(persistent(anon, expect_success=False)) == CLIENT_ID_NOT_VALID[version]
     assert real.is_connected
 
@@ -126,14 +93,14 @@ def test_anonymous_cannot_take_over_a_device_session(fresh, mk, version):
 # =========================================================================
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_anonymous_clients_cannot_reach_the_device_tree(fresh, mk, version):
-    p = fresh(mqtt={"allow_anonymous": True})
+def test_anonymous_clients_cannot_reach_the_device_tree(platforms, clients, version):
+    p = platforms(mqtt={"allow_anonymous": True})
     d1 = unique("ht")
     t1 = p.add_device(d1)
-    dev = mk(p, d1, version=version, username=d1, password=t1)
+    dev = clients(p, d1, version=version, username=d1, password=t1)
     dev.connect()
     dev.subscribe(f"devices/{d1}/commands/+", 1)
-    anon = mk(p, unique("anon"), version=version)
+    anon = clients(p, unique("anon"), version=version)
     anon.connect()
     # No subscription into the tree.
     codes = anon.subscribe(f"devices/{d1}/#", 1, expect_granted=False)
@@ -159,7 +126,7 @@ def test_anonymous_clients_cannot_reach_the_device_tree(fresh, mk, version):
 def test_anonymous_mode_binds_loopback_only(tmp_path):
     """With anonymous access and no bind address, the plaintext listeners are
     on 127.0.0.1 only (and the log says so)."""
-    p = Platform(tmp_path / "p", mqtt={"allow_anonymous": True})
+    p = mwplatform.Platform(tmp_path / "p", mqtt={"allow_anonymous": True})
     # Remove the explicit bind the suite's platform sets.
     text = p.config.read_text().replace(f'bind = "{p.host}"\nport = {p.mqtt_port}',
                                         f"port = {p.mqtt_port}", 1)
@@ -205,19 +172,19 @@ def _listening_addrs(port: int) -> set[str]:
 # =========================================================================
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_persistent_sessions_per_principal_are_capped(fresh, mk, version):
-    p = fresh(mqtt={"max_persistent_sessions_per_principal": 2})
+def test_persistent_sessions_per_principal_are_capped(platforms, clients, version):
+    p = platforms(mqtt={"max_persistent_sessions_per_principal": 2})
     d = unique("hp")
     t = p.add_device(d)
     for k in range(2):
-        c = mk(p, f"{d}-{k}", version=version, username=d, password=t, clean=False)
+        c = clients(p, f"{d}-{k}", version=version, username=d, password=t, clean=False)
         persistent(c)
         c.disconnect()
-    third = mk(p, f"{d}-2", version=version, username=d, password=t, clean=False)
+    third = clients(p, f"{d}-2", version=version, username=d, password=t, clean=False)
     assert rc(persistent(third, expect_success=False)) == QUOTA[version]
     # A clean session is not capped, and resuming one's own is fine.
-    mk(p, f"{d}-3", version=version, username=d, password=t).connect()
-    again = mk(p, f"{d}-0", version=version, username=d, password=t, clean=False)
+    clients(p, f"{d}-3", version=version, username=d, password=t).connect()
+    again = clients(p, f"{d}-0", version=version, username=d, password=t, clean=False)
     assert persistent(again).session_present
 
 
@@ -226,11 +193,11 @@ def test_persistent_sessions_per_principal_are_capped(fresh, mk, version):
 # =========================================================================
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_a_bad_payload_is_not_acknowledged_as_stored(fresh, mk, version):
-    p = fresh()
+def test_a_bad_payload_is_not_acknowledged_as_stored(platforms, clients, version):
+    p = platforms()
     d = unique("hb")
     t = p.add_device(d)
-    c = mk(p, d, version=version, username=d, password=t)
+    c = clients(p, d, version=version, username=d, password=t)
     c.connect()
     if version == V5:
         assert c.publish_rc(f"devices/{d}/telemetry", b"not json", qos=1) == PAYLOAD_FORMAT_INVALID
@@ -243,16 +210,16 @@ def test_a_bad_payload_is_not_acknowledged_as_stored(fresh, mk, version):
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_one_devices_type_conflicts_never_fail_another_devices_writes(fresh, mk, version):
+def test_one_devices_type_conflicts_never_fail_another_devices_writes(platforms, clients, version):
     """Two devices in the same commit windows: one keeps sending a value of
     the wrong type for its series; every point of the other is stored."""
-    p = fresh()
+    p = platforms()
     bad, good = unique("hcb"), unique("hcg")
     tb, tg = p.add_device(bad), p.add_device(good)
-    b = mk(p, bad, version=V5, username=bad, password=tb)
+    b = clients(p, bad, version=V5, username=bad, password=tb)
     b.connect()
     assert b.publish_rc(f"devices/{bad}/telemetry", json.dumps({"x": 1}), qos=1) == 0
-    g = mk(p, good, version=version, username=good, password=tg)
+    g = clients(p, good, version=version, username=good, password=tg)
     g.connect()
     n_good = 10_000
     stop = threading.Event()

@@ -4,15 +4,12 @@
 //! hard limit refuses instead of dropping, and a stuck subscriber is
 //! disconnected.
 
-use bytes::Bytes;
-use mqtt_proto::{
-    Ack, Connect, ConnectProperties, Packet, Protocol, Publish, QoS, ReasonCode, Subscribe,
-    SubscribeProperties, Subscription, SubscriptionOptions,
-};
+mod support;
 
-use broker::{AccessControl, Broker, BrokerConfig, ConnId, ConnectInfo, Output, Time};
+use mqtt_proto::{Ack, Packet, ReasonCode};
 
-const T0: Time = Time(1_700_000_000_000);
+use broker::BrokerConfig;
+use support::{closed, pubacks, publish_ids, sent_to, Sim, Who};
 
 fn config() -> BrokerConfig {
     BrokerConfig {
@@ -24,119 +21,17 @@ fn config() -> BrokerConfig {
     }
 }
 
-struct Sim {
-    b: Broker,
-    now: Time,
-}
-
-impl Sim {
-    fn new(config: BrokerConfig) -> Sim {
-        Sim {
-            b: Broker::new(config, AccessControl::new(true), T0),
-            now: T0,
-        }
-    }
-
-    fn connect(&mut self, conn: u64, id: &str, v5: bool) -> Vec<Output> {
-        let c = Connect {
-            protocol: if v5 { Protocol::V5 } else { Protocol::V311 },
-            clean_start: true,
-            keep_alive: 0,
-            client_id: id.into(),
-            will: None,
-            username: None,
-            password: None,
-            properties: ConnectProperties::default(),
-        };
-        self.b
-            .connect(ConnId(conn), c, &ConnectInfo::default(), self.now);
-        self.b.drain_outputs().collect()
-    }
-
-    fn handle(&mut self, conn: u64, p: Packet) -> Vec<Output> {
-        self.b.handle(ConnId(conn), p, self.now);
-        self.b.drain_outputs().collect()
-    }
-
-    fn subscribe(&mut self, conn: u64, filter: &str) -> Vec<Output> {
-        self.handle(
-            conn,
-            Packet::Subscribe(Subscribe {
-                packet_id: 1,
-                properties: SubscribeProperties::default(),
-                subscriptions: vec![Subscription {
-                    filter: filter.into(),
-                    options: SubscriptionOptions {
-                        qos: QoS::AtLeastOnce,
-                        ..Default::default()
-                    },
-                }],
-            }),
-        )
-    }
-
-    fn publish(&mut self, conn: u64, topic: &str, packet_id: u16) -> Vec<Output> {
-        self.handle(
-            conn,
-            Packet::Publish(Publish {
-                qos: QoS::AtLeastOnce,
-                topic: topic.into(),
-                packet_id,
-                payload: Bytes::from(packet_id.to_string()),
-                ..Default::default()
-            }),
-        )
-    }
-
-    fn advance(&mut self, ms: u64) -> Vec<Output> {
-        self.now = self.now.plus_ms(ms);
-        self.b.tick(self.now);
-        self.b.drain_outputs().collect()
-    }
-}
-
-fn sent_to(out: &[Output], conn: u64) -> Vec<&Packet> {
-    out.iter()
-        .filter_map(|o| match o {
-            Output::Send {
-                conn: c, packet, ..
-            } if *c == ConnId(conn) => Some(packet),
-            _ => None,
-        })
-        .collect()
-}
-
-fn pubacks(out: &[Output], conn: u64) -> Vec<(u16, ReasonCode)> {
-    sent_to(out, conn)
-        .into_iter()
-        .filter_map(|p| match p {
-            Packet::PubAck(a) => Some((a.packet_id, a.reason_code)),
-            _ => None,
-        })
-        .collect()
-}
-
-fn publish_ids(out: &[Output], conn: u64) -> Vec<u16> {
-    sent_to(out, conn)
-        .into_iter()
-        .filter_map(|p| match p {
-            Packet::Publish(p) => Some(p.packet_id),
-            _ => None,
-        })
-        .collect()
-}
-
-fn closed(out: &[Output], conn: u64) -> bool {
-    out.iter()
-        .any(|o| matches!(o, Output::Close { conn: c } if *c == ConnId(conn)))
+/// QoS 1 PUBLISH whose payload is its packet id.
+fn publish(s: &mut Sim, conn: u64, topic: &str, id: u16) -> Vec<broker::Output> {
+    s.publish(conn, topic, id, id.to_string().as_bytes())
 }
 
 /// Subscriber 2 (never acknowledging) and publisher 1.
 fn setup() -> Sim {
     let mut s = Sim::new(config());
-    s.connect(2, "slow", true);
+    s.connect(2, "slow", &Who::anonymous(true));
     s.subscribe(2, "t");
-    s.connect(1, "pub", true);
+    s.connect(1, "pub", &Who::anonymous(true));
     s
 }
 
@@ -146,12 +41,12 @@ fn a_slow_subscriber_pauses_its_publisher_instead_of_losing_messages() {
     // 2 in flight + 8 queued reach the soft limit at the 10th message.
     let mut acked = Vec::new();
     for id in 1..=9u16 {
-        acked.extend(pubacks(&s.publish(1, "t", id), 1));
+        acked.extend(pubacks(&publish(&mut s, 1, "t", id), 1));
     }
     assert_eq!(acked.len(), 9, "below the soft limit every PUBACK is sent");
     // From the 10th on, the publisher is paused: acknowledgements held.
     for id in 10..=14u16 {
-        assert!(pubacks(&s.publish(1, "t", id), 1).is_empty(), "{id}");
+        assert!(pubacks(&publish(&mut s, 1, "t", id), 1).is_empty(), "{id}");
     }
     assert_eq!(s.b.stats().messages_dropped, 0);
     assert_eq!(s.b.stats().publishers_paused, 1);
@@ -187,7 +82,7 @@ fn the_hard_limit_refuses_rather_than_drops() {
     // Soft limit 8 queued, hard 16 queued (+ 2 in flight).
     let mut codes = Vec::new();
     for id in 1..=20u16 {
-        codes.extend(pubacks(&s.publish(1, "t", id), 1));
+        codes.extend(pubacks(&publish(&mut s, 1, "t", id), 1));
     }
     assert_eq!(
         s.b.stats().messages_dropped,
@@ -225,12 +120,12 @@ fn a_publisher_ignoring_its_window_while_paused_is_closed() {
         max_queued_messages: 4,
         ..cfg
     });
-    s.connect(2, "slow", true);
+    s.connect(2, "slow", &Who::anonymous(true));
     s.subscribe(2, "t");
-    s.connect(1, "pub", false);
+    s.connect(1, "pub", &Who::anonymous(false));
     let mut out = Vec::new();
     for id in 1..=12u16 {
-        out = s.publish(1, "t", id);
+        out = publish(&mut s, 1, "t", id);
         if closed(&out, 1) {
             break;
         }
@@ -244,7 +139,7 @@ fn a_publisher_ignoring_its_window_while_paused_is_closed() {
 fn a_stuck_subscriber_is_disconnected_and_its_publishers_released() {
     let mut s = setup();
     for id in 1..=12u16 {
-        s.publish(1, "t", id);
+        publish(&mut s, 1, "t", id);
     }
     assert!(!closed(&s.advance(29_000), 2), "not yet stuck long enough");
     let out = s.advance(1_500);
@@ -263,16 +158,16 @@ fn a_stuck_subscriber_is_disconnected_and_its_publishers_released() {
 #[test]
 fn two_clients_publishing_to_each_other_do_not_deadlock() {
     let mut s = Sim::new(config());
-    s.connect(1, "a", true);
-    s.connect(2, "b", true);
+    s.connect(1, "a", &Who::anonymous(true));
+    s.connect(2, "b", &Who::anonymous(true));
     s.subscribe(1, "to-a");
     s.subscribe(2, "to-b");
     // Both flood the other past its soft limit: both are paused.
     let mut a_acks = 0;
     let mut b_acks = 0;
     for id in 1..=12u16 {
-        a_acks += pubacks(&s.publish(1, "to-b", id), 1).len();
-        b_acks += pubacks(&s.publish(2, "to-a", id), 2).len();
+        a_acks += pubacks(&publish(&mut s, 1, "to-b", id), 1).len();
+        b_acks += pubacks(&publish(&mut s, 2, "to-a", id), 2).len();
     }
     assert!(a_acks < 12 && b_acks < 12);
     // Each still acknowledges what it receives (its socket is read), so
