@@ -1,0 +1,165 @@
+//! The architecture invariants a test can check (ARCHITECTURE.md,
+//! "Invariants"), read from the source tree as text: the pure crates know
+//! no runtime, no network and no clock, and `anyhow` stays in the binary.
+//! A failure names the file and line that broke the rule.
+
+use std::path::{Path, PathBuf};
+
+/// Crates that take time as an argument and never open sockets, spawn
+/// threads or read the clock.
+const PURE: &[&str] = &["mqtt-proto", "broker", "tsdb", "rules", "twin", "pki"];
+
+/// Dependencies a pure crate must not have.
+const IO_CRATES: &[&str] = &[
+    "tokio",
+    "tokio-rustls",
+    "tokio-util",
+    "hyper",
+    "hyper-util",
+    "axum",
+    "ureq",
+    "reqwest",
+    "async-nats",
+    "tokio-postgres",
+    "futures-util",
+];
+
+/// Source text a pure crate must not contain outside its `#[cfg(test)]`
+/// module (the clock, threads, sockets).
+const FORBIDDEN: &[&str] = &[
+    "Instant::now(",
+    "SystemTime::now(",
+    "thread::spawn(",
+    "thread::Builder",
+    "TcpStream",
+    "TcpListener",
+    "UdpSocket",
+];
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
+}
+
+/// Names in the `[dependencies]` table of a Cargo.toml (not dev-dependencies).
+fn dependencies(manifest: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut inside = false;
+    for line in manifest.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            inside = t == "[dependencies]";
+            continue;
+        }
+        if inside {
+            if let Some((name, _)) = t.split_once('=') {
+                let name = name.trim().trim_end_matches(".workspace").trim();
+                if !name.is_empty() && !name.starts_with('#') {
+                    out.push(name.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// The lines of a source file before its `#[cfg(test)]` module, comments
+/// left out.
+fn production_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .enumerate()
+        .take_while(|(_, l)| l.trim() != "#[cfg(test)]")
+        .filter(|(_, l)| !l.trim_start().starts_with("//"))
+        .map(|(i, l)| (i + 1, l))
+}
+
+#[test]
+fn pure_crates_depend_on_no_runtime_or_network_crate() {
+    let root = workspace();
+    let mut broken = Vec::new();
+    for c in PURE {
+        let manifest = std::fs::read_to_string(root.join("crates").join(c).join("Cargo.toml"))
+            .expect("manifest");
+        for d in dependencies(&manifest) {
+            if IO_CRATES.contains(&d.as_str()) {
+                broken.push(format!("crates/{c} depends on {d}"));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "{broken:#?}");
+}
+
+#[test]
+fn pure_crates_read_no_clock_spawn_no_thread_open_no_socket() {
+    let root = workspace();
+    let mut broken = Vec::new();
+    for c in PURE {
+        let mut files = Vec::new();
+        rust_files(&root.join("crates").join(c).join("src"), &mut files);
+        assert!(!files.is_empty(), "no sources for {c}");
+        for f in files {
+            let text = std::fs::read_to_string(&f).expect("source");
+            for (n, line) in production_lines(&text) {
+                for bad in FORBIDDEN {
+                    if line.contains(bad) {
+                        let rel = f.strip_prefix(&root).unwrap_or(&f);
+                        broken.push(format!("{}:{n}: {}", rel.display(), line.trim()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(broken.is_empty(), "{broken:#?}");
+}
+
+#[test]
+fn anyhow_only_in_the_binary() {
+    let root = workspace();
+    let mut broken = Vec::new();
+    for e in std::fs::read_dir(root.join("crates"))
+        .expect("crates")
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name == "millwright" {
+            continue;
+        }
+        let Ok(manifest) = std::fs::read_to_string(e.path().join("Cargo.toml")) else {
+            continue;
+        };
+        if dependencies(&manifest).iter().any(|d| d == "anyhow") {
+            broken.push(name);
+        }
+    }
+    assert!(broken.is_empty(), "anyhow outside the binary: {broken:?}");
+}
+
+#[test]
+fn the_checks_themselves_see_a_violation() {
+    // The readers must not be blind: a manifest and a file that break the
+    // rules are caught.
+    let deps = dependencies("[package]\nname = \"x\"\n[dependencies]\ntokio.workspace = true\nserde = \"1\"\n[dev-dependencies]\nproptest = \"1\"\n");
+    assert_eq!(deps, ["tokio", "serde"]);
+    let text = "fn f() { let t = std::time::Instant::now(); }\n// Instant::now( in a comment\n#[cfg(test)]\nmod tests { fn g() { std::thread::spawn(|| ()); } }\n";
+    let hits: Vec<usize> = production_lines(text)
+        .filter(|(_, l)| FORBIDDEN.iter().any(|b| l.contains(b)))
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(hits, [1]);
+}
