@@ -46,7 +46,8 @@ pub struct BenchArgs {
     /// QoS of publishes and subscriptions: 0, 1 or 2.
     #[arg(long, default_value_t = 0)]
     pub qos: u8,
-    /// Payload size in bytes (at least 8: the send timestamp).
+    /// Payload size in bytes (at least 16: the send time, the publisher's
+    /// index and the message's sequence number).
     #[arg(long, default_value_t = 64)]
     pub payload: usize,
     /// Total publish rate in messages per second over all publishers
@@ -164,8 +165,10 @@ impl Plan {
             5 => Protocol::V5,
             _ => return invalid("--protocol must be 3 (3.1.1) or 5"),
         };
-        if args.payload < 8 {
-            return invalid("--payload must be at least 8 bytes (the send timestamp)");
+        if args.payload < crate::load::PAYLOAD_HEADER {
+            return invalid(
+                "--payload must be at least 16 bytes (send time, publisher, sequence number)",
+            );
         }
         let secs = |v: f64, name: &str| {
             if (0.0..1e6).contains(&v) {

@@ -1,8 +1,11 @@
 //! `millwright bench`: an MQTT load generator.
 //!
 //! It runs one load against any MQTT broker (ours, Mosquitto, ...) and
-//! reports what it measured: messages per second sent and received,
-//! end-to-end latency percentiles (each payload carries its send time), and
+//! reports what it measured: messages per second sent and received, the
+//! QoS 1/2 messages acknowledged to a publisher but never delivered to a
+//! subscriber that stayed connected (counted per message: each payload
+//! names its publisher and sequence number), end-to-end latency
+//! percentiles (each payload carries its send time), and
 //! in connections mode the connection rate and the broker's memory per idle
 //! connection. Loads: 1:1 pairs, fan-in, fan-out, idle connections. Every
 //! client is one [`mqtt_client::Connection`] in its own tokio task, driven
@@ -14,6 +17,7 @@
 //! [`Report`]. It knows nothing about the broker's internals; it speaks
 //! MQTT over TCP only.
 
+mod accounting;
 mod args;
 mod connections;
 mod error;

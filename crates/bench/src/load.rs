@@ -5,8 +5,11 @@
 //! publishes up to its in-flight window and write backlog, then drives the
 //! socket once. Each payload starts with the send time (nanoseconds since a
 //! shared start instant, little-endian), so subscribers measure end-to-end
-//! latency.
+//! latency, then the publisher's index and its sequence number (u32
+//! little-endian each), so that the run can say which acknowledged
+//! messages never arrived (see `accounting.rs`).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,6 +23,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::accounting::{acked_not_delivered, Seen, SeqSet, SubscriberOutcome};
 use crate::args::{Mode, Plan};
 use crate::report::LoadReport;
 use crate::stats::{latency_histogram, record_latency, LatencySummary, Shared};
@@ -222,6 +226,7 @@ pub(crate) async fn run_load(
             timeline,
             shared: shared.clone(),
             errors: errors.clone(),
+            index: u32::try_from(i).unwrap_or(u32::MAX),
             topic: publish_topic(i),
             qos: plan.qos,
             payload: plan.payload,
@@ -276,6 +281,16 @@ pub(crate) async fn run_load(
     let received_window = received.iter().map(|r| r.received_window).sum();
     let received_total: u64 = received.iter().map(|r| r.received_total).sum();
     let expected_total = sent_total * fanout;
+    let acked_total: u64 = published.iter().map(|p| p.acked).sum();
+    // Per message: which acknowledged messages a connected, matching
+    // subscriber never received. Subscriber i of a pairs run listens to
+    // publisher i only; in fan-in and fan-out every subscriber listens to
+    // every publisher. QoS 0 acknowledges nothing, so its loss is 0 here
+    // and shows in `missing` instead.
+    let acked_sets: Vec<SeqSet> = published.iter().map(|p| p.acked_seqs.clone()).collect();
+    let outcomes: Vec<SubscriberOutcome> = received.iter().map(|r| r.outcome.clone()).collect();
+    let pairs = plan.mode == Mode::Pairs;
+    let loss = acked_not_delivered(&acked_sets, &outcomes, |s, p| !pairs || s == p);
     Ok(LoadReport {
         window_s,
         sent_window,
@@ -283,10 +298,19 @@ pub(crate) async fn run_load(
         sent_per_sec: per_sec(sent_window),
         received_per_sec: per_sec(received_window),
         sent_total,
-        acked_total: published.iter().map(|p| p.acked).sum(),
+        acked_total,
         received_total,
         expected_total,
         missing: expected_total.saturating_sub(received_total),
+        unacked: if plan.qos == QoS::AtMostOnce {
+            0
+        } else {
+            sent_total.saturating_sub(acked_total)
+        },
+        expected_acked_deliveries: loss.expected_acked,
+        acked_not_delivered: loss.acked_not_delivered,
+        duplicates: loss.duplicates,
+        subscribers_disconnected: loss.subscribers_disconnected,
         latency: LatencySummary::from_histogram(&hist),
     })
 }
@@ -373,13 +397,26 @@ async fn collect_setups(
     Ok(slots.into_iter().flatten().collect())
 }
 
-/// The payload: send time in nanoseconds since `base`, then zeros.
-fn payload(base: Instant, now: Instant, size: usize) -> Bytes {
-    let mut buf = BytesMut::with_capacity(size);
+/// Bytes every payload needs: send time, publisher index, sequence.
+pub(crate) const PAYLOAD_HEADER: usize = 16;
+
+/// The payload: send time in nanoseconds since `base`, the publisher's
+/// index and the message's sequence number, then zeros.
+fn payload(base: Instant, now: Instant, size: usize, publisher: u32, seq: u32) -> Bytes {
+    let mut buf = BytesMut::with_capacity(size.max(PAYLOAD_HEADER));
     let nanos = u64::try_from(now.saturating_duration_since(base).as_nanos()).unwrap_or(u64::MAX);
     buf.put_u64_le(nanos);
-    buf.resize(size, 0);
+    buf.put_u32_le(publisher);
+    buf.put_u32_le(seq);
+    buf.resize(size.max(PAYLOAD_HEADER), 0);
     buf.freeze()
+}
+
+/// The publisher index and sequence number carried in a payload.
+fn message_id(payload: &[u8]) -> Option<(u32, u32)> {
+    let publisher: [u8; 4] = payload.get(8..12)?.try_into().ok()?;
+    let seq: [u8; 4] = payload.get(12..16)?.try_into().ok()?;
+    Some((u32::from_le_bytes(publisher), u32::from_le_bytes(seq)))
 }
 
 /// The send time carried in a payload, if it has one.
@@ -392,6 +429,8 @@ struct PublisherWorker {
     timeline: Timeline,
     shared: Arc<Shared>,
     errors: ErrorLog,
+    /// Written into every payload, with the sequence number.
+    index: u32,
     topic: ByteString,
     qos: QoS,
     payload: usize,
@@ -405,7 +444,19 @@ struct Published {
     sent_window: u64,
     sent_total: u64,
     acked: u64,
+    /// Sequence numbers the broker acknowledged without an error reason.
+    acked_seqs: SeqSet,
     stopped_at: Instant,
+}
+
+/// A publisher's acknowledgement bookkeeping: which sequence number each
+/// in-flight packet id carries, and which were acknowledged.
+#[derive(Default)]
+struct Acks {
+    outstanding: u64,
+    acked: u64,
+    in_flight: HashMap<u16, u32>,
+    acked_seqs: SeqSet,
 }
 
 impl PublisherWorker {
@@ -413,10 +464,9 @@ impl PublisherWorker {
         let tl = self.timeline;
         let acks = self.qos != QoS::AtMostOnce;
         let mut next_due = self.first_due;
-        let mut outstanding = 0u64;
+        let mut ack = Acks::default();
         let mut sent_total = 0u64;
         let mut sent_window = 0u64;
-        let mut acked = 0u64;
         let mut reported_sent = 0u64;
         let mut reported_acked = 0u64;
         let mut failed = false;
@@ -431,7 +481,7 @@ impl PublisherWorker {
             let mut budget = BATCH;
             while budget > 0
                 && sent_total < self.count
-                && (!acks || outstanding < self.window)
+                && (!acks || ack.outstanding < self.window)
                 && conn.write_backlog() < WRITE_BACKLOG
             {
                 if let Some(interval) = self.interval {
@@ -441,30 +491,35 @@ impl PublisherWorker {
                     next_due += interval;
                 }
                 let at = Instant::now();
+                let seq = u32::try_from(sent_total).unwrap_or(u32::MAX);
                 let publish = Publish {
                     qos: self.qos,
                     topic: self.topic.clone(),
-                    payload: payload(tl.base, at, self.payload),
+                    payload: payload(tl.base, at, self.payload, self.index, seq),
                     ..Publish::default()
                 };
-                if let Err(e) = conn.publish(publish) {
-                    self.errors.record(&self.shared, format!("publish: {e}"));
-                    failed = true;
-                    break 'run;
-                }
+                let packet_id = match conn.publish(publish) {
+                    Ok(id) => id,
+                    Err(e) => {
+                        self.errors.record(&self.shared, format!("publish: {e}"));
+                        failed = true;
+                        break 'run;
+                    }
+                };
                 sent_total += 1;
                 if at >= tl.warmup_end && at < tl.end {
                     sent_window += 1;
                 }
                 if acks {
-                    outstanding += 1;
+                    ack.outstanding += 1;
+                    ack.in_flight.insert(packet_id, seq);
                 }
                 budget -= 1;
             }
             Shared::add(&self.shared.sent, sent_total - reported_sent);
             reported_sent = sent_total;
 
-            let more = sent_total < self.count && (!acks || outstanding < self.window);
+            let more = sent_total < self.count && (!acks || ack.outstanding < self.window);
             let paced = self.interval.is_some() && more;
             tokio::select! {
                 driven = conn.drive() => {
@@ -477,13 +532,13 @@ impl PublisherWorker {
                 () = tokio::time::sleep_until(next_due), if paced => {}
                 () = &mut end_timer => {}
             }
-            if let Err(e) = self.take_acks(&mut conn, &mut outstanding, &mut acked) {
+            if let Err(e) = self.take_acks(&mut conn, &mut ack) {
                 self.errors.record(&self.shared, e);
                 failed = true;
                 break 'run;
             }
-            Shared::add(&self.shared.acked, acked - reported_acked);
-            reported_acked = acked;
+            Shared::add(&self.shared.acked, ack.acked - reported_acked);
+            reported_acked = ack.acked;
         }
         let stopped_at = Instant::now().min(tl.end);
         Shared::add(&self.shared.sent, sent_total - reported_sent);
@@ -495,9 +550,9 @@ impl PublisherWorker {
         if !failed {
             let deadline = Instant::now() + tl.drain;
             let drained = tokio::time::timeout_at(deadline, async {
-                while outstanding > 0 || conn.write_backlog() > 0 {
+                while ack.outstanding > 0 || conn.write_backlog() > 0 {
                     conn.drive().await.map_err(|e| e.to_string())?;
-                    self.take_acks(&mut conn, &mut outstanding, &mut acked)?;
+                    self.take_acks(&mut conn, &mut ack)?;
                 }
                 Ok::<(), String>(())
             })
@@ -510,13 +565,16 @@ impl PublisherWorker {
                 // Acknowledgements that never came are errors; bytes the
                 // broker did not read in time (QoS 0 flat out) show up as
                 // missing deliveries instead.
-                Err(_) if outstanding > 0 => self.errors.record(
+                Err(_) if ack.outstanding > 0 => self.errors.record(
                     &self.shared,
-                    format!("{outstanding} publishes unacknowledged after the drain"),
+                    format!(
+                        "{} publishes unacknowledged after the drain",
+                        ack.outstanding
+                    ),
                 ),
                 Err(_) => {}
             }
-            Shared::add(&self.shared.acked, acked - reported_acked);
+            Shared::add(&self.shared.acked, ack.acked - reported_acked);
             if let Ok(Err(e)) =
                 tokio::time::timeout(Duration::from_secs(5), conn.disconnect()).await
             {
@@ -526,25 +584,32 @@ impl PublisherWorker {
         Published {
             sent_window,
             sent_total,
-            acked,
+            acked: ack.acked,
+            acked_seqs: ack.acked_seqs,
             stopped_at,
         }
     }
 
-    fn take_acks(
-        &self,
-        conn: &mut Connection,
-        outstanding: &mut u64,
-        acked: &mut u64,
-    ) -> Result<(), String> {
+    fn take_acks(&self, conn: &mut Connection, ack: &mut Acks) -> Result<(), String> {
         while let Some(event) = conn.poll_event() {
             match event {
-                Event::PubAck { reason_code, .. } | Event::PubComp { reason_code, .. } => {
-                    *outstanding = outstanding.saturating_sub(1);
-                    *acked += 1;
+                Event::PubAck {
+                    packet_id,
+                    reason_code,
+                }
+                | Event::PubComp {
+                    packet_id,
+                    reason_code,
+                } => {
+                    ack.outstanding = ack.outstanding.saturating_sub(1);
+                    ack.acked += 1;
+                    let seq = ack.in_flight.remove(&packet_id);
                     if reason_code.is_error() {
+                        // A refusal is not a promise to deliver.
                         self.errors
                             .record(&self.shared, format!("publish rejected: {reason_code}"));
+                    } else if let Some(seq) = seq {
+                        ack.acked_seqs.insert(seq);
                     }
                 }
                 Event::Disconnected { reason } => {
@@ -568,12 +633,16 @@ struct Received {
     received_window: u64,
     received_total: u64,
     hist: Histogram<u64>,
+    /// Which messages arrived, and whether the connection lasted.
+    outcome: SubscriberOutcome,
 }
 
 impl SubscriberWorker {
     async fn run(self, mut conn: Connection, tl: Timeline, mut hist: Histogram<u64>) -> Received {
         let mut received_total = 0u64;
         let mut received_window = 0u64;
+        let mut seen = Seen::default();
+        let mut disconnected = false;
         let mut last_activity = Instant::now();
         let mut publishing_done_seen = false;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -600,6 +669,7 @@ impl SubscriberWorker {
                 driven = conn.drive() => {
                     if let Err(e) = driven {
                         self.errors.record(&self.shared, format!("subscriber connection: {e}"));
+                        disconnected = true;
                         break;
                     }
                 }
@@ -608,10 +678,25 @@ impl SubscriberWorker {
             let now = Instant::now();
             let mut batch = 0u64;
             while let Some(event) = conn.poll_event() {
-                let Event::Message(message) = event else {
-                    continue;
+                let message = match event {
+                    Event::Message(message) => message,
+                    Event::Disconnected { reason } => {
+                        self.errors
+                            .record(&self.shared, format!("subscriber disconnected: {reason}"));
+                        disconnected = true;
+                        continue;
+                    }
+                    _ => continue,
                 };
                 batch += 1;
+                match message_id(&message.payload) {
+                    Some((publisher, seq)) => {
+                        seen.record(publisher, seq);
+                    }
+                    None => self
+                        .errors
+                        .record(&self.shared, "payload without a message id".to_string()),
+                }
                 if now >= tl.warmup_end && now < tl.end {
                     received_window += 1;
                 }
@@ -630,6 +715,9 @@ impl SubscriberWorker {
                 last_activity = now;
                 Shared::add(&self.shared.received, batch);
             }
+            if disconnected {
+                break;
+            }
         }
         if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(5), conn.disconnect()).await {
             tracing::debug!(error = %e, "subscriber disconnect");
@@ -638,6 +726,7 @@ impl SubscriberWorker {
             received_window,
             received_total,
             hist,
+            outcome: SubscriberOutcome { seen, disconnected },
         }
     }
 }
@@ -680,9 +769,11 @@ mod tests {
     fn payload_carries_its_send_time() {
         let base = Instant::now();
         let at = base + Duration::from_micros(1234);
-        let p = payload(base, at, 64);
+        let p = payload(base, at, 64, 3, 77);
         assert_eq!(p.len(), 64);
         assert_eq!(sent_at(base, &p), Some(at));
         assert_eq!(sent_at(base, &p[..7]), None);
+        assert_eq!(message_id(&p), Some((3, 77)));
+        assert_eq!(message_id(&p[..15]), None);
     }
 }

@@ -53,8 +53,26 @@ pub struct LoadReport {
     /// Deliveries the subscriptions call for (sent × subscribers per
     /// message).
     pub expected_total: u64,
-    /// Expected deliveries that did not arrive before the drain ended.
+    /// Expected deliveries that did not arrive before the drain ended
+    /// (sent × subscribers − received: totals, so at QoS 0 this is the
+    /// loss, and duplicates would hide part of it).
     pub missing: u64,
+    /// QoS 1/2 publishes sent but never acknowledged (or refused with an
+    /// error reason); 0 at QoS 0.
+    pub unacked: u64,
+    /// QoS 1/2: acknowledged messages × the subscribers that match them and
+    /// stayed connected to the end: the deliveries the broker promised.
+    pub expected_acked_deliveries: u64,
+    /// QoS 1/2: of those, the ones that never arrived before the drain
+    /// ended, counted per message (each payload names its publisher and
+    /// sequence number). Anything above 0 means acknowledged messages were
+    /// lost. Always 0 at QoS 0, which acknowledges nothing.
+    pub acked_not_delivered: u64,
+    /// Deliveries a subscriber had already received.
+    pub duplicates: u64,
+    /// Subscribers whose connection ended before the run did: left out of
+    /// the loss count.
+    pub subscribers_disconnected: u64,
     /// End-to-end latency of messages sent inside the measured interval.
     pub latency: LatencySummary,
 }
@@ -145,6 +163,17 @@ impl fmt::Display for Report {
                 load.expected_total,
                 load.missing
             )?;
+            if self.qos > 0 {
+                writeln!(
+                    f,
+                    "  loss      {} acknowledged but not delivered (of {} acknowledged deliveries to connected subscribers; {} unacknowledged, {} duplicates, {} subscribers disconnected)",
+                    load.acked_not_delivered,
+                    load.expected_acked_deliveries,
+                    load.unacked,
+                    load.duplicates,
+                    load.subscribers_disconnected
+                )?;
+            }
             let l = &load.latency;
             writeln!(
                 f,

@@ -133,13 +133,19 @@ async fn pairs_qos1_run_reports_throughput_and_latency() {
     ]))
     .await
     .unwrap();
-    assert!(report.to_json().unwrap().contains("\"received_per_sec\""));
+    let json = report.to_json().unwrap();
+    assert!(json.contains("\"received_per_sec\""));
     let load = report.load.expect("a load report");
     assert_eq!(report.errors, 0, "{:?}", report.error_samples);
     assert!(load.sent_total > 1000, "{load:?}");
     assert_eq!(load.acked_total, load.sent_total);
     assert_eq!(load.received_total, load.expected_total);
     assert_eq!(load.missing, 0);
+    // Per message: every acknowledged message reached its subscriber.
+    assert_eq!(load.expected_acked_deliveries, load.acked_total);
+    assert_eq!(load.acked_not_delivered, 0);
+    assert_eq!((load.duplicates, load.unacked), (0, 0));
+    assert!(json.contains("\"acked_not_delivered\": 0"));
     assert!(load.latency.samples > 0 && load.latency.p99_us > 0);
 }
 
