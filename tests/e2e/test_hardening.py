@@ -34,6 +34,15 @@ def rc(result) -> int:
     return int(getattr(result.rc, "value", result.rc))
 
 
+def published(info) -> bool:
+    """Whether paho saw the acknowledgement (it raises for a message whose
+    connection is gone)."""
+    try:
+        return info.is_published()
+    except RuntimeError:
+        return False
+
+
 def persistent(c: MqttClient, **kw):
     """Connects with a session that outlives the connection (v5: expiry
     one hour; v3.1.1: clean session 0, set at construction)."""
@@ -206,7 +215,7 @@ def test_a_bad_payload_is_not_acknowledged_as_stored(platforms, clients, version
         # v3.1.1 has no failure acknowledgement: the connection closes.
         info = c.client.publish(f"devices/{d}/telemetry", b"not json", qos=1)
         c.wait_disconnected()
-        assert not info.is_published()
+        assert not published(info)
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -254,3 +263,20 @@ def test_one_devices_type_conflicts_never_fail_another_devices_writes(platforms,
     wait_until(lambda: stored() == n_good, what="every point of the good device")
     refused = p.ok("GET", "/api/telemetry/stats").body["writes_refused"]
     assert refused["type_conflicts"] >= len(refused_codes), refused
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_full_retained_store_is_never_acknowledged(platforms, clients, version):
+    """The retained store is full: v5 gets 0x97, a v3.1.1 publisher (no
+    failure acknowledgement) is disconnected instead of acknowledged."""
+    p = platforms(mqtt={"allow_anonymous": True, "max_retained_messages": 1, "sys_interval": 0})
+    c = clients(p, unique("ret"), version=version)
+    c.connect()
+    assert c.publish_rc(unique("r/one"), b"kept", qos=1, retain=True) in (0, 0x10)
+    if version == V5:
+        assert c.publish_rc(unique("r/two"), b"no room", qos=1, retain=True) == 0x97
+        assert c.is_connected
+    else:
+        info = c.client.publish(unique("r/two"), b"no room", qos=1, retain=True)
+        c.wait_disconnected()
+        assert not published(info)
