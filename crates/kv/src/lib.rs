@@ -1,14 +1,38 @@
-//! The embedded metadata store: broker sessions, queued messages, in-flight
-//! state and retained messages in one crash-safe `redb` file.
+//! The one embedded store layer (redb), and the broker's session store.
 //!
-//! The broker emits [`broker::PersistOp`]s; [`SessionStore::apply`] makes a
-//! batch of them durable in one transaction (one fsync for many
-//! operations: group commit). [`SessionStore::load`] hands everything back
-//! at start-up. This crate owns the byte layout (see `codec.rs`); every
-//! value starts with a format version byte and the file records its schema
-//! version, so a newer binary opens an older data directory.
+//! - [`Db`]: a redb file with a named, versioned [`Schema`]; a newer file
+//!   is refused, an older one is brought up by ordered [`Migration`]s.
+//!   [`Db::read`] / [`Db::write`] run a closure in a [`ReadTx`] /
+//!   [`WriteTx`] (a write that changed nothing or failed is aborted;
+//!   one that returns `Ok` is fsynced). Typed tables: [`Table`] for plain
+//!   values (`u64` counters with [`TableMut::add`], `()` index entries,
+//!   raw bytes) under tuple keys, [`Records`] for [`Versioned`] serde
+//!   records. Domain reads are written once, generic over [`Read`].
+//! - [`Versioned<T>`]: the record codec, a JSON object whose first field
+//!   is its format version (`{"v":1,...}`), with [`Record::upgrade`] for
+//!   older versions.
+//! - [`Error`]: the one error of this layer; domain stores wrap it.
+//! - The broker's sessions: the broker emits [`broker::PersistOp`]s;
+//!   [`SessionStore::apply`] makes a batch of them durable in one
+//!   transaction (one fsync for many operations: group commit).
+//!   [`SessionStore::load`] hands everything back at start-up. Its values
+//!   have their own binary layout (see `codec.rs`); every value starts
+//!   with a format version byte and the file records its schema version.
+//!
+//! Domain crates (alarms, rules, ...) keep their tables and typed methods
+//! and put each store behind a trait whose embedded implementation is
+//! built on this crate, so that another backend is another `impl`.
 
 mod codec;
+mod db;
+mod error;
+mod record;
 mod store;
 
+pub use db::{
+    Db, Migration, Order, Read, ReadTx, Records, RecordsMut, RecordsRef, Schema, Table, TableMut,
+    TableRef, TableSpec, WriteTx,
+};
+pub use error::Error;
+pub use record::{Record, Versioned};
 pub use store::{KvError, RedbSessionStore, SessionStore};
