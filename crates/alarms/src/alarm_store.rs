@@ -10,7 +10,7 @@ use crate::alarm::{parse_alarm_id, Alarm, AlarmState, Change, Severity};
 use crate::error::AlarmError;
 use crate::filter::{AlarmCounts, AlarmFilter};
 use crate::records::AlarmRec;
-use crate::store::{AlarmKeys, Kind, ReadTx, Store, WriteTx, ALARM_SEQ_KEY};
+use crate::store::{AlarmKeys, Kind, ReadTx, Reads, Store, WriteTx, Writes, ALARM_SEQ_KEY};
 
 /// The usual file name in the data directory.
 pub const ALARMS_FILE_NAME: &str = "alarms.redb";
@@ -100,7 +100,7 @@ fn alarm_keys(a: &Alarm) -> AlarmKeys<'_> {
 }
 
 /// Stores `a` (changed from `old`, its stored form) with its indexes.
-fn save(tx: &mut WriteTx, seq: u64, old: Option<&Alarm>, a: &Alarm) -> Result<()> {
+fn save(tx: &WriteTx, seq: u64, old: Option<&Alarm>, a: &Alarm) -> Result<()> {
     let new = alarm_keys(a);
     let old = old.map(alarm_keys);
     tx.put_alarm(

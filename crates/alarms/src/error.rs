@@ -62,20 +62,10 @@ impl From<AlarmError> for OutboxError {
     }
 }
 
-macro_rules! from_redb {
-    ($($t:ty),*) => {$(
-        impl From<$t> for AlarmError {
-            fn from(e: $t) -> Self {
-                AlarmError::Storage(e.to_string())
-            }
-        }
-    )*};
+/// The store layer's failures are storage failures; its message names
+/// the file, schema or record.
+impl From<kv::Error> for AlarmError {
+    fn from(e: kv::Error) -> Self {
+        AlarmError::Storage(e.to_string())
+    }
 }
-from_redb!(
-    redb::Error,
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);

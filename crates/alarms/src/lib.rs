@@ -7,15 +7,20 @@
 //!   back-off bookkeeping (`outbox.rs`). No sockets, no environment, and
 //!   the clock is never read: every call that needs the time takes
 //!   `now_ms` (Unix milliseconds).
-//! - Two redb files, each opened by path: [`AlarmStore`]
+//! - [`AlarmStorage`]: the alarm store as a trait, so that another
+//!   backend is another `impl`; `conformance::run` (feature
+//!   `conformance`) is the behaviour every implementation must have, and
+//!   this crate's tests run it against [`AlarmStore`].
+//! - Two redb files over `kv`, each opened by path: [`AlarmStore`]
 //!   (`<data-dir>/alarms.redb`) and [`Outbox`] (`<data-dir>/outbox.redb`,
 //!   separate so that a busy queue never contends with alarm writes).
 //!   Every mutating call is one write transaction committed with redb's
 //!   default durability (immediate, fsynced) before it returns: `Ok`
-//!   means durable. redb appears only in `store.rs`; stored values are
-//!   private serde structs (`records.rs`) serialised as JSON objects with
-//!   `"v": 1`, and each file records its schema version (1) in its `meta`
-//!   table (a newer one is refused with [`AlarmError::Storage`]).
+//!   means durable. Tables appear only in `store.rs`; stored values are
+//!   private serde structs (`records.rs`) stored as `kv::Versioned`
+//!   records (`{"v":1,...}`), and each file records its schema version
+//!   (1) in its `meta` table (a newer one is refused with
+//!   [`AlarmError::Storage`]).
 //! - Not MQTT and not HTTP: the service publishes a [`Change`] on
 //!   `$events/alarms/...`, makes the webhook calls and maps errors to
 //!   statuses. The domain types have no serde derives; `details` is JSON
@@ -89,10 +94,13 @@
 
 mod alarm;
 mod alarm_store;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 mod error;
 mod filter;
 mod outbox;
 mod records;
+mod storage;
 mod store;
 
 pub use alarm::{alarm_id, Alarm, AlarmState, Change, Severity};
@@ -105,3 +113,4 @@ pub use outbox::{
     backoff_ms, Outbox, OutboxEntry, Retry, BACKOFF_BASE_MS, BACKOFF_MAX_MS, MAX_ERROR_CHARS,
     OUTBOX_FILE_NAME,
 };
+pub use storage::AlarmStorage;

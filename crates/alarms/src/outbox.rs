@@ -17,7 +17,7 @@ use std::sync::{Mutex, PoisonError};
 
 use crate::error::{AlarmError, OutboxError};
 use crate::records::OutboxRec;
-use crate::store::{Kind, Store, OUTBOX_SEQ_KEY};
+use crate::store::{Kind, Reads, Store, Writes, OUTBOX_SEQ_KEY};
 
 /// The usual file name in the data directory.
 pub const OUTBOX_FILE_NAME: &str = "outbox.redb";
@@ -166,7 +166,6 @@ impl Outbox {
             });
         }
         let rec = OutboxRec {
-            v: crate::records::VALUE_VERSION,
             target: target.to_string(),
             headers,
             rule: rule.to_string(),

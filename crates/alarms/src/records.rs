@@ -1,10 +1,10 @@
-//! Stored values, version 1. Each is a private serde struct serialised as a
-//! JSON object with `"v": 1`; keys (namespace, alarm sequence, outbox id)
+//! Stored values, version 1. Each is a private serde struct stored with
+//! `kv::Versioned`, a JSON object whose first field is `"v": 1`; keys (namespace, alarm sequence, outbox id)
 //! live in the table key, not in the value, and an outbox entry's body is
 //! stored raw in its own table. The public types have no serde derives:
 //! this is an internal format, and the API renders its own DTOs.
 
-use serde::de::DeserializeOwned;
+use kv::Record;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -15,33 +15,8 @@ use crate::outbox::OutboxEntry;
 /// The value format version written by this binary.
 pub(crate) const VALUE_VERSION: u32 = 1;
 
-/// Serialises a record (which carries its own `v`).
-pub(crate) fn encode<T: Serialize>(rec: &T) -> Result<Vec<u8>, AlarmError> {
-    serde_json::to_vec(rec).map_err(|e| AlarmError::Storage(format!("encode: {e}")))
-}
-
-#[derive(Deserialize)]
-struct VersionOnly {
-    v: u32,
-}
-
-/// Deserialises a record after checking its version; `what` names it in
-/// the error.
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, AlarmError> {
-    let v: VersionOnly = serde_json::from_slice(bytes)
-        .map_err(|e| AlarmError::Storage(format!("corrupt {what}: {e}")))?;
-    if v.v != VALUE_VERSION {
-        return Err(AlarmError::Storage(format!(
-            "{what} has value version {}, this binary reads {VALUE_VERSION}",
-            v.v
-        )));
-    }
-    serde_json::from_slice(bytes).map_err(|e| AlarmError::Storage(format!("corrupt {what}: {e}")))
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct AlarmRec {
-    pub v: u32,
     pub device_id: String,
     pub alarm_type: String,
     /// [`Severity::as_str`].
@@ -59,10 +34,14 @@ pub(crate) struct AlarmRec {
     pub rule: Option<String>,
 }
 
+impl Record for AlarmRec {
+    const KIND: &'static str = "alarm";
+    const VERSION: u32 = VALUE_VERSION;
+}
+
 impl AlarmRec {
     pub(crate) fn from_alarm(a: &Alarm) -> AlarmRec {
         AlarmRec {
-            v: VALUE_VERSION,
             device_id: a.device_id.clone(),
             alarm_type: a.alarm_type.clone(),
             severity: a.severity.as_str().to_string(),
@@ -107,7 +86,6 @@ impl AlarmRec {
 /// An outbox entry without its id (the key) and body (stored raw).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct OutboxRec {
-    pub v: u32,
     pub target: String,
     pub headers: Vec<(String, String)>,
     pub rule: String,
@@ -117,11 +95,15 @@ pub(crate) struct OutboxRec {
     pub last_error: Option<String>,
 }
 
+impl Record for OutboxRec {
+    const KIND: &'static str = "outbox entry";
+    const VERSION: u32 = VALUE_VERSION;
+}
+
 impl OutboxRec {
     #[cfg(test)]
     pub(crate) fn from_entry(e: &OutboxEntry) -> OutboxRec {
         OutboxRec {
-            v: VALUE_VERSION,
             target: e.target.clone(),
             headers: e.headers.clone(),
             rule: e.rule.clone(),
@@ -156,7 +138,16 @@ impl OutboxRec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kv::Versioned;
     use serde_json::json;
+
+    fn encode<T: Record>(rec: &T) -> Result<Vec<u8>, AlarmError> {
+        Ok(Versioned::encode(rec)?)
+    }
+
+    fn decode<T: Record>(bytes: &[u8], _what: &str) -> Result<T, AlarmError> {
+        Ok(Versioned::decode(bytes)?)
+    }
 
     #[test]
     fn round_trips_carry_the_version() {

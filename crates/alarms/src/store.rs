@@ -1,11 +1,15 @@
 //! The storage seam: everything redb-specific is in this file.
 //!
-//! The handles ([`crate::AlarmStore`], [`crate::Outbox`]) see [`Store`],
-//! [`ReadTx`] and [`WriteTx`] and their typed record methods, never a
-//! table or a byte. One type serves both files; each handle only touches
-//! its own tables, and [`Store::open`] creates those of its [`Kind`].
+//! The handles ([`crate::AlarmStore`], [`crate::Outbox`]) see [`Store`]
+//! and the typed record methods of [`Reads`] (either transaction kind)
+//! and [`Writes`], never a table or a byte. Opening, the schema version,
+//! transactions and the record codec are `kv`'s; this file holds only the
+//! tables and their typed methods. One type serves both files; each
+//! handle only touches its own tables, and [`Store::open`] creates those
+//! of its [`Kind`].
 //!
-//! `alarms.redb` (every value a JSON record from `records.rs`):
+//! `alarms.redb` (every value a `kv::Versioned` JSON record from
+//! `records.rs`, `{"v":1,...}`):
 //!
 //! | table | key | value |
 //! |---|---|---|
@@ -38,34 +42,35 @@
 use std::ops::Bound;
 use std::path::Path;
 
-use redb::{
-    Database, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition,
-    WriteTransaction,
-};
+use kv::{Db, Order, Read, Records, Schema, Table, TableSpec};
+pub(crate) use kv::{ReadTx, WriteTx};
 
 use crate::error::AlarmError;
-use crate::records::{decode, encode, AlarmRec, OutboxRec};
+use crate::records::{AlarmRec, OutboxRec};
 
 type Result<T> = std::result::Result<T, AlarmError>;
 
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const ALARMS: Records<(&str, u64), AlarmRec> = Records::new("alarms");
+const ACTIVE: Table<(&str, &str, &str), u64> = Table::new("alarms_active");
+const BY_TIME: Table<(&str, u64, u64), ()> = Table::new("alarms_by_time");
+const BY_DEVICE: Table<(&str, &str, u64, u64), ()> = Table::new("alarms_by_device");
+const PRUNE: Table<(u8, u64, &str, u64), ()> = Table::new("alarms_prune");
+const COUNTS: Table<(&str, &str, &str), u64> = Table::new("alarm_counts");
 
-const ALARMS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("alarms");
-const ACTIVE: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new("alarms_active");
-const BY_TIME: TableDefinition<(&str, u64, u64), ()> = TableDefinition::new("alarms_by_time");
-const BY_DEVICE: TableDefinition<(&str, &str, u64, u64), ()> =
-    TableDefinition::new("alarms_by_device");
-const PRUNE: TableDefinition<(u8, u64, &str, u64), ()> = TableDefinition::new("alarms_prune");
-const COUNTS: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new("alarm_counts");
-
-const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
-const BODIES: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox_bodies");
-const DUE: TableDefinition<(u64, u64), ()> = TableDefinition::new("outbox_due");
+const OUTBOX: Records<u64, OutboxRec> = Records::new("outbox");
+const BODIES: Table<u64, &[u8]> = Table::new("outbox_bodies");
+const DUE: Table<(u64, u64), ()> = Table::new("outbox_due");
 
 /// The schema version this binary writes (of either file); it opens any
 /// version up to it.
 pub(crate) const SCHEMA_VERSION: u64 = 1;
-const SCHEMA_KEY: &str = "schema_version";
+const ALARMS_SCHEMA: Schema = Schema::new(
+    "alarm",
+    SCHEMA_VERSION,
+    &[&ALARMS, &ACTIVE, &BY_TIME, &BY_DEVICE, &PRUNE, &COUNTS],
+);
+const OUTBOX_TABLES: &[&dyn TableSpec] = &[&OUTBOX, &BODIES, &DUE];
+const OUTBOX_SCHEMA: Schema = Schema::new("outbox", SCHEMA_VERSION, OUTBOX_TABLES);
 /// The `meta` key of the next alarm sequence number.
 pub(crate) const ALARM_SEQ_KEY: &str = "alarm_next_seq";
 /// The `meta` key of the next outbox id.
@@ -76,15 +81,6 @@ pub(crate) const OUTBOX_SEQ_KEY: &str = "outbox_next_id";
 pub(crate) enum Kind {
     Alarms,
     Outbox,
-}
-
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Alarms => "alarm",
-            Kind::Outbox => "outbox",
-        }
-    }
 }
 
 /// An alarm's entries in the indexes and counters, derived from the alarm.
@@ -107,111 +103,38 @@ pub(crate) struct AlarmKeys<'a> {
 
 /// One of the two databases.
 pub(crate) struct Store {
-    db: Database,
+    db: Db,
 }
 
 impl Store {
     /// Opens or creates the file, checks its schema version and creates
     /// the missing tables of `kind`.
     pub(crate) fn open(path: &Path, kind: Kind) -> Result<Store> {
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => AlarmError::Storage(format!(
-                "{} is already open (by another process or another store)",
-                path.display()
-            )),
-            other => AlarmError::Storage(format!("{}: {other}", path.display())),
-        })?;
-        let txn = db.begin_write()?;
-        {
-            let mut meta = txn.open_table(META)?;
-            let version = meta.get(SCHEMA_KEY)?.map(|v| v.value());
-            match version {
-                Some(v) if v > SCHEMA_VERSION => {
-                    return Err(AlarmError::Storage(format!(
-                        "{} has {} schema version {v}, newer than this binary's \
-                         {SCHEMA_VERSION}; run a newer Millwright",
-                        path.display(),
-                        kind.name()
-                    )))
-                }
-                Some(_) => {}
-                None => {
-                    meta.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
-                }
-            }
-            match kind {
-                Kind::Alarms => {
-                    txn.open_table(ALARMS)?;
-                    txn.open_table(ACTIVE)?;
-                    txn.open_table(BY_TIME)?;
-                    txn.open_table(BY_DEVICE)?;
-                    txn.open_table(PRUNE)?;
-                    txn.open_table(COUNTS)?;
-                }
-                Kind::Outbox => {
-                    txn.open_table(OUTBOX)?;
-                    txn.open_table(BODIES)?;
-                    txn.open_table(DUE)?;
-                }
-            }
-        }
-        txn.commit()?;
-        Ok(Store { db })
+        let schema = match kind {
+            Kind::Alarms => ALARMS_SCHEMA,
+            Kind::Outbox => OUTBOX_SCHEMA,
+        };
+        Ok(Store {
+            db: Db::open(path, schema, &[])?,
+        })
     }
 
     /// Runs `f` in a read transaction (a consistent snapshot).
     pub(crate) fn read<T>(&self, f: impl FnOnce(&ReadTx) -> Result<T>) -> Result<T> {
-        let tx = ReadTx {
-            txn: self.db.begin_read()?,
-        };
-        f(&tx)
+        self.db.read(f)
     }
 
-    /// Runs `f` in a write transaction (writers take turns, so a
-    /// read-modify-write inside `f` loses no update) and commits (fsync)
-    /// if it returns `Ok` and wrote something; otherwise nothing is
-    /// written.
-    pub(crate) fn write<T>(&self, f: impl FnOnce(&mut WriteTx) -> Result<T>) -> Result<T> {
-        let mut tx = WriteTx {
-            txn: self.db.begin_write()?,
-            dirty: false,
-        };
-        match f(&mut tx) {
-            Ok(v) if tx.dirty => {
-                tx.txn.commit()?;
-                Ok(v)
-            }
-            Ok(v) => {
-                tx.txn.abort()?;
-                Ok(v)
-            }
-            Err(e) => {
-                tx.txn.abort()?;
-                Err(e)
-            }
-        }
+    /// Runs `f` in a write transaction; see [`kv::Db::write`] (`Ok` means
+    /// fsynced; a failed or empty write writes nothing).
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&WriteTx) -> Result<T>) -> Result<T> {
+        self.db.write(f)
     }
 
     /// Test hook: overwrites the stored schema version.
     #[cfg(test)]
     pub(crate) fn set_schema_version(&self, v: u64) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(META)?.insert(SCHEMA_KEY, v)?;
-        txn.commit()?;
-        Ok(())
+        Ok(self.db.set_schema_version(v)?)
     }
-}
-
-/// A read snapshot.
-pub(crate) struct ReadTx {
-    txn: ReadTransaction,
-}
-
-/// A write transaction; see [`Store::write`].
-pub(crate) struct WriteTx {
-    txn: WriteTransaction,
-    /// Whether anything was written (else the transaction is aborted).
-    dirty: bool,
 }
 
 /// Maps a bound on (last raised ms, seq) to a bound on an index key built
@@ -228,309 +151,225 @@ fn key_bound<K>(b: Bound<(u64, u64)>, key: impl Fn(u64, u64) -> K, edge: K) -> B
 /// A visitor of alarms: gets (seq, record) and returns whether to go on.
 pub(crate) type AlarmVisitor<'v> = dyn FnMut(u64, AlarmRec) -> Result<bool> + 'v;
 
-/// The read methods, identical for both transaction kinds.
-macro_rules! read_methods {
-    () => {
-        pub(crate) fn alarm(&self, ns: &str, seq: u64) -> Result<Option<AlarmRec>> {
-            let t = self.txn.open_table(ALARMS)?;
-            let r = t.get((ns, seq))?;
-            r.map(|v| decode(v.value(), "alarm")).transpose()
-        }
-
-        /// The sequence of the active alarm of (device, type), if any.
-        pub(crate) fn active_alarm(
-            &self,
-            ns: &str,
-            device: &str,
-            alarm_type: &str,
-        ) -> Result<Option<u64>> {
-            let t = self.txn.open_table(ACTIVE)?;
-            let r = t.get((ns, device, alarm_type))?;
-            Ok(r.map(|v| v.value()))
-        }
-
-        /// Visits the namespace's alarms whose (last raised ms, seq) lies
-        /// between the bounds, newest first, until `visit` returns false.
-        pub(crate) fn scan_alarms_by_time(
-            &self,
-            ns: &str,
-            lower: Bound<(u64, u64)>,
-            upper: Bound<(u64, u64)>,
-            visit: &mut AlarmVisitor<'_>,
-        ) -> Result<()> {
-            let index = self.txn.open_table(BY_TIME)?;
-            let alarms = self.txn.open_table(ALARMS)?;
-            let key = |t, s| (ns, t, s);
-            let lo = key_bound(lower, key, (ns, 0, 0));
-            let hi = key_bound(upper, key, (ns, u64::MAX, u64::MAX));
-            for item in index.range::<(&str, u64, u64)>((lo, hi))?.rev() {
-                let (k, _) = item?;
-                let (_, _, seq) = k.value();
-                let Some(v) = alarms.get((ns, seq))? else {
-                    return Err(AlarmError::Storage(format!(
-                        "time index names missing alarm {seq}"
-                    )));
-                };
-                if !visit(seq, decode(v.value(), "alarm")?)? {
-                    break;
-                }
-            }
-            Ok(())
-        }
-
-        /// Like `scan_alarms_by_time`, for one device's alarms.
-        pub(crate) fn scan_device_alarms(
-            &self,
-            ns: &str,
-            device: &str,
-            lower: Bound<(u64, u64)>,
-            upper: Bound<(u64, u64)>,
-            visit: &mut AlarmVisitor<'_>,
-        ) -> Result<()> {
-            let index = self.txn.open_table(BY_DEVICE)?;
-            let alarms = self.txn.open_table(ALARMS)?;
-            let key = |t, s| (ns, device, t, s);
-            let lo = key_bound(lower, key, (ns, device, 0, 0));
-            let hi = key_bound(upper, key, (ns, device, u64::MAX, u64::MAX));
-            for item in index.range::<(&str, &str, u64, u64)>((lo, hi))?.rev() {
-                let (k, _) = item?;
-                let (_, _, _, seq) = k.value();
-                let Some(v) = alarms.get((ns, seq))? else {
-                    return Err(AlarmError::Storage(format!(
-                        "device index names missing alarm {seq}"
-                    )));
-                };
-                if !visit(seq, decode(v.value(), "alarm")?)? {
-                    break;
-                }
-            }
-            Ok(())
-        }
-
-        /// Sequences of a device's alarms (index keys only).
-        pub(crate) fn device_alarm_seqs(&self, ns: &str, device: &str) -> Result<Vec<u64>> {
-            let t = self.txn.open_table(BY_DEVICE)?;
-            let range = (ns, device, 0, 0)..=(ns, device, u64::MAX, u64::MAX);
-            let mut out = Vec::new();
-            for item in t.range::<(&str, &str, u64, u64)>(range)? {
-                let (k, _) = item?;
-                out.push(k.value().3);
-            }
-            Ok(out)
-        }
-
-        /// The namespace's (state, severity, count) counters.
-        pub(crate) fn alarm_counts(&self, ns: &str) -> Result<Vec<(String, String, u64)>> {
-            let t = self.txn.open_table(COUNTS)?;
-            let mut out = Vec::new();
-            for item in t.range::<(&str, &str, &str)>((ns, "", "")..)? {
-                let (k, v) = item?;
-                let (kn, state, severity) = k.value();
-                if kn != ns {
-                    break;
-                }
-                out.push((state.to_string(), severity.to_string(), v.value()));
-            }
-            Ok(out)
-        }
-
-        /// Alarms in the store, every namespace.
-        pub(crate) fn alarm_total(&self) -> Result<u64> {
-            Ok(self.txn.open_table(ALARMS)?.len()?)
-        }
-
-        /// The first `n` alarms in prune order: (namespace, seq).
-        pub(crate) fn prune_candidates(&self, n: usize) -> Result<Vec<(String, u64)>> {
-            let t = self.txn.open_table(PRUNE)?;
-            let mut out = Vec::new();
-            for item in t.range::<(u8, u64, &str, u64)>((0, 0, "", 0)..)?.take(n) {
-                let (k, _) = item?;
-                let (_, _, ns, seq) = k.value();
-                out.push((ns.to_string(), seq));
-            }
-            Ok(out)
-        }
-
-        /// An outbox entry and its body.
-        pub(crate) fn outbox_entry(&self, id: u64) -> Result<Option<(OutboxRec, Vec<u8>)>> {
-            let t = self.txn.open_table(OUTBOX)?;
-            let Some(v) = t.get(id)? else {
-                return Ok(None);
-            };
-            let rec = decode(v.value(), "outbox entry")?;
-            let bodies = self.txn.open_table(BODIES)?;
-            let body = bodies
-                .get(id)?
-                .map(|b| b.value().to_vec())
-                .ok_or_else(|| AlarmError::Storage(format!("outbox entry {id} has no body")))?;
-            Ok(Some((rec, body)))
-        }
-
-        /// Ids of the entries whose next attempt is at or before `now_ms`,
-        /// earliest attempt first (index keys only).
-        pub(crate) fn due_outbox(&self, now_ms: u64) -> Result<Vec<u64>> {
-            let t = self.txn.open_table(DUE)?;
-            let mut out = Vec::new();
-            for item in t.range::<(u64, u64)>(..=(now_ms, u64::MAX))? {
-                let (k, _) = item?;
-                out.push(k.value().1);
-            }
-            Ok(out)
-        }
-
-        /// The earliest next attempt.
-        pub(crate) fn first_due(&self) -> Result<Option<u64>> {
-            let t = self.txn.open_table(DUE)?;
-            let first = t.first()?;
-            Ok(first.map(|(k, _)| k.value().0))
-        }
-
-        /// Visits every outbox entry with its body's length, in id order.
-        pub(crate) fn scan_outbox(
-            &self,
-            visit: &mut dyn FnMut(u64, OutboxRec, usize) -> Result<()>,
-        ) -> Result<()> {
-            let t = self.txn.open_table(OUTBOX)?;
-            let bodies = self.txn.open_table(BODIES)?;
-            for item in t.iter()? {
-                let (k, v) = item?;
-                let id = k.value();
-                let len = bodies.get(id)?.map_or(0, |b| b.value().len());
-                visit(id, decode(v.value(), "outbox entry")?, len)?;
-            }
-            Ok(())
-        }
-    };
-}
-
-#[allow(
-    dead_code,
-    reason = "the macro gives both transaction kinds every read; not all are used on both"
-)]
-impl ReadTx {
-    read_methods!();
-}
-
-#[allow(
-    dead_code,
-    reason = "the macro gives both transaction kinds every read; not all are used on both"
-)]
-impl WriteTx {
-    read_methods!();
-}
-
-impl WriteTx {
-    /// Takes the next number of the sequence `key` (from 1, never reused).
-    pub(crate) fn next_seq(&mut self, key: &str) -> Result<u64> {
-        self.dirty = true;
-        let mut meta = self.txn.open_table(META)?;
-        let seq = meta.get(key)?.map_or(1, |v| v.value());
-        let next = seq
-            .checked_add(1)
-            .ok_or_else(|| AlarmError::Storage(format!("{key} exhausted")))?;
-        meta.insert(key, next)?;
-        Ok(seq)
+/// The reads, the same in both transaction kinds.
+pub(crate) trait Reads: Read {
+    fn alarm(&self, ns: &str, seq: u64) -> Result<Option<AlarmRec>> {
+        Ok(self.open_records(&ALARMS)?.get((ns, seq))?)
     }
 
+    /// The sequence of the active alarm of (device, type), if any.
+    fn active_alarm(&self, ns: &str, device: &str, alarm_type: &str) -> Result<Option<u64>> {
+        let t = self.open(&ACTIVE)?;
+        let r = t.get((ns, device, alarm_type))?;
+        Ok(r.map(|v| v.value()))
+    }
+
+    /// Visits the namespace's alarms whose (last raised ms, seq) lies
+    /// between the bounds, newest first, until `visit` returns false.
+    fn scan_alarms_by_time(
+        &self,
+        ns: &str,
+        lower: Bound<(u64, u64)>,
+        upper: Bound<(u64, u64)>,
+        visit: &mut AlarmVisitor<'_>,
+    ) -> Result<()> {
+        let index = self.open(&BY_TIME)?;
+        let alarms = self.open_records(&ALARMS)?;
+        let key = |t, s| (ns, t, s);
+        let lo = key_bound(lower, key, (ns, 0, 0));
+        let hi = key_bound(upper, key, (ns, u64::MAX, u64::MAX));
+        index.scan((lo, hi), Order::Descending, |k, _| {
+            let (_, _, seq) = k.value();
+            let rec = alarms.get((ns, seq))?.ok_or_else(|| {
+                AlarmError::Storage(format!("time index names missing alarm {seq}"))
+            })?;
+            visit(seq, rec)
+        })
+    }
+
+    /// Like `scan_alarms_by_time`, for one device's alarms.
+    fn scan_device_alarms(
+        &self,
+        ns: &str,
+        device: &str,
+        lower: Bound<(u64, u64)>,
+        upper: Bound<(u64, u64)>,
+        visit: &mut AlarmVisitor<'_>,
+    ) -> Result<()> {
+        let index = self.open(&BY_DEVICE)?;
+        let alarms = self.open_records(&ALARMS)?;
+        let key = |t, s| (ns, device, t, s);
+        let lo = key_bound(lower, key, (ns, device, 0, 0));
+        let hi = key_bound(upper, key, (ns, device, u64::MAX, u64::MAX));
+        index.scan((lo, hi), Order::Descending, |k, _| {
+            let (_, _, _, seq) = k.value();
+            let rec = alarms.get((ns, seq))?.ok_or_else(|| {
+                AlarmError::Storage(format!("device index names missing alarm {seq}"))
+            })?;
+            visit(seq, rec)
+        })
+    }
+
+    /// Sequences of a device's alarms (index keys only).
+    fn device_alarm_seqs(&self, ns: &str, device: &str) -> Result<Vec<u64>> {
+        let range = (ns, device, 0, 0)..=(ns, device, u64::MAX, u64::MAX);
+        Ok(self.open(&BY_DEVICE)?.keys(range, |k| k.3)?)
+    }
+
+    /// The namespace's (state, severity, count) counters.
+    fn alarm_counts(&self, ns: &str) -> Result<Vec<(String, String, u64)>> {
+        let mut out = Vec::new();
+        self.open(&COUNTS)?
+            .scan((ns, "", "").., Order::Ascending, |k, v| {
+                let (kn, state, severity) = k.value();
+                if kn != ns {
+                    return Ok(false);
+                }
+                out.push((state.to_string(), severity.to_string(), v.value()));
+                Ok::<_, AlarmError>(true)
+            })?;
+        Ok(out)
+    }
+
+    /// Alarms in the store, every namespace.
+    fn alarm_total(&self) -> Result<u64> {
+        Ok(self.open_records(&ALARMS)?.raw().len()?)
+    }
+
+    /// The first `n` alarms in prune order: (namespace, seq).
+    fn prune_candidates(&self, n: usize) -> Result<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        if n == 0 {
+            return Ok(out);
+        }
+        self.open(&PRUNE)?
+            .scan((0, 0, "", 0).., Order::Ascending, |k, _| {
+                let (_, _, ns, seq) = k.value();
+                out.push((ns.to_string(), seq));
+                Ok::<_, AlarmError>(out.len() < n)
+            })?;
+        Ok(out)
+    }
+
+    /// An outbox entry and its body.
+    fn outbox_entry(&self, id: u64) -> Result<Option<(OutboxRec, Vec<u8>)>> {
+        let Some(rec) = self.open_records(&OUTBOX)?.get(id)? else {
+            return Ok(None);
+        };
+        let body = self
+            .open(&BODIES)?
+            .get(id)?
+            .map(|b| b.value().to_vec())
+            .ok_or_else(|| AlarmError::Storage(format!("outbox entry {id} has no body")))?;
+        Ok(Some((rec, body)))
+    }
+
+    /// Ids of the entries whose next attempt is at or before `now_ms`,
+    /// earliest attempt first (index keys only).
+    fn due_outbox(&self, now_ms: u64) -> Result<Vec<u64>> {
+        Ok(self.open(&DUE)?.keys(..=(now_ms, u64::MAX), |k| k.1)?)
+    }
+
+    /// The earliest next attempt.
+    fn first_due(&self) -> Result<Option<u64>> {
+        Ok(self.open(&DUE)?.first(|k, _| k.value().0)?)
+    }
+
+    /// Visits every outbox entry with its body's length, in id order.
+    fn scan_outbox(
+        &self,
+        visit: &mut dyn FnMut(u64, OutboxRec, usize) -> Result<()>,
+    ) -> Result<()> {
+        let bodies = self.open(&BODIES)?;
+        self.open_records(&OUTBOX)?
+            .scan(0.., Order::Ascending, |id, rec| {
+                let len = bodies.get(id)?.map_or(0, |b| b.value().len());
+                visit(id, rec, len)?;
+                Ok(true)
+            })
+    }
+}
+
+impl<R: Read> Reads for R {}
+
+/// The writes.
+pub(crate) trait Writes {
     /// Stores an alarm and moves its index entries and counters from `old`
     /// (its keys as stored, if it was) to `new`.
-    pub(crate) fn put_alarm(
-        &mut self,
+    fn put_alarm(
+        &self,
+        ns: &str,
+        seq: u64,
+        rec: &AlarmRec,
+        old: Option<&AlarmKeys<'_>>,
+        new: &AlarmKeys<'_>,
+    ) -> Result<()>;
+
+    /// Removes an alarm with its index entries and counters (`keys` as
+    /// stored).
+    fn remove_alarm(&self, ns: &str, seq: u64, keys: &AlarmKeys<'_>) -> Result<()>;
+
+    /// Stores an outbox entry (with its body when given; an update keeps
+    /// the stored body) and moves its due entry from `old_due` to the
+    /// record's next attempt.
+    fn put_outbox(
+        &self,
+        id: u64,
+        rec: &OutboxRec,
+        body: Option<&[u8]>,
+        old_due: Option<u64>,
+    ) -> Result<()>;
+
+    /// Removes an outbox entry, its body and its due entry (`due` as
+    /// stored).
+    fn remove_outbox(&self, id: u64, due: u64) -> Result<()>;
+}
+
+impl Writes for WriteTx {
+    fn put_alarm(
+        &self,
         ns: &str,
         seq: u64,
         rec: &AlarmRec,
         old: Option<&AlarmKeys<'_>>,
         new: &AlarmKeys<'_>,
     ) -> Result<()> {
-        self.dirty = true;
-        self.txn
-            .open_table(ALARMS)?
-            .insert((ns, seq), encode(rec)?.as_slice())?;
+        self.records(&ALARMS)?.put((ns, seq), rec)?;
         if let Some(old) = old {
-            self.remove_alarm_keys(ns, seq, old)?;
+            remove_alarm_keys(self, ns, seq, old)?;
         }
         if new.active {
-            self.txn
-                .open_table(ACTIVE)?
+            self.table(&ACTIVE)?
                 .insert((ns, new.device, new.alarm_type), seq)?;
         }
-        self.txn
-            .open_table(BY_TIME)?
+        self.table(&BY_TIME)?
             .insert((ns, new.last_raised_ms, seq), ())?;
-        self.txn
-            .open_table(BY_DEVICE)?
+        self.table(&BY_DEVICE)?
             .insert((ns, new.device, new.last_raised_ms, seq), ())?;
         if let Some((class, since)) = new.prune {
-            self.txn
-                .open_table(PRUNE)?
-                .insert((class, since, ns, seq), ())?;
+            self.table(&PRUNE)?.insert((class, since, ns, seq), ())?;
         }
-        let mut counts = self.txn.open_table(COUNTS)?;
-        let key = (ns, new.state, new.severity);
-        let n = counts.get(key)?.map_or(0, |v| v.value());
-        counts.insert(key, n.saturating_add(1))?;
+        self.table(&COUNTS)?.add((ns, new.state, new.severity), 1)?;
         Ok(())
     }
 
-    /// Removes an alarm with its index entries and counters (`keys` as
-    /// stored).
-    pub(crate) fn remove_alarm(&mut self, ns: &str, seq: u64, keys: &AlarmKeys<'_>) -> Result<()> {
-        self.dirty = true;
-        self.txn.open_table(ALARMS)?.remove((ns, seq))?;
-        self.remove_alarm_keys(ns, seq, keys)
+    fn remove_alarm(&self, ns: &str, seq: u64, keys: &AlarmKeys<'_>) -> Result<()> {
+        self.records(&ALARMS)?.remove((ns, seq))?;
+        remove_alarm_keys(self, ns, seq, keys)
     }
 
-    fn remove_alarm_keys(&mut self, ns: &str, seq: u64, keys: &AlarmKeys<'_>) -> Result<()> {
-        if keys.active {
-            let mut active = self.txn.open_table(ACTIVE)?;
-            // Only if it still names this alarm.
-            let current = active
-                .get((ns, keys.device, keys.alarm_type))?
-                .map(|v| v.value());
-            if current == Some(seq) {
-                active.remove((ns, keys.device, keys.alarm_type))?;
-            }
-        }
-        self.txn
-            .open_table(BY_TIME)?
-            .remove((ns, keys.last_raised_ms, seq))?;
-        self.txn
-            .open_table(BY_DEVICE)?
-            .remove((ns, keys.device, keys.last_raised_ms, seq))?;
-        if let Some((class, since)) = keys.prune {
-            self.txn
-                .open_table(PRUNE)?
-                .remove((class, since, ns, seq))?;
-        }
-        let mut counts = self.txn.open_table(COUNTS)?;
-        let key = (ns, keys.state, keys.severity);
-        let n = counts.get(key)?.map_or(0, |v| v.value());
-        if n <= 1 {
-            counts.remove(key)?;
-        } else {
-            counts.insert(key, n - 1)?;
-        }
-        Ok(())
-    }
-
-    /// Stores an outbox entry (with its body when given; an update keeps
-    /// the stored body) and moves its due entry from `old_due` to the
-    /// record's next attempt.
-    pub(crate) fn put_outbox(
-        &mut self,
+    fn put_outbox(
+        &self,
         id: u64,
         rec: &OutboxRec,
         body: Option<&[u8]>,
         old_due: Option<u64>,
     ) -> Result<()> {
-        self.dirty = true;
-        self.txn
-            .open_table(OUTBOX)?
-            .insert(id, encode(rec)?.as_slice())?;
+        self.records(&OUTBOX)?.put(id, rec)?;
         if let Some(body) = body {
-            self.txn.open_table(BODIES)?.insert(id, body)?;
+            self.table(&BODIES)?.insert(id, body)?;
         }
-        let mut due = self.txn.open_table(DUE)?;
+        let mut due = self.table(&DUE)?;
         if let Some(old) = old_due {
             due.remove((old, id))?;
         }
@@ -538,25 +377,42 @@ impl WriteTx {
         Ok(())
     }
 
-    /// Removes an outbox entry, its body and its due entry (`due` as
-    /// stored).
-    pub(crate) fn remove_outbox(&mut self, id: u64, due: u64) -> Result<()> {
-        self.dirty = true;
-        self.txn.open_table(OUTBOX)?.remove(id)?;
-        self.txn.open_table(BODIES)?.remove(id)?;
-        self.txn.open_table(DUE)?.remove((due, id))?;
+    fn remove_outbox(&self, id: u64, due: u64) -> Result<()> {
+        self.records(&OUTBOX)?.remove(id)?;
+        self.table(&BODIES)?.remove(id)?;
+        self.table(&DUE)?.remove((due, id))?;
         Ok(())
     }
+}
+
+fn remove_alarm_keys(tx: &WriteTx, ns: &str, seq: u64, keys: &AlarmKeys<'_>) -> Result<()> {
+    if keys.active {
+        let mut active = tx.table(&ACTIVE)?;
+        // Only if it still names this alarm.
+        let current = active
+            .get((ns, keys.device, keys.alarm_type))?
+            .map(|v| v.value());
+        if current == Some(seq) {
+            active.remove((ns, keys.device, keys.alarm_type))?;
+        }
+    }
+    tx.table(&BY_TIME)?.remove((ns, keys.last_raised_ms, seq))?;
+    tx.table(&BY_DEVICE)?
+        .remove((ns, keys.device, keys.last_raised_ms, seq))?;
+    if let Some((class, since)) = keys.prune {
+        tx.table(&PRUNE)?.remove((class, since, ns, seq))?;
+    }
+    tx.table(&COUNTS)?
+        .add((ns, keys.state, keys.severity), -1)?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::VALUE_VERSION;
 
     fn rec(device: &str) -> AlarmRec {
         AlarmRec {
-            v: VALUE_VERSION,
             device_id: device.into(),
             alarm_type: "t".into(),
             severity: "major".into(),
@@ -641,15 +497,24 @@ mod tests {
         let path = dir.path().join("o.redb");
         {
             let store = Store::open(&path, Kind::Outbox).unwrap();
-            assert_eq!(store.write(|tx| tx.next_seq(OUTBOX_SEQ_KEY)).unwrap(), 1);
-            assert_eq!(store.write(|tx| tx.next_seq(OUTBOX_SEQ_KEY)).unwrap(), 2);
+            assert_eq!(
+                store.write(|tx| Ok(tx.next_seq(OUTBOX_SEQ_KEY)?)).unwrap(),
+                1
+            );
+            assert_eq!(
+                store.write(|tx| Ok(tx.next_seq(OUTBOX_SEQ_KEY)?)).unwrap(),
+                2
+            );
             let _ = store.write(|tx| {
                 tx.next_seq(OUTBOX_SEQ_KEY)?;
                 Err::<(), _>(AlarmError::Conflict("no".into()))
             });
         }
         let store = Store::open(&path, Kind::Outbox).unwrap();
-        assert_eq!(store.write(|tx| tx.next_seq(OUTBOX_SEQ_KEY)).unwrap(), 3);
+        assert_eq!(
+            store.write(|tx| Ok(tx.next_seq(OUTBOX_SEQ_KEY)?)).unwrap(),
+            3
+        );
     }
 
     #[test]
@@ -675,5 +540,101 @@ mod tests {
             panic!("expected a storage error");
         };
         assert!(m.contains("already open"), "{m}");
+    }
+
+    /// A file written by the code before `kv` (raw redb, JSON records
+    /// serialised with their `v` field first) opens, reads and updates.
+    #[test]
+    fn a_file_written_before_kv_opens() {
+        use redb::{Database, TableDefinition};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(crate::ALARMS_FILE_NAME);
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let meta: TableDefinition<&str, u64> = TableDefinition::new("meta");
+                let mut meta = txn.open_table(meta).unwrap();
+                meta.insert("schema_version", 1).unwrap();
+                meta.insert("alarm_next_seq", 2).unwrap();
+                let alarms: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("alarms");
+                let rec = br#"{"v":1,"device_id":"d","alarm_type":"hot","severity":"major","state":"active_unack","details":{"t":91},"count":1,"first_raised_ms":5,"last_raised_ms":5,"acknowledged_by":null,"acknowledged_ms":null,"cleared_by":null,"cleared_ms":null,"rule":"r"}"#;
+                txn.open_table(alarms)
+                    .unwrap()
+                    .insert(("ns", 1), rec.as_slice())
+                    .unwrap();
+                let active: TableDefinition<(&str, &str, &str), u64> =
+                    TableDefinition::new("alarms_active");
+                txn.open_table(active)
+                    .unwrap()
+                    .insert(("ns", "d", "hot"), 1)
+                    .unwrap();
+                let by_time: TableDefinition<(&str, u64, u64), ()> =
+                    TableDefinition::new("alarms_by_time");
+                txn.open_table(by_time)
+                    .unwrap()
+                    .insert(("ns", 5, 1), ())
+                    .unwrap();
+                let by_device: TableDefinition<(&str, &str, u64, u64), ()> =
+                    TableDefinition::new("alarms_by_device");
+                txn.open_table(by_device)
+                    .unwrap()
+                    .insert(("ns", "d", 5, 1), ())
+                    .unwrap();
+                let counts: TableDefinition<(&str, &str, &str), u64> =
+                    TableDefinition::new("alarm_counts");
+                txn.open_table(counts)
+                    .unwrap()
+                    .insert(("ns", "active_unack", "major"), 1)
+                    .unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let store = crate::AlarmStore::open(&path).unwrap();
+        let a = store.get("ns", &crate::alarm_id(1)).unwrap().unwrap();
+        assert_eq!(a.details, serde_json::json!({"t": 91}));
+        assert_eq!(a.rule.as_deref(), Some("r"));
+        assert_eq!(store.counts("ns").unwrap().total(), 1);
+        let (page, _) = store
+            .query("ns", &crate::AlarmFilter::default(), None, 10)
+            .unwrap();
+        assert_eq!(page.len(), 1);
+        let change = store
+            .raise(
+                "ns",
+                "d",
+                "hot",
+                crate::Severity::Major,
+                serde_json::Value::Null,
+                None,
+                9,
+            )
+            .unwrap();
+        assert!(matches!(change, crate::Change::Updated(ref a) if a.count == 2));
+        let next = store
+            .raise(
+                "ns",
+                "d2",
+                "hot",
+                crate::Severity::Minor,
+                serde_json::Value::Null,
+                None,
+                9,
+            )
+            .unwrap();
+        assert_eq!(next.alarm().id, crate::alarm_id(2));
+        // What this binary writes is what the old code wrote.
+        drop(store);
+        let bytes = Store::open(&path, Kind::Alarms)
+            .unwrap()
+            .read(|tx| {
+                Ok(tx
+                    .open(ALARMS.raw())?
+                    .get(("ns", 1))?
+                    .map(|v| v.value().to_vec()))
+            })
+            .unwrap()
+            .unwrap();
+        assert!(bytes.starts_with(br#"{"v":1,"device_id":"d","alarm_type":"hot","#));
     }
 }

@@ -62,6 +62,12 @@ impl<K: Key + 'static, T> Records<K, T> {
             _t: PhantomData,
         }
     }
+
+    /// The table of stored bytes (for callers that skip unreadable
+    /// records, and for tests of the stored layout).
+    pub fn raw(&self) -> &Table<K, &'static [u8]> {
+        &self.table
+    }
 }
 
 /// A table a [`Schema`] creates when the file is opened, so that readers
