@@ -14,7 +14,7 @@ use mqtt_proto::QoS;
 use serde_json::{json, Map, Value};
 
 use crate::actions::{parse_actions, Action, ActionResult};
-use crate::store::RuleStore;
+use crate::store::{RedbRuleStore, RuleStorage};
 use crate::{AutomationError, Clock, NAMESPACE};
 
 /// Settings of the engine.
@@ -146,7 +146,7 @@ const MAX_HOPS: u32 = 4;
 
 /// The rules engine service.
 pub struct Automation {
-    store: RuleStore,
+    store: Box<dyn RuleStorage>,
     alarms: Arc<alarms::AlarmStore>,
     outbox: Arc<alarms::Outbox>,
     fleet: Option<Arc<fleet::Fleet>>,
@@ -187,7 +187,7 @@ impl Automation {
         config: AutomationConfig,
         clock: Clock,
     ) -> Result<Arc<Automation>, AutomationError> {
-        let store = RuleStore::open(rules_path)?;
+        let store: Box<dyn RuleStorage> = Box::new(RedbRuleStore::open(rules_path)?);
         let a = Arc::new(Automation {
             store,
             alarms,

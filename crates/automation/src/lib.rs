@@ -25,6 +25,9 @@ mod webhook;
 pub use actions::{parse_actions, redact_headers, Action, ActionResult};
 pub use egress::{is_internal, Cidr, CidrError, EgressPolicy, WebhookClient, WebhookError};
 pub use engine::{alarm_json, Automation, AutomationConfig, RuleMetrics, RuleView, Trace};
+#[cfg(any(test, feature = "conformance"))]
+pub use store::conformance;
+pub use store::{RedbRuleStore, RuleStorage};
 
 /// Unix milliseconds now; injected so tests can fix time.
 pub type Clock = std::sync::Arc<dyn Fn() -> u64 + Send + Sync>;
