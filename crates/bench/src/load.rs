@@ -105,6 +105,7 @@ pub(crate) async fn run_load(
         let mut start = start_rx.clone();
         let hist = latency_histogram(plan.subscribers)?;
         let worker = SubscriberWorker {
+            index: i,
             shared: shared.clone(),
             errors: errors.clone(),
             fanout,
@@ -287,8 +288,24 @@ pub(crate) async fn run_load(
     // publisher i only; in fan-in and fan-out every subscriber listens to
     // every publisher. QoS 0 acknowledges nothing, so its loss is 0 here
     // and shows in `missing` instead.
-    let acked_sets: Vec<SeqSet> = published.iter().map(|p| p.acked_seqs.clone()).collect();
-    let outcomes: Vec<SubscriberOutcome> = received.iter().map(|r| r.outcome.clone()).collect();
+    // Tasks finish in any order: place each result at its client's index.
+    let mut acked_sets = vec![SeqSet::default(); plan.publishers];
+    for p in &published {
+        if let Some(slot) = acked_sets.get_mut(p.index as usize) {
+            slot.clone_from(&p.acked_seqs);
+        }
+    }
+    let mut outcomes: Vec<SubscriberOutcome> = (0..plan.subscribers)
+        .map(|_| SubscriberOutcome {
+            seen: Seen::default(),
+            disconnected: true,
+        })
+        .collect();
+    for r in &received {
+        if let Some(slot) = outcomes.get_mut(r.index) {
+            slot.clone_from(&r.outcome);
+        }
+    }
     let pairs = plan.mode == Mode::Pairs;
     let loss = acked_not_delivered(&acked_sets, &outcomes, |s, p| !pairs || s == p);
     Ok(LoadReport {
@@ -441,6 +458,8 @@ struct PublisherWorker {
 }
 
 struct Published {
+    /// The publisher's index (tasks finish in any order).
+    index: u32,
     sent_window: u64,
     sent_total: u64,
     acked: u64,
@@ -582,6 +601,7 @@ impl PublisherWorker {
             }
         }
         Published {
+            index: self.index,
             sent_window,
             sent_total,
             acked: ack.acked,
@@ -623,6 +643,7 @@ impl PublisherWorker {
 }
 
 struct SubscriberWorker {
+    index: usize,
     shared: Arc<Shared>,
     errors: ErrorLog,
     fanout: u64,
@@ -630,6 +651,8 @@ struct SubscriberWorker {
 }
 
 struct Received {
+    /// The subscriber's index.
+    index: usize,
     received_window: u64,
     received_total: u64,
     hist: Histogram<u64>,
@@ -723,6 +746,7 @@ impl SubscriberWorker {
             tracing::debug!(error = %e, "subscriber disconnect");
         }
         Received {
+            index: self.index,
             received_window,
             received_total,
             hist,

@@ -188,6 +188,63 @@ async fn fan_in_and_fan_out_deliver_to_every_subscriber() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos1_loss_is_counted_per_publisher_and_subscriber() {
+    let Some(broker) = start_mosquitto("qos1_loss_is_counted_per_publisher_and_subscriber") else {
+        return;
+    };
+    let port = broker.port.to_string();
+    // Paced and bounded by time, so publishers end with counts that differ
+    // a little and finish in any order: the accounting must match each
+    // subscriber's deliveries with the right publisher's acknowledgements.
+    for (mode, pubs, subs) in [
+        ("fan-in", "3", "2"),
+        ("pairs", "3", "3"),
+        ("fan-out", "1", "3"),
+    ] {
+        let report = bench::run(args(&[
+            "--port",
+            &port,
+            "--mode",
+            mode,
+            "--publishers",
+            pubs,
+            "--subscribers",
+            subs,
+            "--qos",
+            "1",
+            "--rate",
+            "3000",
+            "--duration",
+            "1",
+            "--warmup",
+            "0",
+            "--quiet",
+        ]))
+        .await
+        .unwrap();
+        assert_eq!(report.errors, 0, "{mode}: {:?}", report.error_samples);
+        let load = report.load.expect("a load report");
+        let per_message: u64 = if mode == "pairs" {
+            1
+        } else {
+            subs.parse().unwrap()
+        };
+        assert_eq!(load.acked_total, load.sent_total, "{mode}");
+        assert_eq!(
+            load.expected_acked_deliveries,
+            load.acked_total * per_message,
+            "{mode}"
+        );
+        assert_eq!(
+            load.received_total, load.expected_acked_deliveries,
+            "{mode}"
+        );
+        assert_eq!(load.acked_not_delivered, 0, "{mode}: {load:?}");
+        assert_eq!(load.subscribers_disconnected, 0, "{mode}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_mode_measures_rate_and_broker_memory() {
     let Some(broker) = start_mosquitto("connections_mode_measures_rate_and_broker_memory") else {
         return;
