@@ -490,10 +490,14 @@ impl<K: Key + 'static, V: Value + 'static> TableMut<'_, K, V> {
         Ok(())
     }
 
-    /// Removes `key`; whether it was present.
+    /// Removes `key`; whether it was present (removing what is not
+    /// there leaves the transaction clean).
     pub fn remove<'k>(&mut self, key: impl Borrow<K::SelfType<'k>>) -> Result<bool> {
-        self.dirty.set(true);
-        Ok(self.r.t.remove(key)?.is_some())
+        let existed = self.r.t.remove(key)?.is_some();
+        if existed {
+            self.dirty.set(true);
+        }
+        Ok(existed)
     }
 }
 
@@ -580,10 +584,14 @@ impl<K: Key + 'static, T: Record> RecordsMut<'_, K, T> {
         Ok(())
     }
 
-    /// Removes `key`; whether it was present.
+    /// Removes `key`; whether it was present (removing what is not
+    /// there leaves the transaction clean).
     pub fn remove<'k>(&mut self, key: impl Borrow<K::SelfType<'k>>) -> Result<bool> {
-        self.dirty.set(true);
-        Ok(self.r.t.t.remove(key)?.is_some())
+        let existed = self.r.t.t.remove(key)?.is_some();
+        if existed {
+            self.dirty.set(true);
+        }
+        Ok(existed)
     }
 }
 
@@ -763,6 +771,14 @@ mod tests {
         assert_eq!(db.read(|tx| tx.open(&INDEX)?.len()).unwrap(), 0);
         let got = db.write(|tx| tx.open(&INDEX)?.contains(("a", 1))).unwrap();
         assert!(!got);
+        // Removing what is not there writes nothing either.
+        let removed = db
+            .write(|tx| {
+                let n = tx.table(&COUNTS)?.remove("none")?;
+                Ok::<_, Error>(n || tx.records(&NOTES)?.remove(("a", 1))?)
+            })
+            .unwrap();
+        assert!(!removed);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::error::TwinError;
 use crate::presence::{FleetCounts, Presence};
 use crate::query::TwinQuery;
 use crate::records::{CommandRec, PresenceRec, TwinRec};
-use crate::store::{CommandKeys, Store, WriteTx};
+use crate::store::{CommandKeys, Reads, Store, WriteTx, Writes};
 
 /// The usual file name in the data directory.
 pub const FILE_NAME: &str = "devices.redb";
@@ -59,7 +59,7 @@ fn to_command(
 }
 
 /// Stores `c` (changed from `old`, its stored form) with its indexes.
-fn save_command(tx: &mut WriteTx, old: Option<&Command>, c: &Command) -> Result<()> {
+fn save_command(tx: &WriteTx, old: Option<&Command>, c: &Command) -> Result<()> {
     tx.put_command(
         &c.namespace,
         &c.device_id,
@@ -495,14 +495,14 @@ impl DeviceStateStore {
     }
 }
 
-fn remove_twins(tx: &mut WriteTx, ns: &str, device: &str) -> Result<()> {
+fn remove_twins(tx: &WriteTx, ns: &str, device: &str) -> Result<()> {
     for (name, _) in tx.twins_of(ns, device)? {
         tx.remove_twin(ns, device, &name)?;
     }
     Ok(())
 }
 
-fn remove_commands(tx: &mut WriteTx, ns: &str, device: &str) -> Result<()> {
+fn remove_commands(tx: &WriteTx, ns: &str, device: &str) -> Result<()> {
     let mut all = Vec::new();
     tx.scan_commands(ns, device, 0, &mut |seq, rec| {
         all.push((seq, rec));

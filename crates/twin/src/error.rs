@@ -39,20 +39,10 @@ impl TwinError {
     }
 }
 
-macro_rules! from_redb {
-    ($($t:ty),*) => {$(
-        impl From<$t> for TwinError {
-            fn from(e: $t) -> Self {
-                TwinError::Storage(e.to_string())
-            }
-        }
-    )*};
+/// The store layer's failures are storage failures; its message names
+/// the file, schema or record.
+impl From<kv::Error> for TwinError {
+    fn from(e: kv::Error) -> Self {
+        TwinError::Storage(e.to_string())
+    }
 }
-from_redb!(
-    redb::Error,
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);

@@ -7,14 +7,18 @@
 //!   cycle (`commands.rs`), presence (`presence.rs`). No sockets, no
 //!   environment, and the clock is never read: every function that needs
 //!   the time takes `now_ms` (Unix milliseconds).
-//! - One redb-backed store for all three, [`DeviceStateStore`]
-//!   (`<data-dir>/devices.redb`, opened by path). Every mutating call is
-//!   one write transaction committed with redb's default durability
-//!   (immediate, fsynced) before it returns: `Ok` means durable. redb
-//!   appears only in `store.rs`; stored values are private serde structs
-//!   (`records.rs`) serialised as JSON objects with `"v": 1`, and the file
-//!   records its schema version (1) in its `meta` table (a newer one is
-//!   refused with [`TwinError::Storage`]).
+//! - One store for all three behind the [`DeviceStateStorage`] trait
+//!   (so that another backend is another `impl`; `conformance::run`,
+//!   feature `conformance`, is the behaviour every implementation must
+//!   have). Its embedded implementation is [`DeviceStateStore`]
+//!   (`<data-dir>/devices.redb` over `kv`, opened by path). Every
+//!   mutating call is one write transaction committed with redb's
+//!   default durability (immediate, fsynced) before it returns: `Ok`
+//!   means durable. Tables appear only in `store.rs`; stored values are
+//!   private serde structs (`records.rs`) stored as `kv::Versioned`
+//!   records (`{"v":1,...}`), and the file records its schema version
+//!   (1) in its `meta` table (a newer one is refused with
+//!   [`TwinError::Storage`]).
 //! - Not MQTT and not HTTP: topics (`devices/{id}/twin/...`,
 //!   `devices/{id}/commands/{cmd_id}`, `$events/...`) and routes live in
 //!   the glue and API crates. The JSON here is the twin document itself
@@ -96,6 +100,8 @@
 //! - Query: 4 KiB of text, 32 clauses.
 
 mod commands;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 mod delta;
 mod device_store;
 mod document;
@@ -103,6 +109,7 @@ mod error;
 mod presence;
 mod query;
 mod records;
+mod storage;
 mod store;
 
 pub use commands::{
@@ -118,3 +125,4 @@ pub use document::{
 pub use error::TwinError;
 pub use presence::{FleetCounts, Presence, PresenceState, MAX_PRESENCE_TEXT_CHARS};
 pub use query::{TwinQuery, MAX_QUERY_BYTES, MAX_QUERY_CLAUSES};
+pub use storage::DeviceStateStorage;

@@ -1,10 +1,10 @@
-//! Stored values, version 1. Each is a private serde struct serialised as a
-//! JSON object with `"v": 1`; keys (namespace, device id, twin name,
+//! Stored values, version 1. Each is a private serde struct stored with
+//! `kv::Versioned`, a JSON object whose first field is `"v": 1`; keys (namespace, device id, twin name,
 //! command sequence) live in the table key, not in the value. The public
 //! domain types have no serde derives: this is an internal format, and
 //! the API renders its own DTOs.
 
-use serde::de::DeserializeOwned;
+use kv::Record;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -16,33 +16,8 @@ use crate::presence::{Presence, PresenceState};
 /// The value format version written by this binary.
 pub(crate) const VALUE_VERSION: u32 = 1;
 
-/// Serialises a record (which carries its own `v`).
-pub(crate) fn encode<T: Serialize>(rec: &T) -> Result<Vec<u8>, TwinError> {
-    serde_json::to_vec(rec).map_err(|e| TwinError::Storage(format!("encode: {e}")))
-}
-
-#[derive(Deserialize)]
-struct VersionOnly {
-    v: u32,
-}
-
-/// Deserialises a record after checking its version; `what` names it in
-/// the error.
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, TwinError> {
-    let v: VersionOnly = serde_json::from_slice(bytes)
-        .map_err(|e| TwinError::Storage(format!("corrupt {what}: {e}")))?;
-    if v.v != VALUE_VERSION {
-        return Err(TwinError::Storage(format!(
-            "{what} has value version {}, this binary reads {VALUE_VERSION}",
-            v.v
-        )));
-    }
-    serde_json::from_slice(bytes).map_err(|e| TwinError::Storage(format!("corrupt {what}: {e}")))
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct TwinRec {
-    pub v: u32,
     pub desired: Map<String, Value>,
     pub reported: Map<String, Value>,
     pub meta_desired: Map<String, Value>,
@@ -51,10 +26,14 @@ pub(crate) struct TwinRec {
     pub updated_at_ms: u64,
 }
 
+impl Record for TwinRec {
+    const KIND: &'static str = "twin";
+    const VERSION: u32 = VALUE_VERSION;
+}
+
 impl TwinRec {
     pub(crate) fn from_twin(t: &Twin) -> TwinRec {
         TwinRec {
-            v: VALUE_VERSION,
             desired: t.desired.clone(),
             reported: t.reported.clone(),
             meta_desired: t.meta_desired.clone(),
@@ -78,7 +57,6 @@ impl TwinRec {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct CommandRec {
-    pub v: u32,
     pub method: String,
     pub params: Value,
     /// [`CommandStatus::as_str`].
@@ -96,10 +74,14 @@ fn status(s: &str) -> Result<CommandStatus, TwinError> {
         .ok_or_else(|| TwinError::Storage(format!("unknown command status {s:?}")))
 }
 
+impl Record for CommandRec {
+    const KIND: &'static str = "command";
+    const VERSION: u32 = VALUE_VERSION;
+}
+
 impl CommandRec {
     pub(crate) fn from_command(c: &Command) -> CommandRec {
         CommandRec {
-            v: VALUE_VERSION,
             method: c.method.clone(),
             params: c.params.clone(),
             status: c.status.as_str().to_string(),
@@ -147,7 +129,6 @@ impl CommandRec {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct PresenceRec {
-    pub v: u32,
     /// [`PresenceState::as_str`].
     pub state: String,
     pub last_connected_ms: Option<u64>,
@@ -159,10 +140,14 @@ pub(crate) struct PresenceRec {
     pub connections: u32,
 }
 
+impl Record for PresenceRec {
+    const KIND: &'static str = "presence";
+    const VERSION: u32 = VALUE_VERSION;
+}
+
 impl PresenceRec {
     pub(crate) fn from_presence(p: &Presence) -> PresenceRec {
         PresenceRec {
-            v: VALUE_VERSION,
             state: p.state.as_str().to_string(),
             last_connected_ms: p.last_connected_ms,
             last_disconnected_ms: p.last_disconnected_ms,
@@ -195,7 +180,16 @@ impl PresenceRec {
 mod tests {
     use super::*;
     use crate::commands::NewCommand;
+    use kv::Versioned;
     use serde_json::json;
+
+    fn encode<T: Record>(rec: &T) -> Result<Vec<u8>, TwinError> {
+        Ok(Versioned::encode(rec)?)
+    }
+
+    fn decode<T: Record>(bytes: &[u8], _what: &str) -> Result<T, TwinError> {
+        Ok(Versioned::decode(bytes)?)
+    }
 
     #[test]
     fn round_trips_carry_the_version() {

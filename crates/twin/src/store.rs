@@ -1,11 +1,13 @@
-//! The storage seam: everything redb-specific is in this file.
+//! The storage seam: every table is in this file.
 //!
-//! The store handle ([`crate::DeviceStateStore`]) sees [`Store`], [`ReadTx`]
-//! and [`WriteTx`] and their typed record methods, never a table or a
-//! byte. As in the registry these are concrete types rather than a trait
-//! while there is one backend.
+//! The store handle ([`crate::DeviceStateStore`]) sees [`Store`] and the
+//! typed record methods of [`Reads`] (either transaction kind) and
+//! [`Writes`], never a table or a byte. Opening, the schema version,
+//! transactions and the record codec are `kv`'s; this file holds only the
+//! tables and their typed methods.
 //!
-//! Tables (every value is a JSON record from `records.rs`):
+//! Tables (every value is a `kv::Versioned` JSON record from
+//! `records.rs`, `{"v":1,...}`):
 //!
 //! | table | key | value |
 //! |---|---|---|
@@ -29,26 +31,35 @@
 use std::ops::Bound;
 use std::path::Path;
 
-use redb::{Database, ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
+pub(crate) use kv::WriteTx;
+use kv::{Db, Order, Read, Records, Schema, Table};
 
 use crate::error::TwinError;
-use crate::records::{decode, encode, CommandRec, PresenceRec, TwinRec};
+use crate::records::{CommandRec, PresenceRec, TwinRec};
 
 type Result<T> = std::result::Result<T, TwinError>;
 
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const TWINS: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("twins");
-const COMMANDS: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new("commands");
-const COMMANDS_OPEN: TableDefinition<(&str, &str, u64), ()> = TableDefinition::new("commands_open");
-const DEADLINES: TableDefinition<(u64, &str, &str, u64), ()> =
-    TableDefinition::new("command_deadlines");
-const FINISHED: TableDefinition<(u64, &str, &str, u64), ()> =
-    TableDefinition::new("commands_finished");
-const PRESENCE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("presence");
+const TWINS: Records<(&str, &str, &str), TwinRec> = Records::new("twins");
+const COMMANDS: Records<(&str, &str, u64), CommandRec> = Records::new("commands");
+const COMMANDS_OPEN: Table<(&str, &str, u64), ()> = Table::new("commands_open");
+const DEADLINES: Table<(u64, &str, &str, u64), ()> = Table::new("command_deadlines");
+const FINISHED: Table<(u64, &str, &str, u64), ()> = Table::new("commands_finished");
+const PRESENCE: Records<(&str, &str), PresenceRec> = Records::new("presence");
 
 /// The schema version this binary writes; it opens any version up to it.
 pub(crate) const SCHEMA_VERSION: u64 = 1;
-const SCHEMA_KEY: &str = "schema_version";
+const SCHEMA: Schema = Schema::new(
+    "device-state",
+    SCHEMA_VERSION,
+    &[
+        &TWINS,
+        &COMMANDS,
+        &COMMANDS_OPEN,
+        &DEADLINES,
+        &FINISHED,
+        &PRESENCE,
+    ],
+);
 const COMMAND_SEQ_KEY: &str = "command_next_seq";
 
 /// A command's entries in the indexes, derived from the command.
@@ -67,88 +78,33 @@ pub(crate) type CommandKey = (String, String, u64);
 
 /// The device-state database.
 pub(crate) struct Store {
-    db: Database,
+    db: Db,
 }
 
 impl Store {
     /// Opens or creates the file, checks its schema version and creates
     /// missing tables.
     pub(crate) fn open(path: &Path) -> Result<Store> {
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => TwinError::Storage(format!(
-                "{} is already open (by another process or another store)",
-                path.display()
-            )),
-            other => TwinError::Storage(format!("{}: {other}", path.display())),
-        })?;
-        let txn = db.begin_write()?;
-        {
-            let mut meta = txn.open_table(META)?;
-            let version = meta.get(SCHEMA_KEY)?.map(|v| v.value());
-            match version {
-                Some(v) if v > SCHEMA_VERSION => {
-                    return Err(TwinError::Storage(format!(
-                        "{} has device-state schema version {v}, newer than this binary's \
-                         {SCHEMA_VERSION}; run a newer Millwright",
-                        path.display()
-                    )))
-                }
-                Some(_) => {}
-                None => {
-                    meta.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
-                }
-            }
-            txn.open_table(TWINS)?;
-            txn.open_table(COMMANDS)?;
-            txn.open_table(COMMANDS_OPEN)?;
-            txn.open_table(DEADLINES)?;
-            txn.open_table(FINISHED)?;
-            txn.open_table(PRESENCE)?;
-        }
-        txn.commit()?;
-        Ok(Store { db })
+        Ok(Store {
+            db: Db::open(path, SCHEMA, &[])?,
+        })
     }
 
     /// Runs `f` in a read transaction (a consistent snapshot).
-    pub(crate) fn read<T>(&self, f: impl FnOnce(&ReadTx) -> Result<T>) -> Result<T> {
-        let tx = ReadTx {
-            txn: self.db.begin_read()?,
-        };
-        f(&tx)
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&kv::ReadTx) -> Result<T>) -> Result<T> {
+        self.db.read(f)
     }
 
-    /// Runs `f` in a write transaction (writers take turns, so a
-    /// read-modify-write inside `f` loses no update) and commits (fsync)
-    /// if it returns `Ok` and wrote something; otherwise nothing is
-    /// written.
-    pub(crate) fn write<T>(&self, f: impl FnOnce(&mut WriteTx) -> Result<T>) -> Result<T> {
-        let mut tx = WriteTx {
-            txn: self.db.begin_write()?,
-            dirty: false,
-        };
-        match f(&mut tx) {
-            Ok(v) if tx.dirty => {
-                tx.txn.commit()?;
-                Ok(v)
-            }
-            Ok(v) => {
-                tx.txn.abort()?;
-                Ok(v)
-            }
-            Err(e) => {
-                tx.txn.abort()?;
-                Err(e)
-            }
-        }
+    /// Runs `f` in a write transaction; see [`kv::Db::write`] (`Ok` means
+    /// fsynced; a failed or empty write writes nothing).
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&WriteTx) -> Result<T>) -> Result<T> {
+        self.db.write(f)
     }
 
     /// Test hook: overwrites the stored schema version.
     #[cfg(test)]
     pub(crate) fn set_schema_version(&self, v: u64) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(META)?.insert(SCHEMA_KEY, v)?;
-        txn.commit()?;
-        Ok(())
+        Ok(self.db.set_schema_version(v)?)
     }
 
     /// Test hook: stores raw bytes as a command record, with no index
@@ -161,266 +117,215 @@ impl Store {
         seq: u64,
         bytes: &[u8],
     ) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(COMMANDS)?.insert((ns, device, seq), bytes)?;
-        txn.commit()?;
-        Ok(())
+        self.write(|tx| {
+            tx.table(COMMANDS.raw())?.insert((ns, device, seq), bytes)?;
+            Ok(())
+        })
     }
 }
 
-/// A read snapshot.
-pub(crate) struct ReadTx {
-    txn: ReadTransaction,
-}
-
-/// A write transaction; see [`Store::write`].
-pub(crate) struct WriteTx {
-    txn: WriteTransaction,
-    /// Whether anything was written (else the transaction is aborted).
-    dirty: bool,
-}
-
-/// The read methods, identical for both transaction kinds.
-macro_rules! read_methods {
-    () => {
-        pub(crate) fn twin(&self, ns: &str, device: &str, name: &str) -> Result<Option<TwinRec>> {
-            let t = self.txn.open_table(TWINS)?;
-            let r = t.get((ns, device, name))?;
-            r.map(|v| decode(v.value(), "twin")).transpose()
-        }
-
-        /// A device's twins in name order.
-        pub(crate) fn twins_of(&self, ns: &str, device: &str) -> Result<Vec<(String, TwinRec)>> {
-            let t = self.txn.open_table(TWINS)?;
-            let mut out = Vec::new();
-            for item in t.range::<(&str, &str, &str)>((ns, device, "")..)? {
-                let (k, v) = item?;
-                let (kn, kd, name) = k.value();
-                if kn != ns || kd != device {
-                    break;
-                }
-                out.push((name.to_string(), decode(v.value(), "twin")?));
+/// The keys in an index of (time, namespace, device, seq) up to `until`,
+/// earliest first.
+fn keys_until<R: Read + ?Sized>(
+    tx: &R,
+    index: &Table<(u64, &str, &str, u64), ()>,
+    until: u64,
+) -> Result<Vec<CommandKey>> {
+    let mut out = Vec::new();
+    tx.open(index)?
+        .scan((0, "", "", 0).., Order::Ascending, |k, _| {
+            let (at, ns, device, seq) = k.value();
+            if at > until {
+                return Ok(false);
             }
-            Ok(out)
-        }
+            out.push((ns.to_string(), device.to_string(), seq));
+            Ok::<_, TwinError>(true)
+        })?;
+    Ok(out)
+}
 
-        /// How many twins a device has (keys only).
-        pub(crate) fn twin_count(&self, ns: &str, device: &str) -> Result<usize> {
-            let t = self.txn.open_table(TWINS)?;
-            let mut n = 0;
-            for item in t.range::<(&str, &str, &str)>((ns, device, "")..)? {
-                let (k, _) = item?;
+/// The reads, the same in both transaction kinds.
+pub(crate) trait Reads: Read {
+    fn twin(&self, ns: &str, device: &str, name: &str) -> Result<Option<TwinRec>> {
+        Ok(self.open_records(&TWINS)?.get((ns, device, name))?)
+    }
+
+    /// A device's twins in name order.
+    fn twins_of(&self, ns: &str, device: &str) -> Result<Vec<(String, TwinRec)>> {
+        let mut out = Vec::new();
+        self.open_records(&TWINS)?.scan(
+            (ns, device, "")..,
+            Order::Ascending,
+            |(kn, kd, name), rec| {
+                if kn != ns || kd != device {
+                    return Ok(false);
+                }
+                out.push((name.to_string(), rec));
+                Ok::<_, TwinError>(true)
+            },
+        )?;
+        Ok(out)
+    }
+
+    /// How many twins a device has (keys only).
+    fn twin_count(&self, ns: &str, device: &str) -> Result<usize> {
+        let mut n = 0;
+        self.open_records(&TWINS)?
+            .raw()
+            .scan((ns, device, "").., Order::Ascending, |k, _| {
                 let (kn, kd, _) = k.value();
                 if kn != ns || kd != device {
-                    break;
+                    return Ok(false);
                 }
                 n += 1;
-            }
-            Ok(n)
-        }
+                Ok::<_, TwinError>(true)
+            })?;
+        Ok(n)
+    }
 
-        /// Visits the twins called `name` in namespace `ns`, in device id
-        /// order after `after`, until `visit` returns false. Twins with
-        /// other names are skipped without being decoded.
-        pub(crate) fn scan_twins_named(
-            &self,
-            ns: &str,
-            name: &str,
-            after: Option<&str>,
-            visit: &mut dyn FnMut(&str, TwinRec) -> bool,
-        ) -> Result<()> {
-            let t = self.txn.open_table(TWINS)?;
-            let lower = match after {
-                Some(a) => Bound::Excluded((ns, a, name)),
-                None => Bound::Included((ns, "", "")),
-            };
-            for item in t.range::<(&str, &str, &str)>((lower, Bound::Unbounded))? {
-                let (k, v) = item?;
+    /// Visits the twins called `name` in namespace `ns`, in device id
+    /// order after `after`, until `visit` returns false. Twins with
+    /// other names are skipped without being decoded.
+    fn scan_twins_named(
+        &self,
+        ns: &str,
+        name: &str,
+        after: Option<&str>,
+        visit: &mut dyn FnMut(&str, TwinRec) -> bool,
+    ) -> Result<()> {
+        let lower = match after {
+            Some(a) => Bound::Excluded((ns, a, name)),
+            None => Bound::Included((ns, "", "")),
+        };
+        self.open_records(&TWINS)?.raw().scan(
+            (lower, Bound::Unbounded),
+            Order::Ascending,
+            |k, v| {
                 let (kn, device, kname) = k.value();
                 if kn != ns {
-                    break;
+                    return Ok(false);
                 }
                 if kname != name {
-                    continue;
+                    return Ok(true);
                 }
-                if !visit(device, decode(v.value(), "twin")?) {
-                    break;
-                }
-            }
-            Ok(())
-        }
+                Ok::<_, TwinError>(visit(device, kv::Versioned::decode(v.value())?))
+            },
+        )
+    }
 
-        pub(crate) fn command(
-            &self,
-            ns: &str,
-            device: &str,
-            seq: u64,
-        ) -> Result<Option<CommandRec>> {
-            let t = self.txn.open_table(COMMANDS)?;
-            let r = t.get((ns, device, seq))?;
-            r.map(|v| decode(v.value(), "command")).transpose()
-        }
+    fn command(&self, ns: &str, device: &str, seq: u64) -> Result<Option<CommandRec>> {
+        Ok(self.open_records(&COMMANDS)?.get((ns, device, seq))?)
+    }
 
-        /// Visits a device's commands in sequence order from `from_seq`
-        /// until `visit` returns false.
-        pub(crate) fn scan_commands(
-            &self,
-            ns: &str,
-            device: &str,
-            from_seq: u64,
-            visit: &mut dyn FnMut(u64, CommandRec) -> bool,
-        ) -> Result<()> {
-            let t = self.txn.open_table(COMMANDS)?;
-            for item in t.range::<(&str, &str, u64)>((ns, device, from_seq)..)? {
-                let (k, v) = item?;
-                let (kn, kd, seq) = k.value();
-                if kn != ns || kd != device {
-                    break;
-                }
-                if !visit(seq, decode(v.value(), "command")?) {
-                    break;
-                }
-            }
-            Ok(())
-        }
-
-        /// Sequence numbers of a device's commands that are not final, in
-        /// order.
-        pub(crate) fn open_command_seqs(&self, ns: &str, device: &str) -> Result<Vec<u64>> {
-            let t = self.txn.open_table(COMMANDS_OPEN)?;
-            let mut out = Vec::new();
-            for item in t.range::<(&str, &str, u64)>((ns, device, 0)..)? {
-                let (k, _) = item?;
-                let (kn, kd, seq) = k.value();
-                if kn != ns || kd != device {
-                    break;
-                }
-                out.push(seq);
-            }
-            Ok(out)
-        }
-
-        /// Commands whose deadline is at or before `now_ms`, earliest first
-        /// (reads the deadline index only).
-        pub(crate) fn due_commands(&self, now_ms: u64) -> Result<Vec<CommandKey>> {
-            let t = self.txn.open_table(DEADLINES)?;
-            let mut out = Vec::new();
-            for item in t.range::<(u64, &str, &str, u64)>((0, "", "", 0)..)? {
-                let (k, _) = item?;
-                let (deadline, ns, device, seq) = k.value();
-                if deadline > now_ms {
-                    break;
-                }
-                out.push((ns.to_string(), device.to_string(), seq));
-            }
-            Ok(out)
-        }
-
-        /// Final commands that finished at or before `cutoff_ms`, earliest
-        /// first (reads the finished index only).
-        pub(crate) fn finished_commands(&self, cutoff_ms: u64) -> Result<Vec<CommandKey>> {
-            let t = self.txn.open_table(FINISHED)?;
-            let mut out = Vec::new();
-            for item in t.range::<(u64, &str, &str, u64)>((0, "", "", 0)..)? {
-                let (k, _) = item?;
-                let (finished, ns, device, seq) = k.value();
-                if finished > cutoff_ms {
-                    break;
-                }
-                out.push((ns.to_string(), device.to_string(), seq));
-            }
-            Ok(out)
-        }
-
-        /// Entries in the deadline index (for tests and metrics).
-        pub(crate) fn deadline_count(&self) -> Result<u64> {
-            use redb::ReadableTableMetadata;
-            Ok(self.txn.open_table(DEADLINES)?.len()?)
-        }
-
-        pub(crate) fn presence(&self, ns: &str, device: &str) -> Result<Option<PresenceRec>> {
-            let t = self.txn.open_table(PRESENCE)?;
-            let r = t.get((ns, device))?;
-            r.map(|v| decode(v.value(), "presence")).transpose()
-        }
-
-        /// Visits presence records in key order — of namespace `ns`, or
-        /// of every namespace when `None` — until `visit` returns false.
-        pub(crate) fn scan_presence(
-            &self,
-            ns: Option<&str>,
-            visit: &mut dyn FnMut(&str, &str, PresenceRec) -> bool,
-        ) -> Result<()> {
-            let t = self.txn.open_table(PRESENCE)?;
-            for item in t.range::<(&str, &str)>((ns.unwrap_or(""), "")..)? {
-                let (k, v) = item?;
-                let (kn, device) = k.value();
-                if ns.is_some_and(|n| n != kn) {
-                    break;
-                }
-                if !visit(kn, device, decode(v.value(), "presence")?) {
-                    break;
-                }
-            }
-            Ok(())
-        }
-    };
-}
-
-#[allow(
-    dead_code,
-    reason = "the macro gives both transaction kinds every read; not all are used on both"
-)]
-impl ReadTx {
-    read_methods!();
-}
-
-#[allow(
-    dead_code,
-    reason = "the macro gives both transaction kinds every read; not all are used on both"
-)]
-impl WriteTx {
-    read_methods!();
-}
-
-impl WriteTx {
-    pub(crate) fn put_twin(
-        &mut self,
+    /// Visits a device's commands in sequence order from `from_seq`
+    /// until `visit` returns false.
+    fn scan_commands(
+        &self,
         ns: &str,
         device: &str,
-        name: &str,
-        rec: &TwinRec,
+        from_seq: u64,
+        visit: &mut dyn FnMut(u64, CommandRec) -> bool,
     ) -> Result<()> {
-        self.dirty = true;
-        self.txn
-            .open_table(TWINS)?
-            .insert((ns, device, name), encode(rec)?.as_slice())?;
-        Ok(())
+        self.open_records(&COMMANDS)?.scan(
+            (ns, device, from_seq)..,
+            Order::Ascending,
+            |(kn, kd, seq), rec| {
+                if kn != ns || kd != device {
+                    return Ok(false);
+                }
+                Ok::<_, TwinError>(visit(seq, rec))
+            },
+        )
     }
 
-    pub(crate) fn remove_twin(&mut self, ns: &str, device: &str, name: &str) -> Result<bool> {
-        let mut t = self.txn.open_table(TWINS)?;
-        let existed = t.remove((ns, device, name))?.is_some();
-        self.dirty |= existed;
-        Ok(existed)
+    /// Sequence numbers of a device's commands that are not final, in
+    /// order.
+    fn open_command_seqs(&self, ns: &str, device: &str) -> Result<Vec<u64>> {
+        let range = (ns, device, 0)..=(ns, device, u64::MAX);
+        Ok(self.open(&COMMANDS_OPEN)?.keys(range, |k| k.2)?)
     }
 
+    /// Commands whose deadline is at or before `now_ms`, earliest first
+    /// (reads the deadline index only).
+    fn due_commands(&self, now_ms: u64) -> Result<Vec<CommandKey>> {
+        keys_until(self, &DEADLINES, now_ms)
+    }
+
+    /// Final commands that finished at or before `cutoff_ms`, earliest
+    /// first (reads the finished index only).
+    fn finished_commands(&self, cutoff_ms: u64) -> Result<Vec<CommandKey>> {
+        keys_until(self, &FINISHED, cutoff_ms)
+    }
+
+    /// Entries in the deadline index (for tests and metrics).
+    fn deadline_count(&self) -> Result<u64> {
+        Ok(self.open(&DEADLINES)?.len()?)
+    }
+
+    fn presence(&self, ns: &str, device: &str) -> Result<Option<PresenceRec>> {
+        Ok(self.open_records(&PRESENCE)?.get((ns, device))?)
+    }
+
+    /// Visits presence records in key order — of namespace `ns`, or
+    /// of every namespace when `None` — until `visit` returns false.
+    fn scan_presence(
+        &self,
+        ns: Option<&str>,
+        visit: &mut dyn FnMut(&str, &str, PresenceRec) -> bool,
+    ) -> Result<()> {
+        self.open_records(&PRESENCE)?.scan(
+            (ns.unwrap_or(""), "")..,
+            Order::Ascending,
+            |(kn, device), rec| {
+                if ns.is_some_and(|n| n != kn) {
+                    return Ok(false);
+                }
+                Ok::<_, TwinError>(visit(kn, device, rec))
+            },
+        )
+    }
+}
+
+impl<R: Read> Reads for R {}
+
+/// The writes.
+pub(crate) trait Writes {
+    fn put_twin(&self, ns: &str, device: &str, name: &str, rec: &TwinRec) -> Result<()>;
+    fn remove_twin(&self, ns: &str, device: &str, name: &str) -> Result<bool>;
     /// Takes the next command sequence number (from 1, never reused).
-    pub(crate) fn next_command_seq(&mut self) -> Result<u64> {
-        self.dirty = true;
-        let mut meta = self.txn.open_table(META)?;
-        let seq = meta.get(COMMAND_SEQ_KEY)?.map_or(1, |v| v.value());
-        let next = seq
-            .checked_add(1)
-            .ok_or_else(|| TwinError::Storage("command sequence exhausted".into()))?;
-        meta.insert(COMMAND_SEQ_KEY, next)?;
-        Ok(seq)
-    }
-
+    fn next_command_seq(&self) -> Result<u64>;
     /// Stores a command and moves its index entries from `old` (its keys
     /// as stored, if it was) to `new`.
-    pub(crate) fn put_command(
-        &mut self,
+    fn put_command(
+        &self,
+        ns: &str,
+        device: &str,
+        seq: u64,
+        rec: &CommandRec,
+        old: Option<CommandKeys>,
+        new: CommandKeys,
+    ) -> Result<()>;
+    /// Removes a command and its index entries (`keys` as stored).
+    fn remove_command(&self, ns: &str, device: &str, seq: u64, keys: CommandKeys) -> Result<()>;
+    fn put_presence(&self, ns: &str, device: &str, rec: &PresenceRec) -> Result<()>;
+    fn remove_presence(&self, ns: &str, device: &str) -> Result<bool>;
+}
+
+impl Writes for WriteTx {
+    fn put_twin(&self, ns: &str, device: &str, name: &str, rec: &TwinRec) -> Result<()> {
+        Ok(self.records(&TWINS)?.put((ns, device, name), rec)?)
+    }
+
+    fn remove_twin(&self, ns: &str, device: &str, name: &str) -> Result<bool> {
+        Ok(self.records(&TWINS)?.remove((ns, device, name))?)
+    }
+
+    fn next_command_seq(&self) -> Result<u64> {
+        Ok(self.next_seq(COMMAND_SEQ_KEY)?)
+    }
+
+    fn put_command(
+        &self,
         ns: &str,
         device: &str,
         seq: u64,
@@ -428,93 +333,61 @@ impl WriteTx {
         old: Option<CommandKeys>,
         new: CommandKeys,
     ) -> Result<()> {
-        self.dirty = true;
-        self.txn
-            .open_table(COMMANDS)?
-            .insert((ns, device, seq), encode(rec)?.as_slice())?;
+        self.records(&COMMANDS)?.put((ns, device, seq), rec)?;
         if let Some(old) = old {
-            self.remove_command_keys(ns, device, seq, old)?;
+            remove_command_keys(self, ns, device, seq, old)?;
         }
         if new.open {
-            self.txn
-                .open_table(COMMANDS_OPEN)?
-                .insert((ns, device, seq), ())?;
+            self.table(&COMMANDS_OPEN)?.insert((ns, device, seq), ())?;
         }
         if let Some(d) = new.deadline_ms {
-            self.txn
-                .open_table(DEADLINES)?
-                .insert((d, ns, device, seq), ())?;
+            self.table(&DEADLINES)?.insert((d, ns, device, seq), ())?;
         }
         if let Some(f) = new.finished_ms {
-            self.txn
-                .open_table(FINISHED)?
-                .insert((f, ns, device, seq), ())?;
+            self.table(&FINISHED)?.insert((f, ns, device, seq), ())?;
         }
         Ok(())
     }
 
-    /// Removes a command and its index entries (`keys` as stored).
-    pub(crate) fn remove_command(
-        &mut self,
-        ns: &str,
-        device: &str,
-        seq: u64,
-        keys: CommandKeys,
-    ) -> Result<()> {
-        self.dirty = true;
-        self.txn.open_table(COMMANDS)?.remove((ns, device, seq))?;
-        self.remove_command_keys(ns, device, seq, keys)
+    fn remove_command(&self, ns: &str, device: &str, seq: u64, keys: CommandKeys) -> Result<()> {
+        self.records(&COMMANDS)?.remove((ns, device, seq))?;
+        remove_command_keys(self, ns, device, seq, keys)
     }
 
-    fn remove_command_keys(
-        &mut self,
-        ns: &str,
-        device: &str,
-        seq: u64,
-        keys: CommandKeys,
-    ) -> Result<()> {
-        if keys.open {
-            self.txn
-                .open_table(COMMANDS_OPEN)?
-                .remove((ns, device, seq))?;
-        }
-        if let Some(d) = keys.deadline_ms {
-            self.txn
-                .open_table(DEADLINES)?
-                .remove((d, ns, device, seq))?;
-        }
-        if let Some(f) = keys.finished_ms {
-            self.txn
-                .open_table(FINISHED)?
-                .remove((f, ns, device, seq))?;
-        }
-        Ok(())
+    fn put_presence(&self, ns: &str, device: &str, rec: &PresenceRec) -> Result<()> {
+        Ok(self.records(&PRESENCE)?.put((ns, device), rec)?)
     }
 
-    pub(crate) fn put_presence(&mut self, ns: &str, device: &str, rec: &PresenceRec) -> Result<()> {
-        self.dirty = true;
-        self.txn
-            .open_table(PRESENCE)?
-            .insert((ns, device), encode(rec)?.as_slice())?;
-        Ok(())
+    fn remove_presence(&self, ns: &str, device: &str) -> Result<bool> {
+        Ok(self.records(&PRESENCE)?.remove((ns, device))?)
     }
+}
 
-    pub(crate) fn remove_presence(&mut self, ns: &str, device: &str) -> Result<bool> {
-        let mut t = self.txn.open_table(PRESENCE)?;
-        let existed = t.remove((ns, device))?.is_some();
-        self.dirty |= existed;
-        Ok(existed)
+fn remove_command_keys(
+    tx: &WriteTx,
+    ns: &str,
+    device: &str,
+    seq: u64,
+    keys: CommandKeys,
+) -> Result<()> {
+    if keys.open {
+        tx.table(&COMMANDS_OPEN)?.remove((ns, device, seq))?;
     }
+    if let Some(d) = keys.deadline_ms {
+        tx.table(&DEADLINES)?.remove((d, ns, device, seq))?;
+    }
+    if let Some(f) = keys.finished_ms {
+        tx.table(&FINISHED)?.remove((f, ns, device, seq))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::VALUE_VERSION;
 
     fn presence_rec(state: &str) -> PresenceRec {
         PresenceRec {
-            v: VALUE_VERSION,
             state: state.into(),
             last_connected_ms: None,
             last_disconnected_ms: None,
@@ -595,5 +468,102 @@ mod tests {
             panic!("expected a storage error");
         };
         assert!(m.contains("schema version 2"), "{m}");
+    }
+
+    /// A file written by the code before `kv` (raw redb; records were
+    /// serde structs with `v: 1` as their first field) opens, reads and
+    /// goes on; what this binary writes is byte-for-byte what it wrote.
+    #[test]
+    fn a_file_written_before_kv_opens() {
+        use redb::{Database, TableDefinition};
+        use serde::Serialize;
+        use serde_json::{json, Map, Value};
+
+        #[derive(Serialize)]
+        struct OldTwinRec {
+            v: u32,
+            desired: Map<String, Value>,
+            reported: Map<String, Value>,
+            meta_desired: Map<String, Value>,
+            meta_reported: Map<String, Value>,
+            version: u64,
+            updated_at_ms: u64,
+        }
+        let obj = |v: Value| v.as_object().cloned().unwrap();
+        let old_twin = serde_json::to_vec(&OldTwinRec {
+            v: 1,
+            desired: Map::new(),
+            reported: obj(json!({"fw": "1.0"})),
+            meta_desired: Map::new(),
+            meta_reported: obj(json!({"fw": {"timestamp": 7}})),
+            version: 1,
+            updated_at_ms: 7,
+        })
+        .unwrap();
+        let old_presence = br#"{"v":1,"state":"online","last_connected_ms":5,"last_disconnected_ms":null,"last_seen_ms":5,"address":null,"protocol":"mqtt/5","last_reason":null,"connections":1}"#;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(crate::FILE_NAME);
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let meta: TableDefinition<&str, u64> = TableDefinition::new("meta");
+                let mut meta = txn.open_table(meta).unwrap();
+                meta.insert("schema_version", 1).unwrap();
+                meta.insert("command_next_seq", 5).unwrap();
+                let twins: TableDefinition<(&str, &str, &str), &[u8]> =
+                    TableDefinition::new("twins");
+                txn.open_table(twins)
+                    .unwrap()
+                    .insert(("ns", "d", ""), old_twin.as_slice())
+                    .unwrap();
+                let presence: TableDefinition<(&str, &str), &[u8]> =
+                    TableDefinition::new("presence");
+                txn.open_table(presence)
+                    .unwrap()
+                    .insert(("ns", "d"), old_presence.as_slice())
+                    .unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let s = crate::DeviceStateStore::open(&path).unwrap();
+        let t = s.get_twin("ns", "d", "").unwrap().unwrap();
+        assert_eq!(t.reported, obj(json!({"fw": "1.0"})));
+        assert_eq!(t.version, 1);
+        let p = s.get_presence("ns", "d").unwrap().unwrap();
+        assert_eq!(p.state, crate::PresenceState::Online);
+        assert_eq!(s.fleet_counts("ns").unwrap().online, 1);
+        let c = s
+            .create_command(
+                "ns",
+                "d",
+                crate::NewCommand {
+                    method: "m".into(),
+                    params: json!({}),
+                    timeout_ms: 1_000,
+                    ttl_ms: None,
+                },
+                9,
+            )
+            .unwrap();
+        assert_eq!(c.seq, 5, "the sequence goes on from the old file's");
+        // Rewriting the same twin gives the old bytes.
+        s.raw()
+            .write(|tx| {
+                let rec = tx.twin("ns", "d", "")?.unwrap();
+                tx.put_twin("ns", "d", "", &rec)
+            })
+            .unwrap();
+        let bytes = s
+            .raw()
+            .read(|tx| {
+                Ok(tx
+                    .open(TWINS.raw())?
+                    .get(("ns", "d", ""))?
+                    .map(|v| v.value().to_vec()))
+            })
+            .unwrap();
+        assert_eq!(bytes, Some(old_twin));
     }
 }
