@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# Millwright versus Mosquitto under the same loads: the figures behind
-# BENCHMARKS.md.
+# Millwright versus Mosquitto with one load generator (`millwright bench`),
+# unpinned: the earlier script behind BENCHMARKS.md.
+#
+# Its throughput rows are superseded by bench/compare.sh (two generators,
+# two placements, acknowledged-but-not-delivered counted per message);
+# this script is kept for the idle-connection memory and connection-rate
+# figures, which compare.sh does not measure.
 #
 # Starts each broker on a free port with its own temporary configuration,
 # runs the same `millwright bench` loads against it, prints a markdown table

@@ -316,6 +316,7 @@ pub(crate) async fn run_load(
         received_per_sec: per_sec(received_window),
         sent_total,
         acked_total,
+        refused_total: published.iter().map(|p| p.refused).sum(),
         received_total,
         expected_total,
         missing: expected_total.saturating_sub(received_total),
@@ -463,6 +464,7 @@ struct Published {
     sent_window: u64,
     sent_total: u64,
     acked: u64,
+    refused: u64,
     /// Sequence numbers the broker acknowledged without an error reason.
     acked_seqs: SeqSet,
     stopped_at: Instant,
@@ -474,6 +476,8 @@ struct Published {
 struct Acks {
     outstanding: u64,
     acked: u64,
+    /// Acknowledgements with an error reason (e.g. 0x97 quota exceeded).
+    refused: u64,
     in_flight: HashMap<u16, u32>,
     acked_seqs: SeqSet,
 }
@@ -605,6 +609,7 @@ impl PublisherWorker {
             sent_window,
             sent_total,
             acked: ack.acked,
+            refused: ack.refused,
             acked_seqs: ack.acked_seqs,
             stopped_at,
         }
@@ -626,6 +631,7 @@ impl PublisherWorker {
                     let seq = ack.in_flight.remove(&packet_id);
                     if reason_code.is_error() {
                         // A refusal is not a promise to deliver.
+                        ack.refused += 1;
                         self.errors
                             .record(&self.shared, format!("publish rejected: {reason_code}"));
                     } else if let Some(seq) = seq {

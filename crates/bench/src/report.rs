@@ -47,8 +47,12 @@ pub struct LoadReport {
     pub sent_per_sec: f64,
     pub received_per_sec: f64,
     pub sent_total: u64,
-    /// QoS 1/2 publishes acknowledged by the broker.
+    /// QoS 1/2 publishes the broker answered (PUBACK, or PUBREC/PUBCOMP),
+    /// refusals included.
     pub acked_total: u64,
+    /// Of those, answers with an error reason (e.g. 0x97 quota exceeded):
+    /// the publisher was told, so these are not losses.
+    pub refused_total: u64,
     pub received_total: u64,
     /// Deliveries the subscriptions call for (sent × subscribers per
     /// message).
@@ -151,8 +155,12 @@ impl fmt::Display for Report {
             )?;
             writeln!(
                 f,
-                "  sent      {:>12.0} msg/s  ({} in window, {} total, {} acked)",
-                load.sent_per_sec, load.sent_window, load.sent_total, load.acked_total
+                "  sent      {:>12.0} msg/s  ({} in window, {} total, {} acked, {} of them refused)",
+                load.sent_per_sec,
+                load.sent_window,
+                load.sent_total,
+                load.acked_total,
+                load.refused_total
             )?;
             writeln!(
                 f,

@@ -240,6 +240,7 @@ async fn qos1_loss_is_counted_per_publisher_and_subscriber() {
             "{mode}"
         );
         assert_eq!(load.acked_not_delivered, 0, "{mode}: {load:?}");
+        assert_eq!(load.refused_total, 0, "{mode}");
         assert_eq!(load.subscribers_disconnected, 0, "{mode}");
     }
 }
