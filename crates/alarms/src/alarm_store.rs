@@ -10,7 +10,7 @@ use crate::alarm::{parse_alarm_id, Alarm, AlarmState, Change, Severity};
 use crate::error::AlarmError;
 use crate::filter::{AlarmCounts, AlarmFilter};
 use crate::records::AlarmRec;
-use crate::store::{AlarmKeys, Kind, ReadTx, Reads, Store, WriteTx, Writes, ALARM_SEQ_KEY};
+use crate::store::{self, AlarmKeys, Kind, ReadTx, Reads, WriteTx, Writes, ALARM_SEQ_KEY};
 
 /// The usual file name in the data directory.
 pub const ALARMS_FILE_NAME: &str = "alarms.redb";
@@ -30,7 +30,7 @@ type Result<T> = std::result::Result<T, AlarmError>;
 /// one write transaction, fsynced before it returns: `Ok` means durable.
 /// Calls block on disk I/O: async callers run them on the blocking pool.
 pub struct AlarmStore {
-    store: Store,
+    store: kv::Db,
 }
 
 fn check_key(field: &str, value: &str) -> Result<()> {
@@ -143,7 +143,7 @@ impl AlarmStore {
     /// `<data-dir>/alarms.redb`). Fails if the file has a newer schema
     /// version or is in use.
     pub fn open(path: &Path) -> Result<AlarmStore> {
-        let store = Store::open(path, Kind::Alarms)?;
+        let store = store::open(path, Kind::Alarms)?;
         tracing::debug!(path = %path.display(), "alarm store opened");
         Ok(AlarmStore { store })
     }
@@ -363,7 +363,7 @@ impl AlarmStore {
     /// more than `max_alarms` only while more than that are active.
     /// Returns how many it deleted, in one write transaction.
     pub fn prune(&self, max_alarms: usize) -> Result<usize> {
-        let removed = self.store.write(|tx| {
+        let removed = self.store.write::<_, AlarmError>(|tx| {
             let total = usize::try_from(tx.alarm_total()?).unwrap_or(usize::MAX);
             if total <= max_alarms {
                 return Ok(0);

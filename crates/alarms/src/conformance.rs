@@ -1,19 +1,14 @@
 //! The behaviour every [`AlarmStorage`] implementation must have. A
 //! backend's tests call [`run`] with a function that makes a store for a
-//! path (a backend without files may ignore the path but must give an
-//! empty store for a new one and the same data for a path seen before).
-//! Compiled for this crate's tests and with the `conformance` feature.
+//! path (see `kv::conformance::Make`). Compiled for this crate's tests
+//! and with the `conformance` feature.
 
 use std::path::Path;
 
+use kv::conformance::{run_cases, temp_path, Case, Make};
 use serde_json::json;
 
 use crate::{AlarmError, AlarmFilter, AlarmState, AlarmStorage, Change, Severity};
-
-/// Makes a store for a path.
-type Make<'a, S> = dyn Fn(&Path) -> S + 'a;
-/// One case of the suite.
-type Case<S> = fn(&Make<'_, S>);
 
 /// Runs every case, each on a store of its own; panics on the first
 /// difference.
@@ -27,17 +22,11 @@ pub fn run<S: AlarmStorage>(make: impl Fn(&Path) -> S) {
         ("prune and delete", prune_and_delete),
         ("durability", durability),
     ];
-    for (name, case) in cases {
-        tracing::debug!(case = name, "alarm store conformance");
-        case(&make);
-    }
+    run_cases("alarm store", &make, cases);
 }
 
-/// A fresh store in a temporary directory (kept until the case ends).
 fn fresh<S>(make: &Make<'_, S>) -> (tempfile::TempDir, S) {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let s = make(&dir.path().join("alarms.redb"));
-    (dir, s)
+    kv::conformance::fresh(make, "alarms.redb")
 }
 
 fn raise<S: AlarmStorage>(s: &S, ns: &str, device: &str, ty: &str, now: u64) -> Change {
@@ -231,8 +220,7 @@ fn prune_and_delete<S: AlarmStorage>(make: &Make<'_, S>) {
 }
 
 fn durability<S: AlarmStorage>(make: &Make<'_, S>) {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let path = dir.path().join("alarms.redb");
+    let (_dir, path) = temp_path("alarms.redb");
     let (a, b) = {
         let s = make(&path);
         let a = raise(&s, "ns", "d", "hot", 1).alarm().clone();

@@ -17,7 +17,7 @@ use std::sync::{Mutex, PoisonError};
 
 use crate::error::{AlarmError, OutboxError};
 use crate::records::OutboxRec;
-use crate::store::{Kind, Reads, Store, Writes, OUTBOX_SEQ_KEY};
+use crate::store::{self, Kind, Reads, Writes, OUTBOX_SEQ_KEY};
 
 /// The usual file name in the data directory.
 pub const OUTBOX_FILE_NAME: &str = "outbox.redb";
@@ -106,7 +106,7 @@ fn mix(mut z: u64) -> u64 {
 /// stay due until then, so there is one sender, and it does not ask for
 /// entries it is still delivering.
 pub struct Outbox {
-    store: Store,
+    store: kv::Db,
     max_entries: usize,
     max_bytes: usize,
     /// Held across every write so that the totals below change together
@@ -125,7 +125,7 @@ impl Outbox {
     /// earlier run are kept, even beyond a smaller bound (pushes are
     /// refused until they drain).
     pub fn open(path: &Path, max_entries: usize, max_bytes: usize) -> Result<Outbox> {
-        let store = Store::open(path, Kind::Outbox)?;
+        let store = store::open(path, Kind::Outbox)?;
         let (mut len, mut bytes) = (0usize, 0usize);
         store.read(|tx| {
             tx.scan_outbox(&mut |_, rec, body_len| {
@@ -174,7 +174,7 @@ impl Outbox {
             created_ms: now_ms,
             last_error: None,
         };
-        let id = self.store.write(|tx| {
+        let id = self.store.write::<_, AlarmError>(|tx| {
             let id = tx.next_seq(OUTBOX_SEQ_KEY)?;
             tx.put_outbox(id, &rec, Some(body), None)?;
             Ok(id)
@@ -212,7 +212,7 @@ impl Outbox {
     /// fine (nothing happens), so a repeated report is harmless.
     pub fn done(&self, id: u64) -> Result<()> {
         let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let freed = self.store.write(|tx| {
+        let freed = self.store.write::<_, AlarmError>(|tx| {
             let Some((rec, body)) = tx.outbox_entry(id)? else {
                 return Ok(None);
             };
@@ -239,7 +239,7 @@ impl Outbox {
         max_age_ms: u64,
     ) -> Result<Retry> {
         let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let (retry, freed) = self.store.write(|tx| {
+        let (retry, freed) = self.store.write::<_, AlarmError>(|tx| {
             let (mut rec, body) = tx
                 .outbox_entry(id)?
                 .ok_or_else(|| AlarmError::not_found("outbox entry", id.to_string()))?;

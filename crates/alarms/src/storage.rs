@@ -1,8 +1,9 @@
 //! [`AlarmStorage`]: what the platform asks of an alarm store, so that
 //! another backend (PostgreSQL) is another `impl`. [`crate::AlarmStore`]
-//! (redb, over `kv`) is the embedded implementation; the behaviour every
-//! implementation must have is checked by `conformance::run` (feature
-//! `conformance`).
+//! (redb, over `kv`) is the embedded implementation; the trait is
+//! declared from its methods (`kv::store_trait!`), which say what each
+//! one means. `conformance::run` (feature `conformance`) is the
+//! behaviour every implementation must have.
 
 use serde_json::Value;
 
@@ -10,101 +11,21 @@ use crate::{Alarm, AlarmCounts, AlarmError, AlarmFilter, AlarmStore, Change, Sev
 
 type Result<T> = std::result::Result<T, AlarmError>;
 
-/// An alarm store; the methods mean what those of [`AlarmStore`] say.
-/// Every mutating call is durable when it returns `Ok`.
-pub trait AlarmStorage: Send + Sync {
-    #[allow(clippy::too_many_arguments, reason = "one argument per alarm field")]
-    fn raise(
-        &self,
-        ns: &str,
-        device_id: &str,
-        alarm_type: &str,
-        severity: Severity,
-        details: Value,
-        rule: Option<&str>,
-        now_ms: u64,
-    ) -> Result<Change>;
-    fn acknowledge(&self, ns: &str, id: &str, by: &str, now_ms: u64) -> Result<Change>;
-    fn clear(&self, ns: &str, id: &str, by: &str, now_ms: u64) -> Result<Change>;
-    fn clear_active(
-        &self,
-        ns: &str,
-        device_id: &str,
-        alarm_type: &str,
-        by: &str,
-        now_ms: u64,
-    ) -> Result<Option<Change>>;
-    fn active(&self, ns: &str, device_id: &str, alarm_type: &str) -> Result<Option<Alarm>>;
-    fn get(&self, ns: &str, id: &str) -> Result<Option<Alarm>>;
-    fn query(
-        &self,
-        ns: &str,
-        filter: &AlarmFilter,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<(Vec<Alarm>, Option<String>)>;
-    fn counts(&self, ns: &str) -> Result<AlarmCounts>;
-    fn total(&self) -> Result<u64>;
-    fn prune(&self, max_alarms: usize) -> Result<usize>;
-    fn delete_device(&self, ns: &str, device_id: &str) -> Result<usize>;
-}
-
-impl AlarmStorage for AlarmStore {
-    fn raise(
-        &self,
-        ns: &str,
-        device_id: &str,
-        alarm_type: &str,
-        severity: Severity,
-        details: Value,
-        rule: Option<&str>,
-        now_ms: u64,
-    ) -> Result<Change> {
-        AlarmStore::raise(
-            self, ns, device_id, alarm_type, severity, details, rule, now_ms,
-        )
-    }
-    fn acknowledge(&self, ns: &str, id: &str, by: &str, now_ms: u64) -> Result<Change> {
-        AlarmStore::acknowledge(self, ns, id, by, now_ms)
-    }
-    fn clear(&self, ns: &str, id: &str, by: &str, now_ms: u64) -> Result<Change> {
-        AlarmStore::clear(self, ns, id, by, now_ms)
-    }
-    fn clear_active(
-        &self,
-        ns: &str,
-        device_id: &str,
-        alarm_type: &str,
-        by: &str,
-        now_ms: u64,
-    ) -> Result<Option<Change>> {
-        AlarmStore::clear_active(self, ns, device_id, alarm_type, by, now_ms)
-    }
-    fn active(&self, ns: &str, device_id: &str, alarm_type: &str) -> Result<Option<Alarm>> {
-        AlarmStore::active(self, ns, device_id, alarm_type)
-    }
-    fn get(&self, ns: &str, id: &str) -> Result<Option<Alarm>> {
-        AlarmStore::get(self, ns, id)
-    }
-    fn query(
-        &self,
-        ns: &str,
-        filter: &AlarmFilter,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<(Vec<Alarm>, Option<String>)> {
-        AlarmStore::query(self, ns, filter, after, limit)
-    }
-    fn counts(&self, ns: &str) -> Result<AlarmCounts> {
-        AlarmStore::counts(self, ns)
-    }
-    fn total(&self) -> Result<u64> {
-        AlarmStore::total(self)
-    }
-    fn prune(&self, max_alarms: usize) -> Result<usize> {
-        AlarmStore::prune(self, max_alarms)
-    }
-    fn delete_device(&self, ns: &str, device_id: &str) -> Result<usize> {
-        AlarmStore::delete_device(self, ns, device_id)
+kv::store_trait! {
+    /// An alarm store; the methods mean what those of [`AlarmStore`] say.
+    /// Every mutating call is durable when it returns `Ok`.
+    pub trait AlarmStorage for AlarmStore {
+        #[allow(clippy::too_many_arguments, reason = "one argument per alarm field")]
+        fn raise(&self, ns: &str, device_id: &str, alarm_type: &str, severity: Severity, details: Value, rule: Option<&str>, now_ms: u64) -> Result<Change>;
+        fn acknowledge(&self, ns: &str, id: &str, by: &str, now_ms: u64) -> Result<Change>;
+        fn clear(&self, ns: &str, id: &str, by: &str, now_ms: u64) -> Result<Change>;
+        fn clear_active(&self, ns: &str, device_id: &str, alarm_type: &str, by: &str, now_ms: u64) -> Result<Option<Change>>;
+        fn active(&self, ns: &str, device_id: &str, alarm_type: &str) -> Result<Option<Alarm>>;
+        fn get(&self, ns: &str, id: &str) -> Result<Option<Alarm>>;
+        fn query(&self, ns: &str, filter: &AlarmFilter, after: Option<&str>, limit: usize) -> Result<(Vec<Alarm>, Option<String>)>;
+        fn counts(&self, ns: &str) -> Result<AlarmCounts>;
+        fn total(&self) -> Result<u64>;
+        fn prune(&self, max_alarms: usize) -> Result<usize>;
+        fn delete_device(&self, ns: &str, device_id: &str) -> Result<usize>;
     }
 }

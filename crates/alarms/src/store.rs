@@ -1,12 +1,12 @@
 //! The storage seam: everything redb-specific is in this file.
 //!
-//! The handles ([`crate::AlarmStore`], [`crate::Outbox`]) see [`Store`]
+//! The handles ([`crate::AlarmStore`], [`crate::Outbox`]) see a `kv::Db`
 //! and the typed record methods of [`Reads`] (either transaction kind)
 //! and [`Writes`], never a table or a byte. Opening, the schema version,
 //! transactions and the record codec are `kv`'s; this file holds only the
 //! tables and their typed methods. One type serves both files; each
-//! handle only touches its own tables, and [`Store::open`] creates those
-//! of its [`Kind`].
+//! handle only touches its own tables, and [`open`] creates those of its
+//! [`Kind`].
 //!
 //! `alarms.redb` (every value a `kv::Versioned` JSON record from
 //! `records.rs`, `{"v":1,...}`):
@@ -35,10 +35,11 @@
 //! | `outbox_due` | (next attempt ms, id) | () |
 //!
 //! Every write transaction that changed something commits with redb's
-//! default durability (immediate, fsynced): when [`Store::write`] returns
+//! default durability (immediate, fsynced): when `kv::Db::write` returns
 //! `Ok`, the change is on disk. One that changed nothing is aborted, which
 //! costs no fsync.
 
+use std::borrow::Borrow;
 use std::ops::Bound;
 use std::path::Path;
 
@@ -76,7 +77,7 @@ pub(crate) const ALARM_SEQ_KEY: &str = "alarm_next_seq";
 /// The `meta` key of the next outbox id.
 pub(crate) const OUTBOX_SEQ_KEY: &str = "outbox_next_id";
 
-/// Which file a [`Store`] is.
+/// Which file [`open`] opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     Alarms,
@@ -101,40 +102,16 @@ pub(crate) struct AlarmKeys<'a> {
     pub severity: &'static str,
 }
 
-/// One of the two databases.
-pub(crate) struct Store {
-    db: Db,
-}
-
-impl Store {
-    /// Opens or creates the file, checks its schema version and creates
-    /// the missing tables of `kind`.
-    pub(crate) fn open(path: &Path, kind: Kind) -> Result<Store> {
-        let schema = match kind {
-            Kind::Alarms => ALARMS_SCHEMA,
-            Kind::Outbox => OUTBOX_SCHEMA,
-        };
-        Ok(Store {
-            db: Db::open(path, schema, &[])?,
-        })
-    }
-
-    /// Runs `f` in a read transaction (a consistent snapshot).
-    pub(crate) fn read<T>(&self, f: impl FnOnce(&ReadTx) -> Result<T>) -> Result<T> {
-        self.db.read(f)
-    }
-
-    /// Runs `f` in a write transaction; see [`kv::Db::write`] (`Ok` means
-    /// fsynced; a failed or empty write writes nothing).
-    pub(crate) fn write<T>(&self, f: impl FnOnce(&WriteTx) -> Result<T>) -> Result<T> {
-        self.db.write(f)
-    }
-
-    /// Test hook: overwrites the stored schema version.
-    #[cfg(test)]
-    pub(crate) fn set_schema_version(&self, v: u64) -> Result<()> {
-        Ok(self.db.set_schema_version(v)?)
-    }
+/// Opens or creates the file of `kind`, checks its schema version and
+/// creates its missing tables. Transactions are `kv::Db::read` and
+/// `kv::Db::write` (`Ok` means fsynced; a failed or empty write writes
+/// nothing).
+pub(crate) fn open(path: &Path, kind: Kind) -> Result<Db> {
+    let schema = match kind {
+        Kind::Alarms => ALARMS_SCHEMA,
+        Kind::Outbox => OUTBOX_SCHEMA,
+    };
+    Ok(Db::open(path, schema, &[])?)
 }
 
 /// Maps a bound on (last raised ms, seq) to a bound on an index key built
@@ -292,8 +269,8 @@ pub(crate) trait Reads: Read {
 
 impl<R: Read> Reads for R {}
 
-/// The writes.
-pub(crate) trait Writes {
+/// The writes (provided methods, so that each is written once).
+pub(crate) trait Writes: Borrow<WriteTx> {
     /// Stores an alarm and moves its index entries and counters from `old`
     /// (its keys as stored, if it was) to `new`.
     fn put_alarm(
@@ -303,11 +280,34 @@ pub(crate) trait Writes {
         rec: &AlarmRec,
         old: Option<&AlarmKeys<'_>>,
         new: &AlarmKeys<'_>,
-    ) -> Result<()>;
+    ) -> Result<()> {
+        let tx: &WriteTx = self.borrow();
+        tx.records(&ALARMS)?.put((ns, seq), rec)?;
+        if let Some(old) = old {
+            remove_alarm_keys(tx, ns, seq, old)?;
+        }
+        if new.active {
+            tx.table(&ACTIVE)?
+                .insert((ns, new.device, new.alarm_type), seq)?;
+        }
+        tx.table(&BY_TIME)?
+            .insert((ns, new.last_raised_ms, seq), ())?;
+        tx.table(&BY_DEVICE)?
+            .insert((ns, new.device, new.last_raised_ms, seq), ())?;
+        if let Some((class, since)) = new.prune {
+            tx.table(&PRUNE)?.insert((class, since, ns, seq), ())?;
+        }
+        tx.table(&COUNTS)?.add((ns, new.state, new.severity), 1)?;
+        Ok(())
+    }
 
     /// Removes an alarm with its index entries and counters (`keys` as
     /// stored).
-    fn remove_alarm(&self, ns: &str, seq: u64, keys: &AlarmKeys<'_>) -> Result<()>;
+    fn remove_alarm(&self, ns: &str, seq: u64, keys: &AlarmKeys<'_>) -> Result<()> {
+        let tx: &WriteTx = self.borrow();
+        tx.records(&ALARMS)?.remove((ns, seq))?;
+        remove_alarm_keys(tx, ns, seq, keys)
+    }
 
     /// Stores an outbox entry (with its body when given; an update keeps
     /// the stored body) and moves its due entry from `old_due` to the
@@ -318,58 +318,13 @@ pub(crate) trait Writes {
         rec: &OutboxRec,
         body: Option<&[u8]>,
         old_due: Option<u64>,
-    ) -> Result<()>;
-
-    /// Removes an outbox entry, its body and its due entry (`due` as
-    /// stored).
-    fn remove_outbox(&self, id: u64, due: u64) -> Result<()>;
-}
-
-impl Writes for WriteTx {
-    fn put_alarm(
-        &self,
-        ns: &str,
-        seq: u64,
-        rec: &AlarmRec,
-        old: Option<&AlarmKeys<'_>>,
-        new: &AlarmKeys<'_>,
     ) -> Result<()> {
-        self.records(&ALARMS)?.put((ns, seq), rec)?;
-        if let Some(old) = old {
-            remove_alarm_keys(self, ns, seq, old)?;
-        }
-        if new.active {
-            self.table(&ACTIVE)?
-                .insert((ns, new.device, new.alarm_type), seq)?;
-        }
-        self.table(&BY_TIME)?
-            .insert((ns, new.last_raised_ms, seq), ())?;
-        self.table(&BY_DEVICE)?
-            .insert((ns, new.device, new.last_raised_ms, seq), ())?;
-        if let Some((class, since)) = new.prune {
-            self.table(&PRUNE)?.insert((class, since, ns, seq), ())?;
-        }
-        self.table(&COUNTS)?.add((ns, new.state, new.severity), 1)?;
-        Ok(())
-    }
-
-    fn remove_alarm(&self, ns: &str, seq: u64, keys: &AlarmKeys<'_>) -> Result<()> {
-        self.records(&ALARMS)?.remove((ns, seq))?;
-        remove_alarm_keys(self, ns, seq, keys)
-    }
-
-    fn put_outbox(
-        &self,
-        id: u64,
-        rec: &OutboxRec,
-        body: Option<&[u8]>,
-        old_due: Option<u64>,
-    ) -> Result<()> {
-        self.records(&OUTBOX)?.put(id, rec)?;
+        let tx: &WriteTx = self.borrow();
+        tx.records(&OUTBOX)?.put(id, rec)?;
         if let Some(body) = body {
-            self.table(&BODIES)?.insert(id, body)?;
+            tx.table(&BODIES)?.insert(id, body)?;
         }
-        let mut due = self.table(&DUE)?;
+        let mut due = tx.table(&DUE)?;
         if let Some(old) = old_due {
             due.remove((old, id))?;
         }
@@ -377,13 +332,18 @@ impl Writes for WriteTx {
         Ok(())
     }
 
+    /// Removes an outbox entry, its body and its due entry (`due` as
+    /// stored).
     fn remove_outbox(&self, id: u64, due: u64) -> Result<()> {
-        self.records(&OUTBOX)?.remove(id)?;
-        self.table(&BODIES)?.remove(id)?;
-        self.table(&DUE)?.remove((due, id))?;
+        let tx: &WriteTx = self.borrow();
+        tx.records(&OUTBOX)?.remove(id)?;
+        tx.table(&BODIES)?.remove(id)?;
+        tx.table(&DUE)?.remove((due, id))?;
         Ok(())
     }
 }
+
+impl Writes for WriteTx {}
 
 fn remove_alarm_keys(tx: &WriteTx, ns: &str, seq: u64, keys: &AlarmKeys<'_>) -> Result<()> {
     if keys.active {
@@ -444,9 +404,9 @@ mod tests {
     #[test]
     fn namespaces_do_not_leak_into_each_other() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("a.redb"), Kind::Alarms).unwrap();
+        let store = open(&dir.path().join("a.redb"), Kind::Alarms).unwrap();
         store
-            .write(|tx| {
+            .write::<_, AlarmError>(|tx| {
                 for (i, ns) in ["a", "ab", "b", "a"].into_iter().enumerate() {
                     let seq = tx.next_seq(ALARM_SEQ_KEY)?;
                     tx.put_alarm(ns, seq, &rec("d"), None, &keys("d", i as u64))?;
@@ -456,7 +416,7 @@ mod tests {
             .unwrap();
         let seqs = |ns: &str| {
             store
-                .read(|tx| {
+                .read::<_, AlarmError>(|tx| {
                     let mut out = Vec::new();
                     tx.scan_alarms_by_time(ns, Bound::Unbounded, Bound::Unbounded, &mut |s, _| {
                         out.push(s);
@@ -477,7 +437,7 @@ mod tests {
     #[test]
     fn failed_or_empty_writes_write_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("a.redb"), Kind::Alarms).unwrap();
+        let store = open(&dir.path().join("a.redb"), Kind::Alarms).unwrap();
         let r: Result<()> = store.write(|tx| {
             tx.put_alarm("ns", 1, &rec("d"), None, &keys("d", 1))?;
             Err(AlarmError::Conflict("no".into()))
@@ -496,13 +456,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("o.redb");
         {
-            let store = Store::open(&path, Kind::Outbox).unwrap();
+            let store = open(&path, Kind::Outbox).unwrap();
             assert_eq!(
-                store.write(|tx| Ok(tx.next_seq(OUTBOX_SEQ_KEY)?)).unwrap(),
+                store
+                    .write::<_, AlarmError>(|tx| Ok(tx.next_seq(OUTBOX_SEQ_KEY)?))
+                    .unwrap(),
                 1
             );
             assert_eq!(
-                store.write(|tx| Ok(tx.next_seq(OUTBOX_SEQ_KEY)?)).unwrap(),
+                store
+                    .write::<_, AlarmError>(|tx| Ok(tx.next_seq(OUTBOX_SEQ_KEY)?))
+                    .unwrap(),
                 2
             );
             let _ = store.write(|tx| {
@@ -510,9 +474,11 @@ mod tests {
                 Err::<(), _>(AlarmError::Conflict("no".into()))
             });
         }
-        let store = Store::open(&path, Kind::Outbox).unwrap();
+        let store = open(&path, Kind::Outbox).unwrap();
         assert_eq!(
-            store.write(|tx| Ok(tx.next_seq(OUTBOX_SEQ_KEY)?)).unwrap(),
+            store
+                .write::<_, AlarmError>(|tx| Ok(tx.next_seq(OUTBOX_SEQ_KEY)?))
+                .unwrap(),
             3
         );
     }
@@ -521,11 +487,11 @@ mod tests {
     fn newer_schema_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.redb");
-        Store::open(&path, Kind::Alarms)
+        open(&path, Kind::Alarms)
             .unwrap()
             .set_schema_version(2)
             .unwrap();
-        let Err(AlarmError::Storage(m)) = Store::open(&path, Kind::Alarms) else {
+        let Err(AlarmError::Storage(m)) = open(&path, Kind::Alarms) else {
             panic!("expected a storage error");
         };
         assert!(m.contains("schema version 2"), "{m}");
@@ -535,8 +501,8 @@ mod tests {
     fn a_second_open_of_one_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("o.redb");
-        let _first = Store::open(&path, Kind::Outbox).unwrap();
-        let Err(AlarmError::Storage(m)) = Store::open(&path, Kind::Outbox) else {
+        let _first = open(&path, Kind::Outbox).unwrap();
+        let Err(AlarmError::Storage(m)) = open(&path, Kind::Outbox) else {
             panic!("expected a storage error");
         };
         assert!(m.contains("already open"), "{m}");
@@ -625,9 +591,9 @@ mod tests {
         assert_eq!(next.alarm().id, crate::alarm_id(2));
         // What this binary writes is what the old code wrote.
         drop(store);
-        let bytes = Store::open(&path, Kind::Alarms)
+        let bytes = open(&path, Kind::Alarms)
             .unwrap()
-            .read(|tx| {
+            .read::<_, AlarmError>(|tx| {
                 Ok(tx
                     .open(ALARMS.raw())?
                     .get(("ns", 1))?

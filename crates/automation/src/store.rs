@@ -119,8 +119,7 @@ pub mod conformance {
     /// Runs the suite: `make` gives a store for a path (empty for a new path,
     /// the same data for one seen before). Panics on the first difference.
     pub fn run<S: RuleStorage>(make: impl Fn(&Path) -> S) {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let path = dir.path().join("rules.redb");
+        let (_dir, path) = kv::conformance::temp_path("rules.redb");
         let rule = |name: &str, n: u64| json!({"v": 1, "name": name, "sql": "SELECT 1", "n": n});
         {
             let s = make(&path);

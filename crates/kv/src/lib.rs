@@ -21,13 +21,19 @@
 //!
 //! Domain crates (alarms, rules, ...) keep their tables and typed methods
 //! and put each store behind a trait whose embedded implementation is
-//! built on this crate, so that another backend is another `impl`.
+//! built on this crate, so that another backend is another `impl`:
+//! [`store_trait!`] declares such a trait from the embedded store's
+//! methods, and `conformance` (feature `conformance`) is the harness of
+//! the suites every implementation must pass.
 
 mod codec;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod db;
 mod error;
 mod record;
 mod store;
+mod store_trait;
 
 pub use db::{
     Db, Migration, Order, Read, ReadTx, Records, RecordsMut, RecordsRef, Schema, Table, TableMut,

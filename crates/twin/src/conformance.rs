@@ -1,22 +1,17 @@
 //! The behaviour every [`DeviceStateStorage`] implementation must have.
 //! A backend's tests call [`run`] with a function that makes a store for
-//! a path (a backend without files may ignore the path but must give an
-//! empty store for a new one and the same data for a path seen before).
-//! Compiled for this crate's tests and with the `conformance` feature.
+//! a path (see `kv::conformance::Make`). Compiled for this crate's tests
+//! and with the `conformance` feature.
 
 use std::path::Path;
 
+use kv::conformance::{run_cases, temp_path, Case, Make};
 use serde_json::json;
 
 use crate::{
     CommandStatus, DeviceStateStorage, NewCommand, PresenceState, TwinLimits, TwinQuery,
     TwinUpdate, UpdateError,
 };
-
-/// Makes a store for a path.
-type Make<'a, S> = dyn Fn(&Path) -> S + 'a;
-/// One case of the suite.
-type Case<S> = fn(&Make<'_, S>);
 
 /// Runs every case, each on a store of its own; panics on the first
 /// difference.
@@ -30,17 +25,11 @@ pub fn run<S: DeviceStateStorage>(make: impl Fn(&Path) -> S) {
         ("delete device", delete_device),
         ("durability", durability),
     ];
-    for (name, case) in cases {
-        tracing::debug!(case = name, "device state store conformance");
-        case(&make);
-    }
+    run_cases("device state store", &make, cases);
 }
 
-/// A fresh store in a temporary directory (kept until the case ends).
 fn fresh<S>(make: &Make<'_, S>) -> (tempfile::TempDir, S) {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let s = make(&dir.path().join("device-state.redb"));
-    (dir, s)
+    kv::conformance::fresh(make, "devices.redb")
 }
 
 fn reported(v: serde_json::Value) -> TwinUpdate {
@@ -234,8 +223,7 @@ fn delete_device<S: DeviceStateStorage>(make: &Make<'_, S>) {
 }
 
 fn durability<S: DeviceStateStorage>(make: &Make<'_, S>) {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let path = dir.path().join("device-state.redb");
+    let (_dir, path) = temp_path("devices.redb");
     let limits = TwinLimits::default();
     let (twin, command, presence) = {
         let s = make(&path);

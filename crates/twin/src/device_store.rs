@@ -10,7 +10,7 @@ use crate::error::TwinError;
 use crate::presence::{FleetCounts, Presence};
 use crate::query::TwinQuery;
 use crate::records::{CommandRec, PresenceRec, TwinRec};
-use crate::store::{CommandKeys, Reads, Store, WriteTx, Writes};
+use crate::store::{self, CommandKeys, Reads, WriteTx, Writes};
 
 /// The usual file name in the data directory.
 pub const FILE_NAME: &str = "devices.redb";
@@ -26,7 +26,7 @@ pub const MAX_KEY_BYTES: usize = 256;
 /// `Ok` means durable. Calls block on disk I/O: async callers run them on
 /// the blocking pool.
 pub struct DeviceStateStore {
-    store: Store,
+    store: kv::Db,
 }
 
 type Result<T> = std::result::Result<T, TwinError>;
@@ -75,7 +75,7 @@ impl DeviceStateStore {
     /// `<data-dir>/devices.redb`). Fails if the file has a newer schema
     /// version or is in use.
     pub fn open(path: &Path) -> Result<DeviceStateStore> {
-        let store = Store::open(path)?;
+        let store = store::open(path)?;
         tracing::debug!(path = %path.display(), "device state store opened");
         Ok(DeviceStateStore { store })
     }
@@ -316,7 +316,7 @@ impl DeviceStateStore {
     /// commands that changed (now Expired or TimedOut). Reads only the
     /// deadline index and the due commands.
     pub fn expire_commands(&self, now_ms: u64) -> Result<Vec<Command>> {
-        let changed = self.store.write(|tx| {
+        let changed = self.store.write::<_, TwinError>(|tx| {
             let mut changed = Vec::new();
             for (ns, device, seq) in tx.due_commands(now_ms)? {
                 let Some(old) = to_command(tx.command(&ns, &device, seq)?, &ns, &device, seq)?
@@ -490,7 +490,7 @@ impl DeviceStateStore {
     }
 
     #[cfg(test)]
-    pub(crate) fn raw(&self) -> &Store {
+    pub(crate) fn raw(&self) -> &kv::Db {
         &self.store
     }
 }
@@ -536,9 +536,7 @@ mod tests {
         let a = s.create_command("ns", "d", new_cmd(Some(100)), 0).unwrap();
         // A record that cannot be decoded, with no index entry: a scan of
         // every command would fail on it.
-        s.raw()
-            .put_raw_command("ns", "d", 999_999, b"garbage")
-            .unwrap();
+        store::put_raw_command(s.raw(), "ns", "d", 999_999, b"garbage").unwrap();
         assert_eq!(s.deadline_index_len().unwrap(), 1);
         assert!(s.expire_commands(99).unwrap().is_empty());
         let changed = s.expire_commands(100).unwrap();

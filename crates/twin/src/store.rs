@@ -1,6 +1,6 @@
 //! The storage seam: every table is in this file.
 //!
-//! The store handle ([`crate::DeviceStateStore`]) sees [`Store`] and the
+//! The store handle ([`crate::DeviceStateStore`]) sees a `kv::Db` and the
 //! typed record methods of [`Reads`] (either transaction kind) and
 //! [`Writes`], never a table or a byte. Opening, the schema version,
 //! transactions and the record codec are `kv`'s; this file holds only the
@@ -24,10 +24,11 @@
 //! from the command, so they never disagree with the records.
 //!
 //! Every write transaction that changed something commits with redb's
-//! default durability (immediate, fsynced): when [`Store::write`] returns
+//! default durability (immediate, fsynced): when `kv::Db::write` returns
 //! `Ok`, the change is on disk. One that changed nothing is aborted, which
 //! costs no fsync.
 
+use std::borrow::Borrow;
 use std::ops::Bound;
 use std::path::Path;
 
@@ -76,52 +77,27 @@ pub(crate) struct CommandKeys {
 /// A command's full key.
 pub(crate) type CommandKey = (String, String, u64);
 
-/// The device-state database.
-pub(crate) struct Store {
-    db: Db,
+/// Opens or creates the file, checks its schema version and creates
+/// missing tables. Transactions are `kv::Db::read` and `kv::Db::write`
+/// (`Ok` means fsynced; a failed or empty write writes nothing).
+pub(crate) fn open(path: &Path) -> Result<Db> {
+    Ok(Db::open(path, SCHEMA, &[])?)
 }
 
-impl Store {
-    /// Opens or creates the file, checks its schema version and creates
-    /// missing tables.
-    pub(crate) fn open(path: &Path) -> Result<Store> {
-        Ok(Store {
-            db: Db::open(path, SCHEMA, &[])?,
-        })
-    }
-
-    /// Runs `f` in a read transaction (a consistent snapshot).
-    pub(crate) fn read<T>(&self, f: impl FnOnce(&kv::ReadTx) -> Result<T>) -> Result<T> {
-        self.db.read(f)
-    }
-
-    /// Runs `f` in a write transaction; see [`kv::Db::write`] (`Ok` means
-    /// fsynced; a failed or empty write writes nothing).
-    pub(crate) fn write<T>(&self, f: impl FnOnce(&WriteTx) -> Result<T>) -> Result<T> {
-        self.db.write(f)
-    }
-
-    /// Test hook: overwrites the stored schema version.
-    #[cfg(test)]
-    pub(crate) fn set_schema_version(&self, v: u64) -> Result<()> {
-        Ok(self.db.set_schema_version(v)?)
-    }
-
-    /// Test hook: stores raw bytes as a command record, with no index
-    /// entries.
-    #[cfg(test)]
-    pub(crate) fn put_raw_command(
-        &self,
-        ns: &str,
-        device: &str,
-        seq: u64,
-        bytes: &[u8],
-    ) -> Result<()> {
-        self.write(|tx| {
-            tx.table(COMMANDS.raw())?.insert((ns, device, seq), bytes)?;
-            Ok(())
-        })
-    }
+/// Test hook: stores raw bytes as a command record, with no index
+/// entries.
+#[cfg(test)]
+pub(crate) fn put_raw_command(
+    db: &Db,
+    ns: &str,
+    device: &str,
+    seq: u64,
+    bytes: &[u8],
+) -> Result<()> {
+    db.write(|tx| {
+        tx.table(COMMANDS.raw())?.insert((ns, device, seq), bytes)?;
+        Ok(())
+    })
 }
 
 /// The keys in an index of (time, namespace, device, seq) up to `until`,
@@ -288,12 +264,24 @@ pub(crate) trait Reads: Read {
 
 impl<R: Read> Reads for R {}
 
-/// The writes.
-pub(crate) trait Writes {
-    fn put_twin(&self, ns: &str, device: &str, name: &str, rec: &TwinRec) -> Result<()>;
-    fn remove_twin(&self, ns: &str, device: &str, name: &str) -> Result<bool>;
+/// The writes (provided methods, so that each is written once).
+pub(crate) trait Writes: Borrow<WriteTx> {
+    fn put_twin(&self, ns: &str, device: &str, name: &str, rec: &TwinRec) -> Result<()> {
+        let tx: &WriteTx = self.borrow();
+        Ok(tx.records(&TWINS)?.put((ns, device, name), rec)?)
+    }
+
+    fn remove_twin(&self, ns: &str, device: &str, name: &str) -> Result<bool> {
+        let tx: &WriteTx = self.borrow();
+        Ok(tx.records(&TWINS)?.remove((ns, device, name))?)
+    }
+
     /// Takes the next command sequence number (from 1, never reused).
-    fn next_command_seq(&self) -> Result<u64>;
+    fn next_command_seq(&self) -> Result<u64> {
+        let tx: &WriteTx = self.borrow();
+        Ok(tx.next_seq(COMMAND_SEQ_KEY)?)
+    }
+
     /// Stores a command and moves its index entries from `old` (its keys
     /// as stored, if it was) to `new`.
     fn put_command(
@@ -304,64 +292,43 @@ pub(crate) trait Writes {
         rec: &CommandRec,
         old: Option<CommandKeys>,
         new: CommandKeys,
-    ) -> Result<()>;
-    /// Removes a command and its index entries (`keys` as stored).
-    fn remove_command(&self, ns: &str, device: &str, seq: u64, keys: CommandKeys) -> Result<()>;
-    fn put_presence(&self, ns: &str, device: &str, rec: &PresenceRec) -> Result<()>;
-    fn remove_presence(&self, ns: &str, device: &str) -> Result<bool>;
-}
-
-impl Writes for WriteTx {
-    fn put_twin(&self, ns: &str, device: &str, name: &str, rec: &TwinRec) -> Result<()> {
-        Ok(self.records(&TWINS)?.put((ns, device, name), rec)?)
-    }
-
-    fn remove_twin(&self, ns: &str, device: &str, name: &str) -> Result<bool> {
-        Ok(self.records(&TWINS)?.remove((ns, device, name))?)
-    }
-
-    fn next_command_seq(&self) -> Result<u64> {
-        Ok(self.next_seq(COMMAND_SEQ_KEY)?)
-    }
-
-    fn put_command(
-        &self,
-        ns: &str,
-        device: &str,
-        seq: u64,
-        rec: &CommandRec,
-        old: Option<CommandKeys>,
-        new: CommandKeys,
     ) -> Result<()> {
-        self.records(&COMMANDS)?.put((ns, device, seq), rec)?;
+        let tx: &WriteTx = self.borrow();
+        tx.records(&COMMANDS)?.put((ns, device, seq), rec)?;
         if let Some(old) = old {
-            remove_command_keys(self, ns, device, seq, old)?;
+            remove_command_keys(tx, ns, device, seq, old)?;
         }
         if new.open {
-            self.table(&COMMANDS_OPEN)?.insert((ns, device, seq), ())?;
+            tx.table(&COMMANDS_OPEN)?.insert((ns, device, seq), ())?;
         }
         if let Some(d) = new.deadline_ms {
-            self.table(&DEADLINES)?.insert((d, ns, device, seq), ())?;
+            tx.table(&DEADLINES)?.insert((d, ns, device, seq), ())?;
         }
         if let Some(f) = new.finished_ms {
-            self.table(&FINISHED)?.insert((f, ns, device, seq), ())?;
+            tx.table(&FINISHED)?.insert((f, ns, device, seq), ())?;
         }
         Ok(())
     }
 
+    /// Removes a command and its index entries (`keys` as stored).
     fn remove_command(&self, ns: &str, device: &str, seq: u64, keys: CommandKeys) -> Result<()> {
-        self.records(&COMMANDS)?.remove((ns, device, seq))?;
-        remove_command_keys(self, ns, device, seq, keys)
+        let tx: &WriteTx = self.borrow();
+        tx.records(&COMMANDS)?.remove((ns, device, seq))?;
+        remove_command_keys(tx, ns, device, seq, keys)
     }
 
     fn put_presence(&self, ns: &str, device: &str, rec: &PresenceRec) -> Result<()> {
-        Ok(self.records(&PRESENCE)?.put((ns, device), rec)?)
+        let tx: &WriteTx = self.borrow();
+        Ok(tx.records(&PRESENCE)?.put((ns, device), rec)?)
     }
 
     fn remove_presence(&self, ns: &str, device: &str) -> Result<bool> {
-        Ok(self.records(&PRESENCE)?.remove((ns, device))?)
+        let tx: &WriteTx = self.borrow();
+        Ok(tx.records(&PRESENCE)?.remove((ns, device))?)
     }
 }
+
+impl Writes for WriteTx {}
 
 fn remove_command_keys(
     tx: &WriteTx,
@@ -402,9 +369,9 @@ mod tests {
     #[test]
     fn namespaces_do_not_leak_into_each_other() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("d.redb")).unwrap();
+        let store = open(&dir.path().join("d.redb")).unwrap();
         store
-            .write(|tx| {
+            .write::<_, TwinError>(|tx| {
                 for (ns, id) in [("a", "1"), ("a", "2"), ("b", "1"), ("ab", "0")] {
                     tx.put_presence(ns, id, &presence_rec("online"))?;
                 }
@@ -413,7 +380,7 @@ mod tests {
             .unwrap();
         let keys = |ns: Option<&str>| {
             store
-                .read(|tx| {
+                .read::<_, TwinError>(|tx| {
                     let mut keys = Vec::new();
                     tx.scan_presence(ns, &mut |n, d, _| {
                         keys.push(format!("{n}/{d}"));
@@ -430,7 +397,7 @@ mod tests {
     #[test]
     fn failed_or_empty_writes_write_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("d.redb")).unwrap();
+        let store = open(&dir.path().join("d.redb")).unwrap();
         let r: Result<()> = store.write(|tx| {
             tx.put_presence("ns", "x", &presence_rec("online"))?;
             Err(TwinError::Conflict("no".into()))
@@ -446,7 +413,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.redb");
         {
-            let store = Store::open(&path).unwrap();
+            let store = open(&path).unwrap();
             assert_eq!(store.write(|tx| tx.next_command_seq()).unwrap(), 1);
             assert_eq!(store.write(|tx| tx.next_command_seq()).unwrap(), 2);
             // An aborted transaction gives its number back.
@@ -455,7 +422,7 @@ mod tests {
                 Err::<(), _>(TwinError::Conflict("no".into()))
             });
         }
-        let store = Store::open(&path).unwrap();
+        let store = open(&path).unwrap();
         assert_eq!(store.write(|tx| tx.next_command_seq()).unwrap(), 3);
     }
 
@@ -463,8 +430,8 @@ mod tests {
     fn newer_schema_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.redb");
-        Store::open(&path).unwrap().set_schema_version(2).unwrap();
-        let Err(TwinError::Storage(m)) = Store::open(&path) else {
+        open(&path).unwrap().set_schema_version(2).unwrap();
+        let Err(TwinError::Storage(m)) = open(&path) else {
             panic!("expected a storage error");
         };
         assert!(m.contains("schema version 2"), "{m}");
@@ -557,7 +524,7 @@ mod tests {
             .unwrap();
         let bytes = s
             .raw()
-            .read(|tx| {
+            .read::<_, TwinError>(|tx| {
                 Ok(tx
                     .open(TWINS.raw())?
                     .get(("ns", "d", ""))?
