@@ -141,14 +141,6 @@ mod tests {
     use kv::Versioned;
     use serde_json::json;
 
-    fn encode<T: Record>(rec: &T) -> Result<Vec<u8>, AlarmError> {
-        Ok(Versioned::encode(rec)?)
-    }
-
-    fn decode<T: Record>(bytes: &[u8], _what: &str) -> Result<T, AlarmError> {
-        Ok(Versioned::decode(bytes)?)
-    }
-
     #[test]
     fn round_trips_carry_the_version() {
         let mut a = Alarm::new(
@@ -162,9 +154,10 @@ mod tests {
             1,
         );
         a = a.acknowledged("ann", 2).into_alarm();
-        let bytes = encode(&AlarmRec::from_alarm(&a)).unwrap();
+        let bytes = Versioned::encode(&AlarmRec::from_alarm(&a)).unwrap();
         assert!(bytes.starts_with(b"{\"v\":1,"));
-        let back = decode::<AlarmRec>(&bytes, "alarm")
+        let back = Versioned::<AlarmRec>::decode(&bytes)
+            .map_err(AlarmError::from)
             .unwrap()
             .into_alarm("ns", 7)
             .unwrap();
@@ -181,8 +174,9 @@ mod tests {
             created_ms: 1,
             last_error: Some("refused".into()),
         };
-        let bytes = encode(&OutboxRec::from_entry(&e)).unwrap();
-        let back = decode::<OutboxRec>(&bytes, "outbox entry")
+        let bytes = Versioned::encode(&OutboxRec::from_entry(&e)).unwrap();
+        let back = Versioned::<OutboxRec>::decode(&bytes)
+            .map_err(AlarmError::from)
             .unwrap()
             .into_entry(3, b"{}".to_vec());
         assert_eq!(back, e);
@@ -190,9 +184,13 @@ mod tests {
 
     #[test]
     fn newer_or_corrupt_values_are_storage_errors() {
-        let e = decode::<AlarmRec>(br#"{"v":2}"#, "alarm").unwrap_err();
+        let e = Versioned::<AlarmRec>::decode(br#"{"v":2}"#)
+            .map_err(AlarmError::from)
+            .unwrap_err();
         assert!(matches!(e, AlarmError::Storage(m) if m.contains("version 2")));
-        assert!(decode::<AlarmRec>(b"{", "alarm").is_err());
+        assert!(Versioned::<AlarmRec>::decode(b"{")
+            .map_err(AlarmError::from)
+            .is_err());
         let a = Alarm::new("ns", 1, "d", "t", Severity::Major, json!(null), None, 1);
         let odd = AlarmRec {
             state: "open".into(),

@@ -485,19 +485,13 @@ impl<K: Key + 'static, V: Value + 'static> TableMut<'_, K, V> {
         key: impl Borrow<K::SelfType<'k>>,
         value: impl Borrow<V::SelfType<'v>>,
     ) -> Result<()> {
-        self.dirty.set(true);
-        self.r.t.insert(key, value)?;
-        Ok(())
+        insert(&mut self.r.t, self.dirty, key, value)
     }
 
     /// Removes `key`; whether it was present (removing what is not
     /// there leaves the transaction clean).
     pub fn remove<'k>(&mut self, key: impl Borrow<K::SelfType<'k>>) -> Result<bool> {
-        let existed = self.r.t.remove(key)?.is_some();
-        if existed {
-            self.dirty.set(true);
-        }
-        Ok(existed)
+        remove(&mut self.r.t, self.dirty, key)
     }
 }
 
@@ -579,20 +573,40 @@ impl<K: Key + 'static, T: Record> RecordsMut<'_, K, T> {
     /// Stores `rec` under `key`.
     pub fn put<'k>(&mut self, key: impl Borrow<K::SelfType<'k>>, rec: &T) -> Result<()> {
         let bytes = Versioned::encode(rec)?;
-        self.dirty.set(true);
-        self.r.t.t.insert(key, bytes.as_slice())?;
-        Ok(())
+        insert(&mut self.r.t.t, self.dirty, key, bytes.as_slice())
     }
 
     /// Removes `key`; whether it was present (removing what is not
     /// there leaves the transaction clean).
     pub fn remove<'k>(&mut self, key: impl Borrow<K::SelfType<'k>>) -> Result<bool> {
-        let existed = self.r.t.t.remove(key)?.is_some();
-        if existed {
-            self.dirty.set(true);
-        }
-        Ok(existed)
+        remove(&mut self.r.t.t, self.dirty, key)
     }
+}
+
+/// Inserts into a table of a write transaction, marking it dirty.
+fn insert<'k, 'v, K: Key + 'static, V: Value + 'static>(
+    t: &mut redb::Table<'_, K, V>,
+    dirty: &Cell<bool>,
+    key: impl Borrow<K::SelfType<'k>>,
+    value: impl Borrow<V::SelfType<'v>>,
+) -> Result<()> {
+    dirty.set(true);
+    t.insert(key, value)?;
+    Ok(())
+}
+
+/// Removes from a table of a write transaction; only a removal that
+/// found the key marks it dirty.
+fn remove<'k, K: Key + 'static, V: Value + 'static>(
+    t: &mut redb::Table<'_, K, V>,
+    dirty: &Cell<bool>,
+    key: impl Borrow<K::SelfType<'k>>,
+) -> Result<bool> {
+    let existed = t.remove(key)?.is_some();
+    if existed {
+        dirty.set(true);
+    }
+    Ok(existed)
 }
 
 #[cfg(test)]

@@ -15,9 +15,9 @@
 //! - The broker's sessions: the broker emits [`broker::PersistOp`]s;
 //!   [`SessionStore::apply`] makes a batch of them durable in one
 //!   transaction (one fsync for many operations: group commit).
-//!   [`SessionStore::load`] hands everything back at start-up. Its values
-//!   have their own binary layout (see `codec.rs`); every value starts
-//!   with a format version byte and the file records its schema version.
+//!   [`SessionStore::load`] hands everything back at start-up. It is a
+//!   [`Db`] (schema `session`) whose values have their own binary layout
+//!   (see `codec.rs`); every value starts with a format version byte.
 //!
 //! Domain crates (alarms, rules, ...) keep their tables and typed methods
 //! and put each store behind a trait whose embedded implementation is

@@ -183,14 +183,6 @@ mod tests {
     use kv::Versioned;
     use serde_json::json;
 
-    fn encode<T: Record>(rec: &T) -> Result<Vec<u8>, TwinError> {
-        Ok(Versioned::encode(rec)?)
-    }
-
-    fn decode<T: Record>(bytes: &[u8], _what: &str) -> Result<T, TwinError> {
-        Ok(Versioned::decode(bytes)?)
-    }
-
     #[test]
     fn round_trips_carry_the_version() {
         let mut c = Command::queued(
@@ -206,9 +198,10 @@ mod tests {
             1,
         );
         c.mark_sent(2).unwrap();
-        let bytes = encode(&CommandRec::from_command(&c)).unwrap();
+        let bytes = Versioned::encode(&CommandRec::from_command(&c)).unwrap();
         assert!(bytes.starts_with(b"{\"v\":1,"));
-        let back = decode::<CommandRec>(&bytes, "command")
+        let back = Versioned::<CommandRec>::decode(&bytes)
+            .map_err(TwinError::from)
             .unwrap()
             .into_command("ns", "d", 7)
             .unwrap();
@@ -216,8 +209,9 @@ mod tests {
 
         let mut p = Presence::default();
         p.connected(Some("a"), "mqtt/5", 3);
-        let bytes = encode(&PresenceRec::from_presence(&p)).unwrap();
-        let back = decode::<PresenceRec>(&bytes, "presence")
+        let bytes = Versioned::encode(&PresenceRec::from_presence(&p)).unwrap();
+        let back = Versioned::<PresenceRec>::decode(&bytes)
+            .map_err(TwinError::from)
             .unwrap()
             .into_presence()
             .unwrap();
@@ -227,9 +221,13 @@ mod tests {
     #[test]
     fn newer_or_corrupt_values_are_storage_errors() {
         let newer = br#"{"v":2,"state":"online"}"#;
-        let e = decode::<PresenceRec>(newer, "presence").unwrap_err();
+        let e = Versioned::<PresenceRec>::decode(newer)
+            .map_err(TwinError::from)
+            .unwrap_err();
         assert!(matches!(e, TwinError::Storage(m) if m.contains("version 2")));
-        assert!(decode::<PresenceRec>(b"{", "presence").is_err());
+        assert!(Versioned::<PresenceRec>::decode(b"{")
+            .map_err(TwinError::from)
+            .is_err());
         let odd = PresenceRec {
             state: "dancing".into(),
             ..PresenceRec::from_presence(&Presence::default())
