@@ -10,6 +10,12 @@ mod streams;
 
 use std::path::PathBuf;
 
+/// jemalloc returns freed pages to the system (dirty and muzzy pages
+/// decay within seconds), so memory used by a burst (a whole fleet
+/// reconnecting) is given back once it is over; glibc's malloc keeps it.
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
