@@ -1,6 +1,7 @@
 //! The simulator against the real Millwright broker (in-process, anonymous
-//! access, a free port) over plain pub/sub: the test plays the platform's
-//! part of the twin and command exchange itself.
+//! access with an ACL file that opens the devices' tree, a free port) over
+//! plain pub/sub: the test plays the platform's part of the twin and
+//! command exchange itself.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -45,8 +46,13 @@ impl Broker {
             sys_interval_secs: 0,
             ..NetConfig::default()
         };
+        // Plain pub/sub: `devices/...` belongs to registered devices, so
+        // this broker without a registry grants the tree explicitly.
+        let access = AccessControl::new(true)
+            .with_acl_file("topic readwrite #\ntopic readwrite devices/#\n")
+            .expect("ACL");
         let options = ServerOptions {
-            access: AccessControl::new(true),
+            access,
             ..Default::default()
         };
         let server = Server::bind(config, BrokerConfig::default(), Arc::new(store), options)
