@@ -274,6 +274,12 @@ pub(crate) async fn serve<T: Transport>(
             if outq.poll_queued(cx).is_ready() {
                 return Poll::Ready(Wake::Queued);
             }
+            if outq.read_paused() {
+                // Back-pressure: not read until the broker says so (it
+                // wakes the queue then). The keep-alive timer is not
+                // charged for it: see `Broker::tick`.
+                return Poll::Pending;
+            }
             io.poll_read_into(cx, &mut rbuf, &mut read_size)
                 .map(Wake::Read)
         })

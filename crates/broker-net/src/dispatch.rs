@@ -133,6 +133,11 @@ impl Core {
                         },
                         metrics,
                     ),
+                    Output::Reading { conn, paused } => {
+                        if let Some(h) = self.conns.get(&conn) {
+                            h.set_read_paused(paused);
+                        }
+                    }
                     Output::Close { conn } => {
                         if let Some(h) = self.conns.remove(&conn) {
                             h.close();

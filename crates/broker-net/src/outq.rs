@@ -43,6 +43,8 @@ pub(crate) struct OutQueue {
     abort: AtomicBool,
     /// Set once a Close was queued.
     closing: AtomicBool,
+    /// Set while the broker wants the connection not read (back-pressure).
+    read_paused: AtomicBool,
 }
 
 impl OutQueue {
@@ -54,6 +56,7 @@ impl OutQueue {
             queued: AtomicBool::new(false),
             abort: AtomicBool::new(false),
             closing: AtomicBool::new(false),
+            read_paused: AtomicBool::new(false),
         }
     }
 
@@ -83,6 +86,17 @@ impl OutQueue {
         }
         self.lock().push_back(Outgoing::Close);
         self.wake();
+    }
+
+    /// Stops or resumes reading the connection; wakes its task either way.
+    pub fn set_read_paused(&self, paused: bool) {
+        self.read_paused.store(paused, Ordering::Relaxed);
+        self.wake();
+    }
+
+    /// Whether the connection must not be read now.
+    pub fn read_paused(&self) -> bool {
+        self.read_paused.load(Ordering::Relaxed)
     }
 
     /// Stops the connection now, dropping what is queued.

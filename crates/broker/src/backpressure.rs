@@ -79,11 +79,44 @@ impl Broker {
             return;
         }
         s.waiters.push(publisher);
-        if let Some(c) = self.conns.get_mut(&publisher) {
-            c.paused_on += 1;
-            if c.paused_on == 1 {
-                self.stats.publishers_paused += 1;
-            }
+        let Some(c) = self.conns.get_mut(&publisher) else {
+            return;
+        };
+        c.paused_on += 1;
+        if c.paused_on > 1 {
+            return;
+        }
+        self.stats.publishers_paused += 1;
+        // A pure publisher (nothing of its own in flight or queued) is not
+        // read any more: TCP flow control reaches it. One that also
+        // receives keeps being read, for its acknowledgements drain the
+        // queue others may wait on.
+        let own = c.session;
+        let idle_subscriber = self
+            .session(own)
+            .is_some_and(|s| s.inflight.is_empty() && s.queue.is_empty());
+        if idle_subscriber {
+            self.set_reading(publisher, true);
+        }
+    }
+
+    /// Tells the network layer to stop or resume reading `conn`.
+    pub(crate) fn set_reading(&mut self, conn: ConnId, paused: bool) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.read_paused == paused {
+            return;
+        }
+        c.read_paused = paused;
+        self.outputs.push(Output::Reading { conn, paused });
+    }
+
+    /// A delivery goes to `conn` while it is not read: read it again so
+    /// that its acknowledgement comes back (it stays paused otherwise).
+    pub(crate) fn reading_needed(&mut self, conn: ConnId) {
+        if self.conns.get(&conn).is_some_and(|c| c.read_paused) {
+            self.set_reading(conn, false);
         }
     }
 
@@ -114,6 +147,7 @@ impl Broker {
                 for packet in held {
                     self.send_durable(conn, packet);
                 }
+                self.set_reading(conn, false);
             }
         }
     }

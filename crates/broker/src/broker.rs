@@ -67,6 +67,11 @@ pub enum Output {
         principal: Option<String>,
         topic: ByteString,
     },
+    /// Stop (`paused`) or resume reading a connection: a publisher that
+    /// feeds a subscriber over its queue limit and has no deliveries of its
+    /// own to acknowledge is not read until the subscriber drains (TCP flow
+    /// control then reaches it). See `backpressure`.
+    Reading { conn: ConnId, paused: bool },
 }
 
 /// A connection of a granted client began or ended.
@@ -126,6 +131,8 @@ pub(crate) struct Conn {
     pub paused_on: u32,
     /// Acknowledgements held while paused, in order.
     pub held: Vec<Packet>,
+    /// Whether the network layer was told to stop reading it.
+    pub read_paused: bool,
 }
 
 /// The broker core. See the crate documentation.

@@ -197,6 +197,7 @@ impl Broker {
                     .map(Box::new),
                 paused_on: 0,
                 held: Vec::new(),
+                read_paused: false,
             },
         );
         if timeout_ms > 0 {

@@ -329,6 +329,8 @@ impl Broker {
                 packet: Packet::Publish(p),
                 durable: false,
             });
+            // Its acknowledgement must be read.
+            self.reading_needed(conn);
         }
     }
 

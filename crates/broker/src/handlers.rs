@@ -885,7 +885,13 @@ impl Broker {
                     let Some(c) = self.conns.get(&conn) else {
                         continue;
                     };
-                    let deadline = c.last_seen.plus_ms(c.timeout_ms);
+                    // A connection the broker stopped reading is not
+                    // silent by its own doing.
+                    let deadline = if c.read_paused {
+                        now.plus_ms(c.timeout_ms)
+                    } else {
+                        c.last_seen.plus_ms(c.timeout_ms)
+                    };
                     if deadline > now {
                         self.schedule(deadline, Timer::Keepalive(conn));
                         continue;

@@ -21,6 +21,18 @@ fn config() -> BrokerConfig {
     }
 }
 
+/// The read pauses (`true`) and resumptions told for `conn`.
+fn reading_of(out: &[broker::Output], conn: u64) -> Vec<bool> {
+    out.iter()
+        .filter_map(|o| match o {
+            broker::Output::Reading { conn: c, paused } if *c == broker::ConnId(conn) => {
+                Some(*paused)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// QoS 1 PUBLISH whose payload is its packet id.
 fn publish(s: &mut Sim, conn: u64, topic: &str, id: u16) -> Vec<broker::Output> {
     s.publish(conn, topic, id, id.to_string().as_bytes())
@@ -44,10 +56,15 @@ fn a_slow_subscriber_pauses_its_publisher_instead_of_losing_messages() {
         acked.extend(pubacks(&publish(&mut s, 1, "t", id), 1));
     }
     assert_eq!(acked.len(), 9, "below the soft limit every PUBACK is sent");
-    // From the 10th on, the publisher is paused: acknowledgements held.
+    // From the 10th on, the publisher is paused: acknowledgements held,
+    // and (a pure publisher) its socket no longer read.
+    let mut reading = Vec::new();
     for id in 10..=14u16 {
-        assert!(pubacks(&publish(&mut s, 1, "t", id), 1).is_empty(), "{id}");
+        let out = publish(&mut s, 1, "t", id);
+        assert!(pubacks(&out, 1).is_empty(), "{id}");
+        reading.extend(reading_of(&out, 1));
     }
+    assert_eq!(reading, [true], "told once to stop reading");
     assert_eq!(s.b.stats().messages_dropped, 0);
     assert_eq!(s.b.stats().publishers_paused, 1);
     // The subscriber catches up: each PUBACK of it moves one message into
@@ -61,6 +78,9 @@ fn a_slow_subscriber_pauses_its_publisher_instead_of_losing_messages() {
         next_ack += 1;
         delivered += publish_ids(&out, 2).len();
         released = pubacks(&out, 1);
+        if !released.is_empty() {
+            assert_eq!(reading_of(&out, 1), [false], "read again when released");
+        }
     }
     assert_eq!(
         released.iter().map(|a| a.0).collect::<Vec<_>>(),
