@@ -77,7 +77,12 @@ PLACEMENTS=unpinned,pinned
 FAN_QOS=1
 INFLIGHT=32
 PAYLOAD=64
-DRAIN=3
+# The longest wait for deliveries after publishing stops. `millwright bench`
+# stops waiting as soon as every acknowledged message has arrived (or after
+# a second without any), so a long cap costs nothing when nothing is
+# missing; a short one counted a backlog still being delivered (fan-out
+# 1:1000 holds millions of queued deliveries when publishing stops) as loss.
+DRAIN=30
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//; /^set -euo/d' >&2; }
 while (($#)); do
