@@ -104,7 +104,13 @@ test('the device list finds devices by prefix', async () => {
   await page.goto(URL + '/#/devices');
   await page.fill('#f-prefix', 'demo-000');
   await page.press('#f-prefix', 'Enter');
+  // The unfiltered list may still be on screen (it holds the same link):
+  // wait for the filtered answer itself, then count.
+  await page.waitForFunction(() => location.hash.includes('prefix=demo-000'));
   await page.waitForSelector(`a[href="#/device/${DEVICE}"]`);
+  await page
+    .waitForFunction(() => document.querySelectorAll('tbody tr').length === 9, null, { timeout: 10000 })
+    .catch(() => {});
   const rows = await page.$$eval('tbody tr', (r) => r.length);
   assert.equal(rows, 9, 'demo-0001 to demo-0009');
   await page.setViewportSize({ width: 768, height: 1024 });
