@@ -216,18 +216,23 @@ pub(crate) async fn serve<T: Transport>(
                 // A device's own telemetry is decoded here, outside the
                 // broker's lock: one client's huge payload costs its own
                 // task, not everybody's lock.
+                let own_telemetry = |p: &Packet| match (p, &device) {
+                    (Packet::Publish(p), Some(device)) => {
+                        broker::telemetry_device(&p.topic) == Some(device.as_str())
+                    }
+                    _ => false,
+                };
+                // Built only when the batch holds the device's telemetry
+                // (no allocation per read otherwise).
                 let decoded: Vec<Option<Result<broker::TelemetryBatch, String>>> =
                     match (&telemetry, &device) {
-                        (Some(decoder), Some(device)) => {
+                        (Some(decoder), Some(device)) if batch.iter().any(own_telemetry) => {
                             let now = shared.clock.now();
                             batch
                                 .iter()
                                 .map(|p| match p {
-                                    Packet::Publish(p)
-                                        if broker::telemetry_device(&p.topic)
-                                            == Some(device.as_str()) =>
-                                    {
-                                        Some(decoder.decode(device, &p.payload, now))
+                                    Packet::Publish(pb) if own_telemetry(p) => {
+                                        Some(decoder.decode(device, &pb.payload, now))
                                     }
                                     _ => None,
                                 })
