@@ -32,6 +32,9 @@ use crate::server::Shared;
 const READ_MIN: usize = 512;
 const READ_MAX: usize = 64 * 1024;
 
+/// Packets handled under one acquisition of the broker's lock.
+const BATCH: usize = 64;
+
 /// The next read size after a read of `n` bytes into `room` free bytes.
 pub(crate) fn adapt(size: usize, n: usize, room: usize) -> usize {
     if n >= room {
@@ -197,12 +200,14 @@ pub(crate) async fn serve<T: Transport>(
     }
 
     let reason = loop {
-        // Decode every complete packet buffered, then handle the batch under
-        // one lock.
-        if !rbuf.is_empty() {
-            let mut batch = Vec::new();
+        // Decode the complete packets buffered, then handle them under one
+        // lock, at most `BATCH` at a time (the batch is allocated once at
+        // its size, never grown packet by packet).
+        let mut bad = false;
+        while !rbuf.is_empty() {
+            let mut batch = Vec::with_capacity(BATCH.min(rbuf.len() / 16 + 1));
             let mut error = None;
-            loop {
+            while batch.len() < BATCH {
                 match mqtt_proto::decode(&mut rbuf, protocol, max_packet) {
                     Ok(Some(p)) => batch.push(p),
                     Ok(None) => break,
@@ -212,7 +217,11 @@ pub(crate) async fn serve<T: Transport>(
                     }
                 }
             }
-            if !batch.is_empty() || error.is_some() {
+            let full = batch.len() == BATCH;
+            if batch.is_empty() && error.is_none() {
+                break;
+            }
+            {
                 // A device's own telemetry is decoded here, outside the
                 // broker's lock: one client's huge payload costs its own
                 // task, not everybody's lock.
@@ -261,11 +270,17 @@ pub(crate) async fn serve<T: Transport>(
                 tokio::task::yield_now().await;
             }
             if error.is_some() {
-                // Send the DISCONNECT queued for the violation, then stop.
-                let _ =
-                    Box::pin(flush(&shared, &mut io, &outq, &mut aliases, protocol, conn)).await;
-                break "bad packet";
+                bad = true;
+                break;
             }
+            if !full {
+                break;
+            }
+        }
+        if bad {
+            // Send the DISCONNECT queued for the violation, then stop.
+            let _ = Box::pin(flush(&shared, &mut io, &outq, &mut aliases, protocol, conn)).await;
+            break "bad packet";
         }
         if rbuf.is_empty() && rbuf.capacity() > 0 {
             rbuf = BytesMut::new();
@@ -502,14 +517,13 @@ async fn flush<T: Transport>(
     protocol: Protocol,
     conn: broker::ConnId,
 ) -> Flushed {
-    let mut items = Vec::new();
     let mut out = BytesMut::new();
     loop {
-        outq.drain_into(&mut items);
+        let items = outq.take();
         if items.is_empty() {
             break;
         }
-        for item in items.drain(..) {
+        for item in items {
             match item {
                 Outgoing::Close => {
                     if !out.is_empty() && write(shared, io, outq, &out).await.is_err() {

@@ -15,7 +15,9 @@ use mqtt_proto::{Packet, QoS};
 /// The state behind the lock.
 pub(crate) struct Core {
     pub broker: Broker,
-    pub conns: HashMap<ConnId, Arc<OutQueue>>,
+    /// Every connection's queue (looked up once per packet sent: a fast
+    /// seeded hasher, as in the broker core).
+    pub conns: HashMap<ConnId, Arc<OutQueue>, foldhash::fast::RandomState>,
     pub persist: PersistQueue,
     /// Where platform events go (tapped messages, acknowledgements,
     /// presence).
@@ -28,15 +30,25 @@ pub(crate) struct Core {
     /// packet id) was not queued yet. At most a receive maximum per
     /// connection; dropped with the connection.
     pub verdicts: HashMap<(ConnId, u16), Arc<Verdict>>,
+    /// The outputs being dispatched, kept between dispatches (one buffer
+    /// for the whole broker, not one per call).
+    pub scratch: Vec<Output>,
 }
+
+/// Outputs whose room the dispatch buffer keeps between calls.
+const SCRATCH_KEEP: usize = 1024;
 
 impl Core {
     /// Dispatches every pending broker output.
     pub fn dispatch(&mut self, metrics: &Arc<NetMetrics>, now: Time) {
-        let mut outputs: Vec<Output> = Vec::new();
+        let mut outputs = std::mem::take(&mut self.scratch);
         loop {
-            outputs.extend(self.broker.drain_outputs());
+            self.broker.take_outputs(&mut outputs);
             if outputs.is_empty() {
+                // Kept for the next dispatch unless a burst made it large.
+                if outputs.capacity() <= SCRATCH_KEEP {
+                    self.scratch = outputs;
+                }
                 return;
             }
             let mut ops = Vec::new();

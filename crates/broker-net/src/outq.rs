@@ -109,14 +109,10 @@ impl OutQueue {
         self.abort.load(Ordering::Relaxed)
     }
 
-    /// Moves everything queued into `out`; frees the queue's memory.
-    pub fn drain_into(&self, out: &mut Vec<Outgoing>) {
-        let mut q = self.lock();
-        if q.is_empty() {
-            return;
-        }
-        // Take the whole buffer: an idle connection keeps no queue memory.
-        out.extend(std::mem::take(&mut *q));
+    /// Takes everything queued (the buffer itself: nothing is copied, and
+    /// an idle connection keeps no queue memory).
+    pub fn take(&self) -> VecDeque<Outgoing> {
+        std::mem::take(&mut *self.lock())
     }
 
     /// Sets the "something was queued" flag again (after a watcher that
@@ -180,17 +176,16 @@ mod tests {
         // Full at the limit; draining frees the memory and the room.
         q.push(ping()).unwrap();
         assert_eq!(q.push(ping()), Err(Full::Full));
-        let mut out = Vec::new();
-        q.drain_into(&mut out);
-        assert_eq!(out.len(), 2);
+        assert_eq!(q.take().len(), 2);
         assert_eq!(q.lock().capacity(), 0);
         // Close goes in beyond the limit; nothing is accepted after it.
         q.push(ping()).unwrap();
         q.push(ping()).unwrap();
         q.close();
         assert_eq!(q.push(ping()), Err(Full::Closed));
-        q.drain_into(&mut out);
-        assert!(matches!(out.last(), Some(Outgoing::Close)));
+        let out = q.take();
+        assert_eq!(out.len(), 3);
+        assert!(matches!(out.back(), Some(Outgoing::Close)));
     }
 
     #[test]

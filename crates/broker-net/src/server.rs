@@ -446,12 +446,13 @@ impl Server {
         let shared = Arc::new(Shared {
             core: Mutex::new(Core {
                 broker,
-                conns: HashMap::new(),
+                conns: HashMap::default(),
                 persist,
                 events,
                 rule_events,
                 streams: Default::default(),
                 verdicts: HashMap::new(),
+                scratch: Vec::new(),
             }),
             authenticator,
             guard: Guard::default(),

@@ -2,7 +2,9 @@
 //! Routing and delivery toward sessions live in `delivery.rs`.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
+
+use crate::fast::HashMap;
 use std::sync::Arc;
 
 use mqtt_proto::{topic, ByteString, Packet, Protocol};
@@ -156,16 +158,11 @@ pub struct Broker {
     pub(crate) next_seq: u64,
     /// Decodes `devices/{id}/telemetry` payloads for storage, when set.
     pub(crate) telemetry: Option<Arc<dyn crate::TelemetryDecoder>>,
-    /// Topic filters platform services tap (`Output::Tap`).
-    pub(crate) taps: Vec<String>,
-    /// Topic filters tapped on every publish, the platform's own included
-    /// (rules); replaced as a whole.
-    pub(crate) dynamic_taps: Vec<String>,
-    /// Topic filters of live streams (any publish, the platform's own
-    /// included); replaced as a whole.
-    pub(crate) stream_taps: Vec<String>,
-    /// Topic filters whose acknowledgements are reported (`Output::Acked`).
-    pub(crate) ack_taps: Vec<String>,
+    /// The taps, as internal subscriptions: filters of platform services
+    /// (`Output::Tap`), of the rules engine and of live streams (any
+    /// publish, the platform's own included; replaced as a whole), and of
+    /// acknowledgement reports (`Output::Acked`).
+    pub(crate) taps: crate::taps::Taps,
     /// Why the connection being detached ends (for presence events).
     pub(crate) detach_reason: &'static str,
     /// Rate limiting of "access denied" log lines.
@@ -216,8 +213,8 @@ impl Broker {
             access,
             sessions: Vec::new(),
             free_sessions: Vec::new(),
-            by_client_id: HashMap::new(),
-            conns: HashMap::new(),
+            by_client_id: HashMap::default(),
+            conns: HashMap::default(),
             trie: SubTree::default(),
             timers: BinaryHeap::new(),
             outputs: Vec::new(),
@@ -225,10 +222,7 @@ impl Broker {
             next_assigned_id: now.0,
             next_seq: 1,
             telemetry: None,
-            taps: Vec::new(),
-            ack_taps: Vec::new(),
-            dynamic_taps: Vec::new(),
-            stream_taps: Vec::new(),
+            taps: crate::taps::Taps::default(),
             detach_reason: "connection lost",
             denial_log_next: 0,
             denials_suppressed: 0,
@@ -254,33 +248,25 @@ impl Broker {
     /// provisioning listen this way). Topics under `$provision/` are only
     /// accepted from clients whose grant allows them.
     pub fn add_tap(&mut self, filter: &str) {
-        if !self.taps.iter().any(|f| f == filter) {
-            self.taps.push(filter.to_string());
-        }
+        self.taps.add(crate::taps::TapKind::Services, filter);
     }
 
     /// Replaces the dynamic taps: messages on matching topics, published
     /// by clients or by the platform itself, are handed over as
     /// [`Output::Tap`] (the rules engine's inputs). Duplicates are removed.
-    pub fn set_dynamic_taps(&mut self, mut filters: Vec<String>) {
-        filters.sort();
-        filters.dedup();
-        self.dynamic_taps = filters;
+    pub fn set_dynamic_taps(&mut self, filters: Vec<String>) {
+        self.taps.replace(crate::taps::TapKind::Rules, filters);
     }
 
     /// Replaces the live-stream taps (see [`TapMessage::for_streams`]).
-    pub fn set_stream_taps(&mut self, mut filters: Vec<String>) {
-        filters.sort();
-        filters.dedup();
-        self.stream_taps = filters;
+    pub fn set_stream_taps(&mut self, filters: Vec<String>) {
+        self.taps.replace(crate::taps::TapKind::Streams, filters);
     }
 
     /// Reports acknowledgements of messages on topics matching `filter`
     /// as [`Output::Acked`] (command delivery).
     pub fn add_ack_tap(&mut self, filter: &str) {
-        if !self.ack_taps.iter().any(|f| f == filter) {
-            self.ack_taps.push(filter.to_string());
-        }
+        self.taps.add(crate::taps::TapKind::Acks, filter);
     }
 
     /// Every live connection authenticated by a grant: (principal, last
@@ -456,6 +442,16 @@ impl Broker {
     /// Takes everything the broker wants done since the last call.
     pub fn drain_outputs(&mut self) -> std::vec::Drain<'_, Output> {
         self.outputs.drain(..)
+    }
+
+    /// Moves every pending output into `out` (empty): the two vectors are
+    /// swapped, so no output is copied and both keep their capacity.
+    pub fn take_outputs(&mut self, out: &mut Vec<Output>) {
+        if out.is_empty() {
+            std::mem::swap(&mut self.outputs, out);
+        } else {
+            out.append(&mut self.outputs);
+        }
     }
 
     /// The earliest time [`Broker::tick`] has work to do.

@@ -1,7 +1,7 @@
 //! CONNECT: authentication, client identifiers, session take-over,
 //! resumption and the CONNACK.
 
-use std::collections::HashMap;
+use crate::fast::HashMap;
 
 use mqtt_proto::{
     Ack, ByteString, ConnAck, ConnAckProperties, Connect, Disconnect, Packet, ReasonCode,
@@ -189,7 +189,7 @@ impl Broker {
                 protocol: connect.protocol,
                 timeout_ms,
                 last_seen: now,
-                aliases_in: HashMap::new(),
+                aliases_in: HashMap::default(),
                 rate: info
                     .grant
                     .as_ref()

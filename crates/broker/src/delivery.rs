@@ -1,7 +1,7 @@
 //! Routing a message to the sessions that subscribed to it, and delivering
 //! it to each within its flow-control window.
 
-use std::collections::HashMap;
+use crate::fast::HashMap;
 use std::sync::Arc;
 
 use mqtt_proto::{encoded_len, ByteString, Packet, Publish, PublishProperties, QoS};
@@ -29,6 +29,9 @@ struct Target {
     subscription_ids: Vec<u32>,
 }
 
+/// Up to this many matching subscriptions, duplicates are found by a scan.
+const LINEAR_DEDUP: usize = 16;
+
 impl Broker {
     /// Routes `msg` to every matching subscription. `publisher` is the client
     /// id of the sender, for No Local; `from` its connection, paused while a
@@ -48,7 +51,11 @@ impl Broker {
             if matched.is_empty() {
                 return RouteOutcome::Delivered(0);
             }
-            let mut by_session: HashMap<SessionIdx, usize> = HashMap::new();
+            // Sessions already targeted (a session matched by several
+            // filters gets the message once): a scan of `targets` while
+            // they are few, a map beyond (fan-out to thousands).
+            let mut by_session: Option<HashMap<SessionIdx, usize>> =
+                (matched.len() > LINEAR_DEDUP).then(HashMap::default);
             let mut shared: Vec<(&ByteString, &ByteString, Vec<usize>)> = Vec::new();
             // Per message: an ACL file with deny rules, or the devices' tree
             // reached through a wide filter (`#`, `+/+/telemetry`).
@@ -79,15 +86,21 @@ impl Broker {
                 }
                 let qos = e.options.qos.min(msg.qos);
                 let retain = e.options.retain_as_published && msg.retain;
-                match by_session.get(&e.session) {
-                    Some(&t) => {
+                let seen = match &by_session {
+                    Some(map) => map.get(&e.session).copied(),
+                    None => targets.iter().position(|t| t.session == e.session),
+                };
+                match seen {
+                    Some(t) => {
                         let t = &mut targets[t];
                         t.qos = t.qos.max(qos);
                         t.retain |= retain;
                         t.subscription_ids.extend(e.subscription_id);
                     }
                     None => {
-                        by_session.insert(e.session, targets.len());
+                        if let Some(map) = &mut by_session {
+                            map.insert(e.session, targets.len());
+                        }
                         targets.push(Target {
                             session: e.session,
                             qos,

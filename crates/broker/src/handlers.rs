@@ -287,11 +287,8 @@ impl Broker {
         let Some(done) = s.inflight.remove(pos) else {
             return;
         };
-        if !self.ack_taps.is_empty()
-            && self
-                .ack_taps
-                .iter()
-                .any(|f| topic::matches(f, &done.delivery.message.topic))
+        if !self.taps.is_empty(crate::taps::TapKind::Acks)
+            && self.taps.hits(&done.delivery.message.topic).acks
         {
             let s = self.session(idx);
             let event = Output::Acked {
@@ -570,12 +567,13 @@ impl Broker {
             self.ack_publish(conn, idx, &ack_info, ReasonCode::QUOTA_EXCEEDED, v5, now);
             return;
         }
-        let tapped =
-            |taps: &[String]| from_device && taps.iter().any(|f| topic::matches(f, &msg.topic));
-        let for_services = tapped(&self.taps);
-        let for_rules = tapped(&self.dynamic_taps);
-        let for_streams = tapped(&self.stream_taps);
-        if for_services || for_rules || for_streams {
+        let hits = if from_device {
+            self.taps.hits(&msg.topic)
+        } else {
+            crate::taps::TapHits::default()
+        };
+        let (for_services, for_rules, for_streams) = (hits.services, hits.rules, hits.streams);
+        if hits.any_message() {
             self.outputs.push(Output::Tap(crate::broker::TapMessage {
                 client_id: client_id.clone(),
                 principal,
@@ -701,14 +699,8 @@ impl Broker {
         if msg.retain {
             self.set_retained(msg.clone());
         }
-        let for_rules = self
-            .dynamic_taps
-            .iter()
-            .any(|f| topic::matches(f, &msg.topic));
-        let for_streams = self
-            .stream_taps
-            .iter()
-            .any(|f| topic::matches(f, &msg.topic));
+        let hits = self.taps.hits(&msg.topic);
+        let (for_rules, for_streams) = (hits.rules, hits.streams);
         if for_rules || for_streams {
             self.outputs.push(Output::Tap(crate::broker::TapMessage {
                 client_id: mqtt_proto::ByteString::default(),

@@ -17,6 +17,7 @@ mod broker;
 mod config;
 mod connect;
 mod delivery;
+mod fast;
 mod handlers;
 mod limits;
 mod outbound;
@@ -24,6 +25,7 @@ mod persist;
 mod retained;
 mod session;
 mod stats;
+mod taps;
 mod time;
 mod trie;
 

@@ -2,7 +2,7 @@
 //! at encode time, so an alias is only ever relied on after the packet that
 //! set it was actually written.
 
-use std::collections::HashMap;
+use crate::fast::HashMap;
 
 use mqtt_proto::{ByteString, Publish};
 
@@ -19,7 +19,7 @@ impl OutboundAliases {
     pub fn new(max: u16) -> OutboundAliases {
         OutboundAliases {
             max,
-            by_topic: HashMap::new(),
+            by_topic: HashMap::default(),
             next: 1,
         }
     }

@@ -1,6 +1,6 @@
 //! Retained messages, one per topic, with count and byte limits.
 
-use std::collections::HashMap;
+use crate::fast::HashMap;
 use std::sync::Arc;
 
 use mqtt_proto::{topic, ByteString};
@@ -18,7 +18,7 @@ pub(crate) struct Retained {
 impl Retained {
     pub fn new(max_messages: usize, max_bytes: usize) -> Retained {
         Retained {
-            by_topic: HashMap::new(),
+            by_topic: HashMap::default(),
             bytes: 0,
             max_messages,
             max_bytes,

@@ -1,6 +1,8 @@
 //! A session: what the broker keeps for a client id across connections.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use crate::fast::{HashMap, HashSet};
 use std::sync::Arc;
 
 use mqtt_proto::{ByteString, LastWill, Protocol, QoS};
@@ -90,14 +92,14 @@ impl Session {
             client_id,
             protocol,
             expiry_interval: 0,
-            subscriptions: HashMap::new(),
+            subscriptions: HashMap::default(),
             conn: None,
             generation: 0,
             queue: VecDeque::new(),
             queued_bytes: 0,
             inflight: VecDeque::new(),
             next_packet_id: 1,
-            incoming_qos2: HashSet::new(),
+            incoming_qos2: HashSet::default(),
             expires_at: None,
             will: None,
             will_due: None,
