@@ -204,8 +204,13 @@ pub(crate) async fn serve<T: Transport>(
         // lock, at most `BATCH` at a time (the batch is allocated once at
         // its size, never grown packet by packet).
         let mut bad = false;
+        // Sized for the packets buffered (an acknowledgement is 4 bytes),
+        // allocated once per read and reused batch after batch.
+        let mut batch = Vec::new();
+        if !rbuf.is_empty() {
+            batch.reserve(BATCH.min(rbuf.len() / 4 + 1));
+        }
         while !rbuf.is_empty() {
-            let mut batch = Vec::with_capacity(BATCH.min(rbuf.len() / 16 + 1));
             let mut error = None;
             while batch.len() < BATCH {
                 match mqtt_proto::decode(&mut rbuf, protocol, max_packet) {
@@ -253,7 +258,7 @@ pub(crate) async fn serve<T: Transport>(
                     let mut core = shared.lock();
                     let now = shared.clock.now();
                     let mut decoded = decoded.into_iter();
-                    for p in batch {
+                    for p in batch.drain(..) {
                         let pre = decoded.next().flatten();
                         core.broker.handle_decoded(conn, p, pre, now);
                     }
@@ -523,6 +528,8 @@ async fn flush<T: Transport>(
         if items.is_empty() {
             break;
         }
+        // Room for the usual small packets at once (a larger one grows it).
+        out.reserve(items.len() * 96);
         for item in items {
             match item {
                 Outgoing::Close => {

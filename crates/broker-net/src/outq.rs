@@ -31,6 +31,9 @@ pub(crate) enum Full {
     Closed,
 }
 
+/// Packets a queue has room for when it starts filling again.
+const FIRST_ROOM: usize = 16;
+
 #[derive(Debug)]
 pub(crate) struct OutQueue {
     items: Mutex<VecDeque<Outgoing>>,
@@ -72,6 +75,12 @@ impl OutQueue {
         let mut q = self.lock();
         if q.len() >= self.cap {
             return Err(Full::Full);
+        }
+        if q.capacity() == 0 {
+            // The queue's memory was handed to the writer: start again with
+            // room for a few packets rather than growing (and copying) from
+            // one.
+            q.reserve(FIRST_ROOM.min(self.cap));
         }
         q.push_back(item);
         drop(q);
