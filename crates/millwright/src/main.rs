@@ -5,7 +5,6 @@ mod cli;
 mod demo;
 mod security;
 mod serve;
-mod settings;
 mod streams;
 
 use std::path::PathBuf;

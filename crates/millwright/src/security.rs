@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::settings::Settings;
+use settings::Settings;
 
 /// Opens `<data-dir>/registry.redb`.
 pub fn open_registry(

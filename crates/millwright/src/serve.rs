@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::security;
-use crate::settings::Settings;
+use settings::Settings;
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -134,8 +134,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )?);
         // Platform events (device messages the fleet taps, command
         // acknowledgements, presence): bounded, see fleet's docs.
-        let (event_tx, event_rx) = tokio::sync::mpsc::channel(65_536);
-        let (prov_tx, prov_rx) = tokio::sync::mpsc::channel(1024);
+        let (event_tx, event_rx) = tokio::sync::mpsc::channel(settings.devices.event_queue);
+        let (prov_tx, prov_rx) = tokio::sync::mpsc::channel(settings.devices.provision_queue);
         let (rules_tx, rules_rx) = tokio::sync::mpsc::channel(settings.rules.queue);
         let alarms_path = data_dir.join("alarms.redb");
         let alarm_store = Arc::new(alarms::AlarmStore::open(&alarms_path).with_context(|| {
