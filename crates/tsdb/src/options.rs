@@ -31,6 +31,14 @@ pub struct Options {
     pub partition_ms: i64,
     /// Rollup levels, any order; an empty list disables rollups.
     pub rollups: Vec<RollupLevel>,
+    /// Whether flushes write rollup chunks for every partition (`true`), or
+    /// only once the raw retention horizon has entered a partition
+    /// (`false`, the default): while a partition's raw data is complete,
+    /// rollup queries over it are answered from the raw chunks, and its
+    /// rollup chunks are written (materialized) from them just before raw
+    /// data starts to expire. Both give the same answers; deferred rollups
+    /// cost no disk space while raw data covers the range.
+    pub eager_rollups: bool,
     /// Raw-data retention in milliseconds for namespaces without an override.
     pub default_retention_ms: i64,
     /// Per-namespace raw-data retention overrides in milliseconds.
@@ -61,6 +69,7 @@ impl Default for Options {
                     retention_ms: 5 * 365 * DAY_MS,
                 },
             ],
+            eager_rollups: false,
             default_retention_ms: 30 * DAY_MS,
             namespace_retention_ms: BTreeMap::new(),
             compression_level: 8,

@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 
 use crate::catalog::SeriesId;
 use crate::chunk::ChunkKind;
-use crate::chunkset::clip;
 use crate::column::Column;
 use crate::db::{read, Tsdb};
 use crate::error::Error;
@@ -101,27 +100,44 @@ impl Tsdb {
             None => start.max(raw_h),
         };
         let snap = self.snapshot(sel, lo, end);
+        // Deferred rollups: materialized partitions are read from rollup
+        // chunks, the others (whose raw data is complete) from raw chunks.
+        let segments = match level {
+            Some(l) => self.level_segments(&snap, l, &sel.namespace, start, end),
+            None => Vec::new(),
+        };
         let mut groups: BTreeMap<GroupKey, Vec<(i64, Summary)>> = BTreeMap::new();
         for (sid, key, vtype) in &snap.series {
             if !vtype.is_numeric() && agg != Agg::Count {
                 continue;
             }
             let buckets = match level {
-                Some(l) if vtype.is_numeric() => self.rollup_series(
-                    &snap,
-                    *sid,
-                    &sel.namespace,
-                    l,
-                    start,
-                    end,
-                    bucket_ms,
-                    agg,
-                    &horizons,
-                )?,
-                _ => self
-                    .raw_series(&snap, *sid, *vtype, &sel.namespace, lo, end, bucket_ms)?
-                    .into_iter()
-                    .collect(),
+                Some(l) if vtype.is_numeric() => {
+                    let mut out = Vec::new();
+                    for &(a, b, materialized) in &segments {
+                        out.extend(if materialized {
+                            self.rollup_series(
+                                &snap,
+                                *sid,
+                                &sel.namespace,
+                                l,
+                                a,
+                                b,
+                                bucket_ms,
+                                agg,
+                                &horizons,
+                            )?
+                        } else {
+                            self.raw_series(&snap, *sid, *vtype, &sel.namespace, a, b, bucket_ms)?
+                        });
+                    }
+                    if segments.len() > 1 {
+                        // A bucket wider than a partition can span segments.
+                        out = coarsen(out, bucket_ms);
+                    }
+                    out
+                }
+                _ => self.raw_series(&snap, *sid, *vtype, &sel.namespace, lo, end, bucket_ms)?,
             };
             if buckets.is_empty() {
                 continue;
@@ -179,6 +195,44 @@ impl Tsdb {
             .map(|l| l.bucket_ms)
     }
 
+    /// `[start, end)` cut into ascending segments, each either made of
+    /// partitions whose rollups of `level_ms` are materialized (`true`) or
+    /// of partitions whose raw data is complete (`false`).
+    fn level_segments(
+        &self,
+        snap: &Snapshot,
+        level_ms: i64,
+        ns: &str,
+        start: i64,
+        end: i64,
+    ) -> Vec<(i64, i64, bool)> {
+        let pms = self.opts.partition_ms;
+        let mat = snap.chunks.partitions(ChunkKind::Rollup(level_ms), ns);
+        let first = mat.partition_point(|&p| p.saturating_add(pms) <= start);
+        let mut segs: Vec<(i64, i64, bool)> = Vec::new();
+        let mut cur = start;
+        for &p in &mat[first..] {
+            if p >= end {
+                break;
+            }
+            let (a, b) = (p.max(start), p.saturating_add(pms).min(end));
+            if a > cur {
+                segs.push((cur, a, false));
+            }
+            match segs.last_mut() {
+                Some(last) if last.2 && last.1 == a => last.1 = b,
+                _ => segs.push((a, b, true)),
+            }
+            cur = b;
+        }
+        if cur < end {
+            segs.push((cur, end, false));
+        }
+        segs
+    }
+
+    /// Buckets of `bucket_ms` of one series' raw data within `[lo, hi)`,
+    /// ascending.
     #[allow(clippy::too_many_arguments)]
     fn raw_series(
         &self,
@@ -189,11 +243,11 @@ impl Tsdb {
         lo: i64,
         hi: i64,
         bucket_ms: i64,
-    ) -> Result<BTreeMap<i64, Summary>, Error> {
+    ) -> Result<Vec<(i64, Summary)>, Error> {
         let bucket = |t: i64| t.div_euclid(bucket_ms) * bucket_ms;
         let entries = snap.chunks.entries(ChunkKind::Raw, ns, sid, lo, hi);
         let unflushed = snap.unflushed.get(&sid);
-        let mut out: BTreeMap<i64, Summary> = BTreeMap::new();
+        let mut from_summaries: BTreeMap<i64, Summary> = BTreeMap::new();
         let mut runs: Vec<(Vec<i64>, Column)> = Vec::new();
         for (i, (c, e)) in entries.iter().enumerate() {
             let inside = e.min_ts >= lo && e.max_ts < hi && bucket(e.min_ts) == bucket(e.max_ts);
@@ -210,7 +264,8 @@ impl Tsdb {
                     .chunk_summaries_used
                     .fetch_add(1, Ordering::Relaxed);
                 let b = bucket(e.min_ts);
-                out.entry(b)
+                from_summaries
+                    .entry(b)
                     .and_modify(|x| x.merge(&e.summary))
                     .or_insert(e.summary);
                 continue;
@@ -218,26 +273,17 @@ impl Tsdb {
             self.stats
                 .chunk_series_decoded
                 .fetch_add(1, Ordering::Relaxed);
-            let (ts, col) = c.read_raw(e)?;
-            runs.push(clip(ts, col, lo, hi));
+            runs.push(c.read_raw(e)?);
         }
         if let Some(u) = unflushed {
             runs.push(u.clone());
         }
         let (ts, col) = merge_newest_wins(vtype, runs);
-        for (i, &t) in ts.iter().enumerate() {
-            if t < lo || t >= hi {
-                continue;
-            }
-            let s = match col.num(i) {
-                Some(v) => Summary::one(t, v),
-                None => Summary::count_only(1, t, t),
-            };
-            out.entry(bucket(t))
-                .and_modify(|x| x.merge(&s))
-                .or_insert(s);
+        let points = bucket_points(&ts, &col, lo, hi, bucket_ms);
+        if from_summaries.is_empty() {
+            return Ok(points);
         }
-        Ok(out)
+        Ok(merge_sorted(points, from_summaries.into_iter().collect()))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -265,6 +311,18 @@ impl Tsdb {
                 .read_rollup_sorted(level_ms, ns, sid, start, end, fields, &self.stats)?;
         buckets.retain(|(b, _)| horizons.bucket_live(level_ms, *b));
         if let Some((ts, col)) = unflushed {
+            // Only the points of this segment (the snapshot covers the
+            // whole query).
+            let (a, b) = (
+                ts.partition_point(|&t| t < start),
+                ts.partition_point(|&t| t < end),
+            );
+            let (ts, col) = if a == 0 && b == ts.len() {
+                (ts.clone(), col.clone())
+            } else {
+                (ts[a..b].to_vec(), col.select(&(a..b).collect::<Vec<_>>()))
+            };
+            let (ts, col) = (&ts, &col);
             let mut buckets: BTreeMap<i64, Summary> = buckets.into_iter().collect();
             // Like a flush, points past raw retention still feed rollups.
             let raw_h = horizons.raw(ns);
@@ -277,6 +335,58 @@ impl Tsdb {
             return Ok(coarsen(buckets, bucket_ms));
         }
         Ok(coarsen(buckets, bucket_ms))
+    }
+}
+
+/// Summaries per bucket of `bucket_ms` of the points of a sorted run
+/// (unique timestamps) within `[lo, hi)`, ascending; one pass per bucket.
+fn bucket_points(
+    ts: &[i64],
+    col: &Column,
+    lo: i64,
+    hi: i64,
+    bucket_ms: i64,
+) -> Vec<(i64, Summary)> {
+    let a = ts.partition_point(|&t| t < lo);
+    let b = ts.partition_point(|&t| t < hi);
+    let mut out = Vec::new();
+    let mut i = a;
+    while i < b {
+        let bk = ts[i].div_euclid(bucket_ms) * bucket_ms;
+        let stop = bk.saturating_add(bucket_ms);
+        let j = i + ts[i..b].partition_point(|&t| t < stop);
+        let s = match col {
+            Column::F64(v) => summarize_slice(&ts[i..j], &v[i..j]),
+            Column::Str(_) => Summary::count_only((j - i) as u64, ts[i], ts[j - 1]),
+            _ => {
+                let v: Vec<f64> = (i..j).map(|k| col.num(k).unwrap_or(0.0)).collect();
+                summarize_slice(&ts[i..j], &v)
+            }
+        };
+        out.push((bk, s));
+        i = j;
+    }
+    out
+}
+
+/// The summary of a non-empty run of one series' points.
+fn summarize_slice(ts: &[i64], v: &[f64]) -> Summary {
+    let (mut sum, mut min, mut max) = (v[0], v[0], v[0]);
+    for &x in &v[1..] {
+        sum += x;
+        min = min.min(x);
+        max = max.max(x);
+    }
+    let n = v.len() - 1;
+    Summary {
+        count: v.len() as u64,
+        sum,
+        min,
+        max,
+        first_ts: ts[0],
+        first: v[0],
+        last_ts: ts[n],
+        last: v[n],
     }
 }
 
