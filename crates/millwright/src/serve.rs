@@ -136,7 +136,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // acknowledgements, presence): bounded, see fleet's docs.
         let (event_tx, event_rx) = tokio::sync::mpsc::channel(settings.devices.event_queue);
         let (prov_tx, prov_rx) = tokio::sync::mpsc::channel(settings.devices.provision_queue);
-        let (rules_tx, rules_rx) = tokio::sync::mpsc::channel(settings.rules.queue);
+        let rule_queues =
+            automation::RuleQueues::new(settings.rules.worker_count(), settings.rules.queue);
         let alarms_path = data_dir.join("alarms.redb");
         let alarm_store = Arc::new(alarms::AlarmStore::open(&alarms_path).with_context(|| {
             format!("cannot open the alarm store {}", alarms_path.display())
@@ -170,7 +171,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .collect(),
             ack_taps: fleet::ACK_TAPS.iter().map(|t| t.to_string()).collect(),
             events: Some(event_tx),
-            rule_events: Some(rules_tx),
+            rule_events: Some(rule_queues.clone()),
         };
         let server = broker_net::Server::bind(
             settings.net_config(),
@@ -220,8 +221,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )
         .context("cannot start the rules engine")?;
         let rules_thread = automation
-            .spawn(rules_rx)
-            .context("cannot start the rules thread")?;
+            .spawn(rule_queues)
+            .context("cannot start the rules threads")?;
         tokio::spawn(identity::serve_provisioning(
             prov_rx,
             handle.clone(),
@@ -340,7 +341,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         drop(automation);
         let _ = tokio::task::spawn_blocking(move || {
             let _ = fleet_thread.join();
-            let _ = rules_thread.join();
+            rules_thread.join();
         })
         .await;
         if let Some((stop, handle)) = maintenance {

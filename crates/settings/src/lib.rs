@@ -65,9 +65,13 @@ pub struct RulesSettings {
     pub trace_capacity: usize,
     /// Most rules.
     pub max_rules: usize,
-    /// Messages waiting for evaluation; when full, messages are not
-    /// evaluated and counted.
+    /// Messages waiting for evaluation, per worker; when full, messages
+    /// only sampled rules read are dropped (counted), others make the
+    /// publishers wait.
     pub queue: usize,
+    /// Evaluation threads, each owning the devices hashed to it; 0 = the
+    /// number of CPUs.
+    pub workers: usize,
     /// Immediate retries of a failed action (webhooks retry with back-off).
     pub action_retries: u32,
     pub webhook_timeout_secs: u64,
@@ -95,6 +99,7 @@ impl Default for RulesSettings {
             trace_capacity: a.trace_capacity,
             max_rules: a.max_rules,
             queue: 65_536,
+            workers: 0,
             action_retries: a.action_retries,
             webhook_timeout_secs: a.webhook_timeout_ms / 1000,
             webhook_max_attempts: a.webhook_max_attempts,
@@ -109,6 +114,14 @@ impl Default for RulesSettings {
 }
 
 impl RulesSettings {
+    /// The number of evaluation threads (`workers`, or the CPUs).
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
     pub fn automation_config(&self) -> automation::AutomationConfig {
         automation::AutomationConfig {
             trace_capacity: self.trace_capacity,
