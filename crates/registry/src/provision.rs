@@ -4,8 +4,9 @@ use crate::claims::usable;
 use crate::devices::{device_from, new_record, Device, NewDevice};
 use crate::error::RegistryError;
 use crate::glob::glob_match;
-use crate::records::{ClaimRec, DeviceTokensRec, VALUE_VERSION};
+use crate::records::{ClaimRec, DeviceTokensRec};
 use crate::registry::Registry;
+use crate::store::{Reads, Writes};
 use crate::validate;
 
 /// The credential a provisioned device will use.
@@ -155,7 +156,6 @@ impl Registry {
             tx.put_device(&ns, &id, &rec)?;
             if let Some((_, stored)) = &token {
                 let creds = DeviceTokensRec {
-                    v: VALUE_VERSION,
                     tokens: vec![stored.clone()],
                 };
                 tx.put_device_tokens(&ns, &id, &creds)?;
