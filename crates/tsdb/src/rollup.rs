@@ -14,8 +14,9 @@
 //! that duplicates a timestamp whose raw data already expired is then
 //! counted twice. This is the one documented approximation.
 //!
-//! Deferred rollups (the default, see [`crate::Options::eager_rollups`]):
-//! a partition's rollups of one level are *materialized* when a rollup
+//! Deferred rollups (levels finer than
+//! [`crate::Options::deferred_rollups_below_ms`], by default the 1-minute
+//! one): a partition's rollups of one level are *materialized* when a rollup
 //! chunk of that level exists for it. While the raw retention horizon has
 //! not reached a partition, flushes write no rollups for it and rollup
 //! queries over it read raw data. When the horizon enters the partition (a
@@ -191,8 +192,8 @@ impl Tsdb {
     }
 
     /// Whether a flush must keep the rollups of level `bucket_ms` of
-    /// partition `p` up to date: they are materialized, or raw data has
-    /// started to expire there, or rollups are eager.
+    /// partition `p` up to date: the level is not deferred, or they are
+    /// materialized, or raw data has started to expire there.
     pub(crate) fn rollup_stored(
         &self,
         cs: &ChunkSet,
@@ -201,7 +202,7 @@ impl Tsdb {
         p: i64,
         raw_h: i64,
     ) -> bool {
-        self.opts.eager_rollups
+        bucket_ms >= self.opts.deferred_rollups_below_ms
             || p < raw_h
             || cs.partitions(ChunkKind::Rollup(bucket_ms), ns).contains(&p)
     }

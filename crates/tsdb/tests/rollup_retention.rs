@@ -81,7 +81,7 @@ fn rollups_with_late_and_duplicate_data() {
     // Rollup chunks written at every flush (deferred rollups are checked
     // by `deferred_rollups_answer_the_same_before_and_after_materialization`).
     let eager = || Options {
-        eager_rollups: true,
+        deferred_rollups_below_ms: 0,
         ..Options::default()
     };
     let db = Tsdb::open(dir.path(), eager()).unwrap();
@@ -326,12 +326,13 @@ fn retention_removes_exactly_what_it_should() {
 #[test]
 fn deferred_rollups_answer_the_same_before_and_after_materialization() {
     let dir = tempfile::tempdir().unwrap();
+    // Both levels deferred (by default only the 1-minute one is).
     let opts = Options {
         partition_ms: HOUR,
         default_retention_ms: 2 * HOUR,
+        deferred_rollups_below_ms: i64::MAX,
         ..Options::default()
     };
-    assert!(!opts.eager_rollups, "deferred is the default");
     let db = Tsdb::open(dir.path(), opts.clone()).unwrap();
     let key = Arc::new(SeriesKey::new("default", "d", "m"));
     let mut model: BTreeMap<i64, f64> = BTreeMap::new();

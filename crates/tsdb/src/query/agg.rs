@@ -128,7 +128,16 @@ impl Tsdb {
                                 &horizons,
                             )?
                         } else {
-                            self.raw_series(&snap, *sid, *vtype, &sel.namespace, a, b, bucket_ms)?
+                            self.raw_series(
+                                &snap,
+                                *sid,
+                                *vtype,
+                                &sel.namespace,
+                                a,
+                                b,
+                                bucket_ms,
+                                agg,
+                            )?
                         });
                     }
                     if segments.len() > 1 {
@@ -137,7 +146,9 @@ impl Tsdb {
                     }
                     out
                 }
-                _ => self.raw_series(&snap, *sid, *vtype, &sel.namespace, lo, end, bucket_ms)?,
+                _ => {
+                    self.raw_series(&snap, *sid, *vtype, &sel.namespace, lo, end, bucket_ms, agg)?
+                }
             };
             if buckets.is_empty() {
                 continue;
@@ -243,6 +254,7 @@ impl Tsdb {
         lo: i64,
         hi: i64,
         bucket_ms: i64,
+        agg: Agg,
     ) -> Result<Vec<(i64, Summary)>, Error> {
         let bucket = |t: i64| t.div_euclid(bucket_ms) * bucket_ms;
         let entries = snap.chunks.entries(ChunkKind::Raw, ns, sid, lo, hi);
@@ -279,7 +291,7 @@ impl Tsdb {
             runs.push(u.clone());
         }
         let (ts, col) = merge_newest_wins(vtype, runs);
-        let points = bucket_points(&ts, &col, lo, hi, bucket_ms);
+        let points = bucket_points(&ts, &col, lo, hi, bucket_ms, agg);
         if from_summaries.is_empty() {
             return Ok(points);
         }
@@ -340,15 +352,20 @@ impl Tsdb {
 
 /// Summaries per bucket of `bucket_ms` of the points of a sorted run
 /// (unique timestamps) within `[lo, hi)`, ascending; one pass per bucket.
+/// Sum, min and max are only computed when `agg` reads them (NaN
+/// otherwise, as in rollups read with some fields only).
 fn bucket_points(
     ts: &[i64],
     col: &Column,
     lo: i64,
     hi: i64,
     bucket_ms: i64,
+    agg: Agg,
 ) -> Vec<(i64, Summary)> {
     let a = ts.partition_point(|&t| t < lo);
     let b = ts.partition_point(|&t| t < hi);
+    let [sum, min, max, _, _] = agg.rollup_fields();
+    let fields = (sum, min, max);
     let mut out = Vec::new();
     let mut i = a;
     while i < b {
@@ -356,11 +373,11 @@ fn bucket_points(
         let stop = bk.saturating_add(bucket_ms);
         let j = i + ts[i..b].partition_point(|&t| t < stop);
         let s = match col {
-            Column::F64(v) => summarize_slice(&ts[i..j], &v[i..j]),
+            Column::F64(v) => summarize_slice(&ts[i..j], &v[i..j], fields),
             Column::Str(_) => Summary::count_only((j - i) as u64, ts[i], ts[j - 1]),
             _ => {
                 let v: Vec<f64> = (i..j).map(|k| col.num(k).unwrap_or(0.0)).collect();
-                summarize_slice(&ts[i..j], &v)
+                summarize_slice(&ts[i..j], &v, fields)
             }
         };
         out.push((bk, s));
@@ -369,25 +386,30 @@ fn bucket_points(
     out
 }
 
-/// The summary of a non-empty run of one series' points.
-fn summarize_slice(ts: &[i64], v: &[f64]) -> Summary {
-    let (mut sum, mut min, mut max) = (v[0], v[0], v[0]);
-    for &x in &v[1..] {
-        sum += x;
-        min = min.min(x);
-        max = max.max(x);
-    }
+/// The summary of a non-empty run of one series' points, with sum, min and
+/// max only if asked for (in that order).
+fn summarize_slice(ts: &[i64], v: &[f64], (sum, min, max): (bool, bool, bool)) -> Summary {
     let n = v.len() - 1;
-    Summary {
+    let mut s = Summary {
         count: v.len() as u64,
-        sum,
-        min,
-        max,
+        sum: f64::NAN,
+        min: f64::NAN,
+        max: f64::NAN,
         first_ts: ts[0],
         first: v[0],
         last_ts: ts[n],
         last: v[n],
+    };
+    if sum {
+        s.sum = v[1..].iter().fold(v[0], |a, &x| a + x);
     }
+    if min {
+        s.min = v[1..].iter().fold(v[0], |a, &x| a.min(x));
+    }
+    if max {
+        s.max = v[1..].iter().fold(v[0], |a, &x| a.max(x));
+    }
+    s
 }
 
 /// Merges ascending buckets into ascending buckets of `bucket_ms`.
