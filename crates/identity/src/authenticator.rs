@@ -18,22 +18,23 @@ use std::sync::Arc;
 
 use broker_net::{AuthDecision, AuthRequest, Authenticator};
 use mqtt_proto::ReasonCode;
-use registry::{ClaimAuth, DeviceAuth, Registry};
+use registry::{ClaimAuth, DeviceAuth, DeviceStorage};
 
 use crate::client_id::ClientIdPolicy;
 use crate::policy::{claim_grant, Policy};
 use crate::{Clock, NAMESPACE};
 
-/// The platform's [`Authenticator`].
+/// The platform's [`Authenticator`], over any device store (the embedded
+/// one is `registry::Registry`).
 pub struct RegistryAuthenticator {
-    registry: Arc<Registry>,
+    registry: Arc<dyn DeviceStorage>,
     policy: Arc<Policy>,
     clock: Clock,
     client_ids: ClientIdPolicy,
 }
 
 impl RegistryAuthenticator {
-    pub fn new(registry: Arc<Registry>, policy: Arc<Policy>, clock: Clock) -> Self {
+    pub fn new(registry: Arc<dyn DeviceStorage>, policy: Arc<Policy>, clock: Clock) -> Self {
         RegistryAuthenticator {
             registry,
             policy,

@@ -20,7 +20,7 @@ use broker::{StoredMessage, TapMessage};
 use broker_net::ServerHandle;
 use bytes::Bytes;
 use mqtt_proto::QoS;
-use registry::{Credential, Registry, RegistryError};
+use registry::{Credential, DeviceStorage, RegistryError};
 use serde::{Deserialize, Serialize};
 
 use crate::Clock;
@@ -95,7 +95,7 @@ impl From<RegistryError> for ProvisionError {
 /// With a CSR, the certificate is signed before the device is created (a
 /// bad CSR creates nothing) and recorded after.
 pub fn provision(
-    registry: &Registry,
+    registry: &dyn DeviceStorage,
     ca: Option<&pki::CertificateAuthority>,
     claim_id: &str,
     request: ProvisionRequest,
@@ -156,7 +156,7 @@ pub fn provision(
 pub async fn serve_provisioning(
     mut rx: tokio::sync::mpsc::Receiver<TapMessage>,
     handle: ServerHandle,
-    registry: Arc<Registry>,
+    registry: Arc<dyn DeviceStorage>,
     ca: Option<Arc<pki::CertificateAuthority>>,
     cert_days: u32,
     clock: Clock,
@@ -184,7 +184,7 @@ pub async fn serve_provisioning(
                     },
                 ) {
                     Ok(req) => provision(
-                        &registry,
+                        &*registry,
                         ca.as_deref(),
                         claim_id,
                         req,
