@@ -1,7 +1,6 @@
 //! The `millwright` binary: command line, settings and wiring. It holds no
 //! logic of its own; every capability lives in a crate under `crates/`.
 
-mod demo;
 mod security;
 mod serve;
 mod streams;

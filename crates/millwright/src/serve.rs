@@ -309,7 +309,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 };
                 format!("http://{host}:{}", settings.http.port)
             });
-            Some(tokio::spawn(crate::demo::run(
+            Some(tokio::spawn(demo::run(
                 registry.clone(),
                 automation.clone(),
                 local,
