@@ -1,6 +1,7 @@
 //! The architecture invariants a test can check (ARCHITECTURE.md,
 //! "Invariants"), read from the source tree as text: the pure crates know
-//! no runtime, no network and no clock, and `anyhow` stays in the binary.
+//! no runtime, no network and no clock, `anyhow` stays in the binary, and
+//! the binary stays within its line budget.
 //! A failure names the file and line that broke the rule.
 
 use std::path::{Path, PathBuf};
@@ -162,4 +163,29 @@ fn the_checks_themselves_see_a_violation() {
         .map(|(n, _)| n)
         .collect();
     assert_eq!(hits, [1]);
+}
+
+/// Lines the binary's sources may hold: it wires crates together and holds
+/// no logic of its own (ARCHITECTURE.md, "The binary wires, nothing more").
+const BINARY_LINE_BUDGET: usize = 800;
+
+#[test]
+fn the_binary_stays_within_its_line_budget() {
+    let mut files = Vec::new();
+    rust_files(&workspace().join("crates/millwright/src"), &mut files);
+    assert!(!files.is_empty(), "no sources for the binary");
+    let mut sizes: Vec<(usize, PathBuf)> = files
+        .into_iter()
+        .map(|f| {
+            let n = std::fs::read_to_string(&f).expect("source").lines().count();
+            (n, f)
+        })
+        .collect();
+    let total: usize = sizes.iter().map(|(n, _)| n).sum();
+    sizes.sort();
+    assert!(
+        total <= BINARY_LINE_BUDGET,
+        "crates/millwright/src has {total} lines, over the budget of {BINARY_LINE_BUDGET}: move logic into a crate (largest files: {:?})",
+        sizes.iter().rev().take(3).collect::<Vec<_>>()
+    );
 }
