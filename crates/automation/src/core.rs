@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 
 use crate::actions::Action;
-use crate::engine::{RuleMetrics, Trace};
+use crate::engine::{RawTrace, RuleMetrics};
 
 /// Hop count carried in a user property, so a rule republishing into a
 /// topic rules read cannot loop forever.
@@ -37,7 +37,7 @@ pub(crate) struct Loaded {
     pub created_ms: u64,
     pub updated_ms: u64,
     pub rule: rules::Rule,
-    pub traces: Mutex<VecDeque<Trace>>,
+    pub traces: Mutex<VecDeque<RawTrace>>,
     pub metrics: RuleMetrics,
     /// Active alarms this rule raised before a restart, to auto-clear:
     /// (device, alarm type); each partition takes those of its devices.

@@ -81,6 +81,47 @@ pub struct Trace {
     pub error: Option<String>,
 }
 
+/// Payload bytes a trace shows.
+const TRACE_PAYLOAD: usize = 1024;
+
+/// A trace as kept: the message shared by the rules' traces, not copied
+/// (a copy cut to [`TRACE_PAYLOAD`] when it is larger).
+#[derive(Debug)]
+pub(crate) struct RawTrace {
+    time_ms: u64,
+    message: Arc<StoredMessage>,
+    matched: bool,
+    group: String,
+    outputs: Value,
+    actions: Vec<ActionResult>,
+    latency_us: u64,
+    error: Option<String>,
+}
+
+impl RawTrace {
+    fn view(&self) -> Trace {
+        let mut payload = String::from_utf8_lossy(&self.message.payload).into_owned();
+        if payload.len() > TRACE_PAYLOAD {
+            let mut cut = TRACE_PAYLOAD;
+            while !payload.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            payload.truncate(cut);
+        }
+        Trace {
+            time_ms: self.time_ms,
+            topic: self.message.topic.to_string(),
+            payload,
+            matched: self.matched,
+            group: self.group.clone(),
+            outputs: self.outputs.clone(),
+            actions: self.actions.clone(),
+            latency_us: self.latency_us,
+            error: self.error.clone(),
+        }
+    }
+}
+
 /// A rule as the API shows it.
 #[derive(Debug, Clone)]
 pub struct RuleView {
@@ -420,7 +461,7 @@ impl Automation {
         self.snapshot()
             .iter()
             .find(|l| l.name == name)
-            .map(|l| lock(&l.traces).iter().rev().cloned().collect())
+            .map(|l| lock(&l.traces).iter().rev().map(RawTrace::view).collect())
     }
 
     /// Evaluates a rule (an existing one by name, or a definition) against
@@ -628,15 +669,29 @@ impl Automation {
         if effects.is_empty() {
             return;
         }
+        let kept = if t.message.payload.len() > TRACE_PAYLOAD {
+            let mut m = (*t.message).clone();
+            m.payload = Bytes::copy_from_slice(&t.message.payload[..TRACE_PAYLOAD]);
+            Arc::new(m)
+        } else {
+            t.message.clone()
+        };
         // The core evaluates every rule at once: each gets its share.
         let share = started.elapsed() / effects.len() as u32;
         for e in effects {
-            self.carry_out(t, now, hops, e, share);
+            self.carry_out(&kept, now, hops, e, share);
         }
     }
 
     /// Carries out one rule's evaluation: counters, actions, trace.
-    fn carry_out(&self, t: &TapMessage, now: u64, hops: u32, e: Effect, eval_time: Duration) {
+    fn carry_out(
+        &self,
+        message: &Arc<StoredMessage>,
+        now: u64,
+        hops: u32,
+        e: Effect,
+        eval_time: Duration,
+    ) {
         let Effect {
             rule: l,
             eval,
@@ -670,18 +725,11 @@ impl Automation {
         let elapsed = eval_time + started.elapsed();
         m.eval_nanos
             .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
-        let mut payload = String::from_utf8_lossy(&t.message.payload).into_owned();
-        if payload.len() > 1024 {
-            let mut cut = 1024;
-            while !payload.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            payload.truncate(cut);
-        }
-        let trace = Trace {
+        // The message is shared with the other rules' traces; the topic and
+        // payload are rendered when the trace is read.
+        let trace = RawTrace {
             time_ms: now,
-            topic: t.message.topic.to_string(),
-            payload,
+            message: message.clone(),
             matched: eval.matched,
             group: eval.group,
             outputs: Value::Object(eval.outputs),
