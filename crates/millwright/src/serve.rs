@@ -249,7 +249,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 session_ttl_ms: settings.auth.session_ttl_hours * 3_600_000,
                 fleet: Some(fleet.clone()),
                 automation: Some(automation.clone()),
-                stream: Some(Arc::new(crate::streams::BrokerStreams(handle.clone()))),
+                stream: Some(Arc::new(crate::streams::BrokerStreams(
+                    handle.clone(),
+                    settings.http.stream_queue,
+                ))),
                 stream_queue: settings.http.stream_queue,
                 system: Some(Arc::new(crate::streams::BrokerSystem(handle.clone()))),
                 guards,
