@@ -1,9 +1,8 @@
 //! The behaviour every implementation of the registry's store traits
 //! must have: [`run`] ([`DeviceStorage`] and [`OperatorStorage`]) and
-//! [`run_audit`] ([`AuditStorage`]). A
-//! backend's tests call each with a function that makes a store for a
-//! path (see `kv::conformance::Make`). Compiled for this crate's tests
-//! and with the `conformance` feature.
+//! [`run_audit`] ([`AuditStorage`]). A backend's tests call each with a
+//! function that makes a store for a path (see `kv::conformance::Make`).
+//! Compiled for this crate's tests and with the `conformance` feature.
 
 use std::path::Path;
 
