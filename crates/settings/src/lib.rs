@@ -34,6 +34,20 @@ pub enum Error {
     /// another; the message names the key or keys.
     #[error("invalid setting {0}")]
     Invalid(String),
+    /// A file a setting names cannot be read.
+    #[error("{key}: cannot read {}: {source}", path.display())]
+    File {
+        key: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The password or ACL file a setting names is not valid.
+    #[error("{key} {}: {source}", path.display())]
+    Access {
+        key: &'static str,
+        path: PathBuf,
+        source: broker::AclError,
+    },
 }
 
 /// Returns `Error::Invalid` from the enclosing function; the message
@@ -805,6 +819,35 @@ impl Settings {
         Ok(())
     }
 
+    /// The broker's own access control: anonymous clients, and the
+    /// password and ACL files of `[mqtt]` (read now).
+    pub fn access_control(&self) -> Result<broker::AccessControl, Error> {
+        let mut access = broker::AccessControl::new(self.mqtt.allow_anonymous);
+        let files = [
+            ("mqtt.password_file", &self.mqtt.password_file),
+            ("mqtt.acl_file", &self.mqtt.acl_file),
+        ];
+        for (key, path) in files {
+            let Some(path) = path else { continue };
+            let text = std::fs::read_to_string(path).map_err(|source| Error::File {
+                key,
+                path: path.clone(),
+                source,
+            })?;
+            let parsed = if key == "mqtt.password_file" {
+                access.with_password_file(&text)
+            } else {
+                access.with_acl_file(&text)
+            };
+            access = parsed.map_err(|source| Error::Access {
+                key,
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Ok(access)
+    }
+
     /// The API's limits (`[http]` connection and stream caps, `[auth]`
     /// login guards).
     pub fn api_limits(&self) -> api::Limits {
@@ -1049,6 +1092,36 @@ mod tests {
         let err =
             Settings::load(None, env(&[("MILLWRIGHT_TLS__CERT_FILE", "/x.pem")])).unwrap_err();
         assert!(err.to_string().contains("tls.cert_file"), "{err}");
+    }
+
+    #[test]
+    fn access_files_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pw, acl) = (dir.path().join("pw"), dir.path().join("acl"));
+        std::fs::write(&pw, "ada:not a hash\n").unwrap();
+        std::fs::write(&acl, "user ada\ntopic readwrite plant/#\n").unwrap();
+        let load = |vars: &[(&str, &str)]| Settings::load(None, env(vars)).unwrap();
+        let pw_var = ("MILLWRIGHT_MQTT__PASSWORD_FILE", pw.to_str().unwrap());
+        let acl_var = ("MILLWRIGHT_MQTT__ACL_FILE", acl.to_str().unwrap());
+        assert!(load(&[acl_var]).access_control().is_ok());
+        let err = load(&[pw_var]).access_control().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Access {
+                    key: "mqtt.password_file",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let missing = ("MILLWRIGHT_MQTT__ACL_FILE", "/nonexistent/acl");
+        let err = load(&[missing]).access_control().unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("mqtt.acl_file: cannot read /nonexistent/acl"),
+            "{err}"
+        );
     }
 
     #[test]
