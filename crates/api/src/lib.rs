@@ -25,63 +25,15 @@
 //! shown or a higher one. "claim" means `Authorization: Bearer <claim
 //! token>`; "none" needs no credential.
 //!
-//! | method and path | role | what |
-//! |---|---|---|
-//! | `GET /health` | none | `{"status":"ok"}` |
-//! | `GET /api/openapi.json` | none | the OpenAPI 3.1 document of every route below |
-//! | `GET /api/docs` | none | the same as a reference page (HTML, no scripts) |
-//! | `GET /api/stream?devices=&metrics=&events=` | viewer | live Server-Sent Events (see "Live stream") |
-//! | `POST /api/v2/write?org=&bucket=&precision=ns\|us\|ms\|s` | operator | InfluxDB 2.x line protocol |
-//! | `POST /write?db=&rp=&precision=n\|u\|ms\|s\|m\|h` | operator | InfluxDB 1.x line protocol |
-//! | `POST /api/telemetry/{device}` | operator | device telemetry JSON (the device-contract forms), server time from the clock |
-//! | `POST /api/telemetry` | operator | batch JSON: `{"points": [{"device", "metric", "ts"?, "value", "labels"?}]}` |
-//! | `GET /api/telemetry/query` | viewer | raw points, or time-bucket aggregates with `agg` and `bucket` |
-//! | `GET /api/telemetry/latest?device=d1,d2&metric=temp,rpm` | viewer | latest point per series |
-//! | `GET /api/telemetry/stats` | viewer | storage statistics and query work counters |
-//! | `GET /api/devices/{id}/series` | viewer | the metrics (series) of a device |
-//! | `POST /api/devices` | operator | create a device (and its token, shown once) |
-//! | `GET /api/devices` | viewer | list devices: `type`, `group`, `label=k:v` (repeatable), `enabled`, `state=online\|offline`, `prefix`, `limit` (1 to 1000, default 100), `after` |
-//! | `GET /api/devices/{id}` | viewer | one device |
-//! | `PATCH /api/devices/{id}` | operator | change a device; `"enabled": false` drops its sessions |
-//! | `DELETE /api/devices/{id}` | operator | delete a device (its tokens and certificates die with it) |
-//! | `POST /api/devices/import?tokens=true` | operator | bulk create, JSON or CSV, all or nothing |
-//! | `POST /api/devices/{id}/tokens` | operator | new device token, `{"grace_seconds"?}` for the old ones |
-//! | `DELETE /api/devices/{id}/tokens` | operator | revoke every token of the device |
-//! | `POST /api/devices/{id}/certificates` | operator | issue a certificate (`{"csr"?, "days"?}`) |
-//! | `GET /api/devices/{id}/certificates` | viewer | the device's certificates |
-//! | `POST /api/certificates/{serial}/revoke` | operator | revoke a certificate |
-//! | `GET /api/ca` | viewer | the CA certificate (PEM) |
-//! | `POST /api/claims` | operator | create a claim (its token shown once) |
-//! | `GET /api/claims` | viewer | list claims (never their tokens) |
-//! | `DELETE /api/claims/{id}` | operator | revoke a claim |
-//! | `POST /api/claims/{id}/certificate` | operator | a claim certificate (CN `$claim-<id>`) and its key, for provisioning over mTLS |
-//! | `POST /api/provision` | claim | a device registers itself: `{"device_id", "csr"?}` |
-//! | `GET /api/devices/{id}/twin` | viewer | the classic twin's document, `ETag: "<version>"` |
-//! | `PATCH /api/devices/{id}/twin` | operator | change desired: `{"desired": <merge patch>, "version"?}` or `If-Match: "<version>"` |
-//! | `GET /api/devices/{id}/twins` | viewer | every twin: `{"items": [{"name", "document"}]}` (classic: `""`) |
-//! | `GET`, `PATCH /api/devices/{id}/twins/{name}` | viewer, operator | a named twin, as above |
-//! | `GET /api/twins?name=&query=&limit=&after=` | viewer | ids of devices whose twin matches, e.g. `reported.fw = "1.2" and desired.speed > 10` |
-//! | `POST /api/devices/{id}/commands` | operator | send a command: `{"method", "params"?, "timeout"?, "ttl"?, "wait"?, "queue"?}` |
-//! | `GET /api/devices/{id}/commands?limit=&after=` | viewer | the device's commands, oldest first |
-//! | `GET /api/devices/{id}/commands/{cmd}` | viewer | one command |
-//! | `POST /api/devices/{id}/commands/{cmd}/cancel` | operator | cancel a command not yet final |
-//! | `GET /api/devices/{id}/presence` | viewer | `{"state", "connected", "last_connected", "last_disconnected", "last_seen", "address", "protocol", "last_reason"}` |
-//! | `GET /api/fleet/status?group_by=type\|group\|label:<key>` | viewer | `{"groups": {key: {"online", "offline", "inactive", "never_connected", "total"}}}`; one group `all` without `group_by` |
-//! | `POST /api/auth/login` | none | `{"username", "password"}` -> session token |
-//! | `POST /api/auth/logout` | viewer | end the session used |
-//! | `GET /api/auth/me` | viewer | `{"name", "role"}` of the credential |
-//! | `GET`, `POST /api/users`; `PATCH`, `DELETE /api/users/{name}` | admin | operator accounts |
-//! | `GET`, `POST /api/tokens`; `DELETE /api/tokens/{id}` | admin | API tokens and sessions |
-//! | `GET /api/audit` | admin | the audit log, newest first |
-//!
-//! Rules and alarms (`/api/rules...`, `/api/alarms...`) are in the same
-//! table in `openapi.rs`: `ROUTES` there is the one list of
-//! operations (method, path, role, summary, tag, parameters, body and
-//! response schemas) from which `/api/openapi.json` and `/api/docs` are
-//! generated, and from which `router()` registers each operation's
-//! handler: a path is written once. An HTTP test sends every method to
-//! every documented path (a documented operation never answers 404 or
-//! 405; any other method answers 405).
+//! Every operation is one entry of `ROUTES` (`openapi/routes.rs`):
+//! method, path, role, handler, guard (the middleware it runs behind),
+//! summary, tag, query parameters, body and response schemas (the shapes
+//! in `openapi/schemas.rs`). `router()` registers each entry's handler,
+//! and `GET /api/openapi.json` (OpenAPI 3.1) and `GET /api/docs` (the
+//! reference page) are generated from the same table: a path is written
+//! once. An HTTP test sends every method to every documented path (a
+//! documented operation never answers 404 or 405; any other method
+//! answers 405).
 //!
 //! # Live stream
 //!

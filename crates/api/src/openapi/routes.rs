@@ -11,8 +11,7 @@ const PAGE: &[(&str, &str)] = &[
 const WRITES: &[u16] = &[415, 507];
 
 /// Every route of the API, with its handler and the middleware it runs
-/// behind: `crate::router` registers exactly these. The crate doc's route
-/// table describes the same.
+/// behind: `crate::router` registers exactly these.
 pub(crate) const ROUTES: &[RouteSpec] = &[
     // Meta.
     op(
