@@ -204,7 +204,7 @@ impl Partition {
             payload,
             time_ms: now,
         });
-        let mut effects = Vec::new();
+        let mut effects = Vec::with_capacity(self.rules.len());
         for l in self.rules.iter() {
             if !l.enabled || !l.rule.matches_topic(topic) {
                 continue;

@@ -697,7 +697,8 @@ impl Automation {
             eval,
             acts,
         } = e;
-        let started = Instant::now();
+        // The clock is read only around actions (most evaluations have none).
+        let started = (!acts.is_empty()).then(Instant::now);
         let m = &l.metrics;
         m.evaluations.fetch_add(1, Ordering::Relaxed);
         if eval.error.is_some() {
@@ -722,7 +723,7 @@ impl Automation {
             }
             results.push(r);
         }
-        let elapsed = eval_time + started.elapsed();
+        let elapsed = eval_time + started.map_or(Duration::ZERO, |s| s.elapsed());
         m.eval_nanos
             .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
         // The message is shared with the other rules' traces; the topic and

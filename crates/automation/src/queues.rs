@@ -68,9 +68,12 @@ pub struct RuleQueues {
     queues: Vec<Queue>,
     capacity: usize,
     room: Arc<Room>,
-    /// The rules, as the engine last set them (read at the bound, to tell
-    /// whether a message may be dropped, and by the workers).
+    /// The rules, as the engine last set them (for the workers).
     rules: RwLock<Arc<Vec<Arc<Loaded>>>>,
+    /// The enabled rules that must see every message (read at the bound,
+    /// to tell whether a message may be dropped); `strict_any`: there are.
+    strict: RwLock<Arc<Vec<Arc<Loaded>>>>,
+    strict_any: AtomicBool,
     generation: AtomicU64,
 }
 
@@ -98,6 +101,8 @@ impl RuleQueues {
             capacity: capacity.max(1),
             room: Arc::new(Room::default()),
             rules: RwLock::new(Arc::new(Vec::new())),
+            strict: RwLock::new(Arc::new(Vec::new())),
+            strict_any: AtomicBool::new(false),
             generation: AtomicU64::new(0),
         })
     }
@@ -125,6 +130,13 @@ impl RuleQueues {
     }
 
     pub(crate) fn set_rules(&self, rules: Arc<Vec<Arc<Loaded>>>) {
+        let strict: Vec<Arc<Loaded>> = rules
+            .iter()
+            .filter(|l| l.enabled && !l.may_sample())
+            .cloned()
+            .collect();
+        self.strict_any.store(!strict.is_empty(), Ordering::Release);
+        *self.strict.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(strict);
         *self.rules.write().unwrap_or_else(|p| p.into_inner()) = rules;
         self.generation.fetch_add(1, Ordering::Release);
     }
@@ -141,11 +153,13 @@ impl RuleQueues {
 
     /// Whether a rule that must see every message reads `topic`.
     fn must_see(&self, topic: &str) -> bool {
-        self.rules
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .any(|l| l.enabled && !l.may_sample() && l.rule.matches_topic(topic))
+        self.strict_any.load(Ordering::Acquire)
+            && self
+                .strict
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .any(|l| l.rule.matches_topic(topic))
     }
 
     /// Takes the next messages of queue `index` into `into` (up to 64),
