@@ -254,7 +254,10 @@ async fn twins_and_commands_over_the_fleet() {
             .unwrap();
         assert_eq!(v["state"]["desired"]["speed"], 900, "{v}");
         let version = v["version"].as_u64().expect("a version");
-        assert_eq!(c.twin("m1", None).unwrap()["state"]["desired"]["speed"], 900);
+        assert_eq!(
+            c.twin("m1", None).unwrap()["state"]["desired"]["speed"],
+            900
+        );
         // A stale version is a conflict.
         assert_eq!(
             status(c.set_desired("m1", None, json!({"speed": 1}), Some(version + 5))),
