@@ -22,23 +22,29 @@ use registry::{ClaimAuth, DeviceAuth, DeviceStorage};
 
 use crate::client_id::ClientIdPolicy;
 use crate::policy::{claim_grant, Policy};
-use crate::{Clock, NAMESPACE};
+use iot_types::SharedClock;
+
+use crate::NAMESPACE;
 
 /// The platform's [`Authenticator`], over any device store (the embedded
 /// one is `registry::Registry`).
 pub struct RegistryAuthenticator {
     registry: Arc<dyn DeviceStorage>,
     policy: Arc<Policy>,
-    clock: Clock,
+    clock: SharedClock,
     client_ids: ClientIdPolicy,
 }
 
 impl RegistryAuthenticator {
-    pub fn new(registry: Arc<dyn DeviceStorage>, policy: Arc<Policy>, clock: Clock) -> Self {
+    pub fn new<C: iot_types::Clock + ?Sized + 'static>(
+        registry: Arc<dyn DeviceStorage>,
+        policy: Arc<Policy>,
+        clock: Arc<C>,
+    ) -> Self {
         RegistryAuthenticator {
             registry,
             policy,
-            clock,
+            clock: iot_types::shared(clock),
             client_ids: ClientIdPolicy::default(),
         }
     }
@@ -128,7 +134,7 @@ impl RegistryAuthenticator {
 
 impl Authenticator for RegistryAuthenticator {
     fn authenticate(&self, req: &AuthRequest) -> AuthDecision {
-        let now = (self.clock)();
+        let now = self.clock.now().as_millis();
         if let Some(cert) = &req.certificate {
             let Some(id) = cert.device_id() else {
                 tracing::info!(peer = %req.peer, serial = %cert.serial_hex, "client certificate names no device; refused");

@@ -387,3 +387,47 @@ proptest! {
         let _ = telemetry_device(&s);
     }
 }
+
+/// The assertions of the fleet's former `parse_device_topic` test: the
+/// fleet acts on twin requests (`is_request`), command responses and
+/// commands; the platform's own replies are not requests.
+#[test]
+fn fleet_inbound_topics() {
+    fn request(t: &str) -> Option<(&str, &str, TwinTopic)> {
+        match parse(t) {
+            Some(DeviceTopic::Twin {
+                device,
+                name,
+                topic,
+            }) if topic.is_request() => Some((device, name, topic)),
+            _ => None,
+        }
+    }
+    assert_eq!(
+        request("devices/d1/twin/get"),
+        Some(("d1", "", TwinTopic::Get))
+    );
+    assert_eq!(
+        request("devices/d1/twin/config/update"),
+        Some(("d1", "config", TwinTopic::Update))
+    );
+    assert_eq!(request("devices/d1/twin/get/accepted"), None);
+    assert_eq!(request("devices/d1/twin/update/rejected"), None);
+    assert_eq!(request("devices/d1/twin/delta"), None);
+    assert_eq!(
+        parse("devices/d1/commands/c1/response"),
+        Some(DeviceTopic::CommandResponse {
+            device: "d1",
+            command: "c1"
+        })
+    );
+    assert_eq!(
+        parse("devices/d1/commands/c1"),
+        Some(DeviceTopic::Command {
+            device: "d1",
+            command: "c1"
+        })
+    );
+    assert_eq!(parse("devices//twin/get"), None);
+    assert_eq!(request("devices/d1/telemetry"), None);
+}
