@@ -25,10 +25,7 @@ pub enum Error {
 
 /// Wall-clock milliseconds since the Unix epoch.
 fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    iot_types::Clock::now(&iot_types::SystemClock).as_millis()
 }
 
 const PREFIX: &str = "demo-";
@@ -36,7 +33,7 @@ const PREFIX: &str = "demo-";
 /// Registers (or re-keys) `count` demo machines and returns their
 /// credentials for the simulator.
 fn fleet(registry: &registry::Registry, count: usize, now: u64) -> Result<simulator::Fleet, Error> {
-    let ns = identity::NAMESPACE;
+    let ns = iot_types::DEFAULT_NAMESPACE;
     let mut missing = Vec::new();
     let mut existing = Vec::new();
     for i in 0..count {
