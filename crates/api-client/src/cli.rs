@@ -451,6 +451,11 @@ fn label_pairs(labels: &[String]) -> Result<Vec<(String, String)>, Failure> {
         .collect()
 }
 
+/// A typed answer as the JSON the API sent.
+fn to_value(v: &impl serde::Serialize) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
 fn pretty(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
@@ -831,8 +836,9 @@ fn device(cmd: DeviceCommand) -> Result<(), Failure> {
                 labels: label_pairs(&labels)?,
                 state,
             };
+            let devices = remote.client().all_devices(&f)?;
             print_table(
-                &remote.client().all_devices(&f)?,
+                &devices.iter().map(to_value).collect::<Vec<_>>(),
                 &[
                     "id",
                     "name",
@@ -845,7 +851,7 @@ fn device(cmd: DeviceCommand) -> Result<(), Failure> {
                 output,
             );
         }
-        DeviceCommand::Get { id, remote } => pretty(&remote.client().device(&id)?),
+        DeviceCommand::Get { id, remote } => pretty(&to_value(&remote.client().device(&id)?)),
         DeviceCommand::Import {
             file,
             tokens,

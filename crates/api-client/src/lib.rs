@@ -4,13 +4,13 @@
 //!
 //! What it is not: it holds no route table of its own beyond the paths its
 //! methods build (the API's table is `api::openapi`'s `ROUTES`; this
-//! crate's tests run every method against the real router), and answers
-//! stay the API's JSON (`serde_json::Value`) except where a caller needs a
-//! field (`Page`, `IssuedCertificate`, tokens). The API validates request
-//! bodies field by field (its `fields.rs`) rather than through shared
-//! serde types, so the request types here ([`NewDevice`],
-//! [`CommandRequest`], ...) are this crate's, serialised to the documented
-//! body shapes.
+//! crate's tests run every method against the real router). Answers the
+//! server and the client share a type for ([`Device`], [`Page`],
+//! [`IssuedCertificate`], from `api-types`) are typed; the others stay the
+//! API's JSON (`serde_json::Value`). The API validates request bodies
+//! member by member (its `fields.rs`) rather than through shared serde
+//! types, so the request types here ([`NewDevice`], [`CommandRequest`],
+//! ...) are this crate's, serialised to the documented body shapes.
 //!
 //! [`cli`] is the `millwright` subcommands over this client (clap
 //! definitions, tables, exit codes).
@@ -18,8 +18,11 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
+
+pub use api_types::{Device, IssuedCertificate, Page};
 
 pub mod cli;
 
@@ -37,6 +40,9 @@ pub enum Error {
     /// status, the problem's `detail` and each entry of its `errors`.
     #[error("{message}")]
     Status { status: u16, message: String },
+    /// A 2xx answer without the shape the call expects.
+    #[error("unexpected answer to {what}: {message}")]
+    Decode { what: String, message: String },
 }
 
 impl Error {
@@ -44,7 +50,7 @@ impl Error {
     pub fn status(&self) -> Option<u16> {
         match self {
             Error::Status { status, .. } => Some(*status),
-            Error::Transport { .. } => None,
+            Error::Transport { .. } | Error::Decode { .. } => None,
         }
     }
 }
@@ -67,23 +73,6 @@ pub struct Client {
     base: String,
     token: Option<String>,
     agent: ureq::Agent,
-}
-
-/// One page of a listing.
-#[derive(Debug, Clone, Default)]
-pub struct Page {
-    pub items: Vec<Value>,
-    /// The cursor of the next page (`after=`), when there is one.
-    pub next: Option<String>,
-}
-
-impl Page {
-    fn from_value(v: Value) -> Page {
-        Page {
-            next: v.get("next").and_then(Value::as_str).map(str::to_string),
-            items: items(&v),
-        }
-    }
 }
 
 /// `POST /api/devices`.
@@ -118,16 +107,6 @@ pub enum ImportFormat {
     Csv,
     /// An array of device objects.
     Json,
-}
-
-/// The answer of `POST /api/devices/{id}/certificates`.
-#[derive(Debug, Clone)]
-pub struct IssuedCertificate {
-    pub certificate: String,
-    pub ca_certificate: String,
-    /// Absent when a CSR was signed (the key stays on the device).
-    pub private_key: Option<String>,
-    pub serial: String,
 }
 
 /// `POST /api/devices/{id}/commands`.
@@ -204,7 +183,7 @@ impl Client {
         filter: &DeviceFilter,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<Page> {
+    ) -> Result<Page<Device>> {
         let mut q = vec![format!("limit={limit}")];
         for (k, v) in [("type", &filter.device_type), ("group", &filter.group)] {
             if let Some(v) = v {
@@ -220,12 +199,12 @@ impl Client {
         if let Some(a) = after {
             q.push(format!("after={}", enc(a)));
         }
-        self.get(&format!("/api/devices?{}", q.join("&")))
-            .map(Page::from_value)
+        let path = format!("/api/devices?{}", q.join("&"));
+        decode(self.get(&path)?, &path)
     }
 
     /// Every device matching `filter`, page after page.
-    pub fn all_devices(&self, filter: &DeviceFilter) -> Result<Vec<Value>> {
+    pub fn all_devices(&self, filter: &DeviceFilter) -> Result<Vec<Device>> {
         let mut out = Vec::new();
         let mut after: Option<String> = None;
         loop {
@@ -238,16 +217,15 @@ impl Client {
         }
     }
 
-    pub fn device(&self, id: &str) -> Result<Value> {
-        self.get(&format!("/api/devices/{}", enc(id)))
+    pub fn device(&self, id: &str) -> Result<Device> {
+        let path = format!("/api/devices/{}", enc(id));
+        decode(self.get(&path)?, &path)
     }
 
     /// Enables or disables a device (disabling drops its live sessions).
-    pub fn set_device_enabled(&self, id: &str, enabled: bool) -> Result<Value> {
-        self.patch(
-            &format!("/api/devices/{}", enc(id)),
-            json!({ "enabled": enabled }),
-        )
+    pub fn set_device_enabled(&self, id: &str, enabled: bool) -> Result<Device> {
+        let path = format!("/api/devices/{}", enc(id));
+        decode(self.patch(&path, json!({ "enabled": enabled }))?, &path)
     }
 
     pub fn delete_device(&self, id: &str) -> Result<()> {
@@ -295,16 +273,8 @@ impl Client {
             Some(pem) => json!({ "csr": pem }),
             None => json!({}),
         };
-        let v = self.post(&format!("/api/devices/{}/certificates", enc(id)), body)?;
-        Ok(IssuedCertificate {
-            certificate: field(&v, "certificate"),
-            ca_certificate: field(&v, "ca_certificate"),
-            private_key: v
-                .get("private_key")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            serial: field(&v, "serial"),
-        })
+        let path = format!("/api/devices/{}/certificates", enc(id));
+        decode(self.post(&path, body)?, &path)
     }
 
     // Twins and commands.
@@ -626,6 +596,14 @@ fn twin_path(device: &str, name: Option<&str>) -> String {
         Some(n) => format!("/api/devices/{}/twins/{}", enc(device), enc(n)),
         None => format!("/api/devices/{}/twin", enc(device)),
     }
+}
+
+/// A typed answer.
+fn decode<T: DeserializeOwned>(v: Value, what: &str) -> Result<T> {
+    serde_json::from_value(v).map_err(|e| Error::Decode {
+        what: what.to_string(),
+        message: e.to_string(),
+    })
 }
 
 fn to_json(v: &impl Serialize) -> Value {

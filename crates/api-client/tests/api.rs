@@ -70,13 +70,13 @@ async fn devices_tokens_certificates_and_import() {
             labels: vec![("line".into(), "a".into())],
             ..DeviceFilter::default()
         };
-        let ids: Vec<Value> = c
+        let ids: Vec<String> = c
             .all_devices(&presses)
             .unwrap()
-            .iter()
-            .map(|d| d["id"].clone())
+            .into_iter()
+            .map(|d| d.id)
             .collect();
-        assert_eq!(ids, [json!("m1"), json!("m2")]);
+        assert_eq!(ids, ["m1", "m2"]);
         let none = DeviceFilter {
             group: Some("elsewhere".into()),
             ..DeviceFilter::default()
@@ -85,11 +85,16 @@ async fn devices_tokens_certificates_and_import() {
 
         let d = c.device("m1").unwrap();
         assert_eq!(
-            (d["name"].as_str(), d["type"].as_str()),
-            (Some("Machine m1"), Some("press"))
+            (d.name.as_str(), d.device_type.as_str()),
+            ("Machine m1", "press")
         );
-        assert_eq!(c.set_device_enabled("m1", false).unwrap()["enabled"], false);
-        assert_eq!(c.device("m1").unwrap()["enabled"], false);
+        assert_eq!(d.labels["line"], "a");
+        assert_eq!(
+            (d.groups, d.enabled, d.connected),
+            (vec!["hall".to_string()], true, false)
+        );
+        assert!(!c.set_device_enabled("m1", false).unwrap().enabled);
+        assert!(!c.device("m1").unwrap().enabled);
         c.set_device_enabled("m1", true).unwrap();
 
         // Token rotation: a new secret each time.
@@ -229,7 +234,7 @@ async fn operators_tokens_and_roles() {
             .unwrap_err();
         assert_eq!(e.status(), Some(403));
         assert_eq!(api_client::cli::Failure::from(e).code, 4);
-        assert_eq!(viewer.device("by-ci").unwrap()["id"], "by-ci");
+        assert_eq!(viewer.device("by-ci").unwrap().id, "by-ci");
         assert_eq!(status(anonymous.users()), 401);
         assert_eq!(status(viewer.users()), 403);
     })
