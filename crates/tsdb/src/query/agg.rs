@@ -290,8 +290,27 @@ impl Tsdb {
         if let Some(u) = unflushed {
             runs.push(u.clone());
         }
-        let (ts, col) = merge_newest_wins(vtype, runs);
-        let points = bucket_points(&ts, &col, lo, hi, bucket_ms, agg);
+        // Chunk runs and the unflushed run are each sorted with unique
+        // timestamps; when they do not overlap (the usual case: one chunk
+        // per flush), each is bucketed where it lies, without merging.
+        // (`runs` stays oldest first: that order decides duplicates.)
+        runs.retain(|r| !r.0.is_empty());
+        let mut order: Vec<usize> = (0..runs.len()).collect();
+        order.sort_by_key(|&i| runs[i].0[0]);
+        let disjoint = order
+            .windows(2)
+            .all(|w| runs[w[0]].0.last() < runs[w[1]].0.first());
+        let points = if disjoint && runs.len() > 1 {
+            let mut all = Vec::new();
+            for &i in &order {
+                let (ts, col) = &runs[i];
+                all.extend(bucket_points(ts, col, lo, hi, bucket_ms, agg));
+            }
+            coarsen(all, bucket_ms)
+        } else {
+            let (ts, col) = merge_newest_wins(vtype, runs);
+            bucket_points(&ts, &col, lo, hi, bucket_ms, agg)
+        };
         if from_summaries.is_empty() {
             return Ok(points);
         }
