@@ -8,7 +8,19 @@ use std::path::{Path, PathBuf};
 
 /// Crates that take time as an argument and never open sockets, spawn
 /// threads or read the clock.
-const PURE: &[&str] = &["mqtt-proto", "broker", "tsdb", "rules", "twin", "pki"];
+const PURE: &[&str] = &[
+    "iot-types",
+    "mqtt-proto",
+    "broker",
+    "tsdb",
+    "rules",
+    "twin",
+    "pki",
+];
+
+/// The one file of a pure crate allowed to read the wall clock:
+/// `iot_types::SystemClock`, which everything else is handed.
+const CLOCK_READER: (&str, &str) = ("crates/iot-types/src/clock.rs", "SystemTime::now(");
 
 /// Dependencies a pure crate must not have.
 const IO_CRATES: &[&str] = &[
@@ -116,10 +128,13 @@ fn pure_crates_read_no_clock_spawn_no_thread_open_no_socket() {
         assert!(!files.is_empty(), "no sources for {c}");
         for f in files {
             let text = std::fs::read_to_string(&f).expect("source");
+            let rel = f.strip_prefix(&root).unwrap_or(&f);
             for (n, line) in production_lines(&text) {
                 for bad in FORBIDDEN {
+                    if (rel, *bad) == (Path::new(CLOCK_READER.0), CLOCK_READER.1) {
+                        continue;
+                    }
                     if line.contains(bad) {
-                        let rel = f.strip_prefix(&root).unwrap_or(&f);
                         broken.push(format!("{}:{n}: {}", rel.display(), line.trim()));
                     }
                 }
