@@ -320,11 +320,13 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 rules_thread.join();
             }),
         ));
-        let broker = server.run(stop.cancelled_owned());
+        // The broker ending (on its own too) ends the role.
+        let broker = server.run(stop.clone().cancelled_owned());
         role.add(role::Task(
             "broker",
             tokio::spawn(async move {
                 broker.await;
+                stop.cancel();
                 Ok::<(), std::convert::Infallible>(())
             }),
         ));
