@@ -205,8 +205,24 @@ impl Partition {
             time_ms: now,
         });
         let mut effects = Vec::with_capacity(self.rules.len());
+        // Rules often share a FROM filter: each is matched once.
+        let mut filters: Vec<(&str, bool)> = Vec::new();
         for l in self.rules.iter() {
-            if !l.enabled || !l.rule.matches_topic(topic) {
+            if !l.enabled {
+                continue;
+            }
+            let filter = l.rule.filter();
+            let matched = match filters.iter().find(|(f, _)| *f == filter) {
+                Some(&(_, m)) => m,
+                None => {
+                    let m = l.rule.matches_topic(topic);
+                    if filters.len() < 16 {
+                        filters.push((filter, m));
+                    }
+                    m
+                }
+            };
+            if !matched {
                 continue;
             }
             let slot = self.slots.entry(l.id).or_default();
