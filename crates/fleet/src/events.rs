@@ -61,7 +61,9 @@ impl Fleet {
             .spawn(move || {
                 while let Some(ev) = events.blocking_recv() {
                     match ev {
-                        PlatformEvent::Tap(t) if t.message.topic.starts_with("$provision/") => {
+                        PlatformEvent::Tap(t)
+                            if t.message.topic.starts_with(device_topics::PROVISION_PREFIX) =>
+                        {
                             if provisioning.try_send(t).is_err() {
                                 tracing::warn!("provisioning queue full; request dropped");
                             }

@@ -22,7 +22,7 @@ use registry::{ClaimAuth, DeviceAuth, DeviceStorage};
 
 use crate::client_id::ClientIdPolicy;
 use crate::policy::{claim_grant, Policy};
-use iot_types::SharedClock;
+use iot_types::{device_topics, SharedClock};
 
 use crate::NAMESPACE;
 
@@ -125,7 +125,7 @@ impl RegistryAuthenticator {
             return AuthDecision::Refuse(ReasonCode::NOT_AUTHORIZED);
         }
         let cid = &req.client_id;
-        if cid.is_empty() || cid.contains(['+', '#', '/']) {
+        if !device_topics::is_level(cid) {
             return AuthDecision::Refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
         }
         AuthDecision::Allow(Arc::new(claim_grant(claim_id, cid)))
@@ -158,7 +158,7 @@ impl Authenticator for RegistryAuthenticator {
             return match self.registry.authenticate_claim(pw, now) {
                 Ok(ClaimAuth::Ok(claim)) => {
                     let cid = &req.client_id;
-                    if cid.is_empty() || cid.contains(['+', '#', '/']) {
+                    if !device_topics::is_level(cid) {
                         tracing::info!(peer = %req.peer, "claim credential needs a plain client id");
                         return AuthDecision::Refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
                     }

@@ -198,8 +198,10 @@ pub fn is_reserved_twin_name(name: &str) -> bool {
     )
 }
 
-/// A topic level the contract accepts as an id or name.
-fn level(s: &str) -> bool {
+/// Whether `s` can stand as one id level of a contract topic (a device
+/// id, a client id in `$provision/{client id}/...`, a command id, a twin
+/// name): not empty, no `/`, no wildcard.
+pub fn is_level(s: &str) -> bool {
     !s.is_empty() && !s.contains(['/', '+', '#'])
 }
 
@@ -234,11 +236,11 @@ pub fn parse(topic: &str) -> Option<DeviceTopic<'_>> {
     if let Some(rest) = topic.strip_prefix("$events/devices/") {
         let (device, event) = rest.split_once('/')?;
         let event = PresenceEvent::parse(event)?;
-        return level(device).then_some(DeviceTopic::Presence { device, event });
+        return is_level(device).then_some(DeviceTopic::Presence { device, event });
     }
     if let Some(rest) = topic.strip_prefix("$events/alarms/") {
         let (device, alarm_type) = rest.split_once('/')?;
-        let ok = level(device)
+        let ok = is_level(device)
             && !alarm_type.is_empty()
             && !alarm_type.contains(['+', '#'])
             && alarm_type.split('/').all(|l| !l.is_empty());
@@ -247,14 +249,14 @@ pub fn parse(topic: &str) -> Option<DeviceTopic<'_>> {
     if let Some(rest) = topic.strip_prefix(PROVISION_PREFIX) {
         let (client_id, step) = rest.split_once('/')?;
         let step = ProvisionStep::parse(step)?;
-        return level(client_id).then_some(DeviceTopic::Provision { client_id, step });
+        return is_level(client_id).then_some(DeviceTopic::Provision { client_id, step });
     }
     None
 }
 
 fn parse_device_tree(rest: &str) -> Option<DeviceTopic<'_>> {
     let (device, rest) = rest.split_once('/')?;
-    if !level(device) {
+    if !is_level(device) {
         return None;
     }
     if rest == "telemetry" {
@@ -269,7 +271,7 @@ fn parse_device_tree(rest: &str) -> Option<DeviceTopic<'_>> {
             });
         }
         let (name, rest) = rest.split_once('/')?;
-        if is_reserved_twin_name(name) || !level(name) {
+        if is_reserved_twin_name(name) || !is_level(name) {
             return None;
         }
         let topic = TwinTopic::from_suffix(rest)?;
@@ -281,12 +283,12 @@ fn parse_device_tree(rest: &str) -> Option<DeviceTopic<'_>> {
     }
     let rest = rest.strip_prefix("commands/")?;
     match rest.split_once('/') {
-        None => level(rest).then_some(DeviceTopic::Command {
+        None => is_level(rest).then_some(DeviceTopic::Command {
             device,
             command: rest,
         }),
         Some((command, "response")) => {
-            level(command).then_some(DeviceTopic::CommandResponse { device, command })
+            is_level(command).then_some(DeviceTopic::CommandResponse { device, command })
         }
         Some(_) => None,
     }

@@ -209,6 +209,14 @@ fn provision_topics() {
 }
 
 #[test]
+fn id_levels() {
+    assert!(is_level("d1") && is_level("$x") && is_level("a b"));
+    for no in ["", "a/b", "+", "a+", "#", "/"] {
+        assert!(!is_level(no), "{no}");
+    }
+}
+
+#[test]
 fn the_device_tree() {
     assert_eq!(device_of("devices/d1/telemetry"), Some("d1"));
     assert_eq!(device_of("devices/d1"), Some("d1"));
@@ -257,19 +265,19 @@ fn filters_are_spelled_like_the_topics() {
     ));
 }
 
-fn level() -> impl Strategy<Value = String> {
+fn arb_level() -> impl Strategy<Value = String> {
     "[A-Za-z0-9._:$ -]{1,12}"
 }
 
 fn twin_name() -> impl Strategy<Value = String> {
     prop_oneof![
         Just(String::new()),
-        level().prop_filter("reserved", |n| !is_reserved_twin_name(n)),
+        arb_level().prop_filter("reserved", |n| !is_reserved_twin_name(n)),
     ]
 }
 
 fn alarm_type() -> impl Strategy<Value = String> {
-    prop::collection::vec(level(), 1..4).prop_map(|l| l.join("/"))
+    prop::collection::vec(arb_level(), 1..4).prop_map(|l| l.join("/"))
 }
 
 #[derive(Debug, Clone)]
@@ -334,13 +342,13 @@ fn any_topic() -> impl Strategy<Value = Owned> {
     let event = prop::sample::select(PresenceEvent::ALL.to_vec());
     let step = prop::sample::select(ProvisionStep::ALL.to_vec());
     prop_oneof![
-        level().prop_map(Owned::Telemetry),
-        (level(), twin_name(), twin_topic).prop_map(|(d, n, t)| Owned::Twin(d, n, t)),
-        (level(), level()).prop_map(|(d, c)| Owned::Command(d, c)),
-        (level(), level()).prop_map(|(d, c)| Owned::CommandResponse(d, c)),
-        (level(), event).prop_map(|(d, e)| Owned::Presence(d, e)),
-        (level(), alarm_type()).prop_map(|(d, a)| Owned::Alarm(d, a)),
-        (level(), step).prop_map(|(c, s)| Owned::Provision(c, s)),
+        arb_level().prop_map(Owned::Telemetry),
+        (arb_level(), twin_name(), twin_topic).prop_map(|(d, n, t)| Owned::Twin(d, n, t)),
+        (arb_level(), arb_level()).prop_map(|(d, c)| Owned::Command(d, c)),
+        (arb_level(), arb_level()).prop_map(|(d, c)| Owned::CommandResponse(d, c)),
+        (arb_level(), event).prop_map(|(d, e)| Owned::Presence(d, e)),
+        (arb_level(), alarm_type()).prop_map(|(d, a)| Owned::Alarm(d, a)),
+        (arb_level(), step).prop_map(|(c, s)| Owned::Provision(c, s)),
     ]
 }
 
