@@ -37,6 +37,8 @@
 #   LOAD_DEADLINE     seconds per load (default 120)
 #   TOTAL_BUDGET      seconds for the whole run (default 840)
 #   KEEP_WORK=1       keep the generated data and the servers' data dirs
+#   VM_CACHE=1        run VictoriaMetrics with its result cache on (as users
+#                     run it; repeated identical queries then hit the cache)
 
 set -euo pipefail
 
@@ -60,6 +62,7 @@ STATIONARY_BELOW=${STATIONARY_BELOW:-1}
 LOAD_DEADLINE=${LOAD_DEADLINE:-120}
 TOTAL_BUDGET=${TOTAL_BUDGET:-840}
 KEEP_WORK=${KEEP_WORK:-0}
+VM_CACHE=${VM_CACHE:-0}
 
 EX=$ROOT/target/release/examples
 START_SECONDS=$SECONDS
@@ -331,7 +334,12 @@ allow_anonymous = true
 enabled = true
 bind = "127.0.0.1"
 port = $MW_HTTP
-token = "$TOKEN"
+
+[tls]
+enabled = false
+
+[auth]
+bootstrap_admin_token = "$TOKEN"
 
 [log]
 level = "warn"
@@ -439,7 +447,8 @@ run_victoriametrics() {
     # -search.disableCache: repeated identical queries would otherwise be
     # answered from the rollup result cache.
     local cmd=(victoria-metrics -storageDataPath="$dir" -httpListenAddr="127.0.0.1:$port"
-        -retentionPeriod=100y -search.disableCache -loggerLevel=ERROR)
+        -retentionPeriod=100y -loggerLevel=ERROR)
+    if [[ "$VM_CACHE" != 1 ]]; then cmd+=(-search.disableCache); fi
     printf '%s\t%s\n' server "${cmd[*]}" >>"$RESULTS_DIR/commands.txt"
     "${cmd[@]}" >"$WORK/vm.log" 2>&1 &
     pid=$!
@@ -589,7 +598,7 @@ NOTES+=(
     "Durability of an acknowledged write: Millwright answers 204 (HTTP) and PUBACK (MQTT) only after the write-ahead log is fsynced; InfluxDB 1.x fsyncs its WAL before 204 (wal-fsync-delay 0s); VictoriaMetrics answers 204 before the rows are on disk (it buffers them in memory and flushes about every second), so its rate is not a durable rate."
     "Same file for every system: $(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print("{:,} lines, {:,} values, {:.0f} MB, millisecond timestamps from {} to {}".format(m["lines"], m["values"], m["lp_bytes"] / 1e6, m["start_ms"], m["end_ms"]))' "$DATA/meta.json"); tag device=truck_N plus fleet, driver, model, device_version; each system ran alone."
     "Millwright's bytes per value count its whole tsdb/chunks directory: raw chunks plus the 1-minute and 1-hour rollups it keeps for aggregate queries (see the disk line below for the split)."
-    "Queries: VictoriaMetrics runs with -search.disableCache (else repeated queries hit its result cache); its last-location query looks back 1 h (last_over_time), InfluxDB's and Millwright's have no bound. Window alignment: VictoriaMetrics windows are shifted by 'offset 1ms' so that they are [t, t+10m) like the others'. The stationary-trucks threshold is applied by the client for Millwright (its API has no filter on aggregates), server-side for the peers."
+    "Queries: VictoriaMetrics runs $([[ "$VM_CACHE" == 1 ]] && echo "with its result cache on (VM_CACHE=1: repeated queries are answered from it)" || echo "with -search.disableCache (else repeated queries hit its result cache)"); its last-location query looks back 1 h (last_over_time), InfluxDB's and Millwright's have no bound. Window alignment: VictoriaMetrics windows are shifted by 'offset 1ms' so that they are [t, t+10m) like the others'. The stationary-trucks threshold is applied by the client for Millwright (its API has no filter on aggregates), server-side for the peers."
     "Loads send $BATCH_LINES lines per request from $CLIENTS keep-alive connections; the MQTT load sends each truck's readings and diagnostics of one tick as one message {\"ts\":..,\"values\":{..}} to devices/{truck}/telemetry, QoS 1, MQTT 5, $MQTT_CONNECTIONS connections with up to $MQTT_WINDOW unacknowledged each."
 )
 if python3 -c 'import json,sys; sys.exit(0 if json.load(open(sys.argv[1]))["truth"]["stationary_window"]["trucks"] else 1)' "$DATA/meta.json"; then :; else

@@ -129,6 +129,16 @@ def plan_queries(system, meta, last_n, below):
             d = json.loads(b)
             return {sr["group"]["label.fleet"]: max(pt["value"] for pt in sr["points"]) for sr in d["series"] if sr["points"]}
 
+        def p_buckets_columnar(b):
+            # format=columnar: t0 and one value per bucket (null: empty), or ts and values.
+            d = json.loads(b)
+            out = []
+            for sr in d["series"]:
+                dev = sr["group"].get("device")
+                ts = sr.get("ts") or [sr["t0"] + i * d["bucket_ms"] for i in range(len(sr["values"]))]
+                out.extend((dev, t, v) for t, v in zip(ts, sr["values"]) if v is not None)
+            return out
+
         def p_below(b):
             return sorted(dev for dev, _, v in p_buckets(b) if v < below)
 
@@ -139,6 +149,9 @@ def plan_queries(system, meta, last_n, below):
             ("avg_velocity_10m_day", "avg velocity per truck in 10-minute buckets over one day",
              agg({"device": "*", "metric": "readings.velocity", "agg": "avg", "bucket": "10m", "group_by": "device", "start": s, "end": day_end}),
              p_buckets),
+            ("avg_velocity_10m_day_columnar", "avg velocity per truck in 10-minute buckets over one day, Millwright answering in columnar JSON (peers: their usual answer)",
+             agg({"device": "*", "metric": "readings.velocity", "agg": "avg", "bucket": "10m", "group_by": "device", "start": s, "end": day_end, "format": "columnar"}),
+             p_buckets_columnar),
             ("max_fuel_per_fleet", "max fuel_consumption per fleet over the whole range",
              # One bucket over everything: 36500 days from the epoch (a multiple of
              # the rollup widths, so the engine may answer from its rollups).
@@ -234,6 +247,7 @@ def plan_queries(system, meta, last_n, below):
 
 def summarize(name, ans):
     """A small, comparable digest of an answer."""
+    name = name.removesuffix("_columnar")
     if name == "last_location":
         return {d: [round(v.get("latitude", float("nan")), 5), round(v.get("longitude", float("nan")), 5)] for d, v in sorted(ans.items())}
     if name == "avg_velocity_10m_day":
@@ -248,6 +262,7 @@ def summarize(name, ans):
 
 def truth_digest(name, meta):
     t = meta["truth"]
+    name = name.removesuffix("_columnar")
     if name == "last_location":
         return None  # filled per device below
     if name == "avg_velocity_10m_day":
@@ -263,6 +278,7 @@ def truth_digest(name, meta):
 def check(name, digest, meta, last_n, below):
     """(ok, note) against the generator's ground truth."""
     t = meta["truth"]
+    name = name.removesuffix("_columnar")
     if name == "last_location":
         bad = []
         for i in range(last_n):
@@ -448,6 +464,10 @@ def report(a):
         cells, desc, med = [], "", {}
         for s in SYSTEMS:
             e = next((e for e in (qs[s] or {}).get("queries", []) if e["query"] == n), None)
+            if e is None and n.endswith("_columnar"):
+                # Peers have one answer format: compare with their plain query.
+                base = n.removesuffix("_columnar")
+                e = next((e for e in (qs[s] or {}).get("queries", []) if e["query"] == base), None)
             if e is None:
                 cells.append("n/a")
                 continue

@@ -99,20 +99,11 @@ pub(crate) async fn issue(
     })
     .await?;
     let (cert, ca_pem) = issued;
-    #[derive(Serialize)]
-    struct IssuedDto<'a> {
-        certificate: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        private_key: Option<&'a str>,
-        ca_certificate: &'a str,
-        serial: &'a str,
-        not_after: u64,
-    }
-    let dto = IssuedDto {
-        certificate: &cert.cert_pem,
-        private_key: cert.key_pem.as_deref(),
-        ca_certificate: &ca_pem,
-        serial: &cert.serial_hex,
+    let dto = api_types::IssuedCertificate {
+        certificate: cert.cert_pem.clone(),
+        private_key: cert.key_pem.clone(),
+        ca_certificate: ca_pem,
+        serial: cert.serial_hex.clone(),
         not_after: cert.not_after_ms,
     };
     let resp = created(&dto, &format!("/api/devices/{id}/certificates"))?;

@@ -276,7 +276,7 @@ async fn provision_inner(
     let st2 = st.clone();
     let reply = blocking(move || {
         identity::provision(
-            &st2.registry,
+            &*st2.registry,
             st2.ca.as_deref(),
             &claim.id,
             request,

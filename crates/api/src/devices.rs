@@ -1,7 +1,6 @@
 //! Device routes: create, list, read, update, delete, bulk import, and
 //! device tokens.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -11,7 +10,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use registry::{Device, DeviceFilter, DevicePatch, NewDevice};
 use serde::Serialize;
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
 
 use crate::audit::Note;
 use crate::error::{ApiError, RowError};
@@ -29,49 +28,22 @@ const DEVICE_MEMBERS: [&str; 7] = [
     "id", "name", "type", "labels", "groups", "metadata", "enabled",
 ];
 
-/// A device as JSON. Times are Unix milliseconds, like every time the API
-/// returns.
-#[derive(Serialize)]
-pub(crate) struct DeviceDto<'a> {
-    id: &'a str,
-    name: &'a str,
-    #[serde(rename = "type")]
-    device_type: &'a str,
-    labels: &'a BTreeMap<String, String>,
-    groups: &'a [String],
-    metadata: &'a Map<String, Json>,
-    enabled: bool,
-    firmware_version: Option<&'a str>,
-    created_at: u64,
-    updated_at: u64,
-    connected: bool,
-    /// The presence state (`online`, `offline`, `inactive`,
-    /// `never_connected`) when the fleet services run.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    state: Option<&'static str>,
-}
-
-impl<'a> DeviceDto<'a> {
-    pub(crate) fn new(d: &'a Device, connected: bool) -> DeviceDto<'a> {
-        DeviceDto {
-            id: &d.id,
-            name: &d.name,
-            device_type: &d.device_type,
-            labels: &d.labels,
-            groups: &d.groups,
-            metadata: &d.metadata,
-            enabled: d.enabled,
-            firmware_version: d.firmware_version.as_deref(),
-            created_at: d.created_at_ms,
-            updated_at: d.updated_at_ms,
-            connected,
-            state: None,
-        }
-    }
-
-    pub(crate) fn with_state(mut self, state: Option<&'static str>) -> DeviceDto<'a> {
-        self.state = state;
-        self
+/// A device as JSON (the shape `api-types` shares with the client), with
+/// its presence `state` when the fleet services run.
+fn device_dto(d: &Device, connected: bool, state: Option<&str>) -> api_types::Device {
+    api_types::Device {
+        id: d.id.clone(),
+        name: d.name.clone(),
+        device_type: d.device_type.clone(),
+        labels: d.labels.clone(),
+        groups: d.groups.clone(),
+        metadata: d.metadata.clone(),
+        enabled: d.enabled,
+        firmware_version: d.firmware_version.clone(),
+        created_at: d.created_at_ms,
+        updated_at: d.updated_at_ms,
+        connected,
+        state: state.map(str::to_string),
     }
 }
 
@@ -94,7 +66,7 @@ fn device_json(
     state: Option<&'static str>,
     extra: &[(&str, Json)],
 ) -> Result<Json, ApiError> {
-    let mut v = serde_json::to_value(DeviceDto::new(d, connected).with_state(state))
+    let mut v = serde_json::to_value(device_dto(d, connected, state))
         .map_err(|e| ApiError::Internal(format!("encoding a device: {e}")))?;
     if let Json::Object(m) = &mut v {
         for (k, x) in extra {
@@ -257,25 +229,20 @@ pub(crate) async fn list(
         Ok((page, states))
     })
     .await?;
-    let items: Vec<DeviceDto> = page
+    let items: Vec<api_types::Device> = page
         .items
         .iter()
         .zip(states)
-        .map(|(d, s)| DeviceDto::new(d, st.live.is_connected(&d.id)).with_state(s))
+        .map(|(d, s)| device_dto(d, st.live.is_connected(&d.id), s))
         .collect();
     let next = page
         .next
         .as_ref()
         .map(|n| format!("/api/devices?{}", p.encode_with(&[("after", n.clone())])));
-    #[derive(Serialize)]
-    struct PageDto<'a> {
-        items: Vec<DeviceDto<'a>>,
-        next: Option<&'a str>,
-    }
     render::json(
-        &PageDto {
+        &api_types::Page {
             items,
-            next: page.next.as_deref(),
+            next: page.next.clone(),
         },
         next.as_deref(),
     )
@@ -298,7 +265,7 @@ pub(crate) async fn get(
     })
     .await?;
     render::json(
-        &DeviceDto::new(&device, st.live.is_connected(&device.id)).with_state(state),
+        &device_dto(&device, st.live.is_connected(&device.id), state),
         None,
     )
 }
@@ -338,7 +305,7 @@ pub(crate) async fn update(
         tracing::info!(device = %device.id, sessions = n, "device disabled");
     }
     let resp = render::json(
-        &DeviceDto::new(&device, st.live.is_connected(&device.id)).with_state(state),
+        &device_dto(&device, st.live.is_connected(&device.id), state),
         None,
     )?;
     Ok(Note::target(&device.id).attach(resp))

@@ -25,64 +25,15 @@
 //! shown or a higher one. "claim" means `Authorization: Bearer <claim
 //! token>`; "none" needs no credential.
 //!
-//! | method and path | role | what |
-//! |---|---|---|
-//! | `GET /health` | none | `{"status":"ok"}` |
-//! | `GET /api/openapi.json` | none | the OpenAPI 3.1 document of every route below |
-//! | `GET /api/docs` | none | the same as a reference page (HTML, no scripts) |
-//! | `GET /api/stream?devices=&metrics=&events=` | viewer | live Server-Sent Events (see "Live stream") |
-//! | `POST /api/v2/write?org=&bucket=&precision=ns\|us\|ms\|s` | operator | InfluxDB 2.x line protocol |
-//! | `POST /write?db=&rp=&precision=n\|u\|ms\|s\|m\|h` | operator | InfluxDB 1.x line protocol |
-//! | `POST /api/telemetry/{device}` | operator | device telemetry JSON (the device-contract forms), server time from the clock |
-//! | `POST /api/telemetry` | operator | batch JSON: `{"points": [{"device", "metric", "ts"?, "value", "labels"?}]}` |
-//! | `GET /api/telemetry/query` | viewer | raw points, or time-bucket aggregates with `agg` and `bucket` |
-//! | `GET /api/telemetry/latest?device=d1,d2&metric=temp,rpm` | viewer | latest point per series |
-//! | `GET /api/telemetry/stats` | viewer | storage statistics and query work counters |
-//! | `GET /api/devices/{id}/series` | viewer | the metrics (series) of a device |
-//! | `POST /api/devices` | operator | create a device (and its token, shown once) |
-//! | `GET /api/devices` | viewer | list devices: `type`, `group`, `label=k:v` (repeatable), `enabled`, `state=online\|offline`, `prefix`, `limit` (1 to 1000, default 100), `after` |
-//! | `GET /api/devices/{id}` | viewer | one device |
-//! | `PATCH /api/devices/{id}` | operator | change a device; `"enabled": false` drops its sessions |
-//! | `DELETE /api/devices/{id}` | operator | delete a device (its tokens and certificates die with it) |
-//! | `POST /api/devices/import?tokens=true` | operator | bulk create, JSON or CSV, all or nothing |
-//! | `POST /api/devices/{id}/tokens` | operator | new device token, `{"grace_seconds"?}` for the old ones |
-//! | `DELETE /api/devices/{id}/tokens` | operator | revoke every token of the device |
-//! | `POST /api/devices/{id}/certificates` | operator | issue a certificate (`{"csr"?, "days"?}`) |
-//! | `GET /api/devices/{id}/certificates` | viewer | the device's certificates |
-//! | `POST /api/certificates/{serial}/revoke` | operator | revoke a certificate |
-//! | `GET /api/ca` | viewer | the CA certificate (PEM) |
-//! | `POST /api/claims` | operator | create a claim (its token shown once) |
-//! | `GET /api/claims` | viewer | list claims (never their tokens) |
-//! | `DELETE /api/claims/{id}` | operator | revoke a claim |
-//! | `POST /api/claims/{id}/certificate` | operator | a claim certificate (CN `$claim-<id>`) and its key, for provisioning over mTLS |
-//! | `POST /api/provision` | claim | a device registers itself: `{"device_id", "csr"?}` |
-//! | `GET /api/devices/{id}/twin` | viewer | the classic twin's document, `ETag: "<version>"` |
-//! | `PATCH /api/devices/{id}/twin` | operator | change desired: `{"desired": <merge patch>, "version"?}` or `If-Match: "<version>"` |
-//! | `GET /api/devices/{id}/twins` | viewer | every twin: `{"items": [{"name", "document"}]}` (classic: `""`) |
-//! | `GET`, `PATCH /api/devices/{id}/twins/{name}` | viewer, operator | a named twin, as above |
-//! | `GET /api/twins?name=&query=&limit=&after=` | viewer | ids of devices whose twin matches, e.g. `reported.fw = "1.2" and desired.speed > 10` |
-//! | `POST /api/devices/{id}/commands` | operator | send a command: `{"method", "params"?, "timeout"?, "ttl"?, "wait"?, "queue"?}` |
-//! | `GET /api/devices/{id}/commands?limit=&after=` | viewer | the device's commands, oldest first |
-//! | `GET /api/devices/{id}/commands/{cmd}` | viewer | one command |
-//! | `POST /api/devices/{id}/commands/{cmd}/cancel` | operator | cancel a command not yet final |
-//! | `GET /api/devices/{id}/presence` | viewer | `{"state", "connected", "last_connected", "last_disconnected", "last_seen", "address", "protocol", "last_reason"}` |
-//! | `GET /api/fleet/status?group_by=type\|group\|label:<key>` | viewer | `{"groups": {key: {"online", "offline", "inactive", "never_connected", "total"}}}`; one group `all` without `group_by` |
-//! | `POST /api/auth/login` | none | `{"username", "password"}` -> session token |
-//! | `POST /api/auth/logout` | viewer | end the session used |
-//! | `GET /api/auth/me` | viewer | `{"name", "role"}` of the credential |
-//! | `GET`, `POST /api/users`; `PATCH`, `DELETE /api/users/{name}` | admin | operator accounts |
-//! | `GET`, `POST /api/tokens`; `DELETE /api/tokens/{id}` | admin | API tokens and sessions |
-//! | `GET /api/audit` | admin | the audit log, newest first |
-//!
-//! Rules and alarms (`/api/rules...`, `/api/alarms...`) are in the same
-//! table in `openapi.rs`: `ROUTES` there is the one list of
-//! operations (method, path, role, summary, tag, parameters, body and
-//! response schemas) from which `/api/openapi.json` and `/api/docs` are
-//! generated. Tests keep it equal to what `router()` registers: a unit
-//! test compares the `.route("...")` paths in this file with the table's,
-//! and an HTTP test sends every method to every documented path (a
-//! documented operation never answers 404 or 405; any other method answers
-//! 405). A route added to `router()` without a table entry fails them.
+//! Every operation is one entry of `ROUTES` (`openapi/routes.rs`):
+//! method, path, role, handler, guard (the middleware it runs behind),
+//! summary, tag, query parameters, body and response schemas (the shapes
+//! in `openapi/schemas.rs`). `router()` registers each entry's handler,
+//! and `GET /api/openapi.json` (OpenAPI 3.1) and `GET /api/docs` (the
+//! reference page) are generated from the same table: a path is written
+//! once. An HTTP test sends every method to every documented path (a
+//! documented operation never answers 404 or 405; any other method
+//! answers 405).
 //!
 //! # Live stream
 //!
@@ -263,7 +214,17 @@
 //! the Unix epoch (the first bucket may start before `start`), grouped by
 //! `group_by=series` (default), `device`, `label:<key>` or `all`; empty
 //! buckets are omitted. JSON by default; `Accept: text/csv` or `format=csv`
-//! gives CSV (`format` wins). Unknown or repeated parameters are rejected.
+//! gives CSV, and `format=columnar` or `Accept:
+//! application/vnd.millwright.columnar+json` a compact columnar JSON
+//! (`format` wins). Unknown or repeated parameters are rejected.
+//!
+//! Columnar answers have the same top-level fields as the JSON ones, and
+//! arrays per series instead of point objects. Raw: `{"device", "metric",
+//! "labels", "ts": [..], "values": [..]}`. Aggregates: `{"group", "t0",
+//! "values": [..]}` where `values[i]` is the bucket starting at `t0 + i *
+//! bucket_ms` and `null` marks an empty bucket; when more than half of
+//! those entries would be `null`, the series is sent sparse instead, as
+//! `{"group", "ts": [..], "values": [..]}` (no `t0`).
 //!
 //! # Limits
 //!
@@ -364,7 +325,6 @@ use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use axum::Router;
 use tracing::Instrument;
 
@@ -484,146 +444,53 @@ impl fmt::Debug for ApiState {
     }
 }
 
-/// The API's routes over `state`.
-///
-/// Layers, outermost first: authentication (the principal), the audit log
-/// (so that refusals for a missing role are logged with who tried), the
-/// role check, the handler.
+/// The API's routes over `state`: every operation of the route table
+/// (`openapi::ROUTES`) with its handler, behind its guard's layers
+/// (outermost first: authentication (the principal), the audit log (so
+/// that refusals for a missing role are logged with who tried), the role
+/// check, the handler), and the dashboard's pages.
 pub fn router(state: ApiState) -> Router {
+    use openapi::Guard;
     let st = Arc::new(state);
+    let mut groups: std::collections::BTreeMap<Guard, Router<Arc<ApiState>>> = Default::default();
+    for r in openapi::ROUTES {
+        let group = groups.remove(&r.guard).unwrap_or_default();
+        groups.insert(r.guard, group.route(r.path, r.method_router()));
+    }
     let authn =
         |scheme: Scheme| middleware::from_fn_with_state((st.clone(), scheme), auth::authenticate);
     let needs = |n: Needs| middleware::from_fn_with_state(n, auth::require);
     let audited = || middleware::from_fn_with_state(st.clone(), audit::record);
-
-    // Telemetry: data, not changes; not audited.
-    let telemetry = Router::new()
-        .route("/api/telemetry", post(write::write_batch))
-        .route("/api/telemetry/query", get(query::query))
-        .route("/api/telemetry/latest", get(query::latest))
-        .route("/api/telemetry/stats", get(query::stats))
-        .route("/api/system", get(system))
-        .route("/api/telemetry/{device}", post(write::write_device))
-        .route("/api/devices/{id}/series", get(query::device_series))
-        .route("/api/stream", get(stream::stream))
-        .route_layer(needs(Needs::ReadWrite))
-        .route_layer(authn(Scheme::Bearer));
-    let influx_v2 = Router::new()
-        .route("/api/v2/write", post(write::write_v2))
-        .route_layer(needs(Needs::ReadWrite))
-        .route_layer(authn(Scheme::InfluxV2));
-    let influx_v1 = Router::new()
-        .route("/write", post(write::write_v1))
-        .route_layer(needs(Needs::ReadWrite))
-        .route_layer(authn(Scheme::InfluxV1));
-    let registry = Router::new()
-        .route("/api/devices", get(devices::list).post(devices::create))
-        .route("/api/devices/import", post(devices::import))
-        .route(
-            "/api/devices/{id}",
-            get(devices::get)
-                .patch(devices::update)
-                .delete(devices::delete),
-        )
-        .route(
-            "/api/devices/{id}/tokens",
-            post(devices::issue_token).delete(devices::revoke_tokens),
-        )
-        .route(
-            "/api/devices/{id}/certificates",
-            get(certs::list).post(certs::issue),
-        )
-        .route("/api/certificates/{serial}/revoke", post(certs::revoke))
-        .route("/api/ca", get(certs::ca))
-        .route("/api/claims", get(claims::list).post(claims::create))
-        .route("/api/claims/{id}", delete(claims::revoke))
-        .route("/api/claims/{id}/certificate", post(claims::certificate))
-        .route(
-            "/api/rules",
-            get(rule_routes::list).post(rule_routes::create),
-        )
-        .route("/api/rules/validate", post(rule_routes::validate))
-        .route("/api/rules/dry-run", post(rule_routes::dry_run))
-        .route(
-            "/api/rules/{name}",
-            get(rule_routes::get)
-                .put(rule_routes::replace)
-                .delete(rule_routes::delete),
-        )
-        .route("/api/rules/{name}/enable", post(rule_routes::enable))
-        .route("/api/rules/{name}/disable", post(rule_routes::disable))
-        .route("/api/rules/{name}/traces", get(rule_routes::traces))
-        .route("/api/alarms", get(rule_routes::alarms))
-        .route("/api/alarms/counts", get(rule_routes::counts))
-        .route("/api/alarms/{id}", get(rule_routes::alarm))
-        .route("/api/alarms/{id}/ack", post(rule_routes::acknowledge))
-        .route("/api/alarms/{id}/clear", post(rule_routes::clear))
-        .route(
-            "/api/devices/{id}/twin",
-            get(twins::get_classic).patch(twins::patch_classic),
-        )
-        .route("/api/devices/{id}/twins", get(twins::list))
-        .route(
-            "/api/devices/{id}/twins/{name}",
-            get(twins::get_named).patch(twins::patch_named),
-        )
-        .route("/api/twins", get(twins::query))
-        .route(
-            "/api/devices/{id}/commands",
-            get(commands::list).post(commands::create),
-        )
-        .route("/api/devices/{id}/commands/{cmd}", get(commands::get))
-        .route(
-            "/api/devices/{id}/commands/{cmd}/cancel",
-            post(commands::cancel),
-        )
-        .route("/api/devices/{id}/presence", get(presence::get))
-        .route("/api/fleet/status", get(presence::fleet_status))
-        .route_layer(needs(Needs::ReadWrite))
-        .route_layer(audited())
-        .route_layer(authn(Scheme::Bearer));
-    let session = Router::new()
-        .route("/api/auth/me", get(operators::me))
-        .route("/api/auth/logout", post(operators::logout))
-        .route_layer(needs(Needs::Any))
-        .route_layer(audited())
-        .route_layer(authn(Scheme::Bearer));
-    let admin = Router::new()
-        .route(
-            "/api/users",
-            get(operators::list_users).post(operators::create_user),
-        )
-        .route(
-            "/api/users/{name}",
-            axum::routing::patch(operators::update_user).delete(operators::delete_user),
-        )
-        .route(
-            "/api/tokens",
-            get(operators::list_tokens).post(operators::create_token),
-        )
-        .route("/api/tokens/{id}", delete(operators::revoke_token))
-        .route("/api/audit", get(audit::query))
-        .route_layer(needs(Needs::Admin))
-        .route_layer(audited())
-        .route_layer(authn(Scheme::Bearer));
-    // Credentials of their own (a password, a claim token).
-    let public = Router::new()
-        .route("/api/auth/login", post(operators::login))
-        .route("/api/provision", post(claims::provision))
-        .route_layer(audited());
-    Router::new()
-        .route("/health", get(health))
-        .route("/api/openapi.json", get(openapi::document))
-        .route("/api/docs", get(openapi::docs))
-        .merge(dashboard::routes())
-        .merge(telemetry)
-        .merge(influx_v2)
-        .merge(influx_v1)
-        .merge(registry)
-        .merge(session)
-        .merge(admin)
-        .merge(public)
-        .fallback(|| async { ApiError::NotFound })
+    let mut app = dashboard::routes();
+    for (guard, group) in groups {
+        let group = match guard {
+            Guard::Open => group,
+            Guard::Data | Guard::InfluxV2 | Guard::InfluxV1 => {
+                let scheme = match guard {
+                    Guard::InfluxV2 => Scheme::InfluxV2,
+                    Guard::InfluxV1 => Scheme::InfluxV1,
+                    _ => Scheme::Bearer,
+                };
+                group
+                    .route_layer(needs(Needs::ReadWrite))
+                    .route_layer(authn(scheme))
+            }
+            Guard::Audited | Guard::Session | Guard::AdminOnly => {
+                let n = match guard {
+                    Guard::Session => Needs::Any,
+                    Guard::AdminOnly => Needs::Admin,
+                    _ => Needs::ReadWrite,
+                };
+                group
+                    .route_layer(needs(n))
+                    .route_layer(audited())
+                    .route_layer(authn(Scheme::Bearer))
+            }
+            Guard::Credential => group.route_layer(audited()),
+        };
+        app = app.merge(group);
+    }
+    app.fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(st.clone())
         .layer(middleware::from_fn_with_state(st, trace))

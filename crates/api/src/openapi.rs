@@ -1,15 +1,11 @@
-//! The route table ([`ROUTES`]) and what is generated from it: the OpenAPI
-//! 3.1 document (`GET /api/openapi.json`) and the reference page
-//! (`GET /api/docs`).
+//! The route table ([`ROUTES`]) and what is built from it: the axum router
+//! ([`crate::router`] registers each entry's handler behind its
+//! [`Guard`]), the OpenAPI 3.1 document (`GET /api/openapi.json`) and the
+//! reference page (`GET /api/docs`). A path is written once, here.
 //!
-//! [`ROUTES`] and [`crate::router`] are kept in step by tests: a unit test
-//! here reads every `.route("...")` path of the API (`/api/...`, `/write`,
-//! `/health`; not the dashboard's pages) out of `lib.rs` and compares the
-//! set with the table's paths, and an HTTP test
-//! (`tests/http/openapi.rs`) sends every method to every documented path:
-//! a documented operation must not answer 404 or 405, an undocumented
-//! method must answer 405. So a route added without a table entry (or an
-//! entry without a route) fails the tests.
+//! An HTTP test (`tests/http/openapi.rs`) sends every method to every
+//! documented path: a documented operation must not answer 404 or 405, an
+//! undocumented method must answer 405.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,6 +13,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, MethodRouter};
 use serde_json::{json, Map, Value as Json};
 
 use crate::ApiState;
@@ -46,9 +43,50 @@ impl Access {
     }
 }
 
-/// One operation: a method on a path.
+/// The middleware a route runs behind, outermost first: authentication
+/// (the principal), the audit log (so that refusals for a missing role are
+/// logged with who tried), the role check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Guard {
+    /// Nothing (liveness, this document, the docs page).
+    Open,
+    /// Telemetry: a bearer credential and the role by method; data, not
+    /// changes, so not audited.
+    Data,
+    /// As `Data`, with the credential forms of InfluxDB 2.x clients.
+    InfluxV2,
+    /// As `Data`, with the credential forms of InfluxDB 1.x clients.
+    InfluxV1,
+    /// A bearer credential, audited, the role by method.
+    Audited,
+    /// A bearer credential of any role, audited (the caller's own session).
+    Session,
+    /// An admin bearer credential, audited.
+    AdminOnly,
+    /// Credentials of their own (a password, a claim token), audited.
+    Credential,
+}
+
+/// Makes the axum route of a handler for one method.
+pub(crate) type Handler = fn(MethodFilter) -> MethodRouter<Arc<ApiState>>;
+
+/// The [`Handler`] of an async handler function.
+macro_rules! h {
+    ($f:path) => {{
+        fn route(
+            m: axum::routing::MethodFilter,
+        ) -> axum::routing::MethodRouter<std::sync::Arc<crate::ApiState>> {
+            axum::routing::on(m, $f)
+        }
+        route
+    }};
+}
+
+/// One operation: a method on a path, and its handler.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RouteSpec {
+    pub(crate) handler: Handler,
+    pub(crate) guard: Guard,
     pub(crate) method: &'static str,
     pub(crate) path: &'static str,
     pub(crate) access: Access,
@@ -69,6 +107,8 @@ pub(crate) struct RouteSpec {
 const COMMON_ERRORS: &[u16] = &[400, 401, 403, 404, 409, 413, 503];
 
 const fn op(
+    handler: Handler,
+    guard: Guard,
     method: &'static str,
     path: &'static str,
     access: Access,
@@ -76,6 +116,8 @@ const fn op(
     summary: &'static str,
 ) -> RouteSpec {
     RouteSpec {
+        handler,
+        guard,
         method,
         path,
         access,
@@ -89,6 +131,20 @@ const fn op(
 }
 
 impl RouteSpec {
+    /// The axum route of this operation.
+    pub(crate) fn method_router(&self) -> MethodRouter<Arc<ApiState>> {
+        let filter = match self.method {
+            "GET" => MethodFilter::GET,
+            "POST" => MethodFilter::POST,
+            "PUT" => MethodFilter::PUT,
+            "PATCH" => MethodFilter::PATCH,
+            "DELETE" => MethodFilter::DELETE,
+            // `operations_are_unique_and_complete` checks the table's methods.
+            other => unreachable!("no such method in ROUTES: {other}"),
+        };
+        (self.handler)(filter)
+    }
+
     const fn query(mut self, q: &'static [(&'static str, &'static str)]) -> RouteSpec {
         self.query = q;
         self
@@ -140,7 +196,12 @@ fn media(schema: &str) -> Json {
             "application/json": { "schema": r(schema) },
             "text/csv": { "schema": { "type": "string" } },
         }),
-        "TelemetryQueryAnswer" | "LatestAnswer" => json!({
+        "TelemetryQueryAnswer" => json!({
+            "application/json": { "schema": r(schema) },
+            "text/csv": { "schema": { "type": "string" } },
+            "application/vnd.millwright.columnar+json": { "schema": { "type": "object" } },
+        }),
+        "LatestAnswer" => json!({
             "application/json": { "schema": r(schema) },
             "text/csv": { "schema": { "type": "string" } },
         }),
@@ -289,43 +350,16 @@ mod tests {
     use super::*;
     use std::collections::BTreeSet;
 
-    fn is_api_path(p: &str) -> bool {
-        p.starts_with("/api/") || p == "/write" || p == "/health"
-    }
-
-    /// Every `.route("<path>"` of the API in `lib.rs`.
-    fn registered_paths() -> BTreeSet<String> {
-        let src = include_str!("lib.rs");
-        let mut out = BTreeSet::new();
-        let mut rest = src;
-        while let Some(i) = rest.find(".route(") {
-            rest = &rest[i + ".route(".len()..];
-            let t = rest.trim_start();
-            if let Some(t) = t.strip_prefix('"') {
-                // The dashboard's pages are not API operations.
-                if let Some(path) = t.split('"').next().filter(|p| is_api_path(p)) {
-                    out.insert(path.to_string());
-                }
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn the_table_and_the_router_have_the_same_paths() {
-        let table: BTreeSet<String> = ROUTES.iter().map(|r| r.path.to_string()).collect();
-        let routed = registered_paths();
-        assert!(routed.len() > 40, "the scan found {routed:?}");
-        let missing: Vec<_> = routed.difference(&table).collect();
-        let extra: Vec<_> = table.difference(&routed).collect();
-        assert!(missing.is_empty(), "routed but not in ROUTES: {missing:?}");
-        assert!(extra.is_empty(), "in ROUTES but not routed: {extra:?}");
-    }
-
     #[test]
     fn operations_are_unique_and_complete() {
         let mut seen = BTreeSet::new();
         for r in ROUTES {
+            assert!(
+                ["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&r.method),
+                "{} {}",
+                r.method,
+                r.path
+            );
             assert!(
                 seen.insert((r.method, r.path)),
                 "{} {} twice",

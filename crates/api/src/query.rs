@@ -18,25 +18,37 @@ use crate::{blocking, ApiState, DEFAULT_RANGE_MS, MAX_POINTS};
 
 const QUERY_PATH: &str = "/api/telemetry/query";
 
-/// `format=json|csv` wins over `Accept: text/csv`; JSON by default.
+/// `format=json|csv|columnar` wins over `Accept: text/csv` or
+/// `Accept: application/vnd.millwright.columnar+json`; JSON by default.
 fn format(p: &Params, headers: &HeaderMap) -> Result<Format, ApiError> {
     match p.get("format") {
         Some("json") => return Ok(Format::Json),
         Some("csv") => return Ok(Format::Csv),
+        Some("columnar") => return Ok(Format::Columnar),
         Some(other) => {
             return Err(ApiError::param(
                 "format",
-                format!("{other:?} is not one of json, csv"),
+                format!("{other:?} is not one of json, csv, columnar"),
             ))
         }
         None => {}
     }
-    let csv = headers
+    let accept: Vec<String> = headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| v.to_ascii_lowercase().contains("text/csv"));
-    Ok(if csv { Format::Csv } else { Format::Json })
+        .map(str::to_ascii_lowercase)
+        .collect();
+    Ok(if accept.iter().any(|v| v.contains("text/csv")) {
+        Format::Csv
+    } else if accept
+        .iter()
+        .any(|v| v.contains(render::COLUMNAR_MEDIA_TYPE))
+    {
+        Format::Columnar
+    } else {
+        Format::Json
+    })
 }
 
 /// `device` (required: a comma list or `*`), `metric` (a comma list or `*`;
@@ -188,6 +200,25 @@ struct RawDto<'a> {
     next_start: Option<i64>,
 }
 
+/// A raw series with its timestamps and values as two arrays.
+#[derive(Serialize)]
+struct RawColumnsDto<'a> {
+    device: &'a str,
+    metric: &'a str,
+    labels: std::collections::BTreeMap<&'a str, &'a str>,
+    ts: Vec<i64>,
+    values: Vec<JsonValue<'a>>,
+}
+
+#[derive(Serialize)]
+struct RawColumnarDto<'a> {
+    start: i64,
+    end: i64,
+    series: Vec<RawColumnsDto<'a>>,
+    next: Option<&'a str>,
+    next_start: Option<i64>,
+}
+
 async fn query_raw(
     st: Arc<ApiState>,
     p: &Params,
@@ -234,6 +265,25 @@ async fn query_raw(
                                 value: JsonValue(&pt.value),
                             })
                             .collect(),
+                    })
+                    .collect(),
+                next: next.as_deref(),
+                next_start,
+            };
+            render::json(&dto, next.as_deref())
+        }
+        Format::Columnar => {
+            let dto = RawColumnarDto {
+                start,
+                end,
+                series: series
+                    .iter()
+                    .map(|s| RawColumnsDto {
+                        device: s.series.device(),
+                        metric: s.series.metric(),
+                        labels: render::labels(&s.series),
+                        ts: s.points.iter().map(|pt| pt.ts).collect(),
+                        values: s.points.iter().map(|pt| JsonValue(&pt.value)).collect(),
                     })
                     .collect(),
                 next: next.as_deref(),
@@ -303,6 +353,29 @@ fn paginate(
 struct AggSeriesDto<'a> {
     group: serde_json::Value,
     points: render::AggPointsJson<'a>,
+}
+
+/// An aggregated series, columnar: dense (`t0` and one value per bucket,
+/// `null` when empty) or, when more than half of those would be empty,
+/// sparse (`ts` and `values` of the non-empty buckets).
+#[derive(Serialize)]
+struct AggColumnsDto<'a> {
+    group: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    t0: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ts: Option<Vec<i64>>,
+    values: render::DenseValuesJson<'a>,
+}
+
+#[derive(Serialize)]
+struct AggColumnarDto<'a> {
+    start: i64,
+    end: i64,
+    agg: &'a str,
+    bucket_ms: i64,
+    group_by: &'a str,
+    series: Vec<AggColumnsDto<'a>>,
 }
 
 #[derive(Serialize)]
@@ -378,6 +451,37 @@ async fn query_agg(
             // About 36 bytes per point and 64 per series.
             render::json_sized(&dto, 256 + 64 * result.len() + 40 * total)
         }
+        Format::Columnar => {
+            let dto = AggColumnarDto {
+                start,
+                end,
+                agg: p.get("agg").unwrap_or(""),
+                bucket_ms: bucket,
+                group_by: group_text,
+                series: result
+                    .iter()
+                    .map(|s| {
+                        let mut values = render::DenseValuesJson {
+                            points: &s.points,
+                            bucket_ms: bucket,
+                            dense: true,
+                        };
+                        values.dense = values.slots() <= 2 * s.points.len();
+                        AggColumnsDto {
+                            group: render::group_json(&s.group, label_key.as_deref()),
+                            t0: values
+                                .dense
+                                .then(|| s.points.first().map(|p| p.ts))
+                                .flatten(),
+                            ts: (!values.dense).then(|| s.points.iter().map(|p| p.ts).collect()),
+                            values,
+                        }
+                    })
+                    .collect(),
+            };
+            // About 18 bytes per point and 64 per series.
+            render::json_sized(&dto, 256 + 64 * result.len() + 20 * total)
+        }
         Format::Csv => {
             let label_col = label_key.as_ref().map(|k| format!("label.{k}"));
             let header: Vec<&str> = match &label_col {
@@ -447,7 +551,7 @@ pub(crate) async fn latest(
     })
     .await?;
     match fmt {
-        Format::Json => {
+        Format::Json | Format::Columnar => {
             let dto = LatestDto {
                 latest: found
                     .iter()

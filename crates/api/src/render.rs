@@ -17,7 +17,14 @@ use crate::error::ApiError;
 pub(crate) enum Format {
     Json,
     Csv,
+    /// JSON with one array per column: aggregates as `t0` and a dense
+    /// `values` array (one entry per bucket, `null` when empty), raw points
+    /// as `ts` and `values` arrays.
+    Columnar,
 }
+
+/// The media type that asks for [`Format::Columnar`] in `Accept`.
+pub(crate) const COLUMNAR_MEDIA_TYPE: &str = "application/vnd.millwright.columnar+json";
 
 /// A stored value as JSON: number, boolean or string.
 pub(crate) struct JsonValue<'a>(pub(crate) &'a Value);
@@ -68,6 +75,56 @@ impl Serialize for AggPointsJson<'_> {
                 ts: p.ts,
                 value: p.value,
             })?;
+        }
+        seq.end()
+    }
+}
+
+/// A series' aggregated values as a JSON array. Dense: entry `i` is the
+/// bucket `t0 + i * bucket_ms` (`t0` the first point's bucket), `null` for
+/// an empty bucket; otherwise one entry per point. Values that are not
+/// finite are `null`.
+pub(crate) struct DenseValuesJson<'a> {
+    pub(crate) points: &'a [tsdb::AggPoint],
+    pub(crate) bucket_ms: i64,
+    pub(crate) dense: bool,
+}
+
+impl DenseValuesJson<'_> {
+    /// Entries of the dense array (buckets from the first to the last point).
+    pub(crate) fn slots(&self) -> usize {
+        match (self.points.first(), self.points.last()) {
+            (Some(f), Some(l)) => ((l.ts - f.ts) / self.bucket_ms.max(1)) as usize + 1,
+            _ => 0,
+        }
+    }
+}
+
+impl Serialize for DenseValuesJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let Some(first) = self.points.first() else {
+            return s.serialize_seq(Some(0))?.end();
+        };
+        if !self.dense {
+            return s.collect_seq(
+                self.points
+                    .iter()
+                    .map(|p| p.value.is_finite().then_some(p.value)),
+            );
+        }
+        let slots = |ts: i64| ((ts - first.ts) / self.bucket_ms.max(1)) as usize;
+        let n = self.points.last().map_or(0, |l| slots(l.ts) + 1);
+        let mut seq = s.serialize_seq(Some(n))?;
+        let mut next = 0;
+        for p in self.points {
+            let at = slots(p.ts);
+            while next < at {
+                seq.serialize_element(&None::<f64>)?;
+                next += 1;
+            }
+            seq.serialize_element(&p.value.is_finite().then_some(p.value))?;
+            next += 1;
         }
         seq.end()
     }

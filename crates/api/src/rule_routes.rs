@@ -100,9 +100,20 @@ pub(crate) async fn list(
 ) -> Result<Response, ApiError> {
     let a = service(&st)?;
     let items: Vec<Json> = a.list().iter().map(|r| rule_json_for(r, &p)).collect();
-    // Messages the engine could not take (its queue was full).
+    // Messages the engine could not take (its queue was full; only rules
+    // that may be sampled read them), and each worker's queue.
     let dropped = a.dropped();
-    render::json(&json!({ "items": items, "dropped": dropped }), None)
+    let queues: Vec<Json> = a
+        .queues()
+        .iter()
+        .map(
+            |q| json!({"queued": q.queued, "taken": q.taken, "held": q.held, "dropped": q.dropped}),
+        )
+        .collect();
+    render::json(
+        &json!({ "items": items, "dropped": dropped, "queues": queues }),
+        None,
+    )
 }
 
 /// `GET /api/rules/{name}`.

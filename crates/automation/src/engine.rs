@@ -1,11 +1,11 @@
-//! The engine: loaded rules, the evaluation thread, actions, traces,
-//! metrics, and the operations the API calls.
+//! The engine: rule storage and the operations the API calls, the worker
+//! threads (the shell around the pure `core`), actions, traces and metrics.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
-use std::time::Instant;
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
 use broker::{StoredMessage, TapMessage};
 use broker_net::ServerHandle;
@@ -14,6 +14,8 @@ use mqtt_proto::QoS;
 use serde_json::{json, Map, Value};
 
 use crate::actions::{parse_actions, Action, ActionResult};
+use crate::core::{partition_key, partition_of, Act, Effect, Event, Loaded, Partition, HOP};
+use crate::queues::RuleQueues;
 use crate::store::{RedbRuleStore, RuleStorage};
 use crate::{AutomationError, Clock, NAMESPACE};
 
@@ -79,6 +81,47 @@ pub struct Trace {
     pub error: Option<String>,
 }
 
+/// Payload bytes a trace shows.
+const TRACE_PAYLOAD: usize = 1024;
+
+/// A trace as kept: the message shared by the rules' traces, not copied
+/// (a copy cut to [`TRACE_PAYLOAD`] when it is larger).
+#[derive(Debug)]
+pub(crate) struct RawTrace {
+    time_ms: u64,
+    message: Arc<StoredMessage>,
+    matched: bool,
+    group: String,
+    outputs: Value,
+    actions: Vec<ActionResult>,
+    latency_us: u64,
+    error: Option<String>,
+}
+
+impl RawTrace {
+    fn view(&self) -> Trace {
+        let mut payload = String::from_utf8_lossy(&self.message.payload).into_owned();
+        if payload.len() > TRACE_PAYLOAD {
+            let mut cut = TRACE_PAYLOAD;
+            while !payload.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            payload.truncate(cut);
+        }
+        Trace {
+            time_ms: self.time_ms,
+            topic: self.message.topic.to_string(),
+            payload,
+            matched: self.matched,
+            group: self.group.clone(),
+            outputs: self.outputs.clone(),
+            actions: self.actions.clone(),
+            latency_us: self.latency_us,
+            error: self.error.clone(),
+        }
+    }
+}
+
 /// A rule as the API shows it.
 #[derive(Debug, Clone)]
 pub struct RuleView {
@@ -95,23 +138,6 @@ pub struct RuleView {
     pub errors: u64,
     pub action_failures: u64,
     pub avg_eval_us: f64,
-}
-
-struct Loaded {
-    name: String,
-    description: String,
-    sql: String,
-    actions_json: Value,
-    actions: Vec<Action>,
-    enabled: bool,
-    created_ms: u64,
-    updated_ms: u64,
-    rule: rules::Rule,
-    state: Mutex<rules::RuleState>,
-    traces: Mutex<VecDeque<Trace>>,
-    metrics: RuleMetrics,
-    /// Devices with an alarm this rule raised and will auto-clear.
-    raised: Mutex<HashSet<(String, String)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -139,11 +165,6 @@ impl rules::Context for RegistryContext<'_> {
     }
 }
 
-/// Hop count carried in a user property, so a rule republishing into a
-/// topic rules read cannot loop forever.
-const HOP: &str = "mw-rule-hop";
-const MAX_HOPS: u32 = 4;
-
 /// The rules engine service.
 pub struct Automation {
     store: Box<dyn RuleStorage>,
@@ -158,6 +179,10 @@ pub struct Automation {
     rules: RwLock<Arc<Vec<Arc<Loaded>>>>,
     /// Wakes the webhook sender after a push.
     wake: Arc<(Mutex<bool>, Condvar)>,
+    /// The input queues, once the workers run.
+    queues: OnceLock<Arc<RuleQueues>>,
+    /// The workers' partitions (rule state), by worker.
+    partitions: OnceLock<Vec<Arc<Mutex<Partition>>>>,
     /// Messages not evaluated because the queue was full (counted by the
     /// forwarder) are in the fleet's counter; these are the webhook calls
     /// refused because the outbox was full.
@@ -200,19 +225,21 @@ impl Automation {
             config,
             rules: RwLock::new(Arc::new(Vec::new())),
             wake: Arc::new((Mutex::new(false), Condvar::new())),
+            queues: OnceLock::new(),
+            partitions: OnceLock::new(),
             outbox_full: AtomicU64::new(0),
         });
         let mut loaded = Vec::new();
         for rec in a.store.all(NAMESPACE)? {
             match a.load(&rec) {
-                Ok(l) => loaded.push(Arc::new(l)),
+                Ok(l) => loaded.push(l),
                 Err(e) => {
                     tracing::warn!(rule = ?rec.get("name"), error = %e, "stored rule does not load; skipped")
                 }
             }
         }
         // Alarms raised by rules before the restart still auto-clear.
-        for l in &loaded {
+        for l in &mut loaded {
             let types: Vec<&str> = l
                 .actions
                 .iter()
@@ -235,15 +262,14 @@ impl Automation {
                 ],
                 ..Default::default()
             };
+            let types: Vec<String> = types.into_iter().map(str::to_string).collect();
             let mut after: Option<String> = None;
             while let Ok((page, next)) = a.alarms.query(NAMESPACE, &filter, after.as_deref(), 1000)
             {
-                let mut raised = lock(&l.raised);
                 for al in page {
-                    if al.rule.as_deref() == Some(l.name.as_str())
-                        && types.contains(&al.alarm_type.as_str())
+                    if al.rule.as_deref() == Some(l.name.as_str()) && types.contains(&al.alarm_type)
                     {
-                        raised.insert((al.device_id, al.alarm_type));
+                        l.raised_at_start.push((al.device_id, al.alarm_type));
                     }
                 }
                 match next {
@@ -252,7 +278,8 @@ impl Automation {
                 }
             }
         }
-        *a.rules.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
+        *a.rules.write().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(loaded.into_iter().map(Arc::new).collect());
         a.update_taps();
         Ok(a)
     }
@@ -267,48 +294,7 @@ impl Automation {
 
     /// Compiles a stored or submitted definition.
     fn load(&self, rec: &Value) -> Result<Loaded, AutomationError> {
-        let Some(o) = rec.as_object() else {
-            return Err(AutomationError::Invalid {
-                field: "".into(),
-                message: "expected a JSON object".into(),
-            });
-        };
-        let s = |k: &str| {
-            o.get(k)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        };
-        let name = s("name");
-        if !valid_name(&name) {
-            return Err(AutomationError::Invalid {
-                field: "name".into(),
-                message: "1 to 64 characters from A-Z a-z 0-9 - _ .".into(),
-            });
-        }
-        let sql = s("sql");
-        let rule = rules::compile(&sql).map_err(|e| AutomationError::Parse {
-            line: e.line,
-            column: e.column,
-            message: e.message.clone(),
-        })?;
-        let actions_json = o.get("actions").cloned().unwrap_or(Value::Array(vec![]));
-        let actions = parse_actions(&actions_json)?;
-        Ok(Loaded {
-            name,
-            description: s("description"),
-            sql,
-            actions_json,
-            actions,
-            enabled: o.get("enabled").and_then(Value::as_bool).unwrap_or(true),
-            created_ms: o.get("created_ms").and_then(Value::as_u64).unwrap_or(0),
-            updated_ms: o.get("updated_ms").and_then(Value::as_u64).unwrap_or(0),
-            rule,
-            state: Mutex::new(rules::RuleState::default()),
-            traces: Mutex::new(VecDeque::new()),
-            metrics: RuleMetrics::default(),
-            raised: Mutex::new(HashSet::new()),
-        })
+        compile(rec, Vec::new())
     }
 
     /// The broker taps every enabled rule's filter.
@@ -348,9 +334,15 @@ impl Automation {
         }
     }
 
-    /// Messages the engine could not take because its queue was full.
+    /// Messages the engine could not take because its queue was full
+    /// (only rules that may be sampled read them).
     pub fn dropped(&self) -> u64 {
         self.handle.metrics().rules_dropped.load(Ordering::Relaxed)
+    }
+
+    /// The figures of each worker's queue (empty before the workers run).
+    pub fn queues(&self) -> Vec<crate::QueueFigures> {
+        self.queues.get().map(|q| q.figures()).unwrap_or_default()
     }
 
     pub fn list(&self) -> Vec<RuleView> {
@@ -437,6 +429,9 @@ impl Automation {
                 v.sort_by(|a, b| a.name.cmp(&b.name));
             }
             *w = Arc::new(v);
+            if let Some(q) = self.queues.get() {
+                q.set_rules(w.clone());
+            }
         }
         self.update_taps();
     }
@@ -466,7 +461,7 @@ impl Automation {
         self.snapshot()
             .iter()
             .find(|l| l.name == name)
-            .map(|l| lock(&l.traces).iter().rev().cloned().collect())
+            .map(|l| lock(&l.traces).iter().rev().map(RawTrace::view).collect())
     }
 
     /// Evaluates a rule (an existing one by name, or a definition) against
@@ -487,7 +482,7 @@ impl Automation {
                     .find(|l| l.name == n)
                     .cloned()
                     .ok_or_else(|| AutomationError::NotFound(format!("rule {n:?} not found")))?;
-                let st = lock(&l.state).clone();
+                let st = self.state_of(&l, topic);
                 (l, st)
             }
             (None, Some(d)) => {
@@ -575,23 +570,179 @@ impl Automation {
 
     // ----------------------------------------------------------- evaluation
 
-    /// Runs the engine: evaluates tapped messages in order on one thread
-    /// until the channel closes; sends webhooks on another.
-    pub fn spawn(
-        self: &Arc<Self>,
-        mut rx: tokio::sync::mpsc::Receiver<TapMessage>,
-    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+    /// A copy of a rule's state for the group of `topic`, from the
+    /// partition that owns it (empty before the workers run).
+    fn state_of(&self, l: &Loaded, topic: &str) -> rules::RuleState {
+        let Some(parts) = self.partitions.get() else {
+            return rules::RuleState::default();
+        };
+        let i = partition_of(partition_key(topic), parts.len());
+        parts
+            .get(i)
+            .and_then(|p| lock(p).state(l.id))
+            .unwrap_or_default()
+    }
+
+    /// Runs the engine: one worker thread per queue of `queues`, each
+    /// evaluating the messages of its partition in order, and the webhook
+    /// sender. [`Workers::join`] stops them.
+    pub fn spawn(self: &Arc<Self>, queues: Arc<RuleQueues>) -> std::io::Result<Workers> {
+        let n = queues.workers();
+        let parts: Vec<Arc<Mutex<Partition>>> = (0..n)
+            .map(|i| Arc::new(Mutex::new(Partition::new(i, n))))
+            .collect();
+        if self.partitions.set(parts.clone()).is_err() || self.queues.set(queues.clone()).is_err() {
+            return Err(std::io::Error::other("the rules engine runs already"));
+        }
+        queues.set_rules(self.snapshot());
         let sender = crate::webhook::spawn_sender(self.clone())?;
-        let me = self.clone();
-        std::thread::Builder::new()
-            .name("rules".into())
-            .spawn(move || {
-                while let Some(t) = rx.blocking_recv() {
-                    me.process(&t);
+        let mut threads = Vec::new();
+        for (i, part) in parts.into_iter().enumerate() {
+            let me = self.clone();
+            let q = queues.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("rules-{i}"))
+                .spawn(move || me.work(i, &part, &q));
+            match t {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    queues.close();
+                    return Err(e);
                 }
-                crate::webhook::stop(&me.wake);
-                let _ = sender.join();
-            })
+            }
+        }
+        Ok(Workers {
+            queues,
+            threads,
+            sender: Some(sender),
+            wake: self.wake.clone(),
+        })
+    }
+
+    /// One worker: takes its queue's messages until it is closed.
+    fn work(&self, index: usize, part: &Mutex<Partition>, queues: &RuleQueues) {
+        let mut generation = 0;
+        let mut rules = Arc::new(Vec::new());
+        let mut batch = Vec::new();
+        let ctx = RegistryContext(&self.registry);
+        while queues.take(index, &mut batch) {
+            if let Some(r) = queues.rules_since(&mut generation) {
+                rules = r;
+            }
+            for t in batch.drain(..) {
+                self.process(&t, part, &rules, &ctx);
+            }
+        }
+    }
+
+    /// Evaluates one message (in its partition) and carries out what it
+    /// calls for.
+    fn process(
+        &self,
+        t: &TapMessage,
+        part: &Mutex<Partition>,
+        rules: &Arc<Vec<Arc<Loaded>>>,
+        ctx: &dyn rules::Context,
+    ) {
+        let hops: u32 = t
+            .message
+            .user_properties
+            .iter()
+            .find(|(k, _)| &**k == HOP)
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        let now = self.now();
+        let started = Instant::now();
+        let effects = {
+            let mut p = lock(part);
+            p.set_rules(rules);
+            p.handle(
+                now,
+                Event::Message {
+                    topic: &t.message.topic,
+                    payload: &t.message.payload,
+                    hops,
+                },
+                ctx,
+            )
+        };
+        if effects.is_empty() {
+            return;
+        }
+        let kept = if t.message.payload.len() > TRACE_PAYLOAD {
+            let mut m = (*t.message).clone();
+            m.payload = Bytes::copy_from_slice(&t.message.payload[..TRACE_PAYLOAD]);
+            Arc::new(m)
+        } else {
+            t.message.clone()
+        };
+        // The core evaluates every rule at once: each gets its share.
+        let share = started.elapsed() / effects.len() as u32;
+        for e in effects {
+            self.carry_out(&kept, now, hops, e, share);
+        }
+    }
+
+    /// Carries out one rule's evaluation: counters, actions, trace.
+    fn carry_out(
+        &self,
+        message: &Arc<StoredMessage>,
+        now: u64,
+        hops: u32,
+        e: Effect,
+        eval_time: Duration,
+    ) {
+        let Effect {
+            rule: l,
+            eval,
+            acts,
+        } = e;
+        // The clock is read only around actions (most evaluations have none).
+        let started = (!acts.is_empty()).then(Instant::now);
+        let m = &l.metrics;
+        m.evaluations.fetch_add(1, Ordering::Relaxed);
+        if eval.error.is_some() {
+            m.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        if eval.matched {
+            m.matches.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut results = Vec::new();
+        for act in acts {
+            let r = match act {
+                Act::Run(i) => match l.actions.get(i) {
+                    Some(a) => self.run_with_retries(&l, a, &eval, hops, now),
+                    None => continue,
+                },
+                Act::AutoClear { device, alarm_type } => {
+                    self.clear_alarm(&l, &device, &alarm_type, now)
+                }
+            };
+            if !r.ok {
+                m.action_failures.fetch_add(1, Ordering::Relaxed);
+            }
+            results.push(r);
+        }
+        let elapsed = eval_time + started.map_or(Duration::ZERO, |s| s.elapsed());
+        m.eval_nanos
+            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        // The message is shared with the other rules' traces; the topic and
+        // payload are rendered when the trace is read.
+        let trace = RawTrace {
+            time_ms: now,
+            message: message.clone(),
+            matched: eval.matched,
+            group: eval.group,
+            outputs: Value::Object(eval.outputs),
+            actions: results,
+            latency_us: elapsed.as_micros() as u64,
+            error: eval.error,
+        };
+        let mut traces = lock(&l.traces);
+        if traces.len() >= self.config.trace_capacity.max(1) {
+            traces.pop_front();
+        }
+        traces.push_back(trace);
     }
 
     pub(crate) fn wake(&self) -> &Arc<(Mutex<bool>, Condvar)> {
@@ -608,99 +759,6 @@ impl Automation {
 
     pub(crate) fn clock_now(&self) -> u64 {
         self.now()
-    }
-
-    /// Evaluates one message against every enabled rule whose filter
-    /// matches it.
-    pub fn process(&self, t: &TapMessage) {
-        let hops: u32 = t
-            .message
-            .user_properties
-            .iter()
-            .find(|(k, _)| &**k == HOP)
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0);
-        if hops >= MAX_HOPS {
-            return;
-        }
-        let topic = &*t.message.topic;
-        let now = self.now();
-        let msg = rules::Message {
-            topic,
-            payload: &t.message.payload,
-            time_ms: now,
-        };
-        let ctx = RegistryContext(&self.registry);
-        // The payload is parsed once, for every rule.
-        let parsed = rules::ParsedMessage::new(msg);
-        for l in self.snapshot().iter() {
-            if !l.enabled || !l.rule.matches_topic(topic) {
-                continue;
-            }
-            let started = Instant::now();
-            let eval = {
-                let mut st = lock(&l.state);
-                l.rule.evaluate_parsed(&parsed, &mut st, &ctx)
-            };
-            let m = &l.metrics;
-            m.evaluations.fetch_add(1, Ordering::Relaxed);
-            if eval.error.is_some() {
-                m.errors.fetch_add(1, Ordering::Relaxed);
-            }
-            let mut results = Vec::new();
-            if eval.matched {
-                m.matches.fetch_add(1, Ordering::Relaxed);
-                for a in &l.actions {
-                    let r = self.run_with_retries(l, a, &eval, hops, now);
-                    if !r.ok {
-                        m.action_failures.fetch_add(1, Ordering::Relaxed);
-                    }
-                    results.push(r);
-                }
-            } else if let Some(device) = &eval.device_id {
-                // Auto-clear alarms this rule raised for the device.
-                for a in &l.actions {
-                    if let Action::Alarm {
-                        alarm_type,
-                        auto_clear: true,
-                        ..
-                    } = a
-                    {
-                        let key = (device.clone(), alarm_type.clone());
-                        if lock(&l.raised).remove(&key) {
-                            results.push(self.clear_alarm(l, device, alarm_type, now));
-                        }
-                    }
-                }
-            }
-            let elapsed = started.elapsed();
-            m.eval_nanos
-                .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
-            let mut payload = String::from_utf8_lossy(&t.message.payload).into_owned();
-            if payload.len() > 1024 {
-                let mut cut = 1024;
-                while !payload.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                payload.truncate(cut);
-            }
-            let trace = Trace {
-                time_ms: now,
-                topic: topic.to_string(),
-                payload,
-                matched: eval.matched,
-                group: eval.group.clone(),
-                outputs: Value::Object(eval.outputs.clone()),
-                actions: results,
-                latency_us: elapsed.as_micros() as u64,
-                error: eval.error.clone(),
-            };
-            let mut traces = lock(&l.traces);
-            if traces.len() >= self.config.trace_capacity.max(1) {
-                traces.pop_front();
-            }
-            traces.push_back(trace);
-        }
     }
 
     fn run_with_retries(
@@ -862,7 +920,7 @@ impl Automation {
                 alarm_type,
                 severity,
                 details,
-                auto_clear,
+                ..
             } => {
                 let Some(d) = device else {
                     return no_retry("no device to raise the alarm on");
@@ -881,9 +939,6 @@ impl Automation {
                     now,
                 ) {
                     Ok(change) => {
-                        if *auto_clear {
-                            lock(&l.raised).insert((d.clone(), alarm_type.clone()));
-                        }
                         let id = self.publish_change(&change);
                         ActionResult::ok(kind, json!({"device": d, "alarm": id}))
                     }
@@ -973,6 +1028,79 @@ impl Automation {
         let change = self.alarms.clear(NAMESPACE, id, by, self.now())?;
         self.publish_change(&change);
         Ok(change_alarm(change))
+    }
+}
+
+/// Compiles a stored or submitted definition; `raised_at_start`: the active
+/// alarms it raised before a restart, to auto-clear.
+pub(crate) fn compile(
+    rec: &Value,
+    raised_at_start: Vec<(String, String)>,
+) -> Result<Loaded, AutomationError> {
+    let Some(o) = rec.as_object() else {
+        return Err(AutomationError::Invalid {
+            field: "".into(),
+            message: "expected a JSON object".into(),
+        });
+    };
+    let s = |k: &str| {
+        o.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let name = s("name");
+    if !valid_name(&name) {
+        return Err(AutomationError::Invalid {
+            field: "name".into(),
+            message: "1 to 64 characters from A-Z a-z 0-9 - _ .".into(),
+        });
+    }
+    let sql = s("sql");
+    let rule = rules::compile(&sql).map_err(|e| AutomationError::Parse {
+        line: e.line,
+        column: e.column,
+        message: e.message.clone(),
+    })?;
+    let actions_json = o.get("actions").cloned().unwrap_or(Value::Array(vec![]));
+    let actions = parse_actions(&actions_json)?;
+    Ok(Loaded {
+        id: Loaded::next_id(),
+        name,
+        description: s("description"),
+        sql,
+        actions_json,
+        actions,
+        enabled: o.get("enabled").and_then(Value::as_bool).unwrap_or(true),
+        created_ms: o.get("created_ms").and_then(Value::as_u64).unwrap_or(0),
+        updated_ms: o.get("updated_ms").and_then(Value::as_u64).unwrap_or(0),
+        rule,
+        traces: Mutex::new(VecDeque::new()),
+        metrics: RuleMetrics::default(),
+        raised_at_start,
+    })
+}
+
+/// The running workers.
+pub struct Workers {
+    queues: Arc<RuleQueues>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    sender: Option<std::thread::JoinHandle<()>>,
+    wake: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl Workers {
+    /// Closes the queues, lets the workers finish what is queued, then
+    /// stops the webhook sender.
+    pub fn join(mut self) {
+        self.queues.close();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        crate::webhook::stop(&self.wake);
+        if let Some(s) = self.sender.take() {
+            let _ = s.join();
+        }
     }
 }
 

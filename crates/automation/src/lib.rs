@@ -4,8 +4,9 @@
 //! (`rules.redb`), compiles them with the `rules` crate, evaluates every
 //! message whose topic a rule's `FROM` filter matches (client publishes and
 //! the platform's own, e.g. `$events/...` and twin documents, through the
-//! broker's dynamic taps) on one thread of its own, and carries out the
-//! actions of matching rules: republish, store telemetry, desired twin
+//! broker's dynamic taps) on worker threads of its own, partitioned by
+//! device (see [`RuleQueues`] and the pure core in `core.rs`), and carries
+//! out the actions of matching rules: republish, store telemetry, desired twin
 //! fields, device commands, webhooks (through a disk-backed outbox, sent by
 //! a thread of its own with retries and back-off) and alarms (raise, update,
 //! clear, auto-clear). Each rule has a bounded ring of recent evaluation
@@ -17,14 +18,18 @@
 //! in its trace and never stops the others.
 
 mod actions;
+mod core;
 mod egress;
 mod engine;
+mod queues;
 mod store;
 mod webhook;
 
+pub use crate::core::{partition_key, partition_of, Event};
 pub use actions::{parse_actions, redact_headers, Action, ActionResult};
 pub use egress::{is_internal, Cidr, CidrError, EgressPolicy, WebhookClient, WebhookError};
-pub use engine::{alarm_json, Automation, AutomationConfig, RuleMetrics, RuleView, Trace};
+pub use engine::{alarm_json, Automation, AutomationConfig, RuleMetrics, RuleView, Trace, Workers};
+pub use queues::{QueueFigures, RuleQueues};
 #[cfg(any(test, feature = "conformance"))]
 pub use store::conformance;
 pub use store::{RedbRuleStore, RuleStorage};

@@ -179,6 +179,7 @@ pub(crate) async fn serve<T: Transport>(
         .filter(|p| !p.starts_with("claim:"));
     let conn = shared.next_conn_id();
     let telemetry;
+    let rule_sink;
     // Room for the outbound window, the queue proper, and the
     // acknowledgements back-pressure may have held and releases at once.
     let outq = Arc::new(OutQueue::new(
@@ -197,7 +198,11 @@ pub(crate) async fn serve<T: Transport>(
         core.broker.connect(conn, *connect, &info, now);
         core.dispatch(&shared.metrics, now);
         telemetry = core.broker.telemetry_decoder();
+        rule_sink = core.rule_events.clone();
     }
+    // Set after a read batch when the rules engine's queues are over their
+    // bound: nothing more is read until they have room (see `RuleSink`).
+    let mut rules_wait: Option<crate::RoomWait> = None;
 
     let reason = loop {
         // Decode the complete packets buffered, then handle them under one
@@ -268,6 +273,7 @@ pub(crate) async fn serve<T: Transport>(
                     }
                     core.dispatch(&shared.metrics, now);
                 }
+                rules_wait = rule_sink.as_ref().and_then(|s| s.room());
                 // Let the writers this batch fed run before reading more:
                 // otherwise a fast publisher fills its subscribers' queues
                 // for a whole scheduling budget and QoS 0 is dropped
@@ -304,6 +310,14 @@ pub(crate) async fn serve<T: Transport>(
                 // wakes the queue then). The keep-alive timer is not
                 // charged for it: see `Broker::tick`.
                 return Poll::Pending;
+            }
+            if let Some(w) = &mut rules_wait {
+                // Back-pressure from the rules engine: its queues hold
+                // more than their bound of messages it must not skip.
+                if w.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                rules_wait = None;
             }
             io.poll_read_into(cx, &mut rbuf, &mut read_size)
                 .map(Wake::Read)

@@ -23,7 +23,7 @@ pub(crate) struct Core {
     /// presence).
     pub events: Option<tokio::sync::mpsc::Sender<PlatformEvent>>,
     /// Where the rules engine's inputs go.
-    pub rule_events: Option<tokio::sync::mpsc::Sender<broker::TapMessage>>,
+    pub rule_events: Option<Arc<dyn crate::RuleSink>>,
     /// Live streams to API clients.
     pub streams: crate::stream::StreamHub,
     /// Verdicts of telemetry batches whose acknowledgement (connection,
@@ -180,8 +180,8 @@ impl Core {
 
     /// Hands a message to the rules engine without blocking.
     fn rule_event(&self, t: broker::TapMessage, metrics: &Arc<NetMetrics>) {
-        if let Some(tx) = &self.rule_events {
-            if tx.try_send(t).is_err() {
+        if let Some(sink) = &self.rule_events {
+            if !sink.offer(t) {
                 metrics.rules_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }

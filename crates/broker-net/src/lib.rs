@@ -16,6 +16,7 @@ mod connection;
 mod dispatch;
 mod outq;
 mod persist;
+mod rule_sink;
 mod server;
 mod stream;
 mod sys;
@@ -25,6 +26,7 @@ mod ws;
 pub use auth::{AuthDecision, AuthRequest, Authenticator, Listener};
 pub use clock::Clock;
 pub use persist::TelemetrySink;
+pub use rule_sink::{RoomWait, RuleSink};
 pub use server::{
     BrokerFigures, NetConfig, NetError, NetMetrics, PlatformEvent, Server, ServerHandle,
     ServerOptions, TelemetryIngest,

@@ -116,9 +116,10 @@ pub struct ServerOptions {
     /// counted (`taps_dropped`); clients are unaffected.
     pub events: Option<tokio::sync::mpsc::Sender<PlatformEvent>>,
     /// Messages matching the dynamic taps (the rules engine's inputs),
-    /// straight from the broker. Bounded: when full, they are dropped and
-    /// counted (`rules_dropped`).
-    pub rule_events: Option<tokio::sync::mpsc::Sender<TapMessage>>,
+    /// straight from the broker. The sink drops (counted in
+    /// `rules_dropped`) only what it may sample, and otherwise makes
+    /// publishers wait: see [`crate::RuleSink`].
+    pub rule_events: Option<Arc<dyn crate::RuleSink>>,
 }
 
 /// What the broker tells platform services.

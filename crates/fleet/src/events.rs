@@ -13,8 +13,8 @@ use mqtt_proto::QoS;
 use serde_json::{json, Map, Value};
 use twin::{CommandStatus, TwinUpdate};
 
-use crate::topics::{parse_device_topic, twin_prefix, DeviceTopic};
 use crate::{lock, Fleet, LiveDevice, NAMESPACE};
+use iot_types::device_topics::{self, DeviceTopic, PresenceEvent, TwinTopic};
 
 impl Fleet {
     /// Runs the fleet: one thread handles events in order until the
@@ -29,7 +29,11 @@ impl Fleet {
         match self.store.reset_presence(self.now()) {
             Ok(reset) => {
                 for (device, _) in &reset {
-                    self.event(device, "disconnected", json!({"reason": "server restart"}));
+                    self.event(
+                        device,
+                        PresenceEvent::Disconnected,
+                        json!({"reason": "server restart"}),
+                    );
                 }
                 if !reset.is_empty() {
                     tracing::info!(devices = reset.len(), "presence reset after restart");
@@ -57,7 +61,9 @@ impl Fleet {
             .spawn(move || {
                 while let Some(ev) = events.blocking_recv() {
                     match ev {
-                        PlatformEvent::Tap(t) if t.message.topic.starts_with("$provision/") => {
+                        PlatformEvent::Tap(t)
+                            if t.message.topic.starts_with(device_topics::PROVISION_PREFIX) =>
+                        {
                             if provisioning.try_send(t).is_err() {
                                 tracing::warn!("provisioning queue full; request dropped");
                             }
@@ -86,7 +92,8 @@ impl Fleet {
                 }
             }
             PlatformEvent::Acked { topic, .. } => {
-                if let Some(DeviceTopic::Command { device, command }) = parse_device_topic(&topic) {
+                if let Some(DeviceTopic::Command { device, command }) = device_topics::parse(&topic)
+                {
                     let now = self.now();
                     match self
                         .store
@@ -120,11 +127,17 @@ impl Fleet {
 
     fn on_message(&self, t: &TapMessage) {
         let payload = &t.message.payload;
-        match parse_device_topic(&t.message.topic) {
-            Some(DeviceTopic::TwinGet { device, name }) => self.twin_get(device, name, payload),
-            Some(DeviceTopic::TwinUpdate { device, name }) => {
-                self.twin_update(device, name, payload)
-            }
+        match device_topics::parse(&t.message.topic) {
+            Some(DeviceTopic::Twin {
+                device,
+                name,
+                topic: TwinTopic::Get,
+            }) => self.twin_get(device, name, payload),
+            Some(DeviceTopic::Twin {
+                device,
+                name,
+                topic: TwinTopic::Update,
+            }) => self.twin_update(device, name, payload),
             Some(DeviceTopic::CommandResponse { device, command }) => {
                 self.command_response(device, command, payload)
             }
@@ -135,38 +148,28 @@ impl Fleet {
     // ---------------------------------------------------------------- twins
 
     fn twin_get(&self, device: &str, name: &str, payload: &Bytes) {
-        let prefix = twin_prefix(device, name);
+        let topic = |t| device_topics::twin(device, name, t);
         let token = client_token(payload);
         if let Err(e) = twin::validate_twin_name(name) {
-            self.reject(
-                &format!("{prefix}/get/rejected"),
-                400,
-                &e.to_string(),
-                token,
-            );
+            self.reject(&topic(TwinTopic::GetRejected), 400, &e.to_string(), token);
             return;
         }
         match self.store.get_twin(NAMESPACE, device, name) {
             Ok(t) => {
                 let mut doc = twin::document(&t.unwrap_or_default());
                 with_token(&mut doc, token);
-                self.publish(format!("{prefix}/get/accepted"), &doc);
+                self.publish(topic(TwinTopic::GetAccepted), &doc);
             }
             Err(e) => {
                 tracing::warn!(error = %e, device, "cannot read twin");
-                self.reject(
-                    &format!("{prefix}/get/rejected"),
-                    500,
-                    "storage error",
-                    token,
-                );
+                self.reject(&topic(TwinTopic::GetRejected), 500, "storage error", token);
             }
         }
     }
 
     fn twin_update(&self, device: &str, name: &str, payload: &Bytes) {
-        let prefix = twin_prefix(device, name);
-        let rejected = format!("{prefix}/update/rejected");
+        let topic = |t| device_topics::twin(device, name, t);
+        let rejected = topic(TwinTopic::UpdateRejected);
         let doc: Value = match serde_json::from_slice(payload) {
             Ok(v) => v,
             Err(e) => {
@@ -198,7 +201,7 @@ impl Fleet {
         update: &TwinUpdate,
         token: Option<Value>,
     ) -> Option<Result<twin::Twin, twin::UpdateError>> {
-        let prefix = twin_prefix(device, name);
+        let topic = |t| device_topics::twin(device, name, t);
         let now = self.now();
         match self.store.update_twin(
             NAMESPACE,
@@ -211,12 +214,12 @@ impl Fleet {
             Ok(Ok((previous, current))) => {
                 let mut doc = twin::document(&current);
                 with_token(&mut doc, token);
-                self.publish(format!("{prefix}/update/accepted"), &doc);
+                self.publish(topic(TwinTopic::UpdateAccepted), &doc);
                 if update.desired.is_some() && !current.delta().is_empty() {
-                    self.publish(format!("{prefix}/delta"), &twin::delta_document(&current));
+                    self.publish(topic(TwinTopic::Delta), &twin::delta_document(&current));
                 }
                 self.publish(
-                    format!("{prefix}/documents"),
+                    topic(TwinTopic::Documents),
                     &json!({
                         "previous": twin::document(&previous),
                         "current": twin::document(&current),
@@ -227,7 +230,7 @@ impl Fleet {
             }
             Ok(Err(e)) => {
                 self.reject(
-                    &format!("{prefix}/update/rejected"),
+                    &topic(TwinTopic::UpdateRejected),
                     e.code(),
                     &e.to_string(),
                     token,
@@ -237,7 +240,7 @@ impl Fleet {
             Err(e) => {
                 tracing::warn!(error = %e, device, "cannot store twin update");
                 self.reject(
-                    &format!("{prefix}/update/rejected"),
+                    &topic(TwinTopic::UpdateRejected),
                     500,
                     "storage error",
                     token,
@@ -277,7 +280,7 @@ impl Fleet {
 
     /// Sends a queued command now (the device is connected).
     pub(crate) fn send_command(&self, c: &twin::Command) {
-        let topic = format!("devices/{}/commands/{}", c.device_id, c.id);
+        let topic = device_topics::command(&c.device_id, &c.id);
         let now = self.now();
         if c.status == CommandStatus::Queued {
             match self
@@ -337,7 +340,7 @@ impl Fleet {
         }) {
             Ok((_, true)) => self.event(
                 device,
-                "connected",
+                PresenceEvent::Connected,
                 json!({"address": peer, "protocol": protocol, "client_id": client_id}),
             ),
             Ok(_) => {}
@@ -382,7 +385,7 @@ impl Fleet {
                 if changed {
                     self.event(
                         device,
-                        "disconnected",
+                        PresenceEvent::Disconnected,
                         json!({"reason": reason, "client_id": client_id}),
                     );
                 }
@@ -451,10 +454,12 @@ impl Fleet {
             match r {
                 Ok((_, true)) if inactive => self.event(
                     &device,
-                    "inactive",
+                    PresenceEvent::Inactive,
                     json!({"last_seen": seen, "timeout_ms": timeout}),
                 ),
-                Ok((_, true)) => self.event(&device, "active", json!({"last_seen": seen})),
+                Ok((_, true)) => {
+                    self.event(&device, PresenceEvent::Active, json!({"last_seen": seen}))
+                }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, device, "cannot record presence"),
             }
@@ -462,12 +467,12 @@ impl Fleet {
     }
 
     /// Publishes `$events/devices/{id}/{what}`.
-    pub(crate) fn event(&self, device: &str, what: &str, extra: Value) {
-        let mut doc = json!({"device_id": device, "event": what, "time": self.now()});
+    pub(crate) fn event(&self, device: &str, what: PresenceEvent, extra: Value) {
+        let mut doc = json!({"device_id": device, "event": what.as_str(), "time": self.now()});
         if let (Some(d), Value::Object(e)) = (doc.as_object_mut(), extra) {
             d.extend(e);
         }
-        self.publish(format!("$events/devices/{device}/{what}"), &doc);
+        self.publish(device_topics::presence(device, what), &doc);
     }
 
     pub(crate) fn publish(&self, topic: String, payload: &Value) {
@@ -541,5 +546,5 @@ fn commands_filter(device: &str, filter: &str) -> bool {
     if filter.starts_with("$share/") {
         return false;
     }
-    mqtt_proto::topic::matches(filter, &format!("devices/{device}/commands/probe"))
+    mqtt_proto::topic::matches(filter, &device_topics::command(device, "probe"))
 }

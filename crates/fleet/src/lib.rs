@@ -33,31 +33,30 @@
 
 mod events;
 mod ops;
-mod topics;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use broker_net::ServerHandle;
+use iot_types::{device_topics, SharedClock};
 use registry::Registry;
 use twin::{DeviceStateStore, TwinLimits};
 
 pub use ops::{FleetError, PresenceView};
-pub use topics::{parse_device_topic, DeviceTopic};
-
-/// Unix milliseconds now; injected so tests can fix time.
-pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// The namespace (tenant) devices live in for now.
-pub const NAMESPACE: &str = "default";
+pub(crate) use iot_types::DEFAULT_NAMESPACE as NAMESPACE;
 
 /// Topics the fleet taps (device -> platform). Taps of `$provision/`
 /// topics (the provisioning service's, added by the binary) are passed on
 /// to the provisioning queue given to [`Fleet::spawn`].
-pub const TAPS: [&str; 2] = ["devices/+/twin/#", "devices/+/commands/+/response"];
+pub const TAPS: [&str; 2] = [
+    device_topics::TWIN_FILTER,
+    device_topics::COMMAND_RESPONSE_FILTER,
+];
 
 /// Topics whose acknowledgements the fleet hears (command delivery).
-pub const ACK_TAPS: [&str; 1] = ["devices/+/commands/+"];
+pub const ACK_TAPS: [&str; 1] = [device_topics::COMMAND_FILTER];
 
 /// Settings of the fleet services.
 #[derive(Debug, Clone)]
@@ -92,7 +91,7 @@ pub struct Fleet {
     pub(crate) registry: Arc<Registry>,
     pub(crate) handle: ServerHandle,
     pub(crate) config: FleetConfig,
-    pub(crate) clock: Clock,
+    pub(crate) clock: SharedClock,
     /// Synchronous command calls waiting for a final status, by command id.
     pub(crate) waiters: Mutex<HashMap<String, Vec<tokio::sync::oneshot::Sender<twin::Command>>>>,
     /// Live devices: last packet seen (from the broker) and their type.
@@ -110,27 +109,30 @@ pub(crate) struct LiveDevice {
 }
 
 impl Fleet {
-    pub fn new(
+    /// `clock` is any [`iot_types::Clock`]: the wall clock, a
+    /// [`iot_types::ManualClock`] in tests, or a closure returning Unix ms.
+    pub fn new<C: iot_types::Clock + ?Sized + 'static>(
         store: Arc<DeviceStateStore>,
         registry: Arc<Registry>,
         handle: ServerHandle,
         config: FleetConfig,
-        clock: Clock,
+        clock: Arc<C>,
     ) -> Arc<Fleet> {
         Arc::new(Fleet {
             store,
             registry,
             handle,
             config,
-            clock,
+            clock: iot_types::shared(clock),
             waiters: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
             last_prune_ms: Mutex::new(0),
         })
     }
 
+    /// Unix milliseconds now.
     pub(crate) fn now(&self) -> u64 {
-        (self.clock)()
+        self.clock.now().as_millis()
     }
 }
 

@@ -18,26 +18,33 @@ use std::sync::Arc;
 
 use broker_net::{AuthDecision, AuthRequest, Authenticator};
 use mqtt_proto::ReasonCode;
-use registry::{ClaimAuth, DeviceAuth, Registry};
+use registry::{ClaimAuth, DeviceAuth, DeviceStorage};
 
 use crate::client_id::ClientIdPolicy;
 use crate::policy::{claim_grant, Policy};
-use crate::{Clock, NAMESPACE};
+use iot_types::{device_topics, SharedClock};
 
-/// The platform's [`Authenticator`].
+use crate::NAMESPACE;
+
+/// The platform's [`Authenticator`], over any device store (the embedded
+/// one is `registry::Registry`).
 pub struct RegistryAuthenticator {
-    registry: Arc<Registry>,
+    registry: Arc<dyn DeviceStorage>,
     policy: Arc<Policy>,
-    clock: Clock,
+    clock: SharedClock,
     client_ids: ClientIdPolicy,
 }
 
 impl RegistryAuthenticator {
-    pub fn new(registry: Arc<Registry>, policy: Arc<Policy>, clock: Clock) -> Self {
+    pub fn new<C: iot_types::Clock + ?Sized + 'static>(
+        registry: Arc<dyn DeviceStorage>,
+        policy: Arc<Policy>,
+        clock: Arc<C>,
+    ) -> Self {
         RegistryAuthenticator {
             registry,
             policy,
-            clock,
+            clock: iot_types::shared(clock),
             client_ids: ClientIdPolicy::default(),
         }
     }
@@ -118,7 +125,7 @@ impl RegistryAuthenticator {
             return AuthDecision::Refuse(ReasonCode::NOT_AUTHORIZED);
         }
         let cid = &req.client_id;
-        if cid.is_empty() || cid.contains(['+', '#', '/']) {
+        if !device_topics::is_level(cid) {
             return AuthDecision::Refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
         }
         AuthDecision::Allow(Arc::new(claim_grant(claim_id, cid)))
@@ -127,7 +134,7 @@ impl RegistryAuthenticator {
 
 impl Authenticator for RegistryAuthenticator {
     fn authenticate(&self, req: &AuthRequest) -> AuthDecision {
-        let now = (self.clock)();
+        let now = self.clock.now().as_millis();
         if let Some(cert) = &req.certificate {
             let Some(id) = cert.device_id() else {
                 tracing::info!(peer = %req.peer, serial = %cert.serial_hex, "client certificate names no device; refused");
@@ -151,7 +158,7 @@ impl Authenticator for RegistryAuthenticator {
             return match self.registry.authenticate_claim(pw, now) {
                 Ok(ClaimAuth::Ok(claim)) => {
                     let cid = &req.client_id;
-                    if cid.is_empty() || cid.contains(['+', '#', '/']) {
+                    if !device_topics::is_level(cid) {
                         tracing::info!(peer = %req.peer, "claim credential needs a plain client id");
                         return AuthDecision::Refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
                     }

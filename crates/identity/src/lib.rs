@@ -9,7 +9,8 @@
 //! [`serve_provisioning`]) and HTTP.
 //!
 //! What it is not: a store (that is `registry`), a CA (that is `pki`), or a
-//! server. It reads the clock only through the function it is given.
+//! server. It reads the clock only through the [`iot_types::Clock`] it is
+//! given.
 
 mod authenticator;
 mod client_id;
@@ -23,7 +24,9 @@ pub use provisioning::{
     provision, serve_provisioning, ProvisionError, ProvisionReply, ProvisionRequest, PROVISION_TAP,
 };
 
-/// Unix milliseconds now; injected so tests can fix time.
+/// Unix milliseconds now, as a closure: the form the binary's wiring
+/// passes today. Every constructor here takes any `Arc` of an
+/// [`iot_types::Clock`] (this closure form is one).
 pub type Clock = std::sync::Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// A claim certificate's subject is this prefix and the claim id (`$` can
@@ -36,4 +39,4 @@ pub fn claim_cert_subject(claim_id: &str) -> String {
 }
 
 /// The namespace (tenant) every identity lives in for now.
-pub const NAMESPACE: &str = "default";
+pub const NAMESPACE: &str = iot_types::DEFAULT_NAMESPACE;

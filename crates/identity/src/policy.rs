@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use broker::{Grant, GrantRule, RateLimits};
+use iot_types::device_topics::{self, ProvisionStep};
 
 /// An extra rule from the settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +72,7 @@ impl Policy {
     /// The grant of a device connected with `client_id`.
     pub fn device_grant(&self, device: &registry::Device, client_id: &str) -> Grant {
         let mut rules = vec![GrantRule {
-            filter: format!("devices/{}/#", device.id),
+            filter: device_topics::device_tree_filter(&device.id),
             read: true,
             write: true,
         }];
@@ -122,12 +123,12 @@ pub(crate) fn claim_grant(claim_id: &str, client_id: &str) -> Grant {
         principal: format!("claim:{claim_id}"),
         rules: vec![
             GrantRule {
-                filter: format!("$provision/{client_id}/request"),
+                filter: device_topics::provision(client_id, ProvisionStep::Request),
                 read: false,
                 write: true,
             },
             GrantRule {
-                filter: format!("$provision/{client_id}/+"),
+                filter: device_topics::provision_replies_filter(client_id),
                 read: true,
                 write: false,
             },

@@ -19,14 +19,13 @@ use std::sync::Arc;
 use broker::{StoredMessage, TapMessage};
 use broker_net::ServerHandle;
 use bytes::Bytes;
+use iot_types::device_topics::{self, ProvisionStep};
 use mqtt_proto::QoS;
-use registry::{Credential, Registry, RegistryError};
+use registry::{Credential, DeviceStorage, RegistryError};
 use serde::{Deserialize, Serialize};
 
-use crate::Clock;
-
 /// Messages the provisioning service taps.
-pub const PROVISION_TAP: &str = "$provision/+/request";
+pub const PROVISION_TAP: &str = device_topics::PROVISION_REQUEST_FILTER;
 
 /// What a device asks for.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -95,7 +94,7 @@ impl From<RegistryError> for ProvisionError {
 /// With a CSR, the certificate is signed before the device is created (a
 /// bad CSR creates nothing) and recorded after.
 pub fn provision(
-    registry: &Registry,
+    registry: &dyn DeviceStorage,
     ca: Option<&pki::CertificateAuthority>,
     claim_id: &str,
     request: ProvisionRequest,
@@ -153,14 +152,15 @@ pub fn provision(
 /// Serves MQTT provisioning requests tapped from the broker until the
 /// channel closes. Each request runs on the blocking pool (hashing and
 /// signing take milliseconds).
-pub async fn serve_provisioning(
+pub async fn serve_provisioning<C: iot_types::Clock + ?Sized + 'static>(
     mut rx: tokio::sync::mpsc::Receiver<TapMessage>,
     handle: ServerHandle,
-    registry: Arc<Registry>,
+    registry: Arc<dyn DeviceStorage>,
     ca: Option<Arc<pki::CertificateAuthority>>,
     cert_days: u32,
-    clock: Clock,
+    clock: Arc<C>,
 ) {
+    let clock = iot_types::shared(clock);
     while let Some(tap) = rx.recv().await {
         let registry = registry.clone();
         let ca = ca.clone();
@@ -184,23 +184,23 @@ pub async fn serve_provisioning(
                     },
                 ) {
                     Ok(req) => provision(
-                        &registry,
+                        &*registry,
                         ca.as_deref(),
                         claim_id,
                         req,
                         Some(&client_id),
                         cert_days,
-                        clock(),
+                        clock.now().as_millis(),
                     ),
                     Err(e) => Err(ProvisionError::BadRequest(format!("bad request JSON: {e}"))),
                 },
             };
-            let (suffix, body) = match result {
-                Ok(reply) => ("accepted", serde_json::to_vec(&reply)),
+            let (step, body) = match result {
+                Ok(reply) => (ProvisionStep::Accepted, serde_json::to_vec(&reply)),
                 Err(e) => {
                     tracing::info!(client_id = %client_id, code = e.code(), error = %e, "provisioning refused");
                     (
-                        "rejected",
+                        ProvisionStep::Rejected,
                         serde_json::to_vec(
                             &serde_json::json!({"code": e.code(), "message": e.to_string()}),
                         ),
@@ -208,7 +208,7 @@ pub async fn serve_provisioning(
                 }
             };
             let message = StoredMessage {
-                topic: format!("$provision/{client_id}/{suffix}").into(),
+                topic: device_topics::provision(&client_id, step).into(),
                 payload: Bytes::from(body.unwrap_or_default()),
                 qos: QoS::AtLeastOnce,
                 retain: false,

@@ -132,7 +132,7 @@ fn claims_reach_only_their_exchange_and_provision() {
     );
 
     let refused_id = provision(
-        &reg,
+        &*reg,
         None,
         &claim.id,
         ProvisionRequest {
@@ -148,7 +148,7 @@ fn claims_reach_only_their_exchange_and_provision() {
         "{refused_id:?}"
     );
     let reply = provision(
-        &reg,
+        &*reg,
         None,
         &claim.id,
         ProvisionRequest {

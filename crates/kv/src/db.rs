@@ -210,7 +210,30 @@ impl Db {
         &self,
         f: impl FnOnce(&WriteTx) -> Result<T, E>,
     ) -> Result<T, E> {
-        let tx = WriteTx::new(self.db.begin_write().map_err(Error::from)?);
+        let txn = self.db.begin_write().map_err(Error::from)?;
+        Self::run_write(txn, f)
+    }
+
+    /// Like [`Db::write`] but without an fsync (redb `Durability::None`):
+    /// the change is visible at once and reaches the disk with the next
+    /// durable commit; a crash before that loses it. Only for changes
+    /// whose loss is harmless (a cache-like rewrite of a stored value).
+    pub fn write_unsynced<T, E: From<Error>>(
+        &self,
+        f: impl FnOnce(&WriteTx) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut txn = self.db.begin_write().map_err(Error::from)?;
+        // No persistent savepoints are ever made, so lowering the
+        // durability cannot panic.
+        txn.set_durability(redb::Durability::None);
+        Self::run_write(txn, f)
+    }
+
+    fn run_write<T, E: From<Error>>(
+        txn: WriteTransaction,
+        f: impl FnOnce(&WriteTx) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let tx = WriteTx::new(txn);
         match f(&tx) {
             Ok(v) if tx.dirty.get() => {
                 tx.txn.commit().map_err(Error::from)?;
@@ -793,6 +816,22 @@ mod tests {
             })
             .unwrap();
         assert!(!removed);
+    }
+
+    #[test]
+    fn an_unsynced_write_is_visible_and_kept_by_the_next_durable_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.redb");
+        {
+            let db = Db::open(&path, V2, &[]).unwrap();
+            db.write_unsynced(|tx| tx.table(&INDEX)?.insert(("a", 1), ()))
+                .unwrap();
+            assert!(db.read(|tx| tx.open(&INDEX)?.contains(("a", 1))).unwrap());
+            db.write(|tx| tx.table(&INDEX)?.insert(("a", 2), ()))
+                .unwrap();
+        }
+        let db = Db::open(&path, V2, &[]).unwrap();
+        assert_eq!(db.read(|tx| tx.open(&INDEX)?.len()).unwrap(), 2);
     }
 
     #[test]

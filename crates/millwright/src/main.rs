@@ -1,11 +1,8 @@
 //! The `millwright` binary: command line, settings and wiring. It holds no
 //! logic of its own; every capability lives in a crate under `crates/`.
 
-mod cli;
-mod demo;
 mod security;
 mod serve;
-mod settings;
 mod streams;
 
 use std::path::PathBuf;
@@ -45,30 +42,8 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Manage devices through the HTTP API.
-    #[command(subcommand)]
-    Device(cli::DeviceCommand),
-    /// Manage rules through the HTTP API.
-    #[command(subcommand)]
-    Rule(cli::RuleCommand),
-    /// List, acknowledge and clear alarms through the HTTP API.
-    #[command(subcommand)]
-    Alarm(cli::AlarmCommand),
-    /// Read twins and set desired state through the HTTP API.
-    #[command(subcommand)]
-    Twin(cli::TwinCommand),
-    /// Send, list and cancel device commands through the HTTP API.
-    #[command(subcommand, name = "command")]
-    Commands(cli::CommandCommand),
-    /// Query telemetry through the HTTP API.
-    #[command(subcommand)]
-    Telemetry(cli::TelemetryCommand),
-    /// Manage operator accounts through the HTTP API (admin).
-    #[command(subcommand)]
-    User(cli::UserCommand),
-    /// Manage API tokens through the HTTP API (admin).
-    #[command(subcommand)]
-    Token(cli::TokenCommand),
+    #[command(flatten)]
+    Api(api_client::cli::ApiCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Load-test an MQTT broker (this one or any other).
@@ -96,14 +71,13 @@ fn main() -> anyhow::Result<()> {
             name,
             config,
         } => serve::admin_token(&data_dir, &name, config.as_deref()),
-        Command::Device(cmd) => cli::device(cmd),
-        Command::Rule(cmd) => cli::rule(cmd),
-        Command::Alarm(cmd) => cli::alarm(cmd),
-        Command::Twin(cmd) => cli::twin(cmd),
-        Command::Commands(cmd) => cli::command(cmd),
-        Command::Telemetry(cmd) => cli::telemetry(cmd),
-        Command::User(cmd) => cli::user(cmd),
-        Command::Token(cmd) => cli::token(cmd),
+        Command::Api(cmd) => {
+            if let Err(f) = api_client::cli::run(cmd) {
+                eprintln!("error: {}", f.message);
+                std::process::exit(f.code);
+            }
+            Ok(())
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(
@@ -150,29 +124,6 @@ pub(crate) fn unix_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-/// Completes on SIGINT or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 fn run_bench(args: bench::BenchArgs) -> anyhow::Result<()> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::settings::Settings;
+use settings::Settings;
 
 /// Opens `<data-dir>/registry.redb`.
 pub fn open_registry(
@@ -77,7 +77,7 @@ pub fn load_ca(
 /// Revocation checks against the registry's in-memory set of revoked
 /// serials (no I/O during handshakes).
 #[derive(Clone)]
-struct RegistryRevocation(Arc<registry::Registry>);
+struct RegistryRevocation(Arc<dyn registry::DeviceStorage>);
 
 impl std::fmt::Debug for RegistryRevocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::security;
-use crate::settings::Settings;
+use lifecycle as role;
+use settings::Settings;
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -25,25 +26,6 @@ pub struct ServeArgs {
     /// How many simulated machines with --demo.
     #[arg(long, default_value_t = 200)]
     pub demo_machines: usize,
-}
-
-fn access_control(settings: &Settings) -> anyhow::Result<broker::AccessControl> {
-    let mut access = broker::AccessControl::new(settings.mqtt.allow_anonymous);
-    if let Some(p) = &settings.mqtt.password_file {
-        let text = std::fs::read_to_string(p)
-            .with_context(|| format!("mqtt.password_file: cannot read {}", p.display()))?;
-        access = access
-            .with_password_file(&text)
-            .with_context(|| format!("mqtt.password_file {}", p.display()))?;
-    }
-    if let Some(p) = &settings.mqtt.acl_file {
-        let text = std::fs::read_to_string(p)
-            .with_context(|| format!("mqtt.acl_file: cannot read {}", p.display()))?;
-        access = access
-            .with_acl_file(&text)
-            .with_context(|| format!("mqtt.acl_file {}", p.display()))?;
-    }
-    Ok(access)
 }
 
 /// Warns when the connection caps together (`Settings::fd_budget`) exceed
@@ -73,7 +55,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     crate::init_logging(&settings.log.level);
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
-    let access = access_control(&settings)?;
+    let access = settings.access_control()?;
     let policy = Arc::new(settings.auth.policy()?);
     warn_fd_budget(&settings);
 
@@ -82,6 +64,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        let mut role = role::Role::new(if args.demo { "serve --demo" } else { "serve" });
         let data_dir = &args.data_dir;
         let store_path = data_dir.join("broker.redb");
         let store = kv::RedbSessionStore::open(&store_path).with_context(|| {
@@ -99,7 +82,6 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             None
         };
 
-        let mut maintenance = None;
         let mut tsdb_handle = None;
         let ingest = if settings.telemetry.enabled {
             let dir = data_dir.join("tsdb");
@@ -108,11 +90,20 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let db = Arc::new(db);
             let report = db.recovery_report();
             tracing::info!(dir = %dir.display(), ?report, "telemetry store open");
-            maintenance = Some(telemetry::spawn_maintenance(
+            let (flush, flusher) = telemetry::spawn_maintenance(
                 db.clone(),
                 std::time::Duration::from_secs(settings.telemetry.flush_interval),
                 crate::unix_ms,
-            )?);
+            )?;
+            // Stopped last: a last flush so the next start has little WAL
+            // to replay.
+            role.add(role::Threads(
+                "telemetry maintenance",
+                Box::new(move || {
+                    drop(flush);
+                    let _ = flusher.join();
+                }),
+            ));
             tsdb_handle = Some(db.clone());
             Some(broker_net::TelemetryIngest {
                 decoder: Arc::new({
@@ -134,9 +125,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )?);
         // Platform events (device messages the fleet taps, command
         // acknowledgements, presence): bounded, see fleet's docs.
-        let (event_tx, event_rx) = tokio::sync::mpsc::channel(65_536);
-        let (prov_tx, prov_rx) = tokio::sync::mpsc::channel(1024);
-        let (rules_tx, rules_rx) = tokio::sync::mpsc::channel(settings.rules.queue);
+        let (event_tx, event_rx) = tokio::sync::mpsc::channel(settings.devices.event_queue);
+        let (prov_tx, prov_rx) = tokio::sync::mpsc::channel(settings.devices.provision_queue);
+        let rule_queues =
+            automation::RuleQueues::new(settings.rules.worker_count(), settings.rules.queue);
         let alarms_path = data_dir.join("alarms.redb");
         let alarm_store = Arc::new(alarms::AlarmStore::open(&alarms_path).with_context(|| {
             format!("cannot open the alarm store {}", alarms_path.display())
@@ -170,7 +162,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .collect(),
             ack_taps: fleet::ACK_TAPS.iter().map(|t| t.to_string()).collect(),
             events: Some(event_tx),
-            rule_events: Some(rules_tx),
+            rule_events: Some(rule_queues.clone()),
         };
         let server = broker_net::Server::bind(
             settings.net_config(),
@@ -220,8 +212,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )
         .context("cannot start the rules engine")?;
         let rules_thread = automation
-            .spawn(rules_rx)
-            .context("cannot start the rules thread")?;
+            .spawn(rule_queues)
+            .context("cannot start the rules threads")?;
         tokio::spawn(identity::serve_provisioning(
             prov_rx,
             handle.clone(),
@@ -231,7 +223,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             clock.clone(),
         ));
 
-        let stop = tokio_util::sync::CancellationToken::new();
+        let stop = role.token();
         let mut http_tasks = Vec::new();
         if let (Some(db), true) = (&tsdb_handle, settings.http.enabled) {
             let guards = Arc::new(api::Guards::new(settings.api_limits()));
@@ -248,7 +240,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 session_ttl_ms: settings.auth.session_ttl_hours * 3_600_000,
                 fleet: Some(fleet.clone()),
                 automation: Some(automation.clone()),
-                stream: Some(Arc::new(crate::streams::BrokerStreams(handle.clone()))),
+                stream: Some(Arc::new(crate::streams::BrokerStreams(
+                    handle.clone(),
+                    settings.http.stream_queue,
+                ))),
                 stream_queue: settings.http.stream_queue,
                 system: Some(Arc::new(crate::streams::BrokerSystem(handle.clone()))),
                 guards,
@@ -286,11 +281,6 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 }));
             }
         }
-        let stopper = stop.clone();
-        tokio::spawn(async move {
-            crate::shutdown_signal().await;
-            stopper.cancel();
-        });
         let demo = if args.demo {
             let local = std::net::SocketAddr::new(
                 if addr.ip().is_unspecified() {
@@ -308,7 +298,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 };
                 format!("http://{host}:{}", settings.http.port)
             });
-            Some(tokio::spawn(crate::demo::run(
+            Some(tokio::spawn(demo::run(
                 registry.clone(),
                 automation.clone(),
                 local,
@@ -319,35 +309,34 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         } else {
             None
         };
-        server.run(stop.cancelled()).await;
-        if let Some(d) = demo {
-            match d.await {
-                Ok(Err(e)) => tracing::error!(error = %e, "demo failed"),
-                Err(e) => tracing::error!(error = %e, "demo task failed"),
-                Ok(Ok(())) => {}
-            }
-        }
+        // Stopped in the reverse order: the demo, the HTTP listeners, the
+        // broker, then the fleet and rules threads (which end once the
+        // broker has dropped their queues).
+        role.add(role::Threads(
+            "fleet and rules",
+            Box::new(move || {
+                drop((fleet, automation));
+                let _ = fleet_thread.join();
+                rules_thread.join();
+            }),
+        ));
+        // The broker ending (on its own too) ends the role.
+        let broker = server.run(stop.clone().cancelled_owned());
+        role.add(role::Task(
+            "broker",
+            tokio::spawn(async move {
+                broker.await;
+                stop.cancel();
+                Ok::<(), std::convert::Infallible>(())
+            }),
+        ));
         for h in http_tasks {
-            match h.await {
-                Ok(Err(e)) => tracing::error!(error = %e, "HTTP API failed"),
-                Err(e) => tracing::error!(error = %e, "HTTP API task failed"),
-                Ok(Ok(())) => {}
-            }
+            role.add(role::Task("http", h));
         }
-        // The server dropped its event sender: the fleet thread ends, and
-        // with it the rules queue.
-        drop(fleet);
-        drop(automation);
-        let _ = tokio::task::spawn_blocking(move || {
-            let _ = fleet_thread.join();
-            let _ = rules_thread.join();
-        })
-        .await;
-        if let Some((stop, handle)) = maintenance {
-            // A last flush so the next start has little WAL to replay.
-            drop(stop);
-            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        if let Some(d) = demo {
+            role.add(role::Task("demo", d));
         }
+        role.run().await;
         Ok::<(), anyhow::Error>(())
     })
 }

@@ -1,7 +1,8 @@
 //! The API's live streams over the broker's stream taps.
 
-/// Live streams for `GET /api/stream`, fed by the broker.
-pub struct BrokerStreams(pub broker_net::ServerHandle);
+/// Live streams for `GET /api/stream`, fed by the broker through a tap
+/// of `http.stream_queue` messages per stream.
+pub struct BrokerStreams(pub broker_net::ServerHandle, pub usize);
 
 /// Ends the forwarding task (and with it the broker subscription).
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -14,7 +15,7 @@ impl Drop for AbortOnDrop {
 
 impl api::StreamSource for BrokerStreams {
     fn subscribe(&self, filters: Vec<String>, sink: api::StreamSink) -> api::StreamGuard {
-        let mut sub = self.0.subscribe_stream(filters, 1024);
+        let mut sub = self.0.subscribe_stream(filters, self.1);
         let task = tokio::spawn(async move {
             while let Some((topic, payload)) = sub.rx.recv().await {
                 if !sink.offer(&topic, payload) {

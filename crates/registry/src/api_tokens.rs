@@ -4,9 +4,10 @@
 //! token) as argon2, verified through the cache.
 
 use crate::error::RegistryError;
-use crate::records::{ApiTokenRec, VALUE_VERSION};
+use crate::records::ApiTokenRec;
 use crate::registry::{Checked, Registry};
 use crate::secret::{self, token_id};
+use crate::store::{Reads, Writes};
 use crate::users::{check_secret, Role};
 use crate::validate;
 
@@ -122,7 +123,6 @@ impl Registry {
         }
         let id = token_id(token.as_bytes());
         let rec = ApiTokenRec {
-            v: VALUE_VERSION,
             name: name.to_string(),
             owner: owner.map(str::to_string),
             role: role.as_str().to_string(),
@@ -174,7 +174,7 @@ impl Registry {
         now_ms: u64,
     ) -> Result<Option<Principal>, RegistryError> {
         let id = token_id(token);
-        let found = self.store.read(|tx| {
+        let found = self.store.read(|tx| -> Result<_, RegistryError> {
             let Some(rec) = tx.api_token(&id)? else {
                 return Ok(None);
             };

@@ -1,11 +1,24 @@
 //! The audit log: who did what to which object, from where, with what
 //! outcome. Bounded: appending trims the oldest entries beyond
 //! `audit_max_entries`. Sequence numbers start at 1 and are never reused.
+//!
+//! [`AuditStore`] is the embedded log (the `audit` table of the registry
+//! file, sharing the [`Registry`]'s `kv::Db`), and the implementation of
+//! [`crate::AuditStorage`]; [`Registry::append_audit`] and its siblings
+//! call it.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use kv::Db;
 
 use crate::devices::Page;
 use crate::error::RegistryError;
-use crate::records::{AuditRec, VALUE_VERSION};
+use crate::records::AuditRec;
 use crate::registry::Registry;
+use crate::store::{self, Reads, Writes};
+
+type Result<T> = std::result::Result<T, RegistryError>;
 
 /// A stored audit entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,12 +88,38 @@ fn entry_from(seq: u64, rec: AuditRec) -> AuditEntry {
     }
 }
 
-impl Registry {
-    /// Appends an entry durably and returns its sequence number; trims the
-    /// oldest entries beyond `audit_max_entries` in the same transaction.
-    pub fn append_audit(&self, entry: NewAuditEntry) -> Result<u64, RegistryError> {
+/// The audit log of a registry file. `Send + Sync`.
+pub struct AuditStore {
+    db: Arc<Db>,
+    max_entries: u64,
+}
+
+impl AuditStore {
+    /// Opens (or creates) the registry file at `path` for its audit log
+    /// alone, keeping at most `max_entries` entries (at least 1).
+    pub fn open(path: &Path, max_entries: u64) -> Result<AuditStore> {
+        AuditStore::check_bound(max_entries)?;
+        Ok(AuditStore::new(Arc::new(store::open(path)?), max_entries))
+    }
+
+    pub(crate) fn new(db: Arc<Db>, max_entries: u64) -> AuditStore {
+        AuditStore { db, max_entries }
+    }
+
+    pub(crate) fn check_bound(max_entries: u64) -> Result<()> {
+        if max_entries == 0 {
+            return Err(RegistryError::invalid(
+                "audit_max_entries",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Appends an entry durably and returns its sequence number; trims
+    /// the oldest entries beyond the bound in the same transaction.
+    pub fn append(&self, entry: NewAuditEntry) -> Result<u64> {
         let rec = AuditRec {
-            v: VALUE_VERSION,
             time_ms: entry.time_ms,
             actor: entry.actor,
             action: entry.action,
@@ -89,26 +128,25 @@ impl Registry {
             status: entry.status,
             details: entry.details,
         };
-        let max = self.config.audit_max_entries;
-        self.store.write(|tx| tx.append_audit(&rec, max))
+        self.db.write(|tx| tx.append_audit(&rec, self.max_entries))
     }
 
-    /// Matching entries newest first, below the cursor `before_seq`, at most
-    /// `limit`; `next` is the cursor (a sequence number as a string) for the
-    /// following page. Entries are scanned, not indexed: a rare match may
-    /// read the whole (bounded) log.
-    pub fn query_audit(
+    /// Matching entries newest first, below the cursor `before_seq`, at
+    /// most `limit`; `next` is the cursor (a sequence number as a string)
+    /// for the following page. Entries are scanned, not indexed: a rare
+    /// match may read the whole (bounded) log.
+    pub fn query(
         &self,
         filter: &AuditFilter,
         before_seq: Option<u64>,
         limit: usize,
-    ) -> Result<Page<AuditEntry>, RegistryError> {
+    ) -> Result<Page<AuditEntry>> {
         if limit == 0 {
             return Err(RegistryError::invalid("limit", "must be at least 1"));
         }
         let mut items = Vec::new();
         let mut more = false;
-        self.store.read(|tx| {
+        self.db.read(|tx| {
             tx.scan_audit(before_seq, &mut |seq, rec| {
                 if filter.matches(&rec) {
                     if items.len() == limit {
@@ -129,8 +167,36 @@ impl Registry {
     }
 
     /// Entries currently kept.
-    pub fn audit_len(&self) -> Result<u64, RegistryError> {
-        self.store.read(|tx| tx.audit_len())
+    pub fn count(&self) -> Result<u64> {
+        self.db.read(|tx| tx.audit_len())
+    }
+}
+
+impl Registry {
+    /// The audit log (also reachable as a trait object:
+    /// `&dyn AuditStorage`).
+    pub fn audit(&self) -> &AuditStore {
+        &self.audit
+    }
+
+    /// [`AuditStore::append`] with `audit_max_entries`.
+    pub fn append_audit(&self, entry: NewAuditEntry) -> Result<u64> {
+        self.audit.append(entry)
+    }
+
+    /// [`AuditStore::query`].
+    pub fn query_audit(
+        &self,
+        filter: &AuditFilter,
+        before_seq: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<AuditEntry>> {
+        self.audit.query(filter, before_seq, limit)
+    }
+
+    /// Entries currently kept.
+    pub fn audit_len(&self) -> Result<u64> {
+        self.audit.count()
     }
 }
 

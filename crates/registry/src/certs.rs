@@ -7,8 +7,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::error::RegistryError;
-use crate::records::{CertRec, VALUE_VERSION};
+use crate::records::CertRec;
 use crate::registry::Registry;
+use crate::store::{Reads, Writes};
 use crate::validate;
 
 /// A certificate issued to a device.
@@ -56,7 +57,6 @@ impl Registry {
                 return Err(RegistryError::exists("certificate", &serial));
             }
             let rec = CertRec {
-                v: VALUE_VERSION,
                 device_id: device_id.to_string(),
                 issued_at_ms: now_ms,
                 not_after_ms,
@@ -93,7 +93,7 @@ impl Registry {
         now_ms: u64,
     ) -> Result<Option<CertRecord>, RegistryError> {
         let serial = validate::serial(serial_hex)?;
-        let record = self.store.write(|tx| {
+        let record = self.store.write(|tx| -> Result<_, RegistryError> {
             tx.add_revoked(&serial, now_ms)?;
             let Some(ns) = tx.serial_namespace(&serial)? else {
                 return Ok(None);

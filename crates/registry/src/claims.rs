@@ -6,9 +6,10 @@
 use std::collections::BTreeMap;
 
 use crate::error::RegistryError;
-use crate::records::{ClaimRec, TemplateRec, VALUE_VERSION};
+use crate::records::{ClaimRec, TemplateRec};
 use crate::registry::{Checked, Registry};
 use crate::secret::{self, token_id};
+use crate::store::{Reads, Writes};
 use crate::validate;
 
 /// What devices created through a claim look like, and which ids it may
@@ -183,7 +184,6 @@ impl Registry {
         let token = secret::generate(secret::CLAIM_PREFIX);
         let id = token_id(token.as_bytes());
         let rec = ClaimRec {
-            v: VALUE_VERSION,
             name: name.to_string(),
             hash: secret::hash_token(token.as_bytes())?,
             template,
@@ -361,7 +361,6 @@ mod tests {
     #[test]
     fn usable_order() {
         let mut rec = ClaimRec {
-            v: 1,
             name: "c".into(),
             hash: String::new(),
             template: template_rec(ProvisioningTemplate::default()).unwrap(),

@@ -5,8 +5,9 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use crate::error::RegistryError;
-use crate::records::{DeviceRec, DeviceTokensRec, VALUE_VERSION};
+use crate::records::{DeviceRec, DeviceTokensRec};
 use crate::registry::Registry;
+use crate::store::{Reads, Writes};
 use crate::validate;
 
 /// A registered device.
@@ -136,7 +137,6 @@ pub(crate) fn new_record(
     let groups = validate::groups(new.groups)?;
     validate::metadata(&new.metadata)?;
     let rec = DeviceRec {
-        v: VALUE_VERSION,
         name,
         device_type,
         labels: new.labels,
@@ -213,7 +213,7 @@ impl Registry {
         patch: DevicePatch,
         now_ms: u64,
     ) -> Result<Device, RegistryError> {
-        let rec = self.store.write(|tx| {
+        let rec = self.store.write(|tx| -> Result<_, RegistryError> {
             let mut rec = tx
                 .device(ns, id)?
                 .ok_or_else(|| RegistryError::not_found("device", id))?;
@@ -230,7 +230,7 @@ impl Registry {
     /// when they were not revoked before: the call has no clock). Returns
     /// false if there was no such device.
     pub fn delete_device(&self, ns: &str, id: &str) -> Result<bool, RegistryError> {
-        let (existed, serials) = self.store.write(|tx| {
+        let (existed, serials) = self.store.write(|tx| -> Result<_, RegistryError> {
             if !tx.remove_device(ns, id)? {
                 return Ok((false, Vec::new()));
             }

@@ -45,20 +45,10 @@ impl RegistryError {
     }
 }
 
-macro_rules! from_redb {
-    ($($t:ty),*) => {$(
-        impl From<$t> for RegistryError {
-            fn from(e: $t) -> Self {
-                RegistryError::Storage(e.to_string())
-            }
-        }
-    )*};
+/// The store layer's failures are storage failures; its message names
+/// the file, schema or record.
+impl From<kv::Error> for RegistryError {
+    fn from(e: kv::Error) -> Self {
+        RegistryError::Storage(e.to_string())
+    }
 }
-from_redb!(
-    redb::Error,
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);

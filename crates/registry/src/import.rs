@@ -4,8 +4,9 @@ use std::collections::HashMap;
 
 use crate::devices::{new_record, NewDevice};
 use crate::error::RegistryError;
-use crate::records::{DeviceRec, DeviceTokenRec, DeviceTokensRec, VALUE_VERSION};
+use crate::records::{DeviceRec, DeviceTokenRec, DeviceTokensRec};
 use crate::registry::Registry;
+use crate::store::{Reads, Writes};
 use crate::validate;
 
 /// Why one import row was refused.
@@ -85,7 +86,7 @@ impl Registry {
         } else {
             Vec::new()
         };
-        let conflicts = self.store.write(|tx| {
+        let conflicts = self.store.write(|tx| -> Result<_, RegistryError> {
             // Checked again: a device may have been created meanwhile.
             let conflicts = existing_rows(&|id| tx.device_exists(ns, id), &records, &first_index)?;
             if !conflicts.is_empty() {
@@ -95,7 +96,6 @@ impl Registry {
                 tx.put_device(ns, id, rec)?;
                 if let Some((_, stored)) = tokens.get(i) {
                     let creds = DeviceTokensRec {
-                        v: VALUE_VERSION,
                         tokens: vec![stored.clone()],
                     };
                     tx.put_device_tokens(ns, id, &creds)?;

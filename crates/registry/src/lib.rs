@@ -95,14 +95,21 @@
 //!
 //! # Storage seam
 //!
-//! redb appears only in `store.rs`: the domain modules use `Store`,
-//! `ReadTx` and `WriteTx` and their typed record methods. They are
-//! concrete types, not a public trait: a PostgreSQL backend would turn
-//! those method sets into a trait (or an enum of backends) without
-//! touching the domain code. Stored values are private serde structs
-//! (`records.rs`) serialised as JSON objects with `"v": 1`; the file
-//! records its schema version (1) in the `meta` table, and a file with a
-//! newer version is refused with [`RegistryError::Storage`].
+//! The file is a `kv::Db` (schema `registry`, version 1, recorded in its
+//! `meta` table; a file with a newer version is refused with
+//! [`RegistryError::Storage`]). Its tables and their typed record methods
+//! are in `store.rs`, the only file that names a table; stored values are
+//! private serde structs (`records.rs`) stored as `kv::Versioned` records
+//! (`{"v":1,...}`, the same bytes the code before `kv` wrote).
+//!
+//! The stores are traits, so that another backend (PostgreSQL) is another
+//! `impl`: [`DeviceStorage`] (devices, device tokens, claims and
+//! provisioning, certificates) and [`OperatorStorage`] (operators,
+//! sessions, API tokens), implemented by [`Registry`], and
+//! [`AuditStorage`], implemented by [`AuditStore`] (the audit table of
+//! the same file, [`Registry::audit`]). `conformance` (feature
+//! `conformance`) holds the behaviour every implementation must have;
+//! this crate's tests run it against the redb ones.
 //!
 //! # Certificate revocation
 //!
@@ -117,6 +124,8 @@ mod cache;
 mod certs;
 mod claims;
 mod config;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 mod devices;
 mod error;
 mod glob;
@@ -125,13 +134,14 @@ mod provision;
 mod records;
 mod registry;
 mod secret;
+mod storage;
 mod store;
 mod tokens;
 mod users;
 mod validate;
 
 pub use api_tokens::{ApiToken, Principal};
-pub use audit::{AuditEntry, AuditFilter, NewAuditEntry};
+pub use audit::{AuditEntry, AuditFilter, AuditStore, NewAuditEntry};
 pub use certs::CertRecord;
 pub use claims::{Claim, ClaimAuth, ProvisioningTemplate};
 pub use config::RegistryConfig;
@@ -141,5 +151,6 @@ pub use glob::glob_match;
 pub use import::{ImportReport, ImportRowError};
 pub use provision::{Credential, Provisioned};
 pub use registry::Registry;
+pub use storage::{AuditStorage, DeviceStorage, OperatorStorage};
 pub use tokens::DeviceAuth;
 pub use users::{Role, User};

@@ -4,8 +4,9 @@ use crate::claims::usable;
 use crate::devices::{device_from, new_record, Device, NewDevice};
 use crate::error::RegistryError;
 use crate::glob::glob_match;
-use crate::records::{ClaimRec, DeviceTokensRec, VALUE_VERSION};
+use crate::records::{ClaimRec, DeviceTokensRec};
 use crate::registry::Registry;
+use crate::store::{Reads, Writes};
 use crate::validate;
 
 /// The credential a provisioned device will use.
@@ -78,6 +79,23 @@ fn check(
     Ok((ns, rec))
 }
 
+/// The claim's namespace and record, if the claim may create `device_id`
+/// at `now_ms` and no such device exists yet.
+fn claim_for<R: Reads>(
+    tx: &R,
+    claim_id: &str,
+    device_id: &str,
+    client_id: Option<&str>,
+    now_ms: u64,
+) -> Result<(String, ClaimRec), RegistryError> {
+    let claim = tx.find_claim(claim_id)?;
+    let (ns, rec) = check(claim, claim_id, device_id, client_id, now_ms)?;
+    if tx.device_exists(&ns, device_id)? {
+        return Err(RegistryError::exists("device", device_id));
+    }
+    Ok((ns, rec))
+}
+
 impl Registry {
     /// Creates `device_id` through the claim `claim_id` (the id returned by
     /// [`Registry::authenticate_claim`]). In one write transaction: checks
@@ -110,34 +128,14 @@ impl Registry {
     ) -> Result<Provisioned, RegistryError> {
         validate::id("device_id", device_id)?;
         // Checked before the (slow) token hash, and again in the write.
-        self.store.read(|tx| {
-            let (ns, _) = check(
-                tx.find_claim(claim_id)?,
-                claim_id,
-                device_id,
-                client_id,
-                now_ms,
-            )?;
-            if tx.device_exists(&ns, device_id)? {
-                return Err(RegistryError::exists("device", device_id));
-            }
-            Ok(())
-        })?;
+        self.store
+            .read(|tx| claim_for(tx, claim_id, device_id, client_id, now_ms))?;
         let token = match credential {
             Credential::Token => Some(self.new_device_token(now_ms)?),
             Credential::Certificate => None,
         };
-        let device = self.store.write(|tx| {
-            let (ns, mut claim) = check(
-                tx.find_claim(claim_id)?,
-                claim_id,
-                device_id,
-                client_id,
-                now_ms,
-            )?;
-            if tx.device_exists(&ns, device_id)? {
-                return Err(RegistryError::exists("device", device_id));
-            }
+        let device = self.store.write(|tx| -> Result<_, RegistryError> {
+            let (ns, mut claim) = claim_for(tx, claim_id, device_id, client_id, now_ms)?;
             let mut metadata = serde_json::Map::new();
             metadata.insert(
                 "provisioned_by".to_string(),
@@ -155,7 +153,6 @@ impl Registry {
             tx.put_device(&ns, &id, &rec)?;
             if let Some((_, stored)) = &token {
                 let creds = DeviceTokensRec {
-                    v: VALUE_VERSION,
                     tokens: vec![stored.clone()],
                 };
                 tx.put_device_tokens(&ns, &id, &creds)?;

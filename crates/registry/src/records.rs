@@ -1,46 +1,37 @@
-//! Stored values, version 1. Each is a private serde struct serialised as a
-//! JSON object with `"v": 1`; keys (namespace, id, serial, ...) live in the
-//! table key, not in the value. The public domain types have no serde
+//! Stored values, version 1. Each is a private serde struct stored with
+//! `kv::Versioned`, a JSON object whose first field is `"v": 1`; keys
+//! (namespace, id, serial, ...) live in the table key, not in the value. The public domain types have no serde
 //! derives: this is an internal format, and the API renders its own DTOs.
 
 use std::collections::BTreeMap;
 
-use serde::de::DeserializeOwned;
+use kv::Record;
 use serde::{Deserialize, Serialize};
-
-use crate::error::RegistryError;
 
 /// The value format version written by this binary.
 pub(crate) const VALUE_VERSION: u32 = 1;
 
-/// Serialises a record (which carries its own `v`).
-pub(crate) fn encode<T: Serialize>(rec: &T) -> Result<Vec<u8>, RegistryError> {
-    serde_json::to_vec(rec).map_err(|e| RegistryError::Storage(format!("encode: {e}")))
+/// Each record type: its name in messages, at [`VALUE_VERSION`].
+macro_rules! records {
+    ($($t:ty => $kind:literal),* $(,)?) => {$(
+        impl Record for $t {
+            const KIND: &'static str = $kind;
+            const VERSION: u32 = VALUE_VERSION;
+        }
+    )*};
 }
-
-#[derive(Deserialize)]
-struct VersionOnly {
-    v: u32,
-}
-
-/// Deserialises a record after checking its version; `what` names it in
-/// the error.
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, RegistryError> {
-    let v: VersionOnly = serde_json::from_slice(bytes)
-        .map_err(|e| RegistryError::Storage(format!("corrupt {what}: {e}")))?;
-    if v.v != VALUE_VERSION {
-        return Err(RegistryError::Storage(format!(
-            "{what} has value version {}, this binary reads {VALUE_VERSION}",
-            v.v
-        )));
-    }
-    serde_json::from_slice(bytes)
-        .map_err(|e| RegistryError::Storage(format!("corrupt {what}: {e}")))
-}
+records!(
+    DeviceRec => "device",
+    DeviceTokensRec => "device tokens",
+    CertRec => "certificate",
+    ClaimRec => "claim",
+    UserRec => "user",
+    ApiTokenRec => "API token",
+    AuditRec => "audit entry",
+);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct DeviceRec {
-    pub v: u32,
     pub name: String,
     pub device_type: String,
     pub labels: BTreeMap<String, String>,
@@ -74,13 +65,11 @@ impl DeviceTokenRec {
 /// All tokens of one device, newest first (at most two).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct DeviceTokensRec {
-    pub v: u32,
     pub tokens: Vec<DeviceTokenRec>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct CertRec {
-    pub v: u32,
     pub device_id: String,
     pub issued_at_ms: u64,
     pub not_after_ms: u64,
@@ -101,7 +90,6 @@ pub(crate) struct TemplateRec {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ClaimRec {
-    pub v: u32,
     pub name: String,
     pub hash: String,
     pub template: TemplateRec,
@@ -114,7 +102,6 @@ pub(crate) struct ClaimRec {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct UserRec {
-    pub v: u32,
     /// `viewer`, `operator` or `admin`.
     pub role: String,
     pub disabled: bool,
@@ -124,7 +111,6 @@ pub(crate) struct UserRec {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ApiTokenRec {
-    pub v: u32,
     pub name: String,
     pub owner: Option<String>,
     pub role: String,
@@ -137,7 +123,6 @@ pub(crate) struct ApiTokenRec {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct AuditRec {
-    pub v: u32,
     pub time_ms: u64,
     pub actor: String,
     pub action: String,
@@ -149,21 +134,23 @@ pub(crate) struct AuditRec {
 
 #[cfg(test)]
 mod tests {
+    use kv::Versioned;
+
     use super::*;
+    use crate::error::RegistryError;
 
     #[test]
     fn round_trip_carries_version() {
         let rec = CertRec {
-            v: VALUE_VERSION,
             device_id: "d".into(),
             issued_at_ms: 1,
             not_after_ms: 2,
             revoked_at_ms: None,
         };
-        let bytes = encode(&rec).unwrap();
+        let bytes = Versioned::encode(&rec).unwrap();
         let text = String::from_utf8(bytes.clone()).unwrap();
         assert!(text.starts_with("{\"v\":1,"), "{text}");
-        let back: CertRec = decode(&bytes, "certificate").unwrap();
+        let back: CertRec = Versioned::decode(&bytes).unwrap();
         assert_eq!(back.device_id, "d");
     }
 
@@ -171,9 +158,9 @@ mod tests {
     fn newer_or_corrupt_values_are_storage_errors() {
         let newer =
             br#"{"v":2,"device_id":"d","issued_at_ms":1,"not_after_ms":2,"revoked_at_ms":null}"#;
-        let e = decode::<CertRec>(newer, "certificate").unwrap_err();
+        let e = RegistryError::from(Versioned::<CertRec>::decode(newer).unwrap_err());
         assert!(matches!(e, RegistryError::Storage(m) if m.contains("version 2")));
-        assert!(decode::<CertRec>(b"{", "certificate").is_err());
-        assert!(decode::<CertRec>(br#"{"v":1}"#, "certificate").is_err());
+        assert!(Versioned::<CertRec>::decode(b"{").is_err());
+        assert!(Versioned::<CertRec>::decode(br#"{"v":1}"#).is_err());
     }
 }

@@ -6,11 +6,12 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, OnceLock, RwLock};
 
+use crate::audit::AuditStore;
 use crate::cache::AuthCache;
 use crate::config::RegistryConfig;
 use crate::error::RegistryError;
 use crate::secret::{self, Hasher};
-use crate::store::Store;
+use crate::store::{self, Reads};
 
 /// The outcome of [`Registry::verify_stored`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +28,9 @@ pub(crate) enum Checked {
 /// handle is shared (in an `Arc`) by the broker, the API and the
 /// provisioning handler.
 pub struct Registry {
-    pub(crate) store: Store,
+    /// The registry file, shared with [`Registry::audit`].
+    pub(crate) store: Arc<kv::Db>,
+    pub(crate) audit: AuditStore,
     pub(crate) hasher: Hasher,
     pub(crate) cache: AuthCache,
     pub(crate) config: RegistryConfig,
@@ -43,14 +46,10 @@ impl Registry {
     /// Opens (or creates) the registry file at `path`. Fails if the file
     /// has a newer schema version, is in use, or `config` is unusable.
     pub fn open(path: &Path, config: RegistryConfig) -> Result<Registry, RegistryError> {
-        if config.audit_max_entries == 0 {
-            return Err(RegistryError::invalid(
-                "audit_max_entries",
-                "must be at least 1",
-            ));
-        }
+        AuditStore::check_bound(config.audit_max_entries)?;
         let hasher = Hasher::new(&config)?;
-        let store = Store::open(path)?;
+        let store = Arc::new(store::open(path)?);
+        let audit = AuditStore::new(Arc::clone(&store), config.audit_max_entries);
         let revoked: HashSet<String> = store.read(|tx| tx.revoked_serials())?.into_iter().collect();
         tracing::debug!(
             path = %path.display(),
@@ -59,6 +58,7 @@ impl Registry {
         );
         Ok(Registry {
             store,
+            audit,
             hasher,
             cache: AuthCache::new(config.auth_cache_capacity),
             config,

@@ -1,19 +1,19 @@
-//! The storage seam: everything redb-specific is in this file.
+//! The storage seam: the registry's tables and their typed methods.
 //!
-//! The domain modules see [`Store`], [`ReadTx`] and [`WriteTx`] and their
-//! typed record methods (`device`, `put_device`, `claims`, ...), never a
-//! table or a byte. A second backend (PostgreSQL, for several nodes) would
-//! provide the same method sets; while there is one backend they are
-//! concrete types rather than a trait, so no generics or `dyn` spread
-//! through the domain code.
+//! Opening, the schema version, transactions and the record codec are
+//! `kv`'s: the domain modules see a `kv::Db` (its `read`, `write` and
+//! `write_unsynced`) and the typed record methods of [`Reads`] (either
+//! transaction kind) and [`Writes`] (`device`, `put_device`, `claims`,
+//! ...), never a table or a byte.
 //!
-//! Tables (every value is a JSON record from `records.rs`):
+//! Tables (every record a `kv::Versioned` JSON object from `records.rs`,
+//! `{"v":1,...}`, byte for byte what the code before `kv` wrote):
 //!
 //! | table | key | value |
 //! |---|---|---|
 //! | `meta` | name | u64 (`schema_version`, `audit_next_seq`) |
 //! | `devices` | (namespace, device id) | `DeviceRec` |
-//! | `device_counts` | namespace | u64 |
+//! | `device_counts` | namespace | u64, no zero rows |
 //! | `device_tokens` | (namespace, device id) | `DeviceTokensRec` |
 //! | `certs` | (namespace, serial) | `CertRec` |
 //! | `device_certs` | (namespace, device id, serial) | () |
@@ -26,522 +26,343 @@
 //! | `user_tokens` | (username, token id) | () |
 //! | `audit` | seq | `AuditRec` |
 //!
-//! Every write transaction commits with redb's default durability
-//! (immediate, fsynced): when [`Store::write`] returns `Ok`, the change is on
-//! disk. The one exception is [`Store::write_unsynced`], for changes whose
-//! loss in a crash is harmless (replacing a legacy argon2 hash by the fast
-//! form of the same token: the old hash still verifies).
+//! Every write transaction that changed something commits with redb's
+//! default durability (immediate, fsynced): when `kv::Db::write` returns
+//! `Ok`, the change is on disk. The one exception is
+//! `kv::Db::write_unsynced`, for changes whose loss in a crash is harmless
+//! (replacing a legacy argon2 hash by the fast form of the same token:
+//! the old hash still verifies).
 
+use std::borrow::Borrow;
 use std::ops::Bound;
 use std::path::Path;
 
-use redb::{
-    Database, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition,
-    WriteTransaction,
-};
+pub(crate) use kv::WriteTx;
+use kv::{Db, Order, Read, Record, Records, Schema, Table};
 
 use crate::error::RegistryError;
 use crate::records::{
-    decode, encode, ApiTokenRec, AuditRec, CertRec, ClaimRec, DeviceRec, DeviceTokensRec, UserRec,
+    ApiTokenRec, AuditRec, CertRec, ClaimRec, DeviceRec, DeviceTokensRec, UserRec,
 };
 
 type Result<T> = std::result::Result<T, RegistryError>;
 
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const DEVICES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("devices");
-const DEVICE_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("device_counts");
-const DEVICE_TOKENS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("device_tokens");
-const CERTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("certs");
-const DEVICE_CERTS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("device_certs");
-const CERT_SERIALS: TableDefinition<&str, &str> = TableDefinition::new("cert_serials");
-const REVOKED: TableDefinition<&str, u64> = TableDefinition::new("revoked_serials");
-const CLAIMS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("claims");
-const CLAIM_INDEX: TableDefinition<&str, &str> = TableDefinition::new("claim_index");
-const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
-const API_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_tokens");
-const USER_TOKENS: TableDefinition<(&str, &str), ()> = TableDefinition::new("user_tokens");
-const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+const DEVICES: Records<(&str, &str), DeviceRec> = Records::new("devices");
+const DEVICE_COUNTS: Table<&str, u64> = Table::new("device_counts");
+const DEVICE_TOKENS: Records<(&str, &str), DeviceTokensRec> = Records::new("device_tokens");
+const CERTS: Records<(&str, &str), CertRec> = Records::new("certs");
+const DEVICE_CERTS: Table<(&str, &str, &str), ()> = Table::new("device_certs");
+const CERT_SERIALS: Table<&str, &str> = Table::new("cert_serials");
+const REVOKED: Table<&str, u64> = Table::new("revoked_serials");
+const CLAIMS: Records<(&str, &str), ClaimRec> = Records::new("claims");
+const CLAIM_INDEX: Table<&str, &str> = Table::new("claim_index");
+const USERS: Records<&str, UserRec> = Records::new("users");
+const API_TOKENS: Records<&str, ApiTokenRec> = Records::new("api_tokens");
+const USER_TOKENS: Table<(&str, &str), ()> = Table::new("user_tokens");
+const AUDIT: Records<u64, AuditRec> = Records::new("audit");
 
 /// The schema version this binary writes; it opens any version up to it.
 pub(crate) const SCHEMA_VERSION: u64 = 1;
-const SCHEMA_KEY: &str = "schema_version";
-const AUDIT_NEXT_KEY: &str = "audit_next_seq";
+const SCHEMA: Schema = Schema::new(
+    "registry",
+    SCHEMA_VERSION,
+    &[
+        &DEVICES,
+        &DEVICE_COUNTS,
+        &DEVICE_TOKENS,
+        &CERTS,
+        &DEVICE_CERTS,
+        &CERT_SERIALS,
+        &REVOKED,
+        &CLAIMS,
+        &CLAIM_INDEX,
+        &USERS,
+        &API_TOKENS,
+        &USER_TOKENS,
+        &AUDIT,
+    ],
+);
+/// The `meta` key of the next audit sequence number.
+const AUDIT_SEQ_KEY: &str = "audit_next_seq";
 
-/// The registry's database.
-pub(crate) struct Store {
-    db: Database,
+/// Opens or creates the registry file, checks its schema version and
+/// creates its missing tables.
+pub(crate) fn open(path: &Path) -> Result<Db> {
+    Ok(Db::open(path, SCHEMA, &[])?)
 }
 
-impl Store {
-    /// Opens or creates the file, checks its schema version and creates
-    /// missing tables.
-    pub(crate) fn open(path: &Path) -> Result<Store> {
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => RegistryError::Storage(format!(
-                "{} is already open (by another process or another Registry)",
-                path.display()
-            )),
-            other => RegistryError::Storage(format!("{}: {other}", path.display())),
-        })?;
-        let txn = db.begin_write()?;
-        {
-            let mut meta = txn.open_table(META)?;
-            let version = meta.get(SCHEMA_KEY)?.map(|v| v.value());
-            match version {
-                Some(v) if v > SCHEMA_VERSION => {
-                    return Err(RegistryError::Storage(format!(
-                        "{} has registry schema version {v}, newer than this binary's \
-                         {SCHEMA_VERSION}; run a newer Millwright",
-                        path.display()
-                    )))
-                }
-                Some(_) => {}
-                None => {
-                    meta.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
-                }
-            }
-            txn.open_table(DEVICES)?;
-            txn.open_table(DEVICE_COUNTS)?;
-            txn.open_table(DEVICE_TOKENS)?;
-            txn.open_table(CERTS)?;
-            txn.open_table(DEVICE_CERTS)?;
-            txn.open_table(CERT_SERIALS)?;
-            txn.open_table(REVOKED)?;
-            txn.open_table(CLAIMS)?;
-            txn.open_table(CLAIM_INDEX)?;
-            txn.open_table(USERS)?;
-            txn.open_table(API_TOKENS)?;
-            txn.open_table(USER_TOKENS)?;
-            txn.open_table(AUDIT)?;
-        }
-        txn.commit()?;
-        Ok(Store { db })
-    }
-
-    /// Runs `f` in a read transaction (a consistent snapshot).
-    pub(crate) fn read<T>(&self, f: impl FnOnce(&ReadTx) -> Result<T>) -> Result<T> {
-        let tx = ReadTx {
-            txn: self.db.begin_read()?,
-        };
-        f(&tx)
-    }
-
-    /// Runs `f` in a write transaction and commits (fsync) if it returns
-    /// `Ok`; on `Err` nothing is written.
-    pub(crate) fn write<T>(&self, f: impl FnOnce(&mut WriteTx) -> Result<T>) -> Result<T> {
-        let mut tx = WriteTx {
-            txn: self.db.begin_write()?,
-        };
-        match f(&mut tx) {
-            Ok(v) => {
-                tx.txn.commit()?;
-                Ok(v)
-            }
-            Err(e) => {
-                tx.txn.abort()?;
-                Err(e)
-            }
-        }
-    }
-
-    /// Like [`Store::write`] but without an fsync (redb `Durability::None`):
-    /// the change is visible at once and reaches the disk with the next
-    /// durable commit; a crash before that loses it. Only for changes whose
-    /// loss is harmless.
-    pub(crate) fn write_unsynced<T>(&self, f: impl FnOnce(&mut WriteTx) -> Result<T>) -> Result<T> {
-        let mut txn = self.db.begin_write()?;
-        // No persistent savepoints are ever made, so lowering the
-        // durability cannot panic.
-        txn.set_durability(redb::Durability::None);
-        let mut tx = WriteTx { txn };
-        match f(&mut tx) {
-            Ok(v) => {
-                tx.txn.commit()?;
-                Ok(v)
-            }
-            Err(e) => {
-                tx.txn.abort()?;
-                Err(e)
-            }
-        }
-    }
-
-    /// Test hook: overwrites the stored schema version.
-    #[cfg(test)]
-    pub(crate) fn set_schema_version(&self, v: u64) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(META)?.insert(SCHEMA_KEY, v)?;
-        txn.commit()?;
-        Ok(())
+/// The start of a scan of the keys `(ns, id)` of one namespace from
+/// `start`.
+fn from_in<'a>(ns: &'a str, start: Bound<&'a str>) -> Bound<(&'a str, &'a str)> {
+    match start {
+        Bound::Included(s) => Bound::Included((ns, s)),
+        Bound::Excluded(s) => Bound::Excluded((ns, s)),
+        Bound::Unbounded => Bound::Included((ns, "")),
     }
 }
 
-/// A read snapshot.
-pub(crate) struct ReadTx {
-    txn: ReadTransaction,
-}
+/// The reads, the same in both transaction kinds.
+pub(crate) trait Reads: Read {
+    fn device(&self, ns: &str, id: &str) -> Result<Option<DeviceRec>> {
+        Ok(self.open_records(&DEVICES)?.get((ns, id))?)
+    }
 
-/// A write transaction; see [`Store::write`].
-pub(crate) struct WriteTx {
-    txn: WriteTransaction,
-}
+    fn device_exists(&self, ns: &str, id: &str) -> Result<bool> {
+        Ok(self.open_records(&DEVICES)?.raw().contains((ns, id))?)
+    }
 
-fn pair_end(key: (&str, &str), ns: &str) -> bool {
-    key.0 != ns
-}
+    /// Visits the devices of `ns` in id order from `start` until `visit`
+    /// returns false.
+    fn scan_devices(
+        &self,
+        ns: &str,
+        start: Bound<&str>,
+        visit: &mut dyn FnMut(&str, DeviceRec) -> bool,
+    ) -> Result<()> {
+        let range = (from_in(ns, start), Bound::Unbounded);
+        self.open_records(&DEVICES)?
+            .scan(range, Order::Ascending, |(kn, id), rec| {
+                Ok::<_, RegistryError>(kn == ns && visit(id, rec))
+            })
+    }
 
-/// The read methods, identical for both transaction kinds.
-macro_rules! read_methods {
-    () => {
-        pub(crate) fn device(&self, ns: &str, id: &str) -> Result<Option<DeviceRec>> {
-            let t = self.txn.open_table(DEVICES)?;
-            let r = t.get((ns, id))?;
-            r.map(|v| decode(v.value(), "device")).transpose()
-        }
+    fn device_count(&self, ns: &str) -> Result<u64> {
+        Ok(self.open(&DEVICE_COUNTS)?.get(ns)?.map_or(0, |v| v.value()))
+    }
 
-        pub(crate) fn device_exists(&self, ns: &str, id: &str) -> Result<bool> {
-            let t = self.txn.open_table(DEVICES)?;
-            let r = t.get((ns, id))?;
-            Ok(r.is_some())
-        }
+    fn device_tokens(&self, ns: &str, id: &str) -> Result<DeviceTokensRec> {
+        let rec = self.open_records(&DEVICE_TOKENS)?.get((ns, id))?;
+        Ok(rec.unwrap_or_default())
+    }
 
-        /// Visits the devices of `ns` in id order from `start` until
-        /// `visit` returns false.
-        pub(crate) fn scan_devices(
-            &self,
-            ns: &str,
-            start: Bound<&str>,
-            visit: &mut dyn FnMut(&str, DeviceRec) -> bool,
-        ) -> Result<()> {
-            let t = self.txn.open_table(DEVICES)?;
-            let lower = match start {
-                Bound::Included(s) => Bound::Included((ns, s)),
-                Bound::Excluded(s) => Bound::Excluded((ns, s)),
-                Bound::Unbounded => Bound::Included((ns, "")),
-            };
-            for item in t.range::<(&str, &str)>((lower, Bound::Unbounded))? {
-                let (k, v) = item?;
-                let key = k.value();
-                if pair_end(key, ns) {
-                    break;
-                }
-                let rec: DeviceRec = decode(v.value(), "device")?;
-                if !visit(key.1, rec) {
-                    break;
-                }
-            }
-            Ok(())
-        }
+    fn cert(&self, ns: &str, serial: &str) -> Result<Option<CertRec>> {
+        Ok(self.open_records(&CERTS)?.get((ns, serial))?)
+    }
 
-        pub(crate) fn device_count(&self, ns: &str) -> Result<u64> {
-            let t = self.txn.open_table(DEVICE_COUNTS)?;
-            let r = t.get(ns)?;
-            Ok(r.map_or(0, |v| v.value()))
-        }
-
-        pub(crate) fn device_tokens(&self, ns: &str, id: &str) -> Result<DeviceTokensRec> {
-            let t = self.txn.open_table(DEVICE_TOKENS)?;
-            let r = t.get((ns, id))?;
-            Ok(r.map(|v| decode(v.value(), "device tokens"))
-                .transpose()?
-                .unwrap_or_default())
-        }
-
-        pub(crate) fn cert(&self, ns: &str, serial: &str) -> Result<Option<CertRec>> {
-            let t = self.txn.open_table(CERTS)?;
-            let r = t.get((ns, serial))?;
-            r.map(|v| decode(v.value(), "certificate")).transpose()
-        }
-
-        pub(crate) fn device_cert_serials(&self, ns: &str, device: &str) -> Result<Vec<String>> {
-            let t = self.txn.open_table(DEVICE_CERTS)?;
-            let mut out = Vec::new();
-            for item in t.range::<(&str, &str, &str)>((ns, device, "")..)? {
-                let (k, _) = item?;
+    fn device_cert_serials(&self, ns: &str, device: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        self.open(&DEVICE_CERTS)?
+            .scan((ns, device, "").., Order::Ascending, |k, _| {
                 let (kn, kd, serial) = k.value();
                 if kn != ns || kd != device {
-                    break;
+                    return Ok(false);
                 }
                 out.push(serial.to_string());
-            }
-            Ok(out)
-        }
+                Ok::<_, RegistryError>(true)
+            })?;
+        Ok(out)
+    }
 
-        pub(crate) fn serial_namespace(&self, serial: &str) -> Result<Option<String>> {
-            let t = self.txn.open_table(CERT_SERIALS)?;
-            let r = t.get(serial)?;
-            Ok(r.map(|v| v.value().to_string()))
-        }
+    fn serial_namespace(&self, serial: &str) -> Result<Option<String>> {
+        let t = self.open(&CERT_SERIALS)?;
+        let r = t.get(serial)?;
+        Ok(r.map(|v| v.value().to_string()))
+    }
 
-        pub(crate) fn revoked_serials(&self) -> Result<Vec<String>> {
-            let t = self.txn.open_table(REVOKED)?;
-            let mut out = Vec::new();
-            for item in t.iter()? {
-                out.push(item?.0.value().to_string());
-            }
-            Ok(out)
-        }
+    fn revoked_serials(&self) -> Result<Vec<String>> {
+        Ok(self.open(&REVOKED)?.keys("".., |k| k.to_string())?)
+    }
 
-        pub(crate) fn claim(&self, ns: &str, id: &str) -> Result<Option<ClaimRec>> {
-            let t = self.txn.open_table(CLAIMS)?;
-            let r = t.get((ns, id))?;
-            r.map(|v| decode(v.value(), "claim")).transpose()
-        }
+    fn claim(&self, ns: &str, id: &str) -> Result<Option<ClaimRec>> {
+        Ok(self.open_records(&CLAIMS)?.get((ns, id))?)
+    }
 
-        pub(crate) fn claim_namespace(&self, id: &str) -> Result<Option<String>> {
-            let t = self.txn.open_table(CLAIM_INDEX)?;
-            let r = t.get(id)?;
-            Ok(r.map(|v| v.value().to_string()))
-        }
+    fn claim_namespace(&self, id: &str) -> Result<Option<String>> {
+        let t = self.open(&CLAIM_INDEX)?;
+        let r = t.get(id)?;
+        Ok(r.map(|v| v.value().to_string()))
+    }
 
-        /// A claim by id alone (ids are unique across namespaces), with its
-        /// namespace.
-        pub(crate) fn find_claim(&self, id: &str) -> Result<Option<(String, ClaimRec)>> {
-            let Some(ns) = self.claim_namespace(id)? else {
-                return Ok(None);
-            };
-            Ok(self.claim(&ns, id)?.map(|rec| (ns, rec)))
-        }
-
-        pub(crate) fn claims(&self, ns: &str) -> Result<Vec<(String, ClaimRec)>> {
-            let t = self.txn.open_table(CLAIMS)?;
-            let mut out = Vec::new();
-            for item in t.range::<(&str, &str)>((ns, "")..)? {
-                let (k, v) = item?;
-                let key = k.value();
-                if pair_end(key, ns) {
-                    break;
-                }
-                out.push((key.1.to_string(), decode(v.value(), "claim")?));
-            }
-            Ok(out)
-        }
-
-        pub(crate) fn user(&self, name: &str) -> Result<Option<UserRec>> {
-            let t = self.txn.open_table(USERS)?;
-            let r = t.get(name)?;
-            r.map(|v| decode(v.value(), "user")).transpose()
-        }
-
-        pub(crate) fn users(&self) -> Result<Vec<(String, UserRec)>> {
-            let t = self.txn.open_table(USERS)?;
-            let mut out = Vec::new();
-            for item in t.iter()? {
-                let (k, v) = item?;
-                out.push((k.value().to_string(), decode(v.value(), "user")?));
-            }
-            Ok(out)
-        }
-
-        pub(crate) fn api_token(&self, id: &str) -> Result<Option<ApiTokenRec>> {
-            let t = self.txn.open_table(API_TOKENS)?;
-            let r = t.get(id)?;
-            r.map(|v| decode(v.value(), "API token")).transpose()
-        }
-
-        pub(crate) fn api_tokens(&self) -> Result<Vec<(String, ApiTokenRec)>> {
-            let t = self.txn.open_table(API_TOKENS)?;
-            let mut out = Vec::new();
-            for item in t.iter()? {
-                let (k, v) = item?;
-                out.push((k.value().to_string(), decode(v.value(), "API token")?));
-            }
-            Ok(out)
-        }
-
-        pub(crate) fn user_token_ids(&self, owner: &str) -> Result<Vec<String>> {
-            let t = self.txn.open_table(USER_TOKENS)?;
-            let mut out = Vec::new();
-            for item in t.range::<(&str, &str)>((owner, "")..)? {
-                let (k, _) = item?;
-                let key = k.value();
-                if pair_end(key, owner) {
-                    break;
-                }
-                out.push(key.1.to_string());
-            }
-            Ok(out)
-        }
-
-        /// Visits audit entries newest first, starting below `before`, until
-        /// `visit` returns false.
-        pub(crate) fn scan_audit(
-            &self,
-            before: Option<u64>,
-            visit: &mut dyn FnMut(u64, AuditRec) -> bool,
-        ) -> Result<()> {
-            let t = self.txn.open_table(AUDIT)?;
-            let range = match before {
-                Some(b) => t.range(..b)?,
-                None => t.range::<u64>(..)?,
-            };
-            for item in range.rev() {
-                let (k, v) = item?;
-                if !visit(k.value(), decode(v.value(), "audit entry")?) {
-                    break;
-                }
-            }
-            Ok(())
-        }
-
-        pub(crate) fn audit_len(&self) -> Result<u64> {
-            let t = self.txn.open_table(AUDIT)?;
-            Ok(t.len()?)
-        }
-    };
-}
-
-#[allow(
-    dead_code,
-    reason = "the macro gives both transaction kinds every read; not all are used on both"
-)]
-impl ReadTx {
-    read_methods!();
-}
-
-#[allow(
-    dead_code,
-    reason = "the macro gives both transaction kinds every read; not all are used on both"
-)]
-impl WriteTx {
-    read_methods!();
-}
-
-impl WriteTx {
-    /// Inserts or replaces a device; keeps the namespace's count.
-    pub(crate) fn put_device(&mut self, ns: &str, id: &str, rec: &DeviceRec) -> Result<()> {
-        let bytes = encode(rec)?;
-        let is_new = {
-            let mut t = self.txn.open_table(DEVICES)?;
-            let old = t.insert((ns, id), bytes.as_slice())?;
-            old.is_none()
+    /// A claim by id alone (ids are unique across namespaces), with its
+    /// namespace.
+    fn find_claim(&self, id: &str) -> Result<Option<(String, ClaimRec)>> {
+        let Some(ns) = self.claim_namespace(id)? else {
+            return Ok(None);
         };
+        Ok(self.claim(&ns, id)?.map(|rec| (ns, rec)))
+    }
+
+    fn claims(&self, ns: &str) -> Result<Vec<(String, ClaimRec)>> {
+        let mut out = Vec::new();
+        self.open_records(&CLAIMS)?
+            .scan((ns, "").., Order::Ascending, |(kn, id), rec| {
+                if kn != ns {
+                    return Ok(false);
+                }
+                out.push((id.to_string(), rec));
+                Ok::<_, RegistryError>(true)
+            })?;
+        Ok(out)
+    }
+
+    fn user(&self, name: &str) -> Result<Option<UserRec>> {
+        Ok(self.open_records(&USERS)?.get(name)?)
+    }
+
+    fn users(&self) -> Result<Vec<(String, UserRec)>> {
+        self.named(&USERS)
+    }
+
+    fn api_token(&self, id: &str) -> Result<Option<ApiTokenRec>> {
+        Ok(self.open_records(&API_TOKENS)?.get(id)?)
+    }
+
+    fn api_tokens(&self) -> Result<Vec<(String, ApiTokenRec)>> {
+        self.named(&API_TOKENS)
+    }
+
+    /// Every record of a table keyed by a name, in name order.
+    fn named<T: Record>(&self, t: &Records<&'static str, T>) -> Result<Vec<(String, T)>> {
+        let mut out = Vec::new();
+        self.open_records(t)?
+            .scan("".., Order::Ascending, |name, rec| {
+                out.push((name.to_string(), rec));
+                Ok::<_, RegistryError>(true)
+            })?;
+        Ok(out)
+    }
+
+    fn user_token_ids(&self, owner: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        self.open(&USER_TOKENS)?
+            .scan((owner, "").., Order::Ascending, |k, _| {
+                let (ko, id) = k.value();
+                if ko != owner {
+                    return Ok(false);
+                }
+                out.push(id.to_string());
+                Ok::<_, RegistryError>(true)
+            })?;
+        Ok(out)
+    }
+
+    /// Visits audit entries newest first, starting below `before`, until
+    /// `visit` returns false.
+    fn scan_audit(
+        &self,
+        before: Option<u64>,
+        visit: &mut dyn FnMut(u64, AuditRec) -> bool,
+    ) -> Result<()> {
+        let upper = before.map_or(Bound::Unbounded, Bound::Excluded);
+        self.open_records(&AUDIT)?
+            .scan((Bound::Unbounded, upper), Order::Descending, |seq, rec| {
+                Ok::<_, RegistryError>(visit(seq, rec))
+            })
+    }
+
+    fn audit_len(&self) -> Result<u64> {
+        Ok(self.open_records(&AUDIT)?.raw().len()?)
+    }
+}
+
+impl<R: Read> Reads for R {}
+
+/// The writes (provided methods, so that each is written once).
+pub(crate) trait Writes: Borrow<WriteTx> {
+    /// Inserts or replaces a device; keeps the namespace's count.
+    fn put_device(&self, ns: &str, id: &str, rec: &DeviceRec) -> Result<()> {
+        let tx: &WriteTx = self.borrow();
+        let mut t = tx.records(&DEVICES)?;
+        let is_new = !t.raw().contains((ns, id))?;
+        t.put((ns, id), rec)?;
         if is_new {
-            self.add_to_count(ns, 1)?;
+            tx.table(&DEVICE_COUNTS)?.add(ns, 1)?;
         }
         Ok(())
     }
 
     /// Removes a device record; keeps the namespace's count.
-    pub(crate) fn remove_device(&mut self, ns: &str, id: &str) -> Result<bool> {
-        let existed = {
-            let mut t = self.txn.open_table(DEVICES)?;
-            let old = t.remove((ns, id))?;
-            old.is_some()
-        };
+    fn remove_device(&self, ns: &str, id: &str) -> Result<bool> {
+        let tx: &WriteTx = self.borrow();
+        let existed = tx.records(&DEVICES)?.remove((ns, id))?;
         if existed {
-            self.add_to_count(ns, -1)?;
+            tx.table(&DEVICE_COUNTS)?.add(ns, -1)?;
         }
         Ok(existed)
     }
 
-    fn add_to_count(&mut self, ns: &str, delta: i64) -> Result<()> {
-        let mut t = self.txn.open_table(DEVICE_COUNTS)?;
-        let current = t.get(ns)?.map_or(0, |v| v.value());
-        let next = current.saturating_add_signed(delta);
-        if next == 0 {
-            t.remove(ns)?;
-        } else {
-            t.insert(ns, next)?;
-        }
-        Ok(())
-    }
-
     /// Stores a device's tokens; an empty list removes the record.
-    pub(crate) fn put_device_tokens(
-        &mut self,
-        ns: &str,
-        id: &str,
-        rec: &DeviceTokensRec,
-    ) -> Result<()> {
-        let mut t = self.txn.open_table(DEVICE_TOKENS)?;
+    fn put_device_tokens(&self, ns: &str, id: &str, rec: &DeviceTokensRec) -> Result<()> {
+        let tx: &WriteTx = self.borrow();
+        let mut t = tx.records(&DEVICE_TOKENS)?;
         if rec.tokens.is_empty() {
             t.remove((ns, id))?;
         } else {
-            t.insert((ns, id), encode(rec)?.as_slice())?;
+            t.put((ns, id), rec)?;
         }
         Ok(())
     }
 
     /// Inserts or replaces a certificate record and its indexes.
-    pub(crate) fn put_cert(&mut self, ns: &str, serial: &str, rec: &CertRec) -> Result<()> {
-        self.txn
-            .open_table(CERTS)?
-            .insert((ns, serial), encode(rec)?.as_slice())?;
-        self.txn
-            .open_table(DEVICE_CERTS)?
+    fn put_cert(&self, ns: &str, serial: &str, rec: &CertRec) -> Result<()> {
+        let tx: &WriteTx = self.borrow();
+        tx.records(&CERTS)?.put((ns, serial), rec)?;
+        tx.table(&DEVICE_CERTS)?
             .insert((ns, rec.device_id.as_str(), serial), ())?;
-        self.txn.open_table(CERT_SERIALS)?.insert(serial, ns)?;
+        tx.table(&CERT_SERIALS)?.insert(serial, ns)?;
         Ok(())
     }
 
     /// Removes a certificate record and its indexes (the revocation, if
     /// any, stays).
-    pub(crate) fn remove_cert(&mut self, ns: &str, serial: &str) -> Result<()> {
-        let rec = self.cert(ns, serial)?;
-        self.txn.open_table(CERTS)?.remove((ns, serial))?;
+    fn remove_cert(&self, ns: &str, serial: &str) -> Result<()> {
+        let tx: &WriteTx = self.borrow();
+        let rec = tx.cert(ns, serial)?;
+        tx.records(&CERTS)?.remove((ns, serial))?;
         if let Some(rec) = rec {
-            self.txn
-                .open_table(DEVICE_CERTS)?
+            tx.table(&DEVICE_CERTS)?
                 .remove((ns, rec.device_id.as_str(), serial))?;
         }
-        self.txn.open_table(CERT_SERIALS)?.remove(serial)?;
+        tx.table(&CERT_SERIALS)?.remove(serial)?;
         Ok(())
     }
 
     /// Remembers `serial` as revoked (keeps the first revocation time).
-    pub(crate) fn add_revoked(&mut self, serial: &str, at_ms: u64) -> Result<()> {
-        let mut t = self.txn.open_table(REVOKED)?;
-        if t.get(serial)?.is_none() {
+    fn add_revoked(&self, serial: &str, at_ms: u64) -> Result<()> {
+        let tx: &WriteTx = self.borrow();
+        let mut t = tx.table(&REVOKED)?;
+        if !t.contains(serial)? {
             t.insert(serial, at_ms)?;
         }
         Ok(())
     }
 
     /// Inserts or replaces a claim and its token-id index.
-    pub(crate) fn put_claim(&mut self, ns: &str, id: &str, rec: &ClaimRec) -> Result<()> {
-        self.txn
-            .open_table(CLAIMS)?
-            .insert((ns, id), encode(rec)?.as_slice())?;
-        self.txn.open_table(CLAIM_INDEX)?.insert(id, ns)?;
+    fn put_claim(&self, ns: &str, id: &str, rec: &ClaimRec) -> Result<()> {
+        let tx: &WriteTx = self.borrow();
+        tx.records(&CLAIMS)?.put((ns, id), rec)?;
+        tx.table(&CLAIM_INDEX)?.insert(id, ns)?;
         Ok(())
     }
 
-    pub(crate) fn put_user(&mut self, name: &str, rec: &UserRec) -> Result<()> {
-        self.txn
-            .open_table(USERS)?
-            .insert(name, encode(rec)?.as_slice())?;
-        Ok(())
+    fn put_user(&self, name: &str, rec: &UserRec) -> Result<()> {
+        let tx: &WriteTx = self.borrow();
+        Ok(tx.records(&USERS)?.put(name, rec)?)
     }
 
-    pub(crate) fn remove_user(&mut self, name: &str) -> Result<bool> {
-        let mut t = self.txn.open_table(USERS)?;
-        let old = t.remove(name)?;
-        Ok(old.is_some())
+    fn remove_user(&self, name: &str) -> Result<bool> {
+        let tx: &WriteTx = self.borrow();
+        Ok(tx.records(&USERS)?.remove(name)?)
     }
 
     /// Inserts or replaces an API or session token and its owner index.
-    pub(crate) fn put_api_token(&mut self, id: &str, rec: &ApiTokenRec) -> Result<()> {
-        self.txn
-            .open_table(API_TOKENS)?
-            .insert(id, encode(rec)?.as_slice())?;
+    fn put_api_token(&self, id: &str, rec: &ApiTokenRec) -> Result<()> {
+        let tx: &WriteTx = self.borrow();
+        tx.records(&API_TOKENS)?.put(id, rec)?;
         if let Some(owner) = &rec.owner {
-            self.txn
-                .open_table(USER_TOKENS)?
-                .insert((owner.as_str(), id), ())?;
+            tx.table(&USER_TOKENS)?.insert((owner.as_str(), id), ())?;
         }
         Ok(())
     }
 
-    pub(crate) fn remove_api_token(&mut self, id: &str) -> Result<bool> {
-        let Some(rec) = self.api_token(id)? else {
+    fn remove_api_token(&self, id: &str) -> Result<bool> {
+        let tx: &WriteTx = self.borrow();
+        let Some(rec) = tx.api_token(id)? else {
             return Ok(false);
         };
-        self.txn.open_table(API_TOKENS)?.remove(id)?;
+        tx.records(&API_TOKENS)?.remove(id)?;
         if let Some(owner) = &rec.owner {
-            self.txn
-                .open_table(USER_TOKENS)?
-                .remove((owner.as_str(), id))?;
+            tx.table(&USER_TOKENS)?.remove((owner.as_str(), id))?;
         }
         Ok(true)
     }
@@ -549,34 +370,31 @@ impl WriteTx {
     /// Appends an audit entry, then removes the oldest entries beyond
     /// `max_entries`. Returns the entry's sequence number (from 1, never
     /// reused).
-    pub(crate) fn append_audit(&mut self, rec: &AuditRec, max_entries: u64) -> Result<u64> {
-        let seq = {
-            let mut meta = self.txn.open_table(META)?;
-            let seq = meta.get(AUDIT_NEXT_KEY)?.map_or(1, |v| v.value());
-            meta.insert(AUDIT_NEXT_KEY, seq + 1)?;
-            seq
-        };
-        let mut t = self.txn.open_table(AUDIT)?;
-        t.insert(seq, encode(rec)?.as_slice())?;
-        let mut len = t.len()?;
+    fn append_audit(&self, rec: &AuditRec, max_entries: u64) -> Result<u64> {
+        let tx: &WriteTx = self.borrow();
+        let seq = tx.next_seq(AUDIT_SEQ_KEY)?;
+        let mut t = tx.records(&AUDIT)?;
+        t.put(seq, rec)?;
+        let mut len = t.raw().len()?;
         while len > max_entries {
-            if t.pop_first()?.is_none() {
+            let Some(oldest) = t.raw().first(|k, _| k.value())? else {
                 break;
-            }
+            };
+            t.remove(oldest)?;
             len -= 1;
         }
         Ok(seq)
     }
 }
 
+impl Writes for WriteTx {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::VALUE_VERSION;
 
     fn rec(name: &str) -> DeviceRec {
         DeviceRec {
-            v: VALUE_VERSION,
             name: name.into(),
             device_type: "default".into(),
             labels: Default::default(),
@@ -592,13 +410,13 @@ mod tests {
     #[test]
     fn namespaces_do_not_leak_into_each_other() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("r.redb")).unwrap();
+        let store = open(&dir.path().join("r.redb")).unwrap();
         store
             .write(|tx| {
                 for (ns, id) in [("a", "1"), ("a", "2"), ("b", "1"), ("ab", "0")] {
                     tx.put_device(ns, id, &rec(id))?;
                 }
-                Ok(())
+                Ok::<_, RegistryError>(())
             })
             .unwrap();
         let ids = store
@@ -608,7 +426,7 @@ mod tests {
                     ids.push(id.to_string());
                     true
                 })?;
-                Ok(ids)
+                Ok::<_, RegistryError>(ids)
             })
             .unwrap();
         assert_eq!(ids, vec!["1", "2"]);
@@ -619,7 +437,7 @@ mod tests {
     #[test]
     fn failed_write_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("r.redb")).unwrap();
+        let store = open(&dir.path().join("r.redb")).unwrap();
         let r: Result<()> = store.write(|tx| {
             tx.put_device("default", "x", &rec("x"))?;
             Err(RegistryError::Conflict("no".into()))
@@ -632,9 +450,8 @@ mod tests {
     #[test]
     fn audit_trims_oldest() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("r.redb")).unwrap();
+        let store = open(&dir.path().join("r.redb")).unwrap();
         let a = AuditRec {
-            v: VALUE_VERSION,
             time_ms: 0,
             actor: "a".into(),
             action: "x".into(),
@@ -653,7 +470,7 @@ mod tests {
                     s.push(seq);
                     true
                 })?;
-                Ok(s)
+                Ok::<_, RegistryError>(s)
             })
             .unwrap();
         assert_eq!(seqs, vec![5, 4, 3]);
@@ -663,8 +480,8 @@ mod tests {
     fn newer_schema_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.redb");
-        Store::open(&path).unwrap().set_schema_version(2).unwrap();
-        let Err(RegistryError::Storage(m)) = Store::open(&path) else {
+        open(&path).unwrap().set_schema_version(2).unwrap();
+        let Err(RegistryError::Storage(m)) = open(&path) else {
             panic!("expected a storage error");
         };
         assert!(m.contains("schema version 2"), "{m}");

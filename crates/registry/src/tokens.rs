@@ -6,9 +6,10 @@
 
 use crate::devices::{device_from, Device};
 use crate::error::RegistryError;
-use crate::records::{DeviceRec, DeviceTokenRec, DeviceTokensRec, VALUE_VERSION};
+use crate::records::{DeviceRec, DeviceTokenRec, DeviceTokensRec};
 use crate::registry::{Checked, Registry};
 use crate::secret;
+use crate::store::{Reads, Writes};
 
 /// The outcome of a device's authentication.
 #[allow(
@@ -117,9 +118,9 @@ impl Registry {
         token: &[u8],
         now_ms: u64,
     ) -> Result<DeviceAuth, RegistryError> {
-        let (rec, tokens) = self
-            .store
-            .read(|tx| Ok((tx.device(ns, device_id)?, tx.device_tokens(ns, device_id)?)))?;
+        let (rec, tokens) = self.store.read(|tx| {
+            Ok::<_, RegistryError>((tx.device(ns, device_id)?, tx.device_tokens(ns, device_id)?))
+        })?;
         let Some(rec) = rec else {
             return Ok(DeviceAuth::UnknownDevice);
         };
@@ -187,10 +188,7 @@ fn rotate(
         }
     }
     tokens.truncate(MAX_TOKENS);
-    DeviceTokensRec {
-        v: VALUE_VERSION,
-        tokens,
-    }
+    DeviceTokensRec { tokens }
 }
 
 #[cfg(test)]
@@ -210,7 +208,6 @@ mod tests {
     #[test]
     fn rotate_keeps_newest_previous_with_grace() {
         let old = DeviceTokensRec {
-            v: 1,
             tokens: vec![tok(20, Some(150)), tok(10, Some(120))],
         };
         let r = rotate(old.clone(), tok(100, None), 100, 100);
@@ -223,7 +220,6 @@ mod tests {
         let r = rotate(old, tok(100, None), 0, 100);
         assert_eq!(r.tokens.len(), 1);
         let expired = DeviceTokensRec {
-            v: 1,
             tokens: vec![tok(1, Some(50))],
         };
         assert_eq!(rotate(expired, tok(100, None), 10, 100).tokens.len(), 1);

@@ -5,9 +5,10 @@ use std::str::FromStr;
 
 use crate::api_tokens::Principal;
 use crate::error::RegistryError;
-use crate::records::{ApiTokenRec, UserRec, VALUE_VERSION};
+use crate::records::{ApiTokenRec, UserRec};
 use crate::registry::Registry;
 use crate::secret::{self, token_id};
+use crate::store::{Reads, Writes};
 use crate::validate;
 
 /// Shortest accepted password or self-chosen token, in characters.
@@ -103,7 +104,7 @@ pub(crate) fn check_secret(field: &str, s: &str) -> Result<(), RegistryError> {
 /// Removes the user's session tokens (all, or only those expired at
 /// `expired_at`).
 fn remove_sessions(
-    tx: &mut crate::store::WriteTx,
+    tx: &crate::store::WriteTx,
     username: &str,
     expired_at: Option<u64>,
 ) -> Result<usize, RegistryError> {
@@ -137,7 +138,6 @@ impl Registry {
         validate::id("username", username)?;
         check_secret("password", password)?;
         let rec = UserRec {
-            v: VALUE_VERSION,
             role: role.as_str().to_string(),
             disabled: false,
             password_hash: self.hasher.hash_password(password.as_bytes())?,
@@ -184,7 +184,7 @@ impl Registry {
             }
             None => None,
         };
-        let rec = self.store.write(|tx| {
+        let rec = self.store.write(|tx| -> Result<_, RegistryError> {
             let mut rec = tx
                 .user(username)?
                 .ok_or_else(|| RegistryError::not_found("user", username))?;
@@ -262,7 +262,6 @@ impl Registry {
             }
             remove_sessions(tx, username, Some(now_ms))?;
             let rec = ApiTokenRec {
-                v: VALUE_VERSION,
                 name: "session".to_string(),
                 owner: Some(username.to_string()),
                 role: now_user.role.clone(),

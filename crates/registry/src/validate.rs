@@ -4,8 +4,6 @@ use std::collections::BTreeMap;
 
 use crate::error::RegistryError;
 
-/// Longest id (device id, namespace, group, device type, username).
-pub(crate) const MAX_ID_CHARS: usize = 128;
 /// Longest display name or label value.
 pub(crate) const MAX_TEXT_CHARS: usize = 256;
 /// Longest label key.
@@ -13,32 +11,12 @@ pub(crate) const MAX_LABEL_KEY: usize = 64;
 /// Largest metadata object, serialised as JSON.
 pub(crate) const MAX_METADATA_BYTES: usize = 16 * 1024;
 
-fn id_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')
-}
-
-/// An id: 1..=128 characters from `[A-Za-z0-9._:-]`, not `.` or `..`. Such
-/// an id is safe as an MQTT topic level and as an MQTT user name.
+/// An id (device id, namespace, group, device type, username): the one
+/// rule of [`iot_types::check_id`], 1..=128 characters from
+/// `[A-Za-z0-9._:-]`, not `.` or `..`. Such an id is safe as an MQTT topic
+/// level and as an MQTT user name.
 pub(crate) fn id(field: &str, s: &str) -> Result<(), RegistryError> {
-    if s.is_empty() {
-        return Err(RegistryError::invalid(field, "must not be empty"));
-    }
-    if s.len() > MAX_ID_CHARS {
-        return Err(RegistryError::invalid(
-            field,
-            format!("longer than {MAX_ID_CHARS} characters"),
-        ));
-    }
-    if let Some(c) = s.chars().find(|&c| !id_char(c)) {
-        return Err(RegistryError::invalid(
-            field,
-            format!("character {c:?} not allowed (use A-Z a-z 0-9 . _ : -)"),
-        ));
-    }
-    if s == "." || s == ".." {
-        return Err(RegistryError::invalid(field, "must not be \".\" or \"..\""));
-    }
-    Ok(())
+    iot_types::check_id(s).map_err(|e| RegistryError::invalid(field, e.to_string()))
 }
 
 /// Display text: 1..=256 characters, no control characters.

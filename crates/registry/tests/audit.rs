@@ -1,19 +1,17 @@
 //! The audit log through the public API.
 
+mod common;
+
 use std::path::Path;
 
 use registry::{AuditFilter, NewAuditEntry, Registry, RegistryConfig};
 
 fn open(path: &Path, max: u64) -> Registry {
-    Registry::open(
-        path,
-        RegistryConfig {
-            argon2_memory_kib: 64,
-            audit_max_entries: max,
-            ..RegistryConfig::default()
-        },
-    )
-    .unwrap()
+    let config = RegistryConfig {
+        audit_max_entries: max,
+        ..common::config()
+    };
+    Registry::open(path, config).unwrap()
 }
 
 fn entry(i: u64) -> NewAuditEntry {

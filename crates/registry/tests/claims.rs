@@ -1,22 +1,9 @@
 //! Zero-touch provisioning through the public API.
 
-use std::path::Path;
+mod common;
 
-use registry::{
-    ClaimAuth, Credential, DeviceAuth, NewDevice, ProvisioningTemplate, Registry, RegistryConfig,
-    RegistryError,
-};
-
-fn open(path: &Path) -> Registry {
-    Registry::open(
-        path,
-        RegistryConfig {
-            argon2_memory_kib: 64,
-            ..RegistryConfig::default()
-        },
-    )
-    .unwrap()
-}
+use common::open;
+use registry::{ClaimAuth, Credential, DeviceAuth, NewDevice, ProvisioningTemplate, RegistryError};
 
 fn claim_id(auth: ClaimAuth) -> String {
     match auth {

@@ -2,22 +2,12 @@
 //! grace period, revocation through the cache, disabled and deleted
 //! devices, revoked serials across reopen.
 
-use std::path::Path;
+mod common;
 
-use registry::{DeviceAuth, DevicePatch, NewDevice, Registry, RegistryConfig, RegistryError};
+use common::open;
+use registry::{DeviceAuth, DevicePatch, NewDevice, RegistryError};
 
 const NS: &str = "default";
-
-fn open(path: &Path) -> Registry {
-    Registry::open(
-        path,
-        RegistryConfig {
-            argon2_memory_kib: 64,
-            ..RegistryConfig::default()
-        },
-    )
-    .unwrap()
-}
 
 fn is_ok(a: DeviceAuth) -> bool {
     matches!(a, DeviceAuth::Ok(_))

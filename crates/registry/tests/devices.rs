@@ -1,27 +1,16 @@
 //! Devices through the public API: durability across reopen, listing with
 //! filters and cursors (against a model), all-or-nothing import.
 
+mod common;
+
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
+use common::open;
 use proptest::prelude::*;
-use registry::{
-    Device, DeviceFilter, DevicePatch, NewDevice, Registry, RegistryConfig, RegistryError,
-};
+use registry::{Device, DeviceFilter, DevicePatch, NewDevice, Registry, RegistryError};
 
 const NS: &str = "default";
-
-fn open(path: &Path) -> Registry {
-    Registry::open(
-        path,
-        RegistryConfig {
-            argon2_memory_kib: 64,
-            ..RegistryConfig::default()
-        },
-    )
-    .unwrap()
-}
 
 fn all_ids(r: &Registry, ns: &str, filter: &DeviceFilter, limit: usize) -> Vec<String> {
     let mut ids = Vec::new();

@@ -4,11 +4,14 @@
 //! hashes of generated tokens) keeps working, its token hashes moving to
 //! the fast form on their first successful use.
 
+mod common;
+
 use std::path::Path;
 
 use argon2::password_hash::{PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use registry::{ClaimAuth, DeviceAuth, NewDevice, ProvisioningTemplate, Registry, RegistryConfig};
+use common::open;
+use registry::{ClaimAuth, DeviceAuth, NewDevice, ProvisioningTemplate};
 use registry::{RegistryError, Role};
 use serde_json::Value;
 
@@ -19,17 +22,6 @@ const DEVICE_TOKENS: redb::TableDefinition<(&str, &str), &[u8]> =
 const CLAIMS: redb::TableDefinition<(&str, &str), &[u8]> = redb::TableDefinition::new("claims");
 const API_TOKENS: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("api_tokens");
 const USERS: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("users");
-
-fn open(path: &Path) -> Registry {
-    Registry::open(
-        path,
-        RegistryConfig {
-            argon2_memory_kib: 64,
-            ..RegistryConfig::default()
-        },
-    )
-    .unwrap()
-}
 
 fn is_ok(a: DeviceAuth) -> bool {
     matches!(a, DeviceAuth::Ok(_))

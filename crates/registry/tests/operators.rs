@@ -1,19 +1,9 @@
 //! Operators, login sessions and API tokens through the public API.
 
-use std::path::Path;
+mod common;
 
-use registry::{Registry, RegistryConfig, Role};
-
-fn open(path: &Path) -> Registry {
-    Registry::open(
-        path,
-        RegistryConfig {
-            argon2_memory_kib: 64,
-            ..RegistryConfig::default()
-        },
-    )
-    .unwrap()
-}
+use common::open;
+use registry::Role;
 
 #[test]
 fn users_roles_and_tokens() {

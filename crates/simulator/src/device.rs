@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use iot_types::device_topics::{self, DeviceTopic, TwinTopic};
 use mqtt_client::{ClientState, ConnectOptions, Connection, Event, Publish, QoS};
 use mqtt_proto::{Subscription, SubscriptionOptions};
 use rand::rngs::StdRng;
@@ -30,17 +31,20 @@ use crate::report::Stats;
 use crate::twin::{self, Reported, TwinChange};
 use crate::FleetOptions;
 
-/// Topics under `devices/{id}/` a device subscribes to (QoS 1).
-/// `commands/+` matches `commands/{cmd_id}` but not our own
-/// `commands/{cmd_id}/response`.
-const SUBSCRIPTIONS: [&str; 6] = [
-    "twin/delta",
-    "twin/get/accepted",
-    "twin/get/rejected",
-    "twin/update/accepted",
-    "twin/update/rejected",
-    "commands/+",
-];
+/// The filters a device subscribes to (QoS 1): the replies of its main
+/// twin and its commands. `commands/+` matches `commands/{cmd_id}` but not
+/// our own `commands/{cmd_id}/response`.
+fn subscriptions(id: &str) -> [String; 6] {
+    let twin = |t| device_topics::twin(id, "", t);
+    [
+        twin(TwinTopic::Delta),
+        twin(TwinTopic::GetAccepted),
+        twin(TwinTopic::GetRejected),
+        twin(TwinTopic::UpdateAccepted),
+        twin(TwinTopic::UpdateRejected),
+        device_topics::command(id, "+"),
+    ]
+}
 const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A connection that lasted this long resets the back-off (one that the
@@ -121,8 +125,6 @@ struct Device {
     id: String,
     token: String,
     kind: MachineKind,
-    /// `devices/{id}/`.
-    prefix: String,
     machine: Machine,
     rng: StdRng,
     ctx: Ctx,
@@ -150,7 +152,6 @@ impl Device {
             now,
         );
         Device {
-            prefix: format!("devices/{}/", config.id),
             id: config.id,
             token: config.token,
             kind: config.kind,
@@ -292,10 +293,10 @@ impl Device {
 
     /// Serves one connection until it ends.
     async fn serve(&mut self, conn: &mut Connection) -> End {
-        let subscriptions = SUBSCRIPTIONS
-            .iter()
-            .map(|s| Subscription {
-                filter: format!("{}{s}", self.prefix).into(),
+        let subscriptions = subscriptions(&self.id)
+            .into_iter()
+            .map(|filter| Subscription {
+                filter: filter.into(),
                 options: SubscriptionOptions {
                     qos: QoS::AtLeastOnce,
                     ..SubscriptionOptions::default()
@@ -403,12 +404,12 @@ impl Device {
                 }
             }
             Event::SubAck(suback) => {
-                for (code, topic) in suback.reason_codes.iter().zip(SUBSCRIPTIONS) {
+                for (code, topic) in suback.reason_codes.iter().zip(subscriptions(&self.id)) {
                     if code.is_error() {
                         tracing::warn!(topic, reason = %code, "subscription refused");
                         stats.error(format!(
-                            "{}: subscription to {}{topic} refused: {code}",
-                            self.id, self.prefix
+                            "{}: subscription to {topic} refused: {code}",
+                            self.id
                         ));
                     }
                 }
@@ -422,42 +423,43 @@ impl Device {
 
     fn on_message(&mut self, conn: &mut Connection, publish: Publish) {
         let stats = self.ctx.stats.clone();
-        let Some(rest) = publish.topic.strip_prefix(self.prefix.as_str()) else {
-            tracing::debug!(topic = %publish.topic, "message outside the device's tree");
-            return;
-        };
         let payload = &publish.payload[..];
-        match rest {
-            "twin/delta" => {
-                Stats::inc(&stats.twin_deltas);
-                match twin::on_delta(payload) {
+        match device_topics::parse(&publish.topic) {
+            Some(DeviceTopic::Twin {
+                device,
+                name: "",
+                topic,
+            }) if device == self.id => match topic {
+                TwinTopic::Delta => {
+                    Stats::inc(&stats.twin_deltas);
+                    match twin::on_delta(payload) {
+                        Ok(change) => self.apply_twin(conn, change),
+                        Err(e) => tracing::warn!(error = %e, "unusable twin delta"),
+                    }
+                }
+                TwinTopic::GetAccepted => match twin::on_get_accepted(payload, &self.reported()) {
                     Ok(change) => self.apply_twin(conn, change),
-                    Err(e) => tracing::warn!(error = %e, "unusable twin delta"),
-                }
-            }
-            "twin/get/accepted" => match twin::on_get_accepted(payload, &self.reported()) {
-                Ok(change) => self.apply_twin(conn, change),
-                Err(e) => tracing::warn!(error = %e, "unusable twin document"),
-            },
-            "twin/update/accepted" => self.twin_retried = false,
-            "twin/get/rejected" | "twin/update/rejected" => {
-                Stats::inc(&stats.twin_rejected);
-                let (code, message) = twin::on_rejected(payload);
-                if self.twin_retried {
-                    tracing::warn!(topic = rest, code, %message, "twin request rejected again");
-                } else {
-                    tracing::warn!(topic = rest, code, %message, "twin request rejected; asking for the twin again");
-                    self.twin_retried = true;
-                    self.request_twin(conn);
-                }
-            }
-            _ => match rest.strip_prefix("commands/") {
-                Some(cmd_id) if !cmd_id.is_empty() && !cmd_id.contains('/') => {
-                    let cmd_id = cmd_id.to_string();
-                    self.on_command(conn, &cmd_id, payload);
+                    Err(e) => tracing::warn!(error = %e, "unusable twin document"),
+                },
+                TwinTopic::UpdateAccepted => self.twin_retried = false,
+                TwinTopic::GetRejected | TwinTopic::UpdateRejected => {
+                    Stats::inc(&stats.twin_rejected);
+                    let (code, message) = twin::on_rejected(payload);
+                    let topic = topic.suffix();
+                    if self.twin_retried {
+                        tracing::warn!(topic, code, %message, "twin request rejected again");
+                    } else {
+                        tracing::warn!(topic, code, %message, "twin request rejected; asking for the twin again");
+                        self.twin_retried = true;
+                        self.request_twin(conn);
+                    }
                 }
                 _ => tracing::debug!(topic = %publish.topic, "message on an unexpected topic"),
             },
+            Some(DeviceTopic::Command { device, command }) if device == self.id => {
+                self.on_command(conn, command, payload);
+            }
+            _ => tracing::debug!(topic = %publish.topic, "message on an unexpected topic"),
         }
     }
 
@@ -495,13 +497,13 @@ impl Device {
 
     fn request_twin(&mut self, conn: &mut Connection) {
         let token = self.client_token();
-        let topic = format!("{}twin/get", self.prefix);
+        let topic = device_topics::twin_get(&self.id);
         self.publish(conn, topic, twin::get_request(&token), PubKind::Other);
     }
 
     fn report(&mut self, conn: &mut Connection, reported: Map<String, Value>) {
         let token = self.client_token();
-        let topic = format!("{}twin/update", self.prefix);
+        let topic = device_topics::twin_update(&self.id);
         let payload = twin::update_request(&reported, &token);
         if self.publish(conn, topic, payload, PubKind::Other).is_some() {
             Stats::inc(&self.ctx.stats.twin_reports);
@@ -510,7 +512,7 @@ impl Device {
 
     fn on_command(&mut self, conn: &mut Connection, cmd_id: &str, payload: &[u8]) {
         let stats = self.ctx.stats.clone();
-        let topic = format!("{}commands/{cmd_id}/response", self.prefix);
+        let topic = device_topics::command_response(&self.id, cmd_id);
         if let Some((_, response)) = self.recent.iter().find(|(id, _)| id == cmd_id) {
             tracing::debug!(cmd_id, "command redelivered; answering again");
             let response = response.clone();
@@ -577,7 +579,7 @@ impl Device {
             self.seen_faults = faults;
             tracing::info!("machine starts overheating (simulated fault)");
         }
-        let topic = format!("{}telemetry", self.prefix);
+        let topic = device_topics::telemetry(&self.id);
         let payload = reading.to_json().to_string().into_bytes();
         if self
             .publish(conn, topic, payload, PubKind::Telemetry)

@@ -47,7 +47,7 @@ impl JsonDecoder {
 
 impl broker::TelemetryDecoder for JsonDecoder {
     fn decode(&self, device: &str, payload: &[u8], now: Time) -> Result<TelemetryBatch, String> {
-        let now_ms = i64::try_from(now.0).unwrap_or(i64::MAX);
+        let now_ms = iot_types::Timestamp::from_millis(now.0).as_millis_i64();
         let limits = (self.limits)(now_ms);
         let points =
             tsdb::parse_device_json_with(payload, &self.namespace, device, now_ms, &limits)

@@ -50,13 +50,14 @@ fn main() -> Result<(), BoxError> {
     let sel = Selector::namespace("default").metric("readings.velocity");
     let mut best = f64::MAX;
     let mut npts = 0;
-    for _ in 0..10 {
+    let runs: usize = std::env::var("QUERY_RUNS").map_or(Ok(10), |s| s.parse())?;
+    for _ in 0..runs {
         let t = Instant::now();
         let r = db.query_agg(&sel, start, end, 600_000, Agg::Avg, GroupBy::Device)?;
         best = best.min(t.elapsed().as_secs_f64() * 1000.0);
         npts = r.iter().map(|s| s.points.len()).sum::<usize>();
     }
-    println!("query_agg avg 10m by device: {npts} points, best of 10 {best:.2} ms");
+    println!("query_agg avg 10m by device: {npts} points, best of {runs} {best:.2} ms");
     drop(db);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

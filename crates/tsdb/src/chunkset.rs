@@ -53,6 +53,20 @@ impl ChunkSet {
             .unwrap_or(&[])
     }
 
+    /// Partition starts that have at least one chunk of `kind` in `ns`,
+    /// ascending. For a rollup kind: the partitions whose rollups are
+    /// materialized (stored as chunk files).
+    pub(crate) fn partitions(&self, kind: ChunkKind, ns: &str) -> Vec<i64> {
+        let mut v: Vec<i64> = self
+            .group(kind, ns)
+            .iter()
+            .map(|c| c.meta.partition_start)
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
     /// Chunk entries of `sid` overlapping `[lo, hi)`, oldest file first.
     pub(crate) fn entries(
         &self,

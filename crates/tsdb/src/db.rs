@@ -2,7 +2,6 @@
 //! closing. Flushes, compaction, retention and queries live in their own
 //! modules as further `impl Tsdb` blocks.
 
-use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -132,6 +131,16 @@ impl Tsdb {
             }
             replay(&wal_dir, no, &mut catalog, &mut mem, &mut report)?;
             last_seg = no;
+        }
+        // Replay appended to the head only; the latest points come from it
+        // in one pass per series.
+        for (sid, buf) in mem.head.iter() {
+            if let Some(best) = last_max(&buf.ts) {
+                let newer = mem.latest.get(&sid).is_none_or(|(t, _)| buf.ts[best] >= *t);
+                if newer {
+                    mem.latest.insert(sid, (buf.ts[best], buf.vals.get(best)));
+                }
+            }
         }
         let seg = SegmentWriter::create(backend, &wal_dir, (last_seg + 1).max(checkpoint))?;
         let head_points = mem.head.points();
@@ -380,16 +389,23 @@ pub(crate) fn apply_run(mem: &mut Mem, sid: SeriesId, ts: &[i64], vals: &Column)
         return;
     }
     mem.head.append(sid, ts, vals);
+    let Some(best) = last_max(ts) else { return };
+    let newer = mem.latest.get(&sid).is_none_or(|(t, _)| ts[best] >= *t);
+    if newer {
+        mem.latest.insert(sid, (ts[best], vals.get(best)));
+    }
+}
+
+/// The index of the largest timestamp, the last one on a tie (the newest
+/// write), or `None` for an empty run.
+fn last_max(ts: &[i64]) -> Option<usize> {
     let mut best = 0;
     for i in 1..ts.len() {
         if ts[i] >= ts[best] {
             best = i;
         }
     }
-    let newer = mem.latest.get(&sid).is_none_or(|(t, _)| ts[best] >= *t);
-    if newer {
-        mem.latest.insert(sid, (ts[best], vals.get(best)));
-    }
+    (!ts.is_empty()).then_some(best)
 }
 
 fn load_chunks(
@@ -457,9 +473,9 @@ fn replay(
     report: &mut RecoveryReport,
 ) -> Result<(), Error> {
     // Ids in a segment are the writing process's; map them to ours.
-    let mut ids: HashMap<SeriesId, Option<SeriesId>> = HashMap::new();
+    let mut ids: IdMap<Option<SeriesId>> = IdMap::default();
     let mut points = 0u64;
-    let mut apply = |rec: WalRecord| -> Result<(), Error> {
+    let mut apply = |rec: WalRecord<'_>| -> Result<(), Error> {
         match rec {
             WalRecord::Series { sid, vtype, key } => {
                 let ours = match catalog.get_or_insert(&key, vtype) {
@@ -471,16 +487,16 @@ fn replay(
                 };
                 ids.insert(sid, ours);
             }
-            WalRecord::Points(runs) => {
-                for run in runs {
-                    let Some(Some(sid)) = ids.get(&run.sid).copied() else {
+            WalRecord::Points(rec) => {
+                for (wal_sid, ts, vals) in rec.runs() {
+                    let Some(Some(sid)) = ids.get(&wal_sid).copied() else {
                         continue;
                     };
-                    if catalog.entry(sid).map(|e| e.vtype) != Some(run.vals.vtype()) {
+                    if catalog.entry(sid).map(|e| e.vtype) != Some(vals.vtype()) {
                         continue;
                     }
-                    points += run.ts.len() as u64;
-                    apply_run(mem, sid, &run.ts, &run.vals);
+                    points += ts.len() as u64;
+                    mem.head.append_ref(sid, ts, vals);
                 }
             }
         }

@@ -82,8 +82,11 @@ impl Tsdb {
         };
         let frozen_n: usize = frozen.iter().map(|h| h.points()).sum();
 
-        let builders = self.build_flush(&frozen, &horizons)?;
         let mut stats = MaintenanceStats::default();
+        // Partitions the raw horizon has entered get their rollup chunks
+        // before this flush updates them.
+        self.materialize_rollups(&horizons, &mut stats)?;
+        let builders = self.build_flush(&frozen, &horizons)?;
         let new = self.write_chunks(builders, &mut stats)?;
         {
             let mut mem = write(&self.mem);
@@ -157,11 +160,19 @@ impl Tsdb {
             }
             for level in &self.opts.rollups {
                 let l = level.bucket_ms;
-                let lo = ts[0].div_euclid(l) * l;
-                let hi = ts[ts.len() - 1].div_euclid(l) * l + l;
+                // Only partitions whose rollups are stored (deferred
+                // rollups: see the rollup module).
+                let keep = stored_points(&ts, pms, |p| self.rollup_stored(&cs, l, &ns, p, raw_h));
+                let (rts, rcol) = match keep {
+                    None => (ts.clone(), col.clone()),
+                    Some(keep) if keep.is_empty() => continue,
+                    Some(keep) => (keep.iter().map(|&i| ts[i]).collect(), col.select(&keep)),
+                };
+                let lo = rts[0].div_euclid(l) * l;
+                let hi = rts[rts.len() - 1].div_euclid(l) * l + l;
                 let existing = cs.read_rollup(l, &ns, sid, lo, hi, &self.stats)?;
                 let mut raw = |a: i64, b: i64| cs.read_raw(&ns, sid, a, b, &self.stats);
-                let updated = updated_buckets(l, &ts, &col, &existing, raw_h, &mut raw)?;
+                let updated = updated_buckets(l, &rts, &rcol, &existing, raw_h, &mut raw)?;
                 self.add_rollup_buckets(&mut builders, l, &key, vtype, updated, horizons)?;
             }
         }
@@ -374,4 +385,23 @@ impl Tsdb {
         }
         Ok(stats)
     }
+}
+
+/// The indexes of `ts` (sorted) whose partition passes `stored`, or `None`
+/// when all of them do.
+fn stored_points(ts: &[i64], pms: i64, mut stored: impl FnMut(i64) -> bool) -> Option<Vec<usize>> {
+    let mut keep: Vec<usize> = Vec::new();
+    let mut all = true;
+    let mut i = 0;
+    while i < ts.len() {
+        let p = ts[i].div_euclid(pms) * pms;
+        let j = ts.partition_point(|&t| t < p.saturating_add(pms));
+        if stored(p) {
+            keep.extend(i..j);
+        } else {
+            all = false;
+        }
+        i = j;
+    }
+    (!all).then_some(keep)
 }

@@ -4,6 +4,7 @@
 use crate::catalog::{IdMap, SeriesId};
 use crate::column::Column;
 use crate::model::ValueType;
+use crate::wal::ColRef;
 
 /// One series' unflushed points in write order (later entries are newer).
 pub(crate) struct SeriesBuf {
@@ -29,6 +30,26 @@ impl Head {
         }
         buf.ts.extend_from_slice(ts);
         buf.vals.extend(vals);
+        self.points += ts.len();
+    }
+
+    /// Like `append`, from borrowed values (WAL replay).
+    pub(crate) fn append_ref(&mut self, sid: SeriesId, ts: &[i64], vals: ColRef<'_>) {
+        let buf = self.series.entry(sid).or_insert_with(|| SeriesBuf {
+            ts: Vec::new(),
+            vals: Column::new(vals.vtype()),
+        });
+        match (&mut buf.vals, vals) {
+            (Column::F64(c), ColRef::F64(o)) => c.extend_from_slice(o),
+            (Column::I64(c), ColRef::I64(o)) => c.extend_from_slice(o),
+            (Column::Bool(c), ColRef::Bool(o)) => c.extend_from_slice(o),
+            (Column::Str(c), ColRef::Str(o)) => c.extend_from_slice(o),
+            _ => {
+                debug_assert!(false, "series type checked by the catalog");
+                return;
+            }
+        }
+        buf.ts.extend_from_slice(ts);
         self.points += ts.len();
     }
 

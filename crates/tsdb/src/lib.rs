@@ -7,7 +7,10 @@
 //! columnar chunk files compressed with pco, with per-series summaries in
 //! each chunk's index. Rollups (1 min and 1 h by default) keep
 //! min/max/sum/count/first/last per bucket, stay correct under late data,
-//! and outlive raw data; retention is per namespace. Late, out-of-order and
+//! and outlive raw data; by default a partition's 1-minute rollup chunks
+//! are only written when raw retention starts to remove its points, and
+//! until then queries at that level read the raw chunks
+//! ([`Options::deferred_rollups_below_ms`]); retention is per namespace. Late, out-of-order and
 //! duplicate points are accepted: the last write wins.
 //!
 //! Writes are validated per batch: [`Tsdb::write_batches`] commits several

@@ -31,6 +31,17 @@ pub struct Options {
     pub partition_ms: i64,
     /// Rollup levels, any order; an empty list disables rollups.
     pub rollups: Vec<RollupLevel>,
+    /// Rollup levels with buckets narrower than this are deferred: a flush
+    /// writes their chunks for a partition only once the raw retention
+    /// horizon has entered it; until then rollup queries over it are
+    /// answered from the raw chunks, and the rollup chunks are written
+    /// (materialized) from them just before raw data starts to expire.
+    /// Deferred or not, the answers are the same; deferred levels cost no
+    /// disk space while raw data covers the range. Coarser levels are
+    /// written at every flush, so that long-range queries never decode raw
+    /// data. Default one hour: the 1-minute level is deferred, the 1-hour
+    /// level is not. `0` writes every level at every flush.
+    pub deferred_rollups_below_ms: i64,
     /// Raw-data retention in milliseconds for namespaces without an override.
     pub default_retention_ms: i64,
     /// Per-namespace raw-data retention overrides in milliseconds.
@@ -61,6 +72,7 @@ impl Default for Options {
                     retention_ms: 5 * 365 * DAY_MS,
                 },
             ],
+            deferred_rollups_below_ms: 3_600_000,
             default_retention_ms: 30 * DAY_MS,
             namespace_retention_ms: BTreeMap::new(),
             compression_level: 8,

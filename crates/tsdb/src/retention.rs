@@ -175,8 +175,10 @@ impl Tsdb {
     pub fn enforce_retention(&self, now: i64) -> Result<MaintenanceStats, Error> {
         let _m = lock(&self.maintenance);
         let h = self.advance_horizons(now)?;
-        let cs = read(&self.chunks).clone();
         let mut stats = MaintenanceStats::default();
+        // Rollups outlive raw data: materialize them before raw points go.
+        self.materialize_rollups(&h, &mut stats)?;
+        let cs = read(&self.chunks).clone();
         let mut drop_whole: Vec<Arc<Chunk>> = Vec::new();
         let mut rewrite: Vec<Arc<Chunk>> = Vec::new();
         for c in cs.all() {

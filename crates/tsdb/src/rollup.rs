@@ -13,12 +13,32 @@
 //! raw retention horizon the summaries are merged instead; a late point
 //! that duplicates a timestamp whose raw data already expired is then
 //! counted twice. This is the one documented approximation.
+//!
+//! Deferred rollups (levels finer than
+//! [`crate::Options::deferred_rollups_below_ms`], by default the 1-minute
+//! one): a partition's rollups of one level are *materialized* when a rollup
+//! chunk of that level exists for it. While the raw retention horizon has
+//! not reached a partition, flushes write no rollups for it and rollup
+//! queries over it read raw data. When the horizon enters the partition (a
+//! flush or `enforce_retention` moved it), `Tsdb::materialize_rollups`
+//! writes its rollup chunks from the raw chunks, before any raw point is
+//! removed; from then on flushes keep them up to date as above. A
+//! partition is therefore either materialized, or its raw chunks still hold
+//! every point it ever had, and each query's chunk snapshot sees one or the
+//! other whole.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
+use crate::catalog::SeriesId;
+use crate::chunk::{Chunk, ChunkBuilder, ChunkKind, ChunkMeta};
+use crate::chunkset::ChunkSet;
 use crate::column::Column;
+use crate::db::{read, Tsdb};
 use crate::error::Error;
 use crate::head::merge_newest_wins;
+use crate::model::{SeriesKey, ValueType};
+use crate::retention::{Horizons, MaintenanceStats};
 use crate::summary::Summary;
 
 /// Reads the raw runs (oldest first) of the series within `[lo, hi)`.
@@ -83,6 +103,109 @@ pub(crate) fn updated_buckets(
         out.push((b, merged));
     }
     Ok(out)
+}
+
+impl Tsdb {
+    /// Writes the rollup chunks of every partition the raw horizon has
+    /// entered that has raw chunks but no rollup chunk of some level (see
+    /// the module documentation). The caller holds the maintenance lock and
+    /// has persisted `horizons`.
+    pub(crate) fn materialize_rollups(
+        &self,
+        horizons: &Horizons,
+        stats: &mut MaintenanceStats,
+    ) -> Result<(), Error> {
+        if self.opts.rollups.is_empty() {
+            return Ok(());
+        }
+        let cs: Arc<ChunkSet> = read(&self.chunks).clone();
+        let mut todo: BTreeMap<(Arc<str>, i64), Vec<Arc<Chunk>>> = BTreeMap::new();
+        for c in cs.all() {
+            let m = &c.meta;
+            if m.kind == ChunkKind::Raw && m.partition_start < horizons.raw(&m.namespace) {
+                todo.entry((m.namespace.clone(), m.partition_start))
+                    .or_default()
+                    .push(c.clone());
+            }
+        }
+        for ((ns, p), mut chunks) in todo {
+            let levels: Vec<i64> = self
+                .opts
+                .rollups
+                .iter()
+                .map(|l| l.bucket_ms)
+                .filter(|&l| !cs.partitions(ChunkKind::Rollup(l), &ns).contains(&p))
+                .collect();
+            if levels.is_empty() {
+                continue;
+            }
+            chunks.sort_by_key(|c| c.meta.file_id);
+            let mut builders: Vec<ChunkBuilder> = levels
+                .iter()
+                .map(|&l| {
+                    ChunkBuilder::new(
+                        ChunkMeta {
+                            kind: ChunkKind::Rollup(l),
+                            namespace: ns.clone(),
+                            partition_start: p,
+                            partition_ms: self.opts.partition_ms,
+                            file_id: 0,
+                        },
+                        self.opts.compression_level,
+                    )
+                })
+                .collect();
+            let mut series: BTreeMap<SeriesKey, (SeriesId, ValueType)> = BTreeMap::new();
+            for c in &chunks {
+                for (sid, s) in c.sids() {
+                    if s.vtype.is_numeric() {
+                        series.insert(s.key.clone(), (sid, s.vtype));
+                    }
+                }
+            }
+            for (key, (sid, vtype)) in series {
+                let mut runs = Vec::new();
+                for c in &chunks {
+                    if let Some(s) = c.find(sid) {
+                        runs.push(c.read_raw(s)?);
+                    }
+                }
+                let (ts, col) = merge_newest_wins(vtype, runs);
+                for (b, &l) in builders.iter_mut().zip(&levels) {
+                    let (buckets, sums): (Vec<i64>, Vec<Summary>) = bucketize(l, &ts, &col)
+                        .into_iter()
+                        .filter(|(bk, _)| horizons.bucket_live(l, *bk))
+                        .map(|(bk, (s, _, _))| (bk, s))
+                        .unzip();
+                    if !buckets.is_empty() {
+                        b.add_rollup(key.clone(), vtype, &buckets, &sums)?;
+                    }
+                }
+            }
+            let built: Vec<ChunkBuilder> = builders.into_iter().filter(|b| !b.is_empty()).collect();
+            if !built.is_empty() {
+                tracing::debug!(namespace = %ns, partition = p, files = built.len(), "rollups materialized");
+                self.replace_chunks(built, &HashSet::new(), &[], stats)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a flush must keep the rollups of level `bucket_ms` of
+    /// partition `p` up to date: the level is not deferred, or they are
+    /// materialized, or raw data has started to expire there.
+    pub(crate) fn rollup_stored(
+        &self,
+        cs: &ChunkSet,
+        bucket_ms: i64,
+        ns: &str,
+        p: i64,
+        raw_h: i64,
+    ) -> bool {
+        bucket_ms >= self.opts.deferred_rollups_below_ms
+            || p < raw_h
+            || cs.partitions(ChunkKind::Rollup(bucket_ms), ns).contains(&p)
+    }
 }
 
 fn summarize_all(ts: &[i64], col: &Column) -> Option<Summary> {

@@ -104,16 +104,84 @@ pub(crate) fn encode_series(sid: SeriesId, vtype: ValueType, key: &SeriesKey, ou
 
 /// A decoded WAL record. Ids are the writing process's ids, valid within
 /// the segment only.
-pub(crate) enum WalRecord {
+pub(crate) enum WalRecord<'a> {
     Series {
         sid: SeriesId,
         vtype: ValueType,
         key: Arc<SeriesKey>,
     },
-    Points(Vec<SeriesRun>),
+    Points(&'a PointsRecord),
 }
 
-fn decode_record(payload: &[u8]) -> Result<WalRecord, Error> {
+/// A run's values, borrowed from a [`PointsRecord`].
+#[derive(Clone, Copy)]
+pub(crate) enum ColRef<'a> {
+    F64(&'a [f64]),
+    I64(&'a [i64]),
+    Bool(&'a [bool]),
+    Str(&'a [Arc<str>]),
+}
+
+impl ColRef<'_> {
+    pub(crate) fn vtype(&self) -> ValueType {
+        match self {
+            ColRef::F64(_) => ValueType::F64,
+            ColRef::I64(_) => ValueType::I64,
+            ColRef::Bool(_) => ValueType::Bool,
+            ColRef::Str(_) => ValueType::Str,
+        }
+    }
+}
+
+/// A decoded points record, flat: every run's timestamps in one vector and
+/// its values in the vector of its type. Replay decodes every record into
+/// the same one, so a record costs no allocation per run.
+#[derive(Default)]
+pub(crate) struct PointsRecord {
+    runs: Vec<RunRef>,
+    ts: Vec<i64>,
+    f64s: Vec<f64>,
+    i64s: Vec<i64>,
+    bools: Vec<bool>,
+    strs: Vec<Arc<str>>,
+}
+
+struct RunRef {
+    sid: SeriesId,
+    vtype: ValueType,
+    ts: usize,
+    val: usize,
+    len: usize,
+}
+
+impl PointsRecord {
+    fn clear(&mut self) {
+        self.runs.clear();
+        self.ts.clear();
+        self.f64s.clear();
+        self.i64s.clear();
+        self.bools.clear();
+        self.strs.clear();
+    }
+
+    /// The runs: (writer's series id, timestamps, values).
+    pub(crate) fn runs(&self) -> impl Iterator<Item = (SeriesId, &[i64], ColRef<'_>)> {
+        self.runs.iter().map(|r| {
+            let vals = match r.vtype {
+                ValueType::F64 => ColRef::F64(&self.f64s[r.val..r.val + r.len]),
+                ValueType::I64 => ColRef::I64(&self.i64s[r.val..r.val + r.len]),
+                ValueType::Bool => ColRef::Bool(&self.bools[r.val..r.val + r.len]),
+                ValueType::Str => ColRef::Str(&self.strs[r.val..r.val + r.len]),
+            };
+            (r.sid, &self.ts[r.ts..r.ts + r.len], vals)
+        })
+    }
+}
+
+fn decode_record<'a>(
+    payload: &[u8],
+    scratch: &'a mut PointsRecord,
+) -> Result<WalRecord<'a>, Error> {
     let mut r = Reader::new(payload, "WAL record");
     match r.u8()? {
         REC_SERIES => {
@@ -131,30 +199,58 @@ fn decode_record(payload: &[u8]) -> Result<WalRecord, Error> {
             Ok(WalRecord::Series { sid, vtype, key })
         }
         REC_POINTS => {
+            scratch.clear();
             let nruns = r.len(r.remaining())?;
-            let mut runs = Vec::with_capacity(nruns);
+            scratch.runs.reserve(nruns);
             for _ in 0..nruns {
                 let sid = sid(&mut r)?;
                 let vtype = vtype(&mut r)?;
                 let n = r.len(r.remaining())?;
-                let mut ts = Vec::with_capacity(n);
+                let ts_at = scratch.ts.len();
                 let mut prev = 0i64;
                 for _ in 0..n {
                     prev = prev.wrapping_add(r.svar()?);
-                    ts.push(prev);
+                    scratch.ts.push(prev);
                 }
-                let mut vals = Column::with_capacity(vtype, n);
-                for _ in 0..n {
-                    match &mut vals {
-                        Column::F64(v) => v.push(r.f64()?),
-                        Column::I64(v) => v.push(r.svar()?),
-                        Column::Bool(v) => v.push(r.u8()? != 0),
-                        Column::Str(v) => v.push(Arc::from(r.str()?)),
+                let val_at = match vtype {
+                    ValueType::F64 => {
+                        let at = scratch.f64s.len();
+                        for _ in 0..n {
+                            scratch.f64s.push(r.f64()?);
+                        }
+                        at
                     }
-                }
-                runs.push(SeriesRun { sid, ts, vals });
+                    ValueType::I64 => {
+                        let at = scratch.i64s.len();
+                        for _ in 0..n {
+                            scratch.i64s.push(r.svar()?);
+                        }
+                        at
+                    }
+                    ValueType::Bool => {
+                        let at = scratch.bools.len();
+                        for _ in 0..n {
+                            scratch.bools.push(r.u8()? != 0);
+                        }
+                        at
+                    }
+                    ValueType::Str => {
+                        let at = scratch.strs.len();
+                        for _ in 0..n {
+                            scratch.strs.push(Arc::from(r.str()?));
+                        }
+                        at
+                    }
+                };
+                scratch.runs.push(RunRef {
+                    sid,
+                    vtype,
+                    ts: ts_at,
+                    val: val_at,
+                    len: n,
+                });
             }
-            Ok(WalRecord::Points(runs))
+            Ok(WalRecord::Points(scratch))
         }
         t => Err(r.err(format!("unknown record type {t}"))),
     }
@@ -371,7 +467,7 @@ pub(crate) fn replay_segment(
     dir: &Path,
     no: u64,
     report: &mut RecoveryReport,
-    apply: &mut dyn FnMut(WalRecord) -> Result<(), Error>,
+    apply: &mut dyn FnMut(WalRecord<'_>) -> Result<(), Error>,
 ) -> Result<(), Error> {
     let path = segment_path(dir, no);
     let bytes = fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
@@ -405,10 +501,11 @@ pub(crate) fn replay_segment(
     }
     report.segments_replayed += 1;
     let mut pos = SEGMENT_HEADER_LEN;
+    let mut scratch = PointsRecord::default();
     while pos < bytes.len() {
         match next_record(&bytes[pos..]) {
             Ok((payload, used)) => {
-                match decode_record(payload) {
+                match decode_record(payload, &mut scratch) {
                     Ok(rec) => apply(rec)?,
                     Err(e) => {
                         return cut(

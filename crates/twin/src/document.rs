@@ -337,16 +337,6 @@ pub fn delta_document(twin: &Twin) -> Value {
     })
 }
 
-/// Twin names that would be ambiguous in the device topics
-/// (`devices/{id}/twin/{name}/...`).
-const RESERVED_NAMES: [&str; 6] = [
-    "get",
-    "update",
-    "delta",
-    "accepted",
-    "rejected",
-    "documents",
-];
 /// Longest twin name.
 pub const MAX_TWIN_NAME_CHARS: usize = 64;
 
@@ -373,7 +363,8 @@ pub fn validate_twin_name(name: &str) -> Result<(), TwinError> {
             format!("character {c:?} not allowed (use A-Z a-z 0-9 _ -)"),
         ));
     }
-    if RESERVED_NAMES.contains(&name) {
+    // Names that would be ambiguous in `devices/{id}/twin/{name}/...`.
+    if iot_types::device_topics::is_reserved_twin_name(name) {
         return Err(TwinError::invalid(
             "twin name",
             format!("{name:?} is reserved for the twin topics"),

@@ -1,6 +1,7 @@
 //! The route table: every operation of the API.
 
 use super::Access::{Admin, Claim, Operator, Public, Viewer};
+use super::Guard::{AdminOnly, Audited, Credential, Data, InfluxV1, InfluxV2, Open, Session};
 use super::{op, RouteSpec};
 
 const PAGE: &[(&str, &str)] = &[
@@ -9,11 +10,18 @@ const PAGE: &[(&str, &str)] = &[
 ];
 const WRITES: &[u16] = &[415, 507];
 
-/// Every route of the API. The crate doc's route table describes the same.
+/// Every route of the API, with its handler and the middleware it runs
+/// behind: `crate::router` registers exactly these.
 pub(crate) const ROUTES: &[RouteSpec] = &[
     // Meta.
-    op("GET", "/health", Public, "meta", "Liveness").ok(&[(200, Some("Health"))]),
     op(
+        h!(crate::health),
+        Open,
+        "GET",
+        "/health", Public, "meta", "Liveness").ok(&[(200, Some("Health"))]),
+    op(
+        h!(crate::openapi::document),
+        Open,
         "GET",
         "/api/openapi.json",
         Public,
@@ -22,6 +30,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     )
     .ok(&[(200, Some("OpenApi"))]),
     op(
+        h!(crate::openapi::docs),
+        Open,
         "GET",
         "/api/docs",
         Public,
@@ -31,6 +41,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     .ok(&[(200, Some("Html"))]),
     // Telemetry.
     op(
+        h!(crate::write::write_v2),
+        InfluxV2,
         "POST",
         "/api/v2/write",
         Operator,
@@ -46,6 +58,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     .ok(&[(204, None)])
     .errors(WRITES),
     op(
+        h!(crate::write::write_v1),
+        InfluxV1,
         "POST",
         "/write",
         Operator,
@@ -63,6 +77,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     .ok(&[(204, None)])
     .errors(WRITES),
     op(
+        h!(crate::write::write_device),
+        Data,
         "POST",
         "/api/telemetry/{device}",
         Operator,
@@ -73,6 +89,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     .ok(&[(204, None)])
     .errors(WRITES),
     op(
+        h!(crate::write::write_batch),
+        Data,
         "POST",
         "/api/telemetry",
         Operator,
@@ -83,6 +101,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     .ok(&[(204, None)])
     .errors(WRITES),
     op(
+        h!(crate::query::query),
+        Data,
         "GET",
         "/api/telemetry/query",
         Viewer,
@@ -101,10 +121,15 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
         ("agg", "avg, min, max, sum, count, first or last"),
         ("bucket", "30s, 10m, 1h, 1d or milliseconds"),
         ("group_by", "series, device, label:<key> or all"),
-        ("format", "json or csv"),
+        (
+            "format",
+            "json, csv or columnar (arrays per series; also Accept: application/vnd.millwright.columnar+json)",
+        ),
     ])
     .ok(&[(200, Some("TelemetryQueryAnswer"))]),
     op(
+        h!(crate::query::latest),
+        Data,
         "GET",
         "/api/telemetry/latest",
         Viewer,
@@ -118,6 +143,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     ])
     .ok(&[(200, Some("LatestAnswer"))]),
     op(
+        h!(crate::query::stats),
+        Data,
         "GET",
         "/api/telemetry/stats",
         Viewer,
@@ -126,6 +153,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     )
     .ok(&[(200, Some("Object"))]),
     op(
+        h!(crate::system),
+        Data,
         "GET",
         "/api/system",
         Viewer,
@@ -134,6 +163,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     )
     .ok(&[(200, Some("Object"))]),
     op(
+        h!(crate::query::device_series),
+        Data,
         "GET",
         "/api/devices/{id}/series",
         Viewer,
@@ -142,6 +173,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     )
     .ok(&[(200, Some("SeriesList"))]),
     op(
+        h!(crate::stream::stream),
+        Data,
         "GET",
         "/api/stream",
         Viewer,
@@ -160,6 +193,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     .errors(&[429]),
     // Devices.
     op(
+        h!(crate::devices::create),
+        Audited,
         "POST",
         "/api/devices",
         Operator,
@@ -168,7 +203,11 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     )
     .body("DeviceCreate")
     .ok(&[(201, Some("DeviceCreated"))]),
-    op("GET", "/api/devices", Viewer, "devices", "List devices")
+    op(
+        h!(crate::devices::list),
+        Audited,
+        "GET",
+        "/api/devices", Viewer, "devices", "List devices")
         .query(&[
             ("type", "device type"),
             ("group", "group name"),
@@ -180,8 +219,14 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
             ("after", "cursor"),
         ])
         .ok(&[(200, Some("DevicePage"))]),
-    op("GET", "/api/devices/{id}", Viewer, "devices", "One device").ok(&[(200, Some("Device"))]),
     op(
+        h!(crate::devices::get),
+        Audited,
+        "GET",
+        "/api/devices/{id}", Viewer, "devices", "One device").ok(&[(200, Some("Device"))]),
+    op(
+        h!(crate::devices::update),
+        Audited,
         "PATCH",
         "/api/devices/{id}",
         Operator,
@@ -191,6 +236,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     .body("DevicePatch")
     .ok(&[(200, Some("Device"))]),
     op(
+        h!(crate::devices::delete),
+        Audited,
         "DELETE",
         "/api/devices/{id}",
         Operator,
@@ -199,6 +246,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     )
     .ok(&[(204, None)]),
     op(
+        h!(crate::devices::import),
+        Audited,
         "POST",
         "/api/devices/import",
         Operator,
@@ -210,6 +259,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     .ok(&[(200, Some("ImportReport"))])
     .errors(&[415, 422]),
     op(
+        h!(crate::devices::issue_token),
+        Audited,
         "POST",
         "/api/devices/{id}/tokens",
         Operator,
@@ -219,6 +270,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     .body("TokenRotate")
     .ok(&[(201, Some("DeviceToken"))]),
     op(
+        h!(crate::devices::revoke_tokens),
+        Audited,
         "DELETE",
         "/api/devices/{id}/tokens",
         Operator,
@@ -227,6 +280,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     )
     .ok(&[(204, None)]),
     op(
+        h!(crate::certs::issue),
+        Audited,
         "POST",
         "/api/devices/{id}/certificates",
         Operator,
@@ -236,6 +291,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     .body("CertificateRequest")
     .ok(&[(201, Some("IssuedCertificate"))]),
     op(
+        h!(crate::certs::list),
+        Audited,
         "GET",
         "/api/devices/{id}/certificates",
         Viewer,
@@ -244,6 +301,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     )
     .ok(&[(200, Some("CertificateList"))]),
     op(
+        h!(crate::certs::revoke),
+        Audited,
         "POST",
         "/api/certificates/{serial}/revoke",
         Operator,
@@ -252,6 +311,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     )
     .ok(&[(200, Some("Certificate"))]),
     op(
+        h!(crate::certs::ca),
+        Audited,
         "GET",
         "/api/ca",
         Viewer,
@@ -261,6 +322,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     .ok(&[(200, Some("Pem"))]),
     // Provisioning.
     op(
+        h!(crate::claims::create),
+        Audited,
         "POST",
         "/api/claims",
         Operator,
@@ -270,6 +333,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     .body("ClaimCreate")
     .ok(&[(201, Some("Claim"))]),
     op(
+        h!(crate::claims::list),
+        Audited,
         "GET",
         "/api/claims",
         Viewer,
@@ -278,6 +343,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     )
     .ok(&[(200, Some("ClaimList"))]),
     op(
+        h!(crate::claims::revoke),
+        Audited,
         "DELETE",
         "/api/claims/{id}",
         Operator,
@@ -286,6 +353,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     )
     .ok(&[(204, None)]),
     op(
+        h!(crate::claims::certificate),
+        Audited,
         "POST",
         "/api/claims/{id}/certificate",
         Operator,
@@ -295,6 +364,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     .body("CertificateDays")
     .ok(&[(201, Some("IssuedCertificate"))]),
     op(
+        h!(crate::claims::provision),
+        Credential,
         "POST",
         "/api/provision",
         Claim,
@@ -304,11 +375,21 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     .body("ProvisionRequest")
     .ok(&[(201, Some("Provisioned"))]),
     // Rules and alarms.
-    op("GET", "/api/rules", Viewer, "rules", "List rules").ok(&[(200, Some("RuleList"))]),
-    op("POST", "/api/rules", Operator, "rules", "Create a rule")
+    op(
+        h!(crate::rule_routes::list),
+        Audited,
+        "GET",
+        "/api/rules", Viewer, "rules", "List rules").ok(&[(200, Some("RuleList"))]),
+    op(
+        h!(crate::rule_routes::create),
+        Audited,
+        "POST",
+        "/api/rules", Operator, "rules", "Create a rule")
         .body("RuleDefinition")
         .ok(&[(201, Some("Rule"))]),
     op(
+        h!(crate::rule_routes::validate),
+        Audited,
         "POST",
         "/api/rules/validate",
         Operator,
@@ -318,6 +399,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     .body("RuleDefinition")
     .ok(&[(200, Some("Validation"))]),
     op(
+        h!(crate::rule_routes::dry_run),
+        Audited,
         "POST",
         "/api/rules/dry-run",
         Operator,
@@ -326,8 +409,14 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     )
     .body("DryRun")
     .ok(&[(200, Some("Object"))]),
-    op("GET", "/api/rules/{name}", Viewer, "rules", "One rule").ok(&[(200, Some("Rule"))]),
     op(
+        h!(crate::rule_routes::get),
+        Audited,
+        "GET",
+        "/api/rules/{name}", Viewer, "rules", "One rule").ok(&[(200, Some("Rule"))]),
+    op(
+        h!(crate::rule_routes::replace),
+        Audited,
         "PUT",
         "/api/rules/{name}",
         Operator,
@@ -337,6 +426,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     .body("RuleDefinition")
     .ok(&[(200, Some("Rule"))]),
     op(
+        h!(crate::rule_routes::delete),
+        Audited,
         "DELETE",
         "/api/rules/{name}",
         Operator,
@@ -345,6 +436,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     )
     .ok(&[(204, None)]),
     op(
+        h!(crate::rule_routes::enable),
+        Audited,
         "POST",
         "/api/rules/{name}/enable",
         Operator,
@@ -353,6 +446,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     )
     .ok(&[(200, Some("Rule"))]),
     op(
+        h!(crate::rule_routes::disable),
+        Audited,
         "POST",
         "/api/rules/{name}/disable",
         Operator,
@@ -361,6 +456,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     )
     .ok(&[(200, Some("Rule"))]),
     op(
+        h!(crate::rule_routes::traces),
+        Audited,
         "GET",
         "/api/rules/{name}/traces",
         Viewer,
@@ -368,7 +465,11 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
         "Recent evaluations of a rule",
     )
     .ok(&[(200, Some("TraceList"))]),
-    op("GET", "/api/alarms", Viewer, "alarms", "List alarms")
+    op(
+        h!(crate::rule_routes::alarms),
+        Audited,
+        "GET",
+        "/api/alarms", Viewer, "alarms", "List alarms")
         .query(&[
             ("device", "device id"),
             ("type", "alarm type"),
@@ -384,6 +485,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
         ])
         .ok(&[(200, Some("AlarmPage"))]),
     op(
+        h!(crate::rule_routes::counts),
+        Audited,
         "GET",
         "/api/alarms/counts",
         Viewer,
@@ -391,8 +494,14 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
         "Alarm counts by state and severity",
     )
     .ok(&[(200, Some("AlarmCounts"))]),
-    op("GET", "/api/alarms/{id}", Viewer, "alarms", "One alarm").ok(&[(200, Some("Alarm"))]),
     op(
+        h!(crate::rule_routes::alarm),
+        Audited,
+        "GET",
+        "/api/alarms/{id}", Viewer, "alarms", "One alarm").ok(&[(200, Some("Alarm"))]),
+    op(
+        h!(crate::rule_routes::acknowledge),
+        Audited,
         "POST",
         "/api/alarms/{id}/ack",
         Operator,
@@ -401,6 +510,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     )
     .ok(&[(200, Some("Alarm"))]),
     op(
+        h!(crate::rule_routes::clear),
+        Audited,
         "POST",
         "/api/alarms/{id}/clear",
         Operator,
@@ -410,6 +521,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     .ok(&[(200, Some("Alarm"))]),
     // Twins, commands, presence.
     op(
+        h!(crate::twins::get_classic),
+        Audited,
         "GET",
         "/api/devices/{id}/twin",
         Viewer,
@@ -418,6 +531,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     )
     .ok(&[(200, Some("TwinDocument"))]),
     op(
+        h!(crate::twins::patch_classic),
+        Audited,
         "PATCH",
         "/api/devices/{id}/twin",
         Operator,
@@ -428,6 +543,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     .ok(&[(200, Some("TwinDocument"))])
     .errors(&[412]),
     op(
+        h!(crate::twins::list),
+        Audited,
         "GET",
         "/api/devices/{id}/twins",
         Viewer,
@@ -436,6 +553,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     )
     .ok(&[(200, Some("TwinList"))]),
     op(
+        h!(crate::twins::get_named),
+        Audited,
         "GET",
         "/api/devices/{id}/twins/{name}",
         Viewer,
@@ -444,6 +563,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     )
     .ok(&[(200, Some("TwinDocument"))]),
     op(
+        h!(crate::twins::patch_named),
+        Audited,
         "PATCH",
         "/api/devices/{id}/twins/{name}",
         Operator,
@@ -454,6 +575,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     .ok(&[(200, Some("TwinDocument"))])
     .errors(&[412]),
     op(
+        h!(crate::twins::query),
+        Audited,
         "GET",
         "/api/twins",
         Viewer,
@@ -468,6 +591,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     ])
     .ok(&[(200, Some("TwinQueryAnswer"))]),
     op(
+        h!(crate::commands::create),
+        Audited,
         "POST",
         "/api/devices/{id}/commands",
         Operator,
@@ -478,6 +603,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     .ok(&[(202, Some("Command")), (200, Some("Command"))])
     .errors(&[504]),
     op(
+        h!(crate::commands::list),
+        Audited,
         "GET",
         "/api/devices/{id}/commands",
         Viewer,
@@ -487,6 +614,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     .query(PAGE)
     .ok(&[(200, Some("CommandPage"))]),
     op(
+        h!(crate::commands::get),
+        Audited,
         "GET",
         "/api/devices/{id}/commands/{cmd}",
         Viewer,
@@ -495,6 +624,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     )
     .ok(&[(200, Some("Command"))]),
     op(
+        h!(crate::commands::cancel),
+        Audited,
         "POST",
         "/api/devices/{id}/commands/{cmd}/cancel",
         Operator,
@@ -503,6 +634,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     )
     .ok(&[(200, Some("Command"))]),
     op(
+        h!(crate::presence::get),
+        Audited,
         "GET",
         "/api/devices/{id}/presence",
         Viewer,
@@ -511,6 +644,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     )
     .ok(&[(200, Some("Presence"))]),
     op(
+        h!(crate::presence::fleet_status),
+        Audited,
         "GET",
         "/api/fleet/status",
         Viewer,
@@ -521,6 +656,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     .ok(&[(200, Some("FleetStatus"))]),
     // Operators.
     op(
+        h!(crate::operators::login),
+        Credential,
         "POST",
         "/api/auth/login",
         Public,
@@ -531,6 +668,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     .ok(&[(200, Some("Session"))])
     .errors(&[429]),
     op(
+        h!(crate::operators::logout),
+        Session,
         "POST",
         "/api/auth/logout",
         Viewer,
@@ -539,6 +678,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     )
     .ok(&[(204, None)]),
     op(
+        h!(crate::operators::me),
+        Session,
         "GET",
         "/api/auth/me",
         Viewer,
@@ -547,6 +688,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     )
     .ok(&[(200, Some("Me"))]),
     op(
+        h!(crate::operators::list_users),
+        AdminOnly,
         "GET",
         "/api/users",
         Admin,
@@ -555,6 +698,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     )
     .ok(&[(200, Some("UserList"))]),
     op(
+        h!(crate::operators::create_user),
+        AdminOnly,
         "POST",
         "/api/users",
         Admin,
@@ -564,6 +709,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     .body("UserCreate")
     .ok(&[(201, Some("User"))]),
     op(
+        h!(crate::operators::update_user),
+        AdminOnly,
         "PATCH",
         "/api/users/{name}",
         Admin,
@@ -573,6 +720,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     .body("UserPatch")
     .ok(&[(200, Some("User"))]),
     op(
+        h!(crate::operators::delete_user),
+        AdminOnly,
         "DELETE",
         "/api/users/{name}",
         Admin,
@@ -581,6 +730,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     )
     .ok(&[(204, None)]),
     op(
+        h!(crate::operators::list_tokens),
+        AdminOnly,
         "GET",
         "/api/tokens",
         Admin,
@@ -589,6 +740,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     )
     .ok(&[(200, Some("ApiTokenList"))]),
     op(
+        h!(crate::operators::create_token),
+        AdminOnly,
         "POST",
         "/api/tokens",
         Admin,
@@ -598,6 +751,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     .body("ApiTokenCreate")
     .ok(&[(201, Some("ApiToken"))]),
     op(
+        h!(crate::operators::revoke_token),
+        AdminOnly,
         "DELETE",
         "/api/tokens/{id}",
         Admin,
@@ -606,6 +761,8 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     )
     .ok(&[(204, None)]),
     op(
+        h!(crate::audit::query),
+        AdminOnly,
         "GET",
         "/api/audit",
         Admin,

@@ -357,3 +357,85 @@ async fn series_listing_and_stats() {
     let r = srv.get("/health").await;
     assert_eq!((r.status, r.json()), (200, json!({"status": "ok"})));
 }
+
+#[tokio::test]
+async fn columnar_answers_match_the_row_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = start(dir.path()).await;
+    load_agg_data(&srv).await;
+    // One more point for `a`, 40 minutes later: one empty bucket between.
+    let r = srv
+        .post(
+            "/api/telemetry",
+            json!({"points": [{"device": "a", "metric": "temp", "ts": T0 + 40 * 60_000, "value": 7, "labels": {"fleet": "South"}}]})
+                .to_string()
+                .as_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    let q = format!(
+        "/api/telemetry/query?device=*&metric=temp&agg=avg&bucket=10m&group_by=device&start={T0}&end={}",
+        T0 + 3_600_000
+    );
+    let rows = srv.get(&q).await.json();
+    let cols = srv.get(&format!("{q}&format=columnar")).await.json();
+    let by_accept = srv
+        .get_with(
+            &q,
+            &[("Accept", "application/vnd.millwright.columnar+json")],
+        )
+        .await
+        .json();
+    assert_eq!(cols, by_accept);
+    assert_eq!(cols["bucket_ms"], 600_000);
+    let a = &cols["series"][0];
+    assert_eq!(a["group"], json!({"device": "a"}));
+    assert_eq!(a["t0"], T0);
+    assert_eq!(a["values"], json!([4.5, 14.5, null, null, 7.0]));
+    assert!(a.get("ts").is_none());
+    // Dense arrays expand to the row answer.
+    for (s_rows, s_cols) in rows["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(cols["series"].as_array().unwrap())
+    {
+        let t0 = s_cols["t0"].as_i64().unwrap();
+        let expanded: Vec<(i64, f64)> = s_cols["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.as_f64().map(|v| (t0 + i as i64 * 600_000, v)))
+            .collect();
+        assert_eq!(expanded, agg_points(s_rows));
+    }
+    // Sparse when most buckets would be empty: ts and values.
+    let q1 = format!(
+        "/api/telemetry/query?device=a&metric=temp&agg=count&bucket=1m&start={}&end={}&format=columnar",
+        T0 + 19 * 60_000,
+        T0 + 41 * 60_000
+    );
+    let s = &srv.get(&q1).await.json()["series"][0];
+    assert!(s.get("t0").is_none());
+    assert_eq!(s["ts"], json!([T0 + 19 * 60_000, T0 + 40 * 60_000]));
+    assert_eq!(s["values"], json!([1.0, 1.0]));
+    // Raw points: ts and values arrays.
+    let raw = srv
+        .get(&format!(
+            "/api/telemetry/query?device=b&metric=temp&start={T0}&end={}&limit=3&format=columnar",
+            T0 + 3_600_000
+        ))
+        .await;
+    assert!(raw.header("link").is_some(), "paged like JSON");
+    let raw = raw.json();
+    assert_eq!(raw["series"][0]["device"], "b");
+    assert_eq!(
+        raw["series"][0]["ts"],
+        json!([T0, T0 + 60_000, T0 + 120_000])
+    );
+    assert_eq!(raw["series"][0]["values"], json!([100.0, 100.0, 100.0]));
+    assert_eq!(raw["next_start"], T0 + 180_000);
+    let bad = srv.get(&format!("{q}&format=arrow")).await;
+    assert_eq!(bad.status, 400);
+}

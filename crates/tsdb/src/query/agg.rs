@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 
 use crate::catalog::SeriesId;
 use crate::chunk::ChunkKind;
-use crate::chunkset::clip;
 use crate::column::Column;
 use crate::db::{read, Tsdb};
 use crate::error::Error;
@@ -101,27 +100,55 @@ impl Tsdb {
             None => start.max(raw_h),
         };
         let snap = self.snapshot(sel, lo, end);
+        // Deferred rollups: materialized partitions are read from rollup
+        // chunks, the others (whose raw data is complete) from raw chunks.
+        let segments = match level {
+            Some(l) => self.level_segments(&snap, l, &sel.namespace, start, end),
+            None => Vec::new(),
+        };
         let mut groups: BTreeMap<GroupKey, Vec<(i64, Summary)>> = BTreeMap::new();
         for (sid, key, vtype) in &snap.series {
             if !vtype.is_numeric() && agg != Agg::Count {
                 continue;
             }
             let buckets = match level {
-                Some(l) if vtype.is_numeric() => self.rollup_series(
-                    &snap,
-                    *sid,
-                    &sel.namespace,
-                    l,
-                    start,
-                    end,
-                    bucket_ms,
-                    agg,
-                    &horizons,
-                )?,
-                _ => self
-                    .raw_series(&snap, *sid, *vtype, &sel.namespace, lo, end, bucket_ms)?
-                    .into_iter()
-                    .collect(),
+                Some(l) if vtype.is_numeric() => {
+                    let mut out = Vec::new();
+                    for &(a, b, materialized) in &segments {
+                        out.extend(if materialized {
+                            self.rollup_series(
+                                &snap,
+                                *sid,
+                                &sel.namespace,
+                                l,
+                                a,
+                                b,
+                                bucket_ms,
+                                agg,
+                                &horizons,
+                            )?
+                        } else {
+                            self.raw_series(
+                                &snap,
+                                *sid,
+                                *vtype,
+                                &sel.namespace,
+                                a,
+                                b,
+                                bucket_ms,
+                                agg,
+                            )?
+                        });
+                    }
+                    if segments.len() > 1 {
+                        // A bucket wider than a partition can span segments.
+                        out = coarsen(out, bucket_ms);
+                    }
+                    out
+                }
+                _ => {
+                    self.raw_series(&snap, *sid, *vtype, &sel.namespace, lo, end, bucket_ms, agg)?
+                }
             };
             if buckets.is_empty() {
                 continue;
@@ -179,6 +206,44 @@ impl Tsdb {
             .map(|l| l.bucket_ms)
     }
 
+    /// `[start, end)` cut into ascending segments, each either made of
+    /// partitions whose rollups of `level_ms` are materialized (`true`) or
+    /// of partitions whose raw data is complete (`false`).
+    fn level_segments(
+        &self,
+        snap: &Snapshot,
+        level_ms: i64,
+        ns: &str,
+        start: i64,
+        end: i64,
+    ) -> Vec<(i64, i64, bool)> {
+        let pms = self.opts.partition_ms;
+        let mat = snap.chunks.partitions(ChunkKind::Rollup(level_ms), ns);
+        let first = mat.partition_point(|&p| p.saturating_add(pms) <= start);
+        let mut segs: Vec<(i64, i64, bool)> = Vec::new();
+        let mut cur = start;
+        for &p in &mat[first..] {
+            if p >= end {
+                break;
+            }
+            let (a, b) = (p.max(start), p.saturating_add(pms).min(end));
+            if a > cur {
+                segs.push((cur, a, false));
+            }
+            match segs.last_mut() {
+                Some(last) if last.2 && last.1 == a => last.1 = b,
+                _ => segs.push((a, b, true)),
+            }
+            cur = b;
+        }
+        if cur < end {
+            segs.push((cur, end, false));
+        }
+        segs
+    }
+
+    /// Buckets of `bucket_ms` of one series' raw data within `[lo, hi)`,
+    /// ascending.
     #[allow(clippy::too_many_arguments)]
     fn raw_series(
         &self,
@@ -189,11 +254,12 @@ impl Tsdb {
         lo: i64,
         hi: i64,
         bucket_ms: i64,
-    ) -> Result<BTreeMap<i64, Summary>, Error> {
+        agg: Agg,
+    ) -> Result<Vec<(i64, Summary)>, Error> {
         let bucket = |t: i64| t.div_euclid(bucket_ms) * bucket_ms;
         let entries = snap.chunks.entries(ChunkKind::Raw, ns, sid, lo, hi);
         let unflushed = snap.unflushed.get(&sid);
-        let mut out: BTreeMap<i64, Summary> = BTreeMap::new();
+        let mut from_summaries: BTreeMap<i64, Summary> = BTreeMap::new();
         let mut runs: Vec<(Vec<i64>, Column)> = Vec::new();
         for (i, (c, e)) in entries.iter().enumerate() {
             let inside = e.min_ts >= lo && e.max_ts < hi && bucket(e.min_ts) == bucket(e.max_ts);
@@ -210,7 +276,8 @@ impl Tsdb {
                     .chunk_summaries_used
                     .fetch_add(1, Ordering::Relaxed);
                 let b = bucket(e.min_ts);
-                out.entry(b)
+                from_summaries
+                    .entry(b)
                     .and_modify(|x| x.merge(&e.summary))
                     .or_insert(e.summary);
                 continue;
@@ -218,26 +285,36 @@ impl Tsdb {
             self.stats
                 .chunk_series_decoded
                 .fetch_add(1, Ordering::Relaxed);
-            let (ts, col) = c.read_raw(e)?;
-            runs.push(clip(ts, col, lo, hi));
+            runs.push(c.read_raw(e)?);
         }
         if let Some(u) = unflushed {
             runs.push(u.clone());
         }
-        let (ts, col) = merge_newest_wins(vtype, runs);
-        for (i, &t) in ts.iter().enumerate() {
-            if t < lo || t >= hi {
-                continue;
+        // Chunk runs and the unflushed run are each sorted with unique
+        // timestamps; when they do not overlap (the usual case: one chunk
+        // per flush), each is bucketed where it lies, without merging.
+        // (`runs` stays oldest first: that order decides duplicates.)
+        runs.retain(|r| !r.0.is_empty());
+        let mut order: Vec<usize> = (0..runs.len()).collect();
+        order.sort_by_key(|&i| runs[i].0[0]);
+        let disjoint = order
+            .windows(2)
+            .all(|w| runs[w[0]].0.last() < runs[w[1]].0.first());
+        let points = if disjoint && runs.len() > 1 {
+            let mut all = Vec::new();
+            for &i in &order {
+                let (ts, col) = &runs[i];
+                all.extend(bucket_points(ts, col, lo, hi, bucket_ms, agg));
             }
-            let s = match col.num(i) {
-                Some(v) => Summary::one(t, v),
-                None => Summary::count_only(1, t, t),
-            };
-            out.entry(bucket(t))
-                .and_modify(|x| x.merge(&s))
-                .or_insert(s);
+            coarsen(all, bucket_ms)
+        } else {
+            let (ts, col) = merge_newest_wins(vtype, runs);
+            bucket_points(&ts, &col, lo, hi, bucket_ms, agg)
+        };
+        if from_summaries.is_empty() {
+            return Ok(points);
         }
-        Ok(out)
+        Ok(merge_sorted(points, from_summaries.into_iter().collect()))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -265,6 +342,18 @@ impl Tsdb {
                 .read_rollup_sorted(level_ms, ns, sid, start, end, fields, &self.stats)?;
         buckets.retain(|(b, _)| horizons.bucket_live(level_ms, *b));
         if let Some((ts, col)) = unflushed {
+            // Only the points of this segment (the snapshot covers the
+            // whole query).
+            let (a, b) = (
+                ts.partition_point(|&t| t < start),
+                ts.partition_point(|&t| t < end),
+            );
+            let (ts, col) = if a == 0 && b == ts.len() {
+                (ts.clone(), col.clone())
+            } else {
+                (ts[a..b].to_vec(), col.select(&(a..b).collect::<Vec<_>>()))
+            };
+            let (ts, col) = (&ts, &col);
             let mut buckets: BTreeMap<i64, Summary> = buckets.into_iter().collect();
             // Like a flush, points past raw retention still feed rollups.
             let raw_h = horizons.raw(ns);
@@ -278,6 +367,68 @@ impl Tsdb {
         }
         Ok(coarsen(buckets, bucket_ms))
     }
+}
+
+/// Summaries per bucket of `bucket_ms` of the points of a sorted run
+/// (unique timestamps) within `[lo, hi)`, ascending; one pass per bucket.
+/// Sum, min and max are only computed when `agg` reads them (NaN
+/// otherwise, as in rollups read with some fields only).
+fn bucket_points(
+    ts: &[i64],
+    col: &Column,
+    lo: i64,
+    hi: i64,
+    bucket_ms: i64,
+    agg: Agg,
+) -> Vec<(i64, Summary)> {
+    let a = ts.partition_point(|&t| t < lo);
+    let b = ts.partition_point(|&t| t < hi);
+    let [sum, min, max, _, _] = agg.rollup_fields();
+    let fields = (sum, min, max);
+    let mut out = Vec::new();
+    let mut i = a;
+    while i < b {
+        let bk = ts[i].div_euclid(bucket_ms) * bucket_ms;
+        let stop = bk.saturating_add(bucket_ms);
+        let j = i + ts[i..b].partition_point(|&t| t < stop);
+        let s = match col {
+            Column::F64(v) => summarize_slice(&ts[i..j], &v[i..j], fields),
+            Column::Str(_) => Summary::count_only((j - i) as u64, ts[i], ts[j - 1]),
+            _ => {
+                let v: Vec<f64> = (i..j).map(|k| col.num(k).unwrap_or(0.0)).collect();
+                summarize_slice(&ts[i..j], &v, fields)
+            }
+        };
+        out.push((bk, s));
+        i = j;
+    }
+    out
+}
+
+/// The summary of a non-empty run of one series' points, with sum, min and
+/// max only if asked for (in that order).
+fn summarize_slice(ts: &[i64], v: &[f64], (sum, min, max): (bool, bool, bool)) -> Summary {
+    let n = v.len() - 1;
+    let mut s = Summary {
+        count: v.len() as u64,
+        sum: f64::NAN,
+        min: f64::NAN,
+        max: f64::NAN,
+        first_ts: ts[0],
+        first: v[0],
+        last_ts: ts[n],
+        last: v[n],
+    };
+    if sum {
+        s.sum = v[1..].iter().fold(v[0], |a, &x| a + x);
+    }
+    if min {
+        s.min = v[1..].iter().fold(v[0], |a, &x| a.min(x));
+    }
+    if max {
+        s.max = v[1..].iter().fold(v[0], |a, &x| a.max(x));
+    }
+    s
 }
 
 /// Merges ascending buckets into ascending buckets of `bucket_ms`.

@@ -1,11 +1,62 @@
 //! The settings tree: defaults in code < TOML file < environment
 //! (`MILLWRIGHT_SECTION__KEY=value`). Unknown keys and bad values stop
 //! start-up with a message that names the key.
+//!
+//! What it is: the one configuration model of the platform, its parsing
+//! and validation, and the mapping of each section onto the configuration
+//! type of the crate it configures (`Settings::broker_config`,
+//! `RulesSettings::automation_config`, ...), so each component gets only
+//! its own part. What it is not: it opens no store and binds no socket;
+//! the binary does that with what this crate returns. Every key is
+//! documented in `docs/configuration.md`.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
 use serde::Deserialize;
+
+/// Why settings could not be loaded; each message names the file, the
+/// variable or the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {} is not valid TOML: {source}", path.display())]
+    Toml {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("environment variable {key}: {reason}")]
+    Env { key: String, reason: String },
+    /// A value of the wrong type, out of range, or inconsistent with
+    /// another; the message names the key or keys.
+    #[error("invalid setting {0}")]
+    Invalid(String),
+    /// A file a setting names cannot be read.
+    #[error("{key}: cannot read {}: {source}", path.display())]
+    File {
+        key: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The password or ACL file a setting names is not valid.
+    #[error("{key} {}: {source}", path.display())]
+    Access {
+        key: &'static str,
+        path: PathBuf,
+        source: broker::AclError,
+    },
+}
+
+/// Returns `Error::Invalid` from the enclosing function; the message
+/// starts with the key(s) in backquotes.
+macro_rules! invalid {
+    ($($arg:tt)*) => {
+        return Err(Error::Invalid(format!($($arg)*)))
+    };
+}
 
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -28,9 +79,13 @@ pub struct RulesSettings {
     pub trace_capacity: usize,
     /// Most rules.
     pub max_rules: usize,
-    /// Messages waiting for evaluation; when full, messages are not
-    /// evaluated and counted.
+    /// Messages waiting for evaluation, per worker; when full, messages
+    /// only sampled rules read are dropped (counted), others make the
+    /// publishers wait.
     pub queue: usize,
+    /// Evaluation threads, each owning the devices hashed to it; 0 = the
+    /// number of CPUs.
+    pub workers: usize,
     /// Immediate retries of a failed action (webhooks retry with back-off).
     pub action_retries: u32,
     pub webhook_timeout_secs: u64,
@@ -58,6 +113,7 @@ impl Default for RulesSettings {
             trace_capacity: a.trace_capacity,
             max_rules: a.max_rules,
             queue: 65_536,
+            workers: 0,
             action_retries: a.action_retries,
             webhook_timeout_secs: a.webhook_timeout_ms / 1000,
             webhook_max_attempts: a.webhook_max_attempts,
@@ -72,6 +128,14 @@ impl Default for RulesSettings {
 }
 
 impl RulesSettings {
+    /// The number of evaluation threads (`workers`, or the CPUs).
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
     pub fn automation_config(&self) -> automation::AutomationConfig {
         automation::AutomationConfig {
             trace_capacity: self.trace_capacity,
@@ -108,6 +172,13 @@ pub struct DevicesSettings {
     pub command_retention_days: u64,
     /// How often presence, inactivity and command deadlines are checked, ms.
     pub scan_interval_ms: u64,
+    /// Platform events (messages the fleet taps, command acknowledgements,
+    /// presence) waiting for the fleet thread; when full, the broker drops
+    /// and counts them (`$SYS/broker/platform/taps_dropped`).
+    pub event_queue: usize,
+    /// Provisioning requests (`$provision/+/request`) waiting for the
+    /// provisioning service.
+    pub provision_queue: usize,
 }
 
 impl Default for DevicesSettings {
@@ -120,6 +191,8 @@ impl Default for DevicesSettings {
             twin_max_depth: t.max_depth,
             command_retention_days: 30,
             scan_interval_ms: 1000,
+            event_queue: 65_536,
+            provision_queue: 1024,
         }
     }
 }
@@ -276,14 +349,16 @@ impl AuthSettings {
         }
     }
 
-    pub fn policy(&self) -> anyhow::Result<identity::Policy> {
+    pub fn policy(&self) -> Result<identity::Policy, Error> {
         let mut rules = Vec::new();
         for (i, r) in self.acl.iter().enumerate() {
             let (read, write) = match r.access.as_str() {
                 "read" => (true, false),
                 "write" => (false, true),
                 "readwrite" => (true, true),
-                other => bail!("invalid setting `auth.acl[{i}].access`: {other:?} (expected read, write or readwrite)"),
+                other => invalid!(
+                    "`auth.acl[{i}].access`: {other:?} (expected read, write or readwrite)"
+                ),
             };
             rules.push(identity::AclRule {
                 device_type: r.device_type.clone(),
@@ -307,7 +382,7 @@ impl AuthSettings {
             limits(self.device_messages_per_sec, self.device_bytes_per_sec),
             types,
         )
-        .map_err(|e| anyhow::anyhow!("invalid setting `auth.acl`: {e}"))
+        .map_err(|e| Error::Invalid(format!("`auth.acl`: {e}")))
     }
 }
 
@@ -576,13 +651,17 @@ impl Settings {
     pub fn load(
         file: Option<&Path>,
         env: impl Iterator<Item = (String, String)>,
-    ) -> anyhow::Result<Settings> {
+    ) -> Result<Settings, Error> {
         let mut table = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read config file {}", path.display()))?;
-                text.parse::<toml::Table>()
-                    .with_context(|| format!("config file {} is not valid TOML", path.display()))?
+                let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                text.parse::<toml::Table>().map_err(|source| Error::Toml {
+                    path: path.to_path_buf(),
+                    source,
+                })?
             }
             None => toml::Table::new(),
         };
@@ -598,60 +677,66 @@ impl Settings {
             }
             let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
             if path.len() != 2 || path.iter().any(String::is_empty) {
-                bail!("environment variable {key}: expected {ENV_PREFIX}SECTION__KEY");
+                return Err(Error::Env {
+                    key,
+                    reason: format!("expected {ENV_PREFIX}SECTION__KEY"),
+                });
             }
             let section = table
                 .entry(path[0].clone())
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()));
             let toml::Value::Table(section) = section else {
-                bail!("environment variable {key}: {} is not a section", path[0]);
+                return Err(Error::Env {
+                    reason: format!("{} is not a section", path[0]),
+                    key,
+                });
             };
             section.insert(path[1].clone(), env_value(&value));
         }
         let settings: Settings = serde_path_to_error::deserialize(toml::Value::Table(table))
             .map_err(|e| {
                 let path = e.path().to_string();
-                anyhow::anyhow!("invalid setting `{path}`: {}", e.into_inner().message())
+                Error::Invalid(format!("`{path}`: {}", e.into_inner().message()))
             })?;
         settings.validate()?;
         Ok(settings)
     }
 
-    fn validate(&self) -> anyhow::Result<()> {
+    fn validate(&self) -> Result<(), Error> {
         let m = &self.mqtt;
         if m.receive_maximum == 0 {
-            bail!("invalid setting `mqtt.receive_maximum`: must be at least 1");
+            invalid!("`mqtt.receive_maximum`: must be at least 1");
         }
         if m.max_inflight == 0 {
-            bail!("invalid setting `mqtt.max_inflight`: must be at least 1");
+            invalid!("`mqtt.max_inflight`: must be at least 1");
         }
         if m.max_packet_size < 64 {
-            bail!("invalid setting `mqtt.max_packet_size`: must be at least 64 bytes");
+            invalid!("`mqtt.max_packet_size`: must be at least 64 bytes");
         }
         if m.max_packet_size > 268_435_455 {
-            bail!("invalid setting `mqtt.max_packet_size`: MQTT allows at most 268435455 bytes");
+            invalid!("`mqtt.max_packet_size`: MQTT allows at most 268435455 bytes");
         }
         if m.max_connections == 0 {
-            bail!("invalid setting `mqtt.max_connections`: must be at least 1");
+            invalid!("`mqtt.max_connections`: must be at least 1");
         }
         if m.outbound_queue == 0 {
-            bail!("invalid setting `mqtt.outbound_queue`: must be at least 1");
+            invalid!("`mqtt.outbound_queue`: must be at least 1");
         }
         if m.max_topic_levels == 0 {
-            bail!("invalid setting `mqtt.max_topic_levels`: must be at least 1");
+            invalid!("`mqtt.max_topic_levels`: must be at least 1");
         }
         let t = &self.telemetry;
         if t.retention_days == 0 {
-            bail!("invalid setting `telemetry.retention_days`: must be at least 1");
+            invalid!("`telemetry.retention_days`: must be at least 1");
         }
         if t.head_max_points < 1000 {
-            bail!("invalid setting `telemetry.head_max_points`: must be at least 1000");
+            invalid!("`telemetry.head_max_points`: must be at least 1000");
         }
         if t.flush_interval == 0 {
-            bail!("invalid setting `telemetry.flush_interval`: must be at least 1 second");
+            invalid!("`telemetry.flush_interval`: must be at least 1 second");
         }
         if self.http.enabled && !self.telemetry.enabled {
-            bail!("invalid setting `http.enabled`: the HTTP API serves the telemetry store; enable `telemetry.enabled` or disable the API");
+            invalid!("`http.enabled`: the HTTP API serves the telemetry store; enable `telemetry.enabled` or disable the API");
         }
         if self
             .auth
@@ -659,73 +744,108 @@ impl Settings {
             .as_deref()
             .is_some_and(|t| t.len() < 16)
         {
-            bail!("invalid setting `auth.bootstrap_admin_token`: use at least 16 characters");
+            invalid!("`auth.bootstrap_admin_token`: use at least 16 characters");
         }
         if self.auth.argon2_memory_kib < 8 || self.auth.argon2_iterations == 0 {
-            bail!("invalid setting `auth.argon2_memory_kib`/`auth.argon2_iterations`: at least 8 KiB and 1 iteration");
+            invalid!(
+                "`auth.argon2_memory_kib`/`auth.argon2_iterations`: at least 8 KiB and 1 iteration"
+            );
         }
         if self.tls.ca_cert_file.is_some() != self.tls.ca_key_file.is_some() {
-            bail!("invalid setting `tls.ca_cert_file`/`tls.ca_key_file`: give both or neither");
+            invalid!("`tls.ca_cert_file`/`tls.ca_key_file`: give both or neither");
         }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
-            bail!("invalid setting `tls.cert_file`/`tls.key_file`: give both or neither");
+            invalid!("`tls.cert_file`/`tls.key_file`: give both or neither");
         }
         if self.tls.device_cert_days == 0 {
-            bail!("invalid setting `tls.device_cert_days`: must be at least 1");
+            invalid!("`tls.device_cert_days`: must be at least 1");
         }
         self.auth.policy()?;
         let d = &self.devices;
         if d.inactivity_timeout_secs == 0 {
-            bail!("invalid setting `devices.inactivity_timeout_secs`: must be at least 1");
+            invalid!("`devices.inactivity_timeout_secs`: must be at least 1");
         }
         if d.twin_max_bytes < 1024 {
-            bail!("invalid setting `devices.twin_max_bytes`: must be at least 1024");
+            invalid!("`devices.twin_max_bytes`: must be at least 1024");
         }
         if d.twin_max_depth == 0 {
-            bail!("invalid setting `devices.twin_max_depth`: must be at least 1");
+            invalid!("`devices.twin_max_depth`: must be at least 1");
         }
         let r = &self.rules;
         if r.queue == 0 || r.trace_capacity == 0 || r.max_rules == 0 {
-            bail!("invalid setting `rules.queue`/`rules.trace_capacity`/`rules.max_rules`: must be at least 1");
+            invalid!("`rules.queue`/`rules.trace_capacity`/`rules.max_rules`: must be at least 1");
         }
         if r.webhook_timeout_secs == 0 || r.webhook_max_attempts == 0 {
-            bail!("invalid setting `rules.webhook_timeout_secs`/`rules.webhook_max_attempts`: must be at least 1");
+            invalid!(
+                "`rules.webhook_timeout_secs`/`rules.webhook_max_attempts`: must be at least 1"
+            );
         }
         for c in &r.webhook_allowed_cidrs {
             if let Err(e) = c.parse::<automation::Cidr>() {
-                bail!("invalid setting `rules.webhook_allowed_cidrs`: {e}");
+                invalid!("`rules.webhook_allowed_cidrs`: {e}");
             }
         }
+        if d.event_queue == 0 || d.provision_queue == 0 {
+            invalid!("`devices.event_queue`/`devices.provision_queue`: must be at least 1");
+        }
         if !(10..=60_000).contains(&d.scan_interval_ms) {
-            bail!("invalid setting `devices.scan_interval_ms`: 10 to 60000");
+            invalid!("`devices.scan_interval_ms`: 10 to 60000");
         }
         if self.http.stream_queue == 0 {
-            bail!("invalid setting `http.stream_queue`: must be at least 1");
+            invalid!("`http.stream_queue`: must be at least 1");
         }
         if self.http.max_body_bytes < 1024 {
-            bail!("invalid setting `http.max_body_bytes`: must be at least 1024");
+            invalid!("`http.max_body_bytes`: must be at least 1024");
         }
         let h = &self.http;
         if h.max_connections == 0 || h.max_streams == 0 || h.max_stream_filters == 0 {
-            bail!("invalid setting `http.max_connections`/`http.max_streams`/`http.max_stream_filters`: must be at least 1");
+            invalid!("`http.max_connections`/`http.max_streams`/`http.max_stream_filters`: must be at least 1");
         }
         if h.header_timeout_secs == 0 {
-            bail!("invalid setting `http.header_timeout_secs`: must be at least 1");
+            invalid!("`http.header_timeout_secs`: must be at least 1");
         }
         if h.idle_timeout_secs <= api::STREAM_KEEPALIVE.as_secs() {
-            bail!(
-                "invalid setting `http.idle_timeout_secs`: must be more than {} (live streams send a keep-alive that often)",
+            invalid!("`http.idle_timeout_secs`: must be more than {} (live streams send a keep-alive that often)",
                 api::STREAM_KEEPALIVE.as_secs()
             );
         }
         let a = &self.auth;
         if !(1..=64).contains(&a.login_concurrency) {
-            bail!("invalid setting `auth.login_concurrency`: 1 to 64");
+            invalid!("`auth.login_concurrency`: 1 to 64");
         }
         if a.login_backoff_base_ms == 0 || a.login_backoff_base_ms > a.login_backoff_max_ms {
-            bail!("invalid setting `auth.login_backoff_base_ms`/`auth.login_backoff_max_ms`: base at least 1 and at most max");
+            invalid!("`auth.login_backoff_base_ms`/`auth.login_backoff_max_ms`: base at least 1 and at most max");
         }
         Ok(())
+    }
+
+    /// The broker's own access control: anonymous clients, and the
+    /// password and ACL files of `[mqtt]` (read now).
+    pub fn access_control(&self) -> Result<broker::AccessControl, Error> {
+        let mut access = broker::AccessControl::new(self.mqtt.allow_anonymous);
+        let files = [
+            ("mqtt.password_file", &self.mqtt.password_file),
+            ("mqtt.acl_file", &self.mqtt.acl_file),
+        ];
+        for (key, path) in files {
+            let Some(path) = path else { continue };
+            let text = std::fs::read_to_string(path).map_err(|source| Error::File {
+                key,
+                path: path.clone(),
+                source,
+            })?;
+            let parsed = if key == "mqtt.password_file" {
+                access.with_password_file(&text)
+            } else {
+                access.with_acl_file(&text)
+            };
+            access = parsed.map_err(|source| Error::Access {
+                key,
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Ok(access)
     }
 
     /// The API's limits (`[http]` connection and stream caps, `[auth]`
@@ -972,6 +1092,36 @@ mod tests {
         let err =
             Settings::load(None, env(&[("MILLWRIGHT_TLS__CERT_FILE", "/x.pem")])).unwrap_err();
         assert!(err.to_string().contains("tls.cert_file"), "{err}");
+    }
+
+    #[test]
+    fn access_files_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pw, acl) = (dir.path().join("pw"), dir.path().join("acl"));
+        std::fs::write(&pw, "ada:not a hash\n").unwrap();
+        std::fs::write(&acl, "user ada\ntopic readwrite plant/#\n").unwrap();
+        let load = |vars: &[(&str, &str)]| Settings::load(None, env(vars)).unwrap();
+        let pw_var = ("MILLWRIGHT_MQTT__PASSWORD_FILE", pw.to_str().unwrap());
+        let acl_var = ("MILLWRIGHT_MQTT__ACL_FILE", acl.to_str().unwrap());
+        assert!(load(&[acl_var]).access_control().is_ok());
+        let err = load(&[pw_var]).access_control().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Access {
+                    key: "mqtt.password_file",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let missing = ("MILLWRIGHT_MQTT__ACL_FILE", "/nonexistent/acl");
+        let err = load(&[missing]).access_control().unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("mqtt.acl_file: cannot read /nonexistent/acl"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,23 +1,39 @@
 //! `serve --demo`: a simulated factory inside the platform — registered
 //! machines with their own tokens, demo rules, and the simulator driving
 //! them over the real MQTT listener — plus a demo login.
+//!
+//! What it is not: it opens no store and binds no socket; the binary
+//! hands it the platform's registry, rules engine and MQTT address.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::Context;
 use serde_json::json;
+
+/// Why the demo could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("demo machines and login: {0}")]
+    Registry(#[from] registry::RegistryError),
+    #[error("cannot register demo machine {id}: {message}")]
+    Import { id: String, message: String },
+    #[error("demo rule {name}: {message}")]
+    Rule { name: String, message: String },
+    #[error("demo setup task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+fn unix_ms() -> u64 {
+    iot_types::Clock::now(&iot_types::SystemClock).as_millis()
+}
 
 const PREFIX: &str = "demo-";
 
 /// Registers (or re-keys) `count` demo machines and returns their
 /// credentials for the simulator.
-fn fleet(
-    registry: &registry::Registry,
-    count: usize,
-    now: u64,
-) -> anyhow::Result<simulator::Fleet> {
-    let ns = identity::NAMESPACE;
+fn fleet(registry: &registry::Registry, count: usize, now: u64) -> Result<simulator::Fleet, Error> {
+    let ns = iot_types::DEFAULT_NAMESPACE;
     let mut missing = Vec::new();
     let mut existing = Vec::new();
     for i in 0..count {
@@ -39,11 +55,17 @@ fn fleet(
     if !missing.is_empty() {
         let kinds: std::collections::HashMap<String, simulator::MachineKind> =
             missing.iter().map(|(d, k)| (d.id.clone(), *k)).collect();
-        let report = registry
-            .import_devices(ns, missing.into_iter().map(|(d, _)| d).collect(), true, now)
-            .context("cannot register the demo machines")?;
+        let report = registry.import_devices(
+            ns,
+            missing.into_iter().map(|(d, _)| d).collect(),
+            true,
+            now,
+        )?;
         if let Some(e) = report.errors.first() {
-            anyhow::bail!("cannot register demo machine {}: {}", e.id, e.message);
+            return Err(Error::Import {
+                id: e.id.clone(),
+                message: e.message.clone(),
+            });
         }
         for (id, token) in report.tokens {
             let kind = kinds
@@ -54,9 +76,7 @@ fn fleet(
         }
     }
     for (id, kind) in existing {
-        let token = registry
-            .issue_device_token(ns, &id, 0, now)
-            .with_context(|| format!("cannot re-key demo machine {id}"))?;
+        let token = registry.issue_device_token(ns, &id, 0, now)?;
         devices.push((id, token, kind));
     }
     devices.sort_by(|a, b| a.0.cmp(&b.0));
@@ -64,7 +84,7 @@ fn fleet(
 }
 
 /// The demo rules (created once; kept if an operator changed them).
-fn rules(a: &automation::Automation) -> anyhow::Result<()> {
+fn rules(a: &automation::Automation) -> Result<(), Error> {
     let defs = [
         json!({
             "name": "demo-overheat",
@@ -87,8 +107,10 @@ fn rules(a: &automation::Automation) -> anyhow::Result<()> {
     for d in defs {
         let name = d["name"].as_str().unwrap_or_default();
         if a.get(name).is_none() {
-            a.save(&d, true)
-                .map_err(|e| anyhow::anyhow!("demo rule {name}: {e}"))?;
+            a.save(&d, true).map_err(|e| Error::Rule {
+                name: name.to_string(),
+                message: e.to_string(),
+            })?;
         }
     }
     Ok(())
@@ -102,12 +124,10 @@ pub async fn run(
     http: Option<String>,
     count: usize,
     stop: tokio_util::sync::CancellationToken,
-) -> anyhow::Result<()> {
-    let now = crate::unix_ms() as u64;
+) -> Result<(), Error> {
+    let now = unix_ms();
     let reg = registry.clone();
-    let fleet = tokio::task::spawn_blocking(move || fleet(&reg, count, now))
-        .await
-        .context("demo setup failed")??;
+    let fleet = tokio::task::spawn_blocking(move || fleet(&reg, count, now)).await??;
     rules(&automation)?;
     // A demo login, new password at every start.
     let password: String = {
@@ -116,7 +136,7 @@ pub async fn run(
     };
     let reg = registry.clone();
     let pw = password.clone();
-    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(move || -> Result<(), Error> {
         match reg.get_user("demo")? {
             Some(_) => {
                 reg.update_user(
@@ -127,18 +147,12 @@ pub async fn run(
                 )?;
             }
             None => {
-                reg.create_user(
-                    "demo",
-                    &pw,
-                    registry::Role::Operator,
-                    crate::unix_ms() as u64,
-                )?;
+                reg.create_user("demo", &pw, registry::Role::Operator, unix_ms())?;
             }
         }
         Ok(())
     })
-    .await
-    .context("demo user")??;
+    .await??;
     println!(
         "Demo mode: {} simulated machines on MQTT {mqtt}, demo rules `demo-overheat` and `demo-vibration`.",
         fleet.devices.len()
