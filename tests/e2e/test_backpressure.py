@@ -112,3 +112,92 @@ def test_every_acknowledged_message_reaches_every_connected_subscriber(tmp_path,
         for c in clients:
             c.close()
         p.kill9()
+
+
+def test_acknowledged_messages_survive_kill9_while_publishers_are_paused(tmp_path):
+    """kill -9 while back-pressure holds the publishers: every message a
+    publisher got PUBACK for is still delivered to the persistent
+    subscriber after the restart (the paused publishers' held
+    acknowledgements were never sent, so nothing is owed for them)."""
+    from helpers import PacketTypes, props
+
+    p = mwplatform.Platform(tmp_path / "p", mqtt={"allow_anonymous": True,
+                                                 "max_queued_messages": 200,
+                                                 "stuck_subscriber_secs": 120})
+    p.start()
+    clients: list[MqttClient] = []
+    expiry = props(PacketTypes.CONNECT, SessionExpiryInterval=3600)
+    try:
+        topic = unique("bpk")
+        sub_id = unique("slowpersist")
+        sub = MqttClient(p, sub_id, version=V5, clean=False)
+        clients.append(sub)
+
+        def slow(_c, _u, msg, coll=sub.messages):
+            time.sleep(0.002)
+            coll.add(msg)
+        sub.client.on_message = slow
+        sub.connect(properties=expiry)
+        sub.subscribe(f"{topic}/#", 1)
+
+        # Acknowledged packet ids per publisher (appended by paho's network
+        # thread; no lock shared with `publish`, which paho locks itself).
+        pubs = []
+        for k in range(2):
+            c = MqttClient(p, unique(f"bpkpub{k}"), version=V5)
+            clients.append(c)
+            c.client.max_inflight_messages_set(20)
+            acked_mids: list[int] = []
+
+            def on_publish(_c, _u, mid, reason_code, _props, acked_mids=acked_mids):
+                if int(getattr(reason_code, "value", reason_code or 0)) < 0x80:
+                    acked_mids.append(mid)
+            c.client.on_publish = on_publish
+            c.connect()
+            pubs.append((k, c, {}, acked_mids))
+
+        def publish_all(k, c, mids, _acked):
+            for n in range(3_000):
+                if not c.is_connected:
+                    return
+                payload = f"{k}:{n}".encode()
+                info = c.client.publish(f"{topic}/{k}", payload, qos=1)
+                mids[info.mid] = payload
+
+        threads = [threading.Thread(target=publish_all, args=pub, daemon=True) for pub in pubs]
+        for t in threads:
+            t.start()
+
+        def paused():
+            status = p.ok("GET", "/api/system").body
+            return status.get("broker", status).get("publishers_paused", 0) >= 1
+        wait_until(paused, timeout=60, what="publishers paused by the slow subscriber")
+        wait_until(lambda: sum(len(a) for *_x, a in pubs) >= 300, timeout=60,
+                   what="300 acknowledged messages")
+        p.kill9()
+        # What the publishers saw acknowledged before the broker died.
+        for _k, c, _m, _a in pubs:
+            c.wait_disconnected(timeout=10)
+        for t in threads:
+            t.join(30)
+        owed = {mids[m] for _k, _c, mids, acked_mids in pubs for m in acked_mids}
+        sub.wait_disconnected(timeout=10)
+        before = set(sub.messages.payloads())
+        for c in clients:
+            c.close()
+
+        p.start()
+        again = MqttClient(p, sub_id, version=V5, clean=False)
+        clients.append(again)
+        conn = again.connect(properties=expiry)
+        assert conn.session_present, "the persistent session did not survive kill -9"
+        missing = lambda: owed - before - set(again.messages.payloads())  # noqa: E731
+        again.messages.wait_until(lambda _ms: not missing(), timeout=120,
+                                  what="every acknowledged message after the restart")
+        print(f"\n{len(owed)} acknowledged before kill -9 ({len(before)} delivered before), "
+              f"all delivered after the restart")
+        assert not missing()
+    finally:
+        for c in clients:
+            c.close()
+        p.kill9()
