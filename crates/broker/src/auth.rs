@@ -13,6 +13,7 @@
 //! client with `%c` (client id) and `%u` (username) substituted. Access is
 //! granted when some rule grants it and no matching `deny` rule exists.
 
+pub use iot_types::device_topics::in_device_tree;
 use std::collections::HashMap;
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -268,13 +269,6 @@ impl AccessControl {
         }
         granted
     }
-}
-
-/// Whether a topic name or filter lies in the devices' own tree
-/// (`devices/...`), which only the device itself (and explicit ACL rules)
-/// may touch.
-pub fn in_device_tree(topic: &str) -> bool {
-    topic == "devices" || topic.starts_with("devices/")
 }
 
 /// What a client authenticated outside the core (by the device registry,

@@ -324,11 +324,11 @@ impl Broker {
         let Some(s) = self.session(idx) else {
             return false;
         };
-        if topic.starts_with("$provision/") {
+        if let Some(rest) = topic.strip_prefix(iot_types::device_topics::PROVISION_PREFIX) {
             // Only a client's own exchange, and only with a grant for it.
-            let own = topic
-                .strip_prefix("$provision/")
-                .and_then(|rest| rest.split('/').next())
+            let own = rest
+                .split('/')
+                .next()
                 .is_some_and(|level| level == &*s.client_id);
             return own && s.grant.as_ref().is_some_and(|g| g.allows(topic, action));
         }

@@ -2,6 +2,7 @@
 //! SUBSCRIBE, UNSUBSCRIBE, DISCONNECT), how a connection ends (wills,
 //! session end) and the timers.
 
+use iot_types::device_topics;
 use std::cmp::Reverse;
 use std::sync::Arc;
 
@@ -475,7 +476,8 @@ impl Broker {
             .unwrap_or_default();
         let reason = if topic::level_count(&p.topic) > self.config.max_topic_levels {
             Some(ReasonCode::TOPIC_NAME_INVALID)
-        } else if (p.topic.starts_with('$') && !p.topic.starts_with("$provision/"))
+        } else if (p.topic.starts_with('$')
+            && !p.topic.starts_with(device_topics::PROVISION_PREFIX))
             || !self.allowed(idx, &p.topic, Action::Write)
         {
             self.stats.publish_denied += 1;
@@ -521,14 +523,14 @@ impl Broker {
             .session(idx)
             .and_then(|s| s.grant.as_ref())
             .map(|g| g.principal.clone());
-        let from_device = match device_of(&msg.topic) {
+        let from_device = match device_topics::device_of(&msg.topic) {
             Some(id) => principal.as_deref() == Some(id),
             None => true,
         };
         if !from_device {
             self.stats.not_from_device += 1;
         }
-        let decoded = match (&self.telemetry, telemetry_device(&msg.topic)) {
+        let decoded = match (&self.telemetry, device_topics::telemetry_device(&msg.topic)) {
             (Some(decoder), Some(device)) if from_device => {
                 Some(pre_decoded.unwrap_or_else(|| decoder.decode(device, &msg.payload, now)))
             }
@@ -920,20 +922,6 @@ impl Broker {
             }
         }
     }
-}
-
-/// The device id of a topic in the devices' tree (`devices/{id}/...`).
-fn device_of(topic: &str) -> Option<&str> {
-    let rest = topic.strip_prefix("devices/")?;
-    let id = rest.split('/').next()?;
-    (!id.is_empty()).then_some(id)
-}
-
-/// The device id of a `devices/{id}/telemetry` topic.
-pub fn telemetry_device(topic: &str) -> Option<&str> {
-    let rest = topic.strip_prefix("devices/")?;
-    let (id, tail) = rest.split_once('/')?;
-    (!id.is_empty() && tail == "telemetry").then_some(id)
 }
 
 fn fail(v5: bool, code: ReasonCode) -> ReasonCode {

@@ -36,7 +36,7 @@ pub use auth::{
 };
 pub use broker::{Broker, ConnId, ConnectInfo, Output, PresenceEvent, TapMessage};
 pub use config::BrokerConfig;
-pub use handlers::telemetry_device;
+pub use iot_types::device_topics::telemetry_device;
 pub use outbound::OutboundAliases;
 pub use persist::{
     DeliveryState, PersistOp, RestoredMessage, RestoredSession, RestoredState, StoredMessage,
