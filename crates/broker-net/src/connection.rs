@@ -119,7 +119,8 @@ pub(crate) async fn serve<T: Transport>(
     mut io: T,
     peer: SocketAddr,
     listener: Listener,
-    certificate: Option<pki::PeerCert>,
+    // Boxed: held for the life of the task, and most connections have none.
+    certificate: Option<Box<pki::PeerCert>>,
 ) {
     let max_packet = shared.broker_config.max_packet_size as usize;
     let mut rbuf = BytesMut::new();
@@ -137,10 +138,20 @@ pub(crate) async fn serve<T: Transport>(
         return;
     };
     let protocol = connect.protocol;
-    let grant = match Box::pin(authenticate(&shared, &connect, peer, listener, certificate)).await {
+    let grant = match Box::pin(authenticate(
+        &shared,
+        &connect,
+        peer,
+        listener,
+        certificate.map(|c| *c),
+    ))
+    .await
+    {
         Ok(grant) => grant,
         Err(code) => {
-            refuse(&shared, &mut io, protocol, code).await;
+            // Boxed, like every await before the session starts: a task
+            // is as large as its largest await.
+            Box::pin(refuse(&shared, &mut io, protocol, code)).await;
             return;
         }
     };
@@ -153,7 +164,13 @@ pub(crate) async fn serve<T: Transport>(
                 .principal_limit_refused
                 .fetch_add(1, Ordering::Relaxed);
             tracing::info!(%peer, principal = %p, "too many connections for this identity; refused");
-            refuse(&shared, &mut io, protocol, ReasonCode::QUOTA_EXCEEDED).await;
+            Box::pin(refuse(
+                &shared,
+                &mut io,
+                protocol,
+                ReasonCode::QUOTA_EXCEEDED,
+            ))
+            .await;
             return;
         }
     }

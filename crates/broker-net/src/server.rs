@@ -609,7 +609,8 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, kind: Kind) {
                 Kind::Tls(acceptor) => {
                     Box::pin(async move {
                         if let Some((tls, cert)) = tls::accept(&s, &acceptor, stream, peer).await {
-                            connection::serve(s, tls, peer, Listener::Tls, cert).await;
+                            connection::serve(s, tls, peer, Listener::Tls, cert.map(Box::new))
+                                .await;
                         }
                     })
                     .await

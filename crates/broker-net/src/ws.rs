@@ -147,6 +147,13 @@ pub(crate) async fn serve<S>(
     let bridge = tokio::spawn(async move {
         tokio::join!(inbound, outbound);
     });
-    connection::serve(shared, broker_side, peer, listener, certificate).await;
+    connection::serve(
+        shared,
+        broker_side,
+        peer,
+        listener,
+        certificate.map(Box::new),
+    )
+    .await;
     let _ = bridge.await;
 }
