@@ -257,7 +257,9 @@ impl broker_net::RuleSink for RuleQueues {
                 wait.extend((0..self.queues.len()).filter(|i| over(i)));
             } else {
                 let i = partition_of(partition_key(topic), self.queues.len());
-                if over(&i) {
+                // A message no strict rule reads is dropped at the bound,
+                // not held: its publisher need not wait.
+                if over(&i) && self.must_see(topic) {
                     wait.push(i);
                 }
             }
@@ -385,8 +387,14 @@ mod tests {
         assert_eq!((f[wb].queued, f[wb].held), (1, 0));
         assert!(q.pressed());
         // Only connections publishing into the full queue wait (a topic
-        // alias, unknown here, counts as any).
+        // alias, unknown here, counts as any), and only with messages a
+        // strict rule reads.
         assert!(q.room(&mut [tb.as_str()].into_iter()).is_none());
+        let other = (0..1000)
+            .map(|i| format!("plant/{i}"))
+            .find(|t| partition_of(t, 2) == wa)
+            .expect("a topic of the full queue");
+        assert!(q.room(&mut [other.as_str()].into_iter()).is_none());
         assert!(q.room(&mut [""].into_iter()).is_some());
         let wait = q
             .room(&mut [tb.as_str(), ta.as_str()].into_iter())
