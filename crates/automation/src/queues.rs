@@ -8,11 +8,13 @@
 //!   republish or a webhook) is dropped, and counted by the broker
 //!   (`rules_dropped`);
 //! - a message some other rule reads (alarms, commands, twins, store) is
-//!   queued anyway, and while any queue is over its bound the broker reads
-//!   no more from its connections after their current batch (`room`), until
-//!   the queues are down to three quarters of it. The excess is thus at
-//!   most one read batch per connection (plus the engine's own
-//!   publications), and no such message is skipped.
+//!   queued anyway, and while that queue is over its bound the broker
+//!   reads no more from the connections that publish into it (the topics
+//!   of their last read batch map to it: `room`), until it is down to
+//!   three quarters of it; other connections go on. The excess is thus at
+//!   most two read batches per connection (the one that filled it, and the
+//!   one read before the connection saw the pressure), plus the engine's
+//!   own publications, and no such message is skipped.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -39,6 +41,9 @@ struct QState {
 #[derive(Default)]
 struct Queue {
     state: Mutex<QState>,
+    /// `QState::over`, readable without the lock (and by waiting
+    /// publishers).
+    over: Arc<AtomicBool>,
     ready: Condvar,
     /// Messages taken by this queue's worker.
     taken: AtomicU64,
@@ -83,6 +88,7 @@ struct Room {
     /// Queues over their bound.
     over: AtomicUsize,
     closed: AtomicBool,
+    /// Woken whenever a queue gets back under its bound.
     notify: tokio::sync::Notify,
 }
 
@@ -183,10 +189,10 @@ impl RuleQueues {
         q.taken.fetch_add(n as u64, Ordering::Relaxed);
         if s.over && s.items.len() <= self.capacity / 4 * 3 {
             s.over = false;
+            q.over.store(false, Ordering::Release);
             drop(s);
-            if self.room.over.fetch_sub(1, Ordering::AcqRel) == 1 {
-                self.room.notify.notify_waiters();
-            }
+            self.room.over.fetch_sub(1, Ordering::AcqRel);
+            self.room.notify.notify_waiters();
         }
         true
     }
@@ -218,6 +224,7 @@ impl broker_net::RuleSink for RuleQueues {
             q.held.fetch_add(1, Ordering::Relaxed);
             if !s.over && !s.closed {
                 s.over = true;
+                q.over.store(true, Ordering::Release);
                 self.room.over.fetch_add(1, Ordering::AcqRel);
             }
         }
@@ -229,16 +236,51 @@ impl broker_net::RuleSink for RuleQueues {
         true
     }
 
-    fn room(&self) -> Option<broker_net::RoomWait> {
+    fn pressed(&self) -> bool {
+        !self.room.open()
+    }
+
+    fn room(&self, topics: &mut dyn Iterator<Item = &str>) -> Option<broker_net::RoomWait> {
         if self.room.open() {
             return None;
         }
+        // The queues over their bound these topics go to (all of them for
+        // an empty topic: an alias the broker resolves).
+        let mut wait: Vec<usize> = Vec::new();
+        for topic in topics {
+            let over = |i: &usize| {
+                self.queues
+                    .get(*i)
+                    .is_some_and(|q| q.over.load(Ordering::Acquire))
+            };
+            if topic.is_empty() {
+                wait.extend((0..self.queues.len()).filter(|i| over(i)));
+            } else {
+                let i = partition_of(partition_key(topic), self.queues.len());
+                // A message no strict rule reads is dropped at the bound,
+                // not held: its publisher need not wait.
+                if over(&i) && self.must_see(topic) {
+                    wait.push(i);
+                }
+            }
+        }
+        wait.sort_unstable();
+        wait.dedup();
+        if wait.is_empty() {
+            return None;
+        }
         let room = self.room.clone();
+        let overs: Vec<Arc<AtomicBool>> = wait
+            .iter()
+            .filter_map(|&i| self.queues.get(i).map(|q| q.over.clone()))
+            .collect();
         Some(Box::pin(async move {
             loop {
                 let mut notified = std::pin::pin!(room.notify.notified());
                 notified.as_mut().enable();
-                if room.open() {
+                if room.closed.load(Ordering::Acquire)
+                    || overs.iter().all(|o| !o.load(Ordering::Acquire))
+                {
                     return;
                 }
                 notified.await;
@@ -313,33 +355,65 @@ mod tests {
             assert!(q.offer(tap("devices/a/telemetry")));
         }
         assert!(!q.offer(tap("devices/a/telemetry")));
-        assert!(q.room().is_none());
+        assert!(!q.pressed());
+        assert!(q.room(&mut ["devices/a/telemetry"].into_iter()).is_none());
         let f = q.figures()[0];
         assert_eq!((f.queued, f.dropped, f.held), (4, 1, 0));
     }
 
     #[test]
-    fn a_full_queue_holds_what_an_alarm_rule_reads_and_publishers_wait() {
-        let q = RuleQueues::new(1, 4);
+    fn a_full_queue_holds_what_an_alarm_rule_reads_and_its_publishers_wait() {
+        let q = RuleQueues::new(2, 4);
         q.set_rules(rules(
             json!([{"type": "alarm", "alarm_type": "hot", "severity": "major"}]),
         ));
+        // Two devices on different workers.
+        let a = "d0".to_string();
+        let b = (1..100)
+            .map(|i| format!("d{i}"))
+            .find(|d| partition_of(d, 2) != partition_of(&a, 2))
+            .expect("a device on the other worker");
+        let (ta, tb) = (
+            format!("devices/{a}/telemetry"),
+            format!("devices/{b}/telemetry"),
+        );
+        let (wa, wb) = (partition_of(&a, 2), partition_of(&b, 2));
         for _ in 0..10 {
-            assert!(q.offer(tap("devices/a/telemetry")));
+            assert!(q.offer(tap(&ta)));
         }
-        // A topic no such rule reads is still dropped at the bound.
-        assert!(!q.offer(tap("plant/x")));
-        let f = q.figures()[0];
-        assert_eq!((f.queued, f.held, f.dropped), (10, 6, 1));
-        let wait = q.room().expect("publishers wait");
+        assert!(q.offer(tap(&tb)));
+        let f = q.figures();
+        assert_eq!((f[wa].queued, f[wa].held, f[wa].dropped), (10, 6, 0));
+        assert_eq!((f[wb].queued, f[wb].held), (1, 0));
+        assert!(q.pressed());
+        // Only connections publishing into the full queue wait (a topic
+        // alias, unknown here, counts as any), and only with messages a
+        // strict rule reads.
+        assert!(q.room(&mut [tb.as_str()].into_iter()).is_none());
+        let other = (0..1000)
+            .map(|i| format!("plant/{i}"))
+            .find(|t| partition_of(t, 2) == wa)
+            .expect("a topic of the full queue");
+        assert!(q.room(&mut [other.as_str()].into_iter()).is_none());
+        assert!(q.room(&mut [""].into_iter()).is_some());
+        let wait = q
+            .room(&mut [tb.as_str(), ta.as_str()].into_iter())
+            .expect("publishers wait");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
         let waited = rt.spawn(wait);
+        // Draining the other queue does not release it.
         let mut got = Vec::new();
-        // 10 - 64 at most: drained at once, back under 3/4 of 4.
-        assert!(q.take(0, &mut got));
+        assert!(q.take(wb, &mut got));
+        rt.block_on(async {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        });
+        assert!(!waited.is_finished());
+        // Draining its queue (10 at once, under 3/4 of 4) does.
+        got.clear();
+        assert!(q.take(wa, &mut got));
         assert_eq!(got.len(), 10);
         rt.block_on(async {
             tokio::time::timeout(std::time::Duration::from_secs(5), waited)
@@ -347,7 +421,8 @@ mod tests {
                 .expect("room again")
                 .expect("task");
         });
-        assert!(q.room().is_none());
+        assert!(!q.pressed());
+        assert!(q.room(&mut [ta.as_str()].into_iter()).is_none());
     }
 
     #[test]

@@ -276,11 +276,20 @@ pub(crate) async fn serve<T: Transport>(
                         }
                         _ => Vec::new(),
                     };
+                // While the rules engine is over its bound, the topics
+                // published decide whether this connection waits.
+                let mut rule_topics: Option<Vec<mqtt_proto::ByteString>> = rule_sink
+                    .as_ref()
+                    .filter(|s| s.pressed())
+                    .map(|_| Vec::new());
                 {
                     let mut core = shared.lock();
                     let now = shared.clock.now();
                     let mut decoded = decoded.into_iter();
                     for p in batch.drain(..) {
+                        if let (Some(t), Packet::Publish(pb)) = (&mut rule_topics, &p) {
+                            t.push(pb.topic.clone());
+                        }
                         let pre = decoded.next().flatten();
                         core.broker.handle_decoded(conn, p, pre, now);
                     }
@@ -290,7 +299,10 @@ pub(crate) async fn serve<T: Transport>(
                     }
                     core.dispatch(&shared.metrics, now);
                 }
-                rules_wait = rule_sink.as_ref().and_then(|s| s.room());
+                rules_wait = match (&rule_sink, &rule_topics) {
+                    (Some(s), Some(t)) if !t.is_empty() => s.room(&mut t.iter().map(|x| &**x)),
+                    _ => None,
+                };
                 // Let the writers this batch fed run before reading more:
                 // otherwise a fast publisher fills its subscribers' queues
                 // for a whole scheduling budget and QoS 0 is dropped

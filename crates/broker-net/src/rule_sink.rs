@@ -10,9 +10,10 @@ use broker::TapMessage;
 pub type RoomWait = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The rules engine's input. `offer` runs under the broker's lock and
-/// never blocks; back-pressure happens outside it: after each read batch,
-/// a connection's task does not read more until [`RuleSink::room`]
-/// resolves (its outbound queue keeps being flushed meanwhile).
+/// never blocks; back-pressure happens outside it: while the sink is
+/// `pressed`, a connection's task notes the topics of each read batch and
+/// does not read more until [`RuleSink::room`] for them resolves (its
+/// outbound queue keeps being flushed meanwhile).
 pub trait RuleSink: Send + Sync {
     /// Takes a tapped message; false when it was dropped (counted in
     /// `rules_dropped`). The sink may drop only messages no rule that must
@@ -20,7 +21,11 @@ pub trait RuleSink: Send + Sync {
     /// makes publishers wait through `room`.
     fn offer(&self, t: TapMessage) -> bool;
 
-    /// `None` when there is room; otherwise a future that resolves when
-    /// there is again.
-    fn room(&self) -> Option<RoomWait>;
+    /// Whether some queue is over its bound (cheap: checked per batch).
+    fn pressed(&self) -> bool;
+
+    /// `None` when there is room for messages on these topics (an empty
+    /// topic, i.e. a topic alias, stands for any); otherwise a future that
+    /// resolves when there is again.
+    fn room(&self, topics: &mut dyn Iterator<Item = &str>) -> Option<RoomWait>;
 }

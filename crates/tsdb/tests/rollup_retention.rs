@@ -452,3 +452,35 @@ fn deferred_rollups_answer_the_same_before_and_after_materialization() {
         );
     }
 }
+
+#[test]
+fn by_default_hourly_rollups_are_written_and_minute_rollups_deferred() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Tsdb::open(dir.path(), Options::default()).unwrap();
+    let key = Arc::new(SeriesKey::new("default", "d", "m"));
+    let t0 = 1_700_000_400_000 - 1_700_000_400_000 % DAY_MS;
+    let batch: Vec<WritePoint> = (0..360)
+        .map(|i| pt(&key, t0 + i * 10_000, i as f64))
+        .collect();
+    db.write(&batch).unwrap();
+    db.flush(t0).unwrap();
+    assert_eq!(db.storage_stats().rollup_chunks, 1, "the hourly level only");
+    let (start, end) = (t0, t0 + HOUR);
+    let q0 = db.query_stats();
+    let hourly = agg(&db, start, end, HOUR);
+    let q1 = db.query_stats();
+    assert!(q1.rollup_series_read > q0.rollup_series_read);
+    assert_eq!(
+        q1.chunk_series_decoded, q0.chunk_series_decoded,
+        "hourly rollups, not raw"
+    );
+    let minutes = agg(&db, start, end, MIN);
+    let q2 = db.query_stats();
+    assert_eq!(q2.rollup_series_read, q1.rollup_series_read);
+    assert!(
+        q2.chunk_series_decoded > q1.chunk_series_decoded,
+        "1-minute level from raw"
+    );
+    assert_eq!(minutes.len(), 60);
+    assert_eq!(hourly[0].1[0], 360.0);
+}

@@ -238,7 +238,8 @@ pub(super) fn schemas() -> Json {
     put(
         "RuleList",
         obj(
-            json!({ "items": { "type": "array", "items": { "$ref": "#/components/schemas/Rule" } }, "dropped": int }),
+            json!({ "items": { "type": "array", "items": { "$ref": "#/components/schemas/Rule" } }, "dropped": int,
+        "queues": { "type": "array", "items": obj(json!({ "queued": int, "taken": int, "held": int, "dropped": int }), &[]) } }),
             &["items"],
         ),
     );
