@@ -32,6 +32,23 @@ pub struct StoredMessage {
 }
 
 impl StoredMessage {
+    /// A JSON message the platform publishes itself (events, replies):
+    /// QoS 1, not retained, marked as UTF-8 `application/json`.
+    pub fn platform_json(topic: impl Into<ByteString>, body: Vec<u8>) -> StoredMessage {
+        StoredMessage {
+            topic: topic.into(),
+            payload: Bytes::from(body),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            payload_format_indicator: Some(true),
+            content_type: Some("application/json".into()),
+            response_topic: None,
+            correlation_data: None,
+            user_properties: Vec::new(),
+            expires_at: None,
+        }
+    }
+
     /// A copy whose topic and payload own exactly their bytes. Decoded
     /// packets are slices of a connection's read buffer; a message kept for
     /// long (retained, queued) must not pin that whole buffer.

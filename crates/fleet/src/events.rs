@@ -9,7 +9,6 @@ use std::time::Duration;
 use broker::{StoredMessage, TapMessage};
 use broker_net::PlatformEvent;
 use bytes::Bytes;
-use mqtt_proto::QoS;
 use serde_json::{json, Map, Value};
 use twin::{CommandStatus, TwinUpdate};
 
@@ -477,18 +476,8 @@ impl Fleet {
 
     pub(crate) fn publish(&self, topic: String, payload: &Value) {
         let body = serde_json::to_vec(payload).unwrap_or_default();
-        self.handle.publish(StoredMessage {
-            topic: topic.into(),
-            payload: Bytes::from(body),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            payload_format_indicator: Some(true),
-            content_type: Some("application/json".into()),
-            response_topic: None,
-            correlation_data: None,
-            user_properties: Vec::new(),
-            expires_at: None,
-        });
+        self.handle
+            .publish(StoredMessage::platform_json(topic, body));
     }
 }
 

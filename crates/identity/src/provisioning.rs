@@ -18,9 +18,7 @@ use std::sync::Arc;
 
 use broker::{StoredMessage, TapMessage};
 use broker_net::ServerHandle;
-use bytes::Bytes;
 use iot_types::device_topics::{self, ProvisionStep};
-use mqtt_proto::QoS;
 use registry::{Credential, DeviceStorage, RegistryError};
 use serde::{Deserialize, Serialize};
 
@@ -208,16 +206,11 @@ pub async fn serve_provisioning<C: iot_types::Clock + ?Sized + 'static>(
                 }
             };
             let message = StoredMessage {
-                topic: device_topics::provision(&client_id, step).into(),
-                payload: Bytes::from(body.unwrap_or_default()),
-                qos: QoS::AtLeastOnce,
-                retain: false,
-                payload_format_indicator: Some(true),
-                content_type: Some("application/json".into()),
-                response_topic: None,
                 correlation_data: tap.message.correlation_data.clone(),
-                user_properties: Vec::new(),
-                expires_at: None,
+                ..StoredMessage::platform_json(
+                    device_topics::provision(&client_id, step),
+                    body.unwrap_or_default(),
+                )
             };
             handle.publish(message);
         });

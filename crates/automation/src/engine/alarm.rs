@@ -2,8 +2,6 @@
 //! acknowledgements and clears, the JSON form of an alarm.
 
 use broker::StoredMessage;
-use bytes::Bytes;
-use mqtt_proto::QoS;
 use serde_json::{json, Map, Value};
 
 use super::Automation;
@@ -21,18 +19,10 @@ impl Automation {
             alarms::Change::Unchanged(a) => return a.id.clone(),
         };
         let doc = json!({"event": event, "alarm": alarm_json(alarm)});
-        self.handle.publish(StoredMessage {
-            topic: format!("$events/alarms/{}/{}", alarm.device_id, alarm.alarm_type).into(),
-            payload: Bytes::from(serde_json::to_vec(&doc).unwrap_or_default()),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            payload_format_indicator: Some(true),
-            content_type: Some("application/json".into()),
-            response_topic: None,
-            correlation_data: None,
-            user_properties: Vec::new(),
-            expires_at: None,
-        });
+        self.handle.publish(StoredMessage::platform_json(
+            iot_types::device_topics::alarm(&alarm.device_id, &alarm.alarm_type),
+            serde_json::to_vec(&doc).unwrap_or_default(),
+        ));
         alarm.id.clone()
     }
 
