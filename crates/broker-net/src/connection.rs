@@ -220,6 +220,8 @@ pub(crate) async fn serve<T: Transport>(
     // Set after a read batch when the rules engine's queues are over their
     // bound: nothing more is read until they have room (see `RuleSink`).
     let mut rules_wait: Option<crate::RoomWait> = None;
+    // Whether the core was told this connection's reading is held.
+    let mut held_for_rules = false;
 
     let reason = loop {
         // Decode the complete packets buffered, then handle them under one
@@ -303,6 +305,11 @@ pub(crate) async fn serve<T: Transport>(
                     (Some(s), Some(t)) if !t.is_empty() => s.room(&mut t.iter().map(|x| &**x)),
                     _ => None,
                 };
+                if rules_wait.is_some() != held_for_rules {
+                    // Not read while held: the keep-alive is not charged.
+                    held_for_rules = rules_wait.is_some();
+                    shared.lock().broker.hold_reading(conn, held_for_rules);
+                }
                 // Let the writers this batch fed run before reading more:
                 // otherwise a fast publisher fills its subscribers' queues
                 // for a whole scheduling budget and QoS 0 is dropped
@@ -352,6 +359,10 @@ pub(crate) async fn serve<T: Transport>(
                 .map(Wake::Read)
         })
         .await;
+        if held_for_rules && rules_wait.is_none() {
+            held_for_rules = false;
+            shared.lock().broker.hold_reading(conn, false);
+        }
         match wake {
             Wake::Queued => {
                 if outq.aborted() {

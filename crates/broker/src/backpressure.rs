@@ -112,6 +112,16 @@ impl Broker {
         self.outputs.push(Output::Reading { conn, paused });
     }
 
+    /// The network layer stops (or resumes) reading `conn` for a platform
+    /// service that pushes back (the rules engine's full queues). Like
+    /// the broker's own pausing, the keep-alive timer is not charged
+    /// meanwhile: the client is not silent by its own doing.
+    pub fn hold_reading(&mut self, conn: ConnId, held: bool) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.held_by_platform = held;
+        }
+    }
+
     /// A delivery goes to `conn` while it is not read: read it again so
     /// that its acknowledgement comes back (it stays paused otherwise).
     pub(crate) fn reading_needed(&mut self, conn: ConnId) {

@@ -135,6 +135,9 @@ pub(crate) struct Conn {
     pub held: Vec<Packet>,
     /// Whether the network layer was told to stop reading it.
     pub read_paused: bool,
+    /// Whether the network layer holds its reading for a platform service
+    /// (the rules engine's queues, see `Broker::hold_reading`).
+    pub held_by_platform: bool,
 }
 
 /// The broker core. See the crate documentation.

@@ -198,6 +198,7 @@ impl Broker {
                 paused_on: 0,
                 held: Vec::new(),
                 read_paused: false,
+                held_by_platform: false,
             },
         );
         if timeout_ms > 0 {

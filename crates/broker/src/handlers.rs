@@ -879,9 +879,10 @@ impl Broker {
                     let Some(c) = self.conns.get(&conn) else {
                         continue;
                     };
-                    // A connection the broker stopped reading is not
-                    // silent by its own doing.
-                    let deadline = if c.read_paused {
+                    // A connection the broker (or the network layer, for
+                    // a platform service) stopped reading is not silent by
+                    // its own doing.
+                    let deadline = if c.read_paused || c.held_by_platform {
                         now.plus_ms(c.timeout_ms)
                     } else {
                         c.last_seen.plus_ms(c.timeout_ms)

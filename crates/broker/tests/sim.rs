@@ -719,3 +719,27 @@ fn telemetry_is_persisted_before_its_puback_and_bad_payloads_are_refused() {
     assert!(!out.iter().any(|o| matches!(o, Output::Persist(_))));
     assert_eq!(s.b.stats().telemetry_rejected, 1);
 }
+
+#[test]
+fn keepalive_is_not_charged_while_the_network_layer_holds_reading() {
+    let mut s = Sim::new();
+    s.connect(
+        1,
+        "a",
+        ConnectOpts {
+            keep_alive: 10,
+            ..Default::default()
+        },
+    );
+    s.b.hold_reading(ConnId(1), true);
+    assert!(
+        !closed(&s.advance(60_000), 1),
+        "closed for silence while its reading was held"
+    );
+    s.b.hold_reading(ConnId(1), false);
+    assert!(!closed(&s.advance(14_000), 1));
+    assert!(
+        closed(&s.advance(2_000), 1),
+        "not closed after 1.5 x keep alive of silence once released"
+    );
+}
