@@ -54,12 +54,9 @@ pub(crate) fn matches(filter: &str, topic: &str) -> bool {
     }
 }
 
-/// The `{id}` of `devices/{id}` or `devices/{id}/...`, if not empty.
-pub(crate) fn device_id(topic: &str) -> Option<&str> {
-    let rest = topic.strip_prefix("devices/")?;
-    let id = rest.split('/').next().unwrap_or("");
-    (!id.is_empty()).then_some(id)
-}
+/// The `{id}` of `devices/{id}` or `devices/{id}/...`, if not empty (the
+/// device contract's one parser).
+pub(crate) use iot_types::device_topics::device_of as device_id;
 
 /// Level `n` (1-based) of `topic`.
 pub(crate) fn level(topic: &str, n: usize) -> Option<&str> {
