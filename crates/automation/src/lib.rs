@@ -37,8 +37,9 @@ pub use store::{RedbRuleStore, RuleStorage};
 /// Unix milliseconds now; injected so tests can fix time.
 pub type Clock = std::sync::Arc<dyn Fn() -> u64 + Send + Sync>;
 
-/// The namespace (tenant) rules and alarms live in for now.
-pub const NAMESPACE: &str = "default";
+/// The namespace (tenant) rules and alarms live in for now: the platform's
+/// one default namespace.
+pub const NAMESPACE: &str = iot_types::DEFAULT_NAMESPACE;
 
 /// Why an automation operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
