@@ -191,11 +191,13 @@ struct RawSeriesDto<'a> {
     points: Vec<PointDto<'a>>,
 }
 
+/// A raw answer: its series as points (`RawSeriesDto`) or as columns
+/// (`RawColumnsDto`), and where the next page starts.
 #[derive(Serialize)]
-struct RawDto<'a> {
+struct RawDto<'a, S> {
     start: i64,
     end: i64,
-    series: Vec<RawSeriesDto<'a>>,
+    series: Vec<S>,
     next: Option<&'a str>,
     next_start: Option<i64>,
 }
@@ -208,15 +210,6 @@ struct RawColumnsDto<'a> {
     labels: std::collections::BTreeMap<&'a str, &'a str>,
     ts: Vec<i64>,
     values: Vec<JsonValue<'a>>,
-}
-
-#[derive(Serialize)]
-struct RawColumnarDto<'a> {
-    start: i64,
-    end: i64,
-    series: Vec<RawColumnsDto<'a>>,
-    next: Option<&'a str>,
-    next_start: Option<i64>,
 }
 
 async fn query_raw(
@@ -273,7 +266,7 @@ async fn query_raw(
             render::json(&dto, next.as_deref())
         }
         Format::Columnar => {
-            let dto = RawColumnarDto {
+            let dto = RawDto {
                 start,
                 end,
                 series: series
