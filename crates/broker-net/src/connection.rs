@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use broker::{ConnectInfo, OutboundAliases};
 use bytes::BytesMut;
-use mqtt_proto::{ConnAck, ConnAckProperties, DecodeError, Packet, Protocol, ReasonCode};
+use mqtt_proto::{ConnAck, ConnAckProperties, DecodeError, Packet, Protocol, QoS, ReasonCode};
 use tokio::io::{AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::net::TcpStream;
 
@@ -195,7 +195,7 @@ pub(crate) async fn serve<T: Transport>(
         .map(|g| g.principal.clone())
         .filter(|p| !p.starts_with("claim:"));
     let conn = shared.next_conn_id();
-    let telemetry;
+    let telemetry = shared.telemetry.clone();
     let rule_sink;
     // Room for the outbound window, the queue proper, and the
     // acknowledgements back-pressure may have held and releases at once.
@@ -214,7 +214,6 @@ pub(crate) async fn serve<T: Transport>(
         };
         core.broker.connect(conn, *connect, &info, now);
         core.dispatch(&shared.metrics, now);
-        telemetry = core.broker.telemetry_decoder();
         rule_sink = core.rule_events.clone();
     }
     // Set after a read batch when the rules engine's queues are over their
@@ -251,9 +250,9 @@ pub(crate) async fn serve<T: Transport>(
                 break;
             }
             {
-                // A device's own telemetry is decoded here, outside the
-                // broker's lock: one client's huge payload costs its own
-                // task, not everybody's lock.
+                // A device's own telemetry goes through the ingest stage
+                // here, outside the broker's lock: one client's huge
+                // payload costs its own task, not everybody's lock.
                 let own_telemetry = |p: &Packet| match (p, &device) {
                     (Packet::Publish(p), Some(device)) => {
                         broker::telemetry_device(&p.topic) == Some(device.as_str())
@@ -262,7 +261,7 @@ pub(crate) async fn serve<T: Transport>(
                 };
                 // Built only when the batch holds the device's telemetry
                 // (no allocation per read otherwise).
-                let decoded: Vec<Option<Result<broker::TelemetryBatch, String>>> =
+                let decoded: Vec<Option<Result<Vec<tsdb::WritePoint>, String>>> =
                     match (&telemetry, &device) {
                         (Some(decoder), Some(device)) if batch.iter().any(own_telemetry) => {
                             let now = shared.clock.now();
@@ -292,8 +291,24 @@ pub(crate) async fn serve<T: Transport>(
                         if let (Some(t), Packet::Publish(pb)) = (&mut rule_topics, &p) {
                             t.push(pb.topic.clone());
                         }
-                        let pre = decoded.next().flatten();
-                        core.broker.handle_decoded(conn, p, pre, now);
+                        // The broker gets the verdict; the points stay here
+                        // until it says it took the message.
+                        let (verdict, points, ack) = match (decoded.next().flatten(), &p) {
+                            (Some(Ok(points)), Packet::Publish(pb)) => (
+                                Some(broker::Ingest::Accepted {
+                                    points: points.len(),
+                                }),
+                                Some(points),
+                                (pb.qos > QoS::AtMostOnce).then_some(pb.packet_id),
+                            ),
+                            (Some(Err(why)), _) => (Some(broker::Ingest::Refused(why)), None, None),
+                            _ => (None, None, None),
+                        };
+                        if core.broker.handle_decoded(conn, p, verdict, now) {
+                            if let Some(points) = points {
+                                core.take_telemetry(conn, ack, points);
+                            }
+                        }
                     }
                     if let Some(e) = &error {
                         core.broker

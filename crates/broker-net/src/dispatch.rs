@@ -6,10 +6,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::outq::{Full, OutQueue, Outgoing};
-use crate::persist::{PersistQueue, Submission, Verdict};
+use crate::persist::{PersistQueue, Submission, TakenBatch, Verdict};
 use crate::server::NetMetrics;
 use crate::server::PlatformEvent;
-use broker::{Broker, ConnId, Output, PersistOp, Time};
+use broker::{Broker, ConnId, Output, Time};
 use mqtt_proto::{Packet, QoS};
 
 /// The state behind the lock.
@@ -33,18 +33,41 @@ pub(crate) struct Core {
     /// The outputs being dispatched, kept between dispatches (one buffer
     /// for the whole broker, not one per call).
     pub scratch: Vec<Output>,
+    /// Telemetry the broker took since the last dispatch
+    /// ([`Core::take_telemetry`]); it joins the next dispatch round's
+    /// group commit, which that round's acknowledgements wait for.
+    pub taken: Vec<TakenBatch>,
 }
 
 /// Outputs whose room the dispatch buffer keeps between calls.
 const SCRATCH_KEEP: usize = 1024;
 
 impl Core {
+    /// Keeps a device's decoded telemetry that the broker just took for
+    /// storage (`Broker::handle_decoded` returned true), with the verdict
+    /// the acknowledgement of `packet_id` (QoS 1/2) will read. Stored in
+    /// the group commit of the next dispatch round, before any
+    /// acknowledgement dispatched from then on.
+    pub fn take_telemetry(
+        &mut self,
+        conn: ConnId,
+        packet_id: Option<u16>,
+        points: Vec<tsdb::WritePoint>,
+    ) {
+        let verdict = packet_id.map(|id| {
+            let v = Arc::new(Verdict::default());
+            self.verdicts.insert((conn, id), v.clone());
+            v
+        });
+        self.taken.push((points, verdict));
+    }
+
     /// Dispatches every pending broker output.
     pub fn dispatch(&mut self, metrics: &Arc<NetMetrics>, now: Time) {
         let mut outputs = std::mem::take(&mut self.scratch);
         loop {
             self.broker.take_outputs(&mut outputs);
-            if outputs.is_empty() {
+            if outputs.is_empty() && self.taken.is_empty() {
                 // Kept for the next dispatch unless a burst made it large.
                 if outputs.capacity() <= SCRATCH_KEEP {
                     self.scratch = outputs;
@@ -52,19 +75,11 @@ impl Core {
                 return;
             }
             let mut ops = Vec::new();
-            let mut telemetry = Vec::new();
+            let telemetry = std::mem::take(&mut self.taken);
             let round_seq = self.persist.submitted + 1;
             let mut lost: Vec<ConnId> = Vec::new();
             for out in outputs.drain(..) {
                 match out {
-                    Output::Persist(PersistOp::Telemetry { batch, ack }) => {
-                        let verdict = ack.map(|key| {
-                            let v = Arc::new(Verdict::default());
-                            self.verdicts.insert(key, v.clone());
-                            v
-                        });
-                        telemetry.push((batch, verdict));
-                    }
                     Output::Persist(op) => ops.push(op),
                     Output::Send {
                         conn,

@@ -25,11 +25,11 @@ mod ws;
 
 pub use auth::{AuthDecision, AuthRequest, Authenticator, Listener};
 pub use clock::Clock;
-pub use persist::TelemetrySink;
+pub use persist::IngestStage;
 pub use rule_sink::{RoomWait, RuleSink};
 pub use server::{
     BrokerFigures, NetConfig, NetError, NetMetrics, PlatformEvent, Server, ServerHandle,
-    ServerOptions, TelemetryIngest,
+    ServerOptions,
 };
 pub use stream::{StreamItem, StreamSubscription};
 pub use tls::TlsListeners;

@@ -20,17 +20,30 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use broker::{PersistOp, TelemetryBatch};
+use broker::{PersistOp, Time};
 use kv::SessionStore;
 use tokio::sync::watch;
+use tsdb::WritePoint;
 
-/// Where the persistence thread writes device telemetry (the telemetry
-/// store). `write` returns once the batches it accepted are durable:
-/// `Err` when nothing could be stored (the whole commit fails), otherwise
-/// one entry per batch, `Some(reason)` for a batch refused on its own.
-pub trait TelemetrySink: Send + Sync {
-    fn write(&self, batches: &[&TelemetryBatch]) -> Result<Vec<Option<String>>, String>;
+/// The ingest stage of devices' telemetry (the `telemetry` crate's): one
+/// object, entered at two points of one one-way path.
+/// - `decode` turns a device's own `devices/{id}/telemetry` payload into
+///   points or refuses it; the connection's task calls it outside the
+///   broker's lock, before the broker routes the message (a refused payload
+///   is answered 0x99 and goes nowhere).
+/// - `write` stores the batches the broker took, every batch of one group
+///   commit at once (one WAL fsync), on the persistence thread, before the
+///   acknowledgements that wait for them are released. It returns `Err`
+///   when nothing could be stored (the whole commit fails), otherwise one
+///   entry per batch, `Some(reason)` for a batch refused on its own.
+pub trait IngestStage: Send + Sync {
+    fn decode(&self, device: &str, payload: &[u8], now: Time) -> Result<Vec<WritePoint>, String>;
+    fn write(&self, batches: &[&[WritePoint]]) -> Result<Vec<Option<String>>, String>;
 }
+
+/// A device's decoded telemetry taken by the broker, with the verdict its
+/// acknowledgement reads (QoS 1/2 only).
+pub(crate) type TakenBatch = (Vec<WritePoint>, Option<Arc<Verdict>>);
 
 /// The fate of one telemetry batch, shared by the persistence thread and
 /// the acknowledgement that waits on it. Set before the batch's sequence
@@ -101,7 +114,7 @@ impl Durable {
 /// batches with the verdict their acknowledgement reads (QoS 1/2 only).
 pub(crate) struct Submission {
     pub ops: Vec<PersistOp>,
-    pub telemetry: Vec<(TelemetryBatch, Option<Arc<Verdict>>)>,
+    pub telemetry: Vec<TakenBatch>,
 }
 
 pub(crate) struct PersistQueue {
@@ -113,7 +126,7 @@ pub(crate) struct PersistQueue {
 impl PersistQueue {
     pub fn start(
         store: Arc<dyn SessionStore>,
-        telemetry: Option<Arc<dyn TelemetrySink>>,
+        telemetry: Option<Arc<dyn IngestStage>>,
         durable: watch::Sender<Durable>,
     ) -> std::io::Result<PersistQueue> {
         let (tx, rx) = mpsc::channel::<(u64, Submission)>();
@@ -151,7 +164,7 @@ const GROUP_MAX_OPS: usize = 100_000;
 
 fn run(
     store: Arc<dyn SessionStore>,
-    telemetry: Option<Arc<dyn TelemetrySink>>,
+    telemetry: Option<Arc<dyn IngestStage>>,
     rx: mpsc::Receiver<(u64, Submission)>,
     durable: watch::Sender<Durable>,
 ) {
@@ -175,7 +188,8 @@ fn run(
         if !batches.is_empty() {
             match &telemetry {
                 Some(sink) => {
-                    let refs: Vec<&TelemetryBatch> = batches.iter().map(|(b, _)| b).collect();
+                    let refs: Vec<&[WritePoint]> =
+                        batches.iter().map(|(b, _)| b.as_slice()).collect();
                     match sink.write(&refs) {
                         Ok(verdicts) => {
                             for ((_, verdict), refused) in batches.iter().zip(verdicts) {

@@ -88,21 +88,15 @@ impl Default for NetConfig {
     }
 }
 
-/// Storage of `devices/{id}/telemetry` messages: the pure decoder the
-/// broker core uses to accept or refuse a payload, and the store the
-/// persistence thread writes the decoded batches to before acknowledging.
-pub struct TelemetryIngest {
-    pub decoder: Arc<dyn broker::TelemetryDecoder>,
-    pub sink: Arc<dyn crate::TelemetrySink>,
-}
-
 /// What the platform plugs into the server besides its settings.
 #[derive(Default)]
 pub struct ServerOptions {
     /// The plain broker's password and ACL files (used for clients the
     /// authenticator leaves to the core).
     pub access: AccessControl,
-    pub telemetry: Option<TelemetryIngest>,
+    /// Stores devices' own `devices/{id}/telemetry` messages (decoded
+    /// outside the lock, written before they are acknowledged).
+    pub telemetry: Option<Arc<dyn crate::IngestStage>>,
     /// Authenticates every CONNECT before the core sees it.
     pub authenticator: Option<Arc<dyn Authenticator>>,
     /// TLS and secure WebSocket listeners.
@@ -218,6 +212,8 @@ pub(crate) struct Shared {
     /// ([`NetConfig::auth_concurrency`]).
     pub auth_slots: Arc<Semaphore>,
     pub authenticator: Option<Arc<dyn Authenticator>>,
+    /// The telemetry ingest stage, if telemetry is stored.
+    pub telemetry: Option<Arc<dyn crate::IngestStage>>,
     pub guard: Guard,
     pub guard_limits: GuardLimits,
 }
@@ -423,20 +419,14 @@ impl Server {
         broker.restore(restored, now);
         tracing::info!(sessions, retained, queued, "restored broker state");
         let (durable_tx, durable_rx) = watch::channel(Durable::default());
-        let sink = match telemetry {
-            Some(t) => {
-                broker.set_telemetry_decoder(t.decoder);
-                Some(t.sink)
-            }
-            None => None,
-        };
         for t in &taps {
             broker.add_tap(t);
         }
         for t in &ack_taps {
             broker.add_ack_tap(t);
         }
-        let persist = PersistQueue::start(store, sink, durable_tx).map_err(NetError::Thread)?;
+        let persist =
+            PersistQueue::start(store, telemetry.clone(), durable_tx).map_err(NetError::Thread)?;
         let guard_limits = GuardLimits {
             conn_rate_per_ip: config.max_conn_rate_per_ip,
             failure_threshold: config.auth_failure_threshold,
@@ -454,7 +444,9 @@ impl Server {
                 streams: Default::default(),
                 verdicts: HashMap::new(),
                 scratch: Vec::new(),
+                taken: Vec::new(),
             }),
+            telemetry,
             authenticator,
             guard: Guard::default(),
             guard_limits,

@@ -5,7 +5,6 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use crate::fast::HashMap;
-use std::sync::Arc;
 
 use mqtt_proto::{topic, ByteString, Packet, Protocol};
 
@@ -38,8 +37,10 @@ pub struct ConnectInfo {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     /// Send a packet on a connection. When `durable` is true it must not be
-    /// sent before every [`Output::Persist`] drained before it is durable
-    /// (it acknowledges something the client must not lose).
+    /// sent before every [`Output::Persist`] drained before it is durable,
+    /// and every telemetry batch taken before it (see
+    /// [`Broker::handle_decoded`]) is stored: it acknowledges something the
+    /// client must not lose.
     Send {
         conn: ConnId,
         packet: Packet,
@@ -159,8 +160,6 @@ pub struct Broker {
     /// Sequence numbers of queued messages: unique across all sessions and
     /// restarts, so a stored (client id, seq) key is never reused.
     pub(crate) next_seq: u64,
-    /// Decodes `devices/{id}/telemetry` payloads for storage, when set.
-    pub(crate) telemetry: Option<Arc<dyn crate::TelemetryDecoder>>,
     /// The taps, as internal subscriptions: filters of platform services
     /// (`Output::Tap`), of the rules engine and of live streams (any
     /// publish, the platform's own included; replaced as a whole), and of
@@ -224,7 +223,6 @@ impl Broker {
             stats: Stats::default(),
             next_assigned_id: now.0,
             next_seq: 1,
-            telemetry: None,
             taps: crate::taps::Taps::default(),
             detach_reason: "connection lost",
             denial_log_next: 0,
@@ -232,18 +230,6 @@ impl Broker {
             persistent: PersistentCount::default(),
             started: now,
         }
-    }
-
-    /// Stores every accepted `devices/{id}/telemetry` message through this
-    /// decoder (acknowledged once durable); bad payloads are refused.
-    pub fn set_telemetry_decoder(&mut self, decoder: Arc<dyn crate::TelemetryDecoder>) {
-        self.telemetry = Some(decoder);
-    }
-
-    /// The telemetry decoder, for decoding outside the broker's lock (see
-    /// [`Broker::handle_decoded`]).
-    pub fn telemetry_decoder(&self) -> Option<Arc<dyn crate::TelemetryDecoder>> {
-        self.telemetry.clone()
     }
 
     /// Hands every accepted PUBLISH whose topic matches `filter` to the

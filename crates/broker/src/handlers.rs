@@ -13,34 +13,41 @@ use mqtt_proto::{
 
 use crate::auth::Action;
 use crate::broker::{split_shared, Broker, ConnId, Output, Timer};
-use crate::persist::{DeliveryState, PersistOp, StoredMessage, StoredSubscription, TelemetryBatch};
+use crate::persist::{DeliveryState, Ingest, PersistOp, StoredMessage, StoredSubscription};
 use crate::trie::SessionIdx;
 use crate::Time;
 
 impl Broker {
     /// Handles one packet (other than the first CONNECT) from a connection.
     pub fn handle(&mut self, conn: ConnId, packet: Packet, now: Time) {
-        self.handle_decoded(conn, packet, None, now);
+        // Without a verdict nothing is taken for storage.
+        let _ = self.handle_decoded(conn, packet, None, now);
     }
 
-    /// [`Broker::handle`] with the telemetry of a PUBLISH already decoded
-    /// (by the network layer, outside any lock, with the decoder from
-    /// [`Broker::telemetry_decoder`]); used only when the PUBLISH turns out
-    /// to be its device's own telemetry, decoded here otherwise.
+    /// [`Broker::handle`] with the ingest stage's verdict on a PUBLISH's
+    /// payload (`ingest`), for a device's own `devices/{id}/telemetry`. The
+    /// broker never parses telemetry: a refused payload is answered 0x99
+    /// (v5) or not acknowledged (v3.1.1) and goes nowhere; an accepted one
+    /// is routed like any message. Returns true when the PUBLISH was taken
+    /// for storage: the caller then stores its points in the group commit
+    /// that this round's outputs belong to, so that its durable
+    /// acknowledgement is sent only once they are stored. A verdict on any
+    /// other PUBLISH (not the sender's own telemetry) is ignored.
+    #[must_use = "taken telemetry must be stored before its acknowledgement is sent"]
     pub fn handle_decoded(
         &mut self,
         conn: ConnId,
         packet: Packet,
-        decoded: Option<Result<TelemetryBatch, String>>,
+        ingest: Option<Ingest>,
         now: Time,
-    ) {
+    ) -> bool {
         let Some(c) = self.conns.get_mut(&conn) else {
-            return;
+            return false;
         };
         c.last_seen = now;
         let idx = c.session;
         match packet {
-            Packet::Publish(p) => self.handle_publish(conn, p, decoded, now),
+            Packet::Publish(p) => return self.handle_publish(conn, p, ingest, now),
             Packet::PubAck(ack) => self.handle_puback(idx, ack, now),
             Packet::PubRec(ack) => self.handle_pubrec(conn, idx, ack, now),
             Packet::PubRel(ack) => self.handle_pubrel(conn, idx, ack),
@@ -66,6 +73,7 @@ impl Broker {
                     now,
                 ),
         }
+        false
     }
 
     /// Closes a connection for a protocol violation: DISCONNECT with the
@@ -375,11 +383,11 @@ impl Broker {
         &mut self,
         conn: ConnId,
         mut p: Publish,
-        pre_decoded: Option<Result<TelemetryBatch, String>>,
+        ingest: Option<Ingest>,
         now: Time,
-    ) {
+    ) -> bool {
         let Some(c) = self.conns.get_mut(&conn) else {
-            return;
+            return false;
         };
         let v5 = c.protocol.is_v5();
         let idx = c.session;
@@ -395,7 +403,7 @@ impl Broker {
                     "topic alias out of range",
                     now,
                 );
-                return;
+                return false;
             }
             if p.topic.is_empty() {
                 match c.aliases_in.get(&alias) {
@@ -407,7 +415,7 @@ impl Broker {
                             "unknown topic alias",
                             now,
                         );
-                        return;
+                        return false;
                     }
                 }
             } else {
@@ -421,7 +429,7 @@ impl Broker {
                 "invalid topic name",
                 now,
             );
-            return;
+            return false;
         }
         if p.retain && !self.config.retain_available {
             self.protocol_violation(
@@ -430,15 +438,17 @@ impl Broker {
                 "retain not available",
                 now,
             );
-            return;
+            return false;
         }
         // Exactly-once: a repeated QoS 2 packet id is acknowledged again,
         // never routed twice.
         if p.qos == QoS::ExactlyOnce {
-            let Some(s) = self.session(idx) else { return };
+            let Some(s) = self.session(idx) else {
+                return false;
+            };
             if s.incoming_qos2.contains(&p.packet_id) {
                 self.send(conn, Packet::PubRec(Ack::new(p.packet_id)));
-                return;
+                return false;
             }
             if s.incoming_qos2.len() >= usize::from(self.config.receive_maximum) {
                 self.protocol_violation(
@@ -447,7 +457,7 @@ impl Broker {
                     "receive maximum exceeded",
                     now,
                 );
-                return;
+                return false;
             }
         }
         // A paused publisher holding a full window of acknowledgements
@@ -467,7 +477,7 @@ impl Broker {
                 self.detach_reason = "too many unacknowledged publishes";
                 self.detach(conn, now, true, false);
             }
-            return;
+            return false;
         }
 
         let client_id = self
@@ -492,7 +502,7 @@ impl Broker {
         if let Some(code) = reason {
             self.stats.messages_dropped += 1;
             self.ack_publish(conn, idx, &p, code, v5, now);
-            return;
+            return false;
         }
 
         let pp = p.properties;
@@ -530,36 +540,30 @@ impl Broker {
         if !from_device {
             self.stats.not_from_device += 1;
         }
-        let decoded = match (&self.telemetry, device_topics::telemetry_device(&msg.topic)) {
-            (Some(decoder), Some(device)) if from_device => {
-                Some(pre_decoded.unwrap_or_else(|| decoder.decode(device, &msg.payload, now)))
+        // The ingest stage's verdict counts only for the sender's own
+        // telemetry topic.
+        let ingest =
+            ingest.filter(|_| from_device && device_topics::telemetry_device(&msg.topic).is_some());
+        let stored = matches!(ingest, Some(Ingest::Accepted { .. }));
+        match ingest {
+            Some(Ingest::Accepted { points }) => {
+                self.stats.telemetry_messages += 1;
+                self.stats.telemetry_points += points as u64;
             }
-            _ => None,
-        };
-        let stored = matches!(decoded, Some(Ok(_)));
-        if let Some(decoded) = decoded {
-            match decoded {
-                Ok(batch) => {
-                    self.stats.telemetry_messages += 1;
-                    self.stats.telemetry_points += batch.points as u64;
-                    let ack =
-                        (ack_info.qos > QoS::AtMostOnce).then_some((conn, ack_info.packet_id));
-                    self.persist(PersistOp::Telemetry { batch, ack });
-                }
-                Err(why) => {
-                    self.stats.telemetry_rejected += 1;
-                    tracing::debug!(client_id = %client_id, topic = %msg.topic, why, "telemetry refused");
-                    self.ack_publish(
-                        conn,
-                        idx,
-                        &ack_info,
-                        ReasonCode::PAYLOAD_FORMAT_INVALID,
-                        v5,
-                        now,
-                    );
-                    return;
-                }
+            Some(Ingest::Refused(why)) => {
+                self.stats.telemetry_rejected += 1;
+                tracing::debug!(client_id = %client_id, topic = %msg.topic, why, "telemetry refused");
+                self.ack_publish(
+                    conn,
+                    idx,
+                    &ack_info,
+                    ReasonCode::PAYLOAD_FORMAT_INVALID,
+                    v5,
+                    now,
+                );
+                return false;
             }
+            None => {}
         }
         if msg.retain {
             msg = Arc::new(msg.compacted());
@@ -567,7 +571,7 @@ impl Broker {
         if msg.retain && !self.set_retained(msg.clone()) {
             self.stats.messages_dropped += 1;
             self.ack_publish(conn, idx, &ack_info, ReasonCode::QUOTA_EXCEEDED, v5, now);
-            return;
+            return false;
         }
         let hits = if from_device {
             self.taps.hits(&msg.topic)
@@ -595,7 +599,7 @@ impl Broker {
                     self.outputs.push(Output::Close { conn });
                     self.detach_reason = "subscriber queue full";
                     self.detach(conn, now, true, false);
-                    return;
+                    return false;
                 }
                 ReasonCode::QUOTA_EXCEEDED
             }
@@ -606,6 +610,7 @@ impl Broker {
             crate::delivery::RouteOutcome::Delivered(_) => ReasonCode::SUCCESS,
         };
         self.ack_publish(conn, idx, &ack_info, code, v5, now);
+        stored
     }
 
     /// Sends PUBACK / PUBREC for a received PUBLISH (nothing for QoS 0).

@@ -39,8 +39,8 @@ pub use config::BrokerConfig;
 pub use iot_types::device_topics::telemetry_device;
 pub use outbound::OutboundAliases;
 pub use persist::{
-    DeliveryState, PersistOp, RestoredMessage, RestoredSession, RestoredState, StoredMessage,
-    StoredSubscription, TelemetryBatch, TelemetryDecoder,
+    DeliveryState, Ingest, PersistOp, RestoredMessage, RestoredSession, RestoredState,
+    StoredMessage, StoredSubscription,
 };
 pub use stats::Stats;
 pub use time::Time;

@@ -99,33 +99,19 @@ pub enum DeliveryState {
     Released(u16),
 }
 
-/// Device telemetry decoded by a [`TelemetryDecoder`], opaque to the broker.
-/// The persistence layer hands it to the telemetry store, which knows its
-/// concrete type.
-#[derive(Clone)]
-pub struct TelemetryBatch {
-    pub data: Arc<dyn std::any::Any + Send + Sync>,
-    /// Number of points, for metrics.
-    pub points: usize,
-}
-
-impl std::fmt::Debug for TelemetryBatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TelemetryBatch({} points)", self.points)
-    }
-}
-
-impl PartialEq for TelemetryBatch {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.data, &other.data)
-    }
-}
-
-/// Turns the payload of a `devices/{id}/telemetry` PUBLISH into a batch for
-/// the telemetry store. Pure: no I/O. An `Err` refuses the message (PUBACK
-/// 0x99 in v5) with the reason given.
-pub trait TelemetryDecoder: Send + Sync {
-    fn decode(&self, device: &str, payload: &[u8], now: Time) -> Result<TelemetryBatch, String>;
+/// What the ingest stage made of a device's own telemetry payload, decided
+/// outside the broker (the network layer runs the stage before handing the
+/// PUBLISH in, outside the lock). The broker never parses telemetry: it
+/// only routes the message or refuses it, and tells the network layer
+/// whether the message was taken (see [`crate::Broker::handle_decoded`]);
+/// the network layer then stores the decoded points in the same group
+/// commit that the acknowledgement waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ingest {
+    /// The payload holds this many points to store.
+    Accepted { points: usize },
+    /// The payload is refused (PUBACK/PUBREC 0x99 in v5), for this reason.
+    Refused(String),
 }
 
 /// A durable change.
@@ -178,15 +164,6 @@ pub enum PersistOp {
     RetainPut { message: Arc<StoredMessage> },
     /// Clear the retained message of a topic.
     RetainDelete { topic: ByteString },
-    /// Store device telemetry (acknowledged only once durable, like the
-    /// rest). `ack` names the acknowledgement (connection, packet id) that
-    /// depends on this batch alone, for QoS 1/2: the store may refuse one
-    /// batch (a type conflict, a series cap) while committing the others,
-    /// and only that acknowledgement then reports the failure.
-    Telemetry {
-        batch: TelemetryBatch,
-        ack: Option<(crate::ConnId, u16)>,
-    },
 }
 
 /// A message queued for a session, as stored.

@@ -5,11 +5,9 @@
 
 mod support;
 
-use std::sync::Arc;
-
 use mqtt_proto::{Ack, Packet, ReasonCode};
 
-use broker::{AccessControl, BrokerConfig, ConnId, Output, PersistOp, Time};
+use broker::{AccessControl, BrokerConfig, ConnId, Ingest, Output, PersistOp, Time};
 use support::{closed, connack, publish_ids, sent_to, suback_codes, Sim, Who, T0};
 
 const NOW: Time = T0;
@@ -224,29 +222,34 @@ fn an_explicit_acl_rule_grants_an_integration_read_access() {
     assert_eq!(publish_ids(&out, 2).len(), 1);
 }
 
-struct Decoder;
-
-impl broker::TelemetryDecoder for Decoder {
-    fn decode(
-        &self,
-        _d: &str,
-        payload: &[u8],
-        _now: Time,
-    ) -> Result<broker::TelemetryBatch, String> {
-        if payload == b"bad" {
-            return Err("bad".into());
-        }
-        Ok(broker::TelemetryBatch {
-            data: Arc::new(()),
-            points: 1,
-        })
-    }
+/// A PUBLISH handed in with the ingest stage's verdict on its payload, as
+/// the network layer does for every device's telemetry topic: `bad` is
+/// refused, anything else holds one point. Returns whether it was taken for
+/// storage, and the outputs.
+fn publish_ingested(s: &mut Sim, conn: u64, topic: &str, payload: &[u8]) -> (bool, Vec<Output>) {
+    let verdict = if payload == b"bad" {
+        Ingest::Refused("bad".into())
+    } else {
+        Ingest::Accepted { points: 1 }
+    };
+    let taken = s.b.handle_decoded(
+        ConnId(conn),
+        Packet::Publish(mqtt_proto::Publish {
+            qos: mqtt_proto::QoS::AtLeastOnce,
+            topic: topic.into(),
+            packet_id: 7,
+            payload: bytes::Bytes::copy_from_slice(payload),
+            ..Default::default()
+        }),
+        Some(verdict),
+        s.now,
+    );
+    (taken, s.b.drain_outputs().collect())
 }
 
 #[test]
 fn the_platform_acts_only_on_what_the_device_itself_published() {
     let mut b = broker();
-    b.b.set_telemetry_decoder(Arc::new(Decoder));
     b.b.add_tap("devices/+/twin/#");
     // d2 has an extra rule that lets it write into d1's tree.
     connect_as(&mut b, 1, Who::device("d1", true, &[]), "d1", true);
@@ -257,19 +260,22 @@ fn the_platform_acts_only_on_what_the_device_itself_published() {
         "d2",
         true,
     );
-    let out = publish(&mut b, 2, "devices/d1/telemetry", b"{}");
+    let (taken, out) = publish_ingested(&mut b, 2, "devices/d1/telemetry", b"{}");
+    assert!(!taken, "d2's publish into d1's telemetry taken for storage");
     assert!(!out.iter().any(|o| matches!(o, Output::Persist(_))));
     let out = publish(&mut b, 2, "devices/d1/twin/update", b"{}");
     assert!(!out.iter().any(|o| matches!(o, Output::Tap(_))));
     assert_eq!(b.b.stats().not_from_device, 2);
     // d1 itself: stored and tapped.
-    let out = publish(&mut b, 1, "devices/d1/telemetry", b"{}");
+    let (taken, out) = publish_ingested(&mut b, 1, "devices/d1/telemetry", b"{}");
+    assert!(taken, "d1's own telemetry not taken for storage");
     assert!(out.iter().any(|o| matches!(
         o,
-        Output::Persist(PersistOp::Telemetry {
-            ack: Some((ConnId(1), 7)),
-            ..
-        })
+        Output::Send {
+            conn: ConnId(1),
+            packet: Packet::PubAck(Ack { packet_id: 7, .. }),
+            durable: true,
+        }
     )));
     let out = publish(&mut b, 1, "devices/d1/twin/update", b"{}");
     assert!(out.iter().any(|o| matches!(o, Output::Tap(_))));
@@ -281,10 +287,10 @@ fn a_v311_publisher_is_not_acknowledged_for_what_was_not_kept() {
         max_retained_messages: 1,
         ..BrokerConfig::default()
     });
-    b.b.set_telemetry_decoder(Arc::new(Decoder));
     // A bad telemetry payload.
     connect_as(&mut b, 1, Who::device("d1", false, &[]), "d1", true);
-    let out = publish(&mut b, 1, "devices/d1/telemetry", b"bad");
+    let (taken, out) = publish_ingested(&mut b, 1, "devices/d1/telemetry", b"bad");
+    assert!(!taken);
     assert!(sent_to(&out, 1).is_empty(), "{out:?}");
     assert!(closed(&out, 1));
     // The retained store is full.

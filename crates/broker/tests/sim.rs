@@ -9,7 +9,9 @@ use mqtt_proto::{
     WillProperties,
 };
 
-use broker::{AccessControl, Broker, BrokerConfig, ConnId, ConnectInfo, Output, PersistOp, Time};
+use broker::{
+    AccessControl, Broker, BrokerConfig, ConnId, ConnectInfo, Ingest, Output, PersistOp, Time,
+};
 
 struct Sim {
     b: Broker,
@@ -631,29 +633,33 @@ fn retained_message_set_replace_delete() {
     assert!(publishes_to(&s.subscribe(3, "#", QoS::AtLeastOnce), 3).is_empty());
 }
 
-struct CountingDecoder;
-
-impl broker::TelemetryDecoder for CountingDecoder {
-    fn decode(
-        &self,
-        device: &str,
-        payload: &[u8],
-        _now: Time,
-    ) -> Result<broker::TelemetryBatch, String> {
-        if payload == b"bad" {
-            return Err(format!("bad payload from {device}"));
-        }
-        Ok(broker::TelemetryBatch {
-            data: std::sync::Arc::new(device.to_string()),
-            points: payload.len(),
-        })
-    }
+/// A PUBLISH with the ingest stage's verdict on it, as the network layer
+/// hands it in; returns whether it was taken for storage, and the outputs.
+fn publish_with_verdict(
+    s: &mut Sim,
+    conn: u64,
+    topic: &str,
+    packet_id: u16,
+    verdict: Ingest,
+) -> (bool, Vec<Output>) {
+    let taken = s.b.handle_decoded(
+        ConnId(conn),
+        Packet::Publish(Publish {
+            qos: QoS::AtLeastOnce,
+            topic: topic.into(),
+            packet_id,
+            payload: Bytes::from_static(b"x"),
+            ..Default::default()
+        }),
+        Some(verdict),
+        s.now,
+    );
+    (taken, s.b.drain_outputs().collect())
 }
 
 #[test]
-fn telemetry_is_persisted_before_its_puback_and_bad_payloads_are_refused() {
+fn telemetry_is_taken_for_storage_with_a_durable_puback_and_bad_payloads_are_refused() {
     let mut s = Sim::new();
-    s.b.set_telemetry_decoder(std::sync::Arc::new(CountingDecoder));
     s.connect(
         1,
         "d1",
@@ -662,45 +668,52 @@ fn telemetry_is_persisted_before_its_puback_and_bad_payloads_are_refused() {
             ..Default::default()
         },
     );
-    let out = s.publish(
+    s.connect(
+        2,
+        "d2",
+        ConnectOpts {
+            device: Some("d2"),
+            ..Default::default()
+        },
+    );
+    let (taken, out) = publish_with_verdict(
+        &mut s,
         1,
         "devices/d1/telemetry",
-        QoS::AtLeastOnce,
         1,
-        PublishProperties::default(),
+        Ingest::Accepted { points: 3 },
     );
-    let stored = out
-        .iter()
-        .position(|o| matches!(o, Output::Persist(PersistOp::Telemetry { batch: b, .. }) if b.points == 1))
-        .expect("telemetry not persisted");
-    let ack = out
-        .iter()
-        .position(|o| {
-            matches!(
-                o,
-                Output::Send {
-                    packet: Packet::PubAck(Ack {
-                        reason_code: ReasonCode::SUCCESS,
-                        ..
-                    }),
-                    durable: true,
+    assert!(taken, "accepted telemetry is taken for storage");
+    assert!(
+        out.iter().any(|o| matches!(
+            o,
+            Output::Send {
+                packet: Packet::PubAck(Ack {
+                    reason_code: ReasonCode::SUCCESS,
                     ..
-                }
-            )
-        })
-        .expect("no durable success PUBACK");
-    assert!(stored < ack);
-    let out = s.handle(
-        1,
-        Packet::Publish(Publish {
-            qos: QoS::AtLeastOnce,
-            topic: "devices/d1/telemetry".into(),
-            packet_id: 2,
-            payload: Bytes::from_static(b"bad"),
-            ..Default::default()
-        }),
+                }),
+                durable: true,
+                ..
+            }
+        )),
+        "no durable success PUBACK: {out:?}"
     );
+    assert_eq!(s.b.stats().telemetry_points, 3);
+    // A refused payload: 0x99, nothing taken, nothing routed or persisted.
+    s.subscribe(2, "devices/+/telemetry", QoS::AtLeastOnce);
+    let (taken, out) = publish_with_verdict(
+        &mut s,
+        1,
+        "devices/d1/telemetry",
+        2,
+        Ingest::Refused("bad payload".into()),
+    );
+    assert!(!taken);
     assert!(!out.iter().any(|o| matches!(o, Output::Persist(_))));
+    assert!(
+        publishes_to(&out, 2).is_empty(),
+        "a refused payload was routed"
+    );
     assert!(matches!(
         sent_to(&out, 1)[..],
         [Packet::PubAck(Ack {
@@ -708,16 +721,16 @@ fn telemetry_is_persisted_before_its_puback_and_bad_payloads_are_refused() {
             ..
         })]
     ));
-    // Other topics under the device tree are plain pub/sub.
-    let out = s.publish(
-        1,
-        "devices/d1/status",
-        QoS::AtLeastOnce,
-        3,
-        PublishProperties::default(),
-    );
-    assert!(!out.iter().any(|o| matches!(o, Output::Persist(_))));
+    // A verdict on anything but the sender's own telemetry topic is ignored:
+    // other topics under the device tree are plain pub/sub.
+    for topic in ["devices/d1/status", "devices/d2/telemetry"] {
+        let (taken, out) =
+            publish_with_verdict(&mut s, 1, topic, 3, Ingest::Accepted { points: 1 });
+        assert!(!taken, "{topic} taken for storage");
+        assert!(!out.iter().any(|o| matches!(o, Output::Persist(_))));
+    }
     assert_eq!(s.b.stats().telemetry_rejected, 1);
+    assert_eq!(s.b.stats().telemetry_messages, 1);
 }
 
 #[test]

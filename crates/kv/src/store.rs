@@ -225,8 +225,6 @@ impl SessionStore for RedbSessionStore {
                     PersistOp::RetainDelete { topic } => {
                         retained.remove(&**topic)?;
                     }
-                    // Telemetry goes to the telemetry store, not here.
-                    PersistOp::Telemetry { .. } => {}
                 }
             }
             Ok(())

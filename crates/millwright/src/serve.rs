@@ -105,15 +105,12 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 }),
             ));
             tsdb_handle = Some(db.clone());
-            Some(broker_net::TelemetryIngest {
-                decoder: Arc::new({
-                    let t = settings.telemetry.clone();
-                    telemetry::JsonDecoder::with_limits(identity::NAMESPACE, move |now| {
-                        t.parse_limits(now)
-                    })
-                }),
-                sink: Arc::new(telemetry::TsdbSink::new(db)),
-            })
+            let limits = settings.telemetry.clone();
+            Some(Arc::new(telemetry::Ingest::with_limits(
+                db,
+                identity::NAMESPACE,
+                move |now| limits.parse_limits(now),
+            )) as Arc<dyn broker_net::IngestStage>)
         } else {
             None
         };

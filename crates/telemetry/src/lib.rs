@@ -1,12 +1,13 @@
 //! Telemetry ingest from MQTT into the time-series engine, and the engine's
 //! background maintenance.
 //!
-//! [`JsonDecoder`] is the broker's [`broker::TelemetryDecoder`]: it turns a
-//! `devices/{id}/telemetry` payload (the JSON forms of the device contract)
-//! into points, or refuses the whole payload. [`TsdbSink`] is the
-//! persistence thread's [`broker_net::TelemetrySink`]: it writes every batch
-//! of a group commit with one `Tsdb::write` (one WAL fsync), before the
-//! publishers' PUBACKs are released.
+//! [`Ingest`] is the broker's [`broker_net::IngestStage`]: the one typed
+//! stage a device's `devices/{id}/telemetry` payload goes through on its
+//! way to disk. Its `decode` turns the payload (the JSON forms of the
+//! device contract) into points or refuses it, outside the broker's lock;
+//! its `write` stores every batch the broker took in one group commit with
+//! one `Tsdb::write_batches` (one WAL fsync), before the publishers'
+//! PUBACKs are released.
 //!
 //! What it is not: a parser (those live in `tsdb::parse`) or an HTTP API
 //! (that is `api`).
@@ -16,37 +17,44 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use broker::{TelemetryBatch, Time};
+use broker::Time;
 use tsdb::parse::ParseLimits;
 use tsdb::{Tsdb, WritePoint};
 
-/// Decodes device telemetry JSON into points of one namespace.
-pub struct JsonDecoder {
+/// Limits for a message received at a time (Unix ms).
+type LimitsAt = Box<dyn Fn(i64) -> ParseLimits + Send + Sync>;
+
+/// The ingest stage of device telemetry into one namespace of the
+/// time-series engine.
+pub struct Ingest {
+    tsdb: Arc<Tsdb>,
     namespace: String,
-    limits: Box<dyn Fn(i64) -> ParseLimits + Send + Sync>,
+    limits: LimitsAt,
 }
 
-impl JsonDecoder {
+impl Ingest {
     /// With the default limits ([`ParseLimits::at`]).
-    pub fn new(namespace: impl Into<String>) -> JsonDecoder {
-        JsonDecoder::with_limits(namespace, ParseLimits::at)
+    pub fn new(tsdb: Arc<Tsdb>, namespace: impl Into<String>) -> Ingest {
+        Ingest::with_limits(tsdb, namespace, ParseLimits::at)
     }
 
     /// With the limits `limits(now)` gives for a message received at `now`
     /// (Unix ms): values per message and the timestamp window.
     pub fn with_limits(
+        tsdb: Arc<Tsdb>,
         namespace: impl Into<String>,
         limits: impl Fn(i64) -> ParseLimits + Send + Sync + 'static,
-    ) -> JsonDecoder {
-        JsonDecoder {
+    ) -> Ingest {
+        Ingest {
+            tsdb,
             namespace: namespace.into(),
             limits: Box::new(limits),
         }
     }
 }
 
-impl broker::TelemetryDecoder for JsonDecoder {
-    fn decode(&self, device: &str, payload: &[u8], now: Time) -> Result<TelemetryBatch, String> {
+impl broker_net::IngestStage for Ingest {
+    fn decode(&self, device: &str, payload: &[u8], now: Time) -> Result<Vec<WritePoint>, String> {
         let now_ms = iot_types::Timestamp::from_millis(now.0).as_millis_i64();
         let limits = (self.limits)(now_ms);
         let points =
@@ -55,39 +63,16 @@ impl broker::TelemetryDecoder for JsonDecoder {
         if points.is_empty() {
             return Err("no values in the payload".into());
         }
-        Ok(TelemetryBatch {
-            points: points.len(),
-            data: Arc::new(points),
-        })
+        Ok(points)
     }
-}
 
-/// Writes decoded batches to the time-series engine.
-pub struct TsdbSink {
-    tsdb: Arc<Tsdb>,
-}
-
-impl TsdbSink {
-    pub fn new(tsdb: Arc<Tsdb>) -> TsdbSink {
-        TsdbSink { tsdb }
-    }
-}
-
-impl broker_net::TelemetrySink for TsdbSink {
     /// One WAL commit for every batch; a batch the engine refuses on its
     /// own (a type conflict with its series, the series cap) gets its
     /// reason, the others are stored.
-    fn write(&self, batches: &[&TelemetryBatch]) -> Result<Vec<Option<String>>, String> {
-        let mut slices: Vec<&[WritePoint]> = Vec::with_capacity(batches.len());
-        for b in batches {
-            match b.data.downcast_ref::<Vec<WritePoint>>() {
-                Some(points) => slices.push(points),
-                None => return Err("telemetry batch of an unknown type".into()),
-            }
-        }
+    fn write(&self, batches: &[&[WritePoint]]) -> Result<Vec<Option<String>>, String> {
         let verdicts = self
             .tsdb
-            .write_batches(&slices)
+            .write_batches(batches)
             .map_err(|e| e.to_string())?;
         Ok(verdicts
             .into_iter()
@@ -140,26 +125,33 @@ pub fn spawn_maintenance(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use broker::TelemetryDecoder;
-    use broker_net::TelemetrySink;
+    use broker_net::IngestStage;
 
     #[test]
-    fn decode_then_sink_stores_points() {
+    fn decode_then_write_stores_points_and_refuses_bad_payloads() {
         let dir = tempfile::tempdir().unwrap();
         let tsdb = Arc::new(Tsdb::open(dir.path(), tsdb::Options::default()).unwrap());
-        let dec = JsonDecoder::new("default");
-        let batch = dec
+        let ingest = Ingest::new(tsdb.clone(), "default");
+        let points = ingest
             .decode(
                 "d1",
                 br#"{"temp": 21.5, "rpm": 1200}"#,
                 Time(1_700_000_000_000),
             )
             .unwrap();
-        assert_eq!(batch.points, 2);
-        TsdbSink::new(tsdb.clone()).write(&[&batch]).unwrap();
+        assert_eq!(points.len(), 2);
+        let conflict = ingest
+            .decode("d1", br#"{"temp": "hot"}"#, Time(1_700_000_000_001))
+            .unwrap();
+        let verdicts = ingest.write(&[&points, &conflict]).unwrap();
+        assert_eq!(verdicts[0], None);
+        assert!(
+            verdicts[1].is_some(),
+            "a type conflict is refused on its own"
+        );
         let latest = tsdb.list_series("default", Some("d1"));
         assert_eq!(latest.len(), 2);
-        assert!(dec.decode("d1", b"not json", Time(0)).is_err());
-        assert!(dec.decode("d1", b"{}", Time(0)).is_err());
+        assert!(ingest.decode("d1", b"not json", Time(0)).is_err());
+        assert!(ingest.decode("d1", b"{}", Time(0)).is_err());
     }
 }
