@@ -157,6 +157,41 @@ def test_mosquitto_pub_telemetry_is_stored_and_queryable(platform):
     assert status == 200 and json.loads(body)["latest"][0]["value"] == 21.5
 
 
+def test_telemetry_published_through_a_topic_alias_is_stored(platform):
+    """MQTT 5 devices save bytes with topic aliases: the first PUBLISH maps
+    alias 1 to the telemetry topic, the next ones carry only the alias. All
+    of them are stored; once the alias is re-mapped elsewhere, messages on
+    it are not telemetry any more."""
+    t0 = now_ms() - 60_000
+    cred = platform.device("alias-1")
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="alias-1",
+                         protocol=mqtt.MQTTv5)
+    client.username_pw_set(cred[3], cred[5])
+    client.connect("127.0.0.1", platform.mqtt_port)
+    client.loop_start()
+    try:
+        def alias(n):
+            props = Properties(PacketTypes.PUBLISH)
+            props.TopicAlias = n
+            return props
+
+        infos = [client.publish("devices/alias-1/telemetry",
+                                json.dumps({"ts": t0, "values": {"v": 0}}), qos=1, properties=alias(1))]
+        for i in range(1, 5):
+            infos.append(client.publish("", json.dumps({"ts": t0 + i, "values": {"v": i}}), qos=1,
+                                        properties=alias(1)))
+        # Re-mapped to a plain topic: what follows on alias 1 is not telemetry.
+        infos.append(client.publish("devices/alias-1/status", b"{}", qos=1, properties=alias(1)))
+        infos.append(client.publish("", json.dumps({"ts": t0 + 9, "values": {"v": 9}}), qos=1,
+                                    properties=alias(1)))
+        for info in infos:
+            info.wait_for_publish(10)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    assert platform.query("alias-1", "v", t0 - 1, t0 + 100) == [(t0 + i, i) for i in range(5)]
+
+
 def test_bad_telemetry_payload_is_refused_with_0x99_and_nothing_is_stored(platform):
     out = subprocess.run(
         ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(platform.mqtt_port), "-V", "mqttv5", "-q", "1", "-d",

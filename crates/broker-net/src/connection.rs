@@ -196,6 +196,7 @@ pub(crate) async fn serve<T: Transport>(
         .filter(|p| !p.starts_with("claim:"));
     let conn = shared.next_conn_id();
     let telemetry = shared.telemetry.clone();
+    let mut telemetry_aliases = TelemetryAliases::default();
     let rule_sink;
     // Room for the outbound window, the queue proper, and the
     // acknowledgements back-pressure may have held and releases at once.
@@ -253,30 +254,23 @@ pub(crate) async fn serve<T: Transport>(
                 // A device's own telemetry goes through the ingest stage
                 // here, outside the broker's lock: one client's huge
                 // payload costs its own task, not everybody's lock.
-                let own_telemetry = |p: &Packet| match (p, &device) {
-                    (Packet::Publish(p), Some(device)) => {
-                        broker::telemetry_device(&p.topic) == Some(device.as_str())
-                    }
-                    _ => false,
-                };
                 // Built only when the batch holds the device's telemetry
-                // (no allocation per read otherwise).
-                let decoded: Vec<Option<Result<Vec<tsdb::WritePoint>, String>>> =
-                    match (&telemetry, &device) {
-                        (Some(decoder), Some(device)) if batch.iter().any(own_telemetry) => {
-                            let now = shared.clock.now();
-                            batch
-                                .iter()
-                                .map(|p| match p {
-                                    Packet::Publish(pb) if own_telemetry(p) => {
-                                        Some(decoder.decode(device, &pb.payload, now))
-                                    }
-                                    _ => None,
-                                })
-                                .collect()
+                // (no allocation per read otherwise); one pass, so that a
+                // topic alias re-mapped later in the batch is read in order.
+                let mut decoded: Vec<Option<Result<Vec<tsdb::WritePoint>, String>>> = Vec::new();
+                if let (Some(stage), Some(device)) = (&telemetry, &device) {
+                    let mut now = None;
+                    for (i, p) in batch.iter().enumerate() {
+                        let Packet::Publish(pb) = p else { continue };
+                        if telemetry_aliases.is_own_telemetry(pb, device) {
+                            if decoded.is_empty() {
+                                decoded.resize_with(batch.len(), || None);
+                            }
+                            let now = *now.get_or_insert_with(|| shared.clock.now());
+                            decoded[i] = Some(stage.decode(device, &pb.payload, now));
                         }
-                        _ => Vec::new(),
-                    };
+                    }
+                }
                 // While the rules engine is over its bound, the topics
                 // published decide whether this connection waits.
                 let mut rule_topics: Option<Vec<mqtt_proto::ByteString>> = rule_sink
@@ -757,4 +751,66 @@ fn forget_publish(shared: &Shared, conn: broker::ConnId, packet_id: u16) {
     let now = shared.clock.now();
     core.broker.publish_refused(conn, packet_id);
     core.dispatch(&shared.metrics, now);
+}
+
+/// Which inbound topic aliases (MQTT 5) of one connection stand for the
+/// device's own telemetry topic: enough to send an alias-only PUBLISH of
+/// telemetry through the ingest stage outside the lock. The broker core
+/// keeps the connection's real alias table and refuses bad aliases; this
+/// follows the same rule (a PUBLISH with a topic name and an alias maps
+/// the alias), and holds at most the aliases the client mapped to that one
+/// topic (bounded by the topic alias maximum the broker grants).
+#[derive(Default)]
+struct TelemetryAliases(Vec<u16>);
+
+impl TelemetryAliases {
+    /// Whether `p` is published on `device`'s own telemetry topic, by name
+    /// or by an alias mapped to it; notes the mapping `p` makes.
+    fn is_own_telemetry(&mut self, p: &mqtt_proto::Publish, device: &str) -> bool {
+        let alias = p.properties.topic_alias;
+        if p.topic.is_empty() {
+            return alias.is_some_and(|a| self.0.contains(&a));
+        }
+        let own = broker::telemetry_device(&p.topic) == Some(device);
+        if let Some(a) = alias {
+            self.0.retain(|x| *x != a);
+            if own {
+                self.0.push(a);
+            }
+        }
+        own
+    }
+}
+
+#[cfg(test)]
+mod telemetry_alias_tests {
+    use super::TelemetryAliases;
+    use mqtt_proto::{Publish, PublishProperties};
+
+    fn publish(topic: &str, alias: Option<u16>) -> Publish {
+        Publish {
+            topic: topic.into(),
+            properties: PublishProperties {
+                topic_alias: alias,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn alias_only_telemetry_is_recognised_until_the_alias_is_remapped() {
+        let mut a = TelemetryAliases::default();
+        assert!(!a.is_own_telemetry(&publish("", Some(1)), "d1"));
+        assert!(a.is_own_telemetry(&publish("devices/d1/telemetry", Some(1)), "d1"));
+        assert!(a.is_own_telemetry(&publish("", Some(1)), "d1"));
+        assert!(!a.is_own_telemetry(&publish("", Some(2)), "d1"));
+        // Another device's telemetry topic is not this device's.
+        assert!(!a.is_own_telemetry(&publish("devices/d2/telemetry", Some(2)), "d1"));
+        assert!(!a.is_own_telemetry(&publish("", Some(2)), "d1"));
+        // Re-mapped to another topic: no longer telemetry.
+        assert!(!a.is_own_telemetry(&publish("plant/x", Some(1)), "d1"));
+        assert!(!a.is_own_telemetry(&publish("", Some(1)), "d1"));
+        assert!(a.0.is_empty());
+    }
 }
