@@ -25,7 +25,7 @@ mod ws;
 
 pub use auth::{AuthDecision, AuthRequest, Authenticator, Listener};
 pub use clock::Clock;
-pub use persist::IngestStage;
+pub use persist::{CommitMetrics, IngestStage};
 pub use rule_sink::{RoomWait, RuleSink};
 pub use server::{
     BrokerFigures, NetConfig, NetError, NetMetrics, PlatformEvent, Server, ServerHandle,

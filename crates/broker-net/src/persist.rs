@@ -45,6 +45,38 @@ pub trait IngestStage: Send + Sync {
 /// acknowledgement reads (QoS 1/2 only).
 pub(crate) type TakenBatch = (Vec<WritePoint>, Option<Arc<Verdict>>);
 
+/// Figures of the group commits: how long each took (telemetry write,
+/// then broker state, both fsynced) and how many operations and telemetry
+/// points it carried. Recorded by the persistence thread, read by scrapes.
+#[derive(Debug, Clone)]
+pub struct CommitMetrics {
+    pub seconds: metrics::Histogram,
+    pub ops: metrics::Histogram,
+    pub points: metrics::Histogram,
+}
+
+impl Default for CommitMetrics {
+    fn default() -> Self {
+        CommitMetrics {
+            seconds: metrics::Histogram::new(
+                "millwright_persist_commit_seconds",
+                "Duration of a persistence group commit (telemetry WAL and broker state, fsynced).",
+                metrics::LATENCY_BUCKETS,
+            ),
+            ops: metrics::Histogram::new(
+                "millwright_persist_commit_ops",
+                "Broker state operations per group commit.",
+                metrics::COUNT_BUCKETS,
+            ),
+            points: metrics::Histogram::new(
+                "millwright_persist_commit_points",
+                "Telemetry points per group commit.",
+                metrics::COUNT_BUCKETS,
+            ),
+        }
+    }
+}
+
 /// The fate of one telemetry batch, shared by the persistence thread and
 /// the acknowledgement that waits on it. Set before the batch's sequence
 /// number is published as durable.
@@ -128,11 +160,12 @@ impl PersistQueue {
         store: Arc<dyn SessionStore>,
         telemetry: Option<Arc<dyn IngestStage>>,
         durable: watch::Sender<Durable>,
+        figures: CommitMetrics,
     ) -> std::io::Result<PersistQueue> {
         let (tx, rx) = mpsc::channel::<(u64, Submission)>();
         let thread = std::thread::Builder::new()
             .name("persist".into())
-            .spawn(move || run(store, telemetry, rx, durable))?;
+            .spawn(move || run(store, telemetry, rx, durable, figures))?;
         Ok(PersistQueue {
             tx: Some(tx),
             submitted: 0,
@@ -167,6 +200,7 @@ fn run(
     telemetry: Option<Arc<dyn IngestStage>>,
     rx: mpsc::Receiver<(u64, Submission)>,
     durable: watch::Sender<Durable>,
+    figures: CommitMetrics,
 ) {
     while let Ok((
         first,
@@ -184,6 +218,8 @@ fn run(
             ops.extend(more.ops);
             batches.extend(more.telemetry);
         }
+        let started = std::time::Instant::now();
+        let points: usize = batches.iter().map(|(b, _)| b.len()).sum();
         let mut ok = true;
         if !batches.is_empty() {
             match &telemetry {
@@ -219,6 +255,9 @@ fn run(
             tracing::error!(error = %e, ops = ops.len(), "persisting broker state failed");
             ok = false;
         }
+        figures.seconds.observe(started.elapsed().as_secs_f64());
+        figures.ops.observe(ops.len() as f64);
+        figures.points.observe(points as f64);
         durable.send_modify(|d| {
             if !ok {
                 d.record_failure(first, seq);

@@ -171,6 +171,8 @@ pub enum NetError {
 /// Counters kept by the network layer.
 #[derive(Debug, Default)]
 pub struct NetMetrics {
+    /// The persistence thread's group commits.
+    pub commits: crate::persist::CommitMetrics,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     pub connections_accepted: AtomicU64,
@@ -425,8 +427,9 @@ impl Server {
         for t in &ack_taps {
             broker.add_ack_tap(t);
         }
-        let persist =
-            PersistQueue::start(store, telemetry.clone(), durable_tx).map_err(NetError::Thread)?;
+        let commits = crate::persist::CommitMetrics::default();
+        let persist = PersistQueue::start(store, telemetry.clone(), durable_tx, commits.clone())
+            .map_err(NetError::Thread)?;
         let guard_limits = GuardLimits {
             conn_rate_per_ip: config.max_conn_rate_per_ip,
             failure_threshold: config.auth_failure_threshold,
@@ -454,7 +457,10 @@ impl Server {
             auth_slots: Arc::new(Semaphore::new(config.auth_slots())),
             config,
             broker_config,
-            metrics: Arc::new(NetMetrics::default()),
+            metrics: Arc::new(NetMetrics {
+                commits,
+                ..NetMetrics::default()
+            }),
             clock,
             durable: durable_rx,
             next_conn: AtomicU64::new(1),
