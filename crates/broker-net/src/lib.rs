@@ -14,6 +14,7 @@ mod auth;
 mod clock;
 mod connection;
 mod dispatch;
+mod figures;
 mod outq;
 mod persist;
 mod rule_sink;
@@ -25,6 +26,7 @@ mod ws;
 
 pub use auth::{AuthDecision, AuthRequest, Authenticator, Listener};
 pub use clock::Clock;
+pub use figures::{Figure, Kind, NetCounts, Snapshot, FIGURES};
 pub use persist::{CommitMetrics, IngestStage};
 pub use rule_sink::{RoomWait, RuleSink};
 pub use server::{

@@ -329,30 +329,41 @@ impl ServerHandle {
             .collect()
     }
 
+    /// Every figure the broker and its network layer count, read at one
+    /// instant.
+    pub fn snapshot(&self) -> crate::figures::Snapshot {
+        let now = self.shared.clock.now();
+        let core = self.shared.lock();
+        crate::figures::Snapshot::read(&core.broker, &self.shared.metrics, now)
+    }
+
     /// The broker's figures for dashboards (`$SYS` as JSON).
     pub fn figures(&self) -> BrokerFigures {
-        let core = self.shared.lock();
-        let b = &core.broker;
-        let m = &self.shared.metrics;
-        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let s = self.snapshot();
         BrokerFigures {
-            uptime_s: (self.shared.clock.now() - b.started()) / 1000,
-            connected: b.connected_count() as u64,
-            sessions: b.session_count() as u64,
-            subscriptions: b.subscription_count() as u64,
-            retained: b.retained_count() as u64,
-            stats: b.stats().clone(),
-            bytes_in: n(&m.bytes_in),
-            bytes_out: n(&m.bytes_out),
-            connections_refused: n(&m.connections_refused),
-            qos0_dropped: n(&m.qos0_dropped),
-            slow_consumers_dropped: n(&m.slow_consumers_dropped),
-            auth_refused: n(&m.auth_refused),
-            tls_handshake_failures: n(&m.tls_handshake_failures),
-            platform_events_dropped: n(&m.taps_dropped),
-            rules_dropped: n(&m.rules_dropped),
-            streams_dropped: n(&m.streams_dropped),
+            uptime_s: s.uptime_s,
+            connected: s.connected,
+            sessions: s.sessions,
+            subscriptions: s.subscriptions,
+            retained: s.retained,
+            bytes_in: s.net.bytes_in,
+            bytes_out: s.net.bytes_out,
+            connections_refused: s.net.connections_refused,
+            qos0_dropped: s.net.qos0_dropped,
+            slow_consumers_dropped: s.net.slow_consumers_dropped,
+            auth_refused: s.net.auth_refused,
+            tls_handshake_failures: s.net.tls_handshake_failures,
+            platform_events_dropped: s.net.taps_dropped,
+            rules_dropped: s.net.rules_dropped,
+            streams_dropped: s.net.streams_dropped,
+            stats: s.stats,
         }
+    }
+
+    /// Adds the broker's figures and the persistence histograms to a
+    /// `/metrics` exposition.
+    pub fn collect_metrics(&self, out: &mut metrics::Exposition) {
+        crate::figures::collect(&self.snapshot(), &self.shared.metrics.commits, out);
     }
 
     /// The broker core's counters.
