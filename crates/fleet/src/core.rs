@@ -134,7 +134,7 @@ impl FleetCore {
     fn reset(&mut self, now: u64, out: &mut Vec<Effect>) {
         match self.store.reset_presence(now) {
             Ok(reset) => {
-                for (device, _) in &reset {
+                for (_, device) in &reset {
                     presence_event(
                         out,
                         now,
@@ -187,7 +187,15 @@ impl FleetCore {
 
     fn on_message(&self, now: u64, t: &TapMessage, out: &mut Vec<Effect>) {
         let payload = &t.message.payload;
-        match device_topics::parse(&t.message.topic) {
+        let topic = device_topics::parse(&t.message.topic);
+        // Only device {id} acts on `devices/{id}/...` (the broker taps
+        // nothing else; this holds whatever feeds the core).
+        let device = topic.as_ref().and_then(|d| d.device());
+        if device.is_some() && t.principal.as_deref() != device {
+            tracing::debug!(topic = %t.message.topic, principal = ?t.principal, "not from the device; ignored");
+            return;
+        }
+        match topic {
             Some(DeviceTopic::Twin {
                 device,
                 name,
