@@ -8,8 +8,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 
+use broker::bus::Bus;
 use broker::StoredMessage;
-use broker_net::ServerHandle;
 use serde_json::{json, Value};
 
 use crate::actions::{parse_actions, Action, ActionResult};
@@ -179,7 +179,7 @@ pub struct Automation {
     fleet: Option<Arc<fleet::Fleet>>,
     tsdb: Option<Arc<tsdb::Tsdb>>,
     registry: Arc<registry::Registry>,
-    handle: ServerHandle,
+    bus: Arc<dyn Bus>,
     clock: Clock,
     config: AutomationConfig,
     rules: RwLock<Arc<Vec<Arc<Loaded>>>>,
@@ -206,15 +206,16 @@ fn valid_name(name: &str) -> bool {
 }
 
 impl Automation {
+    /// `bus` is the broker (`broker_net::ServerHandle` in the binary).
     #[allow(clippy::too_many_arguments)]
-    pub fn open(
+    pub fn open<B: Bus + 'static>(
         rules_path: &Path,
         alarms: Arc<alarms::AlarmStore>,
         outbox: Arc<alarms::Outbox>,
         fleet: Option<Arc<fleet::Fleet>>,
         tsdb: Option<Arc<tsdb::Tsdb>>,
         registry: Arc<registry::Registry>,
-        handle: ServerHandle,
+        bus: B,
         config: AutomationConfig,
         clock: Clock,
     ) -> Result<Arc<Automation>, AutomationError> {
@@ -226,7 +227,7 @@ impl Automation {
             fleet,
             tsdb,
             registry,
-            handle,
+            bus: Arc::new(bus),
             clock,
             config,
             rules: RwLock::new(Arc::new(Vec::new())),
@@ -311,7 +312,7 @@ impl Automation {
             .filter(|l| l.enabled)
             .map(|l| l.rule.filter().to_string())
             .collect();
-        self.handle.set_dynamic_taps(filters);
+        self.bus.set_dynamic_taps(filters);
     }
 
     // ------------------------------------------------------------ rule CRUD
@@ -341,9 +342,10 @@ impl Automation {
     }
 
     /// Messages the engine could not take because its queue was full
-    /// (only rules that may be sampled read them).
+    /// (only rules that may be sampled read them): the broker's
+    /// `rules_dropped`, counted by the queues it offers them to.
     pub fn dropped(&self) -> u64 {
-        self.handle.metrics().rules_dropped.load(Ordering::Relaxed)
+        self.queues().iter().map(|q| q.dropped).sum()
     }
 
     /// The figures of each worker's queue (empty before the workers run).
