@@ -358,10 +358,18 @@ impl Automation {
     }
 
     pub fn get(&self, name: &str) -> Option<RuleView> {
-        self.snapshot()
-            .iter()
-            .find(|l| l.name == name)
-            .map(|l| Self::view(l))
+        self.rule(name).map(|l| Self::view(&l))
+    }
+
+    /// The loaded rule of that name.
+    fn rule(&self, name: &str) -> Option<Arc<Loaded>> {
+        self.snapshot().iter().find(|l| l.name == name).cloned()
+    }
+
+    /// The loaded rule of that name, or why not (404).
+    fn existing(&self, name: &str) -> Result<Arc<Loaded>, AutomationError> {
+        self.rule(name)
+            .ok_or_else(|| AutomationError::NotFound(format!("rule {name:?} not found")))
     }
 
     /// Validates a definition without saving it: `{"name", "sql",
@@ -397,7 +405,7 @@ impl Automation {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        let existing = self.snapshot().iter().find(|l| l.name == name).cloned();
+        let existing = self.rule(&name);
         match (&existing, create) {
             (Some(_), true) => {
                 return Err(AutomationError::Conflict(format!("rule {name:?} exists")))
@@ -451,12 +459,7 @@ impl Automation {
     }
 
     pub fn set_enabled(&self, name: &str, enabled: bool) -> Result<RuleView, AutomationError> {
-        let l = self
-            .snapshot()
-            .iter()
-            .find(|l| l.name == name)
-            .cloned()
-            .ok_or_else(|| AutomationError::NotFound(format!("rule {name:?} not found")))?;
+        let l = self.existing(name)?;
         let def = json!({
             "name": l.name, "sql": l.sql, "actions": l.actions_json,
             "enabled": enabled, "description": l.description,
@@ -466,9 +469,7 @@ impl Automation {
 
     /// The rule's recent evaluations, newest first.
     pub fn traces(&self, name: &str) -> Option<Vec<Trace>> {
-        self.snapshot()
-            .iter()
-            .find(|l| l.name == name)
+        self.rule(name)
             .map(|l| lock(&l.traces).iter().rev().map(RawTrace::view).collect())
     }
 
@@ -484,12 +485,7 @@ impl Automation {
     ) -> Result<Value, AutomationError> {
         let (loaded, state) = match (name, def) {
             (Some(n), _) => {
-                let l = self
-                    .snapshot()
-                    .iter()
-                    .find(|l| l.name == n)
-                    .cloned()
-                    .ok_or_else(|| AutomationError::NotFound(format!("rule {n:?} not found")))?;
+                let l = self.existing(n)?;
                 let st = self.state_of(&l, topic);
                 (l, st)
             }

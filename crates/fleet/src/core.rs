@@ -236,13 +236,7 @@ impl FleetCore {
             }
             Err(e) => {
                 tracing::warn!(error = %e, device, "cannot read twin");
-                reject(
-                    out,
-                    topic(TwinTopic::GetRejected),
-                    500,
-                    "storage error",
-                    token,
-                );
+                storage_error(out, topic(TwinTopic::GetRejected), token);
             }
         }
     }
@@ -328,13 +322,7 @@ impl FleetCore {
             }
             Err(e) => {
                 tracing::warn!(error = %e, device, "cannot store twin update");
-                reject(
-                    out,
-                    topic(TwinTopic::UpdateRejected),
-                    500,
-                    "storage error",
-                    token,
-                );
+                storage_error(out, topic(TwinTopic::UpdateRejected), token);
                 None
             }
         }
@@ -565,6 +553,11 @@ fn reject(out: &mut Vec<Effect>, topic: String, code: u16, message: &str, token:
     let mut doc = json!({"code": code, "message": message});
     with_token(&mut doc, token);
     publish(out, topic, doc);
+}
+
+/// A store failure, reported to the device as a 500 rejection.
+fn storage_error(out: &mut Vec<Effect>, topic: String, token: Option<Value>) {
+    reject(out, topic, 500, "storage error", token);
 }
 
 /// `$events/devices/{id}/{what}`.
