@@ -104,8 +104,8 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// `bus` is the broker (`broker_net::ServerHandle`, or a recording bus
-    /// in tests); `clock` is any [`iot_types::Clock`]: the wall clock, a
+    /// `bus` is the broker (`broker_net::ServerHandle` in the binary);
+    /// `clock` is any [`iot_types::Clock`]: the wall clock, a
     /// [`iot_types::ManualClock`] in tests, or a closure returning Unix ms.
     pub fn new<B: Bus + 'static, C: iot_types::Clock + ?Sized + 'static>(
         store: Arc<dyn DeviceStateStorage>,
