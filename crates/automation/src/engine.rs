@@ -8,8 +8,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 
+use broker::bus::Bus;
 use broker::StoredMessage;
-use broker_net::ServerHandle;
 use serde_json::{json, Value};
 
 use crate::actions::{parse_actions, Action, ActionResult};
@@ -179,7 +179,7 @@ pub struct Automation {
     fleet: Option<Arc<fleet::Fleet>>,
     tsdb: Option<Arc<tsdb::Tsdb>>,
     registry: Arc<registry::Registry>,
-    handle: ServerHandle,
+    bus: Arc<dyn Bus>,
     clock: Clock,
     config: AutomationConfig,
     rules: RwLock<Arc<Vec<Arc<Loaded>>>>,
@@ -206,15 +206,16 @@ fn valid_name(name: &str) -> bool {
 }
 
 impl Automation {
+    /// `bus` is the broker (`broker_net::ServerHandle` in the binary).
     #[allow(clippy::too_many_arguments)]
-    pub fn open(
+    pub fn open<B: Bus + 'static>(
         rules_path: &Path,
         alarms: Arc<alarms::AlarmStore>,
         outbox: Arc<alarms::Outbox>,
         fleet: Option<Arc<fleet::Fleet>>,
         tsdb: Option<Arc<tsdb::Tsdb>>,
         registry: Arc<registry::Registry>,
-        handle: ServerHandle,
+        bus: B,
         config: AutomationConfig,
         clock: Clock,
     ) -> Result<Arc<Automation>, AutomationError> {
@@ -226,7 +227,7 @@ impl Automation {
             fleet,
             tsdb,
             registry,
-            handle,
+            bus: Arc::new(bus),
             clock,
             config,
             rules: RwLock::new(Arc::new(Vec::new())),
@@ -311,7 +312,7 @@ impl Automation {
             .filter(|l| l.enabled)
             .map(|l| l.rule.filter().to_string())
             .collect();
-        self.handle.set_dynamic_taps(filters);
+        self.bus.set_dynamic_taps(filters);
     }
 
     // ------------------------------------------------------------ rule CRUD
@@ -341,9 +342,10 @@ impl Automation {
     }
 
     /// Messages the engine could not take because its queue was full
-    /// (only rules that may be sampled read them).
+    /// (only rules that may be sampled read them): the broker's
+    /// `rules_dropped`, counted by the queues it offers them to.
     pub fn dropped(&self) -> u64 {
-        self.handle.metrics().rules_dropped.load(Ordering::Relaxed)
+        self.queues().iter().map(|q| q.dropped).sum()
     }
 
     /// The figures of each worker's queue (empty before the workers run).
@@ -356,10 +358,18 @@ impl Automation {
     }
 
     pub fn get(&self, name: &str) -> Option<RuleView> {
-        self.snapshot()
-            .iter()
-            .find(|l| l.name == name)
-            .map(|l| Self::view(l))
+        self.rule(name).map(|l| Self::view(&l))
+    }
+
+    /// The loaded rule of that name.
+    fn rule(&self, name: &str) -> Option<Arc<Loaded>> {
+        self.snapshot().iter().find(|l| l.name == name).cloned()
+    }
+
+    /// The loaded rule of that name, or why not (404).
+    fn existing(&self, name: &str) -> Result<Arc<Loaded>, AutomationError> {
+        self.rule(name)
+            .ok_or_else(|| AutomationError::NotFound(format!("rule {name:?} not found")))
     }
 
     /// Validates a definition without saving it: `{"name", "sql",
@@ -395,7 +405,7 @@ impl Automation {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        let existing = self.snapshot().iter().find(|l| l.name == name).cloned();
+        let existing = self.rule(&name);
         match (&existing, create) {
             (Some(_), true) => {
                 return Err(AutomationError::Conflict(format!("rule {name:?} exists")))
@@ -449,12 +459,7 @@ impl Automation {
     }
 
     pub fn set_enabled(&self, name: &str, enabled: bool) -> Result<RuleView, AutomationError> {
-        let l = self
-            .snapshot()
-            .iter()
-            .find(|l| l.name == name)
-            .cloned()
-            .ok_or_else(|| AutomationError::NotFound(format!("rule {name:?} not found")))?;
+        let l = self.existing(name)?;
         let def = json!({
             "name": l.name, "sql": l.sql, "actions": l.actions_json,
             "enabled": enabled, "description": l.description,
@@ -464,9 +469,7 @@ impl Automation {
 
     /// The rule's recent evaluations, newest first.
     pub fn traces(&self, name: &str) -> Option<Vec<Trace>> {
-        self.snapshot()
-            .iter()
-            .find(|l| l.name == name)
+        self.rule(name)
             .map(|l| lock(&l.traces).iter().rev().map(RawTrace::view).collect())
     }
 
@@ -482,12 +485,7 @@ impl Automation {
     ) -> Result<Value, AutomationError> {
         let (loaded, state) = match (name, def) {
             (Some(n), _) => {
-                let l = self
-                    .snapshot()
-                    .iter()
-                    .find(|l| l.name == n)
-                    .cloned()
-                    .ok_or_else(|| AutomationError::NotFound(format!("rule {n:?} not found")))?;
+                let l = self.existing(n)?;
                 let st = self.state_of(&l, topic);
                 (l, st)
             }

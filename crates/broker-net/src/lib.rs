@@ -11,6 +11,7 @@
 //! persistence thread reports that batch durable.
 
 mod auth;
+mod bus;
 mod clock;
 mod connection;
 mod dispatch;

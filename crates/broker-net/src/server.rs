@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use broker::{AccessControl, Broker, BrokerConfig, ConnId, StoredMessage, TapMessage};
+use broker::{AccessControl, Broker, BrokerConfig, ConnId, StoredMessage};
 use kv::SessionStore;
 use mqtt_proto::ReasonCode;
 use tokio::net::TcpListener;
@@ -116,22 +116,7 @@ pub struct ServerOptions {
     pub rule_events: Option<Arc<dyn crate::RuleSink>>,
 }
 
-/// What the broker tells platform services.
-#[derive(Debug, Clone)]
-pub enum PlatformEvent {
-    Tap(TapMessage),
-    Presence(broker::PresenceEvent),
-    /// A granted client subscribed to these filters.
-    Subscribed {
-        principal: String,
-        filters: Vec<String>,
-    },
-    Acked {
-        client_id: String,
-        principal: Option<String>,
-        topic: String,
-    },
-}
+pub use broker::bus::PlatformEvent;
 
 /// A snapshot of the broker's figures.
 #[derive(Debug, Clone)]

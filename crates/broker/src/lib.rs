@@ -14,6 +14,7 @@
 mod auth;
 mod backpressure;
 mod broker;
+pub mod bus;
 mod config;
 mod connect;
 mod delivery;

@@ -4,9 +4,11 @@
 //! (tapped device messages, acknowledgements of commands, presence changes
 //! of authenticated devices) on a thread of its own, keeps twins, commands
 //! and presence in the `twin` crate's store, and answers devices through
-//! [`broker_net::ServerHandle::publish`]; and the operations the HTTP API
-//! calls (read and change twins, send and follow commands, presence and
-//! fleet counts).
+//! the broker's [`Bus`]; and the operations the HTTP API calls (read and
+//! change twins, send and follow commands, presence and fleet counts).
+//! The decisions are a sans-io core ([`FleetCore`]: `handle(now, input)
+//! -> effects`, time passed in); the threads around it only feed it and
+//! carry out its effects.
 //!
 //! Device-side topics (the device contract, `{name}` optional):
 //!
@@ -31,17 +33,19 @@
 //! event channel is bounded (the broker drops and counts events when it is
 //! full: see `$SYS/broker/platform/taps_dropped`).
 
+mod core;
 mod events;
 mod ops;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use broker_net::ServerHandle;
+use broker::bus::Bus;
 use iot_types::{device_topics, SharedClock};
-use registry::Registry;
-use twin::{DeviceStateStore, TwinLimits};
+use registry::DeviceStorage;
+use twin::{DeviceStateStorage, TwinLimits};
 
+pub use crate::core::{Effect, FleetCore, Input};
 pub use ops::{FleetError, PresenceView};
 
 /// The namespace (tenant) devices live in for now.
@@ -87,52 +91,43 @@ impl Default for FleetConfig {
 /// The fleet services. Shared (`Arc`) between the event thread and the
 /// API.
 pub struct Fleet {
-    pub(crate) store: Arc<DeviceStateStore>,
-    pub(crate) registry: Arc<Registry>,
-    pub(crate) handle: ServerHandle,
-    pub(crate) config: FleetConfig,
+    pub(crate) store: Arc<dyn DeviceStateStorage>,
+    pub(crate) registry: Arc<dyn DeviceStorage>,
+    pub(crate) bus: Arc<dyn Bus>,
+    pub(crate) scan_interval_ms: u64,
     pub(crate) clock: SharedClock,
+    /// The decisions and the live devices. Held while one input is
+    /// handled (store transactions included), never while publishing.
+    pub(crate) core: Mutex<FleetCore>,
     /// Synchronous command calls waiting for a final status, by command id.
     pub(crate) waiters: Mutex<HashMap<String, Vec<tokio::sync::oneshot::Sender<twin::Command>>>>,
-    /// Live devices: last packet seen (from the broker) and their type.
-    pub(crate) live: Mutex<HashMap<String, LiveDevice>>,
-    /// When finished commands were last pruned.
-    pub(crate) last_prune_ms: Mutex<u64>,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct LiveDevice {
-    pub connected_at_ms: u64,
-    pub last_seen_ms: u64,
-    pub device_type: String,
-    pub inactive: bool,
 }
 
 impl Fleet {
+    /// `bus` is the broker (`broker_net::ServerHandle` in the binary);
     /// `clock` is any [`iot_types::Clock`]: the wall clock, a
     /// [`iot_types::ManualClock`] in tests, or a closure returning Unix ms.
-    pub fn new<C: iot_types::Clock + ?Sized + 'static>(
-        store: Arc<DeviceStateStore>,
-        registry: Arc<Registry>,
-        handle: ServerHandle,
+    pub fn new<B: Bus + 'static, C: iot_types::Clock + ?Sized + 'static>(
+        store: Arc<dyn DeviceStateStorage>,
+        registry: Arc<dyn DeviceStorage>,
+        bus: B,
         config: FleetConfig,
         clock: Arc<C>,
     ) -> Arc<Fleet> {
         Arc::new(Fleet {
-            store,
-            registry,
-            handle,
-            config,
+            store: store.clone(),
+            registry: registry.clone(),
+            bus: Arc::new(bus),
+            scan_interval_ms: config.scan_interval_ms,
             clock: iot_types::shared(clock),
+            core: Mutex::new(FleetCore::new(store, registry, config)),
             waiters: Mutex::new(HashMap::new()),
-            live: Mutex::new(HashMap::new()),
-            last_prune_ms: Mutex::new(0),
         })
     }
 
-    /// Unix milliseconds now.
-    pub(crate) fn now(&self) -> u64 {
-        self.clock.now().as_millis()
+    /// Now, as the fleet's clock says.
+    pub(crate) fn now(&self) -> iot_types::Timestamp {
+        self.clock.now()
     }
 }
 

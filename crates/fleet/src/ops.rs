@@ -97,7 +97,10 @@ impl Fleet {
             reported: None,
             expected_version,
         };
-        match self.apply_update(device, name, &update, None) {
+        let (result, effects) =
+            self.with_core(|core, now| core.update_twin(now, device, name, &update));
+        self.apply(effects);
+        match result {
             Some(Ok(t)) => Ok(Ok(twin::document(&t))),
             Some(Err(e)) => Ok(Err(e)),
             None => Err(FleetError::Storage("cannot store the twin".into())),
@@ -130,13 +133,13 @@ impl Fleet {
         wait: bool,
     ) -> Result<(Command, Option<tokio::sync::oneshot::Receiver<Command>>), FleetError> {
         self.device_exists(device)?;
-        let online = self.handle.is_connected(device);
+        let online = self.bus.is_connected(device);
         if !online && !queue {
             return Err(FleetError::Offline(format!("device {device:?} is offline")));
         }
         let c = self
             .store
-            .create_command(NAMESPACE, device, new, self.now())?;
+            .create_command(NAMESPACE, device, new, self.now().as_millis())?;
         let rx = wait.then(|| {
             let (tx, rx) = tokio::sync::oneshot::channel();
             lock(&self.waiters)
@@ -146,7 +149,8 @@ impl Fleet {
             rx
         });
         if online {
-            self.send_command(&c);
+            let effects = self.with_core(|core, now| core.send_command(now, &c));
+            self.apply(effects);
         }
         let c = self
             .store
@@ -173,13 +177,13 @@ impl Fleet {
 
     /// Cancels a command not yet final (409 otherwise).
     pub fn cancel_command(&self, device: &str, id: &str) -> Result<Command, FleetError> {
-        let now = self.now();
+        let now = self.now().as_millis();
         match self
             .store
-            .update_command(NAMESPACE, device, id, |c| c.cancel(now))?
+            .update_command(NAMESPACE, device, id, &mut |c| c.cancel(now))?
         {
             Ok(c) => {
-                self.notify(&c);
+                self.finished(&c);
                 Ok(c)
             }
             Err(e) => Err(FleetError::Conflict(e.to_string())),
@@ -193,11 +197,11 @@ impl Fleet {
             .store
             .get_presence(NAMESPACE, device)?
             .unwrap_or_default();
-        if let Some(live) = lock(&self.live).get(device) {
-            p.last_seen_ms = Some(p.last_seen_ms.unwrap_or(0).max(live.last_seen_ms));
+        if let Some(seen) = lock(&self.core).last_seen(device) {
+            p.last_seen_ms = Some(p.last_seen_ms.unwrap_or(0).max(seen));
         }
         Ok(PresenceView {
-            connected: self.handle.is_connected(device),
+            connected: self.bus.is_connected(device),
             presence: p,
         })
     }
@@ -258,7 +262,7 @@ impl Fleet {
     /// Forgets a deleted device's twins, commands and presence.
     pub fn forget(&self, device: &str) -> Result<(), FleetError> {
         self.store.delete_device(NAMESPACE, device)?;
-        lock(&self.live).remove(device);
+        lock(&self.core).forget(device);
         Ok(())
     }
 }

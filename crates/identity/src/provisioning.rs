@@ -16,8 +16,8 @@
 
 use std::sync::Arc;
 
+use broker::bus::Bus;
 use broker::{StoredMessage, TapMessage};
-use broker_net::ServerHandle;
 use iot_types::device_topics::{self, ProvisionStep};
 use registry::{Credential, DeviceStorage, RegistryError};
 use serde::{Deserialize, Serialize};
@@ -148,22 +148,23 @@ pub fn provision(
 }
 
 /// Serves MQTT provisioning requests tapped from the broker until the
-/// channel closes. Each request runs on the blocking pool (hashing and
-/// signing take milliseconds).
-pub async fn serve_provisioning<C: iot_types::Clock + ?Sized + 'static>(
+/// channel closes, answering through `bus` (the broker). Each request runs
+/// on the blocking pool (hashing and signing take milliseconds).
+pub async fn serve_provisioning<B: Bus + 'static, C: iot_types::Clock + ?Sized + 'static>(
     mut rx: tokio::sync::mpsc::Receiver<TapMessage>,
-    handle: ServerHandle,
+    bus: B,
     registry: Arc<dyn DeviceStorage>,
     ca: Option<Arc<pki::CertificateAuthority>>,
     cert_days: u32,
     clock: Arc<C>,
 ) {
     let clock = iot_types::shared(clock);
+    let bus: Arc<dyn Bus> = Arc::new(bus);
     while let Some(tap) = rx.recv().await {
         let registry = registry.clone();
         let ca = ca.clone();
         let clock = clock.clone();
-        let handle = handle.clone();
+        let bus = bus.clone();
         let answer = tokio::task::spawn_blocking(move || {
             let client_id = tap.client_id.to_string();
             let result = match tap
@@ -212,7 +213,7 @@ pub async fn serve_provisioning<C: iot_types::Clock + ?Sized + 'static>(
                     body.unwrap_or_default(),
                 )
             };
-            handle.publish(message);
+            bus.publish(message);
         });
         if let Err(e) = answer.await {
             tracing::warn!(error = %e, "provisioning task failed");

@@ -19,7 +19,7 @@ impl Automation {
             alarms::Change::Unchanged(a) => return a.id.clone(),
         };
         let doc = json!({"event": event, "alarm": alarm_json(alarm)});
-        self.handle.publish(StoredMessage::platform_json(
+        self.bus.publish(StoredMessage::platform_json(
             iot_types::device_topics::alarm(&alarm.device_id, &alarm.alarm_type),
             serde_json::to_vec(&doc).unwrap_or_default(),
         ));

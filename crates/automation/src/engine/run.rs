@@ -111,7 +111,7 @@ impl Automation {
                     Value::String(s) => s.clone().into_bytes(),
                     other => serde_json::to_vec(other).unwrap_or_default(),
                 };
-                self.handle.publish(StoredMessage {
+                self.bus.publish(StoredMessage {
                     topic: topic.clone().into(),
                     payload: Bytes::from(bytes),
                     qos: if *qos == 1 {
