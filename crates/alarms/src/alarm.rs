@@ -409,18 +409,10 @@ mod tests {
 
     #[test]
     fn ids_round_trip_and_reject_lookalikes() {
+        // The other lookalikes are `kv::parse_seq_id`'s (its tests).
         assert_eq!(alarm_id(255), "a00000000000000ff");
         assert_eq!(parse_alarm_id(&alarm_id(u64::MAX)), Some(u64::MAX));
-        for bad in [
-            "",
-            "a",
-            "b00000000000000ff",
-            "a00000000000000FF",
-            "a0ff",
-            "a+0000000000000ff",
-        ] {
-            assert_eq!(parse_alarm_id(bad), None, "{bad}");
-        }
+        assert_eq!(parse_alarm_id("b00000000000000ff"), None);
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! The harness the domain crates' conformance suites share (feature
 //! `conformance`): a suite is a list of named cases, each run with the
 //! [`Stores`] of the implementation under test, which makes a store of
-//! its own for a path in a fresh temporary directory.
+//! its own for a path in a fresh temporary directory. [`write_raw`]
+//! writes a file with redb alone, as older code (or a newer binary) left
+//! it, for the tests that open such files.
 
+use std::borrow::Borrow;
 use std::path::{Path, PathBuf};
 
 /// Makes a store for a path (a backend without files may ignore the path,
@@ -62,4 +65,35 @@ pub fn temp_path(file: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let path = dir.path().join(file);
     (dir, path)
+}
+
+/// A write transaction on a file opened with redb alone; see
+/// [`write_raw`].
+pub struct RawTx(redb::WriteTransaction);
+
+impl RawTx {
+    /// Stores `key -> value` in the table `name`, opened as `K -> V`.
+    /// Panics if the table has other types or the write fails.
+    pub fn insert<'k, 'v, K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        name: &str,
+        key: impl Borrow<K::SelfType<'k>>,
+        value: impl Borrow<V::SelfType<'v>>,
+    ) -> &Self {
+        let def: redb::TableDefinition<'_, K, V> = redb::TableDefinition::new(name);
+        let mut t = self.0.open_table(def).expect("a raw table");
+        t.insert(key, value).expect("a raw insert");
+        self
+    }
+}
+
+/// Writes the file at `path` with redb alone, bypassing [`crate::Db`]'s
+/// schema handling: `f` inserts what it likes in one transaction, which
+/// is then committed. For the tests of files written before this crate
+/// (or by a newer binary).
+pub fn write_raw(path: &Path, f: impl FnOnce(&RawTx)) {
+    let db = redb::Database::create(path).expect("a raw file");
+    let tx = RawTx(db.begin_write().expect("a raw write"));
+    f(&tx);
+    tx.0.commit().expect("a raw commit");
 }

@@ -31,7 +31,7 @@
 //! pass.
 
 mod codec;
-#[cfg(feature = "conformance")]
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod db;
 mod error;
