@@ -537,29 +537,13 @@ mod tests {
             .query("ns", &crate::AlarmFilter::default(), None, 10)
             .unwrap();
         assert_eq!(page.len(), 1);
-        let change = store
-            .raise(
-                "ns",
-                "d",
-                "hot",
-                crate::Severity::Major,
-                serde_json::Value::Null,
-                None,
-                9,
-            )
-            .unwrap();
+        let raise = |device, severity| {
+            let details = serde_json::Value::Null;
+            store.raise("ns", device, "hot", severity, details, None, 9)
+        };
+        let change = raise("d", crate::Severity::Major).unwrap();
         assert!(matches!(change, crate::Change::Updated(ref a) if a.count == 2));
-        let next = store
-            .raise(
-                "ns",
-                "d2",
-                "hot",
-                crate::Severity::Minor,
-                serde_json::Value::Null,
-                None,
-                9,
-            )
-            .unwrap();
+        let next = raise("d2", crate::Severity::Minor).unwrap();
         assert_eq!(next.alarm().id, crate::alarm_id(2));
         // What this binary writes is what the old code wrote.
         drop(store);
