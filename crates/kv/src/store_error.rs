@@ -7,7 +7,8 @@
 /// variants; the `invalid` and `not_found` constructors; `check_key`
 /// (a key of 1 to `max` bytes); and the wrapping of this crate's
 /// [`crate::Error`] as `Storage`, whose message is prefixed by the
-/// literal given after the name.
+/// literal given after the name. The calling crate depends on
+/// `thiserror` (the derive is its).
 ///
 /// ```ignore
 /// kv::store_error! {
