@@ -34,13 +34,7 @@ pub struct AlarmStore {
 }
 
 fn check_key(field: &str, value: &str) -> Result<()> {
-    if value.is_empty() || value.len() > MAX_KEY_BYTES {
-        return Err(AlarmError::invalid(
-            field,
-            format!("must have 1 to {MAX_KEY_BYTES} bytes"),
-        ));
-    }
-    Ok(())
+    AlarmError::check_key(field, value, MAX_KEY_BYTES)
 }
 
 fn check_name(field: &str, value: &str, max_chars: usize) -> Result<()> {
@@ -119,6 +113,22 @@ fn load(tx: &WriteTx, ns: &str, seq: u64, id: &str) -> Result<Alarm> {
         .into_alarm(ns, seq)
 }
 
+/// The active alarm of (device, type) as stored, with its sequence.
+fn active_in(
+    tx: &WriteTx,
+    ns: &str,
+    device_id: &str,
+    alarm_type: &str,
+) -> Result<Option<(u64, Alarm)>> {
+    let Some(seq) = tx.active_alarm(ns, device_id, alarm_type)? else {
+        return Ok(None);
+    };
+    let rec = tx
+        .alarm(ns, seq)?
+        .ok_or_else(|| AlarmError::Storage(format!("active index names missing alarm {seq}")))?;
+    Ok(Some((seq, rec.into_alarm(ns, seq)?)))
+}
+
 fn get_in(tx: &ReadTx, ns: &str, seq: u64) -> Result<Option<Alarm>> {
     tx.alarm(ns, seq)?
         .map(|r| r.into_alarm(ns, seq))
@@ -175,11 +185,7 @@ impl AlarmStore {
             check_name("rule", r, MAX_NAME_CHARS)?;
         }
         self.store.write(|tx| {
-            if let Some(seq) = tx.active_alarm(ns, device_id, alarm_type)? {
-                let old = tx.alarm(ns, seq)?.ok_or_else(|| {
-                    AlarmError::Storage(format!("active index names missing alarm {seq}"))
-                })?;
-                let old = old.into_alarm(ns, seq)?;
+            if let Some((seq, old)) = active_in(tx, ns, device_id, alarm_type)? {
                 let change = old.raised_again(severity, details, rule, now_ms);
                 save(tx, seq, Some(&old), change.alarm())?;
                 return Ok(change);
@@ -197,33 +203,35 @@ impl AlarmStore {
     /// [`AlarmError::NotFound`], or [`AlarmError::Conflict`] if it is
     /// already acknowledged.
     pub fn acknowledge(&self, ns: &str, id: &str, by: &str, now_ms: u64) -> Result<Change> {
-        check_name("by", by, MAX_NAME_CHARS)?;
-        let seq = parse_alarm_id(id).ok_or_else(|| AlarmError::not_found("alarm", id))?;
-        self.store.write(|tx| {
-            let old = load(tx, ns, seq, id)?;
-            let change = old.acknowledged(by, now_ms);
-            if !change.changed() {
-                return Err(AlarmError::Conflict(format!(
-                    "alarm {id} is already acknowledged"
-                )));
-            }
-            save(tx, seq, Some(&old), change.alarm())?;
-            Ok(change)
-        })
+        self.transition(ns, id, by, "acknowledged", |a| a.acknowledged(by, now_ms))
     }
 
     /// Clears alarm `id` as `by` (a user, or `rule:<name>`), keeping its
     /// acknowledgement. Fails with [`AlarmError::NotFound`], or
     /// [`AlarmError::Conflict`] if it is already cleared.
     pub fn clear(&self, ns: &str, id: &str, by: &str, now_ms: u64) -> Result<Change> {
+        self.transition(ns, id, by, "cleared", |a| a.cleared(by, now_ms))
+    }
+
+    /// An operator's transition `step` of alarm `id` by `by`, in one
+    /// write; [`AlarmError::Conflict`] ("already `done`") when it
+    /// changes nothing.
+    fn transition(
+        &self,
+        ns: &str,
+        id: &str,
+        by: &str,
+        done: &str,
+        step: impl FnOnce(&Alarm) -> Change,
+    ) -> Result<Change> {
         check_name("by", by, MAX_NAME_CHARS)?;
         let seq = parse_alarm_id(id).ok_or_else(|| AlarmError::not_found("alarm", id))?;
         self.store.write(|tx| {
             let old = load(tx, ns, seq, id)?;
-            let change = old.cleared(by, now_ms);
+            let change = step(&old);
             if !change.changed() {
                 return Err(AlarmError::Conflict(format!(
-                    "alarm {id} is already cleared"
+                    "alarm {id} is already {done}"
                 )));
             }
             save(tx, seq, Some(&old), change.alarm())?;
@@ -244,13 +252,9 @@ impl AlarmStore {
     ) -> Result<Option<Change>> {
         check_name("by", by, MAX_NAME_CHARS)?;
         self.store.write(|tx| {
-            let Some(seq) = tx.active_alarm(ns, device_id, alarm_type)? else {
+            let Some((seq, old)) = active_in(tx, ns, device_id, alarm_type)? else {
                 return Ok(None);
             };
-            let old = tx.alarm(ns, seq)?.ok_or_else(|| {
-                AlarmError::Storage(format!("active index names missing alarm {seq}"))
-            })?;
-            let old = old.into_alarm(ns, seq)?;
             let change = old.cleared(by, now_ms);
             save(tx, seq, Some(&old), change.alarm())?;
             Ok(Some(change))

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use kv::conformance::{run_cases, temp_path, Case, Make};
+use kv::conformance::{run_cases, Case, Stores};
 use serde_json::json;
 
 use crate::{AlarmError, AlarmFilter, AlarmState, AlarmStorage, Change, Severity};
@@ -22,11 +22,7 @@ pub fn run<S: AlarmStorage>(make: impl Fn(&Path) -> S) {
         ("prune and delete", prune_and_delete),
         ("durability", durability),
     ];
-    run_cases("alarm store", &make, cases);
-}
-
-fn fresh<S>(make: &Make<'_, S>) -> (tempfile::TempDir, S) {
-    kv::conformance::fresh(make, "alarms.redb")
+    run_cases("alarm store", "alarms.redb", &make, cases);
 }
 
 fn raise<S: AlarmStorage>(s: &S, ns: &str, device: &str, ty: &str, now: u64) -> Change {
@@ -42,8 +38,8 @@ fn raise<S: AlarmStorage>(s: &S, ns: &str, device: &str, ty: &str, now: u64) -> 
     .expect("raise")
 }
 
-fn life_cycle<S: AlarmStorage>(make: &Make<'_, S>) {
-    let (_dir, s) = fresh(make);
+fn life_cycle<S: AlarmStorage>(stores: &Stores<'_, S>) {
+    let (_dir, s) = stores.fresh();
     let Change::Raised(a) = raise(&s, "ns", "d", "hot", 10) else {
         panic!("a first raise creates an alarm");
     };
@@ -72,8 +68,8 @@ fn life_cycle<S: AlarmStorage>(make: &Make<'_, S>) {
     assert_ne!(e.id, a.id);
 }
 
-fn de_duplication<S: AlarmStorage>(make: &Make<'_, S>) {
-    let (_dir, s) = fresh(make);
+fn de_duplication<S: AlarmStorage>(stores: &Stores<'_, S>) {
+    let (_dir, s) = stores.fresh();
     let first = raise(&s, "ns", "d", "hot", 10).alarm().clone();
     let Change::Updated(again) = raise(&s, "ns", "d", "hot", 20) else {
         panic!("a raise of an active alarm updates it");
@@ -90,8 +86,8 @@ fn de_duplication<S: AlarmStorage>(make: &Make<'_, S>) {
     };
 }
 
-fn refusals<S: AlarmStorage>(make: &Make<'_, S>) {
-    let (_dir, s) = fresh(make);
+fn refusals<S: AlarmStorage>(stores: &Stores<'_, S>) {
+    let (_dir, s) = stores.fresh();
     let a = raise(&s, "ns", "d", "hot", 10).alarm().clone();
     s.acknowledge("ns", &a.id, "u", 11).unwrap();
     assert!(matches!(
@@ -124,8 +120,8 @@ fn refusals<S: AlarmStorage>(make: &Make<'_, S>) {
     assert!(matches!(r, Err(AlarmError::Invalid { .. })));
 }
 
-fn history_and_counts<S: AlarmStorage>(make: &Make<'_, S>) {
-    let (_dir, s) = fresh(make);
+fn history_and_counts<S: AlarmStorage>(stores: &Stores<'_, S>) {
+    let (_dir, s) = stores.fresh();
     let mut ids = Vec::new();
     for (i, device) in ["d1", "d2", "d1", "d3", "d1"].into_iter().enumerate() {
         let ty = format!("t{i}");
@@ -179,8 +175,8 @@ fn history_and_counts<S: AlarmStorage>(make: &Make<'_, S>) {
     assert_eq!(s.total().unwrap(), 5);
 }
 
-fn namespaces<S: AlarmStorage>(make: &Make<'_, S>) {
-    let (_dir, s) = fresh(make);
+fn namespaces<S: AlarmStorage>(stores: &Stores<'_, S>) {
+    let (_dir, s) = stores.fresh();
     let a = raise(&s, "a", "d", "hot", 1).alarm().clone();
     raise(&s, "ab", "d", "hot", 2);
     let Change::Raised(_) = raise(&s, "b", "d", "hot", 3) else {
@@ -194,8 +190,8 @@ fn namespaces<S: AlarmStorage>(make: &Make<'_, S>) {
     assert_eq!(s.total().unwrap(), 3);
 }
 
-fn prune_and_delete<S: AlarmStorage>(make: &Make<'_, S>) {
-    let (_dir, s) = fresh(make);
+fn prune_and_delete<S: AlarmStorage>(stores: &Stores<'_, S>) {
+    let (_dir, s) = stores.fresh();
     let closed = raise(&s, "ns", "d1", "a", 1).alarm().clone();
     s.clear("ns", &closed.id, "u", 2).unwrap();
     s.acknowledge("ns", &closed.id, "u", 3).unwrap();
@@ -219,16 +215,16 @@ fn prune_and_delete<S: AlarmStorage>(make: &Make<'_, S>) {
     assert_eq!(s.counts("ns").unwrap().total(), 0);
 }
 
-fn durability<S: AlarmStorage>(make: &Make<'_, S>) {
-    let (_dir, path) = temp_path("alarms.redb");
+fn durability<S: AlarmStorage>(stores: &Stores<'_, S>) {
+    let (_dir, path) = stores.temp_path();
     let (a, b) = {
-        let s = make(&path);
+        let s = stores.open(&path);
         let a = raise(&s, "ns", "d", "hot", 1).alarm().clone();
         let b = raise(&s, "ns", "d", "cold", 2).alarm().clone();
         s.acknowledge("ns", &b.id, "u", 3).unwrap();
         (a, s.get("ns", &b.id).unwrap())
     };
-    let s = make(&path);
+    let s = stores.open(&path);
     assert_eq!(s.get("ns", &a.id).unwrap().as_ref(), Some(&a));
     assert_eq!(s.get("ns", &b.as_ref().unwrap().id).unwrap(), b);
     let Change::Updated(again) = raise(&s, "ns", "d", "hot", 4) else {

@@ -512,50 +512,22 @@ mod tests {
     /// serialised with their `v` field first) opens, reads and updates.
     #[test]
     fn a_file_written_before_kv_opens() {
-        use redb::{Database, TableDefinition};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(crate::ALARMS_FILE_NAME);
-        {
-            let db = Database::create(&path).unwrap();
-            let txn = db.begin_write().unwrap();
-            {
-                let meta: TableDefinition<&str, u64> = TableDefinition::new("meta");
-                let mut meta = txn.open_table(meta).unwrap();
-                meta.insert("schema_version", 1).unwrap();
-                meta.insert("alarm_next_seq", 2).unwrap();
-                let alarms: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("alarms");
-                let rec = br#"{"v":1,"device_id":"d","alarm_type":"hot","severity":"major","state":"active_unack","details":{"t":91},"count":1,"first_raised_ms":5,"last_raised_ms":5,"acknowledged_by":null,"acknowledged_ms":null,"cleared_by":null,"cleared_ms":null,"rule":"r"}"#;
-                txn.open_table(alarms)
-                    .unwrap()
-                    .insert(("ns", 1), rec.as_slice())
-                    .unwrap();
-                let active: TableDefinition<(&str, &str, &str), u64> =
-                    TableDefinition::new("alarms_active");
-                txn.open_table(active)
-                    .unwrap()
-                    .insert(("ns", "d", "hot"), 1)
-                    .unwrap();
-                let by_time: TableDefinition<(&str, u64, u64), ()> =
-                    TableDefinition::new("alarms_by_time");
-                txn.open_table(by_time)
-                    .unwrap()
-                    .insert(("ns", 5, 1), ())
-                    .unwrap();
-                let by_device: TableDefinition<(&str, &str, u64, u64), ()> =
-                    TableDefinition::new("alarms_by_device");
-                txn.open_table(by_device)
-                    .unwrap()
-                    .insert(("ns", "d", 5, 1), ())
-                    .unwrap();
-                let counts: TableDefinition<(&str, &str, &str), u64> =
-                    TableDefinition::new("alarm_counts");
-                txn.open_table(counts)
-                    .unwrap()
-                    .insert(("ns", "active_unack", "major"), 1)
-                    .unwrap();
-            }
-            txn.commit().unwrap();
-        }
+        let rec = br#"{"v":1,"device_id":"d","alarm_type":"hot","severity":"major","state":"active_unack","details":{"t":91},"count":1,"first_raised_ms":5,"last_raised_ms":5,"acknowledged_by":null,"acknowledged_ms":null,"cleared_by":null,"cleared_ms":null,"rule":"r"}"#;
+        kv::conformance::write_raw(&path, |tx| {
+            tx.insert::<&str, u64>("meta", "schema_version", 1)
+                .insert::<&str, u64>("meta", "alarm_next_seq", 2)
+                .insert::<(&str, u64), &[u8]>("alarms", ("ns", 1), rec.as_slice())
+                .insert::<(&str, &str, &str), u64>("alarms_active", ("ns", "d", "hot"), 1)
+                .insert::<(&str, u64, u64), ()>("alarms_by_time", ("ns", 5, 1), ())
+                .insert::<(&str, &str, u64, u64), ()>("alarms_by_device", ("ns", "d", 5, 1), ())
+                .insert::<(&str, &str, &str), u64>(
+                    "alarm_counts",
+                    ("ns", "active_unack", "major"),
+                    1,
+                );
+        });
         let store = crate::AlarmStore::open(&path).unwrap();
         let a = store.get("ns", &crate::alarm_id(1)).unwrap().unwrap();
         assert_eq!(a.details, serde_json::json!({"t": 91}));
@@ -565,29 +537,13 @@ mod tests {
             .query("ns", &crate::AlarmFilter::default(), None, 10)
             .unwrap();
         assert_eq!(page.len(), 1);
-        let change = store
-            .raise(
-                "ns",
-                "d",
-                "hot",
-                crate::Severity::Major,
-                serde_json::Value::Null,
-                None,
-                9,
-            )
-            .unwrap();
+        let raise = |device, severity| {
+            let details = serde_json::Value::Null;
+            store.raise("ns", device, "hot", severity, details, None, 9)
+        };
+        let change = raise("d", crate::Severity::Major).unwrap();
         assert!(matches!(change, crate::Change::Updated(ref a) if a.count == 2));
-        let next = store
-            .raise(
-                "ns",
-                "d2",
-                "hot",
-                crate::Severity::Minor,
-                serde_json::Value::Null,
-                None,
-                9,
-            )
-            .unwrap();
+        let next = raise("d2", crate::Severity::Minor).unwrap();
         assert_eq!(next.alarm().id, crate::alarm_id(2));
         // What this binary writes is what the old code wrote.
         drop(store);

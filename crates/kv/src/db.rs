@@ -692,6 +692,14 @@ mod tests {
             .unwrap()
     }
 
+    /// A temporary directory holding `t.redb` written at `schema`'s
+    /// version, closed again.
+    fn file_written_at(schema: Schema) -> (tempfile::TempDir, std::path::PathBuf) {
+        let (dir, path) = crate::conformance::temp_path("t.redb");
+        drop(Db::open(&path, schema, &[]).unwrap());
+        (dir, path)
+    }
+
     #[test]
     fn a_new_file_has_the_current_version_and_its_tables() {
         let dir = tempfile::tempdir().unwrap();
@@ -704,9 +712,7 @@ mod tests {
 
     #[test]
     fn a_newer_version_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.redb");
-        drop(Db::open(&path, V2, &[]).unwrap());
+        let (_dir, path) = file_written_at(V2);
         let Err(e) = Db::open(&path, V1, &[]) else {
             panic!("a newer file opened");
         };
@@ -726,9 +732,7 @@ mod tests {
 
     #[test]
     fn a_migration_runs_once_and_records_the_version() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.redb");
-        drop(Db::open(&path, V1, &[]).unwrap());
+        let (_dir, path) = file_written_at(V1);
         let db = Db::open(&path, V2, MIGRATIONS).unwrap();
         assert_eq!(db.schema_version().unwrap(), 2);
         assert_eq!(runs(&db), 1);
@@ -739,9 +743,7 @@ mod tests {
 
     #[test]
     fn a_missing_or_failing_migration_leaves_the_file_as_it_was() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.redb");
-        drop(Db::open(&path, V1, &[]).unwrap());
+        let (_dir, path) = file_written_at(V1);
         let Err(e) = Db::open(&path, V2, &[]) else {
             panic!("opened without a migration");
         };

@@ -12,6 +12,8 @@
 //!   is its format version (`{"v":1,...}`), with [`Record::upgrade`] for
 //!   older versions.
 //! - [`Error`]: the one error of this layer; domain stores wrap it.
+//! - Key helpers: [`seq_id`] / [`parse_seq_id`], the fixed-width ids
+//!   (`a00000000000000ff`) that name records by sequence number.
 //! - The broker's sessions: the broker emits [`broker::PersistOp`]s;
 //!   [`SessionStore::apply`] makes a batch of them durable in one
 //!   transaction (one fsync for many operations: group commit).
@@ -23,16 +25,20 @@
 //! and put each store behind a trait whose embedded implementation is
 //! built on this crate, so that another backend is another `impl`:
 //! [`store_trait!`] declares such a trait from the embedded store's
-//! methods, and `conformance` (feature `conformance`) is the harness of
-//! the suites every implementation must pass.
+//! methods, [`store_error!`] the store's error enum (the variants every
+//! store has, and the wrapping of [`Error`]), and `conformance` (feature
+//! `conformance`) is the harness of the suites every implementation must
+//! pass.
 
 mod codec;
-#[cfg(feature = "conformance")]
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod db;
 mod error;
+mod key;
 mod record;
 mod store;
+mod store_error;
 mod store_trait;
 
 pub use db::{
@@ -40,5 +46,6 @@ pub use db::{
     TableRef, TableSpec, WriteTx,
 };
 pub use error::Error;
+pub use key::{parse_seq_id, seq_id};
 pub use record::{Record, Versioned};
 pub use store::{KvError, RedbSessionStore, SessionStore};

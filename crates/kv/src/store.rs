@@ -276,11 +276,10 @@ fn coalesce(ops: &[PersistOp]) -> HashMap<(&str, u64), Fate> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::conformance::write_raw;
     use bytes::Bytes;
     use mqtt_proto::QoS;
-    use redb::{Database, TableDefinition};
-
-    use super::*;
 
     /// A file written the way the code before `Db` did (raw redb: `meta`
     /// with `schema_version`, the four tables, values from `codec.rs`)
@@ -306,33 +305,15 @@ mod tests {
             subscriptions: vec![],
             owner: Some("dev".into()),
         };
+        let session = codec::encode_session(&session);
+        let retained = codec::encode_retained(&retained);
         let write = |path: &Path, version: u64| {
-            let db = Database::create(path).unwrap();
-            let txn = db.begin_write().unwrap();
-            {
-                let meta: TableDefinition<&str, u64> = TableDefinition::new("meta");
-                txn.open_table(meta)
-                    .unwrap()
-                    .insert("schema_version", version)
-                    .unwrap();
-                let sessions: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
-                txn.open_table(sessions)
-                    .unwrap()
-                    .insert("c1", codec::encode_session(&session).as_slice())
-                    .unwrap();
-                let incoming: TableDefinition<(&str, u16), ()> =
-                    TableDefinition::new("session_incoming_qos2");
-                txn.open_table(incoming)
-                    .unwrap()
-                    .insert(("c1", 7), ())
-                    .unwrap();
-                let table: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
-                txn.open_table(table)
-                    .unwrap()
-                    .insert("r/1", codec::encode_retained(&retained).as_slice())
-                    .unwrap();
-            }
-            txn.commit().unwrap();
+            write_raw(path, |tx| {
+                tx.insert::<&str, u64>("meta", "schema_version", version)
+                    .insert::<&str, &[u8]>("sessions", "c1", session.as_slice())
+                    .insert::<(&str, u16), ()>("session_incoming_qos2", ("c1", 7), ())
+                    .insert::<&str, &[u8]>("retained", "r/1", retained.as_slice());
+            })
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sessions.redb");

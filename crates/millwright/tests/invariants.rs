@@ -1,6 +1,7 @@
 //! The architecture invariants a test can check (ARCHITECTURE.md,
 //! "Invariants"), read from the source tree as text: the pure crates know
-//! no runtime, no network and no clock, `anyhow` stays in the binary, and
+//! no runtime, no network and no clock, `anyhow` stays in the binary, only
+//! `kv` and `tsdb` (and the allow-listed wire codecs) lay out bytes, and
 //! the binary stays within its line budget.
 //! A failure names the file and line that broke the rule.
 
@@ -166,6 +167,95 @@ fn anyhow_only_in_the_binary() {
     assert!(broken.is_empty(), "anyhow outside the binary: {broken:?}");
 }
 
+/// Source text that lays out bytes by hand: fixed-width integers to or
+/// from bytes, the `bytes`/`byteorder` integer writers and readers,
+/// varint bit masks, and fixed-width numbers parsed back out of key text.
+/// Only `kv` and `tsdb` own byte layouts (ARCHITECTURE.md, "Invariants");
+/// a store crate asks `kv` (its codecs, `kv::seq_id`) instead.
+const BYTE_LAYOUT: &[&str] = &[
+    "to_be_bytes(",
+    "from_be_bytes(",
+    "to_le_bytes(",
+    "from_le_bytes(",
+    "to_ne_bytes(",
+    "from_ne_bytes(",
+    "byteorder",
+    "put_u16",
+    "put_u32",
+    "put_u64",
+    "get_u16",
+    "get_u32",
+    "get_u64",
+    "& 0x7f",
+    "| 0x80",
+    "0x80 |",
+    "from_str_radix(",
+];
+
+/// The crates that own byte layouts.
+const LAYOUT_OWNERS: &[&str] = &["kv", "tsdb"];
+
+/// Other places allowed to lay out bytes, each with its reason: wire
+/// codecs of protocols this platform speaks, never a stored format.
+const LAYOUT_ALLOWED: &[(&str, &str)] = &[
+    (
+        "crates/mqtt-proto/",
+        "the MQTT codec: the protocol's own wire bytes",
+    ),
+    ("crates/pki/src/pkcs8.rs", "DER lengths of PKCS#8 keys"),
+    (
+        "crates/pki/src/issue.rs",
+        "a DER serial number's leading byte",
+    ),
+    (
+        "crates/bench/src/load.rs",
+        "the load generator's in-payload send stamp, read back by its own subscribers",
+    ),
+];
+
+/// The `(line, text)` of `text`'s production lines that lay out bytes.
+fn byte_layout_lines(text: &str) -> Vec<(usize, String)> {
+    production_lines(text)
+        .filter(|(_, l)| BYTE_LAYOUT.iter().any(|b| l.contains(b)))
+        .map(|(n, l)| (n, l.trim().to_string()))
+        .collect()
+}
+
+#[test]
+fn only_kv_and_tsdb_define_byte_layouts() {
+    let root = workspace();
+    let mut broken = Vec::new();
+    let mut seen = 0;
+    for e in std::fs::read_dir(root.join("crates"))
+        .expect("crates")
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if LAYOUT_OWNERS.contains(&name.as_str()) {
+            continue;
+        }
+        let mut files = Vec::new();
+        rust_files(&e.path().join("src"), &mut files);
+        for f in files {
+            seen += 1;
+            let rel = f.strip_prefix(&root).unwrap_or(&f).to_string_lossy();
+            let rel = rel.replace('\\', "/");
+            if LAYOUT_ALLOWED.iter().any(|(p, _)| rel.starts_with(p)) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&f).expect("source");
+            for (n, line) in byte_layout_lines(&text) {
+                broken.push(format!("{rel}:{n}: {line}"));
+            }
+        }
+    }
+    assert!(seen > 100, "only {seen} source files read");
+    assert!(
+        broken.is_empty(),
+        "byte layouts outside kv and tsdb (move the encoding into kv): {broken:#?}"
+    );
+}
+
 #[test]
 fn the_checks_themselves_see_a_violation() {
     // The readers must not be blind: a manifest and a file that break the
@@ -178,6 +268,11 @@ fn the_checks_themselves_see_a_violation() {
         .map(|(n, _)| n)
         .collect();
     assert_eq!(hits, [1]);
+    // A key laid out by hand is seen; the same in a comment or a test
+    // module is not.
+    let text = "fn key(seq: u64) -> [u8; 8] {\n    seq.to_be_bytes()\n}\n// u64::from_str_radix(hex, 16)\nfn id(h: &str) -> u64 { u64::from_str_radix(h, 16).unwrap_or(0) }\n#[cfg(test)]\nmod tests { fn g() { 1u32.to_le_bytes(); } }\n";
+    let hits: Vec<usize> = byte_layout_lines(text).iter().map(|(n, _)| *n).collect();
+    assert_eq!(hits, [2, 5]);
 }
 
 /// Lines the binary's sources may hold: it wires crates together and holds

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use kv::conformance::{run_cases, temp_path, Case, Make};
+use kv::conformance::{run_cases, Case, Stores};
 use serde_json::json;
 
 use crate::{
@@ -37,7 +37,7 @@ pub fn run<S: DeviceStorage + OperatorStorage>(make: impl Fn(&Path) -> S) {
         ("API tokens", api_tokens),
         ("operator durability", operator_durability),
     ];
-    run_cases("registry store", &make, cases);
+    run_cases("registry store", FILE, &make, cases);
 }
 
 /// Runs every [`AuditStorage`] case; `make` gives a store keeping at
@@ -48,19 +48,15 @@ pub fn run_audit<S: AuditStorage>(make: impl Fn(&Path) -> S) {
         ("audit bound", audit_bound),
         ("audit durability", audit_durability),
     ];
-    run_cases("audit log", &make, cases);
-}
-
-fn fresh<S>(make: &Make<'_, S>) -> (tempfile::TempDir, S) {
-    kv::conformance::fresh(make, FILE)
+    run_cases("audit log", FILE, &make, cases);
 }
 
 fn is_ok(a: DeviceAuth) -> bool {
     matches!(a, DeviceAuth::Ok(_))
 }
 
-fn device_life_cycle<S: DeviceStorage>(make: &Make<'_, S>) {
-    let (_dir, s) = fresh(make);
+fn device_life_cycle<S: DeviceStorage>(stores: &Stores<'_, S>) {
+    let (_dir, s) = stores.fresh();
     let mut new = NewDevice::new("d1");
     new.device_type = Some("press".into());
     new.labels.insert("zone".into(), "a".into());
@@ -96,8 +92,8 @@ fn device_life_cycle<S: DeviceStorage>(make: &Make<'_, S>) {
     assert_eq!(s.count_devices("ns").unwrap(), 0);
 }
 
-fn listing_and_namespaces<S: DeviceStorage>(make: &Make<'_, S>) {
-    let (_dir, s) = fresh(make);
+fn listing_and_namespaces<S: DeviceStorage>(stores: &Stores<'_, S>) {
+    let (_dir, s) = stores.fresh();
     for (ns, id) in [
         ("a", "d3"),
         ("a", "d1"),
@@ -153,8 +149,8 @@ fn listing_and_namespaces<S: DeviceStorage>(make: &Make<'_, S>) {
     ));
 }
 
-fn device_tokens<S: DeviceStorage>(make: &Make<'_, S>) {
-    let (_dir, s) = fresh(make);
+fn device_tokens<S: DeviceStorage>(stores: &Stores<'_, S>) {
+    let (_dir, s) = stores.fresh();
     assert!(matches!(
         s.issue_device_token("ns", "d", 0, 0),
         Err(RegistryError::NotFound { .. })
@@ -207,8 +203,8 @@ fn device_tokens<S: DeviceStorage>(make: &Make<'_, S>) {
     );
 }
 
-fn claims_and_provisioning<S: DeviceStorage>(make: &Make<'_, S>) {
-    let (_dir, s) = fresh(make);
+fn claims_and_provisioning<S: DeviceStorage>(stores: &Stores<'_, S>) {
+    let (_dir, s) = stores.fresh();
     let template = ProvisioningTemplate {
         device_type: Some("press".into()),
         id_pattern: Some("press-*".into()),
@@ -282,8 +278,8 @@ fn claims_and_provisioning<S: DeviceStorage>(make: &Make<'_, S>) {
     assert_eq!(s.count_devices("ns").unwrap(), 2);
 }
 
-fn certificates<S: DeviceStorage>(make: &Make<'_, S>) {
-    let (_dir, s) = fresh(make);
+fn certificates<S: DeviceStorage>(stores: &Stores<'_, S>) {
+    let (_dir, s) = stores.fresh();
     assert!(matches!(
         s.record_certificate("ns", "d", "0a1b", 1_000, 0),
         Err(RegistryError::NotFound { .. })
@@ -316,17 +312,17 @@ fn certificates<S: DeviceStorage>(make: &Make<'_, S>) {
     assert!(!s.is_certificate_revoked("a1b"));
 }
 
-fn device_durability<S: DeviceStorage>(make: &Make<'_, S>) {
-    let (_dir, path) = temp_path(FILE);
+fn device_durability<S: DeviceStorage>(stores: &Stores<'_, S>) {
+    let (_dir, path) = stores.temp_path();
     let (d, token) = {
-        let s = make(&path);
+        let s = stores.open(&path);
         let d = s.create_device("ns", NewDevice::new("d"), 1).unwrap();
         let token = s.issue_device_token("ns", "d", 0, 1).unwrap();
         s.record_certificate("ns", "d", "ff", 1_000, 1).unwrap();
         s.revoke_certificate("ff", 2).unwrap();
         (d, token)
     };
-    let s = make(&path);
+    let s = stores.open(&path);
     assert_eq!(s.get_device("ns", "d").unwrap(), Some(d));
     assert_eq!(s.count_devices("ns").unwrap(), 1);
     assert!(is_ok(
@@ -336,8 +332,8 @@ fn device_durability<S: DeviceStorage>(make: &Make<'_, S>) {
     assert!(s.is_certificate_revoked("ff"), "revocations load at open");
 }
 
-fn users_and_sessions<S: OperatorStorage>(make: &Make<'_, S>) {
-    let (_dir, s) = fresh(make);
+fn users_and_sessions<S: OperatorStorage>(stores: &Stores<'_, S>) {
+    let (_dir, s) = stores.fresh();
     let ada = s
         .create_user("ada", "correct horse", Role::Admin, 1)
         .unwrap();
@@ -387,8 +383,8 @@ fn users_and_sessions<S: OperatorStorage>(make: &Make<'_, S>) {
     assert!(!s.delete_user("bob").unwrap());
 }
 
-fn api_tokens<S: OperatorStorage>(make: &Make<'_, S>) {
-    let (_dir, s) = fresh(make);
+fn api_tokens<S: OperatorStorage>(stores: &Stores<'_, S>) {
+    let (_dir, s) = stores.fresh();
     s.create_user("bob", "pw-of-bob", Role::Viewer, 0).unwrap();
     let (owned, secret) = s
         .create_api_token("bob-admin", Some("bob"), Role::Admin, None, 1)
@@ -434,10 +430,10 @@ fn api_tokens<S: OperatorStorage>(make: &Make<'_, S>) {
     );
 }
 
-fn operator_durability<S: OperatorStorage>(make: &Make<'_, S>) {
-    let (_dir, path) = temp_path(FILE);
+fn operator_durability<S: OperatorStorage>(stores: &Stores<'_, S>) {
+    let (_dir, path) = stores.temp_path();
     let (session, token) = {
-        let s = make(&path);
+        let s = stores.open(&path);
         s.create_user("ada", "correct horse", Role::Admin, 0)
             .unwrap();
         let (session, _) = s.login("ada", b"correct horse", 1_000, 1).unwrap().unwrap();
@@ -446,7 +442,7 @@ fn operator_durability<S: OperatorStorage>(make: &Make<'_, S>) {
             .unwrap();
         (session, token)
     };
-    let s = make(&path);
+    let s = stores.open(&path);
     assert_eq!(s.list_users().unwrap().len(), 1);
     assert!(s
         .authenticate_api_token(session.as_bytes(), 2)
@@ -470,8 +466,8 @@ fn audit_entry(t: u64, actor: &str, action: &str) -> NewAuditEntry {
     }
 }
 
-fn audit_order_and_filters<S: AuditStorage>(make: &Make<'_, S>) {
-    let (_dir, s) = fresh(make);
+fn audit_order_and_filters<S: AuditStorage>(stores: &Stores<'_, S>) {
+    let (_dir, s) = stores.fresh();
     assert_eq!(s.count().unwrap(), 0);
     for t in 1..=4 {
         let action = if t % 2 == 0 {
@@ -515,8 +511,8 @@ fn audit_order_and_filters<S: AuditStorage>(make: &Make<'_, S>) {
     ));
 }
 
-fn audit_bound<S: AuditStorage>(make: &Make<'_, S>) {
-    let (_dir, s) = fresh(make);
+fn audit_bound<S: AuditStorage>(stores: &Stores<'_, S>) {
+    let (_dir, s) = stores.fresh();
     for t in 1..=AUDIT_BOUND + 3 {
         assert_eq!(s.append(audit_entry(t, "ada", "x")).unwrap(), t);
     }
@@ -527,15 +523,15 @@ fn audit_bound<S: AuditStorage>(make: &Make<'_, S>) {
     assert_eq!(seqs, want, "the oldest entries go first");
 }
 
-fn audit_durability<S: AuditStorage>(make: &Make<'_, S>) {
-    let (_dir, path) = temp_path(FILE);
+fn audit_durability<S: AuditStorage>(stores: &Stores<'_, S>) {
+    let (_dir, path) = stores.temp_path();
     {
-        let s = make(&path);
+        let s = stores.open(&path);
         for t in 1..=AUDIT_BOUND + 1 {
             s.append(audit_entry(t, "ada", "x")).unwrap();
         }
     }
-    let s = make(&path);
+    let s = stores.open(&path);
     assert_eq!(s.count().unwrap(), AUDIT_BOUND);
     let next = s.append(audit_entry(99, "ada", "x")).unwrap();
     assert_eq!(next, AUDIT_BOUND + 2, "sequence numbers are never reused");

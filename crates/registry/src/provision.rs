@@ -181,6 +181,14 @@ mod tests {
     use crate::registry::test_registry;
     use crate::DeviceAuth;
 
+    /// `field: message` of an `Invalid` error; panics on another.
+    fn invalid(e: RegistryError) -> String {
+        match e {
+            RegistryError::Invalid { field, message } => format!("{field}: {message}"),
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
     #[test]
     fn provision_from_template() {
         let (_dir, r) = test_registry();
@@ -224,22 +232,18 @@ mod tests {
             ..Default::default()
         };
         let (c, token) = r.create_claim("default", "c", t, Some(1), None, 0).unwrap();
-        let msg = |e: RegistryError| match e {
-            RegistryError::Invalid { field, message } => format!("{field}: {message}"),
-            other => panic!("expected Invalid, got {other:?}"),
-        };
         let e = r
             .provision(&c.id, "pump-1", Credential::Token, 1)
             .unwrap_err();
-        assert!(msg(e).contains("id pattern"));
+        assert!(invalid(e).contains("id pattern"));
         let e = r
             .provision(&c.id, "press-2", Credential::Token, 1)
             .unwrap_err();
-        assert!(msg(e).contains("allow list"));
+        assert!(invalid(e).contains("allow list"));
         let e = r
             .provision(&c.id, "press/1", Credential::Token, 1)
             .unwrap_err();
-        assert!(msg(e).starts_with("device_id: "));
+        assert!(invalid(e).starts_with("device_id: "));
         assert!(matches!(
             r.provision("nope", "press-1", Credential::Token, 1),
             Err(RegistryError::NotFound { kind: "claim", .. })
@@ -266,25 +270,21 @@ mod tests {
         let (c, _token) = r
             .create_claim("default", "line-3", t, None, None, 0)
             .unwrap();
-        let field = |e: RegistryError| match e {
-            RegistryError::Invalid { field, message } => format!("{field}: {message}"),
-            other => panic!("expected Invalid, got {other:?}"),
-        };
         // Another unit's serial, requested by a client connected as SN-0001.
         let e = r
             .provision_as(&c.id, "SN-0002", Some("SN-0001"), Credential::Token, 1)
             .unwrap_err();
-        assert!(field(e).contains("client id the claim connected with"));
+        assert!(invalid(e).contains("client id the claim connected with"));
         // Over HTTP (no client id): refused.
         let e = r
             .provision(&c.id, "SN-0001", Credential::Token, 1)
             .unwrap_err();
-        assert!(field(e).contains("over MQTT only"));
+        assert!(invalid(e).contains("over MQTT only"));
         // The pattern still holds for the client id itself.
         let e = r
             .provision_as(&c.id, "press-1", Some("press-1"), Credential::Token, 1)
             .unwrap_err();
-        assert!(field(e).contains("id pattern"));
+        assert!(invalid(e).contains("id pattern"));
         let p = r
             .provision_as(&c.id, "SN-0001", Some("SN-0001"), Credential::Token, 1)
             .unwrap();

@@ -9,16 +9,9 @@ fn newer_schema_version_refuses_to_open() {
     drop(Registry::open(&path, RegistryConfig::default()).unwrap());
 
     // What a future binary would leave behind.
-    {
-        let db = redb::Database::create(&path).unwrap();
-        let txn = db.begin_write().unwrap();
-        {
-            let meta: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
-            let mut t = txn.open_table(meta).unwrap();
-            t.insert("schema_version", 2).unwrap();
-        }
-        txn.commit().unwrap();
-    }
+    kv::conformance::write_raw(&path, |tx| {
+        tx.insert::<&str, u64>("meta", "schema_version", 2);
+    });
 
     match Registry::open(&path, RegistryConfig::default()) {
         Err(RegistryError::Storage(m)) => {

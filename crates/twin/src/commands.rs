@@ -202,16 +202,12 @@ pub struct TransitionError {
 
 /// The id of the command with sequence number `seq`.
 pub fn command_id(seq: u64) -> String {
-    format!("c{seq:016x}")
+    kv::seq_id('c', seq)
 }
 
 /// The sequence number in a command id, if it is one.
 pub(crate) fn parse_command_id(id: &str) -> Option<u64> {
-    let hex = id.strip_prefix('c')?;
-    if hex.len() != 16 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        return None;
-    }
-    u64::from_str_radix(hex, 16).ok()
+    kv::parse_seq_id('c', id)
 }
 
 impl Command {

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use kv::conformance::{run_cases, temp_path, Case, Make};
+use kv::conformance::{run_cases, Case, Stores};
 use serde_json::json;
 
 use crate::{
@@ -25,11 +25,7 @@ pub fn run<S: DeviceStateStorage>(make: impl Fn(&Path) -> S) {
         ("delete device", delete_device),
         ("durability", durability),
     ];
-    run_cases("device state store", &make, cases);
-}
-
-fn fresh<S>(make: &Make<'_, S>) -> (tempfile::TempDir, S) {
-    kv::conformance::fresh(make, "devices.redb")
+    run_cases("device state store", "devices.redb", &make, cases);
 }
 
 fn reported(v: serde_json::Value) -> TwinUpdate {
@@ -48,8 +44,8 @@ fn cmd(method: &str, ttl_ms: Option<u64>) -> NewCommand {
     }
 }
 
-fn twins<S: DeviceStateStorage>(make: &Make<'_, S>) {
-    let (_dir, s) = fresh(make);
+fn twins<S: DeviceStateStorage>(stores: &Stores<'_, S>) {
+    let (_dir, s) = stores.fresh();
     let limits = TwinLimits::default();
     assert_eq!(s.get_twin("ns", "d", "").unwrap(), None);
     let (before, after) = s
@@ -92,8 +88,8 @@ fn twins<S: DeviceStateStorage>(make: &Make<'_, S>) {
     assert!(s.list_twins("other", "d2").unwrap().is_empty());
 }
 
-fn twin_queries<S: DeviceStateStorage>(make: &Make<'_, S>) {
-    let (_dir, s) = fresh(make);
+fn twin_queries<S: DeviceStateStorage>(stores: &Stores<'_, S>) {
+    let (_dir, s) = stores.fresh();
     let limits = TwinLimits::default();
     for (d, fw) in [("a", "2"), ("b", "1"), ("c", "2"), ("d", "2")] {
         s.update_twin("ns", d, "", &reported(json!({"fw": fw})), &limits, 1)
@@ -110,8 +106,8 @@ fn twin_queries<S: DeviceStateStorage>(make: &Make<'_, S>) {
     assert_eq!((page, next), (vec!["d".to_string()], None));
 }
 
-fn commands<S: DeviceStateStorage>(make: &Make<'_, S>) {
-    let (_dir, s) = fresh(make);
+fn commands<S: DeviceStateStorage>(stores: &Stores<'_, S>) {
+    let (_dir, s) = stores.fresh();
     let a = s.create_command("ns", "d", cmd("a", None), 10).unwrap();
     let b = s.create_command("ns", "d", cmd("b", None), 11).unwrap();
     let other = s.create_command("ns", "d2", cmd("c", None), 12).unwrap();
@@ -146,8 +142,8 @@ fn commands<S: DeviceStateStorage>(make: &Make<'_, S>) {
     assert_eq!(s.pending_commands("ns", "d2").unwrap().len(), 1);
 }
 
-fn command_expiry<S: DeviceStateStorage>(make: &Make<'_, S>) {
-    let (_dir, s) = fresh(make);
+fn command_expiry<S: DeviceStateStorage>(stores: &Stores<'_, S>) {
+    let (_dir, s) = stores.fresh();
     let c = s.create_command("ns", "d", cmd("a", Some(100)), 0).unwrap();
     let keep = s.create_command("ns", "d", cmd("b", None), 0).unwrap();
     assert!(s.expire_commands(99).unwrap().is_empty());
@@ -162,8 +158,8 @@ fn command_expiry<S: DeviceStateStorage>(make: &Make<'_, S>) {
     assert!(s.get_command("ns", "d", &keep.id).unwrap().is_some());
 }
 
-fn presence<S: DeviceStateStorage>(make: &Make<'_, S>) {
-    let (_dir, s) = fresh(make);
+fn presence<S: DeviceStateStorage>(stores: &Stores<'_, S>) {
+    let (_dir, s) = stores.fresh();
     assert_eq!(s.get_presence("ns", "d1").unwrap(), None);
     let (p, event) = s
         .update_presence("ns", "d1", &mut |p| p.connected(Some("a:1"), "mqtt/5", 10))
@@ -200,8 +196,8 @@ fn presence<S: DeviceStateStorage>(make: &Make<'_, S>) {
     assert_eq!(s.get_presence("ns", "d1").unwrap(), None);
 }
 
-fn delete_device<S: DeviceStateStorage>(make: &Make<'_, S>) {
-    let (_dir, s) = fresh(make);
+fn delete_device<S: DeviceStateStorage>(stores: &Stores<'_, S>) {
+    let (_dir, s) = stores.fresh();
     let limits = TwinLimits::default();
     for d in ["d", "keep"] {
         s.update_twin("ns", d, "", &reported(json!({"a": 1})), &limits, 1)
@@ -222,11 +218,11 @@ fn delete_device<S: DeviceStateStorage>(make: &Make<'_, S>) {
     assert_eq!(s.list_twins("ns", "keep").unwrap().len(), 1);
 }
 
-fn durability<S: DeviceStateStorage>(make: &Make<'_, S>) {
-    let (_dir, path) = temp_path("devices.redb");
+fn durability<S: DeviceStateStorage>(stores: &Stores<'_, S>) {
+    let (_dir, path) = stores.temp_path();
     let limits = TwinLimits::default();
     let (twin, command, presence) = {
-        let s = make(&path);
+        let s = stores.open(&path);
         let (_, t) = s
             .update_twin("ns", "d", "", &reported(json!({"fw": "1"})), &limits, 1)
             .unwrap()
@@ -237,7 +233,7 @@ fn durability<S: DeviceStateStorage>(make: &Make<'_, S>) {
             .unwrap();
         (t, c, p)
     };
-    let s = make(&path);
+    let s = stores.open(&path);
     assert_eq!(s.get_twin("ns", "d", "").unwrap(), Some(twin));
     assert_eq!(
         s.get_command("ns", "d", &command.id).unwrap(),

@@ -32,13 +32,7 @@ pub struct DeviceStateStore {
 type Result<T> = std::result::Result<T, TwinError>;
 
 fn check_key(field: &str, value: &str) -> Result<()> {
-    if value.is_empty() || value.len() > MAX_KEY_BYTES {
-        return Err(TwinError::invalid(
-            field,
-            format!("must have 1 to {MAX_KEY_BYTES} bytes"),
-        ));
-    }
-    Ok(())
+    TwinError::check_key(field, value, MAX_KEY_BYTES)
 }
 
 fn command_keys(c: &Command) -> CommandKeys {

@@ -356,13 +356,7 @@ mod tests {
     fn presence_rec(state: &str) -> PresenceRec {
         PresenceRec {
             state: state.into(),
-            last_connected_ms: None,
-            last_disconnected_ms: None,
-            last_seen_ms: None,
-            address: None,
-            protocol: None,
-            last_reason: None,
-            connections: 0,
+            ..PresenceRec::from_presence(&crate::Presence::default())
         }
     }
 
@@ -442,7 +436,6 @@ mod tests {
     /// goes on; what this binary writes is byte-for-byte what it wrote.
     #[test]
     fn a_file_written_before_kv_opens() {
-        use redb::{Database, TableDefinition};
         use serde::Serialize;
         use serde_json::{json, Map, Value};
 
@@ -471,29 +464,12 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(crate::FILE_NAME);
-        {
-            let db = Database::create(&path).unwrap();
-            let txn = db.begin_write().unwrap();
-            {
-                let meta: TableDefinition<&str, u64> = TableDefinition::new("meta");
-                let mut meta = txn.open_table(meta).unwrap();
-                meta.insert("schema_version", 1).unwrap();
-                meta.insert("command_next_seq", 5).unwrap();
-                let twins: TableDefinition<(&str, &str, &str), &[u8]> =
-                    TableDefinition::new("twins");
-                txn.open_table(twins)
-                    .unwrap()
-                    .insert(("ns", "d", ""), old_twin.as_slice())
-                    .unwrap();
-                let presence: TableDefinition<(&str, &str), &[u8]> =
-                    TableDefinition::new("presence");
-                txn.open_table(presence)
-                    .unwrap()
-                    .insert(("ns", "d"), old_presence.as_slice())
-                    .unwrap();
-            }
-            txn.commit().unwrap();
-        }
+        kv::conformance::write_raw(&path, |tx| {
+            tx.insert::<&str, u64>("meta", "schema_version", 1)
+                .insert::<&str, u64>("meta", "command_next_seq", 5)
+                .insert::<(&str, &str, &str), &[u8]>("twins", ("ns", "d", ""), old_twin.as_slice())
+                .insert::<(&str, &str), &[u8]>("presence", ("ns", "d"), old_presence.as_slice());
+        });
         let s = crate::DeviceStateStore::open(&path).unwrap();
         let t = s.get_twin("ns", "d", "").unwrap().unwrap();
         assert_eq!(t.reported, obj(json!({"fw": "1.0"})));
