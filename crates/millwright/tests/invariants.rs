@@ -119,6 +119,34 @@ fn pure_crates_depend_on_no_runtime_or_network_crate() {
     assert!(broken.is_empty(), "{broken:#?}");
 }
 
+/// The sans-io cores of the platform services: pure modules inside
+/// crates that also have a thin threaded shell. Besides the clock, threads
+/// and sockets, they name no runtime, channel or network-layer type.
+const PURE_CORES: &[&str] = &["crates/fleet/src/core.rs", "crates/automation/src/core.rs"];
+
+/// What a sans-io core must not contain besides [`FORBIDDEN`].
+const CORE_FORBIDDEN: &[&str] = &["tokio::", "broker_net::", "mpsc::", "std::fs::", "File::"];
+
+/// Lines of `files` (relative to the workspace) that contain one of `bad`.
+fn violations(root: &Path, files: &[PathBuf], bad: &[&str]) -> Vec<String> {
+    let mut broken = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).expect("source");
+        let rel = f.strip_prefix(root).unwrap_or(f);
+        for (n, line) in production_lines(&text) {
+            for b in bad {
+                if (rel, *b) == (Path::new(CLOCK_READER.0), CLOCK_READER.1) {
+                    continue;
+                }
+                if line.contains(b) {
+                    broken.push(format!("{}:{n}: {}", rel.display(), line.trim()));
+                }
+            }
+        }
+    }
+    broken
+}
+
 #[test]
 fn pure_crates_read_no_clock_spawn_no_thread_open_no_socket() {
     let root = workspace();
@@ -127,21 +155,20 @@ fn pure_crates_read_no_clock_spawn_no_thread_open_no_socket() {
         let mut files = Vec::new();
         rust_files(&root.join("crates").join(c).join("src"), &mut files);
         assert!(!files.is_empty(), "no sources for {c}");
-        for f in files {
-            let text = std::fs::read_to_string(&f).expect("source");
-            let rel = f.strip_prefix(&root).unwrap_or(&f);
-            for (n, line) in production_lines(&text) {
-                for bad in FORBIDDEN {
-                    if (rel, *bad) == (Path::new(CLOCK_READER.0), CLOCK_READER.1) {
-                        continue;
-                    }
-                    if line.contains(bad) {
-                        broken.push(format!("{}:{n}: {}", rel.display(), line.trim()));
-                    }
-                }
-            }
-        }
+        broken.extend(violations(&root, &files, FORBIDDEN));
     }
+    assert!(broken.is_empty(), "{broken:#?}");
+}
+
+#[test]
+fn service_cores_are_sans_io() {
+    let root = workspace();
+    let files: Vec<PathBuf> = PURE_CORES.iter().map(|f| root.join(f)).collect();
+    for f in &files {
+        assert!(f.is_file(), "{} is gone: update PURE_CORES", f.display());
+    }
+    let bad: Vec<&str> = FORBIDDEN.iter().chain(CORE_FORBIDDEN).copied().collect();
+    let broken = violations(&root, &files, &bad);
     assert!(broken.is_empty(), "{broken:#?}");
 }
 
