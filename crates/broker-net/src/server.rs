@@ -345,12 +345,6 @@ impl ServerHandle {
         }
     }
 
-    /// Adds the broker's figures and the persistence histograms to a
-    /// `/metrics` exposition.
-    pub fn collect_metrics(&self, out: &mut metrics::Exposition) {
-        crate::figures::collect(&self.snapshot(), &self.shared.metrics.commits, out);
-    }
-
     /// The broker core's counters.
     pub fn stats(&self) -> broker::Stats {
         self.shared.lock().broker.stats().clone()
@@ -640,5 +634,12 @@ async fn timers(shared: Arc<Shared>) {
             sys::publish(&mut core.broker, &shared.metrics, now);
         }
         core.dispatch(&shared.metrics, now);
+    }
+}
+
+/// The broker's figures and the persistence histograms, for `/metrics`.
+impl metrics::Source for ServerHandle {
+    fn collect(&self, out: &mut metrics::Exposition) {
+        crate::figures::collect(&self.snapshot(), &self.shared.metrics.commits, out);
     }
 }

@@ -34,6 +34,13 @@ pub enum Error {
     Encode(#[source] prometheus::Error),
 }
 
+/// A component whose figures a scrape collects (`GET /metrics` asks every
+/// source it was given). Called on a blocking thread: it may take a lock or
+/// read file sizes, but should not take long.
+pub trait Source: Send + Sync {
+    fn collect(&self, out: &mut Exposition);
+}
+
 /// The content type of [`Exposition::render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 

@@ -81,6 +81,71 @@ impl broker_net::IngestStage for Ingest {
     }
 }
 
+/// The telemetry store's figures for `/metrics`: series, chunks and bytes
+/// on disk, the WAL and the head block, and writes refused by reason.
+pub struct StoreMetrics(pub Arc<Tsdb>);
+
+impl metrics::Source for StoreMetrics {
+    fn collect(&self, out: &mut metrics::Exposition) {
+        let s = self.0.storage_stats();
+        let w = self.0.write_stats();
+        let q = self.0.query_stats();
+        out.gauge(
+            "millwright_telemetry_series",
+            "Series in the telemetry store.",
+            s.series as f64,
+        );
+        out.gauges(
+            "millwright_telemetry_chunks",
+            "Sealed chunk files of the telemetry store, by level.",
+            &["level"],
+            [
+                (["raw"], s.raw_chunks as f64),
+                (["rollup"], s.rollup_chunks as f64),
+            ],
+        );
+        out.gauges(
+            "millwright_telemetry_disk_bytes",
+            "Bytes of the telemetry store on disk, by part.",
+            &["part"],
+            [
+                (["raw_chunks"], s.raw_chunk_bytes as f64),
+                (["rollup_chunks"], s.rollup_chunk_bytes as f64),
+                (["wal"], s.wal_bytes as f64),
+            ],
+        );
+        out.gauge(
+            "millwright_telemetry_head_points",
+            "Points in the in-memory head block, not yet in chunks.",
+            s.head_points as f64,
+        );
+        out.gauge(
+            "millwright_telemetry_raw_chunk_points",
+            "Points in sealed raw chunks.",
+            s.raw_chunk_points as f64,
+        );
+        out.counters(
+            "millwright_telemetry_writes_refused_total",
+            "Write batches the telemetry store refused, by reason.",
+            &["reason"],
+            [
+                (["type_conflict"], w.type_conflicts),
+                (["series_cap"], w.series_refused),
+            ],
+        );
+        out.counters(
+            "millwright_telemetry_query_work_total",
+            "Work done by telemetry queries, by kind.",
+            &["kind"],
+            [
+                (["chunk_series_decoded"], q.chunk_series_decoded),
+                (["chunk_summaries_used"], q.chunk_summaries_used),
+                (["rollup_series_read"], q.rollup_series_read),
+            ],
+        );
+    }
+}
+
 /// Rounds of flush and retention between two compactions.
 const COMPACT_EVERY: u32 = 10;
 
@@ -126,6 +191,34 @@ pub fn spawn_maintenance(
 mod tests {
     use super::*;
     use broker_net::IngestStage;
+
+    #[test]
+    fn the_store_figures_render() {
+        let dir = tempfile::tempdir().unwrap();
+        let tsdb = Arc::new(Tsdb::open(dir.path(), tsdb::Options::default()).unwrap());
+        let ingest = Ingest::new(tsdb.clone(), "default");
+        let a = ingest
+            .decode("d1", br#"{"t": 1}"#, Time(1_700_000_000_000))
+            .unwrap();
+        let b = ingest
+            .decode("d1", br#"{"t": "x"}"#, Time(1_700_000_000_001))
+            .unwrap();
+        ingest.write(&[&a, &b]).unwrap();
+        let mut e = metrics::Exposition::new();
+        metrics::Source::collect(&StoreMetrics(tsdb), &mut e);
+        let text = e.render().unwrap();
+        assert!(text.contains("millwright_telemetry_series 1\n"), "{text}");
+        assert!(
+            text.contains(
+                "millwright_telemetry_writes_refused_total{reason=\"type_conflict\"} 1\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("millwright_telemetry_head_points 1\n"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn decode_then_write_stores_points_and_refuses_bad_payloads() {
