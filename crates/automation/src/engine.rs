@@ -18,6 +18,7 @@ use crate::queues::RuleQueues;
 use crate::store::{RedbRuleStore, RuleStorage};
 
 mod alarm;
+mod metrics;
 mod run;
 mod shell;
 

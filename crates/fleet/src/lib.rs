@@ -35,6 +35,7 @@
 
 mod core;
 mod events;
+mod metrics;
 mod ops;
 
 use std::collections::HashMap;
