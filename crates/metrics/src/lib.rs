@@ -157,6 +157,11 @@ impl Exposition {
         self.register(&h.name, Box::new(h.inner.clone()));
     }
 
+    /// A labelled counter a component keeps counting into.
+    pub fn family(&mut self, f: &CounterFamily) {
+        self.register(&f.name, Box::new(f.inner.clone()));
+    }
+
     /// The exposition in the Prometheus text format ([`CONTENT_TYPE`]).
     pub fn render(self) -> Result<String, Error> {
         if let Some(e) = self.error {
@@ -230,6 +235,50 @@ impl Histogram {
     }
 }
 
+/// A labelled counter counted into as events happen (requests by route
+/// and status): one atomic per label set. Its label values must come from
+/// a bounded set (route templates, status codes), never from input.
+#[derive(Clone)]
+pub struct CounterFamily {
+    name: String,
+    inner: IntCounterVec,
+}
+
+impl std::fmt::Debug for CounterFamily {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CounterFamily({})", self.name)
+    }
+}
+
+impl CounterFamily {
+    /// Panics only on a bad name or labels, which are constants of the
+    /// program.
+    pub fn new(name: &str, help: &str, labels: &[&str]) -> CounterFamily {
+        let inner = IntCounterVec::new(Opts::new(name, help), labels)
+            .unwrap_or_else(|e| panic!("counter family {name}: {e}"));
+        CounterFamily {
+            name: name.to_string(),
+            inner,
+        }
+    }
+
+    /// Adds one to the counter of these label values (ignored when their
+    /// number is wrong: a bug, caught by the tests that render it).
+    pub fn inc(&self, values: &[&str]) {
+        if let Ok(c) = self.inner.get_metric_with_label_values(values) {
+            c.inc();
+        }
+    }
+
+    /// The count of these label values.
+    pub fn get(&self, values: &[&str]) -> u64 {
+        self.inner
+            .get_metric_with_label_values(values)
+            .map(|c| c.get())
+            .unwrap_or(0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,7 +302,16 @@ mod tests {
             [(["taps"], 3), (["rules"], 0)],
         );
         e.histogram(&h);
+        let requests =
+            CounterFamily::new("millwright_test_requests_total", "Requests.", &["route"]);
+        requests.inc(&["/a/{id}"]);
+        requests.inc(&["/a/{id}"]);
+        e.family(&requests);
         let text = e.render().unwrap();
+        assert!(
+            text.contains("millwright_test_requests_total{route=\"/a/{id}\"} 2\n"),
+            "{text}"
+        );
         assert!(
             text.contains("# TYPE millwright_test_total counter\nmillwright_test_total 7\n"),
             "{text}"
