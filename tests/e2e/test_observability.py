@@ -156,3 +156,19 @@ def test_a_real_prometheus_scrapes_every_figure(platforms, tmp_path):
         except subprocess.TimeoutExpired:
             prom.kill()
         log.close()
+
+
+def test_json_logs_are_one_object_per_line(platforms):
+    p = platforms(sections={"log": {"format": "json"}})
+    device_traffic(p, 1)
+    lines = [ln for ln in p.log.read_text().splitlines()
+             if ln.strip() and not ln.startswith("=====")]
+    assert lines, "no log lines"
+    events = [json.loads(ln) for ln in lines]  # every line is one JSON object
+    assert all({"timestamp", "level", "fields"} <= e.keys() for e in events), events[:3]
+    assert any("listening" in json.dumps(e).lower() for e in events), events[:10]
+
+
+def test_an_unknown_log_format_is_refused_at_start(platforms):
+    with pytest.raises(AssertionError, match="format"):
+        platforms(sections={"log": {"format": "xml"}})

@@ -90,7 +90,10 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Bench(args) => run_bench(args),
         Command::Simulate(args) => {
-            init_logging(if args.json { "warn" } else { "info" });
+            init_logging(
+                if args.json { "warn" } else { "info" },
+                settings::LogFormat::Text,
+            );
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -108,14 +111,18 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-pub(crate) fn init_logging(level: &str) {
+pub(crate) fn init_logging(level: &str, format: settings::LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        settings::LogFormat::Text => fmt
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        settings::LogFormat::Json => fmt.json().with_current_span(true).init(),
+    }
 }
 
 /// Wall-clock milliseconds since the Unix epoch.

@@ -52,7 +52,7 @@ fn warn_fd_budget(settings: &Settings) {
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::load(args.config.as_deref(), std::env::vars())?;
-    crate::init_logging(&settings.log.level);
+    crate::init_logging(&settings.log.level, settings.log.format);
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
     let access = settings.access_control()?;

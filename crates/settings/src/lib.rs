@@ -634,12 +634,25 @@ pub struct LogSettings {
     /// A `tracing` filter such as `info` or `broker=debug,info`; `RUST_LOG`
     /// wins when set.
     pub level: String,
+    /// `text` (one human-readable line per event) or `json` (one JSON
+    /// object per line, for log shippers).
+    pub format: LogFormat,
+}
+
+/// How log lines are written (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 impl Default for LogSettings {
     fn default() -> Self {
         LogSettings {
             level: "info".into(),
+            format: LogFormat::Text,
         }
     }
 }
