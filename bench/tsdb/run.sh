@@ -5,9 +5,10 @@
 # What it measures, each system alone on the machine in turn:
 #   1. durable ingest rate through HTTP line protocol (values/s): the same
 #      file, in batches of BATCH_LINES lines, from CLIENTS keep-alive clients
-#      (crates/tsdb/examples/lp_load.rs);
+#      (crates/bench/examples/lp_load.rs, bench::ingest::http);
 #   2. Millwright ingest through MQTT JSON, QoS 1, from MQTT_CONNECTIONS
-#      pipelined connections (crates/tsdb/examples/mqtt_load.rs);
+#      pipelined connections (crates/bench/examples/mqtt_load.rs,
+#      bench::ingest::mqtt over mqtt-client);
 #   3. bytes per value on disk after flush/compaction;
 #   4. query latency, median of QUERY_RUNS runs, answers checked against the
 #      generator's ground truth (bench/tsdb/tsbench.py).
@@ -225,8 +226,8 @@ fi
 # --- builds ------------------------------------------------------------------------
 if [[ "$BUILD" == 1 ]]; then
     log "building the benchmark examples (release, -j2)"
-    (cd "$ROOT" && cargo build --release -p tsdb --example tsbs_gen --example lp_load \
-        --example mqtt_load --example tsdb_compact -j2 >&2)
+    (cd "$ROOT" && cargo build --release -p tsdb --example tsbs_gen --example tsdb_compact -j2 >&2)
+    (cd "$ROOT" && cargo build --release -p bench --example lp_load --example mqtt_load -j2 >&2)
     if want_system millwright || [[ "$SKIP_MQTT" != 1 ]]; then
         log "building millwright (release, -j2)"
         if ! (cd "$ROOT" && cargo build --release -p millwright -j2 >&2); then
