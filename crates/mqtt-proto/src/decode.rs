@@ -395,14 +395,31 @@ fn reason_codes(rest: Bytes, what: &'static str) -> Result<Vec<ReasonCode>, Deco
     Ok(rest.iter().map(|&c| ReasonCode(c)).collect())
 }
 
-fn suback(r: &mut Reader<'_>, v5: bool) -> Result<SubAck, DecodeError> {
+/// The packet id, the properties (v5) and, if `codes`, the reason codes
+/// (at least one) of SUBACK and UNSUBACK.
+fn codes_ack(
+    r: &mut Reader<'_>,
+    v5: bool,
+    codes: bool,
+    missing: &'static str,
+) -> Result<(u16, AckProperties, Vec<ReasonCode>), DecodeError> {
     let packet_id = packet_id(r)?;
     let properties = if v5 {
         props::read_ack(r)?
     } else {
         AckProperties::default()
     };
-    let reason_codes = reason_codes(r.rest(), "SUBACK without reason codes")?;
+    let reason_codes = if codes {
+        reason_codes(r.rest(), missing)?
+    } else {
+        Vec::new()
+    };
+    Ok((packet_id, properties, reason_codes))
+}
+
+fn suback(r: &mut Reader<'_>, v5: bool) -> Result<SubAck, DecodeError> {
+    let (packet_id, properties, reason_codes) =
+        codes_ack(r, v5, true, "SUBACK without reason codes")?;
     if !v5
         && reason_codes
             .iter()
@@ -440,17 +457,10 @@ fn unsubscribe(r: &mut Reader<'_>, v5: bool) -> Result<Unsubscribe, DecodeError>
     })
 }
 
+/// UNSUBACK: in v3.1.1 only the packet id.
 fn unsuback(r: &mut Reader<'_>, v5: bool) -> Result<UnsubAck, DecodeError> {
-    let packet_id = packet_id(r)?;
-    if !v5 {
-        return Ok(UnsubAck {
-            packet_id,
-            properties: AckProperties::default(),
-            reason_codes: Vec::new(),
-        });
-    }
-    let properties = props::read_ack(r)?;
-    let reason_codes = reason_codes(r.rest(), "UNSUBACK without reason codes")?;
+    let (packet_id, properties, reason_codes) =
+        codes_ack(r, v5, v5, "UNSUBACK without reason codes")?;
     Ok(UnsubAck {
         packet_id,
         properties,
