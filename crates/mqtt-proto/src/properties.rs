@@ -53,7 +53,7 @@ use id::*;
 
 /// A set of property identifiers (all are below 64).
 #[derive(Clone, Copy)]
-struct IdSet(u64);
+pub(crate) struct IdSet(u64);
 
 impl IdSet {
     const fn of(mut ids: &[u8]) -> IdSet {
@@ -245,18 +245,23 @@ fn write_each<T: Value, S: Sink>(values: &[T], id: u8, s: &mut S) {
 
 /// A packet's property struct, as decoded: which properties it holds.
 /// (Encoding is [`Properties::describe`], which lists them in wire order.)
-trait PropertySet: Default {
+pub(crate) trait PropertySet: Default {
     /// Properties that may appear more than once.
     const REPEATABLE: IdSet = REPEATABLE;
 
     /// The field property `id` is read into, `None` if the packet may not
     /// carry it.
     fn field(&mut self, id: u8) -> Option<&mut dyn ReadField>;
+
+    /// Checks across properties, once all are read.
+    fn check(&self) -> Result<(), DecodeError> {
+        Ok(())
+    }
 }
 
 /// [`Field::read`] without the generic writer, so that a property set can
 /// hand out its fields as trait objects.
-trait ReadField {
+pub(crate) trait ReadField {
     fn read_into(&mut self, id: u8, r: &mut Reader<'_>) -> Result<(), DecodeError>;
 }
 
@@ -266,10 +271,20 @@ impl<F: Field> ReadField for F {
     }
 }
 
+/// The properties of a packet: read from a v5 packet's property block
+/// ([`read`]), none (the default) in v3.1.1.
+pub(crate) fn read_if_v5<P: PropertySet>(r: &mut Reader<'_>, v5: bool) -> Result<P, DecodeError> {
+    if v5 {
+        read(r)
+    } else {
+        Ok(P::default())
+    }
+}
+
 /// Reads a property block (length, then properties) into `P`: an
 /// identifier `P` does not hold is malformed, a non-repeatable property
 /// twice is a protocol error, and each value is range-checked.
-fn read_block<P: PropertySet>(r: &mut Reader<'_>) -> Result<P, DecodeError> {
+pub(crate) fn read<P: PropertySet>(r: &mut Reader<'_>) -> Result<P, DecodeError> {
     let len = r.varint()? as usize;
     let mut block = r.sub(len)?;
     let mut p = P::default();
@@ -287,51 +302,8 @@ fn read_block<P: PropertySet>(r: &mut Reader<'_>) -> Result<P, DecodeError> {
         seen |= bit;
         field.read_into(id, &mut block)?;
     }
+    p.check()?;
     Ok(p)
-}
-
-pub(crate) fn read_connect(r: &mut Reader<'_>) -> Result<ConnectProperties, DecodeError> {
-    let p: ConnectProperties = read_block(r)?;
-    if p.authentication_data.is_some() && p.authentication_method.is_none() {
-        return Err(DecodeError::Protocol(
-            "authentication data without authentication method",
-        ));
-    }
-    Ok(p)
-}
-
-pub(crate) fn read_will(r: &mut Reader<'_>) -> Result<WillProperties, DecodeError> {
-    read_block(r)
-}
-
-pub(crate) fn read_connack(r: &mut Reader<'_>) -> Result<ConnAckProperties, DecodeError> {
-    read_block(r)
-}
-
-pub(crate) fn read_publish(r: &mut Reader<'_>) -> Result<PublishProperties, DecodeError> {
-    read_block(r)
-}
-
-/// Properties of PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK and UNSUBACK.
-pub(crate) fn read_ack(r: &mut Reader<'_>) -> Result<AckProperties, DecodeError> {
-    read_block(r)
-}
-
-pub(crate) fn read_subscribe(r: &mut Reader<'_>) -> Result<SubscribeProperties, DecodeError> {
-    read_block(r)
-}
-
-/// UNSUBSCRIBE carries only user properties.
-pub(crate) fn read_user_only(r: &mut Reader<'_>) -> Result<Vec<UserProperty>, DecodeError> {
-    read_block(r)
-}
-
-pub(crate) fn read_disconnect(r: &mut Reader<'_>) -> Result<DisconnectProperties, DecodeError> {
-    read_block(r)
-}
-
-pub(crate) fn read_auth(r: &mut Reader<'_>) -> Result<AuthProperties, DecodeError> {
-    read_block(r)
 }
 
 // Each struct twice: the fields by identifier (decoding), then the present
@@ -351,6 +323,15 @@ impl PropertySet for ConnectProperties {
             AUTHENTICATION_DATA => &mut self.authentication_data,
             _ => return None,
         })
+    }
+
+    fn check(&self) -> Result<(), DecodeError> {
+        if self.authentication_data.is_some() && self.authentication_method.is_none() {
+            return Err(DecodeError::Protocol(
+                "authentication data without authentication method",
+            ));
+        }
+        Ok(())
     }
 }
 

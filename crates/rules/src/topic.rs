@@ -76,20 +76,6 @@ mod tests {
     }
 
     #[test]
-    fn matching() {
-        assert!(matches("a/+/c", "a/b/c"));
-        assert!(matches("a/#", "a"));
-        assert!(matches("a/#", "a/b/c"));
-        assert!(matches("#", "a/b"));
-        assert!(!matches("#", "$SYS/x"));
-        assert!(!matches("+/x", "$SYS/x"));
-        assert!(matches("$events/#", "$events/alarms/x"));
-        assert!(!matches("a/+", "a/b/c"));
-        assert!(matches("+/+", "/x"));
-        assert!(!matches("a/b", "a"));
-    }
-
-    #[test]
     fn conventions() {
         assert_eq!(device_id("devices/d1/telemetry"), Some("d1"));
         assert_eq!(device_id("devices/d1"), Some("d1"));
