@@ -15,10 +15,27 @@ fn common(file: &Path) -> IngestCommon {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mqtt_driver_counts_every_acknowledged_message() {
+/// Runs the MQTT driver on `data` against a null server.
+async fn mqtt_run(data: &str, connections: usize) -> Result<serde_json::Value, bench::BenchError> {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("data.mqtt");
+    std::fs::write(&file, data).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(mqtt::null_server(listener));
+    let args = mqtt::MqttLoadArgs {
+        addr: Some(addr.to_string()),
+        connections,
+        window: 16,
+        common: common(&file),
+    };
+    let outcome = mqtt::run(&args).await;
+    server.abort();
+    outcome
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_driver_counts_every_acknowledged_message() {
     let mut data = String::new();
     for i in 0..300 {
         let device = i % 7;
@@ -26,18 +43,7 @@ async fn mqtt_driver_counts_every_acknowledged_message() {
             "truck_{device}\t2\t{{\"ts\":{i},\"values\":{{\"a\":1,\"b\":2}}}}\n"
         ));
     }
-    std::fs::write(&file, data).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(mqtt::null_server(listener));
-    let args = mqtt::MqttLoadArgs {
-        addr: Some(addr.to_string()),
-        connections: 3,
-        window: 16,
-        common: common(&file),
-    };
-    let report = mqtt::run(&args).await.unwrap();
-    server.abort();
+    let report = mqtt_run(&data, 3).await.unwrap();
     assert_eq!(report["file_messages"], 300, "{report}");
     assert_eq!(report["ok_messages"], 300, "{report}");
     assert_eq!(report["ok_values"], 600, "{report}");
@@ -52,20 +58,7 @@ async fn mqtt_driver_counts_every_acknowledged_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_driver_refuses_a_malformed_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("data.mqtt");
-    std::fs::write(&file, "truck_0 no tabs\n").unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(mqtt::null_server(listener));
-    let args = mqtt::MqttLoadArgs {
-        addr: Some(addr.to_string()),
-        connections: 1,
-        window: 16,
-        common: common(&file),
-    };
-    let outcome = mqtt::run(&args).await;
-    server.abort();
+    let outcome = mqtt_run("truck_0 no tabs\n", 1).await;
     assert!(
         matches!(outcome, Err(bench::BenchError::Data(_))),
         "{outcome:?}"
