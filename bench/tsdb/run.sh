@@ -5,9 +5,10 @@
 # What it measures, each system alone on the machine in turn:
 #   1. durable ingest rate through HTTP line protocol (values/s): the same
 #      file, in batches of BATCH_LINES lines, from CLIENTS keep-alive clients
-#      (crates/tsdb/examples/lp_load.rs);
+#      (crates/bench/examples/lp_load.rs, bench::ingest::http);
 #   2. Millwright ingest through MQTT JSON, QoS 1, from MQTT_CONNECTIONS
-#      pipelined connections (crates/tsdb/examples/mqtt_load.rs);
+#      pipelined connections (crates/bench/examples/mqtt_load.rs,
+#      bench::ingest::mqtt over mqtt-client);
 #   3. bytes per value on disk after flush/compaction;
 #   4. query latency, median of QUERY_RUNS runs, answers checked against the
 #      generator's ground truth (bench/tsdb/tsbench.py).
@@ -26,7 +27,8 @@
 #
 # Environment (all optional):
 #   RESULTS_DIR       where JSON results go (default: a new temp dir)
-#   MILLWRIGHT_BIN    the binary (default target/release/millwright, built)
+#   MILLWRIGHT_BIN    the binary (default target/release/millwright, or under
+#                     CARGO_TARGET_DIR when set; built)
 #   BUILD=0           do not run cargo (use the binaries as they are)
 #   SYSTEMS           subset of "millwright victoriametrics influxdb"
 #   SKIP_MQTT=1       skip the MQTT ingest figure
@@ -45,7 +47,9 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE=$ROOT/bench/tsdb
 RESULTS_DIR=${RESULTS_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/mw-tsdb-bench.XXXXXX")}
-MILLWRIGHT_BIN=${MILLWRIGHT_BIN:-$ROOT/target/release/millwright}
+# Where cargo puts the release builds (CARGO_TARGET_DIR when set).
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+MILLWRIGHT_BIN=${MILLWRIGHT_BIN:-$TARGET/release/millwright}
 BUILD=${BUILD:-1}
 SYSTEMS=${SYSTEMS:-"millwright victoriametrics influxdb"}
 SKIP_MQTT=${SKIP_MQTT:-0}
@@ -64,7 +68,7 @@ TOTAL_BUDGET=${TOTAL_BUDGET:-840}
 KEEP_WORK=${KEEP_WORK:-0}
 VM_CACHE=${VM_CACHE:-0}
 
-EX=$ROOT/target/release/examples
+EX=$TARGET/release/examples
 START_SECONDS=$SECONDS
 log() { printf 'tsdb-bench [%4ds]: %s\n' "$((SECONDS - START_SECONDS))" "$*" >&2; }
 
@@ -146,6 +150,21 @@ wait_url() {
     done
     return 1
 }
+# start_server NAME LOG URL CMD...: runs CMD in the background (its pid in
+# the caller's $pid, stopped at exit) and waits for URL to answer; if it
+# does not, shows the end of LOG, notes NAME as skipped and fails.
+start_server() {
+    local name=$1 out=$2 url=$3
+    shift 3
+    "$@" >"$out" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    if ! wait_url "$url" 60 "$pid"; then
+        tail -20 "$out" >&2
+        note "$name did not start: skipped"
+        return 1
+    fi
+}
 # stop_pid PID: SIGTERM, wait up to 90 s, then SIGKILL.
 stop_pid() {
     local p=$1
@@ -225,8 +244,8 @@ fi
 # --- builds ------------------------------------------------------------------------
 if [[ "$BUILD" == 1 ]]; then
     log "building the benchmark examples (release, -j2)"
-    (cd "$ROOT" && cargo build --release -p tsdb --example tsbs_gen --example lp_load \
-        --example mqtt_load --example tsdb_compact -j2 >&2)
+    (cd "$ROOT" && cargo build --release -p tsdb --example tsbs_gen --example tsdb_compact -j2 >&2)
+    (cd "$ROOT" && cargo build --release -p bench --example lp_load --example mqtt_load -j2 >&2)
     if want_system millwright || [[ "$SKIP_MQTT" != 1 ]]; then
         log "building millwright (release, -j2)"
         if ! (cd "$ROOT" && cargo build --release -p millwright -j2 >&2); then
@@ -450,14 +469,7 @@ run_victoriametrics() {
         -retentionPeriod=100y -loggerLevel=ERROR)
     if [[ "$VM_CACHE" != 1 ]]; then cmd+=(-search.disableCache); fi
     printf '%s\t%s\n' server "${cmd[*]}" >>"$RESULTS_DIR/commands.txt"
-    "${cmd[@]}" >"$WORK/vm.log" 2>&1 &
-    pid=$!
-    PIDS+=("$pid")
-    if ! wait_url "http://127.0.0.1:$port/health" 60 "$pid"; then
-        tail -20 "$WORK/vm.log" >&2
-        note "VictoriaMetrics did not start: skipped"
-        return 0
-    fi
+    start_server VictoriaMetrics "$WORK/vm.log" "http://127.0.0.1:$port/health" "${cmd[@]}" || return 0
     ingest victoriametrics "http://127.0.0.1:$port/write?db=bench&precision=ms"
     log "victoriametrics: force_flush, then wait until the data dir stops changing (merges)"
     rec disk curl -fsS "http://127.0.0.1:$port/internal/force_flush" || true
@@ -532,14 +544,8 @@ bind-address = "127.0.0.1:$rpc"
 EOF
     cp "$dir/influxdb.conf" "$RESULTS_DIR/influxdb.conf"
     printf '%s\t%s\n' server "influxd run -config influxdb.conf" >>"$RESULTS_DIR/commands.txt"
-    influxd run -config "$dir/influxdb.conf" >"$WORK/influx.log" 2>&1 &
-    pid=$!
-    PIDS+=("$pid")
-    if ! wait_url "http://127.0.0.1:$port/ping" 60 "$pid"; then
-        tail -20 "$WORK/influx.log" >&2
-        note "InfluxDB did not start: skipped"
-        return 0
-    fi
+    start_server InfluxDB "$WORK/influx.log" "http://127.0.0.1:$port/ping" \
+        influxd run -config "$dir/influxdb.conf" || return 0
     rec ingest curl -fsS -XPOST "http://127.0.0.1:$port/query" --data-urlencode "q=CREATE DATABASE bench" >/dev/null
     ingest influxdb "http://127.0.0.1:$port/write?db=bench&precision=ms"
     log "influxdb: waiting for the snapshot and the full compaction"

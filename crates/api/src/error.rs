@@ -147,8 +147,7 @@ impl From<tsdb::Error> for ApiError {
                 field: None,
                 reason,
             },
-            e @ E::TypeConflict { .. } => ApiError::Conflict(e.to_string()),
-            e @ E::TooManySeries { .. } => ApiError::Conflict(e.to_string()),
+            e @ E::Refused(_) => ApiError::Conflict(e.to_string()),
             E::InvalidQuery(reason) => ApiError::BadParameter {
                 field: "query".into(),
                 reason,

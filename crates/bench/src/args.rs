@@ -258,16 +258,20 @@ impl Plan {
 
 /// Resolves `host:port` to the first address.
 pub(crate) async fn resolve(host: &str, port: u16) -> Result<SocketAddr, BenchError> {
-    let target = format!("{host}:{port}");
-    let first = tokio::net::lookup_host(target.as_str())
+    resolve_target(&format!("{host}:{port}")).await
+}
+
+/// The first address `host:port` resolves to.
+pub(crate) async fn resolve_target(target: &str) -> Result<SocketAddr, BenchError> {
+    let first = tokio::net::lookup_host(target)
         .await
         .map_err(|e| BenchError::Resolve {
-            target: target.clone(),
+            target: target.to_string(),
             reason: e.to_string(),
         })?
         .next();
     first.ok_or(BenchError::Resolve {
-        target,
+        target: target.to_string(),
         reason: "no address".to_string(),
     })
 }

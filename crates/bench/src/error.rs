@@ -27,7 +27,13 @@ pub enum BenchError {
     /// The broker's memory could not be read from /proc.
     #[error("cannot read VmRSS of pid {pid}: {reason}")]
     BrokerMemory { pid: u32, reason: String },
-    /// Writing the ready file failed.
+    /// An ingest driver's data file is missing or malformed.
+    #[error("data file: {0}")]
+    Data(String),
+    /// A null server could not decode or encode an MQTT packet.
+    #[error("MQTT codec: {0}")]
+    Codec(String),
+    /// Writing the ready file or a report, or a socket, failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
     /// A worker task panicked or was cancelled.

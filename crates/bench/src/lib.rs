@@ -12,6 +12,10 @@
 //! with a window of unacknowledged publishes so that round trips do not
 //! limit throughput.
 //!
+//! [`ingest`] holds the telemetry ingest drivers of `bench/tsdb/run.sh`
+//! (MQTT JSON publishes over `mqtt-client`, line protocol over HTTP with
+//! ureq), run as the `mqtt_load` and `lp_load` examples.
+//!
 //! This crate is a library: the `millwright` binary (and
 //! `examples/bench.rs`) parse [`BenchArgs`], call [`run`] and print the
 //! [`Report`]. It knows nothing about the broker's internals; it speaks
@@ -21,6 +25,7 @@ mod accounting;
 mod args;
 mod connections;
 mod error;
+pub mod ingest;
 mod load;
 mod report;
 mod stats;

@@ -617,31 +617,21 @@ impl PublisherWorker {
 
     fn take_acks(&self, conn: &mut Connection, ack: &mut Acks) -> Result<(), String> {
         while let Some(event) = conn.poll_event() {
-            match event {
-                Event::PubAck {
-                    packet_id,
-                    reason_code,
+            if let Event::Disconnected { reason } = event {
+                return Err(format!("publisher disconnected: {reason}"));
+            }
+            if let Some((packet_id, reason_code)) = event.completed_publish() {
+                ack.outstanding = ack.outstanding.saturating_sub(1);
+                ack.acked += 1;
+                let seq = ack.in_flight.remove(&packet_id);
+                if reason_code.is_error() {
+                    // A refusal is not a promise to deliver.
+                    ack.refused += 1;
+                    self.errors
+                        .record(&self.shared, format!("publish rejected: {reason_code}"));
+                } else if let Some(seq) = seq {
+                    ack.acked_seqs.insert(seq);
                 }
-                | Event::PubComp {
-                    packet_id,
-                    reason_code,
-                } => {
-                    ack.outstanding = ack.outstanding.saturating_sub(1);
-                    ack.acked += 1;
-                    let seq = ack.in_flight.remove(&packet_id);
-                    if reason_code.is_error() {
-                        // A refusal is not a promise to deliver.
-                        ack.refused += 1;
-                        self.errors
-                            .record(&self.shared, format!("publish rejected: {reason_code}"));
-                    } else if let Some(seq) = seq {
-                        ack.acked_seqs.insert(seq);
-                    }
-                }
-                Event::Disconnected { reason } => {
-                    return Err(format!("publisher disconnected: {reason}"))
-                }
-                _ => {}
             }
         }
         Ok(())

@@ -1,8 +1,11 @@
-//! The broker core's settings. The binary fills these from its settings
-//! tree; defaults here are the documented defaults.
+//! The broker core's settings. The settings crate reads them from the
+//! `[mqtt]` section of the settings tree under these field names (which
+//! are therefore configuration keys, documented in docs/configuration.md);
+//! defaults here are the documented defaults.
 
 /// Limits and feature switches of the broker core.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default)]
 pub struct BrokerConfig {
     /// Highest keep-alive a client may use, seconds; a larger (or zero)
     /// request is replaced and announced as Server Keep Alive (v5).
@@ -33,7 +36,9 @@ pub struct BrokerConfig {
     /// Most subscriptions one session may hold.
     pub max_subscriptions_per_client: usize,
     /// Most topic aliases the broker assigns toward a client (capped by the
-    /// client's own Topic Alias Maximum).
+    /// client's own Topic Alias Maximum). Not a key of its own: the
+    /// settings set it to `topic_alias_maximum`.
+    #[serde(skip)]
     pub outbound_topic_alias_maximum: u16,
     /// Longest share group name in `$share/{group}/{filter}`, bytes; a
     /// longer one is refused (SUBACK 0x8F Topic Filter invalid, v3.1.1

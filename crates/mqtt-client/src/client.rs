@@ -359,23 +359,6 @@ fn dispatch_events(
     while let Some(event) = conn.poll_event() {
         match event {
             Event::Message(publish) => incoming.push_back(publish),
-            Event::PubAck {
-                packet_id,
-                reason_code,
-            }
-            | Event::PubComp {
-                packet_id,
-                reason_code,
-            } => {
-                if let Some(done) = waiters.publishes.remove(&packet_id) {
-                    let result = if reason_code.is_error() {
-                        Err(ClientError::Rejected(reason_code))
-                    } else {
-                        Ok(reason_code)
-                    };
-                    let _ = done.send(result);
-                }
-            }
             Event::SubAck(suback) => {
                 if let Some(done) = waiters.subscribes.remove(&suback.packet_id) {
                     let _ = done.send(Ok(suback));
@@ -386,8 +369,20 @@ fn dispatch_events(
                     let _ = done.send(Ok(unsuback));
                 }
             }
-            Event::Connected { .. } => {}
             Event::Disconnected { reason } => return Some(reason),
+            other => {
+                let Some((packet_id, reason_code)) = other.completed_publish() else {
+                    continue;
+                };
+                if let Some(done) = waiters.publishes.remove(&packet_id) {
+                    let result = if reason_code.is_error() {
+                        Err(ClientError::Rejected(reason_code))
+                    } else {
+                        Ok(reason_code)
+                    };
+                    let _ = done.send(result);
+                }
+            }
         }
     }
     None

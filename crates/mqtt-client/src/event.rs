@@ -90,3 +90,46 @@ pub enum Event {
         reason: DisconnectReason,
     },
 }
+
+impl Event {
+    /// The packet id and reason code of an outgoing QoS 1/2 publish that
+    /// this event completes ([`Event::PubAck`] or [`Event::PubComp`]; a
+    /// reason of 0x80 or more is a refusal), `None` for any other event.
+    pub fn completed_publish(&self) -> Option<(u16, ReasonCode)> {
+        match *self {
+            Event::PubAck {
+                packet_id,
+                reason_code,
+            }
+            | Event::PubComp {
+                packet_id,
+                reason_code,
+            } => Some((packet_id, reason_code)),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completed_publish_is_puback_or_pubcomp() {
+        let refused = ReasonCode(0x87);
+        let ack = Event::PubAck {
+            packet_id: 7,
+            reason_code: ReasonCode::SUCCESS,
+        };
+        let comp = Event::PubComp {
+            packet_id: 9,
+            reason_code: refused,
+        };
+        assert_eq!(ack.completed_publish(), Some((7, ReasonCode::SUCCESS)));
+        assert_eq!(comp.completed_publish(), Some((9, refused)));
+        let lost = Event::Disconnected {
+            reason: DisconnectReason::ConnectionLost,
+        };
+        assert_eq!(lost.completed_publish(), None);
+    }
+}

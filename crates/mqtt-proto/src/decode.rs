@@ -194,18 +194,10 @@ fn connect(r: &mut Reader<'_>) -> Result<Connect, DecodeError> {
         return Err(DecodeError::Protocol("password without user name"));
     }
     let keep_alive = r.u16()?;
-    let properties = if v5 {
-        props::read_connect(r)?
-    } else {
-        ConnectProperties::default()
-    };
+    let properties = props::read_if_v5::<ConnectProperties>(r, v5)?;
     let client_id = r.string()?;
     let will = if will_flag {
-        let properties = if v5 {
-            props::read_will(r)?
-        } else {
-            WillProperties::default()
-        };
+        let properties = props::read_if_v5::<WillProperties>(r, v5)?;
         let topic = r.string()?;
         if topic.is_empty() {
             return Err(DecodeError::TopicNameInvalid);
@@ -250,7 +242,7 @@ fn connack(r: &mut Reader<'_>, v5: bool) -> Result<ConnAck, DecodeError> {
     }
     let code = r.u8()?;
     let (reason_code, properties) = if v5 {
-        (ReasonCode(code), props::read_connack(r)?)
+        (ReasonCode(code), props::read(r)?)
     } else {
         if code > 5 {
             return Err(DecodeError::Malformed("reserved CONNACK return code"));
@@ -278,11 +270,7 @@ fn publish(r: &mut Reader<'_>, flags: u8, v5: bool) -> Result<Publish, DecodeErr
     } else {
         packet_id(r)?
     };
-    let properties = if v5 {
-        props::read_publish(r)?
-    } else {
-        PublishProperties::default()
-    };
+    let properties = props::read_if_v5::<PublishProperties>(r, v5)?;
     if topic.is_empty() {
         if !v5 {
             return Err(DecodeError::TopicNameInvalid);
@@ -308,20 +296,32 @@ fn publish(r: &mut Reader<'_>, flags: u8, v5: bool) -> Result<Publish, DecodeErr
 /// (remaining length 2: Success) and so may the properties (length 3).
 fn ack(r: &mut Reader<'_>, v5: bool) -> Result<Ack, DecodeError> {
     let packet_id = packet_id(r)?;
-    if !v5 || r.is_empty() {
+    if !v5 {
         return Ok(Ack::new(packet_id));
     }
-    let reason_code = ReasonCode(r.u8()?);
-    let properties = if r.is_empty() {
-        AckProperties::default()
-    } else {
-        props::read_ack(r)?
-    };
+    let (reason_code, properties) = reason_and_properties(r)?;
     Ok(Ack {
         packet_id,
         reason_code,
         properties,
     })
+}
+
+/// The end of a v5 PUBACK & co., DISCONNECT or AUTH: a reason code, then
+/// properties, each of which may be left out (Success, none).
+fn reason_and_properties<P: props::PropertySet>(
+    r: &mut Reader<'_>,
+) -> Result<(ReasonCode, P), DecodeError> {
+    if r.is_empty() {
+        return Ok((ReasonCode::SUCCESS, P::default()));
+    }
+    let reason_code = ReasonCode(r.u8()?);
+    let properties = if r.is_empty() {
+        P::default()
+    } else {
+        props::read(r)?
+    };
+    Ok((reason_code, properties))
 }
 
 fn subscription_options(byte: u8, v5: bool) -> Result<SubscriptionOptions, DecodeError> {
@@ -361,11 +361,7 @@ fn subscription_options(byte: u8, v5: bool) -> Result<SubscriptionOptions, Decod
 
 fn subscribe(r: &mut Reader<'_>, v5: bool) -> Result<Subscribe, DecodeError> {
     let packet_id = packet_id(r)?;
-    let properties = if v5 {
-        props::read_subscribe(r)?
-    } else {
-        SubscribeProperties::default()
-    };
+    let properties = props::read_if_v5::<SubscribeProperties>(r, v5)?;
     let mut subscriptions = Vec::new();
     while !r.is_empty() {
         let filter = r.string()?;
@@ -395,14 +391,27 @@ fn reason_codes(rest: Bytes, what: &'static str) -> Result<Vec<ReasonCode>, Deco
     Ok(rest.iter().map(|&c| ReasonCode(c)).collect())
 }
 
-fn suback(r: &mut Reader<'_>, v5: bool) -> Result<SubAck, DecodeError> {
+/// The packet id, the properties (v5) and, if `codes`, the reason codes
+/// (at least one) of SUBACK and UNSUBACK.
+fn codes_ack(
+    r: &mut Reader<'_>,
+    v5: bool,
+    codes: bool,
+    missing: &'static str,
+) -> Result<(u16, AckProperties, Vec<ReasonCode>), DecodeError> {
     let packet_id = packet_id(r)?;
-    let properties = if v5 {
-        props::read_ack(r)?
+    let properties = props::read_if_v5::<AckProperties>(r, v5)?;
+    let reason_codes = if codes {
+        reason_codes(r.rest(), missing)?
     } else {
-        AckProperties::default()
+        Vec::new()
     };
-    let reason_codes = reason_codes(r.rest(), "SUBACK without reason codes")?;
+    Ok((packet_id, properties, reason_codes))
+}
+
+fn suback(r: &mut Reader<'_>, v5: bool) -> Result<SubAck, DecodeError> {
+    let (packet_id, properties, reason_codes) =
+        codes_ack(r, v5, true, "SUBACK without reason codes")?;
     if !v5
         && reason_codes
             .iter()
@@ -419,11 +428,7 @@ fn suback(r: &mut Reader<'_>, v5: bool) -> Result<SubAck, DecodeError> {
 
 fn unsubscribe(r: &mut Reader<'_>, v5: bool) -> Result<Unsubscribe, DecodeError> {
     let packet_id = packet_id(r)?;
-    let user_properties = if v5 {
-        props::read_user_only(r)?
-    } else {
-        Vec::new()
-    };
+    let user_properties = props::read_if_v5(r, v5)?;
     let mut filters = Vec::new();
     while !r.is_empty() {
         let filter = r.string()?;
@@ -440,17 +445,10 @@ fn unsubscribe(r: &mut Reader<'_>, v5: bool) -> Result<Unsubscribe, DecodeError>
     })
 }
 
+/// UNSUBACK: in v3.1.1 only the packet id.
 fn unsuback(r: &mut Reader<'_>, v5: bool) -> Result<UnsubAck, DecodeError> {
-    let packet_id = packet_id(r)?;
-    if !v5 {
-        return Ok(UnsubAck {
-            packet_id,
-            properties: AckProperties::default(),
-            reason_codes: Vec::new(),
-        });
-    }
-    let properties = props::read_ack(r)?;
-    let reason_codes = reason_codes(r.rest(), "UNSUBACK without reason codes")?;
+    let (packet_id, properties, reason_codes) =
+        codes_ack(r, v5, v5, "UNSUBACK without reason codes")?;
     Ok(UnsubAck {
         packet_id,
         properties,
@@ -461,15 +459,10 @@ fn unsuback(r: &mut Reader<'_>, v5: bool) -> Result<UnsubAck, DecodeError> {
 /// DISCONNECT: empty in v3.1.1; in v5 remaining length 0 means normal
 /// disconnection, and 1 a reason code without properties.
 fn disconnect(r: &mut Reader<'_>, v5: bool) -> Result<Disconnect, DecodeError> {
-    if !v5 || r.is_empty() {
+    if !v5 {
         return Ok(Disconnect::default());
     }
-    let reason_code = ReasonCode(r.u8()?);
-    let properties = if r.is_empty() {
-        DisconnectProperties::default()
-    } else {
-        props::read_disconnect(r)?
-    };
+    let (reason_code, properties) = reason_and_properties(r)?;
     Ok(Disconnect {
         reason_code,
         properties,
@@ -478,15 +471,7 @@ fn disconnect(r: &mut Reader<'_>, v5: bool) -> Result<Disconnect, DecodeError> {
 
 /// AUTH (v5 only): remaining length 0 means Success without properties.
 fn auth(r: &mut Reader<'_>) -> Result<Auth, DecodeError> {
-    if r.is_empty() {
-        return Ok(Auth::default());
-    }
-    let reason_code = ReasonCode(r.u8()?);
-    let properties = if r.is_empty() {
-        AuthProperties::default()
-    } else {
-        props::read_auth(r)?
-    };
+    let (reason_code, properties) = reason_and_properties(r)?;
     Ok(Auth {
         reason_code,
         properties,

@@ -74,21 +74,15 @@ fn body<S: Sink>(packet: &Packet, protocol: Protocol, s: &mut S) -> Result<u8, E
             let dup = p.dup && p.qos != QoS::AtMostOnce;
             0x30 | u8::from(dup) << 3 | (p.qos as u8) << 1 | u8::from(p.retain)
         }
-        Packet::PubAck(a) => {
+        Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
             ack(a, v5, s);
-            0x40
-        }
-        Packet::PubRec(a) => {
-            ack(a, v5, s);
-            0x50
-        }
-        Packet::PubRel(a) => {
-            ack(a, v5, s);
-            0x62
-        }
-        Packet::PubComp(a) => {
-            ack(a, v5, s);
-            0x70
+            // PUBREL's reserved flags are 0b0010 [MQTT-3.6.1-1].
+            let flags = if matches!(packet, Packet::PubRel(_)) {
+                0x02
+            } else {
+                0
+            };
+            packet.packet_type() << 4 | flags
         }
         Packet::Subscribe(sub) => {
             subscribe(sub, v5, s);

@@ -53,7 +53,7 @@ use id::*;
 
 /// A set of property identifiers (all are below 64).
 #[derive(Clone, Copy)]
-struct IdSet(u64);
+pub(crate) struct IdSet(u64);
 
 impl IdSet {
     const fn of(mut ids: &[u8]) -> IdSet {
@@ -71,535 +71,494 @@ impl IdSet {
     }
 }
 
-const CONNECT_IDS: IdSet = IdSet::of(&[
-    SESSION_EXPIRY_INTERVAL,
-    RECEIVE_MAXIMUM,
-    MAXIMUM_PACKET_SIZE,
-    TOPIC_ALIAS_MAXIMUM,
-    REQUEST_RESPONSE_INFORMATION,
-    REQUEST_PROBLEM_INFORMATION,
-    USER_PROPERTY,
-    AUTHENTICATION_METHOD,
-    AUTHENTICATION_DATA,
-]);
-const WILL_IDS: IdSet = IdSet::of(&[
-    WILL_DELAY_INTERVAL,
-    PAYLOAD_FORMAT_INDICATOR,
-    MESSAGE_EXPIRY_INTERVAL,
-    CONTENT_TYPE,
-    RESPONSE_TOPIC,
-    CORRELATION_DATA,
-    USER_PROPERTY,
-]);
-const CONNACK_IDS: IdSet = IdSet::of(&[
-    SESSION_EXPIRY_INTERVAL,
-    RECEIVE_MAXIMUM,
-    MAXIMUM_QOS,
-    RETAIN_AVAILABLE,
-    MAXIMUM_PACKET_SIZE,
-    ASSIGNED_CLIENT_IDENTIFIER,
-    TOPIC_ALIAS_MAXIMUM,
-    REASON_STRING,
-    USER_PROPERTY,
-    WILDCARD_SUBSCRIPTION_AVAILABLE,
-    SUBSCRIPTION_IDENTIFIER_AVAILABLE,
-    SHARED_SUBSCRIPTION_AVAILABLE,
-    SERVER_KEEP_ALIVE,
-    RESPONSE_INFORMATION,
-    SERVER_REFERENCE,
-    AUTHENTICATION_METHOD,
-    AUTHENTICATION_DATA,
-]);
-const PUBLISH_IDS: IdSet = IdSet::of(&[
-    PAYLOAD_FORMAT_INDICATOR,
-    MESSAGE_EXPIRY_INTERVAL,
-    TOPIC_ALIAS,
-    RESPONSE_TOPIC,
-    CORRELATION_DATA,
-    USER_PROPERTY,
-    SUBSCRIPTION_IDENTIFIER,
-    CONTENT_TYPE,
-]);
-const ACK_IDS: IdSet = IdSet::of(&[REASON_STRING, USER_PROPERTY]);
-const SUBSCRIBE_IDS: IdSet = IdSet::of(&[SUBSCRIPTION_IDENTIFIER, USER_PROPERTY]);
-const USER_IDS: IdSet = IdSet::of(&[USER_PROPERTY]);
-const DISCONNECT_IDS: IdSet = IdSet::of(&[
-    SESSION_EXPIRY_INTERVAL,
-    REASON_STRING,
-    USER_PROPERTY,
-    SERVER_REFERENCE,
-]);
-const AUTH_IDS: IdSet = IdSet::of(&[
-    AUTHENTICATION_METHOD,
-    AUTHENTICATION_DATA,
-    REASON_STRING,
-    USER_PROPERTY,
-]);
-
 /// Properties that may appear more than once in their packet.
 const REPEATABLE: IdSet = IdSet::of(&[USER_PROPERTY]);
 const REPEATABLE_IN_PUBLISH: IdSet = IdSet::of(&[USER_PROPERTY, SUBSCRIPTION_IDENTIFIER]);
 
-/// One decoded property value, already checked for its allowed range.
-enum Value {
-    Bool(bool),
-    QoS(QoS),
-    U16(u16),
-    U32(u32),
-    Str(ByteString),
-    Bin(Bytes),
-    Pair(ByteString, ByteString),
-}
-
 /// An identifier that is unknown or not valid for the packet (§2.2.2.2).
 const NOT_ALLOWED: DecodeError = DecodeError::Malformed("property not allowed in this packet");
 
-fn nonzero_u16(r: &mut Reader<'_>, what: &'static str) -> Result<Value, DecodeError> {
-    match r.u16()? {
-        0 => Err(DecodeError::Protocol(what)),
-        v => Ok(Value::U16(v)),
+/// A property value type: how a value of property `id` is read (with the
+/// checks the spec asks of a receiver for that property) and written.
+trait Value: Sized {
+    fn read(id: u8, r: &mut Reader<'_>) -> Result<Self, DecodeError>;
+    fn write<S: Sink>(&self, id: u8, s: &mut S);
+}
+
+impl Value for bool {
+    fn read(_: u8, r: &mut Reader<'_>) -> Result<bool, DecodeError> {
+        match r.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(DecodeError::Protocol("boolean property not 0 or 1")),
+        }
+    }
+
+    #[inline]
+    fn write<S: Sink>(&self, _: u8, s: &mut S) {
+        s.u8(u8::from(*self));
     }
 }
 
-/// Reads the value of property `id`, validating its range.
-fn read_value(id: u8, r: &mut Reader<'_>) -> Result<Value, DecodeError> {
-    Ok(match id {
-        PAYLOAD_FORMAT_INDICATOR
-        | REQUEST_PROBLEM_INFORMATION
-        | REQUEST_RESPONSE_INFORMATION
-        | RETAIN_AVAILABLE
-        | WILDCARD_SUBSCRIPTION_AVAILABLE
-        | SUBSCRIPTION_IDENTIFIER_AVAILABLE
-        | SHARED_SUBSCRIPTION_AVAILABLE => match r.u8()? {
-            0 => Value::Bool(false),
-            1 => Value::Bool(true),
-            _ => return Err(DecodeError::Protocol("boolean property not 0 or 1")),
-        },
-        MAXIMUM_QOS => match r.u8()? {
-            0 => Value::QoS(QoS::AtMostOnce),
-            1 => Value::QoS(QoS::AtLeastOnce),
-            _ => return Err(DecodeError::Protocol("maximum QoS not 0 or 1")),
-        },
-        MESSAGE_EXPIRY_INTERVAL | SESSION_EXPIRY_INTERVAL | WILL_DELAY_INTERVAL => {
-            Value::U32(r.u32()?)
+/// Maximum QoS, the one QoS property.
+impl Value for QoS {
+    fn read(_: u8, r: &mut Reader<'_>) -> Result<QoS, DecodeError> {
+        match r.u8()? {
+            0 => Ok(QoS::AtMostOnce),
+            1 => Ok(QoS::AtLeastOnce),
+            _ => Err(DecodeError::Protocol("maximum QoS not 0 or 1")),
         }
-        MAXIMUM_PACKET_SIZE => match r.u32()? {
-            0 => return Err(DecodeError::Protocol("maximum packet size of 0")),
-            v => Value::U32(v),
-        },
-        SUBSCRIPTION_IDENTIFIER => match r.varint()? {
-            0 => return Err(DecodeError::Protocol("subscription identifier of 0")),
-            v => Value::U32(v),
-        },
-        SERVER_KEEP_ALIVE | TOPIC_ALIAS_MAXIMUM => Value::U16(r.u16()?),
-        RECEIVE_MAXIMUM => nonzero_u16(r, "receive maximum of 0")?,
-        TOPIC_ALIAS => nonzero_u16(r, "topic alias of 0")?,
-        RESPONSE_TOPIC => {
-            let t = r.string()?;
-            if !topic::valid_topic_name(&t) {
-                return Err(DecodeError::Protocol("invalid response topic"));
-            }
-            Value::Str(t)
-        }
-        CONTENT_TYPE
-        | ASSIGNED_CLIENT_IDENTIFIER
-        | AUTHENTICATION_METHOD
-        | RESPONSE_INFORMATION
-        | SERVER_REFERENCE
-        | REASON_STRING => Value::Str(r.string()?),
-        CORRELATION_DATA | AUTHENTICATION_DATA => Value::Bin(r.binary()?),
-        USER_PROPERTY => {
-            let k = r.string()?;
-            Value::Pair(k, r.string()?)
-        }
-        _ => return Err(DecodeError::Malformed("unknown property identifier")),
-    })
+    }
+
+    #[inline]
+    fn write<S: Sink>(&self, _: u8, s: &mut S) {
+        s.u8(*self as u8);
+    }
 }
 
-/// Reads a property block (length, then properties) and hands each
-/// property allowed by `allowed` to `set`.
-fn read_block(
-    r: &mut Reader<'_>,
-    allowed: IdSet,
-    repeatable: IdSet,
-    mut set: impl FnMut(u8, Value) -> Result<(), DecodeError>,
-) -> Result<(), DecodeError> {
+impl Value for u16 {
+    fn read(id: u8, r: &mut Reader<'_>) -> Result<u16, DecodeError> {
+        match (id, r.u16()?) {
+            (RECEIVE_MAXIMUM, 0) => Err(DecodeError::Protocol("receive maximum of 0")),
+            (TOPIC_ALIAS, 0) => Err(DecodeError::Protocol("topic alias of 0")),
+            (_, v) => Ok(v),
+        }
+    }
+
+    #[inline]
+    fn write<S: Sink>(&self, _: u8, s: &mut S) {
+        s.u16(*self);
+    }
+}
+
+/// Four-byte integers, and the Subscription Identifier (a Variable Byte
+/// Integer).
+impl Value for u32 {
+    fn read(id: u8, r: &mut Reader<'_>) -> Result<u32, DecodeError> {
+        match id {
+            SUBSCRIPTION_IDENTIFIER => match r.varint()? {
+                0 => Err(DecodeError::Protocol("subscription identifier of 0")),
+                v => Ok(v),
+            },
+            MAXIMUM_PACKET_SIZE => match r.u32()? {
+                0 => Err(DecodeError::Protocol("maximum packet size of 0")),
+                v => Ok(v),
+            },
+            _ => r.u32(),
+        }
+    }
+
+    #[inline]
+    fn write<S: Sink>(&self, id: u8, s: &mut S) {
+        if id == SUBSCRIPTION_IDENTIFIER {
+            s.varint(*self);
+        } else {
+            s.u32(*self);
+        }
+    }
+}
+
+impl Value for ByteString {
+    fn read(id: u8, r: &mut Reader<'_>) -> Result<ByteString, DecodeError> {
+        let v = r.string()?;
+        if id == RESPONSE_TOPIC && !topic::valid_topic_name(&v) {
+            return Err(DecodeError::Protocol("invalid response topic"));
+        }
+        Ok(v)
+    }
+
+    #[inline]
+    fn write<S: Sink>(&self, _: u8, s: &mut S) {
+        s.string(self);
+    }
+}
+
+impl Value for Bytes {
+    fn read(_: u8, r: &mut Reader<'_>) -> Result<Bytes, DecodeError> {
+        r.binary()
+    }
+
+    #[inline]
+    fn write<S: Sink>(&self, _: u8, s: &mut S) {
+        s.binary(self);
+    }
+}
+
+/// A user property: a string pair.
+impl Value for UserProperty {
+    fn read(_: u8, r: &mut Reader<'_>) -> Result<UserProperty, DecodeError> {
+        let k = r.string()?;
+        Ok((k, r.string()?))
+    }
+
+    #[inline]
+    fn write<S: Sink>(&self, _: u8, s: &mut S) {
+        s.string(&self.0);
+        s.string(&self.1);
+    }
+}
+
+/// A field of a property struct: `Option<T>` for a property that appears
+/// at most once, `Vec<T>` for a repeatable one.
+trait Field {
+    /// Reads one occurrence of property `id` into the field.
+    fn read(&mut self, id: u8, r: &mut Reader<'_>) -> Result<(), DecodeError>;
+    /// Writes the field's occurrences, each identifier first.
+    fn write<S: Sink>(&self, id: u8, s: &mut S);
+}
+
+impl<T: Value> Field for Option<T> {
+    fn read(&mut self, id: u8, r: &mut Reader<'_>) -> Result<(), DecodeError> {
+        *self = Some(T::read(id, r)?);
+        Ok(())
+    }
+
+    #[inline]
+    fn write<S: Sink>(&self, id: u8, s: &mut S) {
+        if let Some(v) = self {
+            s.u8(id);
+            v.write(id, s);
+        }
+    }
+}
+
+impl<T: Value> Field for Vec<T> {
+    fn read(&mut self, id: u8, r: &mut Reader<'_>) -> Result<(), DecodeError> {
+        self.push(T::read(id, r)?);
+        Ok(())
+    }
+
+    #[inline]
+    fn write<S: Sink>(&self, id: u8, s: &mut S) {
+        write_each(self, id, s);
+    }
+}
+
+/// Writes each of `values` as property `id`.
+#[inline]
+fn write_each<T: Value, S: Sink>(values: &[T], id: u8, s: &mut S) {
+    for v in values {
+        s.u8(id);
+        v.write(id, s);
+    }
+}
+
+/// A packet's property struct, as decoded: which properties it holds.
+/// (Encoding is [`Properties::describe`], which lists them in wire order.)
+pub(crate) trait PropertySet: Default {
+    /// Properties that may appear more than once.
+    const REPEATABLE: IdSet = REPEATABLE;
+
+    /// The field property `id` is read into, `None` if the packet may not
+    /// carry it.
+    fn field(&mut self, id: u8) -> Option<&mut dyn ReadField>;
+
+    /// Checks across properties, once all are read.
+    fn check(&self) -> Result<(), DecodeError> {
+        Ok(())
+    }
+}
+
+/// [`Field::read`] without the generic writer, so that a property set can
+/// hand out its fields as trait objects.
+pub(crate) trait ReadField {
+    fn read_into(&mut self, id: u8, r: &mut Reader<'_>) -> Result<(), DecodeError>;
+}
+
+impl<F: Field> ReadField for F {
+    fn read_into(&mut self, id: u8, r: &mut Reader<'_>) -> Result<(), DecodeError> {
+        self.read(id, r)
+    }
+}
+
+/// The properties of a packet: read from a v5 packet's property block
+/// ([`read`]), none (the default) in v3.1.1.
+pub(crate) fn read_if_v5<P: PropertySet>(r: &mut Reader<'_>, v5: bool) -> Result<P, DecodeError> {
+    if v5 {
+        read(r)
+    } else {
+        Ok(P::default())
+    }
+}
+
+/// Reads a property block (length, then properties) into `P`: an
+/// identifier `P` does not hold is malformed, a non-repeatable property
+/// twice is a protocol error, and each value is range-checked.
+pub(crate) fn read<P: PropertySet>(r: &mut Reader<'_>) -> Result<P, DecodeError> {
     let len = r.varint()? as usize;
     let mut block = r.sub(len)?;
+    let mut p = P::default();
     let mut seen = 0u64;
     while !block.is_empty() {
         // The identifier is a Variable Byte Integer, but every defined one
         // fits in one byte; a longer one is unknown, hence malformed.
         let id = block.u8()?;
-        if !allowed.contains(id) {
-            return Err(NOT_ALLOWED);
-        }
+        let field = p.field(id).ok_or(NOT_ALLOWED)?;
+        // Every identifier a packet holds is below 64.
         let bit = 1u64 << id;
-        if seen & bit != 0 && !repeatable.contains(id) {
+        if seen & bit != 0 && !P::REPEATABLE.contains(id) {
             return Err(DecodeError::Protocol("property appears more than once"));
         }
         seen |= bit;
-        set(id, read_value(id, &mut block)?)?;
+        field.read_into(id, &mut block)?;
     }
-    Ok(())
+    p.check()?;
+    Ok(p)
 }
 
-pub(crate) fn read_connect(r: &mut Reader<'_>) -> Result<ConnectProperties, DecodeError> {
-    let mut p = ConnectProperties::default();
-    read_block(r, CONNECT_IDS, REPEATABLE, |id, v| {
-        match (id, v) {
-            (SESSION_EXPIRY_INTERVAL, Value::U32(v)) => p.session_expiry_interval = Some(v),
-            (RECEIVE_MAXIMUM, Value::U16(v)) => p.receive_maximum = Some(v),
-            (MAXIMUM_PACKET_SIZE, Value::U32(v)) => p.maximum_packet_size = Some(v),
-            (TOPIC_ALIAS_MAXIMUM, Value::U16(v)) => p.topic_alias_maximum = Some(v),
-            (REQUEST_RESPONSE_INFORMATION, Value::Bool(v)) => {
-                p.request_response_information = Some(v)
-            }
-            (REQUEST_PROBLEM_INFORMATION, Value::Bool(v)) => {
-                p.request_problem_information = Some(v)
-            }
-            (USER_PROPERTY, Value::Pair(k, v)) => p.user_properties.push((k, v)),
-            (AUTHENTICATION_METHOD, Value::Str(v)) => p.authentication_method = Some(v),
-            (AUTHENTICATION_DATA, Value::Bin(v)) => p.authentication_data = Some(v),
-            _ => return Err(NOT_ALLOWED),
-        }
-        Ok(())
-    })?;
-    if p.authentication_data.is_some() && p.authentication_method.is_none() {
-        return Err(DecodeError::Protocol(
-            "authentication data without authentication method",
-        ));
+// Each struct twice: the fields by identifier (decoding), then the present
+// properties in wire order (encoding).
+
+impl PropertySet for ConnectProperties {
+    fn field(&mut self, id: u8) -> Option<&mut dyn ReadField> {
+        Some(match id {
+            SESSION_EXPIRY_INTERVAL => &mut self.session_expiry_interval,
+            RECEIVE_MAXIMUM => &mut self.receive_maximum,
+            MAXIMUM_PACKET_SIZE => &mut self.maximum_packet_size,
+            TOPIC_ALIAS_MAXIMUM => &mut self.topic_alias_maximum,
+            REQUEST_RESPONSE_INFORMATION => &mut self.request_response_information,
+            REQUEST_PROBLEM_INFORMATION => &mut self.request_problem_information,
+            USER_PROPERTY => &mut self.user_properties,
+            AUTHENTICATION_METHOD => &mut self.authentication_method,
+            AUTHENTICATION_DATA => &mut self.authentication_data,
+            _ => return None,
+        })
     }
-    Ok(p)
-}
 
-pub(crate) fn read_will(r: &mut Reader<'_>) -> Result<WillProperties, DecodeError> {
-    let mut p = WillProperties::default();
-    read_block(r, WILL_IDS, REPEATABLE, |id, v| {
-        match (id, v) {
-            (WILL_DELAY_INTERVAL, Value::U32(v)) => p.will_delay_interval = Some(v),
-            (PAYLOAD_FORMAT_INDICATOR, Value::Bool(v)) => p.payload_format_indicator = Some(v),
-            (MESSAGE_EXPIRY_INTERVAL, Value::U32(v)) => p.message_expiry_interval = Some(v),
-            (CONTENT_TYPE, Value::Str(v)) => p.content_type = Some(v),
-            (RESPONSE_TOPIC, Value::Str(v)) => p.response_topic = Some(v),
-            (CORRELATION_DATA, Value::Bin(v)) => p.correlation_data = Some(v),
-            (USER_PROPERTY, Value::Pair(k, v)) => p.user_properties.push((k, v)),
-            _ => return Err(NOT_ALLOWED),
+    fn check(&self) -> Result<(), DecodeError> {
+        if self.authentication_data.is_some() && self.authentication_method.is_none() {
+            return Err(DecodeError::Protocol(
+                "authentication data without authentication method",
+            ));
         }
         Ok(())
-    })?;
-    Ok(p)
-}
-
-pub(crate) fn read_connack(r: &mut Reader<'_>) -> Result<ConnAckProperties, DecodeError> {
-    let mut p = ConnAckProperties::default();
-    read_block(r, CONNACK_IDS, REPEATABLE, |id, v| {
-        match (id, v) {
-            (SESSION_EXPIRY_INTERVAL, Value::U32(v)) => p.session_expiry_interval = Some(v),
-            (RECEIVE_MAXIMUM, Value::U16(v)) => p.receive_maximum = Some(v),
-            (MAXIMUM_QOS, Value::QoS(v)) => p.maximum_qos = Some(v),
-            (RETAIN_AVAILABLE, Value::Bool(v)) => p.retain_available = Some(v),
-            (MAXIMUM_PACKET_SIZE, Value::U32(v)) => p.maximum_packet_size = Some(v),
-            (ASSIGNED_CLIENT_IDENTIFIER, Value::Str(v)) => p.assigned_client_identifier = Some(v),
-            (TOPIC_ALIAS_MAXIMUM, Value::U16(v)) => p.topic_alias_maximum = Some(v),
-            (REASON_STRING, Value::Str(v)) => p.reason_string = Some(v),
-            (USER_PROPERTY, Value::Pair(k, v)) => p.user_properties.push((k, v)),
-            (WILDCARD_SUBSCRIPTION_AVAILABLE, Value::Bool(v)) => {
-                p.wildcard_subscription_available = Some(v)
-            }
-            (SUBSCRIPTION_IDENTIFIER_AVAILABLE, Value::Bool(v)) => {
-                p.subscription_identifiers_available = Some(v)
-            }
-            (SHARED_SUBSCRIPTION_AVAILABLE, Value::Bool(v)) => {
-                p.shared_subscription_available = Some(v)
-            }
-            (SERVER_KEEP_ALIVE, Value::U16(v)) => p.server_keep_alive = Some(v),
-            (RESPONSE_INFORMATION, Value::Str(v)) => p.response_information = Some(v),
-            (SERVER_REFERENCE, Value::Str(v)) => p.server_reference = Some(v),
-            (AUTHENTICATION_METHOD, Value::Str(v)) => p.authentication_method = Some(v),
-            (AUTHENTICATION_DATA, Value::Bin(v)) => p.authentication_data = Some(v),
-            _ => return Err(NOT_ALLOWED),
-        }
-        Ok(())
-    })?;
-    Ok(p)
-}
-
-pub(crate) fn read_publish(r: &mut Reader<'_>) -> Result<PublishProperties, DecodeError> {
-    let mut p = PublishProperties::default();
-    read_block(r, PUBLISH_IDS, REPEATABLE_IN_PUBLISH, |id, v| {
-        match (id, v) {
-            (PAYLOAD_FORMAT_INDICATOR, Value::Bool(v)) => p.payload_format_indicator = Some(v),
-            (MESSAGE_EXPIRY_INTERVAL, Value::U32(v)) => p.message_expiry_interval = Some(v),
-            (TOPIC_ALIAS, Value::U16(v)) => p.topic_alias = Some(v),
-            (RESPONSE_TOPIC, Value::Str(v)) => p.response_topic = Some(v),
-            (CORRELATION_DATA, Value::Bin(v)) => p.correlation_data = Some(v),
-            (USER_PROPERTY, Value::Pair(k, v)) => p.user_properties.push((k, v)),
-            (SUBSCRIPTION_IDENTIFIER, Value::U32(v)) => p.subscription_identifiers.push(v),
-            (CONTENT_TYPE, Value::Str(v)) => p.content_type = Some(v),
-            _ => return Err(NOT_ALLOWED),
-        }
-        Ok(())
-    })?;
-    Ok(p)
-}
-
-/// Properties of PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK and UNSUBACK.
-pub(crate) fn read_ack(r: &mut Reader<'_>) -> Result<AckProperties, DecodeError> {
-    let mut p = AckProperties::default();
-    read_block(r, ACK_IDS, REPEATABLE, |id, v| {
-        match (id, v) {
-            (REASON_STRING, Value::Str(v)) => p.reason_string = Some(v),
-            (USER_PROPERTY, Value::Pair(k, v)) => p.user_properties.push((k, v)),
-            _ => return Err(NOT_ALLOWED),
-        }
-        Ok(())
-    })?;
-    Ok(p)
-}
-
-pub(crate) fn read_subscribe(r: &mut Reader<'_>) -> Result<SubscribeProperties, DecodeError> {
-    let mut p = SubscribeProperties::default();
-    read_block(r, SUBSCRIBE_IDS, REPEATABLE, |id, v| {
-        match (id, v) {
-            (SUBSCRIPTION_IDENTIFIER, Value::U32(v)) => p.subscription_identifier = Some(v),
-            (USER_PROPERTY, Value::Pair(k, v)) => p.user_properties.push((k, v)),
-            _ => return Err(NOT_ALLOWED),
-        }
-        Ok(())
-    })?;
-    Ok(p)
-}
-
-/// UNSUBSCRIBE carries only user properties.
-pub(crate) fn read_user_only(r: &mut Reader<'_>) -> Result<Vec<UserProperty>, DecodeError> {
-    let mut out = Vec::new();
-    read_block(r, USER_IDS, REPEATABLE, |id, v| match (id, v) {
-        (USER_PROPERTY, Value::Pair(k, v)) => {
-            out.push((k, v));
-            Ok(())
-        }
-        _ => Err(NOT_ALLOWED),
-    })?;
-    Ok(out)
-}
-
-pub(crate) fn read_disconnect(r: &mut Reader<'_>) -> Result<DisconnectProperties, DecodeError> {
-    let mut p = DisconnectProperties::default();
-    read_block(r, DISCONNECT_IDS, REPEATABLE, |id, v| {
-        match (id, v) {
-            (SESSION_EXPIRY_INTERVAL, Value::U32(v)) => p.session_expiry_interval = Some(v),
-            (REASON_STRING, Value::Str(v)) => p.reason_string = Some(v),
-            (USER_PROPERTY, Value::Pair(k, v)) => p.user_properties.push((k, v)),
-            (SERVER_REFERENCE, Value::Str(v)) => p.server_reference = Some(v),
-            _ => return Err(NOT_ALLOWED),
-        }
-        Ok(())
-    })?;
-    Ok(p)
-}
-
-pub(crate) fn read_auth(r: &mut Reader<'_>) -> Result<AuthProperties, DecodeError> {
-    let mut p = AuthProperties::default();
-    read_block(r, AUTH_IDS, REPEATABLE, |id, v| {
-        match (id, v) {
-            (AUTHENTICATION_METHOD, Value::Str(v)) => p.authentication_method = Some(v),
-            (AUTHENTICATION_DATA, Value::Bin(v)) => p.authentication_data = Some(v),
-            (REASON_STRING, Value::Str(v)) => p.reason_string = Some(v),
-            (USER_PROPERTY, Value::Pair(k, v)) => p.user_properties.push((k, v)),
-            _ => return Err(NOT_ALLOWED),
-        }
-        Ok(())
-    })?;
-    Ok(p)
-}
-
-// Encoding: each struct lists its present properties, identifier first.
-
-#[inline]
-fn byte<S: Sink>(s: &mut S, id: u8, v: Option<u8>) {
-    if let Some(v) = v {
-        s.u8(id);
-        s.u8(v);
-    }
-}
-
-#[inline]
-fn flag<S: Sink>(s: &mut S, id: u8, v: Option<bool>) {
-    byte(s, id, v.map(u8::from));
-}
-
-#[inline]
-fn two<S: Sink>(s: &mut S, id: u8, v: Option<u16>) {
-    if let Some(v) = v {
-        s.u8(id);
-        s.u16(v);
-    }
-}
-
-#[inline]
-fn four<S: Sink>(s: &mut S, id: u8, v: Option<u32>) {
-    if let Some(v) = v {
-        s.u8(id);
-        s.u32(v);
-    }
-}
-
-#[inline]
-fn string<S: Sink>(s: &mut S, id: u8, v: &Option<ByteString>) {
-    if let Some(v) = v {
-        s.u8(id);
-        s.string(v);
-    }
-}
-
-#[inline]
-fn binary<S: Sink>(s: &mut S, id: u8, v: &Option<Bytes>) {
-    if let Some(v) = v {
-        s.u8(id);
-        s.binary(v);
-    }
-}
-
-#[inline]
-fn users<S: Sink>(s: &mut S, v: &[UserProperty]) {
-    for (k, v) in v {
-        s.u8(USER_PROPERTY);
-        s.string(k);
-        s.string(v);
     }
 }
 
 impl Properties for ConnectProperties {
     fn describe<S: Sink>(&self, s: &mut S) {
-        four(s, SESSION_EXPIRY_INTERVAL, self.session_expiry_interval);
-        two(s, RECEIVE_MAXIMUM, self.receive_maximum);
-        four(s, MAXIMUM_PACKET_SIZE, self.maximum_packet_size);
-        two(s, TOPIC_ALIAS_MAXIMUM, self.topic_alias_maximum);
-        flag(
-            s,
-            REQUEST_RESPONSE_INFORMATION,
-            self.request_response_information,
-        );
-        flag(
-            s,
-            REQUEST_PROBLEM_INFORMATION,
-            self.request_problem_information,
-        );
-        users(s, &self.user_properties);
-        string(s, AUTHENTICATION_METHOD, &self.authentication_method);
-        binary(s, AUTHENTICATION_DATA, &self.authentication_data);
+        self.session_expiry_interval
+            .write(SESSION_EXPIRY_INTERVAL, s);
+        self.receive_maximum.write(RECEIVE_MAXIMUM, s);
+        self.maximum_packet_size.write(MAXIMUM_PACKET_SIZE, s);
+        self.topic_alias_maximum.write(TOPIC_ALIAS_MAXIMUM, s);
+        self.request_response_information
+            .write(REQUEST_RESPONSE_INFORMATION, s);
+        self.request_problem_information
+            .write(REQUEST_PROBLEM_INFORMATION, s);
+        self.user_properties.write(USER_PROPERTY, s);
+        self.authentication_method.write(AUTHENTICATION_METHOD, s);
+        self.authentication_data.write(AUTHENTICATION_DATA, s);
+    }
+}
+
+impl PropertySet for WillProperties {
+    fn field(&mut self, id: u8) -> Option<&mut dyn ReadField> {
+        Some(match id {
+            WILL_DELAY_INTERVAL => &mut self.will_delay_interval,
+            PAYLOAD_FORMAT_INDICATOR => &mut self.payload_format_indicator,
+            MESSAGE_EXPIRY_INTERVAL => &mut self.message_expiry_interval,
+            CONTENT_TYPE => &mut self.content_type,
+            RESPONSE_TOPIC => &mut self.response_topic,
+            CORRELATION_DATA => &mut self.correlation_data,
+            USER_PROPERTY => &mut self.user_properties,
+            _ => return None,
+        })
     }
 }
 
 impl Properties for WillProperties {
     fn describe<S: Sink>(&self, s: &mut S) {
-        four(s, WILL_DELAY_INTERVAL, self.will_delay_interval);
-        flag(s, PAYLOAD_FORMAT_INDICATOR, self.payload_format_indicator);
-        four(s, MESSAGE_EXPIRY_INTERVAL, self.message_expiry_interval);
-        string(s, CONTENT_TYPE, &self.content_type);
-        string(s, RESPONSE_TOPIC, &self.response_topic);
-        binary(s, CORRELATION_DATA, &self.correlation_data);
-        users(s, &self.user_properties);
+        self.will_delay_interval.write(WILL_DELAY_INTERVAL, s);
+        self.payload_format_indicator
+            .write(PAYLOAD_FORMAT_INDICATOR, s);
+        self.message_expiry_interval
+            .write(MESSAGE_EXPIRY_INTERVAL, s);
+        self.content_type.write(CONTENT_TYPE, s);
+        self.response_topic.write(RESPONSE_TOPIC, s);
+        self.correlation_data.write(CORRELATION_DATA, s);
+        self.user_properties.write(USER_PROPERTY, s);
+    }
+}
+
+impl PropertySet for ConnAckProperties {
+    fn field(&mut self, id: u8) -> Option<&mut dyn ReadField> {
+        Some(match id {
+            SESSION_EXPIRY_INTERVAL => &mut self.session_expiry_interval,
+            RECEIVE_MAXIMUM => &mut self.receive_maximum,
+            MAXIMUM_QOS => &mut self.maximum_qos,
+            RETAIN_AVAILABLE => &mut self.retain_available,
+            MAXIMUM_PACKET_SIZE => &mut self.maximum_packet_size,
+            ASSIGNED_CLIENT_IDENTIFIER => &mut self.assigned_client_identifier,
+            TOPIC_ALIAS_MAXIMUM => &mut self.topic_alias_maximum,
+            REASON_STRING => &mut self.reason_string,
+            USER_PROPERTY => &mut self.user_properties,
+            WILDCARD_SUBSCRIPTION_AVAILABLE => &mut self.wildcard_subscription_available,
+            SUBSCRIPTION_IDENTIFIER_AVAILABLE => &mut self.subscription_identifiers_available,
+            SHARED_SUBSCRIPTION_AVAILABLE => &mut self.shared_subscription_available,
+            SERVER_KEEP_ALIVE => &mut self.server_keep_alive,
+            RESPONSE_INFORMATION => &mut self.response_information,
+            SERVER_REFERENCE => &mut self.server_reference,
+            AUTHENTICATION_METHOD => &mut self.authentication_method,
+            AUTHENTICATION_DATA => &mut self.authentication_data,
+            _ => return None,
+        })
     }
 }
 
 impl Properties for ConnAckProperties {
     fn describe<S: Sink>(&self, s: &mut S) {
-        four(s, SESSION_EXPIRY_INTERVAL, self.session_expiry_interval);
-        two(s, RECEIVE_MAXIMUM, self.receive_maximum);
+        self.session_expiry_interval
+            .write(SESSION_EXPIRY_INTERVAL, s);
+        self.receive_maximum.write(RECEIVE_MAXIMUM, s);
         // Absent Maximum QoS means QoS 2, and only 0 or 1 may be sent.
         let max_qos = self.maximum_qos.filter(|q| *q != QoS::ExactlyOnce);
-        byte(s, MAXIMUM_QOS, max_qos.map(|q| q as u8));
-        flag(s, RETAIN_AVAILABLE, self.retain_available);
-        four(s, MAXIMUM_PACKET_SIZE, self.maximum_packet_size);
-        string(
-            s,
-            ASSIGNED_CLIENT_IDENTIFIER,
-            &self.assigned_client_identifier,
-        );
-        two(s, TOPIC_ALIAS_MAXIMUM, self.topic_alias_maximum);
-        string(s, REASON_STRING, &self.reason_string);
-        users(s, &self.user_properties);
-        flag(
-            s,
-            WILDCARD_SUBSCRIPTION_AVAILABLE,
-            self.wildcard_subscription_available,
-        );
-        flag(
-            s,
-            SUBSCRIPTION_IDENTIFIER_AVAILABLE,
-            self.subscription_identifiers_available,
-        );
-        flag(
-            s,
-            SHARED_SUBSCRIPTION_AVAILABLE,
-            self.shared_subscription_available,
-        );
-        two(s, SERVER_KEEP_ALIVE, self.server_keep_alive);
-        string(s, RESPONSE_INFORMATION, &self.response_information);
-        string(s, SERVER_REFERENCE, &self.server_reference);
-        string(s, AUTHENTICATION_METHOD, &self.authentication_method);
-        binary(s, AUTHENTICATION_DATA, &self.authentication_data);
+        max_qos.write(MAXIMUM_QOS, s);
+        self.retain_available.write(RETAIN_AVAILABLE, s);
+        self.maximum_packet_size.write(MAXIMUM_PACKET_SIZE, s);
+        self.assigned_client_identifier
+            .write(ASSIGNED_CLIENT_IDENTIFIER, s);
+        self.topic_alias_maximum.write(TOPIC_ALIAS_MAXIMUM, s);
+        self.reason_string.write(REASON_STRING, s);
+        self.user_properties.write(USER_PROPERTY, s);
+        self.wildcard_subscription_available
+            .write(WILDCARD_SUBSCRIPTION_AVAILABLE, s);
+        self.subscription_identifiers_available
+            .write(SUBSCRIPTION_IDENTIFIER_AVAILABLE, s);
+        self.shared_subscription_available
+            .write(SHARED_SUBSCRIPTION_AVAILABLE, s);
+        self.server_keep_alive.write(SERVER_KEEP_ALIVE, s);
+        self.response_information.write(RESPONSE_INFORMATION, s);
+        self.server_reference.write(SERVER_REFERENCE, s);
+        self.authentication_method.write(AUTHENTICATION_METHOD, s);
+        self.authentication_data.write(AUTHENTICATION_DATA, s);
+    }
+}
+
+impl PropertySet for PublishProperties {
+    const REPEATABLE: IdSet = REPEATABLE_IN_PUBLISH;
+
+    fn field(&mut self, id: u8) -> Option<&mut dyn ReadField> {
+        Some(match id {
+            PAYLOAD_FORMAT_INDICATOR => &mut self.payload_format_indicator,
+            MESSAGE_EXPIRY_INTERVAL => &mut self.message_expiry_interval,
+            TOPIC_ALIAS => &mut self.topic_alias,
+            RESPONSE_TOPIC => &mut self.response_topic,
+            CORRELATION_DATA => &mut self.correlation_data,
+            USER_PROPERTY => &mut self.user_properties,
+            SUBSCRIPTION_IDENTIFIER => &mut self.subscription_identifiers,
+            CONTENT_TYPE => &mut self.content_type,
+            _ => return None,
+        })
     }
 }
 
 impl Properties for PublishProperties {
     fn describe<S: Sink>(&self, s: &mut S) {
-        flag(s, PAYLOAD_FORMAT_INDICATOR, self.payload_format_indicator);
-        four(s, MESSAGE_EXPIRY_INTERVAL, self.message_expiry_interval);
-        two(s, TOPIC_ALIAS, self.topic_alias);
-        string(s, RESPONSE_TOPIC, &self.response_topic);
-        binary(s, CORRELATION_DATA, &self.correlation_data);
-        users(s, &self.user_properties);
-        for &v in &self.subscription_identifiers {
-            s.u8(SUBSCRIPTION_IDENTIFIER);
-            s.varint(v);
-        }
-        string(s, CONTENT_TYPE, &self.content_type);
+        self.payload_format_indicator
+            .write(PAYLOAD_FORMAT_INDICATOR, s);
+        self.message_expiry_interval
+            .write(MESSAGE_EXPIRY_INTERVAL, s);
+        self.topic_alias.write(TOPIC_ALIAS, s);
+        self.response_topic.write(RESPONSE_TOPIC, s);
+        self.correlation_data.write(CORRELATION_DATA, s);
+        self.user_properties.write(USER_PROPERTY, s);
+        self.subscription_identifiers
+            .write(SUBSCRIPTION_IDENTIFIER, s);
+        self.content_type.write(CONTENT_TYPE, s);
+    }
+}
+
+impl PropertySet for AckProperties {
+    fn field(&mut self, id: u8) -> Option<&mut dyn ReadField> {
+        Some(match id {
+            REASON_STRING => &mut self.reason_string,
+            USER_PROPERTY => &mut self.user_properties,
+            _ => return None,
+        })
     }
 }
 
 impl Properties for AckProperties {
     fn describe<S: Sink>(&self, s: &mut S) {
-        string(s, REASON_STRING, &self.reason_string);
-        users(s, &self.user_properties);
+        self.reason_string.write(REASON_STRING, s);
+        self.user_properties.write(USER_PROPERTY, s);
+    }
+}
+
+impl PropertySet for SubscribeProperties {
+    fn field(&mut self, id: u8) -> Option<&mut dyn ReadField> {
+        Some(match id {
+            SUBSCRIPTION_IDENTIFIER => &mut self.subscription_identifier,
+            USER_PROPERTY => &mut self.user_properties,
+            _ => return None,
+        })
     }
 }
 
 impl Properties for SubscribeProperties {
     fn describe<S: Sink>(&self, s: &mut S) {
-        if let Some(v) = self.subscription_identifier {
-            s.u8(SUBSCRIPTION_IDENTIFIER);
-            s.varint(v);
-        }
-        users(s, &self.user_properties);
+        self.subscription_identifier
+            .write(SUBSCRIPTION_IDENTIFIER, s);
+        self.user_properties.write(USER_PROPERTY, s);
     }
 }
 
 /// The property list of UNSUBSCRIBE: user properties only.
+impl PropertySet for Vec<UserProperty> {
+    fn field(&mut self, id: u8) -> Option<&mut dyn ReadField> {
+        (id == USER_PROPERTY).then_some(self as &mut dyn ReadField)
+    }
+}
+
+/// The property list of UNSUBSCRIBE, for encoding.
 pub(crate) struct UserOnly<'a>(pub(crate) &'a [UserProperty]);
 
 impl Properties for UserOnly<'_> {
     fn describe<S: Sink>(&self, s: &mut S) {
-        users(s, self.0);
+        write_each(self.0, USER_PROPERTY, s);
+    }
+}
+
+impl PropertySet for DisconnectProperties {
+    fn field(&mut self, id: u8) -> Option<&mut dyn ReadField> {
+        Some(match id {
+            SESSION_EXPIRY_INTERVAL => &mut self.session_expiry_interval,
+            REASON_STRING => &mut self.reason_string,
+            USER_PROPERTY => &mut self.user_properties,
+            SERVER_REFERENCE => &mut self.server_reference,
+            _ => return None,
+        })
     }
 }
 
 impl Properties for DisconnectProperties {
     fn describe<S: Sink>(&self, s: &mut S) {
-        four(s, SESSION_EXPIRY_INTERVAL, self.session_expiry_interval);
-        string(s, REASON_STRING, &self.reason_string);
-        users(s, &self.user_properties);
-        string(s, SERVER_REFERENCE, &self.server_reference);
+        self.session_expiry_interval
+            .write(SESSION_EXPIRY_INTERVAL, s);
+        self.reason_string.write(REASON_STRING, s);
+        self.user_properties.write(USER_PROPERTY, s);
+        self.server_reference.write(SERVER_REFERENCE, s);
+    }
+}
+
+impl PropertySet for AuthProperties {
+    fn field(&mut self, id: u8) -> Option<&mut dyn ReadField> {
+        Some(match id {
+            AUTHENTICATION_METHOD => &mut self.authentication_method,
+            AUTHENTICATION_DATA => &mut self.authentication_data,
+            REASON_STRING => &mut self.reason_string,
+            USER_PROPERTY => &mut self.user_properties,
+            _ => return None,
+        })
     }
 }
 
 impl Properties for AuthProperties {
     fn describe<S: Sink>(&self, s: &mut S) {
-        string(s, AUTHENTICATION_METHOD, &self.authentication_method);
-        binary(s, AUTHENTICATION_DATA, &self.authentication_data);
-        string(s, REASON_STRING, &self.reason_string);
-        users(s, &self.user_properties);
+        self.authentication_method.write(AUTHENTICATION_METHOD, s);
+        self.authentication_data.write(AUTHENTICATION_DATA, s);
+        self.reason_string.write(REASON_STRING, s);
+        self.user_properties.write(USER_PROPERTY, s);
     }
 }

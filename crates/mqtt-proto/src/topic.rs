@@ -94,6 +94,7 @@ mod tests {
         assert!(!matches("#", "$SYS/x"));
         assert!(!matches("+/x", "$SYS/x"));
         assert!(matches("$SYS/#", "$SYS/x"));
+        assert!(matches("$events/#", "$events/alarms/x"));
         assert!(!matches("a/+", "a/b/c"));
         assert!(matches("+/+", "/x"));
         assert!(matches("a/+", "a/"));

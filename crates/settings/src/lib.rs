@@ -481,21 +481,11 @@ pub struct MqttSettings {
     pub password_file: Option<PathBuf>,
     pub acl_file: Option<PathBuf>,
     pub max_connections: usize,
-    pub max_keepalive: u16,
-    pub receive_maximum: u16,
-    pub topic_alias_maximum: u16,
-    pub max_packet_size: u32,
-    pub max_inflight: u16,
-    pub max_queued_messages: usize,
-    pub max_queued_bytes: usize,
-    pub retain_available: bool,
-    pub max_retained_messages: usize,
-    pub max_retained_bytes: usize,
-    pub session_expiry_max: u32,
-    pub max_topic_levels: usize,
-    pub max_subscriptions_per_client: usize,
-    /// Longest share group name (`$share/{group}/...`), bytes.
-    pub max_share_group_bytes: usize,
+    /// The broker core's limits (`max_keepalive`, `receive_maximum`,
+    /// `max_queued_messages`, ...): keys of `[mqtt]` named and defaulted
+    /// as the fields of `broker::BrokerConfig`.
+    #[serde(flatten)]
+    pub broker: broker::BrokerConfig,
     pub outbound_queue: usize,
     pub connect_timeout: u64,
     pub sys_interval: u64,
@@ -519,20 +509,10 @@ pub struct MqttSettings {
     /// (its id followed by any of `-/_.:@` and more), `any_owned` (any id
     /// no other principal holds).
     pub client_id_policy: identity::ClientIdPolicy,
-    /// Most persistent sessions in total; more are refused (0x97, v3.1.1
-    /// return code 3).
-    pub max_persistent_sessions: usize,
-    /// Most persistent sessions of one principal (a device, a password-file
-    /// user, or all anonymous clients together).
-    pub max_persistent_sessions_per_principal: usize,
-    /// Seconds a connected subscriber may stay over its queue limit before
-    /// it is disconnected (its publishers are paused meanwhile); 0 = never.
-    pub stuck_subscriber_secs: u32,
 }
 
 impl Default for MqttSettings {
     fn default() -> Self {
-        let b = broker::BrokerConfig::default();
         let n = broker_net::NetConfig::default();
         MqttSettings {
             bind: None,
@@ -542,20 +522,7 @@ impl Default for MqttSettings {
             password_file: None,
             acl_file: None,
             max_connections: n.max_connections,
-            max_keepalive: b.max_keepalive,
-            receive_maximum: b.receive_maximum,
-            topic_alias_maximum: b.topic_alias_maximum,
-            max_packet_size: b.max_packet_size,
-            max_inflight: b.max_inflight,
-            max_queued_messages: b.max_queued_messages,
-            max_queued_bytes: b.max_queued_bytes,
-            retain_available: b.retain_available,
-            max_retained_messages: b.max_retained_messages,
-            max_retained_bytes: b.max_retained_bytes,
-            session_expiry_max: b.session_expiry_max,
-            max_topic_levels: b.max_topic_levels,
-            max_subscriptions_per_client: b.max_subscriptions_per_client,
-            max_share_group_bytes: b.max_share_group_bytes,
+            broker: broker::BrokerConfig::default(),
             outbound_queue: n.outbound_queue,
             connect_timeout: n.connect_timeout_secs,
             sys_interval: n.sys_interval_secs,
@@ -568,9 +535,6 @@ impl Default for MqttSettings {
             max_connections_per_device: n.max_connections_per_identity,
             auth_concurrency: n.auth_concurrency,
             client_id_policy: identity::ClientIdPolicy::default(),
-            max_persistent_sessions: b.max_persistent_sessions,
-            max_persistent_sessions_per_principal: b.max_persistent_sessions_per_principal,
-            stuck_subscriber_secs: b.stuck_subscriber_secs,
         }
     }
 }
@@ -706,27 +670,28 @@ impl Settings {
             };
             section.insert(path[1].clone(), env_value(&value));
         }
-        let settings: Settings = serde_path_to_error::deserialize(toml::Value::Table(table))
-            .map_err(|e| {
+        let settings: Settings =
+            serde_path_to_error::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
                 let path = e.path().to_string();
-                Error::Invalid(format!("`{path}`: {}", e.into_inner().message()))
+                let key = flattened_key(&table, &path).unwrap_or(path);
+                Error::Invalid(format!("`{key}`: {}", e.into_inner().message()))
             })?;
         settings.validate()?;
         Ok(settings)
     }
 
     fn validate(&self) -> Result<(), Error> {
-        let m = &self.mqtt;
-        if m.receive_maximum == 0 {
+        let (m, b) = (&self.mqtt, &self.mqtt.broker);
+        if b.receive_maximum == 0 {
             invalid!("`mqtt.receive_maximum`: must be at least 1");
         }
-        if m.max_inflight == 0 {
+        if b.max_inflight == 0 {
             invalid!("`mqtt.max_inflight`: must be at least 1");
         }
-        if m.max_packet_size < 64 {
+        if b.max_packet_size < 64 {
             invalid!("`mqtt.max_packet_size`: must be at least 64 bytes");
         }
-        if m.max_packet_size > 268_435_455 {
+        if b.max_packet_size > 268_435_455 {
             invalid!("`mqtt.max_packet_size`: MQTT allows at most 268435455 bytes");
         }
         if m.max_connections == 0 {
@@ -735,7 +700,7 @@ impl Settings {
         if m.outbound_queue == 0 {
             invalid!("`mqtt.outbound_queue`: must be at least 1");
         }
-        if m.max_topic_levels == 0 {
+        if b.max_topic_levels == 0 {
             invalid!("`mqtt.max_topic_levels`: must be at least 1");
         }
         let t = &self.telemetry;
@@ -905,26 +870,10 @@ impl Settings {
     }
 
     pub fn broker_config(&self) -> broker::BrokerConfig {
-        let m = &self.mqtt;
+        let b = &self.mqtt.broker;
         broker::BrokerConfig {
-            max_keepalive: m.max_keepalive,
-            receive_maximum: m.receive_maximum,
-            topic_alias_maximum: m.topic_alias_maximum,
-            max_packet_size: m.max_packet_size,
-            max_inflight: m.max_inflight,
-            max_queued_messages: m.max_queued_messages,
-            max_queued_bytes: m.max_queued_bytes,
-            retain_available: m.retain_available,
-            max_retained_messages: m.max_retained_messages,
-            max_retained_bytes: m.max_retained_bytes,
-            session_expiry_max: m.session_expiry_max,
-            max_topic_levels: m.max_topic_levels,
-            max_subscriptions_per_client: m.max_subscriptions_per_client,
-            max_share_group_bytes: m.max_share_group_bytes,
-            outbound_topic_alias_maximum: m.topic_alias_maximum,
-            max_persistent_sessions: m.max_persistent_sessions,
-            max_persistent_sessions_per_principal: m.max_persistent_sessions_per_principal,
-            stuck_subscriber_secs: m.stuck_subscriber_secs,
+            outbound_topic_alias_maximum: b.topic_alias_maximum,
+            ..b.clone()
         }
     }
 
@@ -946,6 +895,23 @@ impl Settings {
             auth_concurrency: m.auth_concurrency,
         }
     }
+}
+
+/// The key at fault when an error is reported at a section (`path`): the
+/// keys a section reads through `#[serde(flatten)]` (`[mqtt]`'s broker
+/// limits) are not tracked one by one, so each key of the section is tried
+/// alone to name the one that fails.
+fn flattened_key(table: &toml::Table, path: &str) -> Option<String> {
+    let toml::Value::Table(section) = table.get(path)? else {
+        return None;
+    };
+    section.iter().find_map(|(key, value)| {
+        let alone = toml::Table::from_iter([(key.clone(), value.clone())]);
+        let tree = toml::Table::from_iter([(path.to_string(), toml::Value::Table(alone))]);
+        Settings::deserialize(toml::Value::Table(tree))
+            .is_err()
+            .then(|| format!("{path}.{key}"))
+    })
 }
 
 /// An environment value as TOML: integers, floats and booleans keep their
@@ -1135,6 +1101,48 @@ mod tests {
                 .starts_with("mqtt.acl_file: cannot read /nonexistent/acl"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn broker_keys_read_into_the_broker_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.toml");
+        std::fs::write(
+            &p,
+            "[mqtt]\nport = 1999\nmax_keepalive = 120\ntopic_alias_maximum = 7\nretain_available = false\n",
+        )
+        .unwrap();
+        let s = Settings::load(
+            Some(&p),
+            env(&[("MILLWRIGHT_MQTT__MAX_QUEUED_MESSAGES", "42")]),
+        )
+        .unwrap();
+        let b = s.broker_config();
+        assert_eq!(s.mqtt.port, 1999);
+        assert_eq!((b.max_keepalive, b.max_queued_messages), (120, 42));
+        assert!(!b.retain_available);
+        // The aliases the broker assigns follow the client-side maximum.
+        assert_eq!(
+            (b.topic_alias_maximum, b.outbound_topic_alias_maximum),
+            (7, 7)
+        );
+        // Untouched keys keep the broker's defaults.
+        let d = broker::BrokerConfig::default();
+        assert_eq!(b.max_retained_bytes, d.max_retained_bytes);
+        assert_eq!(Settings::default().broker_config(), d);
+        // Not a key: it follows `topic_alias_maximum`.
+        let err = Settings::load(
+            None,
+            env(&[("MILLWRIGHT_MQTT__OUTBOUND_TOPIC_ALIAS_MAXIMUM", "3")]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("outbound_topic_alias_maximum"),
+            "{err}"
+        );
+        let err =
+            Settings::load(None, env(&[("MILLWRIGHT_MQTT__MAX_KEEPALIVE", "70000")])).unwrap_err();
+        assert!(err.to_string().contains("mqtt.max_keepalive"), "{err}");
     }
 
     #[test]

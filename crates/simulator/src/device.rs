@@ -373,14 +373,8 @@ impl Device {
         let stats = &self.ctx.stats;
         match event {
             Event::Message(publish) => self.on_message(conn, publish),
-            Event::PubAck {
-                packet_id,
-                reason_code,
-            }
-            | Event::PubComp {
-                packet_id,
-                reason_code,
-            } => {
+            Event::PubAck { .. } | Event::PubComp { .. } => {
+                let (packet_id, reason_code) = event.completed_publish()?;
                 let kind = self.pending.remove(&packet_id);
                 if reason_code.is_error() {
                     Stats::inc(&stats.publishes_rejected);

@@ -8,7 +8,6 @@
 //! `cargo run --release -p tsdb --example ingest_bench -j2 -- [--values N]
 //! [--threads K] [--trucks T] [--batch B] [--level L] [--dir PATH]`
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use tsdb::gen::{Fleet, FleetConfig};
@@ -128,6 +127,30 @@ fn report_storage(label: &str, db: &Tsdb, values: usize, now: i64) -> Result<(),
     Ok(())
 }
 
+/// Runs `write` over each thread's batches, one writer thread per list,
+/// and returns the seconds it took them all.
+fn write_from_threads<T: Sync>(
+    db: &Tsdb,
+    per_thread: &PerThread<T>,
+    write: impl Fn(&Tsdb, &T) -> Result<(), tsdb::Error> + Sync,
+) -> Result<f64, BoxError> {
+    let t = Instant::now();
+    std::thread::scope(|s| -> Result<(), BoxError> {
+        let handles: Vec<_> = per_thread
+            .iter()
+            .map(|batches| {
+                let write = &write;
+                s.spawn(move || batches.iter().try_for_each(|b| write(db, b)))
+            })
+            .collect();
+        for h in handles {
+            h.join().map_err(|_| "writer thread panicked")??;
+        }
+        Ok(())
+    })?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
 fn opts(a: &Args) -> Options {
     Options {
         compression_level: a.level,
@@ -157,27 +180,8 @@ fn main() -> Result<(), BoxError> {
         .unwrap_or(0);
 
     // Phase 1: points through write().
-    let db = Arc::new(Tsdb::open(&base.join("points"), opts(&a))?);
-    let t = Instant::now();
-    std::thread::scope(|s| -> Result<(), BoxError> {
-        let handles: Vec<_> = points
-            .iter()
-            .map(|batches| {
-                let db = db.clone();
-                s.spawn(move || -> Result<(), tsdb::Error> {
-                    for b in batches {
-                        db.write(b)?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().map_err(|_| "writer thread panicked")??;
-        }
-        Ok(())
-    })?;
-    let secs = t.elapsed().as_secs_f64();
+    let db = Tsdb::open(&base.join("points"), opts(&a))?;
+    let secs = write_from_threads(&db, &points, |db, batch| db.write(batch))?;
     println!(
         "write(): {total} values in {secs:.2} s = {:.0} values/s durable (group commit, auto-flush included)",
         total as f64 / secs
@@ -207,33 +211,15 @@ fn main() -> Result<(), BoxError> {
     drop(db);
 
     // Phase 2: line protocol text, parsed and written by each thread.
-    let db = Arc::new(Tsdb::open(&base.join("lp"), opts(&a))?);
+    let db = Tsdb::open(&base.join("lp"), opts(&a))?;
     let opts = LineProtocolOptions {
         device_tag: "name".into(),
         ..LineProtocolOptions::default()
     };
-    let t = Instant::now();
-    std::thread::scope(|s| -> Result<(), BoxError> {
-        let handles: Vec<_> = texts
-            .iter()
-            .map(|batches| {
-                let db = db.clone();
-                let opts = &opts;
-                s.spawn(move || -> Result<(), tsdb::Error> {
-                    for b in batches {
-                        let pts = parse_line_protocol(b, opts, 0)?;
-                        db.write(&pts)?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().map_err(|_| "writer thread panicked")??;
-        }
-        Ok(())
+    let secs = write_from_threads(&db, &texts, |db, text| {
+        let pts = parse_line_protocol(text, &opts, 0)?;
+        db.write(&pts)
     })?;
-    let secs = t.elapsed().as_secs_f64();
     println!(
         "line protocol: {total} values ({lp_bytes} bytes of text) in {secs:.2} s = {:.0} values/s parsed and durable",
         total as f64 / secs

@@ -51,28 +51,12 @@ pub enum WriteError {
     Invalid(String),
 }
 
+/// What [`Tsdb::write`] returns for a refused batch.
 impl From<WriteError> for Error {
     fn from(e: WriteError) -> Error {
         match e {
-            WriteError::TypeConflict {
-                series,
-                existing,
-                written,
-            } => Error::TypeConflict {
-                series,
-                existing,
-                written,
-            },
-            WriteError::TooManySeries {
-                device,
-                series,
-                limit,
-            } => Error::TooManySeries {
-                device,
-                series,
-                limit,
-            },
             WriteError::Invalid(m) => Error::InvalidSeries(m),
+            refused => Error::Refused(refused),
         }
     }
 }

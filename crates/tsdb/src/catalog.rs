@@ -119,7 +119,7 @@ impl Catalog {
     }
 
     /// Returns the series' id, creating it with `vtype` if new; a known
-    /// series with another type is a [`Error::TypeConflict`].
+    /// series with another type is a [`WriteError::TypeConflict`].
     pub(crate) fn get_or_insert(
         &mut self,
         key: &Arc<SeriesKey>,
@@ -127,11 +127,12 @@ impl Catalog {
     ) -> Result<SeriesId, Error> {
         if let Some((id, t)) = self.get(key) {
             if t != vtype {
-                return Err(Error::TypeConflict {
+                return Err(WriteError::TypeConflict {
                     series: key.to_string(),
                     existing: t.name(),
                     written: vtype.name(),
-                });
+                }
+                .into());
             }
             return Ok(id);
         }

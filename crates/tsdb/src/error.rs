@@ -2,10 +2,12 @@
 
 use std::io;
 
+use crate::batch::WriteError;
+
 /// Everything that can go wrong in the engine and in its parsers.
 ///
 /// Callers usually react to three classes: bad input (`InvalidSeries`,
-/// `TypeConflict`, `TooManySeries`, `LineProtocol`, `Json`, `InvalidQuery`), storage trouble
+/// `Refused`, `LineProtocol`, `Json`, `InvalidQuery`), storage trouble
 /// (`Io`, `DiskFull`, `Corrupt`, `UnsupportedVersion`, `Poisoned`) and
 /// lifecycle (`Closed`).
 #[derive(Debug, thiserror::Error)]
@@ -44,30 +46,12 @@ pub enum Error {
         /// The newest version this build reads.
         supported: u32,
     },
-    /// A write used a value type other than the one the series was created with.
-    #[error("type conflict for series {series}: stored as {existing}, written as {written}")]
-    TypeConflict {
-        /// The series, rendered as text.
-        series: String,
-        /// The series' type.
-        existing: &'static str,
-        /// The type of the rejected value.
-        written: &'static str,
-    },
-    /// A write would create a series on a device that already has the
-    /// most series allowed (`Options::max_series_per_device`). Writes to
-    /// its existing series keep working.
-    #[error(
-        "device {device:?} already has {limit} series (the limit); new series {series} refused"
-    )]
-    TooManySeries {
-        /// The device id.
-        device: String,
-        /// The first new series refused, rendered as text.
-        series: String,
-        /// The limit in force.
-        limit: usize,
-    },
+    /// A write was refused on its own: a value type other than its series'
+    /// ([`WriteError::TypeConflict`]) or a new series past the device's cap
+    /// ([`WriteError::TooManySeries`]); an invalid point is
+    /// [`Error::InvalidSeries`] instead. The message is the [`WriteError`]'s.
+    #[error(transparent)]
+    Refused(WriteError),
     /// A series key or point is not acceptable (empty name, too long, NaN timestamp...).
     #[error("invalid series or point: {0}")]
     InvalidSeries(String),

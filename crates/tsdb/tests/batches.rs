@@ -58,7 +58,7 @@ fn conflicting_device_never_fails_the_other() {
         // The old single-batch API still reports the conflict as before.
         assert!(matches!(
             db.write(&[point(&bad, 5, Value::Bool(true))]),
-            Err(Error::TypeConflict { .. })
+            Err(Error::Refused(WriteError::TypeConflict { .. }))
         ));
     }
     let db = Tsdb::open(dir.path(), Options::default()).unwrap();
@@ -177,7 +177,7 @@ fn series_cap_per_device() {
         db.write(&over[..1]).unwrap();
         assert!(matches!(
             db.write(&over[1..]),
-            Err(Error::TooManySeries { .. })
+            Err(Error::Refused(WriteError::TooManySeries { .. }))
         ));
         // Existing series keep working.
         db.write(&[point(&key("a", 0), 2, Value::F64(2.0))])

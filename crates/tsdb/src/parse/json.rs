@@ -71,7 +71,12 @@ pub fn parse_device_json_with(
         err: None,
     };
     let mut de = serde_json::Deserializer::from_slice(payload);
-    let res = Top(&mut p).deserialize(&mut de).and_then(|()| de.end());
+    let res = Objects {
+        p: &mut p,
+        index: None,
+    }
+    .deserialize(&mut de)
+    .and_then(|()| de.end());
     match res {
         Ok(()) => Ok(p.out),
         Err(e) => Err(p
@@ -222,27 +227,43 @@ impl Parser<'_> {
     }
 }
 
-/// The document: an object or an array of objects.
-struct Top<'a, 'l>(&'a mut Parser<'l>);
+/// The document (`index: None`: an object or an array of objects) or one
+/// element of the array form (`index: Some(i)`: an object).
+struct Objects<'a, 'l> {
+    p: &'a mut Parser<'l>,
+    index: Option<usize>,
+}
 
-impl<'de> DeserializeSeed<'de> for Top<'_, '_> {
+impl<'de> DeserializeSeed<'de> for Objects<'_, '_> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Top<'_, '_> {
+impl<'de> Visitor<'de> for Objects<'_, '_> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an object or an array of objects")
+        match self.index {
+            None => f.write_str("an object or an array of objects"),
+            Some(_) => f.write_str("an object"),
+        }
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        self.0.object(map, At(None))
+        self.p.object(map, At(self.index))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if self.index.is_some() {
+            return Err(self.not_object());
+        }
         let mut i = 0;
-        while seq.next_element_seed(Element { p: self.0, i })?.is_some() {
+        while seq
+            .next_element_seed(Objects {
+                p: &mut *self.p,
+                index: Some(i),
+            })?
+            .is_some()
+        {
             i += 1;
         }
         Ok(())
@@ -267,61 +288,13 @@ impl<'de> Visitor<'de> for Top<'_, '_> {
     }
 }
 
-impl Top<'_, '_> {
+impl Objects<'_, '_> {
     fn not_object<E: de::Error>(self) -> E {
-        self.0
-            .fail("expected an object or an array of objects".into())
-    }
-}
-
-/// One element of the array form: an object.
-struct Element<'a, 'l> {
-    p: &'a mut Parser<'l>,
-    i: usize,
-}
-
-impl<'de> DeserializeSeed<'de> for Element<'_, '_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Element<'_, '_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an object")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        self.p.object(map, At(Some(self.i)))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
-        Err(self.not_object())
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-        Err(self.not_object())
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-        Err(self.not_object())
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-        Err(self.not_object())
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-        Err(self.not_object())
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-        Err(self.not_object())
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Err(self.not_object())
-    }
-}
-
-impl Element<'_, '_> {
-    fn not_object<E: de::Error>(self) -> E {
-        let i = self.i;
-        self.p.fail(format!("[{i}]: expected an object"))
+        let msg = match self.index {
+            None => "expected an object or an array of objects".to_string(),
+            Some(i) => format!("[{i}]: expected an object"),
+        };
+        self.p.fail(msg)
     }
 }
 
