@@ -190,8 +190,8 @@ pub(crate) async fn record(
         status: resp.status().as_u16(),
         details,
     };
-    let registry = st.registry.clone();
-    let appended = tokio::task::spawn_blocking(move || registry.append_audit(entry)).await;
+    let audit = st.audit.clone();
+    let appended = tokio::task::spawn_blocking(move || audit.append(entry)).await;
     match appended {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "appending to the audit log failed"),
@@ -217,7 +217,7 @@ pub(crate) async fn query(
         ],
         &[],
     )?;
-    let now = (st.clock)();
+    let now = st.now();
     let instant = |name: &str| -> Result<Option<u64>, ApiError> {
         p.get(name)
             .map(|v| {
@@ -254,8 +254,7 @@ pub(crate) async fn query(
         ),
     };
     let st2 = st.clone();
-    let page =
-        crate::blocking(move || Ok(st2.registry.query_audit(&filter, before, limit)?)).await?;
+    let page = crate::blocking(move || Ok(st2.audit.query(&filter, before, limit)?)).await?;
     #[derive(Serialize)]
     struct EntryDto<'a> {
         seq: u64,

@@ -80,7 +80,7 @@ pub(crate) async fn issue(
     let id2 = id.clone();
     let issued = blocking(move || {
         let ca = st2.ca.clone().ok_or_else(no_ca)?;
-        if st2.registry.get_device(&st2.namespace, &id2)?.is_none() {
+        if st2.devices.get_device(&st2.namespace, &id2)?.is_none() {
             return Err(ApiError::Missing(format!("device {id2:?} not found")));
         }
         let cert = match &csr {
@@ -88,7 +88,7 @@ pub(crate) async fn issue(
             None => ca.issue_device_cert(&id2, days, now),
         }
         .map_err(pki_error)?;
-        st2.registry.record_certificate(
+        st2.devices.record_certificate(
             &st2.namespace,
             &id2,
             &cert.serial_hex,
@@ -120,10 +120,10 @@ pub(crate) async fn list(
     let id = path_id(id)?;
     let st2 = st.clone();
     let certs = blocking(move || {
-        if st2.registry.get_device(&st2.namespace, &id)?.is_none() {
+        if st2.devices.get_device(&st2.namespace, &id)?.is_none() {
             return Err(ApiError::Missing(format!("device {id:?} not found")));
         }
-        Ok(st2.registry.list_certificates(&st2.namespace, &id)?)
+        Ok(st2.devices.list_certificates(&st2.namespace, &id)?)
     })
     .await?;
     #[derive(Serialize)]
@@ -151,7 +151,7 @@ pub(crate) async fn revoke(
     let now = st.now_ms();
     let st2 = st.clone();
     let s2 = serial.clone();
-    let rec = blocking(move || Ok(st2.registry.revoke_certificate(&s2, now)?))
+    let rec = blocking(move || Ok(st2.devices.revoke_certificate(&s2, now)?))
         .await?
         .ok_or_else(|| ApiError::Missing(format!("certificate {serial:?} not found")))?;
     let n = st.live.disconnect(&rec.device_id, REASON_NOT_AUTHORIZED);

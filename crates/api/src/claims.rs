@@ -101,14 +101,14 @@ pub(crate) async fn create(
     let max_uses = f
         .uint("max_uses", u64::from(u32::MAX))?
         .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
-    let expires_at = f.instant("expires_at", (st.clock)())?;
+    let expires_at = f.instant("expires_at", st.now())?;
     let now = st.now_ms();
     if expires_at.is_some_and(|e| e <= now) {
         return Err(ApiError::body("expires_at", "is in the past"));
     }
     let st2 = st.clone();
     let (claim, token) = blocking(move || {
-        st2.registry
+        st2.devices
             .create_claim(&st2.namespace, &name, template, max_uses, expires_at, now)
             .map_err(|e| match ApiError::from(e) {
                 // The registry names the template's members `template.*`
@@ -134,7 +134,7 @@ pub(crate) async fn create(
 /// `GET /api/claims`: every claim of the namespace, revoked ones included.
 pub(crate) async fn list(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
     let st2 = st.clone();
-    let claims = blocking(move || Ok(st2.registry.list_claims(&st2.namespace)?)).await?;
+    let claims = blocking(move || Ok(st2.devices.list_claims(&st2.namespace)?)).await?;
     #[derive(Serialize)]
     struct ListDto<'a> {
         items: Vec<ClaimDto<'a>>,
@@ -156,7 +156,7 @@ pub(crate) async fn revoke(
     let id = path_id(id)?;
     let st2 = st.clone();
     let id2 = id.clone();
-    let found = blocking(move || Ok(st2.registry.revoke_claim(&st2.namespace, &id2)?)).await?;
+    let found = blocking(move || Ok(st2.devices.revoke_claim(&st2.namespace, &id2)?)).await?;
     if !found {
         return Err(ApiError::Missing(format!("claim {id:?} not found")));
     }
@@ -190,7 +190,7 @@ pub(crate) async fn certificate(
         let ca = st2.ca.clone().ok_or_else(|| {
             ApiError::Unavailable("this server has no certificate authority".into())
         })?;
-        match st2.registry.get_claim(&st2.namespace, &id2)? {
+        match st2.devices.get_claim(&st2.namespace, &id2)? {
             None => return Err(ApiError::Missing(format!("claim {id2:?} not found"))),
             Some(c) if c.revoked => return Err(ApiError::body("id", "the claim is revoked")),
             Some(_) => {}
@@ -251,7 +251,7 @@ async fn provision_inner(
     let now = st.now_ms();
     let st2 = st.clone();
     let claim =
-        blocking(move || Ok(st2.registry.authenticate_claim(token.as_bytes(), now)?)).await?;
+        blocking(move || Ok(st2.devices.authenticate_claim(token.as_bytes(), now)?)).await?;
     let claim = match claim {
         ClaimAuth::Ok(c) => c,
         ClaimAuth::Unknown => return Err(ApiError::Unauthorized),
@@ -276,7 +276,7 @@ async fn provision_inner(
     let st2 = st.clone();
     let reply = blocking(move || {
         identity::provision(
-            &*st2.registry,
+            &*st2.devices,
             st2.ca.as_deref(),
             &claim.id,
             request,

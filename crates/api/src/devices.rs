@@ -129,14 +129,14 @@ async fn create_inner(
     let st2 = st.clone();
     let (device, token, state) = blocking(move || {
         let ns = &st2.namespace;
-        let device = st2.registry.create_device(ns, new, now)?;
+        let device = st2.devices.create_device(ns, new, now)?;
         let token = if with_token {
-            match st2.registry.issue_device_token(ns, &device.id, 0, now) {
+            match st2.devices.issue_device_token(ns, &device.id, 0, now) {
                 Ok(t) => Some(t),
                 Err(e) => {
                     // Do not leave a device behind that the caller was told
                     // failed.
-                    let _ = st2.registry.delete_device(ns, &device.id);
+                    let _ = st2.devices.delete_device(ns, &device.id);
                     return Err(e.into());
                 }
             }
@@ -219,7 +219,7 @@ pub(crate) async fn list(
         let live = st2.live.clone();
         let extra = move |d: &Device| state.is_none_or(|want| live.is_connected(&d.id) == want);
         let page =
-            st2.registry
+            st2.devices
                 .list_devices(&st2.namespace, &filter, &extra, after.as_deref(), limit)?;
         let states: Vec<_> = page
             .items
@@ -257,7 +257,7 @@ pub(crate) async fn get(
     let st2 = st.clone();
     let (device, state) = blocking(move || {
         let device = st2
-            .registry
+            .devices
             .get_device(&st2.namespace, &id)?
             .ok_or_else(|| ApiError::Missing(format!("device {id:?} not found")))?;
         let state = presence_state(&st2, &device.id);
@@ -293,9 +293,7 @@ pub(crate) async fn update(
     let now = st.now_ms();
     let st2 = st.clone();
     let (device, state) = blocking(move || {
-        let device = st2
-            .registry
-            .update_device(&st2.namespace, &id, patch, now)?;
+        let device = st2.devices.update_device(&st2.namespace, &id, patch, now)?;
         let state = presence_state(&st2, &device.id);
         Ok((device, state))
     })
@@ -321,7 +319,7 @@ pub(crate) async fn delete(
     let st2 = st.clone();
     let id2 = id.clone();
     let existed = blocking(move || {
-        let existed = st2.registry.delete_device(&st2.namespace, &id2)?;
+        let existed = st2.devices.delete_device(&st2.namespace, &id2)?;
         if let (true, Some(fleet)) = (existed, &st2.fleet) {
             // The device is deleted either way: a failure to forget its
             // state is logged, not answered.
@@ -389,7 +387,7 @@ pub(crate) async fn import(
             return Err(refused(errors));
         }
         let rep = st2
-            .registry
+            .devices
             .import_devices(&st2.namespace, devices, tokens, now)?;
         if !rep.errors.is_empty() {
             let errors = rep
@@ -596,7 +594,7 @@ pub(crate) async fn issue_token(
     let id2 = id.clone();
     let token = blocking(move || {
         Ok(st2
-            .registry
+            .devices
             .issue_device_token(&st2.namespace, &id2, grace_s * 1000, now)?)
     })
     .await?;
@@ -616,7 +614,7 @@ pub(crate) async fn revoke_tokens(
     let id = path_id(id)?;
     let st2 = st.clone();
     let id2 = id.clone();
-    blocking(move || Ok(st2.registry.revoke_device_tokens(&st2.namespace, &id2)?)).await?;
+    blocking(move || Ok(st2.devices.revoke_device_tokens(&st2.namespace, &id2)?)).await?;
     st.live.disconnect(&id, REASON_NOT_AUTHORIZED);
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -93,7 +93,7 @@ async fn login_inner(
     let user = username.clone();
     let session = blocking(move || {
         let _turn = permit;
-        Ok(st2.registry.login(&user, password.as_bytes(), ttl, now)?)
+        Ok(st2.operators.login(&user, password.as_bytes(), ttl, now)?)
     })
     .await?;
     let Some((token, principal)) = session else {
@@ -134,7 +134,7 @@ pub(crate) async fn logout(
     let st2 = st.clone();
     blocking(move || {
         let session = st2
-            .registry
+            .operators
             .list_api_tokens()?
             .into_iter()
             .any(|t| t.id == id && t.session);
@@ -144,7 +144,7 @@ pub(crate) async fn logout(
                 "not a login session; API tokens are revoked with DELETE /api/tokens/{id}",
             ));
         }
-        st2.registry.revoke_api_token(&id)?;
+        st2.operators.revoke_api_token(&id)?;
         Ok(())
     })
     .await?;
@@ -181,7 +181,7 @@ impl<'a> UserDto<'a> {
 /// `GET /api/users`.
 pub(crate) async fn list_users(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
     let st2 = st.clone();
-    let users = blocking(move || Ok(st2.registry.list_users()?)).await?;
+    let users = blocking(move || Ok(st2.operators.list_users()?)).await?;
     render::json(
         &serde_json::json!({ "items": users.iter().map(UserDto::new).collect::<Vec<_>>() }),
         None,
@@ -216,7 +216,7 @@ async fn create_user_inner(
     let now = st.now_ms();
     let st2 = st.clone();
     let user =
-        blocking(move || Ok(st2.registry.create_user(&username, &password, role, now)?)).await?;
+        blocking(move || Ok(st2.operators.create_user(&username, &password, role, now)?)).await?;
     created(
         &UserDto::new(&user),
         &format!("/api/users/{}", user.username),
@@ -240,7 +240,7 @@ pub(crate) async fn update_user(
     let st2 = st.clone();
     let user = blocking(move || {
         Ok(st2
-            .registry
+            .operators
             .update_user(&name, role, disabled, password.as_deref())?)
     })
     .await?;
@@ -255,7 +255,7 @@ pub(crate) async fn delete_user(
     let name = name_param(name, "name")?;
     let st2 = st.clone();
     let n2 = name.clone();
-    if !blocking(move || Ok(st2.registry.delete_user(&n2)?)).await? {
+    if !blocking(move || Ok(st2.operators.delete_user(&n2)?)).await? {
         return Err(ApiError::Missing(format!("user {name:?} not found")));
     }
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -294,7 +294,7 @@ impl<'a> TokenDto<'a> {
 /// `GET /api/tokens`: API tokens and login sessions, never their secrets.
 pub(crate) async fn list_tokens(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
     let st2 = st.clone();
-    let tokens = blocking(move || Ok(st2.registry.list_api_tokens()?)).await?;
+    let tokens = blocking(move || Ok(st2.operators.list_api_tokens()?)).await?;
     render::json(
         &serde_json::json!({
             "items": tokens.iter().map(|t| TokenDto::new(t, None)).collect::<Vec<_>>()
@@ -316,7 +316,7 @@ pub(crate) async fn create_token(
     let name = f.required_string("name")?;
     let role = role(&f, "role")?.ok_or_else(|| ApiError::body("role", "required"))?;
     let owner = f.string("owner")?;
-    let expires_at = f.instant("expires_at", (st.clock)())?;
+    let expires_at = f.instant("expires_at", st.now())?;
     let now = st.now_ms();
     if expires_at.is_some_and(|e| e <= now) {
         return Err(ApiError::body("expires_at", "is in the past"));
@@ -324,7 +324,7 @@ pub(crate) async fn create_token(
     let st2 = st.clone();
     let (token, secret) = blocking(move || {
         Ok(st2
-            .registry
+            .operators
             .create_api_token(&name, owner.as_deref(), role, expires_at, now)?)
     })
     .await?;
@@ -344,7 +344,7 @@ pub(crate) async fn revoke_token(
     let id = name_param(id, "id")?;
     let st2 = st.clone();
     let id2 = id.clone();
-    if !blocking(move || Ok(st2.registry.revoke_api_token(&id2)?)).await? {
+    if !blocking(move || Ok(st2.operators.revoke_api_token(&id2)?)).await? {
         return Err(ApiError::Missing(format!("API token {id:?} not found")));
     }
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -158,7 +158,7 @@ pub(crate) async fn query(
     )?;
     let fmt = format(&p, &headers)?;
     let sel = selector(&st.namespace, &p)?;
-    let (start, end) = range(&p, (st.clock)())?;
+    let (start, end) = range(&p, st.now())?;
     match p.get("agg") {
         Some(agg) => {
             if p.get("limit").is_some() {

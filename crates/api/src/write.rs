@@ -112,7 +112,7 @@ async fn write_lp(
 ) -> Result<StatusCode, ApiError> {
     let enc = body::encoding(&headers)?;
     let raw = body::read(&headers, body, st.max_body_bytes).await?;
-    let now = (st.clock)();
+    let now = st.now();
     blocking(move || {
         let data = body::decode(raw, enc, st.max_body_bytes)?;
         let text = utf8_text(&data)?;
@@ -175,7 +175,7 @@ pub(crate) async fn write_device(
     let Path(device) = device.map_err(|e| ApiError::param("device", e.body_text()))?;
     let enc = body::encoding(&headers)?;
     let raw = body::read(&headers, body, st.max_body_bytes).await?;
-    let now = (st.clock)();
+    let now = st.now();
     blocking(move || {
         let data = body::decode(raw, enc, st.max_body_bytes)?;
         let limits = (st.ingest_limits)(now);
@@ -195,7 +195,7 @@ pub(crate) async fn write_batch(
 ) -> Result<StatusCode, ApiError> {
     let enc = body::encoding(&headers)?;
     let raw = body::read(&headers, body, st.max_body_bytes).await?;
-    let now = (st.clock)();
+    let now = st.now();
     blocking(move || {
         let data = body::decode(raw, enc, st.max_body_bytes)?;
         let points = parse_batch(&data, &st.namespace, now)?;
