@@ -5,19 +5,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Serialize;
 use serde_json::Value as Json;
 use twin::{Command, CommandStatus, NewCommand};
 
 use crate::audit::Note;
-use crate::devices::path_id;
 use crate::error::ApiError;
-use crate::fields::read_object;
+use crate::extract::{FleetService, Object, PathId, PathIds};
+use crate::fields::Fields;
 use crate::params::Params;
 use crate::{blocking, render, ApiState};
 
@@ -90,14 +88,6 @@ fn command_json(c: &Command) -> Json {
     serde_json::to_value(CommandDto::new(c)).unwrap_or(Json::Null)
 }
 
-/// The `{id}` and `{cmd}` path parameters.
-fn path_id_cmd(
-    p: Result<Path<(String, String)>, PathRejection>,
-) -> Result<(String, String), ApiError> {
-    p.map(|Path(v)| v)
-        .map_err(|e| ApiError::param("id", e.body_text()))
-}
-
 /// `POST /api/devices/{id}/commands`: `{"method", "params"?, "timeout"?
 /// (seconds, default 30), "ttl"? (seconds, default 86400), "wait"?
 /// (default false), "queue"? (default true)}`.
@@ -109,27 +99,21 @@ fn path_id_cmd(
 /// (`timeout`, the command in the problem's `command` member) otherwise.
 /// An offline device with `"queue": false` is 404 (`device_offline`).
 pub(crate) async fn create(
-    State(st): State<Arc<ApiState>>,
-    id: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    body: Body,
+    PathId(id): PathId,
+    FleetService(fleet): FleetService,
+    Object(f): Object,
 ) -> Response {
-    let mut note = Note::default();
-    let r = create_inner(st, id, headers, body, &mut note).await;
+    let mut note = Note::target(&id);
+    let r = create_inner(fleet, id, f, &mut note).await;
     note.outcome(r)
 }
 
 async fn create_inner(
-    st: Arc<ApiState>,
-    id: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    body: Body,
+    fleet: Arc<fleet::Fleet>,
+    id: String,
+    f: Fields,
     note: &mut Note,
 ) -> Result<Response, ApiError> {
-    let id = path_id(id)?;
-    *note = Note::target(&id);
-    let fleet = st.require_fleet()?;
-    let f = read_object(&headers, body, st.max_body_bytes).await?;
     f.only(&["method", "params", "timeout", "ttl", "wait", "queue"])?;
     let method = f
         .string("method")?
@@ -175,12 +159,7 @@ async fn create_inner(
         .with_details(serde_json::json!({ "command": command.id, "method": method }));
     let location = format!("/api/devices/{id}/commands/{}", command.id);
     let Some(rx) = rx else {
-        let mut resp = render::json(&CommandDto::new(&command), None)?;
-        *resp.status_mut() = StatusCode::ACCEPTED;
-        if let Ok(v) = HeaderValue::from_str(&location) {
-            resp.headers_mut().insert(header::LOCATION, v);
-        }
-        return Ok(resp);
+        return render::located(StatusCode::ACCEPTED, &CommandDto::new(&command), &location);
     };
     let limit = Duration::from_millis(timeout_ms.saturating_add(WAIT_MARGIN_MS));
     let last = match tokio::time::timeout(limit, rx).await {
@@ -210,24 +189,12 @@ async fn create_inner(
 /// oldest first; `{"items", "next"}`.
 pub(crate) async fn list(
     State(st): State<Arc<ApiState>>,
-    id: Result<Path<String>, PathRejection>,
+    PathId(id): PathId,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let id = path_id(id)?;
     let p = Params::parse(q.as_deref());
     p.only(&["limit", "after"], &[])?;
-    let limit = match p.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(ApiError::param(
-                    "limit",
-                    format!("must be an integer from 1 to {MAX_LIMIT}"),
-                ))
-            }
-        },
-    };
+    let limit = p.limit(DEFAULT_LIMIT, MAX_LIMIT)?;
     let after = p.get("after").map(str::to_string);
     let fleet = st.require_fleet()?;
     let id2 = id.clone();
@@ -240,33 +207,21 @@ pub(crate) async fn list(
             })
     })
     .await?;
-    let link = next.as_ref().map(|n| {
-        format!(
-            "/api/devices/{id}/commands?{}",
-            p.encode_with(&[("after", n.clone())])
-        )
-    });
-    #[derive(Serialize)]
-    struct PageDto<'a> {
-        items: Vec<CommandDto<'a>>,
-        next: Option<&'a str>,
-    }
-    render::json(
-        &PageDto {
-            items: items.iter().map(CommandDto::new).collect(),
-            next: next.as_deref(),
-        },
-        link.as_deref(),
+    let items = items.iter().map(CommandDto::new).collect();
+    render::page(
+        items,
+        next,
+        &p,
+        &format!("/api/devices/{id}/commands"),
+        "after",
     )
 }
 
 /// `GET /api/devices/{id}/commands/{cmd}`.
 pub(crate) async fn get(
-    State(st): State<Arc<ApiState>>,
-    p: Result<Path<(String, String)>, PathRejection>,
+    PathIds(id, cmd): PathIds,
+    FleetService(fleet): FleetService,
 ) -> Result<Response, ApiError> {
-    let (id, cmd) = path_id_cmd(p)?;
-    let fleet = st.require_fleet()?;
     let c = blocking(move || Ok(fleet.command(&id, &cmd)?)).await?;
     render::json(&CommandDto::new(&c), None)
 }
@@ -275,11 +230,9 @@ pub(crate) async fn get(
 /// command; 409 when it is final already. A waiting request for it ends
 /// with the cancelled command.
 pub(crate) async fn cancel(
-    State(st): State<Arc<ApiState>>,
-    p: Result<Path<(String, String)>, PathRejection>,
+    PathIds(id, cmd): PathIds,
+    FleetService(fleet): FleetService,
 ) -> Result<Response, ApiError> {
-    let (id, cmd) = path_id_cmd(p)?;
-    let fleet = st.require_fleet()?;
     let note = Note::target(&id).with_details(serde_json::json!({ "command": cmd }));
     let c = blocking(move || Ok(fleet.cancel_command(&id, &cmd)?)).await;
     Ok(note.outcome(c.and_then(|c| render::json(&CommandDto::new(&c), None))))

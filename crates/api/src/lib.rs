@@ -299,6 +299,7 @@ mod csv;
 mod dashboard;
 mod devices;
 mod error;
+mod extract;
 mod fields;
 mod limits;
 mod openapi;
@@ -431,6 +432,32 @@ impl ApiState {
     /// Now for the telemetry store and time parameters: Unix milliseconds.
     pub(crate) fn now(&self) -> i64 {
         self.clock.now().as_millis_i64()
+    }
+
+    /// Drops every live session of `principal` (a device id or
+    /// `claim:<id>`) whose credential was just disabled, deleted or
+    /// revoked; returns how many were dropped.
+    pub(crate) fn drop_sessions(&self, principal: &str) -> usize {
+        self.live.disconnect(principal, REASON_NOT_AUTHORIZED)
+    }
+
+    /// Runs `f` over the device store and this namespace on the blocking
+    /// pool.
+    pub(crate) async fn on_devices<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn registry::DeviceStorage, &str) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let (devices, ns) = (self.devices.clone(), self.namespace.clone());
+        blocking(move || f(&*devices, &ns)).await
+    }
+
+    /// Runs `f` over the operator store on the blocking pool.
+    pub(crate) async fn on_operators<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn registry::OperatorStorage) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let operators = self.operators.clone();
+        blocking(move || f(&*operators)).await
     }
 
     /// The fleet services, or 503 when this server runs without them.

@@ -4,19 +4,19 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{ConnectInfo, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::Extension;
 use registry::{ApiToken, Principal, Role, User};
 use serde::Serialize;
 
 use crate::audit::Note;
-use crate::devices::created;
 use crate::error::ApiError;
+use crate::extract::{Object, PathId, PathName};
 use crate::fields::{read_object, Fields};
-use crate::{blocking, render, ApiState};
+use crate::render::{self, created};
+use crate::ApiState;
 
 /// Largest login body; a password is at most 1 KiB.
 const LOGIN_BODY_LIMIT: usize = 8 * 1024;
@@ -31,11 +31,6 @@ fn role(f: &Fields, name: &str) -> Result<Option<Role>, ApiError> {
             )
         }),
     }
-}
-
-fn name_param(p: Result<Path<String>, PathRejection>, what: &str) -> Result<String, ApiError> {
-    p.map(|Path(n)| n)
-        .map_err(|e| ApiError::param(what, e.body_text()))
 }
 
 /// `POST /api/auth/login`: `{"username", "password"}` -> 200 `{"token",
@@ -89,13 +84,13 @@ async fn login_inner(
         return Err(guards.login_throttled(wait));
     }
     let ttl = st.session_ttl_ms;
-    let st2 = st.clone();
     let user = username.clone();
-    let session = blocking(move || {
-        let _turn = permit;
-        Ok(st2.operators.login(&user, password.as_bytes(), ttl, now)?)
-    })
-    .await?;
+    let session = st
+        .on_operators(move |o| {
+            let _turn = permit;
+            Ok(o.login(&user, password.as_bytes(), ttl, now)?)
+        })
+        .await?;
     let Some((token, principal)) = session else {
         throttle.failed(addr, &username, now);
         guards
@@ -131,10 +126,8 @@ pub(crate) async fn logout(
     let Some(id) = p.token_id.clone() else {
         return Err(ApiError::param("Authorization", "not a login session"));
     };
-    let st2 = st.clone();
-    blocking(move || {
-        let session = st2
-            .operators
+    st.on_operators(move |o| {
+        let session = o
             .list_api_tokens()?
             .into_iter()
             .any(|t| t.id == id && t.session);
@@ -144,11 +137,11 @@ pub(crate) async fn logout(
                 "not a login session; API tokens are revoked with DELETE /api/tokens/{id}",
             ));
         }
-        st2.operators.revoke_api_token(&id)?;
+        o.revoke_api_token(&id)?;
         Ok(())
     })
     .await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(render::no_content())
 }
 
 /// `GET /api/auth/me`: `{"name", "role"}` of the credential used.
@@ -180,8 +173,7 @@ impl<'a> UserDto<'a> {
 
 /// `GET /api/users`.
 pub(crate) async fn list_users(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
-    let st2 = st.clone();
-    let users = blocking(move || Ok(st2.operators.list_users()?)).await?;
+    let users = st.on_operators(|o| Ok(o.list_users()?)).await?;
     render::json(
         &serde_json::json!({ "items": users.iter().map(UserDto::new).collect::<Vec<_>>() }),
         None,
@@ -189,34 +181,23 @@ pub(crate) async fn list_users(State(st): State<Arc<ApiState>>) -> Result<Respon
 }
 
 /// `POST /api/users`: `{"username", "password", "role"}` -> 201.
-pub(crate) async fn create_user(
-    State(st): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let mut note = Note::default();
-    let r = create_user_inner(st, headers, body, &mut note).await;
-    note.outcome(r)
+pub(crate) async fn create_user(State(st): State<Arc<ApiState>>, Object(f): Object) -> Response {
+    let note = match f.string("username") {
+        Ok(Some(name)) => Note::target(&name),
+        _ => Note::default(),
+    };
+    note.outcome(create_user_inner(&st, &f).await)
 }
 
-async fn create_user_inner(
-    st: Arc<ApiState>,
-    headers: HeaderMap,
-    body: Body,
-    note: &mut Note,
-) -> Result<Response, ApiError> {
-    let f = read_object(&headers, body, st.max_body_bytes).await?;
-    if let Ok(Some(name)) = f.string("username") {
-        *note = Note::target(&name);
-    }
+async fn create_user_inner(st: &ApiState, f: &Fields) -> Result<Response, ApiError> {
     f.only(&["username", "password", "role"])?;
     let username = f.required_string("username")?;
     let password = f.required_string("password")?;
-    let role = role(&f, "role")?.ok_or_else(|| ApiError::body("role", "required"))?;
+    let role = role(f, "role")?.ok_or_else(|| ApiError::body("role", "required"))?;
     let now = st.now_ms();
-    let st2 = st.clone();
-    let user =
-        blocking(move || Ok(st2.operators.create_user(&username, &password, role, now)?)).await?;
+    let user = st
+        .on_operators(move |o| Ok(o.create_user(&username, &password, role, now)?))
+        .await?;
     created(
         &UserDto::new(&user),
         &format!("/api/users/{}", user.username),
@@ -227,38 +208,27 @@ async fn create_user_inner(
 /// Disabling or a new password ends the user's sessions.
 pub(crate) async fn update_user(
     State(st): State<Arc<ApiState>>,
-    name: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    body: Body,
+    PathName(name): PathName,
+    Object(f): Object,
 ) -> Result<Response, ApiError> {
-    let name = name_param(name, "name")?;
-    let f = read_object(&headers, body, st.max_body_bytes).await?;
     f.only(&["role", "disabled", "password"])?;
     let role = role(&f, "role")?;
     let disabled = f.bool("disabled")?;
     let password = f.string("password")?;
-    let st2 = st.clone();
-    let user = blocking(move || {
-        Ok(st2
-            .operators
-            .update_user(&name, role, disabled, password.as_deref())?)
-    })
-    .await?;
+    let user = st
+        .on_operators(move |o| Ok(o.update_user(&name, role, disabled, password.as_deref())?))
+        .await?;
     render::json(&UserDto::new(&user), None)
 }
 
 /// `DELETE /api/users/{name}`: the user and all their tokens; 204.
 pub(crate) async fn delete_user(
     State(st): State<Arc<ApiState>>,
-    name: Result<Path<String>, PathRejection>,
+    PathName(name): PathName,
 ) -> Result<Response, ApiError> {
-    let name = name_param(name, "name")?;
-    let st2 = st.clone();
     let n2 = name.clone();
-    if !blocking(move || Ok(st2.operators.delete_user(&n2)?)).await? {
-        return Err(ApiError::Missing(format!("user {name:?} not found")));
-    }
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let found = st.on_operators(move |o| Ok(o.delete_user(&n2)?)).await?;
+    render::removed(found, || format!("user {name:?}"))
 }
 
 #[derive(Serialize)]
@@ -293,8 +263,7 @@ impl<'a> TokenDto<'a> {
 
 /// `GET /api/tokens`: API tokens and login sessions, never their secrets.
 pub(crate) async fn list_tokens(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
-    let st2 = st.clone();
-    let tokens = blocking(move || Ok(st2.operators.list_api_tokens()?)).await?;
+    let tokens = st.on_operators(|o| Ok(o.list_api_tokens()?)).await?;
     render::json(
         &serde_json::json!({
             "items": tokens.iter().map(|t| TokenDto::new(t, None)).collect::<Vec<_>>()
@@ -308,26 +277,19 @@ pub(crate) async fn list_tokens(State(st): State<Arc<ApiState>>) -> Result<Respo
 /// owner's role and dies with the owner.
 pub(crate) async fn create_token(
     State(st): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    body: Body,
+    Object(f): Object,
 ) -> Result<Response, ApiError> {
-    let f = read_object(&headers, body, st.max_body_bytes).await?;
     f.only(&["name", "role", "expires_at", "owner"])?;
     let name = f.required_string("name")?;
     let role = role(&f, "role")?.ok_or_else(|| ApiError::body("role", "required"))?;
     let owner = f.string("owner")?;
-    let expires_at = f.instant("expires_at", st.now())?;
     let now = st.now_ms();
-    if expires_at.is_some_and(|e| e <= now) {
-        return Err(ApiError::body("expires_at", "is in the past"));
-    }
-    let st2 = st.clone();
-    let (token, secret) = blocking(move || {
-        Ok(st2
-            .operators
-            .create_api_token(&name, owner.as_deref(), role, expires_at, now)?)
-    })
-    .await?;
+    let expires_at = f.future_instant("expires_at", now)?;
+    let (token, secret) = st
+        .on_operators(move |o| {
+            Ok(o.create_api_token(&name, owner.as_deref(), role, expires_at, now)?)
+        })
+        .await?;
     let resp = created(
         &TokenDto::new(&token, Some(&secret)),
         &format!("/api/tokens/{}", token.id),
@@ -339,13 +301,11 @@ pub(crate) async fn create_token(
 /// 401); 204.
 pub(crate) async fn revoke_token(
     State(st): State<Arc<ApiState>>,
-    id: Result<Path<String>, PathRejection>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
-    let id = name_param(id, "id")?;
-    let st2 = st.clone();
     let id2 = id.clone();
-    if !blocking(move || Ok(st2.operators.revoke_api_token(&id2)?)).await? {
-        return Err(ApiError::Missing(format!("API token {id:?} not found")));
-    }
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let found = st
+        .on_operators(move |o| Ok(o.revoke_api_token(&id2)?))
+        .await?;
+    render::removed(found, || format!("API token {id:?}"))
 }

@@ -81,6 +81,42 @@ impl Params {
     }
 
     /// A parameter that must be present.
+    /// `limit`: `default` when absent, else an integer from 1 to `max`.
+    pub(crate) fn limit(&self, default: usize, max: usize) -> Result<usize, ApiError> {
+        match self.get("limit") {
+            None => Ok(default),
+            Some(l) => match l.parse::<usize>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
+                _ => Err(ApiError::param(
+                    "limit",
+                    format!("must be an integer from 1 to {max}"),
+                )),
+            },
+        }
+    }
+
+    /// A two-valued parameter: `Some(true)` for `yes`, `Some(false)` for
+    /// `no`, `None` when absent; anything else is refused naming both.
+    pub(crate) fn either(&self, name: &str, yes: &str, no: &str) -> Result<Option<bool>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) if v == yes => Ok(Some(true)),
+            Some(v) if v == no => Ok(Some(false)),
+            Some(o) => Err(ApiError::param(name, format!("{o:?} is not {yes} or {no}"))),
+        }
+    }
+
+    /// The link to the next page of a listing at `path`: this query with
+    /// `cursor` set to `next`.
+    pub(crate) fn next_link(
+        &self,
+        path: &str,
+        cursor: &str,
+        next: Option<&String>,
+    ) -> Option<String> {
+        next.map(|n| format!("{path}?{}", self.encode_with(&[(cursor, n.clone())])))
+    }
+
     pub(crate) fn required(&self, name: &str) -> Result<&str, ApiError> {
         self.get(name)
             .ok_or_else(|| ApiError::param(name, "required"))

@@ -212,6 +212,25 @@ struct RawColumnsDto<'a> {
     values: Vec<JsonValue<'a>>,
 }
 
+/// A raw JSON answer with each series as `to_dto` shapes it.
+fn raw_answer<'a, S: Serialize>(
+    start: i64,
+    end: i64,
+    series: &'a [SeriesPoints],
+    next: Option<&'a str>,
+    next_start: Option<i64>,
+    to_dto: impl Fn(&'a SeriesPoints) -> S,
+) -> Result<Response, ApiError> {
+    let dto = RawDto {
+        start,
+        end,
+        series: series.iter().map(to_dto).collect(),
+        next,
+        next_start,
+    };
+    render::json(&dto, next)
+}
+
 async fn query_raw(
     st: Arc<ApiState>,
     p: &Params,
@@ -220,18 +239,7 @@ async fn query_raw(
     start: i64,
     end: i64,
 ) -> Result<Response, ApiError> {
-    let limit = match p.get("limit") {
-        None => MAX_POINTS,
-        Some(s) => match s.parse::<usize>() {
-            Ok(n) if (1..=MAX_POINTS).contains(&n) => n,
-            _ => {
-                return Err(ApiError::param(
-                    "limit",
-                    format!("must be an integer from 1 to {MAX_POINTS}"),
-                ))
-            }
-        },
-    };
+    let limit = p.limit(MAX_POINTS, MAX_POINTS)?;
     // One point more per series than a page holds tells where to cut.
     let fetched = blocking(move || Ok(st.tsdb.query_raw(&sel, start, end, limit + 1)?)).await?;
     let (series, next_start) = paginate(fetched, limit)?;
@@ -239,51 +247,28 @@ async fn query_raw(
         let qs = p.encode_with(&[("start", t.to_string()), ("end", end.to_string())]);
         format!("{QUERY_PATH}?{qs}")
     });
+    let next = next.as_deref();
     match fmt {
-        Format::Json => {
-            let dto = RawDto {
-                start,
-                end,
-                series: series
-                    .iter()
-                    .map(|s| RawSeriesDto {
-                        device: s.series.device(),
-                        metric: s.series.metric(),
-                        labels: render::labels(&s.series),
-                        points: s
-                            .points
-                            .iter()
-                            .map(|pt| PointDto {
-                                ts: pt.ts,
-                                value: JsonValue(&pt.value),
-                            })
-                            .collect(),
-                    })
-                    .collect(),
-                next: next.as_deref(),
-                next_start,
-            };
-            render::json(&dto, next.as_deref())
-        }
-        Format::Columnar => {
-            let dto = RawDto {
-                start,
-                end,
-                series: series
-                    .iter()
-                    .map(|s| RawColumnsDto {
-                        device: s.series.device(),
-                        metric: s.series.metric(),
-                        labels: render::labels(&s.series),
-                        ts: s.points.iter().map(|pt| pt.ts).collect(),
-                        values: s.points.iter().map(|pt| JsonValue(&pt.value)).collect(),
-                    })
-                    .collect(),
-                next: next.as_deref(),
-                next_start,
-            };
-            render::json(&dto, next.as_deref())
-        }
+        Format::Json => raw_answer(start, end, &series, next, next_start, |s| RawSeriesDto {
+            device: s.series.device(),
+            metric: s.series.metric(),
+            labels: render::labels(&s.series),
+            points: s
+                .points
+                .iter()
+                .map(|pt| PointDto {
+                    ts: pt.ts,
+                    value: JsonValue(&pt.value),
+                })
+                .collect(),
+        }),
+        Format::Columnar => raw_answer(start, end, &series, next, next_start, |s| RawColumnsDto {
+            device: s.series.device(),
+            metric: s.series.metric(),
+            labels: render::labels(&s.series),
+            ts: s.points.iter().map(|pt| pt.ts).collect(),
+            values: s.points.iter().map(|pt| JsonValue(&pt.value)).collect(),
+        }),
         Format::Csv => {
             let mut w = CsvWriter::new(&["ts", "device", "metric", "labels", "value"]);
             for s in &series {
@@ -300,7 +285,7 @@ async fn query_raw(
                     ]);
                 }
             }
-            Ok(render::csv(w.finish(), next.as_deref()))
+            Ok(render::csv(w.finish(), next))
         }
     }
 }

@@ -7,14 +7,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value as Json};
 use tsdb::{LineProtocolOptions, Precision, SeriesKey, Value, WritePoint};
 
 use crate::body;
 use crate::error::ApiError;
+use crate::extract::PathDevice;
 use crate::params::Params;
 use crate::time::parse_instant;
 use crate::{blocking, ApiState};
@@ -89,8 +89,13 @@ pub(crate) async fn write_v2(
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    let precision = LpPrecision::v2(&Params::parse(q.as_deref()))?;
-    write_lp(st, headers, body, precision).await
+    write_lp(
+        st,
+        LpPrecision::v2(&Params::parse(q.as_deref()))?,
+        headers,
+        body,
+    )
+    .await
 }
 
 /// `POST /write?db=&precision=`.
@@ -100,31 +105,45 @@ pub(crate) async fn write_v1(
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    let precision = LpPrecision::v1(&Params::parse(q.as_deref()))?;
-    write_lp(st, headers, body, precision).await
+    write_lp(
+        st,
+        LpPrecision::v1(&Params::parse(q.as_deref()))?,
+        headers,
+        body,
+    )
+    .await
 }
 
 async fn write_lp(
     st: Arc<ApiState>,
+    precision: LpPrecision,
     headers: HeaderMap,
     body: Body,
-    precision: LpPrecision,
+) -> Result<StatusCode, ApiError> {
+    store(st, headers, body, move |st, data, now| {
+        let limits = (st.ingest_limits)(now);
+        parse_lp(utf8_text(data)?, &st.namespace, precision, now, &limits)
+    })
+    .await
+}
+
+/// Reads the body (the encoding is checked before the body is read), then
+/// on the blocking pool decodes it, parses it with `parse` at the
+/// request's time, and writes the points: 204 once they are durable.
+async fn store(
+    st: Arc<ApiState>,
+    headers: HeaderMap,
+    body: Body,
+    parse: impl FnOnce(&ApiState, &[u8], i64) -> Result<Vec<WritePoint>, ApiError> + Send + 'static,
 ) -> Result<StatusCode, ApiError> {
     let enc = body::encoding(&headers)?;
     let raw = body::read(&headers, body, st.max_body_bytes).await?;
     let now = st.now();
     blocking(move || {
         let data = body::decode(raw, enc, st.max_body_bytes)?;
-        let text = utf8_text(&data)?;
-        let points = parse_lp(
-            text,
-            &st.namespace,
-            precision,
-            now,
-            &(st.ingest_limits)(now),
-        )?;
+        let points = parse(&st, &data, now)?;
         st.tsdb.write(&points)?;
-        tracing::debug!(points = points.len(), "line protocol written");
+        tracing::debug!(points = points.len(), "telemetry written");
         Ok(StatusCode::NO_CONTENT)
     })
     .await
@@ -168,20 +187,19 @@ fn parse_lp(
 /// `POST /api/telemetry/{device}`: the device telemetry JSON forms.
 pub(crate) async fn write_device(
     State(st): State<Arc<ApiState>>,
-    device: Result<Path<String>, PathRejection>,
+    PathDevice(device): PathDevice,
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    let Path(device) = device.map_err(|e| ApiError::param("device", e.body_text()))?;
-    let enc = body::encoding(&headers)?;
-    let raw = body::read(&headers, body, st.max_body_bytes).await?;
-    let now = st.now();
-    blocking(move || {
-        let data = body::decode(raw, enc, st.max_body_bytes)?;
+    store(st, headers, body, move |st, data, now| {
         let limits = (st.ingest_limits)(now);
-        let points = tsdb::parse_device_json_with(&data, &st.namespace, &device, now, &limits)?;
-        st.tsdb.write(&points)?;
-        Ok(StatusCode::NO_CONTENT)
+        Ok(tsdb::parse_device_json_with(
+            data,
+            &st.namespace,
+            &device,
+            now,
+            &limits,
+        )?)
     })
     .await
 }
@@ -193,14 +211,8 @@ pub(crate) async fn write_batch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    let enc = body::encoding(&headers)?;
-    let raw = body::read(&headers, body, st.max_body_bytes).await?;
-    let now = st.now();
-    blocking(move || {
-        let data = body::decode(raw, enc, st.max_body_bytes)?;
-        let points = parse_batch(&data, &st.namespace, now)?;
-        st.tsdb.write(&points)?;
-        Ok(StatusCode::NO_CONTENT)
+    store(st, headers, body, |st, data, now| {
+        parse_batch(data, &st.namespace, now)
     })
     .await
 }
