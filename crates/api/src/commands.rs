@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Serialize;
@@ -190,9 +190,8 @@ async fn create_inner(
 pub(crate) async fn list(
     State(st): State<Arc<ApiState>>,
     PathId(id): PathId,
-    RawQuery(q): RawQuery,
+    p: Params,
 ) -> Result<Response, ApiError> {
-    let p = Params::parse(q.as_deref());
     p.only(&["limit", "after"], &[])?;
     let limit = p.limit(DEFAULT_LIMIT, MAX_LIMIT)?;
     let after = p.get("after").map(str::to_string);

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use registry::{Device, DeviceFilter, DevicePatch, NewDevice};
@@ -138,11 +138,7 @@ async fn create_inner(st: &Arc<ApiState>, f: &Fields) -> Result<Response, ApiErr
 }
 
 /// `GET /api/devices`: filters, `limit`, `after`.
-pub(crate) async fn list(
-    State(st): State<Arc<ApiState>>,
-    RawQuery(q): RawQuery,
-) -> Result<Response, ApiError> {
-    let p = Params::parse(q.as_deref());
+pub(crate) async fn list(State(st): State<Arc<ApiState>>, p: Params) -> Result<Response, ApiError> {
     p.only_repeating(
         &[
             "type", "group", "enabled", "state", "prefix", "limit", "after",
@@ -263,11 +259,10 @@ pub(crate) async fn delete(
 /// `POST /api/devices/import?tokens=true`: JSON or CSV, all or nothing.
 pub(crate) async fn import(
     State(st): State<Arc<ApiState>>,
-    RawQuery(q): RawQuery,
+    p: Params,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let p = Params::parse(q.as_deref());
     p.only(&["tokens"], &[])?;
     let tokens = p.either("tokens", "true", "false")?.unwrap_or(false);
     let is_csv = headers

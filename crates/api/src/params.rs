@@ -1,11 +1,23 @@
 //! Query-string parameters: decoded once, then read by name with errors
 //! that name the parameter.
 
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+
 use crate::error::ApiError;
 
 /// The decoded parameters of one request, in order.
 pub(crate) struct Params {
     pairs: Vec<(String, String)>,
+}
+
+/// The request's query string, as a handler argument.
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Params::parse(parts.uri.query()))
+    }
 }
 
 impl Params {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::response::Response;
 use serde::Serialize;
 
@@ -64,9 +64,8 @@ struct CountsDto {
 /// each of its groups; devices without the label count under `""`.
 pub(crate) async fn fleet_status(
     State(st): State<Arc<ApiState>>,
-    RawQuery(q): RawQuery,
+    p: Params,
 ) -> Result<Response, ApiError> {
-    let p = Params::parse(q.as_deref());
     p.only(&["group_by"], &[])?;
     let group_by = p.get("group_by").map(str::to_string);
     match group_by.as_deref() {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use serde::Serialize;
@@ -146,10 +146,9 @@ fn parse_group_by(s: Option<&str>) -> Result<GroupBy, ApiError> {
 /// `GET /api/telemetry/query`: raw points, or aggregates when `agg` is given.
 pub(crate) async fn query(
     State(st): State<Arc<ApiState>>,
-    RawQuery(q): RawQuery,
+    p: Params,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let p = Params::parse(q.as_deref());
     p.only(
         &[
             "device", "metric", "start", "end", "limit", "agg", "bucket", "group_by", "format",
@@ -346,24 +345,30 @@ struct AggColumnsDto<'a> {
     values: render::DenseValuesJson<'a>,
 }
 
+/// An aggregate answer: its series as points (`AggSeriesDto`) or as
+/// columns (`AggColumnsDto`).
 #[derive(Serialize)]
-struct AggColumnarDto<'a> {
+struct AggDto<'a, S> {
     start: i64,
     end: i64,
     agg: &'a str,
     bucket_ms: i64,
     group_by: &'a str,
-    series: Vec<AggColumnsDto<'a>>,
+    series: S,
 }
 
-#[derive(Serialize)]
-struct AggDto<'a> {
-    start: i64,
-    end: i64,
-    agg: &'a str,
-    bucket_ms: i64,
-    group_by: &'a str,
-    series: Vec<AggSeriesDto<'a>>,
+impl<'a> AggDto<'a, ()> {
+    /// This answer with `series`.
+    fn with<S>(&self, series: Vec<S>) -> AggDto<'a, Vec<S>> {
+        AggDto {
+            start: self.start,
+            end: self.end,
+            agg: self.agg,
+            bucket_ms: self.bucket_ms,
+            group_by: self.group_by,
+            series,
+        }
+    }
 }
 
 async fn query_agg(
@@ -410,33 +415,31 @@ async fn query_agg(
             ),
         });
     }
+    let head = AggDto {
+        start,
+        end,
+        agg: p.get("agg").unwrap_or(""),
+        bucket_ms: bucket,
+        group_by: group_text,
+        series: (),
+    };
     match fmt {
         Format::Json => {
-            let dto = AggDto {
-                start,
-                end,
-                agg: p.get("agg").unwrap_or(""),
-                bucket_ms: bucket,
-                group_by: group_text,
-                series: result
+            let dto = head.with(
+                result
                     .iter()
                     .map(|s| AggSeriesDto {
                         group: render::group_json(&s.group, label_key.as_deref()),
                         points: render::AggPointsJson(&s.points),
                     })
                     .collect(),
-            };
+            );
             // About 36 bytes per point and 64 per series.
             render::json_sized(&dto, 256 + 64 * result.len() + 40 * total)
         }
         Format::Columnar => {
-            let dto = AggColumnarDto {
-                start,
-                end,
-                agg: p.get("agg").unwrap_or(""),
-                bucket_ms: bucket,
-                group_by: group_text,
-                series: result
+            let dto = head.with(
+                result
                     .iter()
                     .map(|s| {
                         let mut values = render::DenseValuesJson {
@@ -456,7 +459,7 @@ async fn query_agg(
                         }
                     })
                     .collect(),
-            };
+            );
             // About 18 bytes per point and 64 per series.
             render::json_sized(&dto, 256 + 64 * result.len() + 20 * total)
         }
@@ -511,10 +514,9 @@ struct LatestDto<'a> {
 /// `GET /api/telemetry/latest?device=d1[,d2]&metric=temp[,rpm]`.
 pub(crate) async fn latest(
     State(st): State<Arc<ApiState>>,
-    RawQuery(q): RawQuery,
+    p: Params,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let p = Params::parse(q.as_deref());
     p.only(&["device", "metric", "format"], &["label."])?;
     let fmt = format(&p, &headers)?;
     let sel = selector(&st.namespace, &p)?;

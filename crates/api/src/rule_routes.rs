@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::response::Response;
 use axum::Extension;
 use registry::{Principal, Role};
@@ -233,9 +233,8 @@ pub(crate) async fn dry_run(
 pub(crate) async fn alarms(
     State(st): State<Arc<ApiState>>,
     Rules(a): Rules,
-    RawQuery(q): RawQuery,
+    p: Params,
 ) -> Result<Response, ApiError> {
-    let p = Params::parse(q.as_deref());
     p.only(
         &[
             "device", "type", "severity", "state", "since", "until", "limit", "after",
@@ -356,9 +355,7 @@ pub(crate) async fn acknowledge(
     PathId(id): PathId,
     Rules(a): Rules,
 ) -> Result<Response, ApiError> {
-    let id2 = id.clone();
-    let al = blocking(move || Ok(a.acknowledge_alarm(&id2, &p.name)?)).await?;
-    Ok(Note::target(&id).attach(render::json(&automation::alarm_json(&al), None)?))
+    change_alarm(id, move |alarm| a.acknowledge_alarm(alarm, &p.name)).await
 }
 
 /// `POST /api/alarms/{id}/clear`: by the caller; 409 if already cleared.
@@ -367,7 +364,15 @@ pub(crate) async fn clear(
     PathId(id): PathId,
     Rules(a): Rules,
 ) -> Result<Response, ApiError> {
+    change_alarm(id, move |alarm| a.clear_alarm_by(alarm, &p.name)).await
+}
+
+/// Runs `change` on alarm `id` on the blocking pool: the alarm after it.
+async fn change_alarm(
+    id: String,
+    change: impl FnOnce(&str) -> Result<alarms::Alarm, automation::AutomationError> + Send + 'static,
+) -> Result<Response, ApiError> {
     let id2 = id.clone();
-    let al = blocking(move || Ok(a.clear_alarm_by(&id2, &p.name)?)).await?;
+    let al = blocking(move || Ok(change(&id2)?)).await?;
     Ok(Note::target(&id).attach(render::json(&automation::alarm_json(&al), None)?))
 }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, RawQuery, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::Response;
@@ -202,9 +202,8 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 /// "next"}`.
 pub(crate) async fn query(
     State(st): State<Arc<ApiState>>,
-    RawQuery(q): RawQuery,
+    p: Params,
 ) -> Result<Response, ApiError> {
-    let p = Params::parse(q.as_deref());
     p.only(&["name", "query", "limit", "after"], &[])?;
     let name = p.get("name").unwrap_or_default().to_string();
     check_name(&name)?;

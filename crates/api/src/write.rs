@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value as Json};
 use tsdb::{LineProtocolOptions, Precision, SeriesKey, Value, WritePoint};
@@ -24,7 +24,7 @@ pub(crate) const DEVICE_TAG: &str = "device";
 
 /// Timestamp units accepted by the write endpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum LpPrecision {
+pub(crate) enum LpPrecision {
     Ns,
     Us,
     Ms,
@@ -82,44 +82,37 @@ impl LpPrecision {
     }
 }
 
-/// `POST /api/v2/write?org=&bucket=&precision=`.
-pub(crate) async fn write_v2(
-    State(st): State<Arc<ApiState>>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<StatusCode, ApiError> {
-    write_lp(
-        st,
-        LpPrecision::v2(&Params::parse(q.as_deref()))?,
-        headers,
-        body,
-    )
-    .await
+/// An InfluxDB write endpoint: its timestamp units.
+pub(crate) trait Dialect {
+    fn precision(p: &Params) -> Result<LpPrecision, ApiError>;
 }
+
+/// `POST /api/v2/write?org=&bucket=&precision=`.
+pub(crate) struct V2;
 
 /// `POST /write?db=&precision=`.
-pub(crate) async fn write_v1(
-    State(st): State<Arc<ApiState>>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<StatusCode, ApiError> {
-    write_lp(
-        st,
-        LpPrecision::v1(&Params::parse(q.as_deref()))?,
-        headers,
-        body,
-    )
-    .await
+pub(crate) struct V1;
+
+impl Dialect for V2 {
+    fn precision(p: &Params) -> Result<LpPrecision, ApiError> {
+        LpPrecision::v2(p)
+    }
 }
 
-async fn write_lp(
-    st: Arc<ApiState>,
-    precision: LpPrecision,
+impl Dialect for V1 {
+    fn precision(p: &Params) -> Result<LpPrecision, ApiError> {
+        LpPrecision::v1(p)
+    }
+}
+
+/// The line protocol write routes: `write_lp::<V2>` and `write_lp::<V1>`.
+pub(crate) async fn write_lp<D: Dialect>(
+    State(st): State<Arc<ApiState>>,
+    p: Params,
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
+    let precision = D::precision(&p)?;
     store(st, headers, body, move |st, data, now| {
         let limits = (st.ingest_limits)(now);
         parse_lp(utf8_text(data)?, &st.namespace, precision, now, &limits)
