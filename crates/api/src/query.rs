@@ -166,7 +166,7 @@ pub(crate) async fn query(
                     "applies to raw queries only; aggregates are limited by bucket and range",
                 ));
             }
-            query_agg(st, &p, fmt, sel, start, end, parse_agg(agg)?).await
+            query_agg(Asked(st, &p, fmt, sel, start, end), parse_agg(agg)?).await
         }
         None => {
             for name in ["bucket", "group_by"] {
@@ -177,7 +177,7 @@ pub(crate) async fn query(
                     ));
                 }
             }
-            query_raw(st, &p, fmt, sel, start, end).await
+            query_raw(Asked(st, &p, fmt, sel, start, end)).await
         }
     }
 }
@@ -230,14 +230,12 @@ fn raw_answer<'a, S: Serialize>(
     render::json(&dto, next)
 }
 
-async fn query_raw(
-    st: Arc<ApiState>,
-    p: &Params,
-    fmt: Format,
-    sel: Selector,
-    start: i64,
-    end: i64,
-) -> Result<Response, ApiError> {
+/// A telemetry query as checked: the state, its parameters, the answer
+/// format, the series, and the range (start, end).
+struct Asked<'a>(Arc<ApiState>, &'a Params, Format, Selector, i64, i64);
+
+async fn query_raw(q: Asked<'_>) -> Result<Response, ApiError> {
+    let Asked(st, p, fmt, sel, start, end) = q;
     let limit = p.limit(MAX_POINTS, MAX_POINTS)?;
     // One point more per series than a page holds tells where to cut.
     let fetched = blocking(move || Ok(st.tsdb.query_raw(&sel, start, end, limit + 1)?)).await?;
@@ -371,15 +369,8 @@ impl<'a> AggDto<'a, ()> {
     }
 }
 
-async fn query_agg(
-    st: Arc<ApiState>,
-    p: &Params,
-    fmt: Format,
-    sel: Selector,
-    start: i64,
-    end: i64,
-    agg: Agg,
-) -> Result<Response, ApiError> {
+async fn query_agg(q: Asked<'_>, agg: Agg) -> Result<Response, ApiError> {
+    let Asked(st, p, fmt, sel, start, end) = q;
     let bucket_text = p.get("bucket").ok_or_else(|| {
         ApiError::param(
             "bucket",
