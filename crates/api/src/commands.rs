@@ -8,7 +8,6 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde::Serialize;
 use serde_json::Value as Json;
 use twin::{Command, CommandStatus, NewCommand};
 
@@ -36,56 +35,33 @@ pub(crate) const MAX_WAIT_MS: u64 = 300_000;
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
-/// One entry of a command's trail.
-#[derive(Serialize)]
-struct TrailDto {
-    status: &'static str,
-    time: u64,
-}
-
-/// A command as JSON. Times are Unix milliseconds.
-#[derive(Serialize)]
-pub(crate) struct CommandDto<'a> {
-    id: &'a str,
-    device_id: &'a str,
-    method: &'a str,
-    params: &'a Json,
-    status: &'static str,
-    trail: Vec<TrailDto>,
-    created_at: u64,
-    timeout_ms: u64,
-    expires_at: Option<u64>,
-    response: Option<&'a Json>,
-    error: Option<&'a str>,
-}
-
-impl<'a> CommandDto<'a> {
-    pub(crate) fn new(c: &'a Command) -> CommandDto<'a> {
-        CommandDto {
-            id: &c.id,
-            device_id: &c.device_id,
-            method: &c.method,
-            params: &c.params,
-            status: c.status.as_str(),
-            trail: c
-                .trail
-                .iter()
-                .map(|&(s, t)| TrailDto {
-                    status: s.as_str(),
-                    time: t,
-                })
-                .collect(),
-            created_at: c.created_at_ms,
-            timeout_ms: c.timeout_ms,
-            expires_at: c.expires_at_ms,
-            response: c.response.as_ref(),
-            error: c.error.as_deref(),
-        }
+/// A command as JSON (the shape `api-types` shares with the client).
+/// Times are Unix milliseconds.
+pub(crate) fn command_dto(c: &Command) -> api_types::Command {
+    api_types::Command {
+        id: c.id.clone(),
+        device_id: c.device_id.clone(),
+        method: c.method.clone(),
+        params: c.params.clone(),
+        status: c.status.as_str().to_string(),
+        trail: c
+            .trail
+            .iter()
+            .map(|&(s, t)| api_types::CommandStep {
+                status: s.as_str().to_string(),
+                time: t,
+            })
+            .collect(),
+        created_at: c.created_at_ms,
+        timeout_ms: c.timeout_ms,
+        expires_at: c.expires_at_ms,
+        response: c.response.clone(),
+        error: c.error.clone(),
     }
 }
 
 fn command_json(c: &Command) -> Json {
-    serde_json::to_value(CommandDto::new(c)).unwrap_or(Json::Null)
+    serde_json::to_value(command_dto(c)).unwrap_or(Json::Null)
 }
 
 /// `POST /api/devices/{id}/commands`: `{"method", "params"?, "timeout"?
@@ -159,7 +135,7 @@ async fn create_inner(
         .with_details(serde_json::json!({ "command": command.id, "method": method }));
     let location = format!("/api/devices/{id}/commands/{}", command.id);
     let Some(rx) = rx else {
-        return render::located(StatusCode::ACCEPTED, &CommandDto::new(&command), &location);
+        return render::located(StatusCode::ACCEPTED, &command_dto(&command), &location);
     };
     let limit = Duration::from_millis(timeout_ms.saturating_add(WAIT_MARGIN_MS));
     let last = match tokio::time::timeout(limit, rx).await {
@@ -173,7 +149,7 @@ async fn create_inner(
     };
     match last.status {
         CommandStatus::Succeeded | CommandStatus::Failed | CommandStatus::Cancelled => {
-            render::json(&CommandDto::new(&last), None)
+            render::json(&command_dto(&last), None)
         }
         status => Err(ApiError::Timeout {
             reason: format!(
@@ -206,7 +182,7 @@ pub(crate) async fn list(
             })
     })
     .await?;
-    let items = items.iter().map(CommandDto::new).collect();
+    let items = items.iter().map(command_dto).collect();
     render::page(
         items,
         next,
@@ -222,7 +198,7 @@ pub(crate) async fn get(
     FleetService(fleet): FleetService,
 ) -> Result<Response, ApiError> {
     let c = blocking(move || Ok(fleet.command(&id, &cmd)?)).await?;
-    render::json(&CommandDto::new(&c), None)
+    render::json(&command_dto(&c), None)
 }
 
 /// `POST /api/devices/{id}/commands/{cmd}/cancel`: 200 with the cancelled
@@ -234,5 +210,5 @@ pub(crate) async fn cancel(
 ) -> Result<Response, ApiError> {
     let note = Note::target(&id).with_details(serde_json::json!({ "command": cmd }));
     let c = blocking(move || Ok(fleet.cancel_command(&id, &cmd)?)).await;
-    Ok(note.outcome(c.and_then(|c| render::json(&CommandDto::new(&c), None))))
+    Ok(note.outcome(c.and_then(|c| render::json(&command_dto(&c), None))))
 }

@@ -8,7 +8,6 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use registry::{Device, DeviceFilter, DevicePatch, NewDevice};
-use serde::Serialize;
 use serde_json::Value as Json;
 
 use crate::audit::Note;
@@ -313,24 +312,13 @@ pub(crate) async fn import(
         Ok(rep)
     })
     .await?;
-    #[derive(Serialize)]
-    struct TokenDto<'a> {
-        id: &'a str,
-        token: &'a str,
-    }
-    #[derive(Serialize)]
-    struct ImportDto<'a> {
-        created: usize,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        tokens: Option<Vec<TokenDto<'a>>>,
-    }
-    let dto = ImportDto {
+    let dto = api_types::ImportReport {
         created: report.created,
         tokens: tokens.then(|| {
             report
                 .tokens
-                .iter()
-                .map(|(id, token)| TokenDto { id, token })
+                .into_iter()
+                .map(|(id, token)| api_types::ImportedToken { id, token })
                 .collect()
         }),
     };
@@ -503,7 +491,7 @@ pub(crate) async fn issue_token(
     if grace_s == 0 {
         st.drop_sessions(&id);
     }
-    let v = serde_json::json!({ "token": token });
+    let v = api_types::IssuedToken { token };
     Ok(Note::target(&id).attach(created(&v, &format!("/api/devices/{id}"))?))
 }
 

@@ -152,22 +152,13 @@ pub(crate) async fn me(Extension(p): Extension<Principal>) -> Result<Response, A
     )
 }
 
-#[derive(Serialize)]
-struct UserDto<'a> {
-    username: &'a str,
-    role: &'a str,
-    disabled: bool,
-    created_at: u64,
-}
-
-impl<'a> UserDto<'a> {
-    fn new(u: &'a User) -> UserDto<'a> {
-        UserDto {
-            username: &u.username,
-            role: u.role.as_str(),
-            disabled: u.disabled,
-            created_at: u.created_at_ms,
-        }
+/// A user as JSON (the shape `api-types` shares with the client).
+fn user_dto(u: &User) -> api_types::User {
+    api_types::User {
+        username: u.username.clone(),
+        role: u.role.as_str().to_string(),
+        disabled: u.disabled,
+        created_at: u.created_at_ms,
     }
 }
 
@@ -175,7 +166,7 @@ impl<'a> UserDto<'a> {
 pub(crate) async fn list_users(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
     let users = st.on_operators(|o| Ok(o.list_users()?)).await?;
     render::json(
-        &serde_json::json!({ "items": users.iter().map(UserDto::new).collect::<Vec<_>>() }),
+        &serde_json::json!({ "items": users.iter().map(user_dto).collect::<Vec<_>>() }),
         None,
     )
 }
@@ -198,10 +189,7 @@ async fn create_user_inner(st: &ApiState, f: &Fields) -> Result<Response, ApiErr
     let user = st
         .on_operators(move |o| Ok(o.create_user(&username, &password, role, now)?))
         .await?;
-    created(
-        &UserDto::new(&user),
-        &format!("/api/users/{}", user.username),
-    )
+    created(&user_dto(&user), &format!("/api/users/{}", user.username))
 }
 
 /// `PATCH /api/users/{name}`: `{"role"?, "disabled"?, "password"?}`.
@@ -218,7 +206,7 @@ pub(crate) async fn update_user(
     let user = st
         .on_operators(move |o| Ok(o.update_user(&name, role, disabled, password.as_deref())?))
         .await?;
-    render::json(&UserDto::new(&user), None)
+    render::json(&user_dto(&user), None)
 }
 
 /// `DELETE /api/users/{name}`: the user and all their tokens; 204.
@@ -231,33 +219,19 @@ pub(crate) async fn delete_user(
     render::removed(found, || format!("user {name:?}"))
 }
 
-#[derive(Serialize)]
-struct TokenDto<'a> {
-    id: &'a str,
-    name: &'a str,
-    role: &'a str,
-    owner: Option<&'a str>,
-    created_at: u64,
-    expires_at: Option<u64>,
-    last4: &'a str,
-    session: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    token: Option<&'a str>,
-}
-
-impl<'a> TokenDto<'a> {
-    fn new(t: &'a ApiToken, token: Option<&'a str>) -> TokenDto<'a> {
-        TokenDto {
-            id: &t.id,
-            name: &t.name,
-            role: t.role.as_str(),
-            owner: t.owner.as_deref(),
-            created_at: t.created_at_ms,
-            expires_at: t.expires_at_ms,
-            last4: &t.last4,
-            session: t.session,
-            token,
-        }
+/// An API token as JSON (the shape `api-types` shares with the client),
+/// with its secret only in the answer that created it.
+fn token_dto(t: &ApiToken, secret: Option<String>) -> api_types::ApiToken {
+    api_types::ApiToken {
+        id: t.id.clone(),
+        name: t.name.clone(),
+        role: t.role.as_str().to_string(),
+        owner: t.owner.clone(),
+        created_at: t.created_at_ms,
+        expires_at: t.expires_at_ms,
+        last4: t.last4.clone(),
+        session: t.session,
+        token: secret,
     }
 }
 
@@ -266,7 +240,7 @@ pub(crate) async fn list_tokens(State(st): State<Arc<ApiState>>) -> Result<Respo
     let tokens = st.on_operators(|o| Ok(o.list_api_tokens()?)).await?;
     render::json(
         &serde_json::json!({
-            "items": tokens.iter().map(|t| TokenDto::new(t, None)).collect::<Vec<_>>()
+            "items": tokens.iter().map(|t| token_dto(t, None)).collect::<Vec<_>>()
         }),
         None,
     )
@@ -291,7 +265,7 @@ pub(crate) async fn create_token(
         })
         .await?;
     let resp = created(
-        &TokenDto::new(&token, Some(&secret)),
+        &token_dto(&token, Some(secret)),
         &format!("/api/tokens/{}", token.id),
     )?;
     Ok(Note::target(&token.id).attach(resp))
