@@ -653,6 +653,9 @@ mod tests {
         assert_eq!(enc("a-b_c.d~e"), "a-b_c.d~e");
         assert_eq!(enc("a b/c:d"), "a%20b%2Fc%3Ad");
         assert_eq!(enc("é"), "%C3%A9");
+        // The simulator's query values and path segments.
+        assert_eq!(enc("sim-"), "sim-");
+        assert_eq!(enc("a b/c&"), "a%20b%2Fc%26");
     }
 
     #[test]
