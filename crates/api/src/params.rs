@@ -177,6 +177,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn limits_and_two_valued_parameters() {
+        let p = Params::parse(Some("limit=5&on=yes&bad=maybe"));
+        assert_eq!(p.limit(100, 10).ok(), Some(5));
+        assert!(p.limit(100, 4).is_err());
+        assert_eq!(Params::parse(None).limit(100, 1000).ok(), Some(100));
+        assert!(Params::parse(Some("limit=0")).limit(1, 10).is_err());
+        assert!(Params::parse(Some("limit=x")).limit(1, 10).is_err());
+        assert_eq!(p.either("on", "yes", "no").ok(), Some(Some(true)));
+        assert_eq!(p.either("off", "yes", "no").ok(), Some(None));
+        match p.either("bad", "yes", "no") {
+            Err(ApiError::BadParameter { field, reason }) => {
+                assert_eq!(
+                    (field.as_str(), reason.as_str()),
+                    ("bad", "\"maybe\" is not yes or no")
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn decode_and_check() {
         let p = Params::parse(Some("device=d1,d2&metric=te%20mp&label.fleet=North&x="));
         assert_eq!(p.get("metric"), Some("te mp"));
@@ -191,6 +212,12 @@ mod tests {
             Err(ApiError::BadParameter { field, .. }) => assert_eq!(field, "x"),
             other => panic!("{other:?}"),
         }
+        assert_eq!(p.next_link("/x", "after", None), None);
+        assert_eq!(
+            p.next_link("/api/q", "metric", Some(&"n".to_string()))
+                .as_deref(),
+            Some("/api/q?device=d1%2Cd2&label.fleet=North&x=&metric=n")
+        );
         let twice = Params::parse(Some("a=1&a=2"));
         assert!(twice.only(&["a"], &[]).is_err());
         assert_eq!(
