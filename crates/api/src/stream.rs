@@ -529,6 +529,17 @@ mod tests {
         assert!(out.starts_with("event: twin\n"), "{out}");
         let out = s.render(&msg("$events/devices/d1/connected", "{}"), "default", 0);
         assert!(out.starts_with("event: presence\n"), "{out}");
+        // Topics read as the device contract reads them: what it does not
+        // name is no event, whatever its levels.
+        for topic in [
+            "devices/d1/twin/cfg/delta",
+            "devices/d1/twin/a/b/documents",
+            "devices/d1/commands/c1",
+            "$events/devices/d1/bogus",
+            "devices//telemetry",
+        ] {
+            assert_eq!(s.render(&msg(topic, "{}"), "default", 0), "", "{topic}");
+        }
     }
 
     fn body(queue: usize, keepalive: Duration) -> (StreamSink, SseBody) {
