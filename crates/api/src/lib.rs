@@ -388,8 +388,8 @@ pub struct ApiState {
     pub session_ttl_ms: u64,
     /// Largest accepted request body in bytes, before and after decompression.
     pub max_body_bytes: usize,
-    /// Now: the one clock every route reads (`Arc::new(SystemClock)` in
-    /// the binary, a manual clock in tests).
+    /// Now: the one clock every route reads (the wall clock in the
+    /// binary, one the test sets in tests).
     pub clock: iot_types::SharedClock,
     /// The fleet services (twins, commands, presence); `None` where no
     /// broker runs, and then their routes answer 503.
