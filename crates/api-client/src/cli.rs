@@ -456,8 +456,12 @@ fn to_value(v: &impl serde::Serialize) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
-fn pretty(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+/// An answer as indented JSON (members sorted, as the API's JSON reads).
+fn pretty(v: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&to_value(v)).unwrap_or_default()
+    );
 }
 
 fn twin(cmd: TwinCommand) -> Result<(), Failure> {
@@ -718,8 +722,9 @@ fn alarm(cmd: AlarmCommand) -> Result<(), Failure> {
 
 /// Prints `items` as a table, CSV or a JSON array; objects and arrays in
 /// a cell are joined with `;`.
-pub fn print_table(items: &[Value], cols: &[&str], output: Output) {
-    print!("{}", render_table(items, cols, output));
+pub fn print_table<T: serde::Serialize>(items: &[T], cols: &[&str], output: Output) {
+    let items: Vec<Value> = items.iter().map(to_value).collect();
+    print!("{}", render_table(&items, cols, output));
 }
 
 fn render_table(items: &[Value], cols: &[&str], output: Output) -> String {
@@ -835,10 +840,11 @@ fn device(cmd: DeviceCommand) -> Result<(), Failure> {
                 group,
                 labels: label_pairs(&labels)?,
                 state,
+                prefix: None,
             };
             let devices = remote.client().all_devices(&f)?;
             print_table(
-                &devices.iter().map(to_value).collect::<Vec<_>>(),
+                &devices,
                 &[
                     "id",
                     "name",
@@ -851,7 +857,7 @@ fn device(cmd: DeviceCommand) -> Result<(), Failure> {
                 output,
             );
         }
-        DeviceCommand::Get { id, remote } => pretty(&to_value(&remote.client().device(&id)?)),
+        DeviceCommand::Get { id, remote } => pretty(&remote.client().device(&id)?),
         DeviceCommand::Import {
             file,
             tokens,
@@ -891,19 +897,15 @@ fn device(cmd: DeviceCommand) -> Result<(), Failure> {
                 eprintln!();
             }
             let v = v?;
-            let created = v.get("created").and_then(Value::as_u64).unwrap_or(0);
             eprintln!(
-                "imported {created} devices in {:.2} s",
+                "imported {} devices in {:.2} s",
+                v.created,
                 started.elapsed().as_secs_f64()
             );
-            if let Some(t) = v.get("tokens").and_then(Value::as_array) {
+            if let Some(t) = v.tokens {
                 println!("id,token");
                 for e in t {
-                    println!(
-                        "{},{}",
-                        e.get("id").and_then(Value::as_str).unwrap_or_default(),
-                        e.get("token").and_then(Value::as_str).unwrap_or_default()
-                    );
+                    println!("{},{}", e.id, e.token);
                 }
             }
         }

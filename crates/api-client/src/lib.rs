@@ -5,9 +5,10 @@
 //! What it is not: it holds no route table of its own beyond the paths its
 //! methods build (the API's table is `api::openapi`'s `ROUTES`; this
 //! crate's tests run every method against the real router). Answers the
-//! server and the client share a type for ([`Device`], [`Page`],
-//! [`IssuedCertificate`], from `api-types`) are typed; the others stay the
-//! API's JSON (`serde_json::Value`). The API validates request bodies
+//! server and the client share a type for (from `api-types`: [`Device`],
+//! [`Page`], [`IssuedCertificate`], [`IssuedToken`], [`ImportReport`],
+//! [`Command`], [`User`], [`ApiToken`]) are typed; the others (twins,
+//! rules, alarms, telemetry) stay the API's JSON (`serde_json::Value`). The API validates request bodies
 //! member by member (its `fields.rs`) rather than through shared serde
 //! types, so the request types here ([`NewDevice`], [`CommandRequest`],
 //! ...) are this crate's, serialised to the documented body shapes.
@@ -22,7 +23,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-pub use api_types::{Device, IssuedCertificate, Page};
+pub use api_types::{
+    ApiToken, Command, CommandStep, Device, ImportReport, ImportedToken, IssuedCertificate,
+    IssuedToken, Page, User,
+};
 
 pub mod cli;
 
@@ -94,6 +98,8 @@ pub struct NewDevice {
 pub struct DeviceFilter {
     pub device_type: Option<String>,
     pub group: Option<String>,
+    /// Ids starting with this.
+    pub prefix: Option<String>,
     /// Every label must match.
     pub labels: Vec<(String, String)>,
     /// `online` or `offline`.
@@ -165,6 +171,16 @@ impl Client {
         }
     }
 
+    /// The same client with a time limit on each call (none by default).
+    pub fn with_timeout(mut self, limit: std::time::Duration) -> Client {
+        self.agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(limit))
+            .build()
+            .into();
+        self
+    }
+
     /// The API's base URL.
     pub fn base_url(&self) -> &str {
         &self.base
@@ -185,7 +201,11 @@ impl Client {
         limit: usize,
     ) -> Result<Page<Device>> {
         let mut q = vec![format!("limit={limit}")];
-        for (k, v) in [("type", &filter.device_type), ("group", &filter.group)] {
+        for (k, v) in [
+            ("type", &filter.device_type),
+            ("group", &filter.group),
+            ("prefix", &filter.prefix),
+        ] {
             if let Some(v) = v {
                 q.push(format!("{k}={}", enc(v)));
             }
@@ -241,29 +261,25 @@ impl Client {
         format: ImportFormat,
         tokens: bool,
         progress: Option<&mut dyn FnMut(usize, usize)>,
-    ) -> Result<Value> {
+    ) -> Result<ImportReport> {
         let content_type = match format {
             ImportFormat::Csv => "text/csv",
             ImportFormat::Json => "application/json",
         };
-        self.call(
-            "POST",
-            &format!("/api/devices/import?tokens={tokens}"),
-            Body::Raw {
-                bytes,
-                content_type,
-                progress,
-            },
-        )
+        let path = format!("/api/devices/import?tokens={tokens}");
+        let body = Body::Raw {
+            bytes,
+            content_type,
+            progress,
+        };
+        decode(self.call("POST", &path, body)?, &path)
     }
 
     /// A new device token; the previous ones stay valid `grace_secs`.
     pub fn issue_device_token(&self, id: &str, grace_secs: u64) -> Result<String> {
-        let v = self.post(
-            &format!("/api/devices/{}/tokens", enc(id)),
-            json!({ "grace_seconds": grace_secs }),
-        )?;
-        Ok(field(&v, "token"))
+        let path = format!("/api/devices/{}/tokens", enc(id));
+        let v = self.post(&path, json!({ "grace_seconds": grace_secs }))?;
+        decode::<IssuedToken>(v, &path).map(|t| t.token)
     }
 
     /// A client certificate from the CA: for `csr` (PEM) when given,
@@ -299,25 +315,20 @@ impl Client {
         self.patch(&twin_path(device, name), body)
     }
 
-    pub fn send_command(&self, device: &str, c: &CommandRequest) -> Result<Value> {
-        self.post(
-            &format!("/api/devices/{}/commands", enc(device)),
-            to_json(c),
-        )
+    pub fn send_command(&self, device: &str, c: &CommandRequest) -> Result<Command> {
+        let path = format!("/api/devices/{}/commands", enc(device));
+        decode(self.post(&path, to_json(c))?, &path)
     }
 
     /// A device's commands, oldest first (up to 1000).
-    pub fn commands(&self, device: &str) -> Result<Vec<Value>> {
-        let v = self.get(&format!("/api/devices/{}/commands?limit=1000", enc(device)))?;
-        Ok(items(&v))
+    pub fn commands(&self, device: &str) -> Result<Vec<Command>> {
+        let path = format!("/api/devices/{}/commands?limit=1000", enc(device));
+        decode::<Page<Command>>(self.get(&path)?, &path).map(|p| p.items)
     }
 
-    pub fn cancel_command(&self, device: &str, id: &str) -> Result<Value> {
-        self.call(
-            "POST",
-            &format!("/api/devices/{}/commands/{}/cancel", enc(device), enc(id)),
-            Body::None,
-        )
+    pub fn cancel_command(&self, device: &str, id: &str) -> Result<Command> {
+        let path = format!("/api/devices/{}/commands/{}/cancel", enc(device), enc(id));
+        decode(self.call("POST", &path, Body::None)?, &path)
     }
 
     // Telemetry.
@@ -449,15 +460,13 @@ impl Client {
 
     // Operators and API tokens (admin).
 
-    pub fn add_user(&self, username: &str, password: &str, role: &str) -> Result<Value> {
-        self.post(
-            "/api/users",
-            json!({"username": username, "password": password, "role": role}),
-        )
+    pub fn add_user(&self, username: &str, password: &str, role: &str) -> Result<User> {
+        let body = json!({"username": username, "password": password, "role": role});
+        decode(self.post("/api/users", body)?, "/api/users")
     }
 
-    pub fn users(&self) -> Result<Vec<Value>> {
-        self.get("/api/users").map(|v| items(&v))
+    pub fn users(&self) -> Result<Vec<User>> {
+        decode::<Page<User>>(self.get("/api/users")?, "/api/users").map(|p| p.items)
     }
 
     pub fn delete_user(&self, username: &str) -> Result<()> {
@@ -467,11 +476,16 @@ impl Client {
     /// A new API token (the secret, shown once).
     pub fn create_token(&self, name: &str, role: &str) -> Result<String> {
         let v = self.post("/api/tokens", json!({"name": name, "role": role}))?;
-        Ok(field(&v, "token"))
+        decode::<ApiToken>(v, "/api/tokens")?
+            .token
+            .ok_or_else(|| Error::Decode {
+                what: "/api/tokens".into(),
+                message: "no token in the answer".into(),
+            })
     }
 
-    pub fn tokens(&self) -> Result<Vec<Value>> {
-        self.get("/api/tokens").map(|v| items(&v))
+    pub fn tokens(&self) -> Result<Vec<ApiToken>> {
+        decode::<Page<ApiToken>>(self.get("/api/tokens")?, "/api/tokens").map(|p| p.items)
     }
 
     pub fn revoke_token(&self, id: &str) -> Result<()> {
@@ -618,13 +632,6 @@ fn items(v: &Value) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-fn field(v: &Value, k: &str) -> String {
-    v.get(k)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
-}
-
 /// Percent-encodes a path segment or query value.
 pub fn enc(s: &str) -> String {
     s.bytes()
@@ -646,6 +653,9 @@ mod tests {
         assert_eq!(enc("a-b_c.d~e"), "a-b_c.d~e");
         assert_eq!(enc("a b/c:d"), "a%20b%2Fc%3Ad");
         assert_eq!(enc("é"), "%C3%A9");
+        // The simulator's query values and path segments.
+        assert_eq!(enc("sim-"), "sim-");
+        assert_eq!(enc("a b/c&"), "a%20b%2Fc%26");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use api_client::{
     TelemetryQuery,
 };
 use harness::{Server, NOW};
-use serde_json::{json, Value};
+use serde_json::json;
 
 fn client(srv: &Server, token: &str) -> Client {
     Client::new(&format!("http://{}/", srv.addr), Some(token.to_string()))
@@ -119,14 +119,14 @@ async fn devices_tokens_certificates_and_import() {
         let v = c
             .import_devices(csv, ImportFormat::Csv, true, Some(&mut progress))
             .unwrap();
-        assert_eq!(v["created"], 2, "{v}");
-        assert_eq!(v["tokens"].as_array().map(Vec::len), Some(2));
+        assert_eq!(v.created, 2, "{v:?}");
+        assert_eq!(v.tokens.as_ref().map(Vec::len), Some(2));
         assert_eq!(seen.last(), Some(&(csv.len(), csv.len())));
         let v = c
             .import_devices(br#"[{"id": "j1"}]"#, ImportFormat::Json, false, None)
             .unwrap();
-        assert_eq!(v["created"], 1, "{v}");
-        assert!(v.get("tokens").is_none_or(Value::is_null), "{v}");
+        assert_eq!(v.created, 1, "{v:?}");
+        assert!(v.tokens.is_none(), "{v:?}");
 
         c.delete_device("c2").unwrap();
         assert_eq!(status(c.device("c2")), 404);
@@ -203,7 +203,7 @@ async fn operators_tokens_and_roles() {
         let users = c.users().unwrap();
         assert!(users
             .iter()
-            .any(|u| u["username"] == "ada" && u["role"] == "operator"));
+            .any(|u| u.username == "ada" && u.role == "operator"));
         assert_eq!(status(c.add_user("bob", "x", "emperor")), 400);
         c.delete_user("ada").unwrap();
         assert_eq!(status(c.delete_user("ada")), 404);
@@ -212,10 +212,9 @@ async fn operators_tokens_and_roles() {
         let tokens = c.tokens().unwrap();
         let id = tokens
             .iter()
-            .find(|t| t["name"] == "ci")
-            .and_then(|t| t["id"].as_str())
-            .expect("the new token listed")
-            .to_string();
+            .find(|t| t.name == "ci")
+            .map(|t| t.id.clone())
+            .expect("the new token listed");
         let ci = Client::new(&format!("http://{}", c_addr(&c)), Some(secret));
         ci.create_device(&NewDevice {
             id: "by-ci".into(),
@@ -288,12 +287,18 @@ async fn twins_and_commands_over_the_fleet() {
                 },
             )
             .unwrap();
-        let id = cmd["id"].as_str().expect("a command id").to_string();
-        assert_eq!(cmd["status"], "queued", "{cmd}");
+        let id = cmd.id.clone();
+        assert_eq!(cmd.status, "queued", "{cmd:?}");
+        assert_eq!(cmd.params, json!({"now": true}));
         let list = c.commands("m1").unwrap();
         assert_eq!(list.len(), 1);
-        assert_eq!(list[0]["method"], "stop");
-        assert_eq!(c.cancel_command("m1", &id).unwrap()["status"], "cancelled");
+        assert_eq!(list[0].method, "stop");
+        let cancelled = c.cancel_command("m1", &id).unwrap();
+        assert_eq!(cancelled.status, "cancelled");
+        assert_eq!(
+            cancelled.trail.last().map(|s| s.status.as_str()),
+            Some("cancelled")
+        );
         assert_eq!(status(c.cancel_command("m1", &id)), 409);
     })
     .await;

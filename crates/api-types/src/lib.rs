@@ -1,6 +1,7 @@
 //! JSON shapes of the HTTP API that both sides use: `api` serialises them
 //! in its answers and `api-client` deserialises them, so a change to one
-//! is a change to both.
+//! is a change to both. Devices, pages, certificates, device tokens and
+//! imports, commands, operators and API tokens.
 //!
 //! What it is not: it knows no HTTP and no store; request bodies are
 //! validated member by member by `api` (its `fields.rs`, errors naming the
@@ -56,6 +57,87 @@ pub struct IssuedCertificate {
     pub not_after: u64,
 }
 
+/// `POST /api/devices/{id}/tokens`: a device token, shown once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedToken {
+    pub token: String,
+}
+
+/// `POST /api/devices/import`: how many devices were created, and with
+/// `?tokens=true` the token of each.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportReport {
+    pub created: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<Vec<ImportedToken>>,
+}
+
+/// One device's token in an [`ImportReport`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportedToken {
+    pub id: String,
+    pub token: String,
+}
+
+/// A command sent to a device (`POST /api/devices/{id}/commands`, items of
+/// its listing, the cancel answer).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    pub id: String,
+    pub device_id: String,
+    pub method: String,
+    pub params: Value,
+    /// `queued`, `sent`, `delivered`, `succeeded`, `failed`, `timed_out`,
+    /// `expired` or `cancelled`.
+    pub status: String,
+    /// Every status the command went through, oldest first.
+    pub trail: Vec<CommandStep>,
+    pub created_at: u64,
+    /// How long the device has to answer once the command is sent.
+    pub timeout_ms: u64,
+    pub expires_at: Option<u64>,
+    /// The device's answer.
+    pub response: Option<Value>,
+    pub error: Option<String>,
+}
+
+/// One entry of a [`Command`]'s trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandStep {
+    pub status: String,
+    pub time: u64,
+}
+
+/// An operator (`/api/users`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub username: String,
+    /// `viewer`, `operator` or `admin`.
+    pub role: String,
+    pub disabled: bool,
+    pub created_at: u64,
+}
+
+/// An API token or login session (`/api/tokens`); never its secret, but
+/// for the answer that created it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiToken {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    /// The user it belongs to (capped by their role, dies with them).
+    pub owner: Option<String>,
+    pub created_at: u64,
+    pub expires_at: Option<u64>,
+    /// The last four characters of the secret.
+    pub last4: String,
+    /// A login session rather than an API token.
+    pub session: bool,
+    /// The secret, in the answer that created the token only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,5 +157,27 @@ mod tests {
         let page: Page<Device> =
             serde_json::from_value(json!({"items": [v], "next": null})).unwrap();
         assert_eq!((page.items.len(), page.next), (1, None));
+    }
+
+    #[test]
+    fn commands_and_tokens_round_trip() {
+        let c = json!({
+            "id": "c1", "device_id": "m1", "method": "stop", "params": null,
+            "status": "queued", "trail": [{"status": "queued", "time": 5}],
+            "created_at": 5, "timeout_ms": 30000, "expires_at": 10,
+            "response": null, "error": null,
+        });
+        let cmd: Command = serde_json::from_value(c.clone()).unwrap();
+        assert_eq!((cmd.trail.len(), &cmd.response), (1, &None));
+        assert_eq!(serde_json::to_value(&cmd).unwrap(), c);
+        // The secret only where it was sent.
+        let t = json!({
+            "id": "t1", "name": "ci", "role": "operator", "owner": null,
+            "created_at": 1, "expires_at": null, "last4": "abcd", "session": false,
+        });
+        let token: ApiToken = serde_json::from_value(t.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&token).unwrap(), t);
+        let r: ImportReport = serde_json::from_value(json!({"created": 2})).unwrap();
+        assert_eq!(serde_json::to_value(&r).unwrap(), json!({"created": 2}));
     }
 }

@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, MatchedPath, RawPathParams, RawQuery, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, RawPathParams, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -23,58 +23,53 @@ use crate::params::Params;
 use crate::time::parse_instant;
 use crate::{render, ApiState};
 
-/// (method, route, action). Routes not listed are logged as
-/// `"{METHOD} {route}"`.
-pub(crate) const ACTIONS: &[(&str, &str, &str)] = &[
-    ("POST", "/api/devices", "device.create"),
-    ("PATCH", "/api/devices/{id}", "device.update"),
-    ("DELETE", "/api/devices/{id}", "device.delete"),
-    ("POST", "/api/devices/import", "device.import"),
-    ("POST", "/api/devices/{id}/tokens", "device.token.issue"),
-    ("DELETE", "/api/devices/{id}/tokens", "device.token.revoke"),
+/// (`"METHOD route"`, action). Routes not listed are logged as
+/// `"METHOD route"`.
+pub(crate) const ACTIONS: &[(&str, &str)] = &[
+    ("POST /api/devices", "device.create"),
+    ("PATCH /api/devices/{id}", "device.update"),
+    ("DELETE /api/devices/{id}", "device.delete"),
+    ("POST /api/devices/import", "device.import"),
+    ("POST /api/devices/{id}/tokens", "device.token.issue"),
+    ("DELETE /api/devices/{id}/tokens", "device.token.revoke"),
+    ("POST /api/devices/{id}/certificates", "certificate.issue"),
     (
-        "POST",
-        "/api/devices/{id}/certificates",
-        "certificate.issue",
-    ),
-    (
-        "POST",
-        "/api/certificates/{serial}/revoke",
+        "POST /api/certificates/{serial}/revoke",
         "certificate.revoke",
     ),
-    ("PATCH", "/api/devices/{id}/twin", "twin.update"),
-    ("PATCH", "/api/devices/{id}/twins/{name}", "twin.update"),
-    ("POST", "/api/devices/{id}/commands", "command.create"),
+    ("PATCH /api/devices/{id}/twin", "twin.update"),
+    ("PATCH /api/devices/{id}/twins/{name}", "twin.update"),
+    ("POST /api/devices/{id}/commands", "command.create"),
     (
-        "POST",
-        "/api/devices/{id}/commands/{cmd}/cancel",
+        "POST /api/devices/{id}/commands/{cmd}/cancel",
         "command.cancel",
     ),
-    ("POST", "/api/claims", "claim.create"),
-    ("DELETE", "/api/claims/{id}", "claim.revoke"),
-    ("POST", "/api/provision", "device.provision"),
-    ("POST", "/api/auth/login", "auth.login"),
-    ("POST", "/api/auth/logout", "auth.logout"),
-    ("POST", "/api/users", "user.create"),
-    ("PATCH", "/api/users/{name}", "user.update"),
-    ("DELETE", "/api/users/{name}", "user.delete"),
-    ("POST", "/api/tokens", "token.create"),
-    ("DELETE", "/api/tokens/{id}", "token.revoke"),
-    ("POST", "/api/rules", "rule.create"),
-    ("PUT", "/api/rules/{name}", "rule.update"),
-    ("DELETE", "/api/rules/{name}", "rule.delete"),
-    ("POST", "/api/rules/{name}/enable", "rule.enable"),
-    ("POST", "/api/rules/{name}/disable", "rule.disable"),
-    ("POST", "/api/alarms/{id}/ack", "alarm.acknowledge"),
-    ("POST", "/api/alarms/{id}/clear", "alarm.clear"),
+    ("POST /api/claims", "claim.create"),
+    ("DELETE /api/claims/{id}", "claim.revoke"),
+    ("POST /api/provision", "device.provision"),
+    ("POST /api/auth/login", "auth.login"),
+    ("POST /api/auth/logout", "auth.logout"),
+    ("POST /api/users", "user.create"),
+    ("PATCH /api/users/{name}", "user.update"),
+    ("DELETE /api/users/{name}", "user.delete"),
+    ("POST /api/tokens", "token.create"),
+    ("DELETE /api/tokens/{id}", "token.revoke"),
+    ("POST /api/rules", "rule.create"),
+    ("PUT /api/rules/{name}", "rule.update"),
+    ("DELETE /api/rules/{name}", "rule.delete"),
+    ("POST /api/rules/{name}/enable", "rule.enable"),
+    ("POST /api/rules/{name}/disable", "rule.disable"),
+    ("POST /api/alarms/{id}/ack", "alarm.acknowledge"),
+    ("POST /api/alarms/{id}/clear", "alarm.clear"),
 ];
 
 /// The action name of a request.
 pub(crate) fn action(method: &Method, route: &str) -> String {
+    let request = format!("{method} {route}");
     ACTIONS
         .iter()
-        .find(|(m, r, _)| *m == method.as_str() && *r == route)
-        .map_or_else(|| format!("{method} {route}"), |(_, _, a)| (*a).to_string())
+        .find(|(r, _)| *r == request)
+        .map_or(request, |(_, a)| (*a).to_string())
 }
 
 /// What a handler tells the audit log beyond what the request shows: the
@@ -190,8 +185,8 @@ pub(crate) async fn record(
         status: resp.status().as_u16(),
         details,
     };
-    let registry = st.registry.clone();
-    let appended = tokio::task::spawn_blocking(move || registry.append_audit(entry)).await;
+    let audit = st.audit.clone();
+    let appended = tokio::task::spawn_blocking(move || audit.append(entry)).await;
     match appended {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "appending to the audit log failed"),
@@ -208,16 +203,15 @@ const MAX_LIMIT: usize = 1000;
 /// newest first; `action` is a prefix (`device.` for every device action).
 pub(crate) async fn query(
     State(st): State<Arc<ApiState>>,
-    RawQuery(q): RawQuery,
+    p: Params,
 ) -> Result<Response, ApiError> {
-    let p = Params::parse(q.as_deref());
     p.only(
         &[
             "actor", "action", "target", "since", "until", "limit", "before",
         ],
         &[],
     )?;
-    let now = (st.clock)();
+    let now = st.now();
     let instant = |name: &str| -> Result<Option<u64>, ApiError> {
         p.get(name)
             .map(|v| {
@@ -234,18 +228,7 @@ pub(crate) async fn query(
         since_ms: instant("since")?,
         until_ms: instant("until")?,
     };
-    let limit = match p.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(ApiError::param(
-                    "limit",
-                    format!("must be an integer from 1 to {MAX_LIMIT}"),
-                ))
-            }
-        },
-    };
+    let limit = p.limit(DEFAULT_LIMIT, MAX_LIMIT)?;
     let before = match p.get("before") {
         None => None,
         Some(b) => Some(
@@ -253,9 +236,8 @@ pub(crate) async fn query(
                 .map_err(|_| ApiError::param("before", "must be a sequence number"))?,
         ),
     };
-    let st2 = st.clone();
-    let page =
-        crate::blocking(move || Ok(st2.registry.query_audit(&filter, before, limit)?)).await?;
+    let audit = st.audit.clone();
+    let page = crate::blocking(move || Ok(audit.query(&filter, before, limit)?)).await?;
     #[derive(Serialize)]
     struct EntryDto<'a> {
         seq: u64,
@@ -266,11 +248,6 @@ pub(crate) async fn query(
         source: &'a str,
         status: u16,
         details: &'a Json,
-    }
-    #[derive(Serialize)]
-    struct PageDto<'a> {
-        items: Vec<EntryDto<'a>>,
-        next: Option<&'a str>,
     }
     let items = page
         .items
@@ -286,17 +263,7 @@ pub(crate) async fn query(
             details: &e.details,
         })
         .collect();
-    let link = page
-        .next
-        .as_ref()
-        .map(|n| format!("/api/audit?{}", p.encode_with(&[("before", n.clone())])));
-    render::json(
-        &PageDto {
-            items,
-            next: page.next.as_deref(),
-        },
-        link.as_deref(),
-    )
+    render::page(items, page.next, &p, "/api/audit", "before")
 }
 
 #[cfg(test)]

@@ -65,7 +65,10 @@ pub(crate) async fn authenticate(
     let st2 = st.clone();
     let found = blocking(move || {
         for token in offered {
-            if let Some(p) = st2.registry.authenticate_api_token(token.as_bytes(), now)? {
+            if let Some(p) = st2
+                .operators
+                .authenticate_api_token(token.as_bytes(), now)?
+            {
                 return Ok(Some(p));
             }
         }

@@ -2,20 +2,19 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use pki::PkiError;
 use registry::CertRecord;
 use serde::Serialize;
 
 use crate::audit::Note;
-use crate::devices::{created, path_id};
 use crate::error::ApiError;
-use crate::fields::read_object;
-use crate::{blocking, render, ApiState, REASON_NOT_AUTHORIZED};
+use crate::extract::{Object, PathId, PathSerial};
+use crate::fields::Fields;
+use crate::render::{self, created};
+use crate::{blocking, ApiState};
 
 /// Longest validity a request may ask for, in days.
 const MAX_DAYS: u64 = 3650;
@@ -46,6 +45,41 @@ fn no_ca() -> ApiError {
     ApiError::Unavailable("this server has no certificate authority".into())
 }
 
+/// The CA, or 503.
+pub(crate) fn require_ca(st: &ApiState) -> Result<Arc<pki::CertificateAuthority>, ApiError> {
+    st.ca.clone().ok_or_else(no_ca)
+}
+
+/// `days` of a certificate request: 1 to `max`, the server's default when
+/// absent.
+pub(crate) fn days(st: &ApiState, f: &Fields, max: u64) -> Result<u32, ApiError> {
+    match f.uint("days", max)? {
+        Some(0) => Err(ApiError::body("days", "must be at least 1")),
+        Some(d) => Ok(u32::try_from(d).unwrap_or(u32::MAX)),
+        None => Ok(st.device_cert_days),
+    }
+}
+
+/// The 201 answer of an issued certificate, audited with its serial.
+pub(crate) fn issued(
+    cert: pki::IssuedCert,
+    ca_certificate: String,
+    target: &str,
+    location: &str,
+) -> Result<Response, ApiError> {
+    let dto = api_types::IssuedCertificate {
+        certificate: cert.cert_pem,
+        private_key: cert.key_pem,
+        ca_certificate,
+        serial: cert.serial_hex,
+        not_after: cert.not_after_ms,
+    };
+    let resp = created(&dto, location)?;
+    Ok(Note::target(target)
+        .with_details(serde_json::json!({ "serial": dto.serial }))
+        .attach(resp))
+}
+
 /// A CA error caused by the request (400 naming `field`) or not (500).
 fn pki_error(e: PkiError) -> ApiError {
     match e {
@@ -62,25 +96,18 @@ fn pki_error(e: PkiError) -> ApiError {
 /// once.
 pub(crate) async fn issue(
     State(st): State<Arc<ApiState>>,
-    id: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    body: Body,
+    PathId(id): PathId,
+    Object(f): Object,
 ) -> Result<Response, ApiError> {
-    let id = path_id(id)?;
-    let f = read_object(&headers, body, st.max_body_bytes).await?;
     f.only(&["csr", "days"])?;
     let csr = f.string("csr")?;
-    let days = match f.uint("days", MAX_DAYS)? {
-        Some(0) => return Err(ApiError::body("days", "must be at least 1")),
-        Some(d) => u32::try_from(d).unwrap_or(u32::MAX),
-        None => st.device_cert_days,
-    };
+    let days = days(&st, &f, MAX_DAYS)?;
     let now = st.now_ms();
     let st2 = st.clone();
     let id2 = id.clone();
-    let issued = blocking(move || {
-        let ca = st2.ca.clone().ok_or_else(no_ca)?;
-        if st2.registry.get_device(&st2.namespace, &id2)?.is_none() {
+    let (cert, ca_pem) = blocking(move || {
+        let ca = require_ca(&st2)?;
+        if st2.devices.get_device(&st2.namespace, &id2)?.is_none() {
             return Err(ApiError::Missing(format!("device {id2:?} not found")));
         }
         let cert = match &csr {
@@ -88,7 +115,7 @@ pub(crate) async fn issue(
             None => ca.issue_device_cert(&id2, days, now),
         }
         .map_err(pki_error)?;
-        st2.registry.record_certificate(
+        st2.devices.record_certificate(
             &st2.namespace,
             &id2,
             &cert.serial_hex,
@@ -98,44 +125,28 @@ pub(crate) async fn issue(
         Ok((cert, ca.cert_pem().to_string()))
     })
     .await?;
-    let (cert, ca_pem) = issued;
-    let dto = api_types::IssuedCertificate {
-        certificate: cert.cert_pem.clone(),
-        private_key: cert.key_pem.clone(),
-        ca_certificate: ca_pem,
-        serial: cert.serial_hex.clone(),
-        not_after: cert.not_after_ms,
-    };
-    let resp = created(&dto, &format!("/api/devices/{id}/certificates"))?;
-    Ok(Note::target(&id)
-        .with_details(serde_json::json!({ "serial": cert.serial_hex }))
-        .attach(resp))
+    issued(
+        cert,
+        ca_pem,
+        &id,
+        &format!("/api/devices/{id}/certificates"),
+    )
 }
 
 /// `GET /api/devices/{id}/certificates`: the device's certificate records.
 pub(crate) async fn list(
     State(st): State<Arc<ApiState>>,
-    id: Result<Path<String>, PathRejection>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
-    let id = path_id(id)?;
-    let st2 = st.clone();
-    let certs = blocking(move || {
-        if st2.registry.get_device(&st2.namespace, &id)?.is_none() {
-            return Err(ApiError::Missing(format!("device {id:?} not found")));
-        }
-        Ok(st2.registry.list_certificates(&st2.namespace, &id)?)
-    })
-    .await?;
-    #[derive(Serialize)]
-    struct ListDto<'a> {
-        items: Vec<CertDto<'a>>,
-    }
-    render::json(
-        &ListDto {
-            items: certs.iter().map(CertDto::new).collect(),
-        },
-        None,
-    )
+    let certs = st
+        .on_devices(move |d, ns| {
+            if d.get_device(ns, &id)?.is_none() {
+                return Err(ApiError::Missing(format!("device {id:?} not found")));
+            }
+            Ok(d.list_certificates(ns, &id)?)
+        })
+        .await?;
+    render::items(certs.iter().map(CertDto::new).collect())
 }
 
 /// `POST /api/certificates/{serial}/revoke`: 200 with the record; drops the
@@ -143,18 +154,15 @@ pub(crate) async fn list(
 /// as revoked, should it ever be presented).
 pub(crate) async fn revoke(
     State(st): State<Arc<ApiState>>,
-    serial: Result<Path<String>, PathRejection>,
+    PathSerial(serial): PathSerial,
 ) -> Result<Response, ApiError> {
-    let serial = serial
-        .map(|Path(s)| s)
-        .map_err(|e| ApiError::param("serial", e.body_text()))?;
     let now = st.now_ms();
-    let st2 = st.clone();
     let s2 = serial.clone();
-    let rec = blocking(move || Ok(st2.registry.revoke_certificate(&s2, now)?))
+    let rec = st
+        .on_devices(move |d, _| Ok(d.revoke_certificate(&s2, now)?))
         .await?
         .ok_or_else(|| ApiError::Missing(format!("certificate {serial:?} not found")))?;
-    let n = st.live.disconnect(&rec.device_id, REASON_NOT_AUTHORIZED);
+    let n = st.drop_sessions(&rec.device_id);
     tracing::info!(serial = %rec.serial_hex, device = %rec.device_id, sessions = n, "certificate revoked");
     let resp = render::json(&CertDto::new(&rec), None)?;
     Ok(Note::target(&rec.serial_hex)
@@ -164,7 +172,7 @@ pub(crate) async fn revoke(
 
 /// `GET /api/ca`: the CA certificate, PEM.
 pub(crate) async fn ca(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
-    let ca = st.ca.as_ref().ok_or_else(no_ca)?;
+    let ca = require_ca(&st)?;
     let mut resp = (StatusCode::OK, ca.cert_pem().to_string()).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -5,19 +5,20 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
 use registry::{Claim, ClaimAuth, ProvisioningTemplate};
 use serde::Serialize;
 
 use crate::audit::Note;
 use crate::auth::bearer;
-use crate::devices::{created, path_id};
+use crate::certs::{days, issued, require_ca};
 use crate::error::ApiError;
-use crate::fields::{read_body, read_object};
-use crate::{blocking, render, ApiState, REASON_NOT_AUTHORIZED};
+use crate::extract::{Object, PathId};
+use crate::fields::read_body;
+use crate::render::{self, created};
+use crate::{blocking, ApiState};
 
 #[derive(Serialize)]
 struct TemplateDto<'a> {
@@ -75,10 +76,8 @@ impl<'a> ClaimDto<'a> {
 /// -> 201 with the claim and its `token` (shown once).
 pub(crate) async fn create(
     State(st): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    body: Body,
+    Object(f): Object,
 ) -> Result<Response, ApiError> {
-    let f = read_object(&headers, body, st.max_body_bytes).await?;
     f.only(&["name", "template", "max_uses", "expires_at"])?;
     let name = f.required_string("name")?;
     let mut template = ProvisioningTemplate::default();
@@ -101,29 +100,25 @@ pub(crate) async fn create(
     let max_uses = f
         .uint("max_uses", u64::from(u32::MAX))?
         .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
-    let expires_at = f.instant("expires_at", (st.clock)())?;
     let now = st.now_ms();
-    if expires_at.is_some_and(|e| e <= now) {
-        return Err(ApiError::body("expires_at", "is in the past"));
-    }
-    let st2 = st.clone();
-    let (claim, token) = blocking(move || {
-        st2.registry
-            .create_claim(&st2.namespace, &name, template, max_uses, expires_at, now)
-            .map_err(|e| match ApiError::from(e) {
-                // The registry names the template's members `template.*`
-                // and the type `device_type`; the API calls it `type`.
-                ApiError::BadBody {
-                    field: Some(f),
-                    reason,
-                } => ApiError::BadBody {
-                    field: Some(f.replace("device_type", "type")),
-                    reason,
-                },
-                other => other,
-            })
-    })
-    .await?;
+    let expires_at = f.future_instant("expires_at", now)?;
+    let (claim, token) = st
+        .on_devices(move |d, ns| {
+            d.create_claim(ns, &name, template, max_uses, expires_at, now)
+                .map_err(|e| match ApiError::from(e) {
+                    // The registry names the template's members `template.*`
+                    // and the type `device_type`; the API calls it `type`.
+                    ApiError::BadBody {
+                        field: Some(f),
+                        reason,
+                    } => ApiError::BadBody {
+                        field: Some(f.replace("device_type", "type")),
+                        reason,
+                    },
+                    other => other,
+                })
+        })
+        .await?;
     let resp = created(
         &ClaimDto::new(&claim, Some(&token)),
         &format!("/api/claims/{}", claim.id),
@@ -133,36 +128,25 @@ pub(crate) async fn create(
 
 /// `GET /api/claims`: every claim of the namespace, revoked ones included.
 pub(crate) async fn list(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
-    let st2 = st.clone();
-    let claims = blocking(move || Ok(st2.registry.list_claims(&st2.namespace)?)).await?;
-    #[derive(Serialize)]
-    struct ListDto<'a> {
-        items: Vec<ClaimDto<'a>>,
-    }
-    render::json(
-        &ListDto {
-            items: claims.iter().map(|c| ClaimDto::new(c, None)).collect(),
-        },
-        None,
-    )
+    let claims = st.on_devices(|d, ns| Ok(d.list_claims(ns)?)).await?;
+    render::items(claims.iter().map(|c| ClaimDto::new(c, None)).collect())
 }
 
 /// `DELETE /api/claims/{id}`: revokes the claim (it stays listed) and drops
 /// the sessions connected with it; 204.
 pub(crate) async fn revoke(
     State(st): State<Arc<ApiState>>,
-    id: Result<Path<String>, PathRejection>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
-    let id = path_id(id)?;
-    let st2 = st.clone();
     let id2 = id.clone();
-    let found = blocking(move || Ok(st2.registry.revoke_claim(&st2.namespace, &id2)?)).await?;
-    if !found {
+    if !st
+        .on_devices(move |d, ns| Ok(d.revoke_claim(ns, &id2)?))
+        .await?
+    {
         return Err(ApiError::Missing(format!("claim {id:?} not found")));
     }
-    st.live
-        .disconnect(&format!("claim:{id}"), REASON_NOT_AUTHORIZED);
-    Ok(StatusCode::NO_CONTENT.into_response())
+    st.drop_sessions(&format!("claim:{id}"));
+    Ok(render::no_content())
 }
 
 /// `POST /api/claims/{id}/certificate`: `{"days"?}` -> 201 with a claim
@@ -171,26 +155,17 @@ pub(crate) async fn revoke(
 /// useless.
 pub(crate) async fn certificate(
     State(st): State<Arc<ApiState>>,
-    id: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    body: Body,
+    PathId(id): PathId,
+    Object(f): Object,
 ) -> Result<Response, ApiError> {
-    let id = path_id(id)?;
-    let f = read_object(&headers, body, st.max_body_bytes).await?;
     f.only(&["days"])?;
-    let days = match f.uint("days", 36_500)? {
-        Some(0) => return Err(ApiError::body("days", "must be at least 1")),
-        Some(d) => u32::try_from(d).unwrap_or(u32::MAX),
-        None => st.device_cert_days,
-    };
+    let days = days(&st, &f, 36_500)?;
     let now = st.now_ms();
     let st2 = st.clone();
     let id2 = id.clone();
     let (cert, ca_pem) = blocking(move || {
-        let ca = st2.ca.clone().ok_or_else(|| {
-            ApiError::Unavailable("this server has no certificate authority".into())
-        })?;
-        match st2.registry.get_claim(&st2.namespace, &id2)? {
+        let ca = require_ca(&st2)?;
+        match st2.devices.get_claim(&st2.namespace, &id2)? {
             None => return Err(ApiError::Missing(format!("claim {id2:?} not found"))),
             Some(c) if c.revoked => return Err(ApiError::body("id", "the claim is revoked")),
             Some(_) => {}
@@ -201,25 +176,7 @@ pub(crate) async fn certificate(
         Ok((cert, ca.cert_pem().to_string()))
     })
     .await?;
-    #[derive(Serialize)]
-    struct IssuedDto<'a> {
-        certificate: &'a str,
-        private_key: Option<&'a str>,
-        ca_certificate: &'a str,
-        serial: &'a str,
-        not_after: u64,
-    }
-    let dto = IssuedDto {
-        certificate: &cert.cert_pem,
-        private_key: cert.key_pem.as_deref(),
-        ca_certificate: &ca_pem,
-        serial: &cert.serial_hex,
-        not_after: cert.not_after_ms,
-    };
-    let resp = created(&dto, &format!("/api/claims/{id}"))?;
-    Ok(Note::target(&id)
-        .with_details(serde_json::json!({ "serial": cert.serial_hex }))
-        .attach(resp))
+    issued(cert, ca_pem, &id, &format!("/api/claims/{id}"))
 }
 
 /// Largest provisioning body: a device id and a CSR (a few KiB).
@@ -249,9 +206,9 @@ async fn provision_inner(
     // small: a device id and perhaps a CSR.
     let token = bearer(headers).ok_or(ApiError::Unauthorized)?;
     let now = st.now_ms();
-    let st2 = st.clone();
-    let claim =
-        blocking(move || Ok(st2.registry.authenticate_claim(token.as_bytes(), now)?)).await?;
+    let claim = st
+        .on_devices(move |d, _| Ok(d.authenticate_claim(token.as_bytes(), now)?))
+        .await?;
     let claim = match claim {
         ClaimAuth::Ok(c) => c,
         ClaimAuth::Unknown => return Err(ApiError::Unauthorized),
@@ -276,7 +233,7 @@ async fn provision_inner(
     let st2 = st.clone();
     let reply = blocking(move || {
         identity::provision(
-            &*st2.registry,
+            &*st2.devices,
             st2.ca.as_deref(),
             &claim.id,
             request,

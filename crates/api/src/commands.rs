@@ -5,19 +5,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::Response;
-use serde::Serialize;
 use serde_json::Value as Json;
 use twin::{Command, CommandStatus, NewCommand};
 
 use crate::audit::Note;
-use crate::devices::path_id;
 use crate::error::ApiError;
-use crate::fields::read_object;
+use crate::extract::{FleetService, Object, PathId, PathIds};
+use crate::fields::Fields;
 use crate::params::Params;
 use crate::{blocking, render, ApiState};
 
@@ -38,64 +35,33 @@ pub(crate) const MAX_WAIT_MS: u64 = 300_000;
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
-/// One entry of a command's trail.
-#[derive(Serialize)]
-struct TrailDto {
-    status: &'static str,
-    time: u64,
-}
-
-/// A command as JSON. Times are Unix milliseconds.
-#[derive(Serialize)]
-pub(crate) struct CommandDto<'a> {
-    id: &'a str,
-    device_id: &'a str,
-    method: &'a str,
-    params: &'a Json,
-    status: &'static str,
-    trail: Vec<TrailDto>,
-    created_at: u64,
-    timeout_ms: u64,
-    expires_at: Option<u64>,
-    response: Option<&'a Json>,
-    error: Option<&'a str>,
-}
-
-impl<'a> CommandDto<'a> {
-    pub(crate) fn new(c: &'a Command) -> CommandDto<'a> {
-        CommandDto {
-            id: &c.id,
-            device_id: &c.device_id,
-            method: &c.method,
-            params: &c.params,
-            status: c.status.as_str(),
-            trail: c
-                .trail
-                .iter()
-                .map(|&(s, t)| TrailDto {
-                    status: s.as_str(),
-                    time: t,
-                })
-                .collect(),
-            created_at: c.created_at_ms,
-            timeout_ms: c.timeout_ms,
-            expires_at: c.expires_at_ms,
-            response: c.response.as_ref(),
-            error: c.error.as_deref(),
-        }
+/// A command as JSON (the shape `api-types` shares with the client).
+/// Times are Unix milliseconds.
+pub(crate) fn command_dto(c: &Command) -> api_types::Command {
+    api_types::Command {
+        id: c.id.clone(),
+        device_id: c.device_id.clone(),
+        method: c.method.clone(),
+        params: c.params.clone(),
+        status: c.status.as_str().to_string(),
+        trail: c
+            .trail
+            .iter()
+            .map(|&(s, t)| api_types::CommandStep {
+                status: s.as_str().to_string(),
+                time: t,
+            })
+            .collect(),
+        created_at: c.created_at_ms,
+        timeout_ms: c.timeout_ms,
+        expires_at: c.expires_at_ms,
+        response: c.response.clone(),
+        error: c.error.clone(),
     }
 }
 
 fn command_json(c: &Command) -> Json {
-    serde_json::to_value(CommandDto::new(c)).unwrap_or(Json::Null)
-}
-
-/// The `{id}` and `{cmd}` path parameters.
-fn path_id_cmd(
-    p: Result<Path<(String, String)>, PathRejection>,
-) -> Result<(String, String), ApiError> {
-    p.map(|Path(v)| v)
-        .map_err(|e| ApiError::param("id", e.body_text()))
+    serde_json::to_value(command_dto(c)).unwrap_or(Json::Null)
 }
 
 /// `POST /api/devices/{id}/commands`: `{"method", "params"?, "timeout"?
@@ -109,27 +75,21 @@ fn path_id_cmd(
 /// (`timeout`, the command in the problem's `command` member) otherwise.
 /// An offline device with `"queue": false` is 404 (`device_offline`).
 pub(crate) async fn create(
-    State(st): State<Arc<ApiState>>,
-    id: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    body: Body,
+    PathId(id): PathId,
+    FleetService(fleet): FleetService,
+    Object(f): Object,
 ) -> Response {
-    let mut note = Note::default();
-    let r = create_inner(st, id, headers, body, &mut note).await;
+    let mut note = Note::target(&id);
+    let r = create_inner(fleet, id, f, &mut note).await;
     note.outcome(r)
 }
 
 async fn create_inner(
-    st: Arc<ApiState>,
-    id: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    body: Body,
+    fleet: Arc<fleet::Fleet>,
+    id: String,
+    f: Fields,
     note: &mut Note,
 ) -> Result<Response, ApiError> {
-    let id = path_id(id)?;
-    *note = Note::target(&id);
-    let fleet = st.require_fleet()?;
-    let f = read_object(&headers, body, st.max_body_bytes).await?;
     f.only(&["method", "params", "timeout", "ttl", "wait", "queue"])?;
     let method = f
         .string("method")?
@@ -175,12 +135,7 @@ async fn create_inner(
         .with_details(serde_json::json!({ "command": command.id, "method": method }));
     let location = format!("/api/devices/{id}/commands/{}", command.id);
     let Some(rx) = rx else {
-        let mut resp = render::json(&CommandDto::new(&command), None)?;
-        *resp.status_mut() = StatusCode::ACCEPTED;
-        if let Ok(v) = HeaderValue::from_str(&location) {
-            resp.headers_mut().insert(header::LOCATION, v);
-        }
-        return Ok(resp);
+        return render::located(StatusCode::ACCEPTED, &command_dto(&command), &location);
     };
     let limit = Duration::from_millis(timeout_ms.saturating_add(WAIT_MARGIN_MS));
     let last = match tokio::time::timeout(limit, rx).await {
@@ -194,7 +149,7 @@ async fn create_inner(
     };
     match last.status {
         CommandStatus::Succeeded | CommandStatus::Failed | CommandStatus::Cancelled => {
-            render::json(&CommandDto::new(&last), None)
+            render::json(&command_dto(&last), None)
         }
         status => Err(ApiError::Timeout {
             reason: format!(
@@ -210,24 +165,11 @@ async fn create_inner(
 /// oldest first; `{"items", "next"}`.
 pub(crate) async fn list(
     State(st): State<Arc<ApiState>>,
-    id: Result<Path<String>, PathRejection>,
-    RawQuery(q): RawQuery,
+    PathId(id): PathId,
+    p: Params,
 ) -> Result<Response, ApiError> {
-    let id = path_id(id)?;
-    let p = Params::parse(q.as_deref());
     p.only(&["limit", "after"], &[])?;
-    let limit = match p.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(ApiError::param(
-                    "limit",
-                    format!("must be an integer from 1 to {MAX_LIMIT}"),
-                ))
-            }
-        },
-    };
+    let limit = p.limit(DEFAULT_LIMIT, MAX_LIMIT)?;
     let after = p.get("after").map(str::to_string);
     let fleet = st.require_fleet()?;
     let id2 = id.clone();
@@ -240,47 +182,33 @@ pub(crate) async fn list(
             })
     })
     .await?;
-    let link = next.as_ref().map(|n| {
-        format!(
-            "/api/devices/{id}/commands?{}",
-            p.encode_with(&[("after", n.clone())])
-        )
-    });
-    #[derive(Serialize)]
-    struct PageDto<'a> {
-        items: Vec<CommandDto<'a>>,
-        next: Option<&'a str>,
-    }
-    render::json(
-        &PageDto {
-            items: items.iter().map(CommandDto::new).collect(),
-            next: next.as_deref(),
-        },
-        link.as_deref(),
+    let items = items.iter().map(command_dto).collect();
+    render::page(
+        items,
+        next,
+        &p,
+        &format!("/api/devices/{id}/commands"),
+        "after",
     )
 }
 
 /// `GET /api/devices/{id}/commands/{cmd}`.
 pub(crate) async fn get(
-    State(st): State<Arc<ApiState>>,
-    p: Result<Path<(String, String)>, PathRejection>,
+    PathIds(id, cmd): PathIds,
+    FleetService(fleet): FleetService,
 ) -> Result<Response, ApiError> {
-    let (id, cmd) = path_id_cmd(p)?;
-    let fleet = st.require_fleet()?;
     let c = blocking(move || Ok(fleet.command(&id, &cmd)?)).await?;
-    render::json(&CommandDto::new(&c), None)
+    render::json(&command_dto(&c), None)
 }
 
 /// `POST /api/devices/{id}/commands/{cmd}/cancel`: 200 with the cancelled
 /// command; 409 when it is final already. A waiting request for it ends
 /// with the cancelled command.
 pub(crate) async fn cancel(
-    State(st): State<Arc<ApiState>>,
-    p: Result<Path<(String, String)>, PathRejection>,
+    PathIds(id, cmd): PathIds,
+    FleetService(fleet): FleetService,
 ) -> Result<Response, ApiError> {
-    let (id, cmd) = path_id_cmd(p)?;
-    let fleet = st.require_fleet()?;
     let note = Note::target(&id).with_details(serde_json::json!({ "command": cmd }));
     let c = blocking(move || Ok(fleet.cancel_command(&id, &cmd)?)).await;
-    Ok(note.outcome(c.and_then(|c| render::json(&CommandDto::new(&c), None))))
+    Ok(note.outcome(c.and_then(|c| render::json(&command_dto(&c), None))))
 }

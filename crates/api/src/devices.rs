@@ -4,20 +4,19 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::Response;
 use registry::{Device, DeviceFilter, DevicePatch, NewDevice};
-use serde::Serialize;
 use serde_json::Value as Json;
 
 use crate::audit::Note;
 use crate::error::{ApiError, RowError};
-use crate::fields::{read_body, read_object, Fields};
+use crate::extract::{Object, PathId};
+use crate::fields::{read_body, Fields};
 use crate::params::Params;
-use crate::render;
-use crate::{blocking, csv, ApiState, REASON_NOT_AUTHORIZED};
+use crate::render::{self, created};
+use crate::{blocking, csv, ApiState};
 
 /// Default and largest page of `GET /api/devices`.
 const DEFAULT_LIMIT: usize = 100;
@@ -29,8 +28,9 @@ const DEVICE_MEMBERS: [&str; 7] = [
 ];
 
 /// A device as JSON (the shape `api-types` shares with the client), with
-/// its presence `state` when the fleet services run.
-fn device_dto(d: &Device, connected: bool, state: Option<&str>) -> api_types::Device {
+/// whether it is connected now and its presence `state` when the fleet
+/// services run.
+fn device_dto(st: &ApiState, d: &Device, state: Option<&str>) -> api_types::Device {
     api_types::Device {
         id: d.id.clone(),
         name: d.name.clone(),
@@ -42,7 +42,7 @@ fn device_dto(d: &Device, connected: bool, state: Option<&str>) -> api_types::De
         firmware_version: d.firmware_version.clone(),
         created_at: d.created_at_ms,
         updated_at: d.updated_at_ms,
-        connected,
+        connected: st.live.is_connected(&d.id),
         state: state.map(str::to_string),
     }
 }
@@ -59,27 +59,19 @@ fn presence_state(st: &ApiState, id: &str) -> Option<&'static str> {
     }
 }
 
-/// The device object with extra members (a token shown once).
-fn device_json(
-    d: &Device,
-    connected: bool,
-    state: Option<&'static str>,
-    extra: &[(&str, Json)],
-) -> Result<Json, ApiError> {
-    let mut v = serde_json::to_value(device_dto(d, connected, state))
-        .map_err(|e| ApiError::Internal(format!("encoding a device: {e}")))?;
-    if let Json::Object(m) = &mut v {
-        for (k, x) in extra {
-            m.insert((*k).to_string(), x.clone());
-        }
-    }
-    Ok(v)
-}
-
-/// The `{id}` path parameter.
-pub(crate) fn path_id(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
-    p.map(|Path(id)| id)
-        .map_err(|e| ApiError::param("id", e.body_text()))
+/// Runs `f` over the device store on the blocking pool, then reads the
+/// presence state of the device it returns.
+async fn with_state(
+    st: &Arc<ApiState>,
+    f: impl FnOnce(&ApiState) -> Result<Device, ApiError> + Send + 'static,
+) -> Result<(Device, Option<&'static str>), ApiError> {
+    let st2 = st.clone();
+    blocking(move || {
+        let device = f(&st2)?;
+        let state = presence_state(&st2, &device.id);
+        Ok((device, state))
+    })
+    .await
 }
 
 /// A new device from a create body or an import element.
@@ -103,40 +95,29 @@ fn new_device(f: &Fields, extra_members: &[&str]) -> Result<NewDevice, ApiError>
 
 /// `POST /api/devices`: 201 with the device, its token (unless `"token":
 /// false`) and a `Location`.
-pub(crate) async fn create(
-    State(st): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let mut note = Note::default();
-    let r = create_inner(st, headers, body, &mut note).await;
-    note.outcome(r)
+pub(crate) async fn create(State(st): State<Arc<ApiState>>, Object(f): Object) -> Response {
+    let note = match f.string("id") {
+        Ok(Some(id)) => Note::target(&id),
+        _ => Note::default(),
+    };
+    note.outcome(create_inner(&st, &f).await)
 }
 
-async fn create_inner(
-    st: Arc<ApiState>,
-    headers: HeaderMap,
-    body: Body,
-    note: &mut Note,
-) -> Result<Response, ApiError> {
-    let f = read_object(&headers, body, st.max_body_bytes).await?;
-    if let Ok(Some(id)) = f.string("id") {
-        *note = Note::target(&id);
-    }
-    let new = new_device(&f, &["token"])?;
+async fn create_inner(st: &Arc<ApiState>, f: &Fields) -> Result<Response, ApiError> {
+    let new = new_device(f, &["token"])?;
     let with_token = f.bool("token")?.unwrap_or(true);
     let now = st.now_ms();
     let st2 = st.clone();
     let (device, token, state) = blocking(move || {
         let ns = &st2.namespace;
-        let device = st2.registry.create_device(ns, new, now)?;
+        let device = st2.devices.create_device(ns, new, now)?;
         let token = if with_token {
-            match st2.registry.issue_device_token(ns, &device.id, 0, now) {
+            match st2.devices.issue_device_token(ns, &device.id, 0, now) {
                 Ok(t) => Some(t),
                 Err(e) => {
                     // Do not leave a device behind that the caller was told
                     // failed.
-                    let _ = st2.registry.delete_device(ns, &device.id);
+                    let _ = st2.devices.delete_device(ns, &device.id);
                     return Err(e.into());
                 }
             }
@@ -147,20 +128,16 @@ async fn create_inner(
         Ok((device, token, state))
     })
     .await?;
-    let extra: Vec<(&str, Json)> = token
-        .map(|t| ("token", Json::String(t)))
-        .into_iter()
-        .collect();
-    let v = device_json(&device, st.live.is_connected(&device.id), state, &extra)?;
+    let mut v = serde_json::to_value(device_dto(st, &device, state))
+        .map_err(|e| ApiError::Internal(format!("encoding a device: {e}")))?;
+    if let (Json::Object(m), Some(t)) = (&mut v, token) {
+        m.insert("token".to_string(), Json::String(t));
+    }
     created(&v, &format!("/api/devices/{}", device.id))
 }
 
 /// `GET /api/devices`: filters, `limit`, `after`.
-pub(crate) async fn list(
-    State(st): State<Arc<ApiState>>,
-    RawQuery(q): RawQuery,
-) -> Result<Response, ApiError> {
-    let p = Params::parse(q.as_deref());
+pub(crate) async fn list(State(st): State<Arc<ApiState>>, p: Params) -> Result<Response, ApiError> {
     p.only_repeating(
         &[
             "type", "group", "enabled", "state", "prefix", "limit", "after",
@@ -179,47 +156,16 @@ pub(crate) async fn list(
             .ok_or_else(|| ApiError::param("label", format!("{l:?} is not key:value")))?;
         filter.labels.push((k.to_string(), v.to_string()));
     }
-    filter.enabled = match p.get("enabled") {
-        None => None,
-        Some("true") => Some(true),
-        Some("false") => Some(false),
-        Some(o) => {
-            return Err(ApiError::param(
-                "enabled",
-                format!("{o:?} is not true or false"),
-            ))
-        }
-    };
-    let state = match p.get("state") {
-        None => None,
-        Some("online") => Some(true),
-        Some("offline") => Some(false),
-        Some(o) => {
-            return Err(ApiError::param(
-                "state",
-                format!("{o:?} is not online or offline"),
-            ))
-        }
-    };
-    let limit = match p.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(ApiError::param(
-                    "limit",
-                    format!("must be an integer from 1 to {MAX_LIMIT}"),
-                ))
-            }
-        },
-    };
+    filter.enabled = p.either("enabled", "true", "false")?;
+    let online = p.either("state", "online", "offline")?;
+    let limit = p.limit(DEFAULT_LIMIT, MAX_LIMIT)?;
     let after = p.get("after").map(str::to_string);
     let st2 = st.clone();
     let (page, states) = blocking(move || {
         let live = st2.live.clone();
-        let extra = move |d: &Device| state.is_none_or(|want| live.is_connected(&d.id) == want);
+        let extra = move |d: &Device| online.is_none_or(|want| live.is_connected(&d.id) == want);
         let page =
-            st2.registry
+            st2.devices
                 .list_devices(&st2.namespace, &filter, &extra, after.as_deref(), limit)?;
         let states: Vec<_> = page
             .items
@@ -233,52 +179,31 @@ pub(crate) async fn list(
         .items
         .iter()
         .zip(states)
-        .map(|(d, s)| device_dto(d, st.live.is_connected(&d.id), s))
+        .map(|(d, s)| device_dto(&st, d, s))
         .collect();
-    let next = page
-        .next
-        .as_ref()
-        .map(|n| format!("/api/devices?{}", p.encode_with(&[("after", n.clone())])));
-    render::json(
-        &api_types::Page {
-            items,
-            next: page.next.clone(),
-        },
-        next.as_deref(),
-    )
+    render::page(items, page.next, &p, "/api/devices", "after")
 }
 
 /// `GET /api/devices/{id}`.
 pub(crate) async fn get(
     State(st): State<Arc<ApiState>>,
-    id: Result<Path<String>, PathRejection>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
-    let id = path_id(id)?;
-    let st2 = st.clone();
-    let (device, state) = blocking(move || {
-        let device = st2
-            .registry
-            .get_device(&st2.namespace, &id)?
-            .ok_or_else(|| ApiError::Missing(format!("device {id:?} not found")))?;
-        let state = presence_state(&st2, &device.id);
-        Ok((device, state))
+    let (device, state) = with_state(&st, move |st| {
+        st.devices
+            .get_device(&st.namespace, &id)?
+            .ok_or_else(|| ApiError::Missing(format!("device {id:?} not found")))
     })
     .await?;
-    render::json(
-        &device_dto(&device, st.live.is_connected(&device.id), state),
-        None,
-    )
+    render::json(&device_dto(&st, &device, state), None)
 }
 
 /// `PATCH /api/devices/{id}`; disabling drops the device's live sessions.
 pub(crate) async fn update(
     State(st): State<Arc<ApiState>>,
-    id: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    body: Body,
+    PathId(id): PathId,
+    Object(f): Object,
 ) -> Result<Response, ApiError> {
-    let id = path_id(id)?;
-    let f = read_object(&headers, body, st.max_body_bytes).await?;
     f.only(&["name", "type", "labels", "groups", "metadata", "enabled"])?;
     let patch = DevicePatch {
         name: f.string("name")?,
@@ -291,23 +216,15 @@ pub(crate) async fn update(
     };
     let disable = patch.enabled == Some(false);
     let now = st.now_ms();
-    let st2 = st.clone();
-    let (device, state) = blocking(move || {
-        let device = st2
-            .registry
-            .update_device(&st2.namespace, &id, patch, now)?;
-        let state = presence_state(&st2, &device.id);
-        Ok((device, state))
+    let (device, state) = with_state(&st, move |st| {
+        Ok(st.devices.update_device(&st.namespace, &id, patch, now)?)
     })
     .await?;
     if disable {
-        let n = st.live.disconnect(&device.id, REASON_NOT_AUTHORIZED);
+        let n = st.drop_sessions(&device.id);
         tracing::info!(device = %device.id, sessions = n, "device disabled");
     }
-    let resp = render::json(
-        &device_dto(&device, st.live.is_connected(&device.id), state),
-        None,
-    )?;
+    let resp = render::json(&device_dto(&st, &device, state), None)?;
     Ok(Note::target(&device.id).attach(resp))
 }
 
@@ -315,13 +232,12 @@ pub(crate) async fn update(
 /// forgets its twins and commands.
 pub(crate) async fn delete(
     State(st): State<Arc<ApiState>>,
-    id: Result<Path<String>, PathRejection>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
-    let id = path_id(id)?;
     let st2 = st.clone();
     let id2 = id.clone();
     let existed = blocking(move || {
-        let existed = st2.registry.delete_device(&st2.namespace, &id2)?;
+        let existed = st2.devices.delete_device(&st2.namespace, &id2)?;
         if let (true, Some(fleet)) = (existed, &st2.fleet) {
             // The device is deleted either way: a failure to forget its
             // state is logged, not answered.
@@ -335,29 +251,19 @@ pub(crate) async fn delete(
     if !existed {
         return Err(ApiError::Missing(format!("device {id:?} not found")));
     }
-    st.live.disconnect(&id, REASON_NOT_AUTHORIZED);
-    Ok(StatusCode::NO_CONTENT.into_response())
+    st.drop_sessions(&id);
+    Ok(render::no_content())
 }
 
 /// `POST /api/devices/import?tokens=true`: JSON or CSV, all or nothing.
 pub(crate) async fn import(
     State(st): State<Arc<ApiState>>,
-    RawQuery(q): RawQuery,
+    p: Params,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let p = Params::parse(q.as_deref());
     p.only(&["tokens"], &[])?;
-    let tokens = match p.get("tokens") {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(o) => {
-            return Err(ApiError::param(
-                "tokens",
-                format!("{o:?} is not true or false"),
-            ))
-        }
-    };
+    let tokens = p.either("tokens", "true", "false")?.unwrap_or(false);
     let is_csv = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -389,7 +295,7 @@ pub(crate) async fn import(
             return Err(refused(errors));
         }
         let rep = st2
-            .registry
+            .devices
             .import_devices(&st2.namespace, devices, tokens, now)?;
         if !rep.errors.is_empty() {
             let errors = rep
@@ -406,24 +312,13 @@ pub(crate) async fn import(
         Ok(rep)
     })
     .await?;
-    #[derive(Serialize)]
-    struct TokenDto<'a> {
-        id: &'a str,
-        token: &'a str,
-    }
-    #[derive(Serialize)]
-    struct ImportDto<'a> {
-        created: usize,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        tokens: Option<Vec<TokenDto<'a>>>,
-    }
-    let dto = ImportDto {
+    let dto = api_types::ImportReport {
         created: report.created,
         tokens: tokens.then(|| {
             report
                 .tokens
-                .iter()
-                .map(|(id, token)| TokenDto { id, token })
+                .into_iter()
+                .map(|(id, token)| api_types::ImportedToken { id, token })
                 .collect()
         }),
     };
@@ -582,28 +477,21 @@ fn csv_row(cols: &[&str], fields: &[String]) -> Row {
 /// sessions are dropped; with grace they keep working that long.
 pub(crate) async fn issue_token(
     State(st): State<Arc<ApiState>>,
-    id: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    body: Body,
+    PathId(id): PathId,
+    Object(f): Object,
 ) -> Result<Response, ApiError> {
-    let id = path_id(id)?;
-    let f = read_object(&headers, body, st.max_body_bytes).await?;
     f.only(&["grace_seconds"])?;
     // Ten years at most.
     let grace_s = f.uint("grace_seconds", 10 * 366 * 86_400)?.unwrap_or(0);
     let now = st.now_ms();
-    let st2 = st.clone();
     let id2 = id.clone();
-    let token = blocking(move || {
-        Ok(st2
-            .registry
-            .issue_device_token(&st2.namespace, &id2, grace_s * 1000, now)?)
-    })
-    .await?;
+    let token = st
+        .on_devices(move |d, ns| Ok(d.issue_device_token(ns, &id2, grace_s * 1000, now)?))
+        .await?;
     if grace_s == 0 {
-        st.live.disconnect(&id, REASON_NOT_AUTHORIZED);
+        st.drop_sessions(&id);
     }
-    let v = serde_json::json!({ "token": token });
+    let v = api_types::IssuedToken { token };
     Ok(Note::target(&id).attach(created(&v, &format!("/api/devices/{id}"))?))
 }
 
@@ -611,24 +499,13 @@ pub(crate) async fn issue_token(
 /// sessions; 204.
 pub(crate) async fn revoke_tokens(
     State(st): State<Arc<ApiState>>,
-    id: Result<Path<String>, PathRejection>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
-    let id = path_id(id)?;
-    let st2 = st.clone();
     let id2 = id.clone();
-    blocking(move || Ok(st2.registry.revoke_device_tokens(&st2.namespace, &id2)?)).await?;
-    st.live.disconnect(&id, REASON_NOT_AUTHORIZED);
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-/// A 201 JSON answer with a `Location`.
-pub(crate) fn created<T: Serialize>(body: &T, location: &str) -> Result<Response, ApiError> {
-    let mut resp = render::json(body, None)?;
-    *resp.status_mut() = StatusCode::CREATED;
-    if let Ok(v) = HeaderValue::from_str(location) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(resp)
+    st.on_devices(move |d, ns| Ok(d.revoke_device_tokens(ns, &id2)?))
+        .await?;
+    st.drop_sessions(&id);
+    Ok(render::no_content())
 }
 
 #[cfg(test)]

@@ -215,79 +215,64 @@ impl ApiError {
 
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
-        match self {
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::BadParameter { .. }
-            | ApiError::BadLine { .. }
-            | ApiError::BadBody { .. }
-            | ApiError::Conflict(_)
-            | ApiError::TooLarge { .. } => StatusCode::BAD_REQUEST,
-            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::NotFound | ApiError::Missing(_) | ApiError::DeviceOffline => {
-                StatusCode::NOT_FOUND
-            }
-            ApiError::AlreadyExists(_) => StatusCode::CONFLICT,
-            ApiError::TwinTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
-            ApiError::Unavailable(_) | ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.kind().0
     }
 
     /// The stable machine-readable code.
     pub fn code(&self) -> &'static str {
-        match self {
-            ApiError::Unauthorized => "unauthorized",
-            ApiError::Forbidden(_) => "forbidden",
-            ApiError::BadParameter { .. } => "bad_parameter",
-            ApiError::BadLine { .. } => "bad_line",
-            ApiError::BadBody { .. } => "bad_body",
-            ApiError::Conflict(_) => "type_conflict",
-            ApiError::TooLarge { .. } => "result_too_large",
-            ApiError::PayloadTooLarge { .. } => "body_too_large",
-            ApiError::UnsupportedEncoding(_) => "unsupported_encoding",
-            ApiError::NotFound | ApiError::Missing(_) => "not_found",
-            ApiError::DeviceOffline => "device_offline",
-            ApiError::AlreadyExists(_) => "conflict",
-            ApiError::TwinTooLarge(_) => "twin_too_large",
-            ApiError::Timeout { .. } => "timeout",
-            ApiError::Unprocessable { .. } => "unprocessable",
-            ApiError::MethodNotAllowed => "method_not_allowed",
-            ApiError::StorageFull => "storage_full",
-            ApiError::Unavailable(_) | ApiError::Busy { .. } => "unavailable",
-            ApiError::TooManyRequests { .. } => "too_many_requests",
-            ApiError::Internal(_) => "internal",
-        }
+        self.kind().1
     }
 
     fn title(&self) -> &'static str {
+        self.kind().2
+    }
+
+    /// Status, code and title: one row per kind of problem.
+    fn kind(&self) -> (StatusCode, &'static str, &'static str) {
+        use StatusCode as S;
         match self {
-            ApiError::Unauthorized => "Authentication required",
-            ApiError::Forbidden(_) => "Forbidden",
-            ApiError::BadParameter { .. } => "Invalid parameter",
-            ApiError::BadLine { .. } => "Invalid line protocol",
-            ApiError::BadBody { .. } => "Invalid request body",
-            ApiError::Conflict(_) => "Value type conflict",
-            ApiError::TooLarge { .. } => "Result too large",
-            ApiError::PayloadTooLarge { .. } => "Request body too large",
-            ApiError::UnsupportedEncoding(_) => "Unsupported content encoding",
-            ApiError::NotFound | ApiError::Missing(_) => "Not found",
-            ApiError::DeviceOffline => "Device offline",
-            ApiError::AlreadyExists(_) => "Conflict",
-            ApiError::TwinTooLarge(_) => "Twin too large",
-            ApiError::Timeout { .. } => "Timed out",
-            ApiError::Unprocessable { .. } => "Request refused as a whole",
-            ApiError::MethodNotAllowed => "Method not allowed",
-            ApiError::StorageFull => "Storage full",
-            ApiError::Unavailable(_) | ApiError::Busy { .. } => "Service unavailable",
-            ApiError::TooManyRequests { .. } => "Too many requests",
-            ApiError::Internal(_) => "Internal error",
+            ApiError::Unauthorized => (S::UNAUTHORIZED, "unauthorized", "Authentication required"),
+            ApiError::Forbidden(_) => (S::FORBIDDEN, "forbidden", "Forbidden"),
+            ApiError::BadParameter { .. } => (S::BAD_REQUEST, "bad_parameter", "Invalid parameter"),
+            ApiError::BadLine { .. } => (S::BAD_REQUEST, "bad_line", "Invalid line protocol"),
+            ApiError::BadBody { .. } => (S::BAD_REQUEST, "bad_body", "Invalid request body"),
+            ApiError::Conflict(_) => (S::BAD_REQUEST, "type_conflict", "Value type conflict"),
+            ApiError::TooLarge { .. } => (S::BAD_REQUEST, "result_too_large", "Result too large"),
+            ApiError::PayloadTooLarge { .. } => (
+                S::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "Request body too large",
+            ),
+            ApiError::UnsupportedEncoding(_) => (
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_encoding",
+                "Unsupported content encoding",
+            ),
+            ApiError::NotFound | ApiError::Missing(_) => (S::NOT_FOUND, "not_found", "Not found"),
+            ApiError::DeviceOffline => (S::NOT_FOUND, "device_offline", "Device offline"),
+            ApiError::AlreadyExists(_) => (S::CONFLICT, "conflict", "Conflict"),
+            ApiError::TwinTooLarge(_) => (S::PAYLOAD_TOO_LARGE, "twin_too_large", "Twin too large"),
+            ApiError::Timeout { .. } => (S::GATEWAY_TIMEOUT, "timeout", "Timed out"),
+            ApiError::Unprocessable { .. } => (
+                S::UNPROCESSABLE_ENTITY,
+                "unprocessable",
+                "Request refused as a whole",
+            ),
+            ApiError::MethodNotAllowed => (
+                S::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed",
+            ),
+            ApiError::StorageFull => (S::INSUFFICIENT_STORAGE, "storage_full", "Storage full"),
+            ApiError::Unavailable(_) | ApiError::Busy { .. } => {
+                (S::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable")
+            }
+            ApiError::TooManyRequests { .. } => (
+                S::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                "Too many requests",
+            ),
+            ApiError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
         }
     }
 

@@ -218,6 +218,15 @@ impl Fields {
     }
 
     /// An instant: Unix milliseconds or an RFC 3339 string, not before 0.
+    /// An [`Fields::instant`] that must lie after `now_ms` (an expiry).
+    pub(crate) fn future_instant(&self, name: &str, now_ms: u64) -> Result<Option<u64>, ApiError> {
+        let t = self.instant(name, i64::try_from(now_ms).unwrap_or(i64::MAX))?;
+        if t.is_some_and(|t| t <= now_ms) {
+            return Err(self.err(name, "is in the past"));
+        }
+        Ok(t)
+    }
+
     pub(crate) fn instant(&self, name: &str, now_ms: i64) -> Result<Option<u64>, ApiError> {
         let ms = match self.get(name) {
             None => return Ok(None),

@@ -299,6 +299,7 @@ mod csv;
 mod dashboard;
 mod devices;
 mod error;
+mod extract;
 mod fields;
 mod limits;
 mod openapi;
@@ -366,8 +367,14 @@ pub trait LiveSessions: Send + Sync + 'static {
 pub struct ApiState {
     /// The telemetry store.
     pub tsdb: Arc<tsdb::Tsdb>,
-    /// The identity store: devices, credentials, operators, audit log.
-    pub registry: Arc<registry::Registry>,
+    /// Devices, their credentials, claims and certificate records
+    /// (`registry::Registry` in the binary; any implementation of the
+    /// trait, e.g. on PostgreSQL, can stand in).
+    pub devices: Arc<dyn registry::DeviceStorage>,
+    /// Operators, login sessions and API tokens.
+    pub operators: Arc<dyn registry::OperatorStorage>,
+    /// The audit log (`registry::Registry::audit` in the binary).
+    pub audit: Arc<dyn registry::AuditStorage>,
     /// The certificate authority; `None` answers certificate requests
     /// with 503.
     pub ca: Option<Arc<pki::CertificateAuthority>>,
@@ -381,8 +388,9 @@ pub struct ApiState {
     pub session_ttl_ms: u64,
     /// Largest accepted request body in bytes, before and after decompression.
     pub max_body_bytes: usize,
-    /// Now, in Unix milliseconds.
-    pub clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+    /// Now: the one clock every route reads (the wall clock in the
+    /// binary, one the test sets in tests).
+    pub clock: iot_types::SharedClock,
     /// The fleet services (twins, commands, presence); `None` where no
     /// broker runs, and then their routes answer 503.
     pub fleet: Option<Arc<fleet::Fleet>>,
@@ -416,9 +424,40 @@ pub trait SystemInfo: Send + Sync + 'static {
 pub const DEFAULT_STREAM_QUEUE: usize = 1024;
 
 impl ApiState {
-    /// Now for the registry: Unix milliseconds, never negative.
+    /// Now for the registry: Unix milliseconds.
     pub(crate) fn now_ms(&self) -> u64 {
-        u64::try_from((self.clock)()).unwrap_or(0)
+        self.clock.now().as_millis()
+    }
+
+    /// Now for the telemetry store and time parameters: Unix milliseconds.
+    pub(crate) fn now(&self) -> i64 {
+        self.clock.now().as_millis_i64()
+    }
+
+    /// Drops every live session of `principal` (a device id or
+    /// `claim:<id>`) whose credential was just disabled, deleted or
+    /// revoked; returns how many were dropped.
+    pub(crate) fn drop_sessions(&self, principal: &str) -> usize {
+        self.live.disconnect(principal, REASON_NOT_AUTHORIZED)
+    }
+
+    /// Runs `f` over the device store and this namespace on the blocking
+    /// pool.
+    pub(crate) async fn on_devices<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn registry::DeviceStorage, &str) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let (devices, ns) = (self.devices.clone(), self.namespace.clone());
+        blocking(move || f(&*devices, &ns)).await
+    }
+
+    /// Runs `f` over the operator store on the blocking pool.
+    pub(crate) async fn on_operators<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn registry::OperatorStorage) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let operators = self.operators.clone();
+        blocking(move || f(&*operators)).await
     }
 
     /// The fleet services, or 503 when this server runs without them.

@@ -4,19 +4,19 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{ConnectInfo, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::Extension;
 use registry::{ApiToken, Principal, Role, User};
 use serde::Serialize;
 
 use crate::audit::Note;
-use crate::devices::created;
 use crate::error::ApiError;
+use crate::extract::{Object, PathId, PathName};
 use crate::fields::{read_object, Fields};
-use crate::{blocking, render, ApiState};
+use crate::render::{self, created};
+use crate::ApiState;
 
 /// Largest login body; a password is at most 1 KiB.
 const LOGIN_BODY_LIMIT: usize = 8 * 1024;
@@ -31,11 +31,6 @@ fn role(f: &Fields, name: &str) -> Result<Option<Role>, ApiError> {
             )
         }),
     }
-}
-
-fn name_param(p: Result<Path<String>, PathRejection>, what: &str) -> Result<String, ApiError> {
-    p.map(|Path(n)| n)
-        .map_err(|e| ApiError::param(what, e.body_text()))
 }
 
 /// `POST /api/auth/login`: `{"username", "password"}` -> 200 `{"token",
@@ -89,13 +84,13 @@ async fn login_inner(
         return Err(guards.login_throttled(wait));
     }
     let ttl = st.session_ttl_ms;
-    let st2 = st.clone();
     let user = username.clone();
-    let session = blocking(move || {
-        let _turn = permit;
-        Ok(st2.registry.login(&user, password.as_bytes(), ttl, now)?)
-    })
-    .await?;
+    let session = st
+        .on_operators(move |o| {
+            let _turn = permit;
+            Ok(o.login(&user, password.as_bytes(), ttl, now)?)
+        })
+        .await?;
     let Some((token, principal)) = session else {
         throttle.failed(addr, &username, now);
         guards
@@ -131,10 +126,8 @@ pub(crate) async fn logout(
     let Some(id) = p.token_id.clone() else {
         return Err(ApiError::param("Authorization", "not a login session"));
     };
-    let st2 = st.clone();
-    blocking(move || {
-        let session = st2
-            .registry
+    st.on_operators(move |o| {
+        let session = o
             .list_api_tokens()?
             .into_iter()
             .any(|t| t.id == id && t.session);
@@ -144,11 +137,11 @@ pub(crate) async fn logout(
                 "not a login session; API tokens are revoked with DELETE /api/tokens/{id}",
             ));
         }
-        st2.registry.revoke_api_token(&id)?;
+        o.revoke_api_token(&id)?;
         Ok(())
     })
     .await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(render::no_content())
 }
 
 /// `GET /api/auth/me`: `{"name", "role"}` of the credential used.
@@ -159,145 +152,95 @@ pub(crate) async fn me(Extension(p): Extension<Principal>) -> Result<Response, A
     )
 }
 
-#[derive(Serialize)]
-struct UserDto<'a> {
-    username: &'a str,
-    role: &'a str,
-    disabled: bool,
-    created_at: u64,
-}
-
-impl<'a> UserDto<'a> {
-    fn new(u: &'a User) -> UserDto<'a> {
-        UserDto {
-            username: &u.username,
-            role: u.role.as_str(),
-            disabled: u.disabled,
-            created_at: u.created_at_ms,
-        }
+/// A user as JSON (the shape `api-types` shares with the client).
+fn user_dto(u: &User) -> api_types::User {
+    api_types::User {
+        username: u.username.clone(),
+        role: u.role.as_str().to_string(),
+        disabled: u.disabled,
+        created_at: u.created_at_ms,
     }
 }
 
 /// `GET /api/users`.
 pub(crate) async fn list_users(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
-    let st2 = st.clone();
-    let users = blocking(move || Ok(st2.registry.list_users()?)).await?;
+    let users = st.on_operators(|o| Ok(o.list_users()?)).await?;
     render::json(
-        &serde_json::json!({ "items": users.iter().map(UserDto::new).collect::<Vec<_>>() }),
+        &serde_json::json!({ "items": users.iter().map(user_dto).collect::<Vec<_>>() }),
         None,
     )
 }
 
 /// `POST /api/users`: `{"username", "password", "role"}` -> 201.
-pub(crate) async fn create_user(
-    State(st): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let mut note = Note::default();
-    let r = create_user_inner(st, headers, body, &mut note).await;
-    note.outcome(r)
+pub(crate) async fn create_user(State(st): State<Arc<ApiState>>, Object(f): Object) -> Response {
+    let note = match f.string("username") {
+        Ok(Some(name)) => Note::target(&name),
+        _ => Note::default(),
+    };
+    note.outcome(create_user_inner(&st, &f).await)
 }
 
-async fn create_user_inner(
-    st: Arc<ApiState>,
-    headers: HeaderMap,
-    body: Body,
-    note: &mut Note,
-) -> Result<Response, ApiError> {
-    let f = read_object(&headers, body, st.max_body_bytes).await?;
-    if let Ok(Some(name)) = f.string("username") {
-        *note = Note::target(&name);
-    }
+async fn create_user_inner(st: &ApiState, f: &Fields) -> Result<Response, ApiError> {
     f.only(&["username", "password", "role"])?;
     let username = f.required_string("username")?;
     let password = f.required_string("password")?;
-    let role = role(&f, "role")?.ok_or_else(|| ApiError::body("role", "required"))?;
+    let role = role(f, "role")?.ok_or_else(|| ApiError::body("role", "required"))?;
     let now = st.now_ms();
-    let st2 = st.clone();
-    let user =
-        blocking(move || Ok(st2.registry.create_user(&username, &password, role, now)?)).await?;
-    created(
-        &UserDto::new(&user),
-        &format!("/api/users/{}", user.username),
-    )
+    let user = st
+        .on_operators(move |o| Ok(o.create_user(&username, &password, role, now)?))
+        .await?;
+    created(&user_dto(&user), &format!("/api/users/{}", user.username))
 }
 
 /// `PATCH /api/users/{name}`: `{"role"?, "disabled"?, "password"?}`.
 /// Disabling or a new password ends the user's sessions.
 pub(crate) async fn update_user(
     State(st): State<Arc<ApiState>>,
-    name: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    body: Body,
+    PathName(name): PathName,
+    Object(f): Object,
 ) -> Result<Response, ApiError> {
-    let name = name_param(name, "name")?;
-    let f = read_object(&headers, body, st.max_body_bytes).await?;
     f.only(&["role", "disabled", "password"])?;
     let role = role(&f, "role")?;
     let disabled = f.bool("disabled")?;
     let password = f.string("password")?;
-    let st2 = st.clone();
-    let user = blocking(move || {
-        Ok(st2
-            .registry
-            .update_user(&name, role, disabled, password.as_deref())?)
-    })
-    .await?;
-    render::json(&UserDto::new(&user), None)
+    let user = st
+        .on_operators(move |o| Ok(o.update_user(&name, role, disabled, password.as_deref())?))
+        .await?;
+    render::json(&user_dto(&user), None)
 }
 
 /// `DELETE /api/users/{name}`: the user and all their tokens; 204.
 pub(crate) async fn delete_user(
     State(st): State<Arc<ApiState>>,
-    name: Result<Path<String>, PathRejection>,
+    PathName(name): PathName,
 ) -> Result<Response, ApiError> {
-    let name = name_param(name, "name")?;
-    let st2 = st.clone();
     let n2 = name.clone();
-    if !blocking(move || Ok(st2.registry.delete_user(&n2)?)).await? {
-        return Err(ApiError::Missing(format!("user {name:?} not found")));
-    }
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let found = st.on_operators(move |o| Ok(o.delete_user(&n2)?)).await?;
+    render::removed(found, || format!("user {name:?}"))
 }
 
-#[derive(Serialize)]
-struct TokenDto<'a> {
-    id: &'a str,
-    name: &'a str,
-    role: &'a str,
-    owner: Option<&'a str>,
-    created_at: u64,
-    expires_at: Option<u64>,
-    last4: &'a str,
-    session: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    token: Option<&'a str>,
-}
-
-impl<'a> TokenDto<'a> {
-    fn new(t: &'a ApiToken, token: Option<&'a str>) -> TokenDto<'a> {
-        TokenDto {
-            id: &t.id,
-            name: &t.name,
-            role: t.role.as_str(),
-            owner: t.owner.as_deref(),
-            created_at: t.created_at_ms,
-            expires_at: t.expires_at_ms,
-            last4: &t.last4,
-            session: t.session,
-            token,
-        }
+/// An API token as JSON (the shape `api-types` shares with the client),
+/// with its secret only in the answer that created it.
+fn token_dto(t: &ApiToken, secret: Option<String>) -> api_types::ApiToken {
+    api_types::ApiToken {
+        id: t.id.clone(),
+        name: t.name.clone(),
+        role: t.role.as_str().to_string(),
+        owner: t.owner.clone(),
+        created_at: t.created_at_ms,
+        expires_at: t.expires_at_ms,
+        last4: t.last4.clone(),
+        session: t.session,
+        token: secret,
     }
 }
 
 /// `GET /api/tokens`: API tokens and login sessions, never their secrets.
 pub(crate) async fn list_tokens(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
-    let st2 = st.clone();
-    let tokens = blocking(move || Ok(st2.registry.list_api_tokens()?)).await?;
+    let tokens = st.on_operators(|o| Ok(o.list_api_tokens()?)).await?;
     render::json(
         &serde_json::json!({
-            "items": tokens.iter().map(|t| TokenDto::new(t, None)).collect::<Vec<_>>()
+            "items": tokens.iter().map(|t| token_dto(t, None)).collect::<Vec<_>>()
         }),
         None,
     )
@@ -308,28 +251,21 @@ pub(crate) async fn list_tokens(State(st): State<Arc<ApiState>>) -> Result<Respo
 /// owner's role and dies with the owner.
 pub(crate) async fn create_token(
     State(st): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    body: Body,
+    Object(f): Object,
 ) -> Result<Response, ApiError> {
-    let f = read_object(&headers, body, st.max_body_bytes).await?;
     f.only(&["name", "role", "expires_at", "owner"])?;
     let name = f.required_string("name")?;
     let role = role(&f, "role")?.ok_or_else(|| ApiError::body("role", "required"))?;
     let owner = f.string("owner")?;
-    let expires_at = f.instant("expires_at", (st.clock)())?;
     let now = st.now_ms();
-    if expires_at.is_some_and(|e| e <= now) {
-        return Err(ApiError::body("expires_at", "is in the past"));
-    }
-    let st2 = st.clone();
-    let (token, secret) = blocking(move || {
-        Ok(st2
-            .registry
-            .create_api_token(&name, owner.as_deref(), role, expires_at, now)?)
-    })
-    .await?;
+    let expires_at = f.future_instant("expires_at", now)?;
+    let (token, secret) = st
+        .on_operators(move |o| {
+            Ok(o.create_api_token(&name, owner.as_deref(), role, expires_at, now)?)
+        })
+        .await?;
     let resp = created(
-        &TokenDto::new(&token, Some(&secret)),
+        &token_dto(&token, Some(secret)),
         &format!("/api/tokens/{}", token.id),
     )?;
     Ok(Note::target(&token.id).attach(resp))
@@ -339,13 +275,11 @@ pub(crate) async fn create_token(
 /// 401); 204.
 pub(crate) async fn revoke_token(
     State(st): State<Arc<ApiState>>,
-    id: Result<Path<String>, PathRejection>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
-    let id = name_param(id, "id")?;
-    let st2 = st.clone();
     let id2 = id.clone();
-    if !blocking(move || Ok(st2.registry.revoke_api_token(&id2)?)).await? {
-        return Err(ApiError::Missing(format!("API token {id:?} not found")));
-    }
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let found = st
+        .on_operators(move |o| Ok(o.revoke_api_token(&id2)?))
+        .await?;
+    render::removed(found, || format!("API token {id:?}"))
 }

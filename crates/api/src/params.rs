@@ -1,11 +1,23 @@
 //! Query-string parameters: decoded once, then read by name with errors
 //! that name the parameter.
 
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+
 use crate::error::ApiError;
 
 /// The decoded parameters of one request, in order.
 pub(crate) struct Params {
     pairs: Vec<(String, String)>,
+}
+
+/// The request's query string, as a handler argument.
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Params::parse(parts.uri.query()))
+    }
 }
 
 impl Params {
@@ -81,6 +93,42 @@ impl Params {
     }
 
     /// A parameter that must be present.
+    /// `limit`: `default` when absent, else an integer from 1 to `max`.
+    pub(crate) fn limit(&self, default: usize, max: usize) -> Result<usize, ApiError> {
+        match self.get("limit") {
+            None => Ok(default),
+            Some(l) => match l.parse::<usize>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
+                _ => Err(ApiError::param(
+                    "limit",
+                    format!("must be an integer from 1 to {max}"),
+                )),
+            },
+        }
+    }
+
+    /// A two-valued parameter: `Some(true)` for `yes`, `Some(false)` for
+    /// `no`, `None` when absent; anything else is refused naming both.
+    pub(crate) fn either(&self, name: &str, yes: &str, no: &str) -> Result<Option<bool>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) if v == yes => Ok(Some(true)),
+            Some(v) if v == no => Ok(Some(false)),
+            Some(o) => Err(ApiError::param(name, format!("{o:?} is not {yes} or {no}"))),
+        }
+    }
+
+    /// The link to the next page of a listing at `path`: this query with
+    /// `cursor` set to `next`.
+    pub(crate) fn next_link(
+        &self,
+        path: &str,
+        cursor: &str,
+        next: Option<&String>,
+    ) -> Option<String> {
+        next.map(|n| format!("{path}?{}", self.encode_with(&[(cursor, n.clone())])))
+    }
+
     pub(crate) fn required(&self, name: &str) -> Result<&str, ApiError> {
         self.get(name)
             .ok_or_else(|| ApiError::param(name, "required"))
@@ -129,6 +177,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn limits_and_two_valued_parameters() {
+        let p = Params::parse(Some("limit=5&on=yes&bad=maybe"));
+        assert_eq!(p.limit(100, 10).ok(), Some(5));
+        assert!(p.limit(100, 4).is_err());
+        assert_eq!(Params::parse(None).limit(100, 1000).ok(), Some(100));
+        assert!(Params::parse(Some("limit=0")).limit(1, 10).is_err());
+        assert!(Params::parse(Some("limit=x")).limit(1, 10).is_err());
+        assert_eq!(p.either("on", "yes", "no").ok(), Some(Some(true)));
+        assert_eq!(p.either("off", "yes", "no").ok(), Some(None));
+        match p.either("bad", "yes", "no") {
+            Err(ApiError::BadParameter { field, reason }) => {
+                assert_eq!(
+                    (field.as_str(), reason.as_str()),
+                    ("bad", "\"maybe\" is not yes or no")
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn decode_and_check() {
         let p = Params::parse(Some("device=d1,d2&metric=te%20mp&label.fleet=North&x="));
         assert_eq!(p.get("metric"), Some("te mp"));
@@ -143,6 +212,12 @@ mod tests {
             Err(ApiError::BadParameter { field, .. }) => assert_eq!(field, "x"),
             other => panic!("{other:?}"),
         }
+        assert_eq!(p.next_link("/x", "after", None), None);
+        assert_eq!(
+            p.next_link("/api/q", "metric", Some(&"n".to_string()))
+                .as_deref(),
+            Some("/api/q?device=d1%2Cd2&label.fleet=North&x=&metric=n")
+        );
         let twice = Params::parse(Some("a=1&a=2"));
         assert!(twice.only(&["a"], &[]).is_err());
         assert_eq!(

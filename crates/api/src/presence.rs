@@ -4,13 +4,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::State;
 use axum::response::Response;
 use serde::Serialize;
 
-use crate::devices::path_id;
 use crate::error::ApiError;
+use crate::extract::{FleetService, PathId};
 use crate::params::Params;
 use crate::{blocking, render, ApiState};
 
@@ -29,11 +28,9 @@ struct PresenceDto<'a> {
 
 /// `GET /api/devices/{id}/presence`.
 pub(crate) async fn get(
-    State(st): State<Arc<ApiState>>,
-    id: Result<Path<String>, PathRejection>,
+    PathId(id): PathId,
+    FleetService(fleet): FleetService,
 ) -> Result<Response, ApiError> {
-    let id = path_id(id)?;
-    let fleet = st.require_fleet()?;
     let v = blocking(move || Ok(fleet.presence(&id)?)).await?;
     let p = &v.presence;
     render::json(
@@ -67,9 +64,8 @@ struct CountsDto {
 /// each of its groups; devices without the label count under `""`.
 pub(crate) async fn fleet_status(
     State(st): State<Arc<ApiState>>,
-    RawQuery(q): RawQuery,
+    p: Params,
 ) -> Result<Response, ApiError> {
-    let p = Params::parse(q.as_deref());
     p.only(&["group_by"], &[])?;
     let group_by = p.get("group_by").map(str::to_string);
     match group_by.as_deref() {

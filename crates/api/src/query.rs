@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use serde::Serialize;
@@ -146,10 +146,9 @@ fn parse_group_by(s: Option<&str>) -> Result<GroupBy, ApiError> {
 /// `GET /api/telemetry/query`: raw points, or aggregates when `agg` is given.
 pub(crate) async fn query(
     State(st): State<Arc<ApiState>>,
-    RawQuery(q): RawQuery,
+    p: Params,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let p = Params::parse(q.as_deref());
     p.only(
         &[
             "device", "metric", "start", "end", "limit", "agg", "bucket", "group_by", "format",
@@ -158,7 +157,7 @@ pub(crate) async fn query(
     )?;
     let fmt = format(&p, &headers)?;
     let sel = selector(&st.namespace, &p)?;
-    let (start, end) = range(&p, (st.clock)())?;
+    let (start, end) = range(&p, st.now())?;
     match p.get("agg") {
         Some(agg) => {
             if p.get("limit").is_some() {
@@ -167,7 +166,7 @@ pub(crate) async fn query(
                     "applies to raw queries only; aggregates are limited by bucket and range",
                 ));
             }
-            query_agg(st, &p, fmt, sel, start, end, parse_agg(agg)?).await
+            query_agg(Asked(st, &p, fmt, sel, start, end), parse_agg(agg)?).await
         }
         None => {
             for name in ["bucket", "group_by"] {
@@ -178,7 +177,7 @@ pub(crate) async fn query(
                     ));
                 }
             }
-            query_raw(st, &p, fmt, sel, start, end).await
+            query_raw(Asked(st, &p, fmt, sel, start, end)).await
         }
     }
 }
@@ -212,26 +211,32 @@ struct RawColumnsDto<'a> {
     values: Vec<JsonValue<'a>>,
 }
 
-async fn query_raw(
-    st: Arc<ApiState>,
-    p: &Params,
-    fmt: Format,
-    sel: Selector,
+/// A raw JSON answer with each series as `to_dto` shapes it.
+fn raw_answer<'a, S: Serialize>(
     start: i64,
     end: i64,
+    series: &'a [SeriesPoints],
+    next: Option<&'a str>,
+    next_start: Option<i64>,
+    to_dto: impl Fn(&'a SeriesPoints) -> S,
 ) -> Result<Response, ApiError> {
-    let limit = match p.get("limit") {
-        None => MAX_POINTS,
-        Some(s) => match s.parse::<usize>() {
-            Ok(n) if (1..=MAX_POINTS).contains(&n) => n,
-            _ => {
-                return Err(ApiError::param(
-                    "limit",
-                    format!("must be an integer from 1 to {MAX_POINTS}"),
-                ))
-            }
-        },
+    let dto = RawDto {
+        start,
+        end,
+        series: series.iter().map(to_dto).collect(),
+        next,
+        next_start,
     };
+    render::json(&dto, next)
+}
+
+/// A telemetry query as checked: the state, its parameters, the answer
+/// format, the series, and the range (start, end).
+struct Asked<'a>(Arc<ApiState>, &'a Params, Format, Selector, i64, i64);
+
+async fn query_raw(q: Asked<'_>) -> Result<Response, ApiError> {
+    let Asked(st, p, fmt, sel, start, end) = q;
+    let limit = p.limit(MAX_POINTS, MAX_POINTS)?;
     // One point more per series than a page holds tells where to cut.
     let fetched = blocking(move || Ok(st.tsdb.query_raw(&sel, start, end, limit + 1)?)).await?;
     let (series, next_start) = paginate(fetched, limit)?;
@@ -239,51 +244,28 @@ async fn query_raw(
         let qs = p.encode_with(&[("start", t.to_string()), ("end", end.to_string())]);
         format!("{QUERY_PATH}?{qs}")
     });
+    let next = next.as_deref();
     match fmt {
-        Format::Json => {
-            let dto = RawDto {
-                start,
-                end,
-                series: series
-                    .iter()
-                    .map(|s| RawSeriesDto {
-                        device: s.series.device(),
-                        metric: s.series.metric(),
-                        labels: render::labels(&s.series),
-                        points: s
-                            .points
-                            .iter()
-                            .map(|pt| PointDto {
-                                ts: pt.ts,
-                                value: JsonValue(&pt.value),
-                            })
-                            .collect(),
-                    })
-                    .collect(),
-                next: next.as_deref(),
-                next_start,
-            };
-            render::json(&dto, next.as_deref())
-        }
-        Format::Columnar => {
-            let dto = RawDto {
-                start,
-                end,
-                series: series
-                    .iter()
-                    .map(|s| RawColumnsDto {
-                        device: s.series.device(),
-                        metric: s.series.metric(),
-                        labels: render::labels(&s.series),
-                        ts: s.points.iter().map(|pt| pt.ts).collect(),
-                        values: s.points.iter().map(|pt| JsonValue(&pt.value)).collect(),
-                    })
-                    .collect(),
-                next: next.as_deref(),
-                next_start,
-            };
-            render::json(&dto, next.as_deref())
-        }
+        Format::Json => raw_answer(start, end, &series, next, next_start, |s| RawSeriesDto {
+            device: s.series.device(),
+            metric: s.series.metric(),
+            labels: render::labels(&s.series),
+            points: s
+                .points
+                .iter()
+                .map(|pt| PointDto {
+                    ts: pt.ts,
+                    value: JsonValue(&pt.value),
+                })
+                .collect(),
+        }),
+        Format::Columnar => raw_answer(start, end, &series, next, next_start, |s| RawColumnsDto {
+            device: s.series.device(),
+            metric: s.series.metric(),
+            labels: render::labels(&s.series),
+            ts: s.points.iter().map(|pt| pt.ts).collect(),
+            values: s.points.iter().map(|pt| JsonValue(&pt.value)).collect(),
+        }),
         Format::Csv => {
             let mut w = CsvWriter::new(&["ts", "device", "metric", "labels", "value"]);
             for s in &series {
@@ -300,7 +282,7 @@ async fn query_raw(
                     ]);
                 }
             }
-            Ok(render::csv(w.finish(), next.as_deref()))
+            Ok(render::csv(w.finish(), next))
         }
     }
 }
@@ -361,35 +343,34 @@ struct AggColumnsDto<'a> {
     values: render::DenseValuesJson<'a>,
 }
 
+/// An aggregate answer: its series as points (`AggSeriesDto`) or as
+/// columns (`AggColumnsDto`).
 #[derive(Serialize)]
-struct AggColumnarDto<'a> {
+struct AggDto<'a, S> {
     start: i64,
     end: i64,
     agg: &'a str,
     bucket_ms: i64,
     group_by: &'a str,
-    series: Vec<AggColumnsDto<'a>>,
+    series: S,
 }
 
-#[derive(Serialize)]
-struct AggDto<'a> {
-    start: i64,
-    end: i64,
-    agg: &'a str,
-    bucket_ms: i64,
-    group_by: &'a str,
-    series: Vec<AggSeriesDto<'a>>,
+impl<'a> AggDto<'a, ()> {
+    /// This answer with `series`.
+    fn with<S>(&self, series: Vec<S>) -> AggDto<'a, Vec<S>> {
+        AggDto {
+            start: self.start,
+            end: self.end,
+            agg: self.agg,
+            bucket_ms: self.bucket_ms,
+            group_by: self.group_by,
+            series,
+        }
+    }
 }
 
-async fn query_agg(
-    st: Arc<ApiState>,
-    p: &Params,
-    fmt: Format,
-    sel: Selector,
-    start: i64,
-    end: i64,
-    agg: Agg,
-) -> Result<Response, ApiError> {
+async fn query_agg(q: Asked<'_>, agg: Agg) -> Result<Response, ApiError> {
+    let Asked(st, p, fmt, sel, start, end) = q;
     let bucket_text = p.get("bucket").ok_or_else(|| {
         ApiError::param(
             "bucket",
@@ -425,33 +406,31 @@ async fn query_agg(
             ),
         });
     }
+    let head = AggDto {
+        start,
+        end,
+        agg: p.get("agg").unwrap_or(""),
+        bucket_ms: bucket,
+        group_by: group_text,
+        series: (),
+    };
     match fmt {
         Format::Json => {
-            let dto = AggDto {
-                start,
-                end,
-                agg: p.get("agg").unwrap_or(""),
-                bucket_ms: bucket,
-                group_by: group_text,
-                series: result
+            let dto = head.with(
+                result
                     .iter()
                     .map(|s| AggSeriesDto {
                         group: render::group_json(&s.group, label_key.as_deref()),
                         points: render::AggPointsJson(&s.points),
                     })
                     .collect(),
-            };
+            );
             // About 36 bytes per point and 64 per series.
             render::json_sized(&dto, 256 + 64 * result.len() + 40 * total)
         }
         Format::Columnar => {
-            let dto = AggColumnarDto {
-                start,
-                end,
-                agg: p.get("agg").unwrap_or(""),
-                bucket_ms: bucket,
-                group_by: group_text,
-                series: result
+            let dto = head.with(
+                result
                     .iter()
                     .map(|s| {
                         let mut values = render::DenseValuesJson {
@@ -471,7 +450,7 @@ async fn query_agg(
                         }
                     })
                     .collect(),
-            };
+            );
             // About 18 bytes per point and 64 per series.
             render::json_sized(&dto, 256 + 64 * result.len() + 20 * total)
         }
@@ -526,10 +505,9 @@ struct LatestDto<'a> {
 /// `GET /api/telemetry/latest?device=d1[,d2]&metric=temp[,rpm]`.
 pub(crate) async fn latest(
     State(st): State<Arc<ApiState>>,
-    RawQuery(q): RawQuery,
+    p: Params,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let p = Params::parse(q.as_deref());
     p.only(&["device", "metric", "format"], &["label."])?;
     let fmt = format(&p, &headers)?;
     let sel = selector(&st.namespace, &p)?;

@@ -11,6 +11,7 @@ use serde::Serialize as SerializeDerive;
 use tsdb::{GroupKey, SeriesKey, Value};
 
 use crate::error::ApiError;
+use crate::params::Params;
 
 /// How a query answer is encoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,6 +167,61 @@ pub(crate) fn json<T: Serialize>(body: &T, next: Option<&str>) -> Result<Respons
     let bytes = serde_json::to_vec(body)
         .map_err(|e| ApiError::Internal(format!("encoding the answer: {e}")))?;
     Ok(with_type(bytes, "application/json", next))
+}
+
+/// A page of a listing, `{"items", "next"}`, with the next page also in a
+/// `Link` header: the query `p` at `path` with `cursor` set to `next`.
+pub(crate) fn page<T: Serialize>(
+    items: Vec<T>,
+    next: Option<String>,
+    p: &Params,
+    path: &str,
+    cursor: &str,
+) -> Result<Response, ApiError> {
+    let link = p.next_link(path, cursor, next.as_ref());
+    json(&api_types::Page { items, next }, link.as_deref())
+}
+
+/// A whole listing, `{"items"}`.
+pub(crate) fn items<T: Serialize>(items: Vec<T>) -> Result<Response, ApiError> {
+    #[derive(SerializeDerive)]
+    struct Items<T> {
+        items: Vec<T>,
+    }
+    json(&Items { items }, None)
+}
+
+/// A 201 JSON answer with a `Location`.
+pub(crate) fn created<T: Serialize>(body: &T, location: &str) -> Result<Response, ApiError> {
+    located(StatusCode::CREATED, body, location)
+}
+
+/// A JSON answer with this status and a `Location`.
+pub(crate) fn located<T: Serialize>(
+    status: StatusCode,
+    body: &T,
+    location: &str,
+) -> Result<Response, ApiError> {
+    let mut resp = json(body, None)?;
+    *resp.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
+/// The answer to a deletion: 204 when `found`, else 404 naming `what`.
+pub(crate) fn removed(found: bool, what: impl FnOnce() -> String) -> Result<Response, ApiError> {
+    if found {
+        Ok(no_content())
+    } else {
+        Err(ApiError::Missing(format!("{} not found", what())))
+    }
+}
+
+/// A 204 answer.
+pub(crate) fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
 }
 
 /// A 200 CSV answer.

@@ -3,27 +3,18 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::extract::State;
+use axum::response::Response;
 use axum::Extension;
 use registry::{Principal, Role};
 use serde_json::{json, Value as Json};
 
 use crate::audit::Note;
-use crate::devices::{created, path_id};
 use crate::error::ApiError;
-use crate::fields::read_body;
+use crate::extract::{JsonBody, PathId, Rules};
 use crate::params::Params;
-use crate::{blocking, render, ApiState};
-
-fn service(st: &ApiState) -> Result<Arc<automation::Automation>, ApiError> {
-    st.automation
-        .clone()
-        .ok_or_else(|| ApiError::Unavailable("the rules engine is not running".into()))
-}
+use crate::render::{self, created};
+use crate::{blocking, ApiState};
 
 impl From<automation::AutomationError> for ApiError {
     fn from(e: automation::AutomationError) -> Self {
@@ -85,20 +76,11 @@ fn rule_json(r: &automation::RuleView) -> Json {
     })
 }
 
-async fn body_json(st: &ApiState, headers: &HeaderMap, body: Body) -> Result<Json, ApiError> {
-    let data = read_body(headers, body, st.max_body_bytes).await?;
-    serde_json::from_slice(&data).map_err(|e| ApiError::BadBody {
-        field: None,
-        reason: format!("not valid JSON: {e}"),
-    })
-}
-
 /// `GET /api/rules`.
 pub(crate) async fn list(
-    State(st): State<Arc<ApiState>>,
     Extension(p): Extension<Principal>,
+    Rules(a): Rules,
 ) -> Result<Response, ApiError> {
-    let a = service(&st)?;
     let items: Vec<Json> = a.list().iter().map(|r| rule_json_for(r, &p)).collect();
     // Messages the engine could not take (its queue was full; only rules
     // that may be sampled read them), and each worker's queue.
@@ -118,12 +100,10 @@ pub(crate) async fn list(
 
 /// `GET /api/rules/{name}`.
 pub(crate) async fn get(
-    State(st): State<Arc<ApiState>>,
     Extension(p): Extension<Principal>,
-    name: Result<Path<String>, PathRejection>,
+    PathId(name): PathId,
+    Rules(a): Rules,
 ) -> Result<Response, ApiError> {
-    let name = path_id(name)?;
-    let a = service(&st)?;
     let r = a
         .get(&name)
         .ok_or_else(|| ApiError::Missing(format!("rule {name:?} not found")))?;
@@ -133,13 +113,7 @@ pub(crate) async fn get(
 /// `POST /api/rules`: `{"name", "sql", "actions", "enabled"?,
 /// "description"?}` -> 201; a parse error is a 400 naming `sql` with the
 /// line and column.
-pub(crate) async fn create(
-    State(st): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let a = service(&st)?;
-    let def = body_json(&st, &headers, body).await?;
+pub(crate) async fn create(Rules(a): Rules, JsonBody(def): JsonBody) -> Result<Response, ApiError> {
     let r = blocking(move || Ok(a.save(&def, true)?)).await?;
     let resp = created(&rule_json(&r), &format!("/api/rules/{}", r.name))?;
     Ok(Note::target(&r.name).attach(resp))
@@ -148,14 +122,10 @@ pub(crate) async fn create(
 /// `PUT /api/rules/{name}`: replaces the definition (the body's name, if
 /// given, must be the same).
 pub(crate) async fn replace(
-    State(st): State<Arc<ApiState>>,
-    name: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    body: Body,
+    PathId(name): PathId,
+    Rules(a): Rules,
+    JsonBody(mut def): JsonBody,
 ) -> Result<Response, ApiError> {
-    let name = path_id(name)?;
-    let a = service(&st)?;
-    let mut def = body_json(&st, &headers, body).await?;
     let Some(o) = def.as_object_mut() else {
         return Err(ApiError::body("", "expected a JSON object"));
     };
@@ -170,49 +140,36 @@ pub(crate) async fn replace(
 }
 
 /// `DELETE /api/rules/{name}` -> 204.
-pub(crate) async fn delete(
-    State(st): State<Arc<ApiState>>,
-    name: Result<Path<String>, PathRejection>,
-) -> Result<Response, ApiError> {
-    let name = path_id(name)?;
-    let a = service(&st)?;
+pub(crate) async fn delete(PathId(name): PathId, Rules(a): Rules) -> Result<Response, ApiError> {
     let n2 = name.clone();
     if !blocking(move || Ok(a.delete(&n2)?)).await? {
         return Err(ApiError::Missing(format!("rule {name:?} not found")));
     }
-    Ok(Note::target(&name).attach(StatusCode::NO_CONTENT.into_response()))
+    Ok(Note::target(&name).attach(render::no_content()))
 }
 
-async fn set_enabled(st: Arc<ApiState>, name: String, enabled: bool) -> Result<Response, ApiError> {
-    let a = service(&st)?;
+async fn set_enabled(
+    a: Arc<automation::Automation>,
+    name: String,
+    enabled: bool,
+) -> Result<Response, ApiError> {
     let n2 = name.clone();
     let r = blocking(move || Ok(a.set_enabled(&n2, enabled)?)).await?;
     Ok(Note::target(&name).attach(render::json(&rule_json(&r), None)?))
 }
 
 /// `POST /api/rules/{name}/enable`.
-pub(crate) async fn enable(
-    State(st): State<Arc<ApiState>>,
-    name: Result<Path<String>, PathRejection>,
-) -> Result<Response, ApiError> {
-    set_enabled(st, path_id(name)?, true).await
+pub(crate) async fn enable(PathId(name): PathId, Rules(a): Rules) -> Result<Response, ApiError> {
+    set_enabled(a, name, true).await
 }
 
 /// `POST /api/rules/{name}/disable`.
-pub(crate) async fn disable(
-    State(st): State<Arc<ApiState>>,
-    name: Result<Path<String>, PathRejection>,
-) -> Result<Response, ApiError> {
-    set_enabled(st, path_id(name)?, false).await
+pub(crate) async fn disable(PathId(name): PathId, Rules(a): Rules) -> Result<Response, ApiError> {
+    set_enabled(a, name, false).await
 }
 
 /// `GET /api/rules/{name}/traces`: recent evaluations, newest first.
-pub(crate) async fn traces(
-    State(st): State<Arc<ApiState>>,
-    name: Result<Path<String>, PathRejection>,
-) -> Result<Response, ApiError> {
-    let name = path_id(name)?;
-    let a = service(&st)?;
+pub(crate) async fn traces(PathId(name): PathId, Rules(a): Rules) -> Result<Response, ApiError> {
     let traces = a
         .traces(&name)
         .ok_or_else(|| ApiError::Missing(format!("rule {name:?} not found")))?;
@@ -238,12 +195,9 @@ pub(crate) async fn traces(
 /// `POST /api/rules/validate`: a definition -> 200 `{"valid": true}` or
 /// the 400 a save would give.
 pub(crate) async fn validate(
-    State(st): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    body: Body,
+    Rules(a): Rules,
+    JsonBody(def): JsonBody,
 ) -> Result<Response, ApiError> {
-    let a = service(&st)?;
-    let def = body_json(&st, &headers, body).await?;
     a.validate(&def)?;
     render::json(&json!({ "valid": true }), None)
 }
@@ -253,12 +207,9 @@ pub(crate) async fn validate(
 /// whether it matches, its outputs and the actions it would take; nothing
 /// is carried out and no state changes.
 pub(crate) async fn dry_run(
-    State(st): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    body: Body,
+    Rules(a): Rules,
+    JsonBody(req): JsonBody,
 ) -> Result<Response, ApiError> {
-    let a = service(&st)?;
-    let req = body_json(&st, &headers, body).await?;
     let topic = req
         .get("topic")
         .and_then(Json::as_str)
@@ -281,10 +232,9 @@ pub(crate) async fn dry_run(
 /// `GET /api/alarms?device=&type=&severity=&state=&since=&until=&limit=&after=`.
 pub(crate) async fn alarms(
     State(st): State<Arc<ApiState>>,
-    RawQuery(q): RawQuery,
+    Rules(a): Rules,
+    p: Params,
 ) -> Result<Response, ApiError> {
-    let a = service(&st)?;
-    let p = Params::parse(q.as_deref());
     p.only(
         &[
             "device", "type", "severity", "state", "since", "until", "limit", "after",
@@ -357,8 +307,7 @@ pub(crate) async fn alarms(
 }
 
 /// `GET /api/alarms/counts`: active alarms by severity and state.
-pub(crate) async fn counts(State(st): State<Arc<ApiState>>) -> Result<Response, ApiError> {
-    let a = service(&st)?;
+pub(crate) async fn counts(Rules(a): Rules) -> Result<Response, ApiError> {
     let c = blocking(move || Ok(a.alarms().counts(automation::NAMESPACE)?)).await?;
     render::json(&alarm_counts_json(&c), None)
 }
@@ -393,12 +342,7 @@ impl From<&alarms::AlarmCounts> for CountsDto {
 }
 
 /// `GET /api/alarms/{id}`.
-pub(crate) async fn alarm(
-    State(st): State<Arc<ApiState>>,
-    id: Result<Path<String>, PathRejection>,
-) -> Result<Response, ApiError> {
-    let id = path_id(id)?;
-    let a = service(&st)?;
+pub(crate) async fn alarm(PathId(id): PathId, Rules(a): Rules) -> Result<Response, ApiError> {
     let id2 = id.clone();
     let al = blocking(move || Ok(a.alarms().get(automation::NAMESPACE, &id2)?)).await?;
     let al = al.ok_or_else(|| ApiError::Missing(format!("alarm {id:?} not found")))?;
@@ -407,26 +351,28 @@ pub(crate) async fn alarm(
 
 /// `POST /api/alarms/{id}/ack`: by the caller; 409 if already acknowledged.
 pub(crate) async fn acknowledge(
-    State(st): State<Arc<ApiState>>,
     Extension(p): Extension<Principal>,
-    id: Result<Path<String>, PathRejection>,
+    PathId(id): PathId,
+    Rules(a): Rules,
 ) -> Result<Response, ApiError> {
-    let id = path_id(id)?;
-    let a = service(&st)?;
-    let id2 = id.clone();
-    let al = blocking(move || Ok(a.acknowledge_alarm(&id2, &p.name)?)).await?;
-    Ok(Note::target(&id).attach(render::json(&automation::alarm_json(&al), None)?))
+    change_alarm(id, move |alarm| a.acknowledge_alarm(alarm, &p.name)).await
 }
 
 /// `POST /api/alarms/{id}/clear`: by the caller; 409 if already cleared.
 pub(crate) async fn clear(
-    State(st): State<Arc<ApiState>>,
     Extension(p): Extension<Principal>,
-    id: Result<Path<String>, PathRejection>,
+    PathId(id): PathId,
+    Rules(a): Rules,
 ) -> Result<Response, ApiError> {
-    let id = path_id(id)?;
-    let a = service(&st)?;
+    change_alarm(id, move |alarm| a.clear_alarm_by(alarm, &p.name)).await
+}
+
+/// Runs `change` on alarm `id` on the blocking pool: the alarm after it.
+async fn change_alarm(
+    id: String,
+    change: impl FnOnce(&str) -> Result<alarms::Alarm, automation::AutomationError> + Send + 'static,
+) -> Result<Response, ApiError> {
     let id2 = id.clone();
-    let al = blocking(move || Ok(a.clear_alarm_by(&id2, &p.name)?)).await?;
+    let al = blocking(move || Ok(change(&id2)?)).await?;
     Ok(Note::target(&id).attach(render::json(&automation::alarm_json(&al), None)?))
 }

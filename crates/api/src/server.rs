@@ -210,10 +210,12 @@ async fn drive<Io>(
         let slot = svc_slot.clone();
         async move {
             let mut req = req.map(|b| {
-                Body::new(TrackedBody {
+                Body::new(Watched {
                     inner: b,
-                    slot,
-                    waiting: false,
+                    watch: Waiting {
+                        slot,
+                        waiting: false,
+                    },
                 })
             });
             req.extensions_mut().insert(ConnectInfo(addr));
@@ -223,9 +225,9 @@ async fn drive<Io>(
             };
             exchange.handler_done();
             Ok::<_, Infallible>(resp.map(|b| {
-                Body::new(ExchangeBody {
+                Body::new(Watched {
                     inner: b,
-                    _exchange: exchange,
+                    watch: exchange,
                 })
             }))
         }
@@ -478,42 +480,31 @@ impl Drop for Exchange {
     }
 }
 
-/// A response body that ends its [`Exchange`] when done or dropped.
-struct ExchangeBody {
-    inner: Body,
-    _exchange: Exchange,
+/// A body that tells `watch` whether each poll found it waiting, and
+/// drops `watch` with it.
+struct Watched<B, W: Watch> {
+    inner: B,
+    watch: W,
 }
 
-impl http_body::Body for ExchangeBody {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
+/// What a [`Watched`] body reports to.
+trait Watch: Unpin {
+    /// After each poll: whether the body is waiting for data.
+    fn polled(&mut self, _pending: bool) {}
 }
 
-/// A request body that marks its handler as waiting on the client while
-/// no bytes are there to read.
-struct TrackedBody {
-    inner: Incoming,
+/// A response body ends its [`Exchange`] when done or dropped.
+impl Watch for Exchange {}
+
+/// A request body marks its handler as waiting on the client while no
+/// bytes are there to read.
+struct Waiting {
     slot: Arc<Slot>,
     waiting: bool,
 }
 
-impl TrackedBody {
-    fn set_waiting(&mut self, waiting: bool) {
+impl Watch for Waiting {
+    fn polled(&mut self, waiting: bool) {
         if waiting != self.waiting {
             self.waiting = waiting;
             if waiting {
@@ -525,16 +516,26 @@ impl TrackedBody {
     }
 }
 
-impl http_body::Body for TrackedBody {
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.polled(false);
+    }
+}
+
+impl<B, W> http_body::Body for Watched<B, W>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    W: Watch,
+{
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = B::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let r = Pin::new(&mut self.inner).poll_frame(cx);
-        self.set_waiting(r.is_pending());
+        self.watch.polled(r.is_pending());
         r
     }
 
@@ -544,12 +545,6 @@ impl http_body::Body for TrackedBody {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
-    }
-}
-
-impl Drop for TrackedBody {
-    fn drop(&mut self) {
-        self.set_waiting(false);
     }
 }
 

@@ -21,6 +21,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body::Frame;
+use iot_types::device_topics::{self, DeviceTopic, TwinTopic};
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
@@ -157,7 +158,7 @@ impl Selection {
         if let Some(bad) = devices
             .iter()
             .flatten()
-            .find(|d| d.contains(['+', '#', '/', '*']))
+            .find(|d| !device_topics::is_level(d) || d.contains('*'))
         {
             return Err(ApiError::param(
                 "devices",
@@ -215,17 +216,17 @@ impl Selection {
         let mut out = Vec::new();
         for id in &ids {
             if self.telemetry {
-                out.push(format!("devices/{id}/telemetry"));
+                out.push(device_topics::telemetry(id));
             }
             if self.presence {
                 out.push(format!("$events/devices/{id}/#"));
             }
             if self.alarms {
-                out.push(format!("$events/alarms/{id}/#"));
+                out.push(device_topics::alarm(id, "#"));
             }
             if self.twins {
-                out.push(format!("devices/{id}/twin/documents"));
-                out.push(format!("devices/{id}/twin/+/documents"));
+                out.push(device_topics::twin(id, "", TwinTopic::Documents));
+                out.push(device_topics::twin(id, "+", TwinTopic::Documents));
             }
         }
         out.sort();
@@ -239,12 +240,18 @@ impl Selection {
 
     /// The SSE text for one message, or nothing when it is not selected.
     fn render(&self, msg: &StreamMessage, namespace: &str, now: i64) -> String {
-        let parts: Vec<&str> = msg.topic.split('/').collect();
         let mut out = String::new();
-        match parts.as_slice() {
-            ["devices", id, "telemetry"] if self.telemetry && self.wants_device(id) => {
+        let Some(topic) = device_topics::parse(&msg.topic) else {
+            return out;
+        };
+        if !topic.device().is_some_and(|id| self.wants_device(id)) {
+            return out;
+        }
+        let event = match topic {
+            DeviceTopic::Telemetry { device } if self.telemetry => {
                 // A payload that does not parse was refused at ingest too.
-                let Ok(points) = tsdb::parse_device_json(&msg.payload, namespace, id, now) else {
+                let Ok(points) = tsdb::parse_device_json(&msg.payload, namespace, device, now)
+                else {
                     return out;
                 };
                 for p in points {
@@ -253,29 +260,24 @@ impl Selection {
                         continue;
                     }
                     let data = serde_json::json!({
-                        "device": id,
+                        "device": device,
                         "metric": metric,
                         "ts": p.ts,
                         "value": serde_json::to_value(JsonValue(&p.value)).unwrap_or_default(),
                     });
                     push_event(&mut out, "telemetry", &data.to_string());
                 }
+                return out;
             }
-            ["$events", "devices", id, ..] if self.presence && self.wants_device(id) => {
-                push_event(
-                    &mut out,
-                    "presence",
-                    &json_payload(&msg.topic, &msg.payload),
-                );
-            }
-            ["$events", "alarms", id, ..] if self.alarms && self.wants_device(id) => {
-                push_event(&mut out, "alarm", &json_payload(&msg.topic, &msg.payload));
-            }
-            ["devices", id, "twin", .., "documents"] if self.twins && self.wants_device(id) => {
-                push_event(&mut out, "twin", &json_payload(&msg.topic, &msg.payload));
-            }
-            _ => {}
-        }
+            DeviceTopic::Presence { .. } if self.presence => "presence",
+            DeviceTopic::Alarm { .. } if self.alarms => "alarm",
+            DeviceTopic::Twin {
+                topic: TwinTopic::Documents,
+                ..
+            } if self.twins => "twin",
+            _ => return out,
+        };
+        push_event(&mut out, event, &json_payload(&msg.topic, &msg.payload));
         out
     }
 }
@@ -360,7 +362,7 @@ struct SseBody {
     keepalive: tokio::time::Interval,
     sel: Selection,
     namespace: Arc<String>,
-    clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+    clock: iot_types::SharedClock,
     queue: usize,
     first: bool,
     done: bool,
@@ -374,7 +376,7 @@ impl SseBody {
         overflowed: Arc<AtomicBool>,
         sel: Selection,
         namespace: Arc<String>,
-        clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+        clock: iot_types::SharedClock,
         queue: usize,
         keepalive: Duration,
         guard: StreamGuard,
@@ -425,7 +427,7 @@ impl http_body::Body for SseBody {
             return Poll::Ready(Some(Ok(Frame::data(Bytes::from(data)))));
         }
         let mut out = String::new();
-        let now = (this.clock)();
+        let now = this.clock.now().as_millis_i64();
         loop {
             match this.rx.poll_recv(cx) {
                 Poll::Ready(Some(msg)) => {
@@ -527,6 +529,17 @@ mod tests {
         assert!(out.starts_with("event: twin\n"), "{out}");
         let out = s.render(&msg("$events/devices/d1/connected", "{}"), "default", 0);
         assert!(out.starts_with("event: presence\n"), "{out}");
+        // Topics read as the device contract reads them: what it does not
+        // name is no event, whatever its levels.
+        for topic in [
+            "devices/d1/twin/cfg/delta",
+            "devices/d1/twin/a/b/documents",
+            "devices/d1/commands/c1",
+            "$events/devices/d1/bogus",
+            "devices//telemetry",
+        ] {
+            assert_eq!(s.render(&msg(topic, "{}"), "default", 0), "", "{topic}");
+        }
     }
 
     fn body(queue: usize, keepalive: Duration) -> (StreamSink, SseBody) {

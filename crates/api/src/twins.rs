@@ -5,9 +5,8 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::Response;
 use serde::Serialize;
@@ -15,9 +14,9 @@ use serde_json::Value as Json;
 use twin::UpdateError;
 
 use crate::audit::Note;
-use crate::devices::path_id;
 use crate::error::ApiError;
-use crate::fields::read_object;
+use crate::extract::{FleetService, Object, PathId, PathIds};
+use crate::fields::Fields;
 use crate::params::Params;
 use crate::{blocking, render, ApiState};
 
@@ -27,14 +26,16 @@ const MAX_LIMIT: usize = 1000;
 
 /// The `{id}` and `{name}` path parameters; the name must be a valid twin
 /// name.
-fn path_id_name(
-    p: Result<Path<(String, String)>, PathRejection>,
-) -> Result<(String, String), ApiError> {
-    let (id, name) = p
-        .map(|Path(v)| v)
-        .map_err(|e| ApiError::param("id", e.body_text()))?;
-    check_name(&name)?;
-    Ok((id, name))
+pub(crate) struct TwinPath(String, String);
+
+impl<S: Send + Sync> FromRequestParts<S> for TwinPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let PathIds(id, name) = PathIds::from_request_parts(parts, state).await?;
+        check_name(&name)?;
+        Ok(TwinPath(id, name))
+    }
 }
 
 fn check_name(name: &str) -> Result<(), ApiError> {
@@ -58,18 +59,16 @@ fn document_response(doc: &Json) -> Result<Response, ApiError> {
 /// when never written).
 pub(crate) async fn get_classic(
     State(st): State<Arc<ApiState>>,
-    id: Result<Path<String>, PathRejection>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
-    let id = path_id(id)?;
     read(&st, id, String::new()).await
 }
 
 /// `GET /api/devices/{id}/twins/{name}`: a named twin.
 pub(crate) async fn get_named(
     State(st): State<Arc<ApiState>>,
-    p: Result<Path<(String, String)>, PathRejection>,
+    TwinPath(id, name): TwinPath,
 ) -> Result<Response, ApiError> {
-    let (id, name) = path_id_name(p)?;
     read(&st, id, name).await
 }
 
@@ -82,54 +81,43 @@ async fn read(st: &Arc<ApiState>, id: String, name: String) -> Result<Response, 
 /// `GET /api/devices/{id}/twins`: `{"items": [{"name", "document"}]}`,
 /// the classic twin (if ever written) named `""`.
 pub(crate) async fn list(
-    State(st): State<Arc<ApiState>>,
-    id: Result<Path<String>, PathRejection>,
+    PathId(id): PathId,
+    FleetService(fleet): FleetService,
 ) -> Result<Response, ApiError> {
-    let id = path_id(id)?;
-    let fleet = st.require_fleet()?;
     let twins = blocking(move || Ok(fleet.twins(&id)?)).await?;
     #[derive(Serialize)]
     struct Item<'a> {
         name: &'a str,
         document: &'a Json,
     }
-    #[derive(Serialize)]
-    struct ListDto<'a> {
-        items: Vec<Item<'a>>,
-    }
-    render::json(
-        &ListDto {
-            items: twins
-                .iter()
-                .map(|(name, document)| Item { name, document })
-                .collect(),
-        },
-        None,
+    render::items(
+        twins
+            .iter()
+            .map(|(name, document)| Item { name, document })
+            .collect(),
     )
 }
 
 /// `PATCH /api/devices/{id}/twin`: changes the classic twin's desired
 /// state.
 pub(crate) async fn patch_classic(
-    State(st): State<Arc<ApiState>>,
-    id: Result<Path<String>, PathRejection>,
+    PathId(id): PathId,
+    FleetService(fleet): FleetService,
     headers: HeaderMap,
-    body: Body,
+    Object(f): Object,
 ) -> Result<Response, ApiError> {
-    let id = path_id(id)?;
-    patch(&st, id, String::new(), &headers, body).await
+    patch(fleet, id, String::new(), &headers, f).await
 }
 
 /// `PATCH /api/devices/{id}/twins/{name}`: changes a named twin's desired
 /// state (creating the twin).
 pub(crate) async fn patch_named(
-    State(st): State<Arc<ApiState>>,
-    p: Result<Path<(String, String)>, PathRejection>,
+    TwinPath(id, name): TwinPath,
+    FleetService(fleet): FleetService,
     headers: HeaderMap,
-    body: Body,
+    Object(f): Object,
 ) -> Result<Response, ApiError> {
-    let (id, name) = path_id_name(p)?;
-    patch(&st, id, name, &headers, body).await
+    patch(fleet, id, name, &headers, f).await
 }
 
 /// `{"desired": <merge patch, or null to clear>, "version"?: n}`, with
@@ -137,14 +125,12 @@ pub(crate) async fn patch_named(
 /// gets the delta (if any) on `devices/{id}/twin[/{name}]/delta` once the
 /// change is durable.
 async fn patch(
-    st: &Arc<ApiState>,
+    fleet: Arc<fleet::Fleet>,
     id: String,
     name: String,
     headers: &HeaderMap,
-    body: Body,
+    f: Fields,
 ) -> Result<Response, ApiError> {
-    let fleet = st.require_fleet()?;
-    let f = read_object(headers, body, st.max_body_bytes).await?;
     f.only(&["desired", "version"])?;
     let desired = f.raw("desired").ok_or_else(|| {
         ApiError::body(
@@ -216,9 +202,8 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 /// "next"}`.
 pub(crate) async fn query(
     State(st): State<Arc<ApiState>>,
-    RawQuery(q): RawQuery,
+    p: Params,
 ) -> Result<Response, ApiError> {
-    let p = Params::parse(q.as_deref());
     p.only(&["name", "query", "limit", "after"], &[])?;
     let name = p.get("name").unwrap_or_default().to_string();
     check_name(&name)?;
@@ -231,18 +216,7 @@ pub(crate) async fn query(
             ))
         }
     };
-    let limit = match p.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(ApiError::param(
-                    "limit",
-                    format!("must be an integer from 1 to {MAX_LIMIT}"),
-                ))
-            }
-        },
-    };
+    let limit = p.limit(DEFAULT_LIMIT, MAX_LIMIT)?;
     let after = p.get("after").map(str::to_string);
     let fleet = st.require_fleet()?;
     let (items, next) = blocking(move || {
@@ -254,21 +228,7 @@ pub(crate) async fn query(
             })
     })
     .await?;
-    let link = next
-        .as_ref()
-        .map(|n| format!("/api/twins?{}", p.encode_with(&[("after", n.clone())])));
-    #[derive(Serialize)]
-    struct PageDto<'a> {
-        items: &'a [String],
-        next: Option<&'a str>,
-    }
-    render::json(
-        &PageDto {
-            items: &items,
-            next: next.as_deref(),
-        },
-        link.as_deref(),
-    )
+    render::page(items, next, &p, "/api/twins", "after")
 }
 
 #[cfg(test)]

@@ -7,14 +7,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value as Json};
 use tsdb::{LineProtocolOptions, Precision, SeriesKey, Value, WritePoint};
 
 use crate::body;
 use crate::error::ApiError;
+use crate::extract::PathDevice;
 use crate::params::Params;
 use crate::time::parse_instant;
 use crate::{blocking, ApiState};
@@ -24,7 +24,7 @@ pub(crate) const DEVICE_TAG: &str = "device";
 
 /// Timestamp units accepted by the write endpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum LpPrecision {
+pub(crate) enum LpPrecision {
     Ns,
     Us,
     Ms,
@@ -82,49 +82,61 @@ impl LpPrecision {
     }
 }
 
-/// `POST /api/v2/write?org=&bucket=&precision=`.
-pub(crate) async fn write_v2(
-    State(st): State<Arc<ApiState>>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<StatusCode, ApiError> {
-    let precision = LpPrecision::v2(&Params::parse(q.as_deref()))?;
-    write_lp(st, headers, body, precision).await
+/// An InfluxDB write endpoint: its timestamp units.
+pub(crate) trait Dialect {
+    fn precision(p: &Params) -> Result<LpPrecision, ApiError>;
 }
+
+/// `POST /api/v2/write?org=&bucket=&precision=`.
+pub(crate) struct V2;
 
 /// `POST /write?db=&precision=`.
-pub(crate) async fn write_v1(
+pub(crate) struct V1;
+
+impl Dialect for V2 {
+    fn precision(p: &Params) -> Result<LpPrecision, ApiError> {
+        LpPrecision::v2(p)
+    }
+}
+
+impl Dialect for V1 {
+    fn precision(p: &Params) -> Result<LpPrecision, ApiError> {
+        LpPrecision::v1(p)
+    }
+}
+
+/// The line protocol write routes: `write_lp::<V2>` and `write_lp::<V1>`.
+pub(crate) async fn write_lp<D: Dialect>(
     State(st): State<Arc<ApiState>>,
-    RawQuery(q): RawQuery,
+    p: Params,
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    let precision = LpPrecision::v1(&Params::parse(q.as_deref()))?;
-    write_lp(st, headers, body, precision).await
+    let precision = D::precision(&p)?;
+    store(st, headers, body, move |st, data, now| {
+        let limits = (st.ingest_limits)(now);
+        parse_lp(utf8_text(data)?, &st.namespace, precision, now, &limits)
+    })
+    .await
 }
 
-async fn write_lp(
+/// Reads the body (the encoding is checked before the body is read), then
+/// on the blocking pool decodes it, parses it with `parse` at the
+/// request's time, and writes the points: 204 once they are durable.
+async fn store(
     st: Arc<ApiState>,
     headers: HeaderMap,
     body: Body,
-    precision: LpPrecision,
+    parse: impl FnOnce(&ApiState, &[u8], i64) -> Result<Vec<WritePoint>, ApiError> + Send + 'static,
 ) -> Result<StatusCode, ApiError> {
     let enc = body::encoding(&headers)?;
     let raw = body::read(&headers, body, st.max_body_bytes).await?;
-    let now = (st.clock)();
+    let now = st.now();
     blocking(move || {
         let data = body::decode(raw, enc, st.max_body_bytes)?;
-        let text = utf8_text(&data)?;
-        let points = parse_lp(
-            text,
-            &st.namespace,
-            precision,
-            now,
-            &(st.ingest_limits)(now),
-        )?;
+        let points = parse(&st, &data, now)?;
         st.tsdb.write(&points)?;
-        tracing::debug!(points = points.len(), "line protocol written");
+        tracing::debug!(points = points.len(), "telemetry written");
         Ok(StatusCode::NO_CONTENT)
     })
     .await
@@ -168,20 +180,19 @@ fn parse_lp(
 /// `POST /api/telemetry/{device}`: the device telemetry JSON forms.
 pub(crate) async fn write_device(
     State(st): State<Arc<ApiState>>,
-    device: Result<Path<String>, PathRejection>,
+    PathDevice(device): PathDevice,
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    let Path(device) = device.map_err(|e| ApiError::param("device", e.body_text()))?;
-    let enc = body::encoding(&headers)?;
-    let raw = body::read(&headers, body, st.max_body_bytes).await?;
-    let now = (st.clock)();
-    blocking(move || {
-        let data = body::decode(raw, enc, st.max_body_bytes)?;
+    store(st, headers, body, move |st, data, now| {
         let limits = (st.ingest_limits)(now);
-        let points = tsdb::parse_device_json_with(&data, &st.namespace, &device, now, &limits)?;
-        st.tsdb.write(&points)?;
-        Ok(StatusCode::NO_CONTENT)
+        Ok(tsdb::parse_device_json_with(
+            data,
+            &st.namespace,
+            &device,
+            now,
+            &limits,
+        )?)
     })
     .await
 }
@@ -193,14 +204,8 @@ pub(crate) async fn write_batch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    let enc = body::encoding(&headers)?;
-    let raw = body::read(&headers, body, st.max_body_bytes).await?;
-    let now = (st.clock)();
-    blocking(move || {
-        let data = body::decode(raw, enc, st.max_body_bytes)?;
-        let points = parse_batch(&data, &st.namespace, now)?;
-        st.tsdb.write(&points)?;
-        Ok(StatusCode::NO_CONTENT)
+    store(st, headers, body, |st, data, now| {
+        parse_batch(data, &st.namespace, now)
     })
     .await
 }

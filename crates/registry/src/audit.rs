@@ -89,6 +89,7 @@ fn entry_from(seq: u64, rec: AuditRec) -> AuditEntry {
 }
 
 /// The audit log of a registry file. `Send + Sync`.
+#[derive(Clone)]
 pub struct AuditStore {
     db: Arc<Db>,
     max_entries: u64,

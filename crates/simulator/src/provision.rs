@@ -5,13 +5,14 @@
 //! with a fresh token: the ones missing are imported
 //! (`POST /api/devices/import?tokens=true`), the ones already registered get
 //! a new token (`POST /api/devices/{id}/tokens` without grace, which also
-//! drops a live session still using the old one). These calls are blocking
-//! (ureq); call them from a blocking thread.
+//! drops a live session still using the old one). The calls go through
+//! `api-client` and are blocking (ureq); call them from a blocking thread.
 
 use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
+use api_client::{enc, Client, DeviceFilter, ImportFormat};
 use serde_json::{json, Value};
 
 use crate::machine::MachineKind;
@@ -65,9 +66,9 @@ pub(crate) fn device_json(prefix: &str, n: usize) -> Value {
 /// Registers `count` devices named `{prefix}0001`... (or gives the existing
 /// ones fresh tokens) and returns their credentials.
 pub fn provision(api: &ApiTarget, prefix: &str, count: usize) -> Result<Fleet, SimError> {
-    let client = Api::new(api);
+    let client = Client::new(&api.url, Some(api.token.clone())).with_timeout(API_TIMEOUT);
     let wanted: Vec<String> = (1..=count).map(|n| device_id(prefix, n)).collect();
-    let existing = client.existing(prefix, &wanted)?;
+    let existing = existing(&client, prefix, &wanted)?;
     let mut tokens: std::collections::HashMap<String, String> = Default::default();
 
     let missing: Vec<usize> = (1..=count)
@@ -75,19 +76,12 @@ pub fn provision(api: &ApiTarget, prefix: &str, count: usize) -> Result<Fleet, S
         .collect();
     for batch in missing.chunks(IMPORT_BATCH) {
         let body = Value::Array(batch.iter().map(|&n| device_json(prefix, n)).collect());
-        let answer = client.call("POST", "/api/devices/import?tokens=true", Some(&body))?;
-        for t in answer
-            .get("tokens")
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-        {
-            if let (Some(id), Some(token)) = (
-                t.get("id").and_then(Value::as_str),
-                t.get("token").and_then(Value::as_str),
-            ) {
-                tokens.insert(id.to_string(), token.to_string());
-            }
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let report = client
+            .import_devices(&bytes, ImportFormat::Json, true, None)
+            .map_err(|e| api_error(&client, "POST", IMPORT_PATH, e))?;
+        for t in report.tokens.unwrap_or_default() {
+            tokens.insert(t.id, t.token);
         }
         tracing::info!(devices = batch.len(), "registered simulated devices");
     }
@@ -106,7 +100,7 @@ pub fn provision(api: &ApiTarget, prefix: &str, count: usize) -> Result<Fleet, S
                     let client = &client;
                     scope.spawn(move || {
                         ids.iter()
-                            .map(|id| client.issue_token(id).map(|t| ((*id).clone(), t)))
+                            .map(|id| issue_token(client, id).map(|t| ((*id).clone(), t)))
                             .collect::<Result<Vec<_>, SimError>>()
                     })
                 })
@@ -126,12 +120,71 @@ pub fn provision(api: &ApiTarget, prefix: &str, count: usize) -> Result<Fleet, S
     for (i, id) in wanted.into_iter().enumerate() {
         let token = tokens.remove(&id).ok_or_else(|| SimError::Api {
             method: "POST",
-            url: client.url("/api/devices/import?tokens=true"),
+            url: format!("{}{IMPORT_PATH}", client.base_url()),
             reason: format!("no token for {id} in the answer"),
         })?;
         fleet.devices.push((id, token, MachineKind::for_index(i)));
     }
     Ok(fleet)
+}
+
+/// Where missing devices are imported, with their tokens.
+const IMPORT_PATH: &str = "/api/devices/import?tokens=true";
+
+/// A failed API call as the simulator reports it, with a hint where the
+/// token lacks the role.
+fn api_error(client: &Client, method: &'static str, path: &str, e: api_client::Error) -> SimError {
+    let mut reason = match e {
+        api_client::Error::Transport { ref message, .. } => message.clone(),
+        ref other => other.to_string(),
+    };
+    if matches!(e.status(), Some(401 | 403)) {
+        reason.push_str(" (an API token with the operator role is needed)");
+    }
+    SimError::Api {
+        method,
+        url: format!("{}{path}", client.base_url()),
+        reason,
+    }
+}
+
+/// The ids among `wanted` that are registered already.
+fn existing(client: &Client, prefix: &str, wanted: &[String]) -> Result<HashSet<String>, SimError> {
+    let wanted: HashSet<&str> = wanted.iter().map(String::as_str).collect();
+    let filter = DeviceFilter {
+        prefix: Some(prefix.to_string()),
+        ..DeviceFilter::default()
+    };
+    let mut found = HashSet::new();
+    let mut after: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let page = client
+            .list_devices(&filter, after.as_deref(), LIST_LIMIT)
+            .map_err(|e| api_error(client, "GET", "/api/devices", e))?;
+        found.extend(
+            page.items
+                .into_iter()
+                .map(|d| d.id)
+                .filter(|id| wanted.contains(id.as_str())),
+        );
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    Ok(found)
+}
+
+/// A fresh token for a registered device; the old one dies at once.
+fn issue_token(client: &Client, id: &str) -> Result<String, SimError> {
+    client.issue_device_token(id, 0).map_err(|e| {
+        api_error(
+            client,
+            "POST",
+            &format!("/api/devices/{}/tokens", enc(id)),
+            e,
+        )
+    })
 }
 
 /// Reads a CSV file of `id,token[,type]` lines (an `id,token` header line,
@@ -190,144 +243,6 @@ pub fn parse_credentials(text: &str) -> Result<Fleet, String> {
     Ok(fleet)
 }
 
-/// Percent-encodes a query value or path segment.
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// A blocking API client with the operator's token.
-struct Api {
-    agent: ureq::Agent,
-    base: String,
-    auth: String,
-}
-
-impl Api {
-    fn new(target: &ApiTarget) -> Api {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(API_TIMEOUT))
-            .build()
-            .into();
-        Api {
-            agent,
-            base: target.url.trim_end_matches('/').to_string(),
-            auth: format!("Bearer {}", target.token),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// One call; a 2xx answer's JSON body, or an error with the problem's
-    /// detail (and the rows an import refused).
-    fn call(
-        &self,
-        method: &'static str,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Result<Value, SimError> {
-        let url = self.url(path);
-        let fail = |reason: String| SimError::Api {
-            method,
-            url: url.clone(),
-            reason,
-        };
-        let sent = match (method, body) {
-            ("GET", _) => self
-                .agent
-                .get(&url)
-                .header("Authorization", &self.auth)
-                .call(),
-            (_, Some(body)) => self
-                .agent
-                .post(&url)
-                .header("Authorization", &self.auth)
-                .send_json(body),
-            (_, None) => self
-                .agent
-                .post(&url)
-                .header("Authorization", &self.auth)
-                .send_empty(),
-        };
-        let mut resp = sent.map_err(|e| fail(e.to_string()))?;
-        let status = resp.status().as_u16();
-        let text = resp.body_mut().read_to_string().unwrap_or_default();
-        let value: Value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        if (200..300).contains(&status) {
-            return Ok(value);
-        }
-        let detail = value
-            .get("detail")
-            .and_then(Value::as_str)
-            .map_or_else(|| value.to_string(), str::to_string);
-        let mut reason = format!("{status}: {detail}");
-        if let Some(errors) = value.get("errors").and_then(Value::as_array) {
-            for e in errors.iter().take(5) {
-                reason.push_str(&format!("; {e}"));
-            }
-        }
-        if status == 401 || status == 403 {
-            reason.push_str(" (an API token with the operator role is needed)");
-        }
-        Err(fail(reason))
-    }
-
-    /// The ids among `wanted` that are registered already.
-    fn existing(&self, prefix: &str, wanted: &[String]) -> Result<HashSet<String>, SimError> {
-        let wanted: HashSet<&str> = wanted.iter().map(String::as_str).collect();
-        let mut found = HashSet::new();
-        let mut path = format!("/api/devices?prefix={}&limit={LIST_LIMIT}", enc(prefix));
-        for _ in 0..MAX_PAGES {
-            let page = self.call("GET", &path, None)?;
-            for item in page
-                .get("items")
-                .and_then(Value::as_array)
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-            {
-                if let Some(id) = item.get("id").and_then(Value::as_str) {
-                    if wanted.contains(id) {
-                        found.insert(id.to_string());
-                    }
-                }
-            }
-            match page.get("next").and_then(Value::as_str) {
-                Some(next) if !next.is_empty() => path = next.to_string(),
-                _ => break,
-            }
-        }
-        Ok(found)
-    }
-
-    /// A fresh token for a registered device; the old one dies at once.
-    fn issue_token(&self, id: &str) -> Result<String, SimError> {
-        let path = format!("/api/devices/{}/tokens", enc(id));
-        let answer = self.call("POST", &path, Some(&json!({ "grace_seconds": 0 })))?;
-        answer
-            .get("token")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| SimError::Api {
-                method: "POST",
-                url: self.url(&path),
-                reason: "no token in the answer".into(),
-            })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,11 +294,5 @@ mod tests {
             let e = parse_credentials(text).unwrap_err();
             assert!(e.contains(needle), "{text:?}: {e}");
         }
-    }
-
-    #[test]
-    fn query_values_are_encoded() {
-        assert_eq!(enc("sim-"), "sim-");
-        assert_eq!(enc("a b/c&"), "a%20b%2Fc%26");
     }
 }

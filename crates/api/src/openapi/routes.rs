@@ -41,7 +41,7 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     .ok(&[(200, Some("Html"))]),
     // Telemetry.
     op(
-        h!(crate::write::write_v2),
+        h!(crate::write::write_lp::<crate::write::V2>),
         InfluxV2,
         "POST",
         "/api/v2/write",
@@ -58,7 +58,7 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     .ok(&[(204, None)])
     .errors(WRITES),
     op(
-        h!(crate::write::write_v1),
+        h!(crate::write::write_lp::<crate::write::V1>),
         InfluxV1,
         "POST",
         "/write",

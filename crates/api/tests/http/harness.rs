@@ -212,14 +212,16 @@ pub async fn start_with(dir: &Path, cfg: Config) -> Server {
     let guards = Arc::new(api::Guards::new(cfg.limits.clone()));
     let state = ApiState {
         tsdb: tsdb.clone(),
-        registry: registry.clone(),
+        devices: registry.clone(),
+        operators: registry.clone(),
+        audit: Arc::new(registry.audit().clone()),
         ca: ca.clone(),
         live: live.clone(),
         namespace: "default".into(),
         device_cert_days: 90,
         session_ttl_ms: 3_600_000,
         max_body_bytes: cfg.max_body_bytes,
-        clock: Arc::new(move || clock_now.load(Ordering::Relaxed)),
+        clock: Arc::new(move || u64::try_from(clock_now.load(Ordering::Relaxed)).unwrap_or(0)),
         fleet: fleet.clone(),
         automation: None,
         stream: cfg.stream.clone(),

@@ -29,26 +29,12 @@ impl Drop for Untap {
     }
 }
 
-fn matches(filter: &str, topic: &str) -> bool {
-    let mut f = filter.split('/');
-    let mut t = topic.split('/');
-    loop {
-        match (f.next(), t.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
-}
-
 impl FakeBroker {
     /// Offers a message to every matching tap; false if one refused it.
     fn publish(&self, topic: &str, payload: &str) -> bool {
         let mut ok = true;
         for (_, filters, sink) in self.taps.lock().unwrap().iter() {
-            if filters.iter().any(|f| matches(f, topic)) {
+            if filters.iter().any(|f| mqtt_proto::topic::matches(f, topic)) {
                 ok &= sink.offer(topic, Bytes::from(payload.to_owned()));
             }
         }
