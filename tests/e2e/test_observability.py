@@ -65,7 +65,10 @@ def test_metrics_pass_promtool_and_count_what_happened(platforms):
     assert got("millwright_mqtt_messages_received_total") >= 25, r.text
     assert got("millwright_telemetry_points_total") >= 25
     assert got("millwright_mqtt_connects_total") >= 1
-    assert after["millwright_devices{state=\"offline\"}"] >= 1
+    # The fleet records the device's disconnect as it hears of it.
+    wait_until(lambda: samples(p.ok("GET", "/metrics").text)
+               .get('millwright_devices{state="offline"}', 0) >= 1,
+               what="the device counted offline")
     assert 'millwright_queue_dropped_total{queue="rules"}' in after
     assert after["millwright_persist_commit_seconds_count"] >= 1
     assert after["millwright_telemetry_series"] >= 1
@@ -101,7 +104,7 @@ def test_health_live_and_ready(platforms):
     assert live.status == 200 and live.body["status"] == "ok", live
     ready = p.api("GET", "/health/ready", token=None)
     assert ready.status == 200 and ready.body["status"] == "ready", ready
-    assert ready.body["checks"]["mqtt"] == "ok" and ready.body["checks"]["telemetry"] == "ok", ready
+    assert ready.body["checks"] == {"mqtt": "ok"}, ready
 
 
 def test_a_real_prometheus_scrapes_every_figure(platforms, tmp_path):

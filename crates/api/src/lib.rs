@@ -412,6 +412,54 @@ pub struct ApiState {
     /// Unix ms: values per device JSON message and the timestamp window
     /// (device JSON and line protocol alike).
     pub ingest_limits: Arc<dyn Fn(i64) -> tsdb::ParseLimits + Send + Sync>,
+    /// What `GET /metrics` collects besides the API's own figures (the
+    /// broker, the telemetry store, the rules engine, the fleet).
+    pub metrics: Vec<Arc<dyn metrics::Source>>,
+    /// What `GET /health/ready` checks, by name (the broker and its
+    /// persistence, ...); every one must answer `Ok`.
+    pub ready: Vec<(&'static str, Arc<dyn ReadyCheck>)>,
+    /// The API's own figures: requests by route and status, request and
+    /// telemetry query durations.
+    pub http_metrics: Arc<HttpMetrics>,
+}
+
+/// One check of `GET /health/ready`.
+pub trait ReadyCheck: Send + Sync {
+    fn check(&self) -> Result<(), String>;
+}
+
+/// The API's own figures for `GET /metrics`.
+#[derive(Debug)]
+pub struct HttpMetrics {
+    /// Requests by method, route template (`unmatched` for unknown paths)
+    /// and status.
+    pub requests: metrics::CounterFamily,
+    pub request_seconds: metrics::Histogram,
+    /// Telemetry queries (raw and aggregated), from the request to the
+    /// answer built.
+    pub query_seconds: metrics::Histogram,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        HttpMetrics {
+            requests: metrics::CounterFamily::new(
+                "millwright_http_requests_total",
+                "HTTP API requests by method, route template and status.",
+                &["method", "route", "status"],
+            ),
+            request_seconds: metrics::Histogram::new(
+                "millwright_http_request_seconds",
+                "HTTP API request durations.",
+                metrics::LATENCY_BUCKETS,
+            ),
+            query_seconds: metrics::Histogram::new(
+                "millwright_telemetry_query_seconds",
+                "Telemetry query durations (raw and aggregated).",
+                metrics::LATENCY_BUCKETS,
+            ),
+        }
+    }
 }
 
 /// What `GET /api/system` reports about the parts the API does not own
@@ -569,6 +617,63 @@ async fn system(
     )
 }
 
+/// `GET /metrics`: every figure of the platform in the Prometheus text
+/// format (see docs/observability.md).
+async fn metrics_text(
+    axum::extract::State(st): axum::extract::State<Arc<ApiState>>,
+) -> Result<Response, ApiError> {
+    let text = blocking(move || {
+        let mut e = metrics::Exposition::new();
+        for s in &st.metrics {
+            s.collect(&mut e);
+        }
+        e.family(&st.http_metrics.requests);
+        e.histogram(&st.http_metrics.request_seconds);
+        e.histogram(&st.http_metrics.query_seconds);
+        e.render()
+            .map_err(|e| ApiError::Internal(format!("metrics: {e}")))
+    })
+    .await?;
+    let mut resp = (StatusCode::OK, text).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(metrics::CONTENT_TYPE),
+    );
+    Ok(resp)
+}
+
+/// `GET /health/ready`: 200 when every check passes, 503 naming the ones
+/// that fail.
+async fn ready(axum::extract::State(st): axum::extract::State<Arc<ApiState>>) -> Response {
+    let mut checks = serde_json::Map::new();
+    let mut ok = true;
+    for (name, c) in &st.ready {
+        let v = match c.check() {
+            Ok(()) => "ok".to_string(),
+            Err(why) => {
+                ok = false;
+                why
+            }
+        };
+        checks.insert((*name).to_string(), serde_json::Value::String(v));
+    }
+    let body = serde_json::json!({
+        "status": if ok { "ready" } else { "not_ready" },
+        "checks": checks,
+    });
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut resp = (status, body.to_string()).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
 async fn health() -> Response {
     let mut resp = (StatusCode::OK, r#"{"status":"ok"}"#).into_response();
     resp.headers_mut().insert(
@@ -588,8 +693,18 @@ async fn trace(
 ) -> Response {
     let span = tracing::info_span!("http", method = %req.method(), path = %req.uri().path());
     let started = Instant::now();
+    // The route template, never the raw path: ids stay out of labels.
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let method = req.method().clone();
     async move {
         let resp = next.run(req).await;
+        let m = &st.http_metrics;
+        m.requests
+            .inc(&[method.as_str(), &route, resp.status().as_str()]);
+        m.request_seconds.observe(started.elapsed().as_secs_f64());
         if resp.status() == StatusCode::UNAUTHORIZED {
             st.guards
                 .counters()

@@ -192,6 +192,7 @@ fn media(schema: &str) -> Json {
         "Pem" => json!({ "application/x-pem-file": { "schema": r(schema) } }),
         "EventStream" => json!({ "text/event-stream": { "schema": r(schema) } }),
         "Html" => json!({ "text/html": { "schema": r(schema) } }),
+        "PrometheusText" => json!({ "text/plain": { "schema": r(schema) } }),
         "DeviceImport" => json!({
             "application/json": { "schema": r(schema) },
             "text/csv": { "schema": { "type": "string" } },

@@ -158,7 +158,9 @@ pub(crate) async fn query(
     let fmt = format(&p, &headers)?;
     let sel = selector(&st.namespace, &p)?;
     let (start, end) = range(&p, st.now())?;
-    match p.get("agg") {
+    let timing = st.http_metrics.clone();
+    let started = std::time::Instant::now();
+    let answer = match p.get("agg") {
         Some(agg) => {
             if p.get("limit").is_some() {
                 return Err(ApiError::param(
@@ -179,7 +181,11 @@ pub(crate) async fn query(
             }
             query_raw(Asked(st, &p, fmt, sel, start, end)).await
         }
-    }
+    };
+    timing
+        .query_seconds
+        .observe(started.elapsed().as_secs_f64());
+    answer
 }
 
 #[derive(Serialize)]

@@ -314,6 +314,20 @@ impl ServerHandle {
             .collect()
     }
 
+    /// Whether the broker can take work: not shutting down, and its last
+    /// group commit (broker state and telemetry, fsynced) succeeded. `Err`
+    /// says why not (a full disk makes commits fail until it has room).
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.shared.shutdown.is_cancelled() {
+            return Err("shutting down".into());
+        }
+        let d = self.shared.durable.borrow();
+        if d.seq > 0 && d.failed(d.seq) {
+            return Err("the last persistence commit failed (see the log)".into());
+        }
+        Ok(())
+    }
+
     /// Every figure the broker and its network layer count, read at one
     /// instant.
     pub fn snapshot(&self) -> crate::figures::Snapshot {

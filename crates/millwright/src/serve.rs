@@ -250,6 +250,14 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     let t = settings.telemetry.clone();
                     Arc::new(move |now| t.parse_limits(now))
                 },
+                metrics: vec![
+                    Arc::new(handle.clone()),
+                    Arc::new(telemetry::StoreMetrics(db.clone())),
+                    automation.clone(),
+                    fleet.clone(),
+                ],
+                ready: vec![("mqtt", Arc::new(crate::streams::BrokerReady(handle.clone())))],
+                http_metrics: Default::default(),
             };
             let router = api::router(state);
             let addr = format!("{}:{}", settings.http.bind, settings.http.port);

@@ -68,3 +68,12 @@ impl api::SystemInfo for BrokerSystem {
         })
     }
 }
+
+/// `GET /health/ready`'s broker check: accepting work, last commit good.
+pub struct BrokerReady(pub broker_net::ServerHandle);
+
+impl api::ReadyCheck for BrokerReady {
+    fn check(&self) -> Result<(), String> {
+        self.0.readiness()
+    }
+}

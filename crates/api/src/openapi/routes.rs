@@ -20,6 +20,36 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
         "GET",
         "/health", Public, "meta", "Liveness").ok(&[(200, Some("Health"))]),
     op(
+        h!(crate::health),
+        Open,
+        "GET",
+        "/health/live",
+        Public,
+        "meta",
+        "Liveness: the process serves HTTP",
+    )
+    .ok(&[(200, Some("Health"))]),
+    op(
+        h!(crate::ready),
+        Open,
+        "GET",
+        "/health/ready",
+        Public,
+        "meta",
+        "Readiness: every check (the broker accepts work, its last persistence commit succeeded) passes; 503 names the failing ones",
+    )
+    .ok(&[(200, Some("Ready")), (503, Some("Ready"))]),
+    op(
+        h!(crate::metrics_text),
+        Data,
+        "GET",
+        "/metrics",
+        Viewer,
+        "meta",
+        "Every figure of the platform in the Prometheus text format (docs/observability.md)",
+    )
+    .ok(&[(200, Some("PrometheusText"))]),
+    op(
         h!(crate::openapi::document),
         Open,
         "GET",

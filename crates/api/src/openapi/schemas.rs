@@ -46,6 +46,14 @@ pub(super) fn schemas() -> Json {
         json!({ "type": "object", "required": ["openapi", "paths"] }),
     );
     put("Html", s.clone());
+    put("PrometheusText", s.clone());
+    put(
+        "Ready",
+        obj(
+            json!({ "status": s, "checks": { "type": "object", "additionalProperties": s } }),
+            &["status", "checks"],
+        ),
+    );
     put("Pem", s.clone());
     put(
         "LineProtocol",

@@ -229,6 +229,9 @@ pub async fn start_with(dir: &Path, cfg: Config) -> Server {
         system: None,
         guards: guards.clone(),
         ingest_limits: Arc::new(tsdb::ParseLimits::at),
+        metrics: Vec::new(),
+        ready: Vec::new(),
+        http_metrics: Default::default(),
     };
     let router = api::router(state);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
