@@ -118,14 +118,6 @@ pub(crate) fn init_logging(level: &str) {
         .init();
 }
 
-/// Wall-clock milliseconds since the Unix epoch.
-pub(crate) fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 fn run_bench(args: bench::BenchArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
