@@ -22,7 +22,7 @@ mod metrics;
 mod run;
 mod shell;
 
-use crate::{AutomationError, Clock, NAMESPACE};
+use crate::{AutomationError, NAMESPACE};
 pub use alarm::alarm_json;
 pub use shell::Workers;
 
@@ -181,7 +181,7 @@ pub struct Automation {
     tsdb: Option<Arc<tsdb::Tsdb>>,
     registry: Arc<registry::Registry>,
     bus: Arc<dyn Bus>,
-    clock: Clock,
+    clock: iot_types::SharedClock,
     config: AutomationConfig,
     rules: RwLock<Arc<Vec<Arc<Loaded>>>>,
     /// Wakes the webhook sender after a push.
@@ -207,9 +207,11 @@ fn valid_name(name: &str) -> bool {
 }
 
 impl Automation {
-    /// `bus` is the broker (`broker_net::ServerHandle` in the binary).
+    /// `bus` is the broker (`broker_net::ServerHandle` in the binary);
+    /// `clock` is where every time the engine records comes from (the
+    /// wall clock in the binary, a `ManualClock` in tests).
     #[allow(clippy::too_many_arguments)]
-    pub fn open<B: Bus + 'static>(
+    pub fn open<B: Bus + 'static, C: iot_types::Clock + ?Sized + 'static>(
         rules_path: &Path,
         alarms: Arc<alarms::AlarmStore>,
         outbox: Arc<alarms::Outbox>,
@@ -218,7 +220,7 @@ impl Automation {
         registry: Arc<registry::Registry>,
         bus: B,
         config: AutomationConfig,
-        clock: Clock,
+        clock: Arc<C>,
     ) -> Result<Arc<Automation>, AutomationError> {
         let store: Box<dyn RuleStorage> = Box::new(RedbRuleStore::open(rules_path)?);
         let a = Arc::new(Automation {
@@ -229,7 +231,7 @@ impl Automation {
             tsdb,
             registry,
             bus: Arc::new(bus),
-            clock,
+            clock: iot_types::shared(clock),
             config,
             rules: RwLock::new(Arc::new(Vec::new())),
             wake: Arc::new((Mutex::new(false), Condvar::new())),
@@ -292,8 +294,9 @@ impl Automation {
         Ok(a)
     }
 
+    /// Unix milliseconds, as the alarm store and the rules take them.
     fn now(&self) -> u64 {
-        (self.clock)()
+        self.clock.now().as_millis()
     }
 
     fn snapshot(&self) -> Arc<Vec<Arc<Loaded>>> {

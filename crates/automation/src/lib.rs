@@ -15,7 +15,8 @@
 //!
 //! What it is not: the rule language (that is `rules`), alarm storage (that
 //! is `alarms`), HTTP (that is `api`). A failing rule or action is recorded
-//! in its trace and never stops the others.
+//! in its trace and never stops the others. It reads the time only from
+//! the [`iot_types::Clock`] it is given.
 
 mod actions;
 mod core;
@@ -33,9 +34,6 @@ pub use queues::{QueueFigures, RuleQueues};
 #[cfg(any(test, feature = "conformance"))]
 pub use store::conformance;
 pub use store::{RedbRuleStore, RuleStorage};
-
-/// Unix milliseconds now; injected so tests can fix time.
-pub type Clock = std::sync::Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// The namespace (tenant) rules and alarms live in for now: the platform's
 /// one default namespace.

@@ -1,5 +1,5 @@
 //! The engine's input queues: one bounded queue per worker, fed by the
-//! broker (as its [`broker_net::RuleSink`]) without blocking.
+//! broker (as its [`broker::bus::RuleSink`]) without blocking.
 //!
 //! A message goes to the queue of the partition that owns its group key
 //! (see `core`), so a device's messages are evaluated in order by one
@@ -209,7 +209,7 @@ impl RuleQueues {
     }
 }
 
-impl broker_net::RuleSink for RuleQueues {
+impl broker::bus::RuleSink for RuleQueues {
     fn offer(&self, t: TapMessage) -> bool {
         let index = partition_of(partition_key(&t.message.topic), self.queues.len());
         let Some(q) = self.queues.get(index) else {
@@ -240,7 +240,7 @@ impl broker_net::RuleSink for RuleQueues {
         !self.room.open()
     }
 
-    fn room(&self, topics: &mut dyn Iterator<Item = &str>) -> Option<broker_net::RoomWait> {
+    fn room(&self, topics: &mut dyn Iterator<Item = &str>) -> Option<broker::bus::RoomWait> {
         if self.room.open() {
             return None;
         }
@@ -292,8 +292,8 @@ impl broker_net::RuleSink for RuleQueues {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use broker::bus::RuleSink;
     use broker::StoredMessage;
-    use broker_net::RuleSink;
     use serde_json::json;
 
     fn tap(topic: &str) -> TapMessage {

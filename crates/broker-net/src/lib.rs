@@ -18,7 +18,6 @@ mod dispatch;
 mod figures;
 mod outq;
 mod persist;
-mod rule_sink;
 mod server;
 mod stream;
 mod sys;
@@ -26,10 +25,11 @@ mod tls;
 mod ws;
 
 pub use auth::{AuthDecision, AuthRequest, Authenticator, Listener};
+/// The rules engine's input, declared with the broker's vocabulary.
+pub use broker::bus::{RoomWait, RuleSink};
 pub use clock::Clock;
 pub use figures::{Figure, Kind, NetCounts, Snapshot, FIGURES};
 pub use persist::{CommitMetrics, IngestStage};
-pub use rule_sink::{RoomWait, RuleSink};
 pub use server::{
     BrokerFigures, NetConfig, NetError, NetMetrics, PlatformEvent, Server, ServerHandle,
     ServerOptions,

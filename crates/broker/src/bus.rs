@@ -1,9 +1,13 @@
 //! What platform services (fleet, rules engine, provisioning) see of the
-//! broker: the events it hands them ([`PlatformEvent`]) and the few things
-//! they ask of it ([`Bus`]). The services depend on this vocabulary, not on
-//! the server: `broker-net` implements [`Bus`] over its running server, and
-//! a service's simulation tests implement it by recording.
+//! broker: the events it hands them ([`PlatformEvent`]), the few things
+//! they ask of it ([`Bus`]), and where the rules engine's inputs go
+//! ([`RuleSink`]). The services depend on this vocabulary, not on the
+//! server: `broker-net` implements [`Bus`] over its running server and
+//! feeds a [`RuleSink`], and a service's simulation tests implement them
+//! by recording.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::broker::{PresenceEvent, TapMessage};
@@ -62,4 +66,30 @@ impl<B: Bus + ?Sized> Bus for Arc<B> {
     fn set_dynamic_taps(&self, filters: Vec<String>) {
         (**self).set_dynamic_taps(filters)
     }
+}
+
+/// A wait for room in the rules engine's queues: a plain `std` future, so
+/// the sink decides how it is woken (the rules engine's is a tokio
+/// `Notify`) and the network layer awaits it.
+pub type RoomWait = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The rules engine's input. `offer` runs under the broker's lock and
+/// never blocks; back-pressure happens outside it: while the sink is
+/// `pressed`, a connection's task notes the topics of each read batch and
+/// does not read more until [`RuleSink::room`] for them resolves (its
+/// outbound queue keeps being flushed meanwhile).
+pub trait RuleSink: Send + Sync {
+    /// Takes a tapped message; false when it was dropped (counted in
+    /// `rules_dropped`). The sink may drop only messages no rule that must
+    /// see every message reads; it queues those past its bound instead and
+    /// makes publishers wait through `room`.
+    fn offer(&self, t: TapMessage) -> bool;
+
+    /// Whether some queue is over its bound (cheap: checked per batch).
+    fn pressed(&self) -> bool;
+
+    /// `None` when there is room for messages on these topics (an empty
+    /// topic, i.e. a topic alias, stands for any); otherwise a future that
+    /// resolves when there is again.
+    fn room(&self, topics: &mut dyn Iterator<Item = &str>) -> Option<RoomWait>;
 }

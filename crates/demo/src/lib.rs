@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use iot_types::{SharedClock, Timestamp};
 use serde_json::json;
 
 /// Why the demo could not be set up.
@@ -23,16 +24,16 @@ pub enum Error {
     Task(#[from] tokio::task::JoinError),
 }
 
-/// Wall-clock milliseconds since the Unix epoch.
-fn unix_ms() -> u64 {
-    iot_types::Clock::now(&iot_types::SystemClock).as_millis()
-}
-
 const PREFIX: &str = "demo-";
 
 /// Registers (or re-keys) `count` demo machines and returns their
 /// credentials for the simulator.
-fn fleet(registry: &registry::Registry, count: usize, now: u64) -> Result<simulator::Fleet, Error> {
+fn fleet(
+    registry: &registry::Registry,
+    count: usize,
+    now: Timestamp,
+) -> Result<simulator::Fleet, Error> {
+    let now = now.as_millis();
     let ns = iot_types::DEFAULT_NAMESPACE;
     let mut missing = Vec::new();
     let mut existing = Vec::new();
@@ -116,16 +117,18 @@ fn rules(a: &automation::Automation) -> Result<(), Error> {
     Ok(())
 }
 
-/// Sets up the demo and runs the simulated factory until `stop`.
+/// Sets up the demo and runs the simulated factory until `stop`; the
+/// machines' tokens and the demo login are dated by `clock`.
 pub async fn run(
     registry: Arc<registry::Registry>,
     automation: Arc<automation::Automation>,
     mqtt: SocketAddr,
     http: Option<String>,
     count: usize,
+    clock: SharedClock,
     stop: tokio_util::sync::CancellationToken,
 ) -> Result<(), Error> {
-    let now = unix_ms();
+    let now = clock.now();
     let reg = registry.clone();
     let fleet = tokio::task::spawn_blocking(move || fleet(&reg, count, now)).await??;
     rules(&automation)?;
@@ -147,7 +150,12 @@ pub async fn run(
                 )?;
             }
             None => {
-                reg.create_user("demo", &pw, registry::Role::Operator, unix_ms())?;
+                reg.create_user(
+                    "demo",
+                    &pw,
+                    registry::Role::Operator,
+                    clock.now().as_millis(),
+                )?;
             }
         }
         Ok(())

@@ -24,11 +24,6 @@ pub use provisioning::{
     provision, serve_provisioning, ProvisionError, ProvisionReply, ProvisionRequest, PROVISION_TAP,
 };
 
-/// Unix milliseconds now, as a closure: the form the binary's wiring
-/// passes today. Every constructor here takes any `Arc` of an
-/// [`iot_types::Clock`] (this closure form is one).
-pub type Clock = std::sync::Arc<dyn Fn() -> u64 + Send + Sync>;
-
 /// A claim certificate's subject is this prefix and the claim id (`$` can
 /// never start a device id, so it cannot name a device).
 pub const CLAIM_CERT_PREFIX: &str = "$claim-";

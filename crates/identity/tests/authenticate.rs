@@ -1,22 +1,35 @@
 //! The registry authenticator's verdicts over a real registry (temp dir).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use broker::AclAction;
 use broker_net::{AuthDecision, AuthRequest, Authenticator, Listener};
 use identity::{provision, Policy, ProvisionError, ProvisionRequest, RegistryAuthenticator};
+use iot_types::{ManualClock, Timestamp};
 use mqtt_proto::ReasonCode;
 use registry::{NewDevice, ProvisioningTemplate, Registry, RegistryConfig};
 
 const NOW: u64 = 1_700_000_000_000;
 
 fn setup() -> (tempfile::TempDir, Arc<Registry>, RegistryAuthenticator) {
+    let (dir, reg, auth, _clock) = setup_with_clock();
+    (dir, reg, auth)
+}
+
+/// Also the authenticator's clock, which the test moves.
+fn setup_with_clock() -> (
+    tempfile::TempDir,
+    Arc<Registry>,
+    RegistryAuthenticator,
+    Arc<ManualClock>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let reg =
         Arc::new(Registry::open(&dir.path().join("r.redb"), RegistryConfig::default()).unwrap());
-    let auth =
-        RegistryAuthenticator::new(reg.clone(), Arc::new(Policy::default()), Arc::new(|| NOW));
-    (dir, reg, auth)
+    let clock = Arc::new(ManualClock::new(Timestamp::from_millis(NOW)));
+    let auth = RegistryAuthenticator::new(reg.clone(), Arc::new(Policy::default()), clock.clone());
+    (dir, reg, auth, clock)
 }
 
 fn req(client_id: &str, user: Option<&str>, password: Option<&[u8]>) -> AuthRequest {
@@ -207,4 +220,39 @@ fn devices_use_their_own_client_ids() {
             "{bad:?}"
         );
     }
+}
+
+#[test]
+fn claims_expire_by_the_authenticators_clock() {
+    let (_d, reg, auth, clock) = setup_with_clock();
+    let (claim, token) = reg
+        .create_claim(
+            "default",
+            "factory",
+            ProvisioningTemplate::default(),
+            None,
+            Some(NOW + 60_000),
+            NOW,
+        )
+        .unwrap();
+    let by_token = || auth.authenticate(&req("serial-1", Some("any"), Some(token.as_bytes())));
+    let mut by_cert = req("serial-1", None, None);
+    by_cert.certificate = Some(pki::PeerCert {
+        common_name: Some(identity::claim_cert_subject(&claim.id)),
+        san_device_id: None,
+        serial_hex: "cd".into(),
+        not_after_ms: NOW + 3_600_000,
+    });
+    assert!(matches!(by_token(), AuthDecision::Allow(_)));
+    assert!(matches!(
+        auth.authenticate(&by_cert),
+        AuthDecision::Allow(_)
+    ));
+    // A minute later by the clock it was given (not the wall clock).
+    clock.advance(Duration::from_secs(60));
+    assert_eq!(refused(by_token()), ReasonCode::BAD_USER_NAME_OR_PASSWORD);
+    assert_eq!(
+        refused(auth.authenticate(&by_cert)),
+        ReasonCode::NOT_AUTHORIZED
+    );
 }

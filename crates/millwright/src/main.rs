@@ -125,14 +125,6 @@ pub(crate) fn init_logging(level: &str, format: settings::LogFormat) {
     }
 }
 
-/// Wall-clock milliseconds since the Unix epoch.
-pub(crate) fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 fn run_bench(args: bench::BenchArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

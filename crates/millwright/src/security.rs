@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use iot_types::Clock;
 use settings::Settings;
 
 /// Opens `<data-dir>/registry.redb`.
@@ -21,8 +22,12 @@ pub fn open_registry(
 
 /// Creates the admin token of `auth.bootstrap_admin_token`, or at first
 /// start (no API token yet) a new one, printed once; only its hash is kept.
-pub fn bootstrap_admin(registry: &registry::Registry, settings: &Settings) -> anyhow::Result<()> {
-    let now = crate::unix_ms() as u64;
+pub fn bootstrap_admin(
+    registry: &registry::Registry,
+    settings: &Settings,
+    clock: &dyn Clock,
+) -> anyhow::Result<()> {
+    let now = clock.now().as_millis();
     if let Some(token) = &settings.auth.bootstrap_admin_token {
         registry
             .create_api_token_with_secret(
@@ -54,6 +59,7 @@ pub fn bootstrap_admin(registry: &registry::Registry, settings: &Settings) -> an
 pub fn load_ca(
     data_dir: &Path,
     settings: &Settings,
+    clock: &dyn Clock,
 ) -> anyhow::Result<Arc<pki::CertificateAuthority>> {
     let t = &settings.tls;
     let ca = match (&t.ca_cert_file, &t.ca_key_file) {
@@ -67,7 +73,7 @@ pub fn load_ca(
         }
         _ => {
             let dir = data_dir.join("ca");
-            pki::CertificateAuthority::load_or_create(&dir, crate::unix_ms() as u64)
+            pki::CertificateAuthority::load_or_create(&dir, clock.now().as_millis())
                 .with_context(|| format!("cannot load or create the CA in {}", dir.display()))?
         }
     };
@@ -103,6 +109,7 @@ pub fn tls_configs(
     settings: &Settings,
     ca: &pki::CertificateAuthority,
     registry: &Arc<registry::Registry>,
+    clock: &dyn Clock,
 ) -> anyhow::Result<TlsConfigs> {
     let t = &settings.tls;
     let (chain_pem, key_pem) = match (&t.cert_file, &t.key_file) {
@@ -116,7 +123,7 @@ pub fn tls_configs(
             // Issued afresh at every start (in memory): clients trust the
             // CA, so the server certificate never needs renewing by hand.
             let issued = ca
-                .issue_server_cert(&t.hostnames, 397, crate::unix_ms() as u64)
+                .issue_server_cert(&t.hostnames, 397, clock.now().as_millis())
                 .context("cannot issue the server certificate (tls.hostnames)")?;
             let key = issued
                 .key_pem

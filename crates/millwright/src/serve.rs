@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use iot_types::{Clock, SharedClock, SystemClock};
 
 use crate::security;
 use lifecycle as role;
@@ -65,6 +66,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let mut role = role::Role::new(if args.demo { "serve --demo" } else { "serve" });
+        // The one clock every component reads (tests hand theirs a
+        // `ManualClock` instead).
+        let clock: SharedClock = Arc::new(SystemClock);
         let data_dir = &args.data_dir;
         let store_path = data_dir.join("broker.redb");
         let store = kv::RedbSessionStore::open(&store_path).with_context(|| {
@@ -74,10 +78,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             )
         })?;
         let registry = security::open_registry(data_dir, &settings)?;
-        security::bootstrap_admin(&registry, &settings)?;
-        let ca = security::load_ca(data_dir, &settings)?;
+        security::bootstrap_admin(&registry, &settings, &*clock)?;
+        let ca = security::load_ca(data_dir, &settings, &*clock)?;
         let tls = if settings.tls.enabled {
-            Some(security::tls_configs(&settings, &ca, &registry)?)
+            Some(security::tls_configs(&settings, &ca, &registry, &*clock)?)
         } else {
             None
         };
@@ -93,7 +97,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let (flush, flusher) = telemetry::spawn_maintenance(
                 db.clone(),
                 std::time::Duration::from_secs(settings.telemetry.flush_interval),
-                crate::unix_ms,
+                {
+                    let clock = clock.clone();
+                    move || clock.now().as_millis_i64()
+                },
             )?;
             // Stopped last: a last flush so the next start has little WAL
             // to replay.
@@ -115,7 +122,6 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             None
         };
 
-        let clock: identity::Clock = Arc::new(|| crate::unix_ms() as u64);
         let devices_path = data_dir.join(twin::FILE_NAME);
         let device_store = Arc::new(twin::DeviceStateStore::open(&devices_path).with_context(
             || format!("cannot open the device state store {}", devices_path.display()),
@@ -229,7 +235,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 tsdb: db.clone(),
                 namespace: identity::NAMESPACE.into(),
                 max_body_bytes: settings.http.max_body_bytes,
-                clock: Arc::new(|| crate::unix_ms() as u64),
+                clock: clock.clone(),
                 devices: registry.clone(),
                 operators: registry.clone(),
                 audit: Arc::new(registry.audit().clone()),
@@ -311,6 +317,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 local,
                 http,
                 args.demo_machines,
+                clock.clone(),
                 stop.clone(),
             )))
         } else {
@@ -364,7 +371,7 @@ pub fn admin_token(
             None,
             registry::Role::Admin,
             None,
-            crate::unix_ms() as u64,
+            SystemClock.now().as_millis(),
         )
         .context("cannot create the token")?;
     println!("{token}");
