@@ -16,14 +16,19 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+# /metrics is checked with promtool and scraped by a real Prometheus.
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
     step "installing ${need_apt[*]}"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
-# The distribution's mosquitto service is not wanted: tests start their own.
-if command -v systemctl >/dev/null 2>&1; then systemctl stop mosquitto >/dev/null 2>&1 || true; fi
+# The distribution's mosquitto and prometheus services are not wanted: tests
+# start their own.
+if command -v systemctl >/dev/null 2>&1; then
+    systemctl stop mosquitto prometheus >/dev/null 2>&1 || true
+fi
 
 if ! python3 -c 'import paho.mqtt, pytest, cryptography' >/dev/null 2>&1; then
     step "installing paho-mqtt, pytest and cryptography"
