@@ -17,7 +17,7 @@
 //! histograms, which are cumulative by nature), or an HTTP server (that is
 //! `api`).
 
-use prometheus::core::Collector;
+use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{Encoder, HistogramOpts, IntCounterVec, Opts, Registry};
 
 /// Why an exposition could not be built: a bad name or label set (a bug of
@@ -94,28 +94,8 @@ impl Exposition {
     ) where
         L: AsRef<[&'a str]>,
     {
-        let vec = match IntCounterVec::new(Opts::new(name, help), labels) {
-            Ok(v) => v,
-            Err(source) => {
-                self.error.get_or_insert(Error::Metric {
-                    name: name.to_string(),
-                    source,
-                });
-                return;
-            }
-        };
-        for (values, v) in samples {
-            match vec.get_metric_with_label_values(values.as_ref()) {
-                Ok(c) => c.inc_by(v),
-                Err(source) => {
-                    self.error.get_or_insert(Error::Metric {
-                        name: name.to_string(),
-                        source,
-                    });
-                }
-            }
-        }
-        self.register(name, Box::new(vec));
+        let vec = IntCounterVec::new(Opts::new(name, help), labels);
+        self.labelled(name, vec, samples, |c, v| c.inc_by(v));
     }
 
     /// A gauge with labels: one sample per set of label values.
@@ -128,24 +108,38 @@ impl Exposition {
     ) where
         L: AsRef<[&'a str]>,
     {
-        let vec = match prometheus::GaugeVec::new(Opts::new(name, help), labels) {
+        let vec = prometheus::GaugeVec::new(Opts::new(name, help), labels);
+        self.labelled(name, vec, samples, |g, v| g.set(v));
+    }
+
+    /// Sets one sample of `vec` per set of label values, then registers it;
+    /// the first error is kept for [`Exposition::render`].
+    fn labelled<'a, B, L, V>(
+        &mut self,
+        name: &str,
+        vec: prometheus::Result<MetricVec<B>>,
+        samples: impl IntoIterator<Item = (L, V)>,
+        set: impl Fn(&B::M, V),
+    ) where
+        B: MetricVecBuilder + 'static,
+        L: AsRef<[&'a str]>,
+    {
+        let fail = |source| Error::Metric {
+            name: name.to_string(),
+            source,
+        };
+        let vec = match vec {
             Ok(v) => v,
             Err(source) => {
-                self.error.get_or_insert(Error::Metric {
-                    name: name.to_string(),
-                    source,
-                });
+                self.error.get_or_insert(fail(source));
                 return;
             }
         };
         for (values, v) in samples {
             match vec.get_metric_with_label_values(values.as_ref()) {
-                Ok(g) => g.set(v),
+                Ok(m) => set(&m, v),
                 Err(source) => {
-                    self.error.get_or_insert(Error::Metric {
-                        name: name.to_string(),
-                        source,
-                    });
+                    self.error.get_or_insert(fail(source));
                 }
             }
         }
