@@ -281,3 +281,121 @@ impl BinOp {
         }
     }
 }
+
+/// Writes a duration in milliseconds the way PromQL reads it (`1h30m`).
+pub(crate) fn fmt_duration(ms: i64) -> String {
+    const UNITS: [(&str, i64); 7] = [
+        ("y", 365 * 86_400_000),
+        ("w", 7 * 86_400_000),
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ];
+    if ms == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    if ms < 0 {
+        out.push('-');
+    }
+    let mut rest = ms.unsigned_abs();
+    for (u, size) in UNITS {
+        let size = size.unsigned_abs();
+        if rest >= size {
+            out.push_str(&format!("{}{u}", rest / size));
+            rest %= size;
+        }
+    }
+    out
+}
+
+impl fmt::Display for MatchOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MatchOp::Equal => "=",
+            MatchOp::NotEqual => "!=",
+            MatchOp::Regex => "=~",
+            MatchOp::NotRegex => "!~",
+        })
+    }
+}
+
+impl fmt::Display for VectorSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rest = &self.matchers[..];
+        if let Some(m) = rest.first() {
+            if m.name == "__name__" && m.op == MatchOp::Equal {
+                f.write_str(&m.value)?;
+                rest = &rest[1..];
+            }
+        }
+        if !rest.is_empty() || self.matchers.is_empty() {
+            f.write_str("{")?;
+            for (i, m) in rest.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                write!(f, "{}{}{:?}", m.name, m.op, m.value)?;
+            }
+            f.write_str("}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for MatrixSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}]", self.selector, fmt_duration(self.range_ms))?;
+        if self.selector.offset_ms != 0 {
+            write!(f, " offset {}", fmt_duration(self.selector.offset_ms))?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes the expression back as PromQL, every binary operation in
+/// parentheses (so tests can check precedence).
+impl fmt::Display for Expr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expr::Number(n) => f.write_str(&crate::result::format_value(*n)),
+            Expr::Vector(s) => {
+                write!(f, "{s}")?;
+                if s.offset_ms != 0 {
+                    write!(f, " offset {}", fmt_duration(s.offset_ms))?;
+                }
+                Ok(())
+            }
+            Expr::Matrix(m) => write!(f, "{m}"),
+            Expr::Call { func, arg } => write!(f, "{}({arg})", func.name()),
+            Expr::Aggregate { op, grouping, arg } => {
+                let name = match op {
+                    AggOp::Sum => "sum",
+                    AggOp::Avg => "avg",
+                    AggOp::Min => "min",
+                    AggOp::Max => "max",
+                    AggOp::Count => "count",
+                };
+                f.write_str(name)?;
+                match grouping {
+                    Grouping::None => {}
+                    Grouping::By(l) => write!(f, " by ({})", l.join(", "))?,
+                    Grouping::Without(l) => write!(f, " without ({})", l.join(", "))?,
+                }
+                write!(f, " ({arg})")
+            }
+            Expr::Binary { op, lhs, rhs } => {
+                let o = match op {
+                    BinOp::Add => "+",
+                    BinOp::Sub => "-",
+                    BinOp::Mul => "*",
+                    BinOp::Div => "/",
+                };
+                write!(f, "({lhs} {o} {rhs})")
+            }
+            Expr::Neg(e) => write!(f, "-({e})"),
+        }
+    }
+}

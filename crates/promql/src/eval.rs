@@ -171,9 +171,11 @@ impl Steps {
         }
     }
 
-    /// The i-th time; `i < n`, so within `[start, end]`.
+    /// The i-th time; `i < n`, so within `[start, end]` (computed wide:
+    /// `step * i` alone may not fit).
     fn at(&self, i: usize) -> i64 {
-        self.start + self.step * i as i64
+        let t = i128::from(self.start) + i128::from(self.step) * i as i128;
+        i64::try_from(t).unwrap_or(i64::MAX)
     }
 
     fn last(&self) -> i64 {
@@ -454,8 +456,8 @@ fn window(func: Function, pts: &[Sample], from: i64, to: i64, range_ms: i64) -> 
         Function::AvgOverTime => sum(vals) / pts.len() as f64,
         Function::MinOverTime => vals.fold(first.value, |m, x| pick(m, x, true)),
         Function::MaxOverTime => vals.fold(first.value, |m, x| pick(m, x, false)),
-        Function::Rate => extrapolated_delta(pts, from, to)? / (range_ms as f64 / 1000.0),
-        Function::Increase => extrapolated_delta(pts, from, to)?,
+        Function::Rate => extrapolated_delta(pts, from, to, Some(range_ms))?,
+        Function::Increase => extrapolated_delta(pts, from, to, None)?,
     })
 }
 
@@ -472,8 +474,15 @@ fn sum(vals: impl Iterator<Item = f64>) -> f64 {
 /// average sample intervals from the nearest point is taken to be where
 /// the series starts or ends, and the extrapolation goes only half an
 /// interval towards it; at the start it never goes past where the counter
-/// would have been zero. Needs at least two points.
-fn extrapolated_delta(pts: &[Sample], from: i64, to: i64) -> Option<f64> {
+/// would have been zero. Needs at least two points. With `per_range_ms`,
+/// the result is per second of that range (`rate`). The arithmetic is done
+/// in Prometheus' order so that results agree to the last bit.
+fn extrapolated_delta(
+    pts: &[Sample],
+    from: i64,
+    to: i64,
+    per_range_ms: Option<i64>,
+) -> Option<f64> {
     if pts.len() < 2 {
         return None;
     }
@@ -484,11 +493,14 @@ fn extrapolated_delta(pts: &[Sample], from: i64, to: i64) -> Option<f64> {
             delta += w[0].value;
         }
     }
-    let sampled = (last.ts - first.ts) as f64 / 1000.0;
+    // Differences taken wide: with extreme query times they may not fit an
+    // i64; with ordinary ones they are exact either way.
+    let secs = |a: i64, b: i64| (i128::from(a) - i128::from(b)) as f64 / 1000.0;
+    let sampled = secs(last.ts, first.ts);
     let avg_interval = sampled / (pts.len() - 1) as f64;
     let threshold = avg_interval * 1.1;
-    let mut to_start = (first.ts - from) as f64 / 1000.0;
-    let mut to_end = (to - last.ts) as f64 / 1000.0;
+    let mut to_start = secs(first.ts, from);
+    let mut to_end = secs(to, last.ts);
     if to_start >= threshold {
         to_start = avg_interval / 2.0;
     }
@@ -501,7 +513,11 @@ fn extrapolated_delta(pts: &[Sample], from: i64, to: i64) -> Option<f64> {
     if to_end >= threshold {
         to_end = avg_interval / 2.0;
     }
-    Some(delta * (sampled + to_start + to_end) / sampled)
+    let mut factor = (sampled + to_start + to_end) / sampled;
+    if let Some(r) = per_range_ms {
+        factor /= r as f64 / 1000.0;
+    }
+    Some(delta * factor)
 }
 
 /// The labels of a series' group.

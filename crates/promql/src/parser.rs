@@ -194,9 +194,15 @@ impl Parser {
                     (true, e) => Expr::Neg(Box::new(e)),
                 })
             }
+            Tok::LParen => {
+                // A parenthesised expression is no selector: `(up)[5m]` and
+                // `(up) offset 5m` are refused, as in Prometheus.
+                let e = self.primary()?;
+                self.postfix(e, false)
+            }
             _ => {
                 let e = self.primary()?;
-                self.postfix(e)
+                self.postfix(e, true)
             }
         }
     }
@@ -438,7 +444,7 @@ impl Parser {
     }
 
     /// `[range]`, `offset` and `@` after a primary expression.
-    fn postfix(&mut self, mut e: Expr) -> Result<Expr, Error> {
+    fn postfix(&mut self, mut e: Expr, selector_allowed: bool) -> Result<Expr, Error> {
         loop {
             let pos = self.pos();
             match self.peek().clone() {
@@ -459,7 +465,7 @@ impl Parser {
                     }
                     self.expect(Tok::RBracket, "range")?;
                     e = match e {
-                        Expr::Vector(sel) => {
+                        Expr::Vector(sel) if selector_allowed => {
                             if sel.offset_ms != 0 {
                                 return Err(Self::err_at(
                                     pos,
@@ -506,8 +512,8 @@ impl Parser {
                     };
                     let ms = if neg { -ms } else { ms };
                     let sel = match &mut e {
-                        Expr::Vector(s) => s,
-                        Expr::Matrix(m) => &mut m.selector,
+                        Expr::Vector(s) if selector_allowed => s,
+                        Expr::Matrix(m) if selector_allowed => &mut m.selector,
                         _ => {
                             return Err(Self::err_at(
                                 pos,

@@ -1,0 +1,171 @@
+//! A query string is input: no string makes the parser or the evaluator
+//! panic.
+
+use promql::{eval_instant, eval_range, parse, EvalOptions, Labels, Matcher, Sample, Storage};
+use proptest::prelude::*;
+
+/// A few series in memory.
+struct Mem(Vec<(Labels, Vec<Sample>)>);
+
+impl Storage for Mem {
+    type Series = usize;
+
+    fn select(&self, matchers: &[Matcher]) -> Result<Vec<(Labels, usize)>, promql::Error> {
+        Ok(self
+            .0
+            .iter()
+            .enumerate()
+            .filter(|(_, (l, _))| promql::matches_all(l, matchers))
+            .map(|(i, (l, _))| (l.clone(), i))
+            .collect())
+    }
+
+    fn points(&self, s: &usize, start: i64, end: i64) -> Result<Vec<Sample>, promql::Error> {
+        Ok(self.0[*s]
+            .1
+            .iter()
+            .filter(|p| p.ts >= start && p.ts <= end)
+            .copied()
+            .collect())
+    }
+}
+
+fn mem() -> Mem {
+    let series = |name: &str, dev: &str, vals: &[f64]| {
+        let mut l = Labels::new();
+        l.insert("__name__".into(), name.into());
+        l.insert("device".into(), dev.into());
+        let pts = vals
+            .iter()
+            .enumerate()
+            .map(|(i, &value)| Sample {
+                ts: i as i64 * 15_000,
+                value,
+            })
+            .collect();
+        (l, pts)
+    };
+    Mem(vec![
+        series("up", "a", &[1.0, 0.0, 1.0, f64::NAN, 1.0]),
+        series("up", "b", &[5.0, 3.0, f64::INFINITY, 2.0, -1.0]),
+        series("c", "a", &[0.0, 10.0, 5.0, 1e300, 0.0]),
+    ])
+}
+
+const FRAGMENTS: &[&str] = &[
+    "up",
+    "c",
+    "{",
+    "}",
+    "(",
+    ")",
+    "[",
+    "]",
+    "5m",
+    "1s",
+    "0s",
+    ":",
+    ",",
+    "device",
+    "=",
+    "!=",
+    "=~",
+    "!~",
+    "\"a\"",
+    "\".*\"",
+    "'(('",
+    "+",
+    "-",
+    "*",
+    "/",
+    "%",
+    "^",
+    "1",
+    "0",
+    "NaN",
+    "Inf",
+    "1e308",
+    "offset",
+    "-1h",
+    "@",
+    "by",
+    "without",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "count",
+    "topk",
+    "rate",
+    "increase",
+    "avg_over_time",
+    "min_over_time",
+    "max_over_time",
+    "sum_over_time",
+    "count_over_time",
+    "last_over_time",
+    "abs",
+    "bool",
+    "on",
+    "and",
+    "#",
+    "\n",
+    "`",
+    "__name__",
+    " ",
+    "0x",
+    "1y",
+    "99999999999999999999y",
+    "\\",
+    "é",
+];
+
+fn query() -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(FRAGMENTS), 0..24).prop_map(|v| v.join(" "))
+}
+
+fn query_tight() -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(FRAGMENTS), 0..16).prop_map(|v| v.concat())
+}
+
+fn time() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        -100_000i64..200_000,
+        Just(i64::MIN),
+        Just(i64::MAX),
+        any::<i64>()
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn random_strings_never_panic(s in any::<String>()) {
+        let _ = parse(&s);
+    }
+
+    #[test]
+    fn random_bytes_never_panic(b in prop::collection::vec(any::<u8>(), 0..64)) {
+        let _ = parse(&String::from_utf8_lossy(&b));
+    }
+
+    #[test]
+    fn promql_like_queries_never_panic(
+        q in prop_oneof![query(), query_tight()],
+        t in time(),
+        start in time(),
+        len in 0i64..400_000,
+        step in prop_oneof![1i64..100_000, any::<i64>()],
+    ) {
+        if let Ok(e) = parse(&q) {
+            let st = mem();
+            let o = EvalOptions::default();
+            let _ = eval_instant(&st, &e, t, &o);
+            let _ = eval_range(&st, &e, start, start.saturating_add(len), step, &o);
+            // Whatever parses prints as a query that parses again.
+            let again = e.to_string();
+            prop_assert!(parse(&again).is_ok(), "{q:?} printed as {again:?}");
+        }
+    }
+}
