@@ -128,6 +128,48 @@ fn query_tight() -> impl Strategy<Value = String> {
     prop::collection::vec(prop::sample::select(FRAGMENTS), 0..16).prop_map(|v| v.concat())
 }
 
+/// Queries built from the grammar, so that most parse and get evaluated.
+fn grammar() -> impl Strategy<Value = String> {
+    let sel = prop::sample::select(vec![
+        "up",
+        "c",
+        "up{device=\"a\"}",
+        "{__name__=~\"u.*|c\"}",
+        "up{device!~\"b\"}",
+        "nothing",
+    ]);
+    let dur = prop::sample::select(vec!["1ms", "15s", "1m", "5m", "1h", "1y"]);
+    let off = prop::sample::select(vec!["", " offset 30s", " offset -1m", " offset 1y"]);
+    let num = prop::sample::select(vec!["1", "0", "-2.5", "NaN", "Inf", "1e308", "0x10"]);
+    let func = prop::sample::select(vec![
+        "rate",
+        "increase",
+        "avg_over_time",
+        "min_over_time",
+        "max_over_time",
+        "sum_over_time",
+        "count_over_time",
+        "last_over_time",
+    ]);
+    let leaf = prop_oneof![
+        (sel.clone(), off.clone()).prop_map(|(s, o)| format!("{s}{o}")),
+        num.prop_map(str::to_string),
+        (func, sel, dur, off).prop_map(|(f, s, d, o)| format!("{f}({s}[{d}]{o})")),
+    ];
+    leaf.prop_recursive(4, 32, 2, |inner| {
+        let agg = prop::sample::select(vec!["sum", "avg", "min", "max", "count"]);
+        let grouping =
+            prop::sample::select(vec!["", " by (device)", " without (device)", " by ()"]);
+        let op = prop::sample::select(vec!["+", "-", "*", "/"]);
+        prop_oneof![
+            (agg, grouping, inner.clone()).prop_map(|(a, g, e)| format!("{a}{g} ({e})")),
+            (inner.clone(), op, inner.clone()).prop_map(|(l, o, r)| format!("{l} {o} {r}")),
+            inner.clone().prop_map(|e| format!("-({e})")),
+            inner.prop_map(|e| format!("({e})")),
+        ]
+    })
+}
+
 fn time() -> impl Strategy<Value = i64> {
     prop_oneof![
         -100_000i64..200_000,
@@ -141,6 +183,18 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
     #[test]
+    fn grammar_queries_mostly_parse(q in grammar()) {
+        // Only vector-vector arithmetic and aggregations of scalars are
+        // refused among these.
+        if let Err(e) = parse(&q) {
+            let vv = matches!(&e, promql::Error::Unsupported { construct }
+                if construct == "binary operations between two instant vectors");
+            let agg = e.to_string() == "expected type instant vector in aggregation expression, got scalar";
+            prop_assert!(vv || agg, "{q:?}: {e}");
+        }
+    }
+
+    #[test]
     fn random_strings_never_panic(s in any::<String>()) {
         let _ = parse(&s);
     }
@@ -152,7 +206,7 @@ proptest! {
 
     #[test]
     fn promql_like_queries_never_panic(
-        q in prop_oneof![query(), query_tight()],
+        q in prop_oneof![query(), query_tight(), grammar()],
         t in time(),
         start in time(),
         len in 0i64..400_000,
