@@ -435,6 +435,32 @@ impl KahanSum {
     }
 }
 
+/// A mean as Prometheus takes it: the compensated sum over the count, or,
+/// when that sum overflows though no value is infinite, a running mean.
+#[derive(Default, Clone, Copy)]
+struct Mean {
+    count: usize,
+    sum: KahanSum,
+    running: f64,
+}
+
+impl Mean {
+    fn add(&mut self, x: f64) {
+        self.count += 1;
+        self.sum.add(x);
+        self.running += (x - self.running) / self.count as f64;
+    }
+
+    fn value(&self) -> f64 {
+        let s = self.sum.value();
+        if s.is_infinite() && self.running.is_finite() {
+            self.running
+        } else {
+            s / self.count as f64
+        }
+    }
+}
+
 /// The `min`/`max` step of Prometheus: a NaN is replaced by any number.
 fn pick(cur: f64, x: f64, want_min: bool) -> f64 {
     let better = if want_min { x < cur } else { x > cur };
@@ -453,7 +479,11 @@ fn window(func: Function, pts: &[Sample], from: i64, to: i64, range_ms: i64) -> 
         Function::CountOverTime => pts.len() as f64,
         Function::LastOverTime => pts.last()?.value,
         Function::SumOverTime => sum(vals),
-        Function::AvgOverTime => sum(vals) / pts.len() as f64,
+        Function::AvgOverTime => {
+            let mut m = Mean::default();
+            vals.for_each(|x| m.add(x));
+            m.value()
+        }
         Function::MinOverTime => vals.fold(first.value, |m, x| pick(m, x, true)),
         Function::MaxOverTime => vals.fold(first.value, |m, x| pick(m, x, false)),
         Function::Rate => extrapolated_delta(pts, from, to, Some(range_ms))?,
@@ -542,6 +572,7 @@ fn group_labels(labels: &Labels, grouping: &Grouping) -> Labels {
 struct Acc {
     count: usize,
     sum: KahanSum,
+    mean: Mean,
     pick: f64,
 }
 
@@ -560,6 +591,7 @@ fn aggregate(op: AggOp, grouping: &Grouping, series: Vec<Series>, n: usize) -> V
             };
             acc.count += 1;
             acc.sum.add(x);
+            acc.mean.add(x);
         }
     }
     groups
@@ -571,7 +603,7 @@ fn aggregate(op: AggOp, grouping: &Grouping, series: Vec<Series>, n: usize) -> V
                 .map(|a| {
                     (a.count > 0).then(|| match op {
                         AggOp::Sum => a.sum.value(),
-                        AggOp::Avg => a.sum.value() / a.count as f64,
+                        AggOp::Avg => a.mean.value(),
                         AggOp::Count => a.count as f64,
                         AggOp::Min | AggOp::Max => a.pick,
                     })

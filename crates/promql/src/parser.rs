@@ -75,7 +75,7 @@ fn other_binop(t: &Tok) -> Option<&'static str> {
         Tok::Gt => ">",
         Tok::Le => "<=",
         Tok::Ge => ">=",
-        Tok::Ident(s) => match s.as_str() {
+        Tok::Ident(s) => match s.to_ascii_lowercase().as_str() {
             "and" => "and",
             "or" => "or",
             "unless" => "unless",
@@ -159,6 +159,7 @@ impl Parser {
             let pos = self.pos();
             self.next();
             if let Tok::Ident(kw) = self.peek() {
+                let kw = kw.to_ascii_lowercase();
                 if matches!(
                     kw.as_str(),
                     "bool" | "on" | "ignoring" | "group_left" | "group_right"
@@ -229,15 +230,19 @@ impl Parser {
     /// An identifier at the start of an expression: an aggregation, a
     /// function call or a metric name.
     fn identifier(&mut self, name: String, pos: usize) -> Result<Expr, Error> {
-        let grouping_next = matches!(self.peek(), Tok::Ident(k) if k == "by" || k == "without");
+        let grouping_next = matches!(self.peek(),
+            Tok::Ident(k) if k.eq_ignore_ascii_case("by") || k.eq_ignore_ascii_case("without"));
+        // Keywords are case-insensitive, as in Prometheus; function names
+        // are not.
+        let lower = name.to_ascii_lowercase();
         let call_next = *self.peek() == Tok::LParen;
-        if let Some(op) = AggOp::from_name(&name) {
+        if let Some(op) = AggOp::from_name(&lower) {
             if grouping_next || call_next {
                 return self.aggregate(op, &name);
             }
         }
-        if OTHER_AGGREGATIONS.contains(&name.as_str()) && (grouping_next || call_next) {
-            return Err(Error::unsupported(format!("aggregation \"{name}\"")));
+        if OTHER_AGGREGATIONS.contains(&lower.as_str()) && (grouping_next || call_next) {
+            return Err(Error::unsupported(format!("aggregation \"{lower}\"")));
         }
         if call_next {
             return self.call(&name, pos);
@@ -332,8 +337,8 @@ impl Parser {
     /// An optional `by (...)` or `without (...)`.
     fn grouping(&mut self) -> Result<Grouping, Error> {
         let by = match self.peek() {
-            Tok::Ident(k) if k == "by" => true,
-            Tok::Ident(k) if k == "without" => false,
+            Tok::Ident(k) if k.eq_ignore_ascii_case("by") => true,
+            Tok::Ident(k) if k.eq_ignore_ascii_case("without") => false,
             _ => return Ok(Grouping::None),
         };
         self.next();
@@ -488,7 +493,7 @@ impl Parser {
                         }
                     };
                 }
-                Tok::Ident(k) if k == "offset" => {
+                Tok::Ident(k) if k.eq_ignore_ascii_case("offset") => {
                     self.next();
                     let neg = match self.peek() {
                         Tok::Minus => {

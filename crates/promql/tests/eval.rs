@@ -69,6 +69,14 @@ fn fixture() -> Fixture {
         Value::Str("ok".into()),
     );
     put(&mut p, &key("m1", "count", &[]), T0, Value::I64(7));
+    for (i, dev) in ["h1", "h2"].into_iter().enumerate() {
+        put(
+            &mut p,
+            &key(dev, "huge", &[]),
+            T0 + i as i64 * S,
+            Value::F64(1.5e308),
+        );
+    }
     let other = Arc::new(SeriesKey::new("other", "m1", "readings.temp"));
     put(&mut p, &other, T0, Value::F64(99.0));
     db.write(&p).unwrap();
@@ -305,6 +313,10 @@ fn aggregations() {
     );
     assert_eq!(f.one("min by (nope) (readings_temp)", t), 10.0);
     assert_close(f.one("sum(rate(c[1m])) / 2", T0 + 60 * S), 0.45);
+    // A sum that overflows gives +Inf, but the mean stays finite.
+    assert_eq!(f.one("sum(huge)", t), f64::INFINITY);
+    assert_eq!(f.one("avg(huge)", t), 1.5e308);
+    assert_eq!(f.one("avg_over_time(huge{device=\"h1\"}[1m])", t), 1.5e308);
     // Nothing selected, nothing aggregated.
     assert!(f.empty("sum(nothing)", t));
 }

@@ -92,6 +92,13 @@ fn functions_and_aggregations() {
         show("count by (by) (rate(x[1m]))"),
         "count by (by) (rate(x[1m]))"
     );
+    // Keywords are case-insensitive, function names are not.
+    assert_eq!(show("SUM BY (a) (up) "), "sum by (a) (up)");
+    assert_eq!(show("Max(up) Without (a)"), "max without (a) (up)");
+    assert_eq!(show("up OFFSET 1m"), "up offset 1m");
+    unsupported("RATE(x[5m])", "function \"RATE\"");
+    unsupported("up AND up", "binary operator \"and\"");
+    unsupported("TopK(1, up)", "aggregation \"topk\"");
     // An aggregation's name alone is a metric name.
     assert_eq!(show("sum"), "sum");
 }
