@@ -4,8 +4,12 @@
 //!
 //! What it is: a parser ([`parse`]), an evaluator ([`instant_query`],
 //! [`range_query`]) reading raw points through the [`Storage`] trait
-//! ([`TsdbStorage`] over [`tsdb::Tsdb`]), and serde types producing exactly
-//! Prometheus' JSON ([`Response`], [`QueryData`]).
+//! ([`TsdbStorage`] over [`tsdb::Tsdb`]), serde types producing exactly
+//! Prometheus' JSON ([`Response`], [`QueryData`]), and what a thin HTTP
+//! handler needs besides: the API's parameters ([`parse_time`],
+//! [`parse_step`], [`parse_selector`] for `match[]`) and the metadata
+//! answers Grafana's metric browser asks for ([`series`], [`label_names`],
+//! [`label_values`]).
 //!
 //! What it is not: it serves no HTTP (the API crate does, with a thin
 //! handler), never reads the clock (every query takes its times as
@@ -64,6 +68,8 @@ mod ast;
 mod error;
 mod eval;
 mod lexer;
+mod meta;
+mod params;
 mod parser;
 mod result;
 mod storage;
@@ -75,6 +81,8 @@ pub use ast::{
 pub use error::Error;
 pub use eval::{eval_instant, eval_range, instant_query, range_query, EvalOptions};
 pub use lexer::parse_duration;
+pub use meta::{label_names, label_values, parse_selector, series};
+pub use params::{parse_step, parse_time};
 pub use parser::{parse, MAX_QUERY_LEN};
 pub use result::{format_value, InstantSample, QueryData, RangeSeries, Response, SamplePair};
 pub use storage::{

@@ -78,14 +78,16 @@ pub fn format_value(v: f64) -> String {
 }
 
 /// The whole body of an answer: `{"status":"success","data":...}` or
-/// `{"status":"error","errorType":"bad_data","error":"..."}`.
+/// `{"status":"error","errorType":"bad_data","error":"..."}`. `T` is
+/// [`QueryData`] for queries, `Vec<Labels>` for `/api/v1/series`,
+/// `Vec<String>` for label names and values.
 #[derive(Clone, Debug, serde::Serialize)]
 #[serde(tag = "status", rename_all = "lowercase")]
-pub enum Response {
-    /// The query ran.
+pub enum Response<T = QueryData> {
+    /// The request succeeded.
     Success {
         /// The result.
-        data: QueryData,
+        data: T,
     },
     /// The query failed.
     Error {
@@ -97,8 +99,8 @@ pub enum Response {
     },
 }
 
-impl From<Result<QueryData, Error>> for Response {
-    fn from(r: Result<QueryData, Error>) -> Response {
+impl<T> From<Result<T, Error>> for Response<T> {
+    fn from(r: Result<T, Error>) -> Response<T> {
         match r {
             Ok(data) => Response::Success { data },
             Err(e) => Response::Error {

@@ -453,3 +453,43 @@ fn error_body() {
         json!("success")
     );
 }
+
+#[test]
+fn metadata_for_grafanas_metric_browser() {
+    let f = fixture();
+    let st = TsdbStorage::new(&f.db);
+    let sel = promql::parse_selector("readings_temp{line=\"a\"}").unwrap();
+    let found = promql::series(&st, &[sel]).unwrap();
+    assert_eq!(
+        serde_json::to_value(Response::from(Ok::<_, promql::Error>(found))).unwrap(),
+        json!({"status":"success","data":[
+            {"__name__":"readings_temp","device":"m1","line":"a"},
+            {"__name__":"readings_temp","device":"m2","line":"a"}]})
+    );
+    assert_eq!(
+        promql::label_names(&st, &[]).unwrap(),
+        ["__name__", "device", "line"]
+    );
+    assert_eq!(
+        promql::label_values(&st, "__name__", &[]).unwrap(),
+        [
+            "c",
+            "count",
+            "g",
+            "huge",
+            "readings_temp",
+            "running",
+            "state",
+            "z"
+        ]
+    );
+    let m1 = promql::parse_selector("{device=\"m1\"}").unwrap();
+    let m3 = promql::parse_selector("{device=\"m3\"}").unwrap();
+    assert_eq!(
+        promql::label_values(&st, "line", &[m1, m3]).unwrap(),
+        ["a", "b"]
+    );
+    assert!(promql::parse_selector("rate(g[5m])").is_err());
+    assert!(promql::parse_selector("g offset 1m").is_err());
+    assert!(promql::parse_selector("{}").is_err());
+}

@@ -200,6 +200,14 @@ proptest! {
     }
 
     #[test]
+    fn api_parameters_never_panic(s in any::<String>(), t in "[0-9T:.+Z-]{0,32}") {
+        let _ = promql::parse_time("time", &s);
+        let _ = promql::parse_time("time", &t);
+        let _ = promql::parse_step("step", &s);
+        let _ = promql::parse_selector(&s);
+    }
+
+    #[test]
     fn random_bytes_never_panic(b in prop::collection::vec(any::<u8>(), 0..64)) {
         let _ = parse(&String::from_utf8_lossy(&b));
     }
