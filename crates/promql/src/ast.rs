@@ -322,11 +322,46 @@ impl fmt::Display for MatchOp {
     }
 }
 
+/// Whether `s` can be written bare: `[a-zA-Z_][a-zA-Z0-9_]*`, and `:` too
+/// in metric names.
+fn is_ident(s: &str, metric: bool) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || (metric && c == ':'))
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || (metric && c == ':'))
+}
+
+/// `s` as a double-quoted PromQL string.
+fn quote(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A label name, quoted when it is not an identifier (Prometheus 3 syntax).
+fn label(s: &str) -> String {
+    if is_ident(s, false) {
+        s.to_string()
+    } else {
+        quote(s)
+    }
+}
+
 impl fmt::Display for VectorSelector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut rest = &self.matchers[..];
         if let Some(m) = rest.first() {
-            if m.name == "__name__" && m.op == MatchOp::Equal {
+            if m.name == "__name__" && m.op == MatchOp::Equal && is_ident(&m.value, true) {
                 f.write_str(&m.value)?;
                 rest = &rest[1..];
             }
@@ -337,7 +372,7 @@ impl fmt::Display for VectorSelector {
                 if i > 0 {
                     f.write_str(", ")?;
                 }
-                write!(f, "{}{}{:?}", m.name, m.op, m.value)?;
+                write!(f, "{}{}{}", label(&m.name), m.op, quote(&m.value))?;
             }
             f.write_str("}")?;
         }
@@ -353,6 +388,10 @@ impl fmt::Display for MatrixSelector {
         }
         Ok(())
     }
+}
+
+fn labels(l: &[String]) -> String {
+    l.iter().map(|x| label(x)).collect::<Vec<_>>().join(", ")
 }
 
 /// Writes the expression back as PromQL, every binary operation in
@@ -381,8 +420,8 @@ impl fmt::Display for Expr {
                 f.write_str(name)?;
                 match grouping {
                     Grouping::None => {}
-                    Grouping::By(l) => write!(f, " by ({})", l.join(", "))?,
-                    Grouping::Without(l) => write!(f, " without ({})", l.join(", "))?,
+                    Grouping::By(l) => write!(f, " by ({})", labels(l))?,
+                    Grouping::Without(l) => write!(f, " without ({})", labels(l))?,
                 }
                 write!(f, " ({arg})")
             }

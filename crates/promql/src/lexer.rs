@@ -103,6 +103,9 @@ pub(crate) fn lex(src: &str) -> Result<Vec<Token>, Error> {
     let b = src.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
+    // Within `[...]` a `:` separates a subquery's range and step; elsewhere
+    // it may start a metric name (`:recorded`).
+    let mut in_brackets = false;
     while i < b.len() {
         let c = b[i];
         let start = i;
@@ -122,10 +125,16 @@ pub(crate) fn lex(src: &str) -> Result<Vec<Token>, Error> {
             b')' => single(&mut i, Tok::RParen),
             b'{' => single(&mut i, Tok::LBrace),
             b'}' => single(&mut i, Tok::RBrace),
-            b'[' => single(&mut i, Tok::LBracket),
-            b']' => single(&mut i, Tok::RBracket),
+            b'[' => {
+                in_brackets = true;
+                single(&mut i, Tok::LBracket)
+            }
+            b']' => {
+                in_brackets = false;
+                single(&mut i, Tok::RBracket)
+            }
             b',' => single(&mut i, Tok::Comma),
-            b':' => single(&mut i, Tok::Colon),
+            b':' if in_brackets => single(&mut i, Tok::Colon),
             b'@' => single(&mut i, Tok::At),
             b'+' => single(&mut i, Tok::Plus),
             b'-' => single(&mut i, Tok::Minus),
@@ -152,7 +161,7 @@ pub(crate) fn lex(src: &str) -> Result<Vec<Token>, Error> {
                 i = next;
                 t
             }
-            c if c.is_ascii_alphabetic() || c == b'_' => {
+            c if c.is_ascii_alphabetic() || c == b'_' || c == b':' => {
                 while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b':')
                 {
                     i += 1;

@@ -200,6 +200,33 @@ proptest! {
     }
 
     #[test]
+    fn selectors_print_back(
+        name in "[a-z_:.][a-z0-9_:.]{0,6}",
+        label in "[a-z_.-][a-z0-9_.-]{0,6}",
+        value in any::<String>(),
+    ) {
+        let mut q = String::from("{");
+        for (i, c) in [name.as_str(), label.as_str(), value.as_str()].into_iter().enumerate() {
+            // A Go-escaped double-quoted string.
+            q.push('"');
+            for ch in c.chars() {
+                match ch {
+                    '"' | '\\' => { q.push('\\'); q.push(ch) }
+                    '\n' => q.push_str("\\n"),
+                    _ => q.push(ch),
+                }
+            }
+            q.push('"');
+            q.push_str(if i == 0 { ", " } else if i == 1 { "=" } else { "}" });
+        }
+        let e = parse(&q);
+        prop_assert!(e.is_ok(), "{:?}: {:?}", q, e.err());
+        let shown = e.map(|e| e.to_string()).unwrap_or_default();
+        let again = parse(&shown).map(|e| e.to_string());
+        prop_assert_eq!(again, Ok(shown));
+    }
+
+    #[test]
     fn api_parameters_never_panic(s in any::<String>(), t in "[0-9T:.+Z-]{0,32}") {
         let _ = promql::parse_time("time", &s);
         let _ = promql::parse_time("time", &t);
@@ -225,9 +252,13 @@ proptest! {
             let o = EvalOptions::default();
             let _ = eval_instant(&st, &e, t, &o);
             let _ = eval_range(&st, &e, start, start.saturating_add(len), step, &o);
-            // Whatever parses prints as a query that parses again.
+            // Whatever parses prints as a query that parses again to the
+            // same expression.
             let again = e.to_string();
-            prop_assert!(parse(&again).is_ok(), "{q:?} printed as {again:?}");
+            match parse(&again) {
+                Ok(e2) => prop_assert_eq!(e2.to_string(), again),
+                Err(err) => prop_assert!(false, "{:?} printed as {:?}: {}", q, again, err),
+            }
         }
     }
 }

@@ -36,6 +36,7 @@ fn selectors() {
         "a:b{x!=\"1\", y=~\"r.*\", z!~\"q\\\\d\"}"
     );
     assert_eq!(show("{__name__=~\"a|b\"}"), "{__name__=~\"a|b\"}");
+    assert_eq!(show(":job:rate5m"), ":job:rate5m");
     assert_eq!(show("{\"up\", job=\"x\"}"), "up{job=\"x\"}");
     assert_eq!(show("up offset 5m"), "up offset 5m");
     assert_eq!(show("up offset -1h30m"), "up offset -1h30m");
@@ -46,6 +47,11 @@ fn selectors() {
     );
     assert_eq!(show("up[500ms]"), "up[500ms]");
     assert_eq!(show("up # a comment\n"), "up");
+    assert_eq!(
+        show("{\"a.b\", \"x-y\"=\"q\\\"\\n\\u0001\"}"),
+        "{__name__=\"a.b\", \"x-y\"=\"q\\\"\\n\\u0001\"}"
+    );
+    assert_eq!(show("sum by (\"a.b\") (up)"), "sum by (\"a.b\") (up)");
     assert_eq!(parse("up[5m]").unwrap().kind(), ValueKind::Matrix);
     assert_eq!(parse("up").unwrap().kind(), ValueKind::Vector);
 }
