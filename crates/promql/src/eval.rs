@@ -269,15 +269,21 @@ impl<'a, S: Storage> Evaluator<'a, S> {
         let mut out = Vec::new();
         for (labels, handle) in self.storage.select(&sel.matchers)? {
             let pts = self.storage.points(&handle, lo, hi)?;
-            self.samples = self.samples.saturating_add(pts.len());
-            if self.samples > self.opts.max_samples {
-                return Err(Error::Execution(
-                    "query processing would load too many samples into memory".into(),
-                ));
-            }
+            self.charge(pts.len())?;
             out.push((labels, pts));
         }
         Ok(out)
+    }
+
+    /// Counts `n` samples read or held against [`EvalOptions::max_samples`].
+    fn charge(&mut self, n: usize) -> Result<(), Error> {
+        self.samples = self.samples.saturating_add(n);
+        if self.samples > self.opts.max_samples {
+            return Err(Error::Execution(
+                "query processing would load too many samples into memory".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// An instant vector selector: at each time `t`, the latest point in
@@ -289,6 +295,7 @@ impl<'a, S: Storage> Evaluator<'a, S> {
         let lo = first.saturating_sub(lookback).saturating_add(1);
         let series = self.fetch(sel, lo, last)?;
         let steps = self.steps;
+        self.charge(series.len().saturating_mul(steps.n))?;
         Ok(series
             .into_iter()
             .map(|(labels, pts)| {
@@ -314,24 +321,26 @@ impl<'a, S: Storage> Evaluator<'a, S> {
         let lo = first.saturating_sub(m.range_ms).saturating_add(1);
         let series = self.fetch(sel, lo, last)?;
         let steps = self.steps;
-        let out = series
-            .into_iter()
-            .map(|(mut labels, pts)| {
-                let values = (0..steps.n)
-                    .map(|i| {
-                        let t = steps.at(i).saturating_sub(sel.offset_ms);
-                        let from = t.saturating_sub(m.range_ms);
-                        let a = pts.partition_point(|p| p.ts <= from);
-                        let b = pts.partition_point(|p| p.ts <= t);
-                        window(func, pts.get(a..b).unwrap_or(&[]), from, t, m.range_ms)
-                    })
-                    .collect();
-                if func != Function::LastOverTime {
-                    labels.remove("__name__");
-                }
-                Series { labels, values }
-            })
-            .collect();
+        self.charge(series.len().saturating_mul(steps.n))?;
+        let mut out = Vec::with_capacity(series.len());
+        for (mut labels, pts) in series {
+            let mut values = Vec::with_capacity(steps.n);
+            for i in 0..steps.n {
+                let t = steps.at(i).saturating_sub(sel.offset_ms);
+                let from = t.saturating_sub(m.range_ms);
+                let a = pts.partition_point(|p| p.ts <= from);
+                let b = pts.partition_point(|p| p.ts <= t);
+                let w = pts.get(a..b).unwrap_or(&[]);
+                // Every window's points count, as in Prometheus: overlapping
+                // windows over many steps are work, too.
+                self.charge(w.len())?;
+                values.push(window(func, w, from, t, m.range_ms));
+            }
+            if func != Function::LastOverTime {
+                labels.remove("__name__");
+            }
+            out.push(Series { labels, values });
+        }
         merge_same_labels(out)
     }
 

@@ -425,6 +425,23 @@ fn range_query_errors() {
     assert!(range_query(&st, "g", T0, T0 - 1, S, &o).is_err());
     let e = range_query(&st, "g", 0, 11_000 * 1000, 1000, &o).unwrap_err();
     assert!(e.to_string().contains("11000 points"), "{e}");
+    // The sample limit counts points read and points in every window.
+    let small = EvalOptions {
+        max_samples: 20,
+        ..EvalOptions::default()
+    };
+    assert!(instant_query(&st, "g", T0 + 60 * S, &small).is_ok());
+    let e = range_query(
+        &st,
+        "count_over_time(g[1m])",
+        T0,
+        T0 + 60 * S,
+        5 * S,
+        &small,
+    )
+    .unwrap_err();
+    assert_eq!(e.error_type(), "execution");
+    assert!(e.to_string().contains("too many samples"), "{e}");
     // Extreme times do not overflow.
     range_query(
         &st,
