@@ -30,6 +30,10 @@
 //!   `[a-zA-Z0-9_]` replaced by `_`; a label named `device` or `__name__`
 //!   becomes `exported_device` / `exported___name__`.
 //!
+//! Two metrics of a device whose names differ only in replaced characters
+//! (`a.b` and `a_b`) become two series with the same labels; a function
+//! or arithmetic over both at once is refused as a duplicate label set.
+//!
 //! Only namespace `default` is visible. Only numeric values are read:
 //! floats and integers as they are, booleans as 0 and 1; string series are
 //! skipped.

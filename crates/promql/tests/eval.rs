@@ -510,3 +510,32 @@ fn metadata_for_grafanas_metric_browser() {
     assert!(promql::parse_selector("g offset 1m").is_err());
     assert!(promql::parse_selector("{}").is_err());
 }
+
+#[test]
+fn same_answers_from_chunks_and_after_reopening() {
+    let f = fixture();
+    let queries = [
+        ("g", T0 + 60 * S),
+        ("sum_over_time(g[1m])", T0 + 60 * S),
+        ("rate(c[1m])", T0 + 80 * S),
+        ("sum by (line) (readings_temp)", T0 + S),
+        ("running", T0),
+        ("state", T0),
+    ];
+    let answers = |db: &Tsdb| -> Vec<Json> {
+        let st = TsdbStorage::new(db);
+        queries
+            .iter()
+            .map(|(q, t)| {
+                serde_json::to_value(instant_query(&st, q, *t, &EvalOptions::default()).unwrap())
+                    .unwrap()
+            })
+            .collect()
+    };
+    let before = answers(&f.db);
+    f.db.flush(T0 + 3_600 * S).unwrap();
+    assert_eq!(answers(&f.db), before, "from chunk files");
+    f.db.close().unwrap();
+    let reopened = Tsdb::open(f._dir.path(), Options::default()).unwrap();
+    assert_eq!(answers(&reopened), before, "after reopening");
+}
