@@ -38,7 +38,8 @@ pub enum Error {
 impl Error {
     /// The Prometheus HTTP API `errorType` for this error: `bad_data` for
     /// anything wrong with the query, `execution` for evaluation failures,
-    /// `internal` for storage failures.
+    /// `internal` for storage failures (Prometheus answers them with the
+    /// statuses 400, 422 and 500).
     pub fn error_type(&self) -> &'static str {
         match self {
             Error::Parse { .. } | Error::Unsupported { .. } | Error::Invalid(_) => "bad_data",

@@ -235,19 +235,32 @@ const QUERIES: &[&str] = &[
     "-readings_velocity",
     "max_over_time(env_temp[10m]) / 2",
     "1 + 2 * 3",
+    "readings_count",
+    "count_over_time(readings_count[90s] offset 30s)",
+    "sum without (line) (increase(readings_count[2m]))",
+    "avg by (site) (env_temp) * 10",
+    "min(readings_velocity) by (line) - 1",
+    "sum(readings_velocity offset 10m) / 3",
+    "env_temp[1m]",
 ];
 
-/// Both answers normalised (an error of ours as a lone entry naming it).
 type Normal = BTreeMap<String, Vec<(i64, f64)>>;
 
+/// Both answers normalised; an error is a lone entry `error`, so that two
+/// errors (a range query of a range vector) agree.
 fn compare(ours: Result<Json, promql::Error>, theirs: &Json, q: &str) -> (Normal, Normal) {
     let drop_name = ["avg_over_time", "min_over_time", "max_over_time"]
         .iter()
         .any(|f| q.starts_with(f));
-    let theirs = normalise(&theirs["data"], drop_name);
+    let error = || BTreeMap::from([("error".to_string(), vec![(0, 0.0)])]);
+    let theirs = if theirs["status"] == "error" {
+        error()
+    } else {
+        normalise(&theirs["data"], drop_name)
+    };
     match ours {
         Ok(ours) => (normalise(&ours, drop_name), theirs),
-        Err(e) => (BTreeMap::from([(format!("error {e}"), Vec::new())]), theirs),
+        Err(_) => (error(), theirs),
     }
 }
 
@@ -308,10 +321,16 @@ fn answers_equal_victoria_metrics() {
                 ));
             }
         }
+        // A range query of a range vector is an error in Prometheus (and
+        // here); VictoriaMetrics answers it, so it is not compared.
+        let range_vector = q.ends_with(']');
         for (start, end, step) in [
             (T0 + 10 * MIN, T0 + 50 * MIN, MIN),
             (T0 + 20 * MIN, T0 + 30 * MIN, 30_000),
         ] {
+            if range_vector {
+                continue;
+            }
             let path = format!(
                 "/api/v1/query_range?query={}&start={}&end={}&step={}",
                 encode(q),
