@@ -16,6 +16,33 @@
 //! arguments, in milliseconds since the Unix epoch), starts no threads and
 //! opens no sockets. It is not all of PromQL.
 //!
+//! # Serving it
+//!
+//! What an `/api/v1/query` handler does, end to end:
+//!
+//! ```
+//! use promql::{instant_query, parse_time, EvalOptions, Response, TsdbStorage};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let db = tsdb::Tsdb::open(dir.path(), tsdb::Options::default())?;
+//! let lp = "readings,device=m1 velocity=1.5 1700000000000000000";
+//! db.write(&tsdb::parse_line_protocol(lp, &Default::default(), 0)?)?;
+//!
+//! // `query` and `time` as the request carries them.
+//! let t = parse_time("time", "1700000000")?;
+//! let answer = instant_query(&TsdbStorage::new(&db), "readings_velocity", t, &EvalOptions::default());
+//! let body: Response = answer.into();
+//! assert_eq!(
+//!     serde_json::to_string(&body)?,
+//!     r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"__name__":"readings_velocity","device":"m1"},"value":[1700000000,"1.5"]}]}}"#
+//! );
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! `/api/v1/query_range` is the same with [`range_query`] and
+//! [`parse_step`]; an error becomes `{"status":"error","errorType":...}`
+//! through the same [`Response`].
+//!
 //! # Naming
 //!
 //! A telemetry series is (namespace, device, metric, labels). In PromQL it
