@@ -110,7 +110,7 @@ fn start_vm() -> Vm {
         .stderr(Stdio::null())
         .spawn()
         .expect("start victoria-metrics");
-    let vm = Vm {
+    let mut vm = Vm {
         child,
         port,
         _dir: dir,
@@ -119,6 +119,10 @@ fn start_vm() -> Vm {
     loop {
         if let Ok((200, _)) = http(port, "GET", "/health", "") {
             return vm;
+        }
+        // Exited: most likely the port was taken between probe and bind.
+        if let Ok(Some(status)) = vm.child.try_wait() {
+            panic!("victoria-metrics exited at start ({status}); port {port} taken?");
         }
         assert!(Instant::now() < deadline, "victoria-metrics did not start");
         std::thread::sleep(Duration::from_millis(100));
