@@ -266,13 +266,18 @@ impl<'a, S: Storage> Evaluator<'a, S> {
         lo: i64,
         hi: i64,
     ) -> Result<Vec<(Labels, Vec<Sample>)>, Error> {
-        let mut out = Vec::new();
-        for (labels, handle) in self.storage.select(&sel.matchers)? {
-            let pts = self.storage.points(&handle, lo, hi)?;
-            self.charge(pts.len())?;
-            out.push((labels, pts));
+        let (labels, handles): (Vec<Labels>, Vec<S::Series>) =
+            self.storage.select(&sel.matchers)?.into_iter().unzip();
+        let points = self.storage.points_many(&handles, lo, hi)?;
+        if points.len() != labels.len() {
+            return Err(Error::Storage(format!(
+                "asked for the points of {} series, got {}",
+                labels.len(),
+                points.len()
+            )));
         }
-        Ok(out)
+        self.charge(points.iter().map(Vec::len).sum())?;
+        Ok(labels.into_iter().zip(points).collect())
     }
 
     /// Counts `n` samples read or held against [`EvalOptions::max_samples`].

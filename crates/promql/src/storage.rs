@@ -1,7 +1,7 @@
 //! What evaluation reads: series selected by label matchers and their
 //! numeric points. [`TsdbStorage`] implements it over [`tsdb::Tsdb`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use tsdb::{SeriesKey, Tsdb};
 
@@ -32,6 +32,18 @@ pub trait Storage {
     /// The numeric points of a series with `start <= ts <= end`, ascending
     /// by timestamp. Non-numeric points are left out.
     fn points(&self, series: &Self::Series, start: i64, end: i64) -> Result<Vec<Sample>, Error>;
+
+    /// The points of several series, in their order; by default one
+    /// [`Storage::points`] each. A store that reads many series at once
+    /// more cheaply overrides it.
+    fn points_many(
+        &self,
+        series: &[Self::Series],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<Vec<Sample>>, Error> {
+        series.iter().map(|s| self.points(s, start, end)).collect()
+    }
 }
 
 /// The namespace PromQL queries read.
@@ -126,21 +138,52 @@ impl Storage for TsdbStorage<'_> {
     }
 
     fn points(&self, key: &SeriesKey, start: i64, end: i64) -> Result<Vec<Sample>, Error> {
+        let mut all = self.points_many(std::slice::from_ref(key), start, end)?;
+        Ok(all.pop().unwrap_or_default())
+    }
+
+    /// One read per metric name (its devices together), not one per series.
+    fn points_many(
+        &self,
+        keys: &[SeriesKey],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<Vec<Sample>>, Error> {
         let start = start.max(tsdb::MIN_TIMESTAMP_MS);
         let end = end.min(tsdb::MAX_TIMESTAMP_MS);
-        if start > end {
-            return Ok(Vec::new());
+        let mut found: HashMap<&SeriesKey, Vec<Sample>> = HashMap::new();
+        if start <= end {
+            let mut by_metric: BTreeMap<(&str, &str), BTreeSet<&str>> = BTreeMap::new();
+            for k in keys {
+                by_metric
+                    .entry((k.namespace(), k.metric()))
+                    .or_default()
+                    .insert(k.device());
+            }
+            let wanted: HashSet<&SeriesKey> = keys.iter().collect();
+            for ((ns, metric), devices) in by_metric {
+                let mut sel = tsdb::Selector::namespace(ns).metric(metric);
+                for d in devices {
+                    sel = sel.device(d);
+                }
+                // Other label sets of the same device and metric are read
+                // too and dropped here.
+                for s in self.db.query_raw(&sel, start, end + 1, usize::MAX)? {
+                    let Some(&key) = wanted.get(&s.series) else {
+                        continue;
+                    };
+                    let samples = s
+                        .points
+                        .into_iter()
+                        .filter_map(|p| p.value.as_f64().map(|value| Sample { ts: p.ts, value }))
+                        .collect();
+                    found.insert(key, samples);
+                }
+            }
         }
-        let mut sel = tsdb::Selector::series(key.namespace(), key.device(), key.metric());
-        for (k, v) in key.labels() {
-            sel = sel.label(k, v);
-        }
-        let found = self.db.query_raw(&sel, start, end + 1, usize::MAX)?;
-        Ok(found
-            .into_iter()
-            .filter(|s| s.series == *key)
-            .flat_map(|s| s.points)
-            .filter_map(|p| p.value.as_f64().map(|value| Sample { ts: p.ts, value }))
+        Ok(keys
+            .iter()
+            .map(|k| found.remove(k).unwrap_or_default())
             .collect())
     }
 }

@@ -69,6 +69,19 @@ fn fixture() -> Fixture {
         Value::Str("ok".into()),
     );
     put(&mut p, &key("m1", "count", &[]), T0, Value::I64(7));
+    for (labels, v) in [
+        (&[][..], 0.0),
+        (&[("k", "1")][..], 1.0),
+        (&[("k", "2")][..], 2.0),
+    ] {
+        put(&mut p, &key("m9", "multi", labels), T0, Value::F64(v));
+    }
+    put(
+        &mut p,
+        &key("m8", "multi", &[("k", "1")]),
+        T0,
+        Value::F64(8.0),
+    );
     for (i, dev) in ["h1", "h2"].into_iter().enumerate() {
         put(
             &mut p,
@@ -172,6 +185,22 @@ fn matchers() {
         ["m1", "m1"]
     );
     assert_eq!(devices("readings_temp{nope=\"\"}"), ["m1", "m2", "m3"]);
+}
+
+#[test]
+fn label_sets_of_one_device_and_metric_stay_apart() {
+    let f = fixture();
+    assert_eq!(f.one("multi{device=\"m9\", k=\"1\"}", T0), 1.0);
+    assert_eq!(f.one("multi{device=\"m9\", k=\"\"}", T0), 0.0);
+    assert_eq!(
+        f.json("sum by (device, k) (multi)", T0)["result"],
+        json!([
+            {"metric":{"device":"m8","k":"1"},"value":[1_700_000_000,"8"]},
+            {"metric":{"device":"m9"},"value":[1_700_000_000,"0"]},
+            {"metric":{"device":"m9","k":"1"},"value":[1_700_000_000,"1"]},
+            {"metric":{"device":"m9","k":"2"},"value":[1_700_000_000,"2"]}])
+    );
+    assert_eq!(f.one("sum(multi{k=\"1\"})", T0), 9.0);
 }
 
 #[test]
@@ -485,7 +514,7 @@ fn metadata_for_grafanas_metric_browser() {
     );
     assert_eq!(
         promql::label_names(&st, &[]).unwrap(),
-        ["__name__", "device", "line"]
+        ["__name__", "device", "k", "line"]
     );
     assert_eq!(
         promql::label_values(&st, "__name__", &[]).unwrap(),
@@ -494,6 +523,7 @@ fn metadata_for_grafanas_metric_browser() {
             "count",
             "g",
             "huge",
+            "multi",
             "readings_temp",
             "running",
             "state",
