@@ -314,13 +314,13 @@ impl Parser {
             }
             grouping = after;
         }
-        if args.len() != 1 {
+        let n = args.len();
+        let mut args = args.into_iter();
+        let (Some(arg), None) = (args.next(), args.next()) else {
             return Err(Error::Invalid(format!(
-                "wrong number of arguments for aggregate expression \"{name}\" provided, expected 1, got {}",
-                args.len()
+                "wrong number of arguments for aggregate expression \"{name}\" provided, expected 1, got {n}"
             )));
-        }
-        let arg = args.into_iter().next().unwrap_or(Expr::Number(0.0));
+        };
         if arg.kind() != ValueKind::Vector {
             return Err(Error::Invalid(format!(
                 "expected type instant vector in aggregation expression, got {}",
