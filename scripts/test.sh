@@ -18,6 +18,8 @@ command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 # /metrics is checked with promtool and scraped by a real Prometheus.
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+# The Prometheus query API is checked against VictoriaMetrics' answers.
+command -v victoria-metrics >/dev/null 2>&1 || need_apt+=(victoria-metrics)
 if [ ${#need_apt[@]} -gt 0 ]; then
     step "installing ${need_apt[*]}"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -27,7 +29,7 @@ fi
 # The distribution's mosquitto and prometheus services are not wanted: tests
 # start their own.
 if command -v systemctl >/dev/null 2>&1; then
-    systemctl stop mosquitto prometheus >/dev/null 2>&1 || true
+    systemctl stop mosquitto prometheus victoria-metrics >/dev/null 2>&1 || true
 fi
 
 if ! python3 -c 'import paho.mqtt, pytest, cryptography' >/dev/null 2>&1; then

@@ -306,6 +306,7 @@ mod openapi;
 mod operators;
 mod params;
 mod presence;
+mod prom;
 mod query;
 mod render;
 mod rule_routes;

@@ -33,6 +33,14 @@ impl Params {
         Params { pairs }
     }
 
+    /// These parameters followed by those of a form body
+    /// (`application/x-www-form-urlencoded`, as POST queries send them).
+    pub(crate) fn with_form(mut self, body: &[u8]) -> Params {
+        self.pairs
+            .extend(form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned())));
+        self
+    }
+
     /// Rejects any parameter not in `known` and not starting with one of
     /// `prefixes`, and any known parameter given twice.
     pub(crate) fn only(&self, known: &[&str], prefixes: &[&str]) -> Result<(), ApiError> {

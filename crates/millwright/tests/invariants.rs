@@ -17,6 +17,7 @@ const PURE: &[&str] = &[
     "rules",
     "twin",
     "pki",
+    "promql",
 ];
 
 /// The one file of a pure crate allowed to read the wall clock:

@@ -38,7 +38,7 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
         "meta",
         "Readiness: every check (the broker accepts work, its last persistence commit succeeded) passes; 503 names the failing ones",
     )
-    .ok(&[(200, Some("Ready")), (503, Some("Ready"))]),
+    .ok(&[(200, Some("Ready"))]),
     op(
         h!(crate::metrics_text),
         Data,
@@ -49,6 +49,106 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
         "Every figure of the platform in the Prometheus text format (docs/observability.md)",
     )
     .ok(&[(200, Some("PrometheusText"))]),
+    op(
+        h!(crate::prom::query),
+        Data,
+        "GET",
+        "/api/v1/query",
+        Viewer,
+        "prometheus",
+        "PromQL instant query over the telemetry store (Prometheus HTTP API; docs/observability.md)",
+    )
+    .ok(&[(200, Some("PromAnswer"))]),
+    op(
+        h!(crate::prom::query_range),
+        Data,
+        "GET",
+        "/api/v1/query_range",
+        Viewer,
+        "prometheus",
+        "PromQL range query over the telemetry store (Prometheus HTTP API)",
+    )
+    .ok(&[(200, Some("PromAnswer"))]),
+    op(
+        h!(crate::prom::series),
+        Data,
+        "GET",
+        "/api/v1/series",
+        Viewer,
+        "prometheus",
+        "Series matching match[] selectors (Prometheus HTTP API)",
+    )
+    .ok(&[(200, Some("PromAnswer"))]),
+    op(
+        h!(crate::prom::labels),
+        Data,
+        "GET",
+        "/api/v1/labels",
+        Viewer,
+        "prometheus",
+        "Label names (Prometheus HTTP API)",
+    )
+    .ok(&[(200, Some("PromAnswer"))]),
+    op(
+        h!(crate::prom::query),
+        Data,
+        "POST",
+        "/api/v1/query",
+        Viewer,
+        "prometheus",
+        "PromQL instant query over the telemetry store (Prometheus HTTP API; docs/observability.md)",
+    )
+    .ok(&[(200, Some("PromAnswer"))]),
+    op(
+        h!(crate::prom::query_range),
+        Data,
+        "POST",
+        "/api/v1/query_range",
+        Viewer,
+        "prometheus",
+        "PromQL range query over the telemetry store (Prometheus HTTP API)",
+    )
+    .ok(&[(200, Some("PromAnswer"))]),
+    op(
+        h!(crate::prom::series),
+        Data,
+        "POST",
+        "/api/v1/series",
+        Viewer,
+        "prometheus",
+        "Series matching match[] selectors (Prometheus HTTP API)",
+    )
+    .ok(&[(200, Some("PromAnswer"))]),
+    op(
+        h!(crate::prom::labels),
+        Data,
+        "POST",
+        "/api/v1/labels",
+        Viewer,
+        "prometheus",
+        "Label names (Prometheus HTTP API)",
+    )
+    .ok(&[(200, Some("PromAnswer"))]),
+    op(
+        h!(crate::prom::label_values),
+        Data,
+        "GET",
+        "/api/v1/label/{name}/values",
+        Viewer,
+        "prometheus",
+        "Values of a label; __name__ gives the metric names (Prometheus HTTP API)",
+    )
+    .ok(&[(200, Some("PromAnswer"))]),
+    op(
+        h!(crate::prom::buildinfo),
+        Data,
+        "GET",
+        "/api/v1/status/buildinfo",
+        Viewer,
+        "prometheus",
+        "Build information, as Grafana's Prometheus data source asks for it",
+    )
+    .ok(&[(200, Some("PromAnswer"))]),
     op(
         h!(crate::openapi::document),
         Open,

@@ -47,6 +47,15 @@ pub(super) fn schemas() -> Json {
     );
     put("Html", s.clone());
     put("PrometheusText", s.clone());
+    // Prometheus' own shape, errors included (`status` "error" with
+    // `errorType` and `error`, HTTP 400 or 422), not problem+json.
+    put(
+        "PromAnswer",
+        obj(
+            json!({ "status": s, "data": {}, "errorType": s, "error": s }),
+            &["status"],
+        ),
+    );
     put(
         "Ready",
         obj(
