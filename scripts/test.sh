@@ -46,6 +46,9 @@ cargo clippy --workspace --all-targets -j2 -- -D warnings
 step "cargo test"
 cargo test --workspace -j2
 
+step "PromQL answers against VictoriaMetrics"
+cargo test -p promql --test victoria_metrics -j2 -- --ignored
+
 step "build the binary for the end-to-end suite"
 cargo build -p millwright -j2
 
