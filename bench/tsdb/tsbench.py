@@ -533,9 +533,10 @@ def report(a):
     out.append("Configuration files (millwright*.toml, influxdb.conf) are in the results directory; $TOKEN is the random API token of the run.")
     out.append("")
     titles = {"generate": "data set", "loader": "loader ceilings (null endpoints)", "server": "servers",
-              "ingest": "ingest", "mqtt": "MQTT ingest", "disk": "disk", "compact": "Millwright offline compaction",
+              "ingest": "ingest", "register": "MQTT devices registered (their tokens are the MQTT credentials)",
+              "mqtt": "MQTT ingest", "disk": "disk", "compact": "Millwright offline compaction",
               "query": "queries (each request is listed in queries-*.json)"}
-    for k in ["generate", "server", "loader", "ingest", "mqtt", "disk", "compact", "query"]:
+    for k in ["generate", "server", "loader", "ingest", "register", "mqtt", "disk", "compact", "query"]:
         if k in cmds:
             out.append(f"- {k} ({titles[k]}):")
             for c in cmds[k]:
