@@ -6,9 +6,13 @@
 #   1. durable ingest rate through HTTP line protocol (values/s): the same
 #      file, in batches of BATCH_LINES lines, from CLIENTS keep-alive clients
 #      (crates/bench/examples/lp_load.rs, bench::ingest::http);
-#   2. Millwright ingest through MQTT JSON, QoS 1, from MQTT_CONNECTIONS
-#      pipelined connections (crates/bench/examples/mqtt_load.rs,
-#      bench::ingest::mqtt over mqtt-client);
+#   2. Millwright ingest through MQTT JSON, QoS 1, as the devices
+#      themselves: the data set's devices are registered first through the
+#      HTTP API (POST /api/devices/import?tokens=true, the admin token), then
+#      each publishes its own lines to devices/{id}/telemetry over its own
+#      pipelined connection (client id = user name = its id, password = its
+#      token; crates/bench/examples/mqtt_load.rs, bench::ingest::mqtt over
+#      mqtt-client); a run with any refused message is reported as invalid;
 #   3. bytes per value on disk after flush/compaction;
 #   4. query latency, median of QUERY_RUNS runs, answers checked against the
 #      generator's ground truth (bench/tsdb/tsbench.py).
@@ -34,7 +38,8 @@
 #   SKIP_MQTT=1       skip the MQTT ingest figure
 #   TRUCKS HOURS SEED data set (default 200 trucks x 24 h, seed 1: 17.1M values)
 #   BATCH_LINES CLIENTS           HTTP load (default 5000 lines, 8 clients)
-#   MQTT_CONNECTIONS MQTT_WINDOW  MQTT load (default 8 connections, 1000 in flight)
+#   MQTT_WINDOW       MQTT load: unacknowledged messages in total, shared by
+#                     the devices' connections (default 8000)
 #   QUERY_RUNS LAST_N STATIONARY_BELOW  queries (default 10 runs, 10 trucks, 1)
 #   LOAD_DEADLINE     seconds per load (default 120)
 #   TOTAL_BUDGET      seconds for the whole run (default 840)
@@ -58,8 +63,8 @@ HOURS=${HOURS:-24}
 SEED=${SEED:-1}
 BATCH_LINES=${BATCH_LINES:-5000}
 CLIENTS=${CLIENTS:-8}
-MQTT_CONNECTIONS=${MQTT_CONNECTIONS:-8}
-MQTT_WINDOW=${MQTT_WINDOW:-1000}
+MQTT_WINDOW=${MQTT_WINDOW:-8000}
+DEVICE_COUNT=0
 QUERY_RUNS=${QUERY_RUNS:-10}
 LAST_N=${LAST_N:-10}
 STATIONARY_BELOW=${STATIONARY_BELOW:-1}
@@ -280,6 +285,14 @@ rec generate "$EX/tsbs_gen" --out "$DATA" --trucks "$TRUCKS" --hours "$HOURS" --
 cp "$DATA/meta.json" "$RESULTS_DIR/meta.json"
 VALUES=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["values"])' "$DATA/meta.json")
 log "$VALUES values"
+# The devices of the MQTT file (its first column), registered before the
+# MQTT phase; the null server takes any credentials.
+if [[ "$SKIP_MQTT" != 1 ]]; then
+    cut -f1 "$DATA/data.mqtt" | sort -u >"$WORK/devices.txt"
+    DEVICE_COUNT=$(wc -l <"$WORK/devices.txt")
+    awk '{print $1, "null-server-accepts-any-token"}' "$WORK/devices.txt" >"$WORK/null-credentials.txt"
+    log "$DEVICE_COUNT devices in data.mqtt"
+fi
 
 # --- loader ceilings (null endpoints) -----------------------------------------------
 null_ceiling() { # name server-cmd load-cmd-prefix...
@@ -301,8 +314,9 @@ null_ceiling() { # name server-cmd load-cmd-prefix...
         rec loader "$EX/lp_load" --url "http://$addr/write?db=bench&precision=ms" --file "$DATA/data.lp" \
             --batch-lines "$BATCH_LINES" --clients "$CLIENTS" --label "$name" >"$RESULTS_DIR/$name.json" || true
     else
-        rec loader "$EX/mqtt_load" --addr "$addr" --file "$DATA/data.mqtt" --connections "$MQTT_CONNECTIONS" \
-            --window "$MQTT_WINDOW" --label "$name" >"$RESULTS_DIR/$name.json" || true
+        rec loader "$EX/mqtt_load" --addr "$addr" --file "$DATA/data.mqtt" \
+            --credentials "$WORK/null-credentials.txt" --window "$MQTT_WINDOW" --label "$name" \
+            >"$RESULTS_DIR/$name.json" || true
     fi
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
@@ -347,7 +361,7 @@ mw_start() {
 bind = "127.0.0.1"
 port = $MW_MQTT
 ws_port = 0
-allow_anonymous = true
+allow_anonymous = false
 
 [http]
 enabled = true
@@ -437,12 +451,28 @@ EOF
 }
 
 run_millwright_mqtt() {
-    local dir=$WORK/mw-mqtt
+    local dir=$WORK/mw-mqtt creds=$WORK/mqtt-credentials.json
     mw_start millwright-mqtt "$dir" || { note "Millwright (MQTT) did not start: skipped"; return 0; }
-    log "millwright: publishing $VALUES values as MQTT JSON ($MQTT_CONNECTIONS connections, window $MQTT_WINDOW)"
-    rec mqtt "$EX/mqtt_load" --addr "127.0.0.1:$MW_MQTT" --file "$DATA/data.mqtt" \
-        --connections "$MQTT_CONNECTIONS" --window "$MQTT_WINDOW" --deadline-secs "$LOAD_DEADLINE" \
-        --label millwright-mqtt >"$RESULTS_DIR/mqtt-millwright.json" || true
+    # Register the data set's devices (all or nothing), a token each; the
+    # answer {"created": N, "tokens": [{"id", "token"}, ...]} is the
+    # driver's credentials file as is (kept out of RESULTS_DIR).
+    log "millwright: registering $DEVICE_COUNT devices (POST /api/devices/import?tokens=true)"
+    python3 -c 'import json,sys; print(json.dumps([{"id": l.strip()} for l in open(sys.argv[1]) if l.strip()]))' \
+        "$WORK/devices.txt" >"$WORK/devices.json"
+    if ! rec register curl -fsS --max-time 60 -X POST -H "Authorization: Bearer $TOKEN" \
+        -H "Content-Type: application/json" --data-binary "@$WORK/devices.json" \
+        -o "$creds" "http://127.0.0.1:$MW_HTTP/api/devices/import?tokens=true"; then
+        note "Millwright (MQTT): registering the devices failed: skipped"
+        stop_pid "$MW_PID"
+        return 0
+    fi
+    log "millwright: publishing $VALUES values as MQTT JSON ($DEVICE_COUNT device connections, window $MQTT_WINDOW in total)"
+    if ! rec mqtt "$EX/mqtt_load" --addr "127.0.0.1:$MW_MQTT" --file "$DATA/data.mqtt" \
+        --credentials "$creds" --window "$MQTT_WINDOW" --deadline-secs "$LOAD_DEADLINE" \
+        --label millwright-mqtt >"$RESULTS_DIR/mqtt-millwright.json" 2>"$WORK/mqtt_load.err"; then
+        cat "$WORK/mqtt_load.err" >&2
+        note "Millwright (MQTT): the run is not valid: $(tail -1 "$WORK/mqtt_load.err")"
+    fi
     stop_pid "$MW_PID"
     "$EX/tsdb_compact" --dir "$dir/tsdb" --stats-only >"$WORK/mw-mqtt-stats.json" || true
     python3 - "$WORK/mw-mqtt-stats.json" "$RESULTS_DIR/mqtt-millwright.json" <<'EOF'
@@ -452,7 +482,7 @@ try:
     d = json.load(open(sys.argv[2]))
     d["stored_points_after_restart"] = st["raw_chunk_points"] + st["head_points"]
     json.dump(d, open(sys.argv[2], "w"), indent=1)
-    print(f"{d['values_per_s']:,.0f} values/s, {d['ok_messages']:,} messages acked, {d['stored_points_after_restart']:,} points stored", file=sys.stderr)
+    print(f"{d['values_per_s']:,.0f} values/s, {d['ok_messages']:,} messages acknowledged with success, {d['refused']:,} refused, {d['stored_points_after_restart']:,} points stored", file=sys.stderr)
 except (OSError, ValueError, KeyError) as e:
     print(f"MQTT result incomplete: {e}", file=sys.stderr)
 EOF
@@ -605,7 +635,7 @@ NOTES+=(
     "Same file for every system: $(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print("{:,} lines, {:,} values, {:.0f} MB, millisecond timestamps from {} to {}".format(m["lines"], m["values"], m["lp_bytes"] / 1e6, m["start_ms"], m["end_ms"]))' "$DATA/meta.json"); tag device=truck_N plus fleet, driver, model, device_version; each system ran alone."
     "Millwright's bytes per value count its whole tsdb/chunks directory: raw chunks plus the 1-minute and 1-hour rollups it keeps for aggregate queries (see the disk line below for the split)."
     "Queries: VictoriaMetrics runs $([[ "$VM_CACHE" == 1 ]] && echo "with its result cache on (VM_CACHE=1: repeated queries are answered from it)" || echo "with -search.disableCache (else repeated queries hit its result cache)"); its last-location query looks back 1 h (last_over_time), InfluxDB's and Millwright's have no bound. Window alignment: VictoriaMetrics windows are shifted by 'offset 1ms' so that they are [t, t+10m) like the others'. The stationary-trucks threshold is applied by the client for Millwright (its API has no filter on aggregates), server-side for the peers."
-    "Loads send $BATCH_LINES lines per request from $CLIENTS keep-alive connections; the MQTT load sends each truck's readings and diagnostics of one tick as one message {\"ts\":..,\"values\":{..}} to devices/{truck}/telemetry, QoS 1, MQTT 5, $MQTT_CONNECTIONS connections with up to $MQTT_WINDOW unacknowledged each."
+    "Loads send $BATCH_LINES lines per request from $CLIENTS keep-alive connections; the MQTT load sends each truck's readings and diagnostics of one tick as one message {\"ts\":..,\"values\":{..}} to devices/{truck}/telemetry, QoS 1, MQTT 5, from the trucks themselves: each truck registered through the API first, then one connection per truck authenticated with its own token ($DEVICE_COUNT connections, $MQTT_WINDOW unacknowledged messages in total, shared evenly)."
 )
 if python3 -c 'import json,sys; sys.exit(0 if json.load(open(sys.argv[1]))["truth"]["stationary_window"]["trucks"] else 1)' "$DATA/meta.json"; then :; else
     NOTES+=("No truck averages under $STATIONARY_BELOW in any 10-minute window of this data (the lowest 10-minute average velocity is $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["truth"]["avg_velocity_10m_day"]["min_average"])' "$DATA/meta.json")), so the stationary-trucks answer is empty everywhere; STATIONARY_BELOW=5 gives a non-empty one.")

@@ -434,7 +434,13 @@ def report(a):
     mq = load(d, "mqtt-millwright.json")
     mrate = None
     if mq:
-        mrate = mq["values_per_s"] if not mq.get("failed_messages") and not mq.get("errors") and not mq.get("deadline_hit") else f"{mq['values_per_s']:,.0f} (incomplete)"
+        if mq.get("refused", mq.get("failed_messages")):
+            first = mq.get("first_refused") or {}
+            mrate = f"invalid: {mq.get('refused', mq.get('failed_messages')):,} messages refused (first reason {first.get('reason', '?')})"
+        elif mq.get("errors") or mq.get("deadline_hit") or mq.get("unacknowledged"):
+            mrate = f"{mq['values_per_s']:,.0f} (incomplete)"
+        else:
+            mrate = mq["values_per_s"]
     rows.append(("MQTT JSON ingest, QoS 1, PUBACK after WAL fsync, values/s",
                  [fmt_num(mrate), "n/a", "n/a"], "n/a", cmd("mqtt")))
     # 3. disk.
@@ -511,7 +517,8 @@ def report(a):
         if x:
             out.append(f"- {NAMES[s]} ingest: {x['ok_values']:,} values in {x['seconds']:.1f} s, {x['clients']} clients x {x['batch_lines']} lines per request, request p50 {x.get('request_ms_p50', 0):.0f} ms p99 {x.get('request_ms_p99', 0):.0f} ms; failed requests {x['failed_requests']}" + (f"; errors {x['errors'][:2]}" if x.get("errors") else ""))
     if mq:
-        out.append(f"- Millwright MQTT: {mq['ok_messages']:,} messages ({mq['ok_values']:,} values) in {mq['seconds']:.1f} s over {mq['connections']} connections, window {mq['window']} (broker Receive Maximum {mq.get('receive_maximum')}); PUBACK reasons {mq.get('puback_reasons')}; points found in the store after the shutdown: {mq.get('stored_points_after_restart', 'n/a'):,}" + (f"; errors {mq['errors'][:2]}" if mq.get("errors") else ""))
+        stored = mq.get("stored_points_after_restart")
+        out.append(f"- Millwright MQTT: {mq['ok_messages']:,} messages ({mq['ok_values']:,} values) acknowledged with success, {mq.get('refused', 'n/a')} refused, in {mq['seconds']:.1f} s over {mq['connections']} connections (one per device, authenticated with its own token), window {mq.get('window_per_connection', mq['window'])} per connection ({mq['window']} in total; broker Receive Maximum {mq.get('receive_maximum')}); PUBACK reasons {mq.get('puback_reasons')}; points found in the store after the shutdown: {f'{stored:,}' if isinstance(stored, int) else 'n/a'}" + (f"; errors {mq['errors'][:2]}" if mq.get("errors") else ""))
     for s in SYSTEMS:
         x = disk[s]
         if x:
@@ -526,9 +533,10 @@ def report(a):
     out.append("Configuration files (millwright*.toml, influxdb.conf) are in the results directory; $TOKEN is the random API token of the run.")
     out.append("")
     titles = {"generate": "data set", "loader": "loader ceilings (null endpoints)", "server": "servers",
-              "ingest": "ingest", "mqtt": "MQTT ingest", "disk": "disk", "compact": "Millwright offline compaction",
+              "ingest": "ingest", "register": "MQTT devices registered (their tokens are the MQTT credentials)",
+              "mqtt": "MQTT ingest", "disk": "disk", "compact": "Millwright offline compaction",
               "query": "queries (each request is listed in queries-*.json)"}
-    for k in ["generate", "server", "loader", "ingest", "mqtt", "disk", "compact", "query"]:
+    for k in ["generate", "server", "loader", "ingest", "register", "mqtt", "disk", "compact", "query"]:
         if k in cmds:
             out.append(f"- {k} ({titles[k]}):")
             for c in cmds[k]:

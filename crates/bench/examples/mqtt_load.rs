@@ -1,9 +1,11 @@
 //! The MQTT telemetry ingest driver of `bench/tsdb/run.sh`
-//! ([`bench::ingest::mqtt`]): publishes a `data.mqtt` file with QoS 1 and
-//! prints the acknowledged rate as JSON.
+//! ([`bench::ingest::mqtt`]): publishes a `data.mqtt` file with QoS 1, one
+//! connection per device authenticated with that device's token, and
+//! prints the acknowledged rate as JSON. Exits non-zero (after the report)
+//! when any message was refused or a connection failed.
 //!
-//! `mqtt_load --addr 127.0.0.1:1883 --file data.mqtt [--connections 8]
-//!  [--window 1000] [--deadline-secs 170] [--label NAME]`
+//! `mqtt_load --addr 127.0.0.1:1883 --file data.mqtt --credentials tokens.txt
+//!  [--window 8000] [--deadline-secs 170] [--label NAME]`
 //!
 //! `mqtt_load --null-server 127.0.0.1:0` acknowledges everything without
 //! storing it (prints `listening ADDR`), to measure the driver's ceiling.
@@ -29,7 +31,7 @@ async fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         None => match mqtt::run(&args).await {
-            Ok(report) => print_json(&report),
+            Ok(report) => print_json(&report).and_then(|()| mqtt::check(&report)),
             Err(e) => Err(e),
         },
     };

@@ -21,6 +21,22 @@ pub enum BenchError {
         #[source]
         source: ClientError,
     },
+    /// An ingest device could not connect (a refused CONNACK names its
+    /// reason: a wrong token, an unknown device, ...).
+    #[error("device {device} could not connect: {source}")]
+    DeviceConnect {
+        device: String,
+        #[source]
+        source: ClientError,
+    },
+    /// The broker refused messages of an ingest run (PUBACK reason code
+    /// 0x80 or above): the run measured nothing valid.
+    #[error("{count} message(s) refused; the first with reason {reason} (device {device})")]
+    Refused {
+        count: u64,
+        reason: String,
+        device: String,
+    },
     /// The broker refused a subscription.
     #[error("subscription to {filter} refused with reason {reason}")]
     SubscribeRefused { filter: String, reason: String },
