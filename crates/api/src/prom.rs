@@ -88,6 +88,26 @@ async fn on_store<T: Send + 'static>(
     blocking(move || Ok(f(&promql::TsdbStorage::new(&st.tsdb)))).await
 }
 
+/// Runs a query whose parameters were read (`asked`) on the store, timed
+/// into the query histogram; a parameter error answers without touching it.
+async fn run_query<A: Send + 'static>(
+    st: &Arc<ApiState>,
+    asked: Result<A, promql::Error>,
+    eval: impl FnOnce(&promql::TsdbStorage<'_>, A) -> Result<promql::QueryData, promql::Error>
+        + Send
+        + 'static,
+) -> Result<Response, ApiError> {
+    let started = std::time::Instant::now();
+    let r = match asked {
+        Ok(a) => on_store(st, move |s| eval(s, a)).await?,
+        Err(e) => Err(e),
+    };
+    st.http_metrics
+        .query_seconds
+        .observe(started.elapsed().as_secs_f64());
+    Ok(answer(r))
+}
+
 /// `GET|POST /api/v1/query`.
 pub(crate) async fn query(
     State(st): State<Arc<ApiState>>,
@@ -96,23 +116,13 @@ pub(crate) async fn query(
     body: Body,
 ) -> Result<Response, ApiError> {
     let p = params(&st, q, &headers, body).await?;
-    let started = std::time::Instant::now();
     let asked = required(&p, "query")
         .map(str::to_string)
         .and_then(|q| Ok((q, time_or_now(&st, &p, "time")?)));
-    let r = match asked {
-        Ok((q, t)) => {
-            on_store(&st, move |s| {
-                promql::instant_query(s, &q, t, &promql::EvalOptions::default())
-            })
-            .await?
-        }
-        Err(e) => Err(e),
-    };
-    st.http_metrics
-        .query_seconds
-        .observe(started.elapsed().as_secs_f64());
-    Ok(answer(r))
+    run_query(&st, asked, |s, (q, t)| {
+        promql::instant_query(s, &q, t, &promql::EvalOptions::default())
+    })
+    .await
 }
 
 /// `GET|POST /api/v1/query_range`.
@@ -123,7 +133,6 @@ pub(crate) async fn query_range(
     body: Body,
 ) -> Result<Response, ApiError> {
     let p = params(&st, q, &headers, body).await?;
-    let started = std::time::Instant::now();
     let asked = (|| {
         Ok::<_, promql::Error>((
             required(&p, "query")?.to_string(),
@@ -132,19 +141,10 @@ pub(crate) async fn query_range(
             promql::parse_step("step", required(&p, "step")?)?,
         ))
     })();
-    let r = match asked {
-        Ok((q, start, end, step)) => {
-            on_store(&st, move |s| {
-                promql::range_query(s, &q, start, end, step, &promql::EvalOptions::default())
-            })
-            .await?
-        }
-        Err(e) => Err(e),
-    };
-    st.http_metrics
-        .query_seconds
-        .observe(started.elapsed().as_secs_f64());
-    Ok(answer(r))
+    run_query(&st, asked, |s, (q, start, end, step)| {
+        promql::range_query(s, &q, start, end, step, &promql::EvalOptions::default())
+    })
+    .await
 }
 
 /// `GET|POST /api/v1/series`.

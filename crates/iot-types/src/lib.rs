@@ -19,4 +19,4 @@ mod time;
 pub use clock::{shared, Clock, ManualClock, SharedClock, SystemClock};
 pub use device_topics::DeviceTopic;
 pub use id::{check_id, DeviceId, IdError, Namespace, DEFAULT_NAMESPACE, MAX_ID_CHARS};
-pub use time::Timestamp;
+pub use time::{rfc3339_ms, Timestamp};
