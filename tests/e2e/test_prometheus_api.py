@@ -135,8 +135,14 @@ def _up(url: str) -> bool:
         return False
 
 
+# VictoriaMetrics' metadata routes default to the current UTC day: the
+# data's hours are given explicitly (they may lie on the day before).
+SPAN = {"start": str(NOW_S - 60), "end": str(NOW_S + 7200)}
+
+
 def _count(vm_url: str) -> int:
-    st, body = http(f"{vm_url}/api/v1/series?" + urllib.parse.urlencode({"match[]": '{__name__=~"readings_.*"}'}))
+    st, body = http(f"{vm_url}/api/v1/series?"
+                    + urllib.parse.urlencode({"match[]": '{__name__=~"readings_.*"}', **SPAN}))
     return len(body["data"]) if st == 200 else -1
 
 
@@ -203,7 +209,7 @@ def test_metadata_answers_as_victoriametrics_does(both):
     tok = mwplatform.ADMIN_TOKEN
     sel = {"match[]": 'readings_velocity{fleet="north"}'}
     st, ours = http(f"{p.url}/api/v1/series?" + urllib.parse.urlencode(sel), token=tok)
-    _, theirs = http(f"{vm}/api/v1/series?" + urllib.parse.urlencode(sel))
+    _, theirs = http(f"{vm}/api/v1/series?" + urllib.parse.urlencode({**sel, **SPAN}))
     assert st == 200
     assert sorted(map(json.dumps, ours["data"])) == sorted(map(json.dumps, theirs["data"]))
     st, ours = http(f"{p.url}/api/v1/label/device/values", token=tok)
