@@ -32,9 +32,10 @@ if command -v systemctl >/dev/null 2>&1; then
     systemctl stop mosquitto prometheus victoria-metrics >/dev/null 2>&1 || true
 fi
 
-if ! python3 -c 'import paho.mqtt, pytest, cryptography' >/dev/null 2>&1; then
-    step "installing paho-mqtt, pytest and cryptography"
-    python3 -m pip install -q --disable-pip-version-check 'paho-mqtt>=2,<3' 'pytest>=7' 'cryptography>=41' 2>&1 | grep -v "running pip as the 'root'" || true
+if ! python3 -c 'import paho.mqtt, pytest, cryptography, influxdb, influxdb_client' >/dev/null 2>&1; then
+    step "installing paho-mqtt, pytest, cryptography and the InfluxDB clients"
+    python3 -m pip install -q --disable-pip-version-check 'paho-mqtt>=2,<3' 'pytest>=7' 'cryptography>=41' \
+        'influxdb>=5' 'influxdb-client>=1.40' 2>&1 | grep -v "running pip as the 'root'" || true
 fi
 
 step "cargo fmt --check"

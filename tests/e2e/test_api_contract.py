@@ -138,6 +138,7 @@ def table(ctx):
     return [
         ("GET", "/health", lambda p: p.api("GET", "/health", token=None), None),
         ("GET", "/health/live", lambda p: p.api("GET", "/health/live", token=None), None),
+        ("GET", "/ping", lambda p: p.api("GET", "/ping", token=None), None),
         ("GET", "/health/ready", lambda p: p.api("GET", "/health/ready", token=None), None),
         ("GET", "/api/openapi.json", lambda p: p.api("GET", "/api/openapi.json", token=None), None),
         ("GET", "/api/docs", lambda p: p.api("GET", "/api/docs", token=None), None),

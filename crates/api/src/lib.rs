@@ -413,6 +413,9 @@ pub struct ApiState {
     /// Unix ms: values per device JSON message and the timestamp window
     /// (device JSON and line protocol alike).
     pub ingest_limits: Arc<dyn Fn(i64) -> tsdb::ParseLimits + Send + Sync>,
+    /// Line-protocol tags that may hold the device id, the preferred
+    /// first (setting `telemetry.device_tags`).
+    pub device_tags: Vec<String>,
     /// What `GET /metrics` collects besides the API's own figures (the
     /// broker, the telemetry store, the rules engine, the fleet).
     pub metrics: Vec<Arc<dyn metrics::Source>>,
@@ -672,6 +675,16 @@ async fn ready(axum::extract::State(st): axum::extract::State<Arc<ApiState>>) ->
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    resp
+}
+
+/// `GET /ping`: InfluxDB's liveness probe, as its clients and Telegraf
+/// call it: 204 with the InfluxDB version this API follows.
+async fn ping() -> Response {
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    let h = resp.headers_mut();
+    h.insert("x-influxdb-version", HeaderValue::from_static("1.8.10"));
+    h.insert("x-influxdb-build", HeaderValue::from_static("OSS"));
     resp
 }
 

@@ -19,9 +19,6 @@ use crate::params::Params;
 use crate::time::parse_instant;
 use crate::{blocking, ApiState};
 
-/// The line protocol tag that names the device (else the measurement does).
-pub(crate) const DEVICE_TAG: &str = "device";
-
 /// Timestamp units accepted by the write endpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum LpPrecision {
@@ -115,7 +112,14 @@ pub(crate) async fn write_lp<D: Dialect>(
     let precision = D::precision(&p)?;
     store(st, headers, body, move |st, data, now| {
         let limits = (st.ingest_limits)(now);
-        parse_lp(utf8_text(data)?, &st.namespace, precision, now, &limits)
+        parse_lp(
+            utf8_text(data)?,
+            &st.namespace,
+            &st.device_tags,
+            precision,
+            now,
+            &limits,
+        )
     })
     .await
 }
@@ -160,6 +164,7 @@ fn utf8_text(data: &[u8]) -> Result<&str, ApiError> {
 fn parse_lp(
     text: &str,
     namespace: &str,
+    device_tags: &[String],
     precision: LpPrecision,
     now_ms: i64,
     limits: &tsdb::ParseLimits,
@@ -167,7 +172,7 @@ fn parse_lp(
     let (parser_precision, unit_ms) = precision.parser();
     let opts = LineProtocolOptions {
         namespace: namespace.to_string(),
-        device_tag: DEVICE_TAG.to_string(),
+        device_tags: device_tags.to_vec(),
         precision: parser_precision,
     };
     // The parser takes the default timestamp in milliseconds.
@@ -339,22 +344,36 @@ fn batch_point(
 mod tests {
     use super::*;
 
+    fn tags() -> Vec<String> {
+        tsdb::LineProtocolOptions::default().device_tags
+    }
+
     #[test]
     fn minutes_and_hours_scale_and_truncate_server_time() {
         let now = 1_700_000_123_456;
         let any = tsdb::ParseLimits::unlimited();
-        let pts =
-            parse_lp("m f=1 2\nm g=1", "default", LpPrecision::M, now, &any).unwrap_or_default();
+        let pts = parse_lp(
+            "m f=1 2\nm g=1",
+            "default",
+            &tags(),
+            LpPrecision::M,
+            now,
+            &any,
+        )
+        .unwrap_or_default();
         assert_eq!(pts.len(), 2);
         assert_eq!(pts[0].ts, 120_000);
         assert_eq!(pts[1].ts, now - now.rem_euclid(60_000));
-        let pts = parse_lp("m f=1 1", "default", LpPrecision::H, now, &any).unwrap_or_default();
+        let pts =
+            parse_lp("m f=1 1", "default", &tags(), LpPrecision::H, now, &any).unwrap_or_default();
         assert_eq!(pts[0].ts, 3_600_000);
-        let pts = parse_lp("m f=1", "default", LpPrecision::S, now, &any).unwrap_or_default();
+        let pts =
+            parse_lp("m f=1", "default", &tags(), LpPrecision::S, now, &any).unwrap_or_default();
         assert_eq!(pts[0].ts, now - 456);
         match parse_lp(
             "m f=1 1\nm f=2 9000000000000000",
             "default",
+            &tags(),
             LpPrecision::H,
             now,
             &any,
@@ -373,12 +392,20 @@ mod tests {
             ("m f=1 1700000000\nm f=2 915148800", 2),
             ("m f=1 1700000000\nm f=1 1700000000\nm f=3 1700090000", 3),
         ] {
-            match parse_lp(text, "default", LpPrecision::S, now, &window) {
+            match parse_lp(text, "default", &tags(), LpPrecision::S, now, &window) {
                 Err(ApiError::BadLine { line, .. }) => assert_eq!(line, bad, "{text}"),
                 other => panic!("{text}: {other:?}"),
             }
         }
-        assert!(parse_lp("m f=1 1700000000", "default", LpPrecision::S, now, &window).is_ok());
+        assert!(parse_lp(
+            "m f=1 1700000000",
+            "default",
+            &tags(),
+            LpPrecision::S,
+            now,
+            &window
+        )
+        .is_ok());
     }
 
     #[test]

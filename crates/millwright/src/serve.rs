@@ -256,6 +256,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     let t = settings.telemetry.clone();
                     Arc::new(move |now| t.parse_limits(now))
                 },
+                device_tags: settings.telemetry.device_tags.clone(),
                 metrics: vec![
                     Arc::new(handle.clone()),
                     Arc::new(telemetry::StoreMetrics(db.clone())),

@@ -415,6 +415,10 @@ pub struct TelemetrySettings {
     /// How far ahead of the server's clock a device timestamp may be,
     /// seconds (default one day).
     pub max_ahead_secs: u64,
+    /// Line-protocol tags that may hold the device id, the preferred first
+    /// (default `device`, then `host` as Telegraf sends it); a line with
+    /// none of them is the device named by its measurement.
+    pub device_tags: Vec<String>,
 }
 
 impl Default for TelemetrySettings {
@@ -430,6 +434,7 @@ impl Default for TelemetrySettings {
             max_series_per_device: 10_000,
             earliest_timestamp_ms: tsdb::parse::YEAR_2000_MS,
             max_ahead_secs: 24 * 3600,
+            device_tags: vec!["device".into(), "host".into()],
         }
     }
 }

@@ -213,7 +213,7 @@ fn main() -> Result<(), BoxError> {
     // Phase 2: line protocol text, parsed and written by each thread.
     let db = Tsdb::open(&base.join("lp"), opts(&a))?;
     let opts = LineProtocolOptions {
-        device_tag: "name".into(),
+        device_tags: vec!["name".into()],
         ..LineProtocolOptions::default()
     };
     let secs = write_from_threads(&db, &texts, |db, text| {

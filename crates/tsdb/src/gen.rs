@@ -399,7 +399,7 @@ mod tests {
             a.to_line_protocol(&ea, &mut text);
         }
         let opts = LineProtocolOptions {
-            device_tag: "name".into(),
+            device_tags: vec!["name".into()],
             ..LineProtocolOptions::default()
         };
         let parsed = parse_line_protocol(&text, &opts, 0).unwrap();

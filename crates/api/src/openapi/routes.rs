@@ -20,6 +20,16 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
         "GET",
         "/health", Public, "meta", "Liveness").ok(&[(200, Some("Health"))]),
     op(
+        h!(crate::ping),
+        Open,
+        "GET",
+        "/ping",
+        Public,
+        "meta",
+        "InfluxDB's liveness probe (204, X-Influxdb-Version), for InfluxDB clients and Telegraf",
+    )
+    .ok(&[(204, None)]),
+    op(
         h!(crate::health),
         Open,
         "GET",

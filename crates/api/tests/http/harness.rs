@@ -229,6 +229,7 @@ pub async fn start_with(dir: &Path, cfg: Config) -> Server {
         system: None,
         guards: guards.clone(),
         ingest_limits: Arc::new(tsdb::ParseLimits::at),
+        device_tags: tsdb::LineProtocolOptions::default().device_tags,
         metrics: Vec::new(),
         ready: Vec::new(),
         http_metrics: Default::default(),

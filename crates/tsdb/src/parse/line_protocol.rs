@@ -3,8 +3,10 @@
 //!
 //! Mapping to the data model:
 //! - namespace: [`LineProtocolOptions::namespace`];
-//! - device id: the value of the tag named [`LineProtocolOptions::device_tag`]
-//!   (default `device`), or the measurement if the line has no such tag;
+//! - device id: the value of the first tag of
+//!   [`LineProtocolOptions::device_tags`] the line has (default `device`,
+//!   then `host` as Telegraf sends it), or the measurement if it has none;
+//!   the other tags, other device tags included, are labels;
 //! - metric name: `measurement.field` (so `cpu usage=1` and `mem usage=1`
 //!   stay apart);
 //! - labels: every other tag.
@@ -58,8 +60,8 @@ pub enum Precision {
 pub struct LineProtocolOptions {
     /// Namespace of every point.
     pub namespace: String,
-    /// Tag holding the device id.
-    pub device_tag: String,
+    /// Tags that may hold the device id, the preferred first.
+    pub device_tags: Vec<String>,
     /// Timestamp units.
     pub precision: Precision,
 }
@@ -68,7 +70,7 @@ impl Default for LineProtocolOptions {
     fn default() -> LineProtocolOptions {
         LineProtocolOptions {
             namespace: "default".into(),
-            device_tag: "device".into(),
+            device_tags: vec!["device".into(), "host".into()],
             precision: Precision::Nanoseconds,
         }
     }
@@ -150,7 +152,7 @@ impl SeriesPrefix {
 /// Shares one `Arc<SeriesKey>` per series across the lines of one payload.
 struct KeyCache<'a> {
     ns: Arc<str>,
-    device_tag: &'a str,
+    device_tags: &'a [String],
     by_series: HashMap<String, SeriesPrefix, FastState>,
 }
 
@@ -158,7 +160,7 @@ impl<'a> KeyCache<'a> {
     fn new(opts: &'a LineProtocolOptions) -> KeyCache<'a> {
         KeyCache {
             ns: Arc::from(opts.namespace.as_str()),
-            device_tag: &opts.device_tag,
+            device_tags: &opts.device_tags,
             by_series: HashMap::default(),
         }
     }
@@ -170,7 +172,8 @@ impl<'a> KeyCache<'a> {
             if measurement.is_empty() {
                 return err("missing measurement");
             }
-            let mut device: Option<String> = None;
+            // The device tag found so far: its rank in `device_tags`, its value.
+            let mut device: Option<(usize, String)> = None;
             let mut labels = Vec::new();
             for t in parts {
                 let mut kv = split_unescaped(t, b'=', false);
@@ -182,13 +185,22 @@ impl<'a> KeyCache<'a> {
                 if k.is_empty() || v.is_empty() {
                     return err(format!("tag {t:?} has an empty key or value"));
                 }
-                if k == self.device_tag {
-                    device = Some(v);
-                } else {
-                    labels.push((Arc::from(k.as_str()), Arc::from(v.as_str())));
+                let rank = self.device_tags.iter().position(|d| *d == k);
+                match (rank, &device) {
+                    (Some(r), Some((best, _))) if r >= *best => {
+                        labels.push((Arc::from(k.as_str()), Arc::from(v.as_str())));
+                    }
+                    (Some(r), _) => {
+                        // A better device tag: the one it replaces is a label.
+                        if let Some((old, value)) = device.replace((r, v)) {
+                            let key = self.device_tags[old].as_str();
+                            labels.push((Arc::from(key), Arc::from(value.as_str())));
+                        }
+                    }
+                    (None, _) => labels.push((Arc::from(k.as_str()), Arc::from(v.as_str()))),
                 }
             }
-            let device = device.unwrap_or_else(|| measurement.clone());
+            let device = device.map_or_else(|| measurement.clone(), |(_, v)| v);
             self.by_series.insert(
                 series_part.to_string(),
                 SeriesPrefix {
@@ -408,6 +420,34 @@ fn unescape(s: &str, escapable: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_device_is_the_first_device_tag_present_then_the_measurement() {
+        let opts = LineProtocolOptions::default();
+        let parse = |l: &str| {
+            let p = parse_line_protocol(l, &opts, 0).unwrap();
+            (
+                p[0].series.device().to_string(),
+                p[0].series.labels().to_vec(),
+            )
+        };
+        // Telegraf's `host`.
+        let (d, labels) = parse("cpu,host=gw-1,cpu=cpu0 usage=1 1");
+        assert_eq!(d, "gw-1");
+        assert_eq!(labels, vec![(Arc::from("cpu"), Arc::from("cpu0"))]);
+        // `device` wins over `host`, in either order; `host` stays a label.
+        for l in [
+            "cpu,host=gw-1,device=m7 usage=1 1",
+            "cpu,device=m7,host=gw-1 usage=1 1",
+        ] {
+            let (d, labels) = parse(l);
+            assert_eq!(d, "m7", "{l}");
+            assert_eq!(labels, vec![(Arc::from("host"), Arc::from("gw-1"))], "{l}");
+        }
+        // Neither: the measurement.
+        assert_eq!(parse("cpu,zone=a usage=1 1").0, "cpu");
+    }
+
     use super::*;
 
     fn parse(s: &str) -> Result<Vec<WritePoint>, Error> {
