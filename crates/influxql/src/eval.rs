@@ -72,6 +72,26 @@ pub fn execute(db: &Tsdb, st: &Statement, opts: &QueryOptions) -> Result<Vec<Ser
             columns: vec!["name".into()],
             values: vec![vec![Json::from(opts.database.clone())]],
         }]),
+        Statement::ShowRetentionPolicies => Ok(vec![Series {
+            name: String::new(),
+            tags: None,
+            columns: [
+                "name",
+                "duration",
+                "shardGroupDuration",
+                "replicaN",
+                "default",
+            ]
+            .map(String::from)
+            .to_vec(),
+            values: vec![vec![
+                Json::from("autogen"),
+                Json::from("0s"),
+                Json::from("168h0m0s"),
+                Json::from(1),
+                Json::from(true),
+            ]],
+        }]),
         Statement::ShowMeasurements(limit) => {
             let ms: BTreeSet<String> = all_series(db)
                 .iter()

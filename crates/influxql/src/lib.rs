@@ -30,8 +30,10 @@
 //!   [`MAX_BUCKETS`] intervals. Empty intervals are `null` by default
 //!   (`count` included).
 //! - `SHOW DATABASES | MEASUREMENTS [LIMIT n] | TAG KEYS [FROM m] | TAG
-//!   VALUES [FROM m] WITH KEY = "k" | FIELD KEYS [FROM m]`, `CREATE
-//!   DATABASE x` (a no-op). Statements are separated by `;`.
+//!   VALUES [FROM m] WITH KEY = "k" | FIELD KEYS [FROM m] | RETENTION
+//!   POLICIES` (`ON db` accepted and ignored: there is one database; the
+//!   one policy is `autogen`), `CREATE DATABASE x` (a no-op). Statements
+//!   are separated by `;`.
 //! - Times are stored in ms: sub-millisecond parts of bounds are rounded
 //!   inwards.
 //!

@@ -132,6 +132,8 @@ pub enum Statement {
     ShowTagValues(Option<String>, String),
     /// `SHOW FIELD KEYS [FROM m]`.
     ShowFieldKeys(Option<String>),
+    /// `SHOW RETENTION POLICIES [ON db]`: the one policy, `autogen`.
+    ShowRetentionPolicies,
     /// `CREATE DATABASE x`: accepted, does nothing.
     CreateDatabase,
 }
@@ -258,7 +260,16 @@ impl Parser {
         Ok(m)
     }
 
+    /// `ON <db>`: there is one database, so the name is not checked.
+    fn opt_on(&mut self) -> Result<(), Error> {
+        if self.eat_kw("ON") {
+            self.ident()?;
+        }
+        Ok(())
+    }
+
     fn opt_from(&mut self) -> Result<Option<String>, Error> {
+        self.opt_on()?;
         if self.eat_kw("FROM") {
             Ok(Some(self.measurement()?))
         } else {
@@ -279,7 +290,13 @@ impl Parser {
             if self.eat_kw("DATABASES") {
                 return Ok(Statement::ShowDatabases);
             }
+            if self.eat_kw("RETENTION") {
+                self.expect_kw("POLICIES")?;
+                self.opt_on()?;
+                return Ok(Statement::ShowRetentionPolicies);
+            }
             if self.eat_kw("MEASUREMENTS") {
+                self.opt_on()?;
                 let limit = if self.eat_kw("LIMIT") {
                     Some(self.int()?)
                 } else {

@@ -32,7 +32,9 @@ pub struct StatementResult {
 /// One series of a result.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Series {
-    /// The measurement (or `measurements`, `databases` for SHOW).
+    /// The measurement (or `measurements`, `databases` for SHOW; left out
+    /// when empty, as for SHOW RETENTION POLICIES).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub name: String,
     /// `GROUP BY` tag values.
     #[serde(skip_serializing_if = "Option::is_none")]
