@@ -197,6 +197,17 @@ fn per_measurement(
 type Points = Vec<(i64, Value)>;
 
 fn select(db: &Tsdb, s: &Select, opts: &QueryOptions) -> Result<Vec<Series>, Error> {
+    let aggregated = s.fields.iter().filter(|f| f.agg.is_some()).count();
+    if aggregated > 0 && aggregated < s.fields.len() {
+        return Err(Error::Invalid(
+            "mixing aggregate and non-aggregate queries is not supported".into(),
+        ));
+    }
+    if s.interval_ns.is_some() && aggregated == 0 {
+        return Err(Error::Invalid(
+            "GROUP BY requires at least one aggregate function".into(),
+        ));
+    }
     let interval_ms = match s.interval_ns {
         Some(ns) if ns % NS_PER_MS != 0 => {
             return Err(Error::Unsupported(
@@ -326,9 +337,19 @@ fn column_names(s: &Select) -> Vec<String> {
     cols
 }
 
+/// A float as InfluxDB (Go) writes it: whole values without a fraction
+/// (`2`, not `2.0`); NaN and infinities as null.
+fn float_json(f: f64) -> Json {
+    if f.fract() == 0.0 && f.abs() < 9.0e15 {
+        Json::from(f as i64)
+    } else {
+        Json::from(f)
+    }
+}
+
 fn json(v: &Value) -> Json {
     match v {
-        Value::F64(f) => Json::from(*f),
+        Value::F64(f) => float_json(*f),
         Value::I64(i) => Json::from(*i),
         Value::Bool(b) => Json::from(*b),
         Value::Str(s) => Json::from(s.as_ref()),
@@ -380,7 +401,7 @@ fn aggregate(agg: Agg, pts: &[(i64, Value)]) -> Option<(Json, Option<i64>)> {
         Agg::Count => (!pts.is_empty()).then(|| (Json::from(pts.len()), None)),
         Agg::Mean => {
             let (n, sum) = nums().fold((0usize, 0.0), |(n, s), (_, v)| (n + 1, s + num(v)));
-            (n > 0).then(|| (Json::from(sum / n as f64), None))
+            (n > 0).then(|| (float_json(sum / n as f64), None))
         }
         Agg::Sum => {
             nums().next()?;
@@ -391,7 +412,7 @@ fn aggregate(agg: Agg, pts: &[(i64, Value)]) -> Option<(Json, Option<i64>)> {
                 });
                 Some((Json::from(s), None))
             } else {
-                Some((Json::from(nums().map(|(_, v)| num(v)).sum::<f64>()), None))
+                Some((float_json(nums().map(|(_, v)| num(v)).sum::<f64>()), None))
             }
         }
         Agg::Min | Agg::Max => {
@@ -418,14 +439,6 @@ fn aggregate(agg: Agg, pts: &[(i64, Value)]) -> Option<(Json, Option<i64>)> {
                 .find(|(pt, _)| *pt == t)
                 .map(|(t, v)| (json(v), Some(*t)))
         }
-    }
-}
-
-fn fill_json(v: f64) -> Json {
-    if v.fract() == 0.0 && v.abs() < 9.0e15 {
-        Json::from(v as i64)
-    } else {
-        Json::from(v)
     }
 }
 
@@ -482,10 +495,13 @@ fn agg_rows(
                     previous[i] = v.clone();
                     v
                 }
+                // As InfluxDB: an empty interval counts 0 unless another
+                // fill is asked for.
+                None if *a == Agg::Count && s.fill == Fill::Null => Json::from(0),
                 None => match s.fill {
                     Fill::Null | Fill::None => Json::Null,
                     Fill::Previous => previous[i].clone(),
-                    Fill::Value(x) => fill_json(x),
+                    Fill::Value(x) => float_json(x),
                 },
             };
             row.push(v);

@@ -28,7 +28,11 @@
 //! - `GROUP BY time()` intervals start at multiples of the interval since
 //!   the epoch; without an upper bound it ends at now; at most
 //!   [`MAX_BUCKETS`] intervals. Empty intervals are `null` by default
-//!   (`count` included).
+//!   (`count` is 0 then, as in InfluxDB).
+//! - Output as InfluxDB 1.6 writes it (answers checked against `influxd`
+//!   1.6 by hand): whole floats without a fraction (`2`, not `2.0`), a lone
+//!   selector (`max`, `min`, `first`, `last`) without `GROUP BY time` at its
+//!   point's time, other aggregates at the lower time bound (or epoch 0).
 //! - `SHOW DATABASES | MEASUREMENTS [LIMIT n] | TAG KEYS [FROM m] | TAG
 //!   VALUES [FROM m] WITH KEY = "k" | FIELD KEYS [FROM m] | RETENTION
 //!   POLICIES` (`ON db` accepted and ignored: there is one database; the

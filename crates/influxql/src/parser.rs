@@ -381,11 +381,6 @@ impl Parser {
         while self.eat_op(",") {
             fields.push(self.field()?);
         }
-        if fields.iter().any(|f| f.agg.is_some()) && fields.iter().any(|f| f.agg.is_none()) {
-            return Err(Error::Invalid(
-                "mixing aggregate and non-aggregate queries is not supported".into(),
-            ));
-        }
         if self.is_kw("INTO") {
             return Err(Error::Unsupported("SELECT INTO".into()));
         }
@@ -472,11 +467,6 @@ impl Parser {
             if self.is_kw(kw) {
                 return Err(Error::Unsupported(kw.into()));
             }
-        }
-        if s.interval_ns.is_some() && s.fields.iter().all(|f| f.agg.is_none()) {
-            return Err(Error::Invalid(
-                "GROUP BY requires at least one aggregate function".into(),
-            ));
         }
         Ok(s)
     }

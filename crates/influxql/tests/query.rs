@@ -96,12 +96,12 @@ fn every_aggregate() {
         json!({"results":[{"statement_id":0,"series":[{
             "name":"cpu",
             "columns":["time","mean","min","max","sum","count","first","last"],
-            "values":[["2023-11-14T22:13:00Z",2.0,1.0,3.0,6.0,3,1.0,3.0]]}]}]})
+            "values":[["2023-11-14T22:13:00Z",2,1,3,6,3,1,3]]}]}]})
     );
     // A lone selector reports its point's time; the integer field keeps its type.
     assert_eq!(
         values(&f, "SELECT max(usage) FROM cpu WHERE device = 'd1'"),
-        json!([[T0 + 70 * S, 10.0]])
+        json!([[T0 + 70 * S, 10]])
     );
     assert_eq!(
         values(&f, "SELECT sum(count) AS total FROM cpu"),
@@ -109,17 +109,14 @@ fn every_aggregate() {
     );
     assert_eq!(
         values(&f, "SELECT min(usage), min(usage) FROM cpu"),
-        json!([[0, 1.0, 1.0]])
+        json!([[0, 1, 1]])
     );
     let r = run(&f, "SELECT min(usage), min(usage) FROM cpu", Epoch::Ms);
     assert_eq!(
         r["results"][0]["series"][0]["columns"],
         json!(["time", "min", "min_1"])
     );
-    assert_eq!(
-        values(&f, "SELECT last(free) FROM mem"),
-        json!([[T0, 100.0]])
-    );
+    assert_eq!(values(&f, "SELECT last(free) FROM mem"), json!([[T0, 100]]));
     assert_eq!(
         values(&f, "SELECT mean(value) FROM temp"),
         json!([[0, 20.5]])
@@ -145,34 +142,44 @@ fn group_by_time_and_tag_with_each_fill() {
             {"name":"cpu","tags":{"device":"d2"},"columns":["time","mean"],"values":d2}]}]})
     };
     let null = series(
-        json!([[a, 2.0], [b, 10.0], [c, null]]),
-        json!([[a, 6.0], [b, null], [c, null]]),
+        json!([[a, 2], [b, 10], [c, null]]),
+        json!([[a, 6], [b, null], [c, null]]),
+    );
+    // count is 0 in an empty interval (fill(null) only).
+    let r = run(
+        &f,
+        &format!("SELECT count(usage) FROM cpu WHERE {RANGE} GROUP BY time(1m), device"),
+        Epoch::Ms,
+    );
+    assert_eq!(
+        r["results"][0]["series"][1]["values"],
+        json!([[a, 2], [b, 0], [c, 0]])
     );
     assert_eq!(q(""), null);
     assert_eq!(q("fill(null)"), null);
     assert_eq!(
         q("fill(none)"),
-        series(json!([[a, 2.0], [b, 10.0]]), json!([[a, 6.0]]))
+        series(json!([[a, 2], [b, 10]]), json!([[a, 6]]))
     );
     assert_eq!(
         q("fill(0)"),
         series(
-            json!([[a, 2.0], [b, 10.0], [c, 0]]),
-            json!([[a, 6.0], [b, 0], [c, 0]])
+            json!([[a, 2], [b, 10], [c, 0]]),
+            json!([[a, 6], [b, 0], [c, 0]])
         )
     );
     assert_eq!(
         q("fill(-1.5)"),
         series(
-            json!([[a, 2.0], [b, 10.0], [c, -1.5]]),
-            json!([[a, 6.0], [b, -1.5], [c, -1.5]])
+            json!([[a, 2], [b, 10], [c, -1.5]]),
+            json!([[a, 6], [b, -1.5], [c, -1.5]])
         )
     );
     assert_eq!(
         q("fill(previous)"),
         series(
-            json!([[a, 2.0], [b, 10.0], [c, 10.0]]),
-            json!([[a, 6.0], [b, 6.0], [c, 6.0]])
+            json!([[a, 2], [b, 10], [c, 10]]),
+            json!([[a, 6], [b, 6], [c, 6]])
         )
     );
     // Intervals start at multiples of the interval: a range starting at
@@ -193,8 +200,8 @@ fn group_by_time_and_tag_with_each_fill() {
     assert_eq!(
         r["results"][0]["series"],
         json!([
-            {"name":"cpu","tags":{"region":"eu"},"columns":["time","count","sum"],"values":[[1_699_999_920, 3, 6.0], [1_700_000_040, 1, 10.0]]},
-            {"name":"cpu","tags":{"region":"us"},"columns":["time","count","sum"],"values":[[1_699_999_920, 2, 12.0]]}
+            {"name":"cpu","tags":{"region":"eu"},"columns":["time","count","sum"],"values":[[1_699_999_920, 3, 6], [1_700_000_040, 1, 10]]},
+            {"name":"cpu","tags":{"region":"us"},"columns":["time","count","sum"],"values":[[1_699_999_920, 2, 12]]}
         ])
     );
 }
@@ -203,16 +210,16 @@ fn group_by_time_and_tag_with_each_fill() {
 fn where_on_tags_and_regexes() {
     let f = fixture();
     let sum = |w: &str| values(&f, &format!("SELECT sum(usage) FROM cpu {w}"));
-    assert_eq!(sum(""), json!([[0, 28.0]]));
-    assert_eq!(sum("WHERE region =~ /^e/"), json!([[0, 16.0]]));
-    assert_eq!(sum("WHERE \"region\" !~ /^e/"), json!([[0, 12.0]]));
-    assert_eq!(sum("WHERE region != 'eu'"), json!([[0, 12.0]]));
+    assert_eq!(sum(""), json!([[0, 28]]));
+    assert_eq!(sum("WHERE region =~ /^e/"), json!([[0, 16]]));
+    assert_eq!(sum("WHERE \"region\" !~ /^e/"), json!([[0, 12]]));
+    assert_eq!(sum("WHERE region != 'eu'"), json!([[0, 12]]));
     assert_eq!(sum("WHERE region <> 'eu' AND device = 'd1'"), json!(null));
     assert_eq!(
         sum("WHERE (\"device\" =~ /^(d1|d2)$/) AND (region = 'us')"),
-        json!([[0, 12.0]])
+        json!([[0, 12]])
     );
-    assert_eq!(sum("WHERE nosuch = ''"), json!([[0, 28.0]]));
+    assert_eq!(sum("WHERE nosuch = ''"), json!([[0, 28]]));
     assert_eq!(sum("WHERE nosuch = 'x'"), json!(null));
     // A statement with nothing to show has no series.
     assert_eq!(
@@ -261,7 +268,7 @@ fn time_ranges() {
             &f,
             "SELECT max(usage) FROM cpu WHERE time >= now() - 100s GROUP BY time(50s)"
         ),
-        json!([[T0 - 30 * S, 5.0], [T0 + 20 * S, 7.0], [T0 + 70 * S, 10.0]])
+        json!([[T0 - 30 * S, 5], [T0 + 20 * S, 7], [T0 + 70 * S, 10]])
     );
 }
 
@@ -275,21 +282,21 @@ fn raw_points() {
             Epoch::Rfc3339
         ),
         json!({"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["time","usage"],
-            "values":[["2023-11-14T22:13:00Z",5.0],["2023-11-14T22:13:30Z",7.0]]}]}]})
+            "values":[["2023-11-14T22:13:00Z",5],["2023-11-14T22:13:30Z",7]]}]}]})
     );
     assert_eq!(
         values(
             &f,
             "SELECT usage, \"count\" FROM cpu WHERE device = 'd1' AND time <= now() - 90s"
         ),
-        json!([[T0, 1.0, 4], [T0 + 10 * S, 2.0, 6]])
+        json!([[T0, 1, 4], [T0 + 10 * S, 2, 6]])
     );
     assert_eq!(
         values(
             &f,
             "SELECT usage FROM \"mw\".\"autogen\".\"cpu\" WHERE device = 'd1' LIMIT 2"
         ),
-        json!([[T0, 1.0], [T0 + 10 * S, 2.0]])
+        json!([[T0, 1], [T0 + 10 * S, 2]])
     );
     let r = run(
         &f,
@@ -299,8 +306,8 @@ fn raw_points() {
     assert_eq!(
         r["results"][0]["series"],
         json!([
-            {"name":"cpu","tags":{"device":"d1"},"columns":["time","usage"],"values":[[T0 * 1_000_000, 1.0], [(T0 + 10 * S) * 1_000_000, 2.0]]},
-            {"name":"cpu","tags":{"device":"d2"},"columns":["time","usage"],"values":[[T0 * 1_000_000, 5.0]]}
+            {"name":"cpu","tags":{"device":"d1"},"columns":["time","usage"],"values":[[T0 * 1_000_000, 1], [(T0 + 10 * S) * 1_000_000, 2]]},
+            {"name":"cpu","tags":{"device":"d2"},"columns":["time","usage"],"values":[[T0 * 1_000_000, 5]]}
         ])
     );
 }
@@ -361,8 +368,6 @@ fn errors() {
             "OR",
         ),
         ("SELECT usage FROM cpu WHERE usage > 1", "field conditions"),
-        ("SELECT mean(usage), usage FROM cpu", "mixing"),
-        ("SELECT usage FROM cpu GROUP BY time(1m)", "aggregate"),
         (
             "SELECT mean(usage) FROM cpu GROUP BY time(1m) fill(linear)",
             "fill(linear)",
@@ -392,4 +397,23 @@ fn errors() {
         "{r}"
     );
     assert_eq!(r["results"][1]["series"][0]["values"], json!([[0, 6]]));
+    let r = run(
+        &f,
+        "SELECT mean(usage), usage FROM cpu; SELECT usage FROM cpu GROUP BY time(1m)",
+        Epoch::Ms,
+    );
+    assert!(
+        r["results"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("mixing"),
+        "{r}"
+    );
+    assert!(
+        r["results"][1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("aggregate"),
+        "{r}"
+    );
 }
