@@ -461,8 +461,14 @@ fn agg_rows(
             .map(|(a, c)| aggregate(*a, c))
             .collect();
         let default_t = if s.start_ns.is_some() { start } else { 0 };
-        let t = match (aggs.as_slice(), results.first()) {
-            ([a], Some(Some((_, Some(t))))) if a.is_selector() => *t,
+        // One distinct selector call (repeats are computed once, as in
+        // InfluxDB) reports its point's time.
+        let one_call = s
+            .fields
+            .windows(2)
+            .all(|w| w[0].agg == w[1].agg && w[0].field == w[1].field);
+        let t = match (aggs.first(), results.first()) {
+            (Some(a), Some(Some((_, Some(t))))) if one_call && a.is_selector() => *t,
             _ => default_t,
         };
         let mut row = vec![epoch.time(t)];

@@ -109,7 +109,7 @@ fn every_aggregate() {
     );
     assert_eq!(
         values(&f, "SELECT min(usage), min(usage) FROM cpu"),
-        json!([[0, 1, 1]])
+        json!([[T0, 1, 1]])
     );
     let r = run(&f, "SELECT min(usage), min(usage) FROM cpu", Epoch::Ms);
     assert_eq!(
