@@ -113,6 +113,31 @@ fn same_json_as_influxd_1_6() {
             Epoch::Ms,
             r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["tagKey"],"values":[["device"],["region"]]}]},{"statement_id":1,"series":[{"name":"cpu","columns":["fieldKey","fieldType"],"values":[["count","integer"],["usage","float"]]},{"name":"mem","columns":["fieldKey","fieldType"],"values":[["free","float"]]},{"name":"temp","columns":["fieldKey","fieldType"],"values":[["value","float"]]}]},{"statement_id":2,"series":[{"columns":["name","duration","shardGroupDuration","replicaN","default"],"values":[["autogen","0s","168h0m0s",1,true]]}]},{"statement_id":3,"series":[{"name":"databases","columns":["name"],"values":[["mw"]]}]}]}"#,
         ),
+        (
+            "SELECT min(usage), max(usage) FROM cpu".into(),
+            Epoch::Ms,
+            r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["time","min","max"],"values":[[0,1,10]]}]}]}"#,
+        ),
+        (
+            "SELECT mean(count), last(count) FROM cpu WHERE time >= 1699999980000ms GROUP BY time(1m), region fill(none)".into(),
+            Epoch::Ms,
+            r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","tags":{"region":"eu"},"columns":["time","mean","last"],"values":[[1699999980000,5,6]]}]}]}"#,
+        ),
+        (
+            "SELECT usage FROM cpu WHERE time < 1700000000000ms GROUP BY device".into(),
+            Epoch::S,
+            r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","tags":{"device":"d1"},"columns":["time","usage"],"values":[[1699999980,1],[1699999990,2]]},{"name":"cpu","tags":{"device":"d2"},"columns":["time","usage"],"values":[[1699999980,5]]}]}]}"#,
+        ),
+        (
+            "SHOW MEASUREMENTS; SHOW TAG VALUES WITH KEY = device".into(),
+            Epoch::Ms,
+            r#"{"results":[{"statement_id":0,"series":[{"name":"measurements","columns":["name"],"values":[["cpu"],["mem"],["temp"]]}]},{"statement_id":1,"series":[{"name":"cpu","columns":["key","value"],"values":[["device","d1"],["device","d2"]]},{"name":"mem","columns":["key","value"],"values":[["device","d1"]]},{"name":"temp","columns":["key","value"],"values":[["device","d3"]]}]}]}"#,
+        ),
+        (
+            "SELECT last(usage) FROM cpu WHERE region =~ /u/ AND time >= '2023-11-14T22:13:00.5Z'".into(),
+            Epoch::Rfc3339,
+            r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["time","last"],"values":[["2023-11-14T22:14:10Z",10]]}]}]}"#,
+        ),
     ];
     for (q, epoch, want) in cases {
         let opts = QueryOptions {
