@@ -138,6 +138,17 @@ fn same_json_as_influxd_1_6() {
             Epoch::Rfc3339,
             r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["time","last"],"values":[["2023-11-14T22:14:10Z",10]]}]}]}"#,
         ),
+        (
+            // As Grafana writes it.
+            r#"SELECT mean("usage") FROM "autogen"."cpu" WHERE ("device" =~ /^(d1|d2)$/) and time >= 1699999980000ms and time <= 1700000159999ms GROUP BY time(3m) fill(null)"#.into(),
+            Epoch::Ms,
+            r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["time","mean"],"values":[[1699999920000,4.666666666666667],[1700000100000,null]]}]}]}"#,
+        ),
+        (
+            format!("SELECT count(usage) FROM cpu WHERE {range} GROUP BY time(1m) fill(previous)"),
+            Epoch::Ms,
+            r#"{"results":[{"statement_id":0,"series":[{"name":"cpu","columns":["time","count"],"values":[[1699999980000,5],[1700000040000,1],[1700000100000,1]]}]}]}"#,
+        ),
     ];
     for (q, epoch, want) in cases {
         let opts = QueryOptions {
