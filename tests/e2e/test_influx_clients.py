@@ -1,8 +1,9 @@
-"""InfluxDB's own client libraries write to Millwright: the 1.x `influxdb`
-package (ping, then `write_points` with Telegraf's `host` tag) and the 2.x
-`influxdb-client` (its synchronous write API). What they wrote comes back
-from Millwright's query API under the device named by the tag (`device`
-first, then `host`; docs/observability.md and docs/configuration.md).
+"""InfluxDB's own client libraries against Millwright: the 1.x `influxdb`
+package (ping, `write_points` with Telegraf's `host` tag, and InfluxQL
+queries through `/query`) and the 2.x `influxdb-client` (its synchronous
+write API). What they wrote comes back from Millwright's query API under
+the device named by the tag (`device` first, then `host`;
+docs/observability.md and docs/configuration.md).
 """
 
 from __future__ import annotations
@@ -62,3 +63,32 @@ def test_the_influxdb_2x_client_writes(platforms):
                 for i in range(3)
             ])
     assert points(p, d, "press.temp") == [(T0 + i * 1000, 20.5 + i) for i in range(3)]
+
+
+def test_the_influxdb_1x_client_queries_with_influxql(platforms):
+    import influxdb  # the test command installs it
+    p = platforms()
+    d = unique("iq")
+    t0 = T0 // 60_000 * 60_000  # on a minute: two whole 1-minute buckets
+    client = influxdb.InfluxDBClient(host=p.host, port=p.http_port, username="millwright",
+                                     password=mwplatform.ADMIN_TOKEN, database="plant")
+    assert client.write_points([
+        {"measurement": "press", "tags": {"device": d, "line": "a" if i % 2 else "b"},
+         "time": (t0 + i * 10_000) * 1_000_000, "fields": {"temp": float(i)}}
+        for i in range(12)
+    ])
+    start, end = t0, t0 + 120_000
+    rs = client.query(f"SELECT mean(temp), max(temp), count(temp) FROM press WHERE device = '{d}' "
+                      f"AND time >= {start}ms AND time < {end}ms GROUP BY time(1m)", epoch="ms")
+    rows = [(r["time"], r["mean"], r["max"], r["count"]) for r in rs.get_points()]
+    assert rows == [(t0, 2.5, 5, 6), (t0 + 60_000, 8.5, 11, 6)], rows
+    by_line = client.query(f"SELECT last(temp) FROM press WHERE device = '{d}' "
+                           f"AND time >= {start}ms AND time < {end}ms GROUP BY line", epoch="ms")
+    last = {k[1]["line"]: list(v)[0]["last"] for k, v in by_line.items()}
+    assert last == {"a": 11, "b": 10}, last
+    measurements = {m["name"] for m in client.get_list_measurements()}
+    assert "press" in measurements, measurements
+    fields = list(client.query("SHOW FIELD KEYS FROM press").get_points())
+    assert {"fieldKey": "temp", "fieldType": "float"} in fields, fields
+    with pytest.raises(influxdb.exceptions.InfluxDBClientError):
+        client.query("SELECT median(temp) FROM press WHERE time > now() - 1h")

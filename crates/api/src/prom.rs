@@ -1,13 +1,14 @@
-//! The Prometheus HTTP API over the telemetry store, for Grafana's built-in
-//! Prometheus data source: `/api/v1/query`, `/api/v1/query_range`,
+//! The query APIs of other systems over the telemetry store, for the tools
+//! plant engineers already run. The Prometheus HTTP API, for Grafana's
+//! built-in Prometheus data source: `/api/v1/query`, `/api/v1/query_range`,
 //! `/api/v1/series`, `/api/v1/labels`, `/api/v1/label/{name}/values` and
-//! `/api/v1/status/buildinfo`. Parameters come in the query string (GET)
-//! or as a form body (POST, which Grafana sends by default); answers and
-//! errors have Prometheus' own shapes (`{"status":"success","data":...}`,
-//! `{"status":"error","errorType":"bad_data","error":...}`). The PromQL
-//! subset, the naming of series and the evaluation are the `promql`
-//! crate's; this module only reads parameters and runs it off the async
-//! workers.
+//! `/api/v1/status/buildinfo`; and InfluxDB 1.x's `/query` with an InfluxQL
+//! subset (`influx_query`), for InfluxDB clients and Grafana's InfluxDB
+//! data source. Parameters come in the query string (GET) or as a form
+//! body (POST, which Grafana sends by default); answers and errors have the
+//! original systems' shapes. The query languages, the naming of series and
+//! the evaluation are the `promql` and `influxql` crates'; this module only
+//! reads parameters and runs them off the async workers.
 
 use std::sync::Arc;
 
@@ -207,4 +208,66 @@ pub(crate) async fn buildinfo() -> Response {
         "application": "millwright",
         "millwright_version": env!("CARGO_PKG_VERSION"),
     })))
+}
+
+/// `GET|POST /query`: InfluxDB 1.x's query endpoint with the InfluxQL
+/// subset of the `influxql` crate (`q`, `db` accepted and listed by `SHOW
+/// DATABASES`, `epoch`), for InfluxDB clients and Grafana's InfluxDB data
+/// source. 200 with one result per statement (a statement's own error is
+/// in its result, as InfluxDB does); 400 `{"error"}` when the query does
+/// not parse.
+pub(crate) async fn influx_query(
+    State(st): State<Arc<ApiState>>,
+    q: Params,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let p = params(&st, q, &headers, body).await?;
+    let Some(text) = p.get("q").map(str::to_string) else {
+        return Ok(influx_answer(
+            StatusCode::BAD_REQUEST,
+            &serde_json::json!({ "error": "missing required parameter \"q\"" }),
+        ));
+    };
+    let epoch = match p.get("epoch") {
+        None => influxql::Epoch::Rfc3339,
+        Some(e) => match influxql::Epoch::parse(e) {
+            Some(e) => e,
+            None => {
+                return Ok(influx_answer(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({ "error": format!("unknown epoch {e:?}") }),
+                ))
+            }
+        },
+    };
+    let opts = influxql::QueryOptions {
+        now_ms: st.now(),
+        epoch,
+        database: p.get("db").unwrap_or("millwright").to_string(),
+    };
+    let started = std::time::Instant::now();
+    let st2 = st.clone();
+    let answer = blocking(move || Ok(influxql::query(&st2.tsdb, &text, &opts))).await?;
+    st.http_metrics
+        .query_seconds
+        .observe(started.elapsed().as_secs_f64());
+    let status = if answer.error.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    Ok(influx_answer(status, &answer))
+}
+
+fn influx_answer<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    let text = serde_json::to_string(body).unwrap_or_else(|e| format!(r#"{{"error":"{e}"}}"#));
+    let mut resp = (status, text).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert("x-influxdb-version", HeaderValue::from_static("1.8.10"));
+    resp
 }

@@ -18,6 +18,7 @@ const PURE: &[&str] = &[
     "twin",
     "pki",
     "promql",
+    "influxql",
 ];
 
 /// The one file of a pure crate allowed to read the wall clock:

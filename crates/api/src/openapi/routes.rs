@@ -198,6 +198,26 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     .ok(&[(204, None)])
     .errors(WRITES),
     op(
+        h!(crate::prom::influx_query),
+        InfluxV1,
+        "GET",
+        "/query",
+        Viewer,
+        "telemetry",
+        "InfluxDB 1.x query endpoint with an InfluxQL subset (docs/observability.md)",
+    )
+    .ok(&[(200, Some("InfluxAnswer"))]),
+    op(
+        h!(crate::prom::influx_query),
+        InfluxV1,
+        "POST",
+        "/query",
+        Viewer,
+        "telemetry",
+        "InfluxDB 1.x query endpoint with an InfluxQL subset (docs/observability.md)",
+    )
+    .ok(&[(200, Some("InfluxAnswer"))]),
+    op(
         h!(crate::write::write_lp::<crate::write::V1>),
         InfluxV1,
         "POST",

@@ -47,6 +47,8 @@ pub(super) fn schemas() -> Json {
     );
     put("Html", s.clone());
     put("PrometheusText", s.clone());
+    // InfluxDB 1.x's own shape: `{"results": [...]}` or `{"error"}`.
+    put("InfluxAnswer", json!({ "type": "object" }));
     // Prometheus' own shape, errors included (`status` "error" with
     // `errorType` and `error`, HTTP 400 or 422), not problem+json.
     put(
