@@ -188,10 +188,11 @@
 //! all-or-nothing: one bad line or element rejects it whole with 400 and
 //! nothing is stored. Every write route accepts `Content-Encoding: gzip`.
 //!
-//! - Line protocol: the device is the value of the `device` tag, or the
-//!   measurement if the line has none; the metric is `measurement.field`
-//!   (`cpu,device=d1 usage=3` is device `d1`, metric `cpu.usage`); other
-//!   tags become labels. `org`, `bucket`, `db` and `rp` are accepted and
+//! - Line protocol: the device is the value of the first tag of
+//!   [`ApiState::device_tags`] the line has (default `device`, then
+//!   `host`), or the measurement if it has none; the metric is
+//!   `measurement.field` (`cpu,device=d1 usage=3` is device `d1`, metric
+//!   `cpu.usage`); other tags become labels. `org`, `bucket`, `db` and `rp` are accepted and
 //!   ignored: every point lands in [`ApiState::namespace`] (`default`). When
 //!   tenants arrive, bucket/db will select the namespace. Lines without a
 //!   timestamp get the server time truncated to the precision, as InfluxDB
